@@ -1,0 +1,109 @@
+"""The workflow layer's view of a checkpoint: a typed state and an execution cursor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, Self, runtime_checkable
+
+from typing_extensions import TypeVar
+
+from flowpoint.blob import Metadata, check_header, utc, validate_metadata
+from flowpoint.ids import CheckpointId, new_checkpoint_id
+
+__all__ = ["Checkpoint", "S", "State", "WorkflowState"]
+
+State = dict[str, Any]
+"""The default state type: a plain dict of JSON-like values, datetimes, UUIDs and bytes."""
+
+S = TypeVar("S", default=State)
+
+
+@runtime_checkable
+class WorkflowState(Protocol):
+    """A state that persists a projection of itself rather than all of its fields.
+
+    Any type the codec can encode may be a state (dicts, dataclasses, ``TypedDict``,
+    ``msgspec.Struct``, pydantic models). Implement this protocol when part of a
+    state must stay out of the checkpoint (runtime handles, caches, clients):
+    ``__flowpoint_snapshot__`` returns the encodable data to store, and
+    ``__flowpoint_restore__`` builds the state back from it. When the snapshot
+    method has a return annotation, stored data is decoded into that type first.
+    """
+
+    def __flowpoint_snapshot__(self) -> Any:
+        """Return the part of the state to store."""
+        ...
+
+    @classmethod
+    def __flowpoint_restore__(cls, data: Any) -> Self:
+        """Build the state back from what ``__flowpoint_snapshot__`` returned."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint(Generic[S]):
+    """An immutable snapshot of a run: the state and the node to run next.
+
+    ``current_node`` is ``None`` when the run has finished. Make the first
+    checkpoint of a trace with :meth:`first` and each next one with :meth:`child`;
+    both stamp a new time-ordered id and the current UTC time.
+
+    >>> first = Checkpoint.first("plan", {"question": "why?"})
+    >>> nxt = first.child("act", {"question": "why?", "plan": ["look"]})
+    >>> (first.step, nxt.step, nxt.parent_id == first.checkpoint_id)
+    (0, 1, True)
+    """
+
+    checkpoint_id: CheckpointId
+    step: int
+    parent_id: CheckpointId | None
+    current_node: str | None
+    state: S
+    created_at: datetime
+    metadata: Metadata = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_header(self.step, 0, self.created_at)
+        if self.current_node is not None and not isinstance(self.current_node, str):
+            raise ValueError(f"current_node must be a str or None, not {self.current_node!r:.40}")
+        object.__setattr__(self, "created_at", utc(self.created_at))
+        object.__setattr__(self, "metadata", validate_metadata(self.metadata))
+
+    @classmethod
+    def first(
+        cls,
+        current_node: str | None,
+        state: S,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Checkpoint[S]:
+        """The first checkpoint of a trace: step 0, no parent."""
+        return cls(
+            checkpoint_id=new_checkpoint_id(),
+            step=0,
+            parent_id=None,
+            current_node=current_node,
+            state=state,
+            created_at=datetime.now(UTC),
+            metadata=validate_metadata(metadata),
+        )
+
+    def child(
+        self,
+        current_node: str | None,
+        state: S,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Checkpoint[S]:
+        """The checkpoint after this one: the next step, with this one as parent."""
+        return Checkpoint(
+            checkpoint_id=new_checkpoint_id(),
+            step=self.step + 1,
+            parent_id=self.checkpoint_id,
+            current_node=current_node,
+            state=state,
+            created_at=datetime.now(UTC),
+            metadata=validate_metadata(metadata),
+        )

@@ -1,0 +1,1 @@
+"""The ``flowpoint`` command line."""

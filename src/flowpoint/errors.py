@@ -1,0 +1,95 @@
+"""The errors flowpoint raises.
+
+Every error a load or a save can raise, for any bytes a store returns, is a
+:class:`CheckpointStoreError`::
+
+    CheckpointStoreError
+     ├── GraphMismatch        the checkpoint was written by another graph
+     ├── CheckpointConflict   the trace already has a checkpoint at that step
+     ├── CorruptCheckpoint    stored bytes or header columns are damaged
+     ├── CodecError           a state cannot be encoded, or decoded into its type
+     ├── StorageError         the backend failed (the driver's error is ``__cause__``)
+     └── InvalidTraceId       also a ValueError: the trace id is not acceptable
+
+Errors carry the facts as attributes; their messages are built from them.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+__all__ = [
+    "CheckpointConflict",
+    "CheckpointStoreError",
+    "CodecError",
+    "CorruptCheckpoint",
+    "GraphMismatch",
+    "InvalidTraceId",
+    "StorageError",
+]
+
+
+class CheckpointStoreError(Exception):
+    """Base class of every error flowpoint raises about checkpoints and stores."""
+
+
+class GraphMismatch(CheckpointStoreError):
+    """The stored graph hash is not the one the caller expects.
+
+    Raised before any state is decoded: a checkpoint written by one graph is never
+    resumed on another.
+    """
+
+    def __init__(self, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"graph mismatch: the checkpoint was written by graph 0x{actual:016x}, "
+            f"but the caller expects graph 0x{expected:016x}"
+        )
+
+    def __reduce__(self) -> tuple[type[GraphMismatch], tuple[int, int]]:
+        return (type(self), (self.expected, self.actual))
+
+
+class CheckpointConflict(CheckpointStoreError):
+    """The trace already holds a checkpoint at this step (or one with this id).
+
+    Of several writers saving the same ``(trace_id, step)`` exactly one succeeds;
+    the others get this error and nothing of theirs is stored.
+    """
+
+    def __init__(self, trace_id: str, step: int, detail: str | None = None) -> None:
+        self.trace_id = trace_id
+        self.step = step
+        self.detail = detail
+        message = f"trace {trace_id!r} already has a checkpoint at step {step}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+    def __reduce__(self) -> tuple[type[CheckpointConflict], tuple[str, int, str | None]]:
+        return (type(self), (self.trace_id, self.step, self.detail))
+
+
+class CorruptCheckpoint(CheckpointStoreError):
+    """Stored data is damaged: bad magic, checksum, truncation, or disagreeing headers."""
+
+    def __init__(self, checkpoint_id: UUID | None, reason: str) -> None:
+        self.checkpoint_id = checkpoint_id
+        self.reason = reason
+        where = f"checkpoint {checkpoint_id}" if checkpoint_id is not None else "checkpoint"
+        super().__init__(f"{where} is corrupt: {reason}")
+
+    def __reduce__(self) -> tuple[type[CorruptCheckpoint], tuple[UUID | None, str]]:
+        return (type(self), (self.checkpoint_id, self.reason))
+
+
+class CodecError(CheckpointStoreError):
+    """A state cannot be encoded, or intact stored data does not fit the declared type."""
+
+
+class StorageError(CheckpointStoreError):
+    """The backend failed; the driver's own exception is the ``__cause__``."""
+
+
+class InvalidTraceId(CheckpointStoreError, ValueError):
+    """A trace id that is empty, too long, or holds non-printable characters."""

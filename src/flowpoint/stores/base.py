@@ -1,0 +1,196 @@
+"""The storage interface: bytes in, bytes out, asynchronous.
+
+Every backend implements :class:`BlobCheckpointStore`. The contract is written
+here once; a backend's own docstring says only where it differs.
+"""
+
+from __future__ import annotations
+
+import abc
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, check_header
+from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
+
+__all__ = ["BlobCheckpointStore", "PruneRule"]
+
+
+class PruneRule:
+    """Which checkpoints of a trace :meth:`BlobCheckpointStore.prune` deletes.
+
+    A checkpoint is deleted when it meets every rule given: it is not among the
+    newest ``keep_latest`` steps, and it was created before ``now - older_than``.
+    Giving neither rule is refused, so that a prune never empties a trace by accident.
+    """
+
+    __slots__ = ("cutoff", "keep_latest")
+
+    def __init__(
+        self,
+        keep_latest: int | None,
+        older_than: timedelta | None,
+        now: datetime | None = None,
+    ) -> None:
+        if keep_latest is None and older_than is None:
+            raise ValueError("prune needs keep_latest, older_than, or both")
+        if keep_latest is not None and (
+            isinstance(keep_latest, bool) or not isinstance(keep_latest, int) or keep_latest < 0
+        ):
+            raise ValueError(f"keep_latest must be an int >= 0, not {keep_latest!r}")
+        if older_than is not None and (
+            not isinstance(older_than, timedelta) or older_than < timedelta(0)
+        ):
+            raise ValueError(f"older_than must be a timedelta >= 0, not {older_than!r}")
+        self.keep_latest = keep_latest
+        self.cutoff = None if older_than is None else (now or datetime.now(UTC)) - older_than
+
+    def doomed(self, newest_first: list[CheckpointInfo]) -> list[CheckpointInfo]:
+        """The checkpoints to delete, given a whole trace listed newest first."""
+        candidates = newest_first if self.keep_latest is None else newest_first[self.keep_latest :]
+        if self.cutoff is None:
+            return list(candidates)
+        cutoff = self.cutoff
+        return [info for info in candidates if info.created_at < cutoff]
+
+
+class BlobCheckpointStore(abc.ABC):
+    """Asynchronous storage of encoded checkpoints, indexed by trace and step.
+
+    A store never decodes ``data``; it keeps the header fields beside it so that
+    listings never read the bytes. Stores are used as async context managers:
+    ``async with open_store(url) as store: ...`` closes the store on exit. A store
+    closes the clients it created from a URL, never one the application gave it.
+
+    The public methods check their arguments (an invalid trace id raises
+    :class:`~flowpoint.errors.InvalidTraceId`, a ``ValueError``) and then call the
+    ``_``-prefixed method a backend implements; any valid trace id must be kept
+    safely (no path traversal, no key injection). Damage found in a backend's own
+    data raises :class:`~flowpoint.errors.CorruptCheckpoint`; a backend failure
+    raises :class:`~flowpoint.errors.StorageError` with the driver's exception as
+    its cause. No other exception escapes for any stored bytes.
+    """
+
+    async def save(self, blob: CheckpointBlob) -> None:
+        """Store ``blob`` durably; when this returns, the save survives a crash.
+
+        A trace holds at most one checkpoint per step, and a checkpoint id is stored
+        once: if either exists already, raise
+        :class:`~flowpoint.errors.CheckpointConflict` and store nothing. Of N
+        concurrent writers of one ``(trace_id, step)``, in this process or another,
+        exactly one succeeds.
+        """
+        if not isinstance(blob, CheckpointBlob):
+            raise TypeError(f"save takes a CheckpointBlob, not {type(blob).__name__}")
+        validate_trace_id(blob.trace_id)
+        check_header(blob.step, blob.graph_hash, blob.created_at)
+        await self._save(blob)
+
+    async def load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
+        """The blob with this id, or ``None`` if there is none."""
+        return await self._load(coerce_checkpoint_id(checkpoint_id))
+
+    async def load_latest(self, trace_id: TraceId | str) -> CheckpointBlob | None:
+        """The blob with the highest step in the trace, or ``None`` for an empty trace.
+
+        "Latest" is the highest step, not the last write to arrive.
+        """
+        return await self._load_latest(validate_trace_id(trace_id))
+
+    async def history(
+        self, trace_id: TraceId | str, limit: int = 50, before_step: int | None = None
+    ) -> list[CheckpointInfo]:
+        """Up to ``limit`` headers of the trace, newest (highest step) first.
+
+        With ``before_step``, only steps below it: pass the last step of one page
+        to get the next. An unknown trace gives an empty list.
+        """
+        trace = validate_trace_id(trace_id)
+        check_history_args(limit, before_step)
+        return await self._history(trace, limit, before_step)
+
+    async def traces(self) -> list[TraceId]:
+        """Every trace that holds at least one checkpoint, sorted."""
+        return await self._traces()
+
+    async def delete(self, checkpoint_id: CheckpointId) -> bool:
+        """Delete one checkpoint; ``False`` (and no error) if it was not there.
+
+        Deleting a trace's newest checkpoint makes the next one down the latest.
+        """
+        return await self._delete(coerce_checkpoint_id(checkpoint_id))
+
+    async def delete_trace(self, trace_id: TraceId | str) -> int:
+        """Delete every checkpoint of the trace and return how many there were."""
+        return await self._delete_trace(validate_trace_id(trace_id))
+
+    async def prune(self, trace_id: TraceId | str, rule: PruneRule) -> int:
+        """Delete the checkpoints of the trace that ``rule`` selects; return how many."""
+        if not isinstance(rule, PruneRule):
+            raise TypeError(f"prune takes a PruneRule, not {type(rule).__name__}")
+        return await self._prune(validate_trace_id(trace_id), rule)
+
+    async def close(self) -> None:  # noqa: B027 - a store that holds nothing has nothing to close
+        """Release what the store opened. Closing twice is harmless."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # What a backend implements. Arguments have been checked by the public methods.
+
+    @abc.abstractmethod
+    async def _save(self, blob: CheckpointBlob) -> None: ...
+
+    @abc.abstractmethod
+    async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None: ...
+
+    @abc.abstractmethod
+    async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None: ...
+
+    @abc.abstractmethod
+    async def _history(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo]: ...
+
+    @abc.abstractmethod
+    async def _traces(self) -> list[TraceId]: ...
+
+    @abc.abstractmethod
+    async def _delete(self, checkpoint_id: CheckpointId) -> bool: ...
+
+    @abc.abstractmethod
+    async def _delete_trace(self, trace_id: TraceId) -> int: ...
+
+    async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
+        """List the whole trace and delete what ``rule`` selects, one by one.
+
+        Backends that can select and delete in one statement override this.
+        """
+        infos: list[CheckpointInfo] = []
+        before: int | None = None
+        while page := await self._history(trace_id, 500, before):
+            infos.extend(page)
+            before = page[-1].step
+        deleted = 0
+        for info in rule.doomed(infos):
+            deleted += await self._delete(info.checkpoint_id)
+        return deleted
+
+
+def check_history_args(limit: int, before_step: int | None) -> None:
+    """Raise ``ValueError`` for a limit below 1 or a negative ``before_step``."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+    if before_step is not None and (
+        isinstance(before_step, bool) or not isinstance(before_step, int) or before_step < 0
+    ):
+        raise ValueError(f"before_step must be an int >= 0 or None, not {before_step!r}")

@@ -1,0 +1,568 @@
+"""``file:///dir``: one file per checkpoint in a directory tree a person can read with ``ls``.
+
+Where this backend differs from the interface contract:
+
+- **Latest and history cost one listing of the trace's directory** (O(n) in the
+  trace's checkpoints) plus one read per checkpoint returned; listings read file
+  headers only, never ``data``.
+- **Layout**::
+
+      <dir>/traces/<trace-dir>/<step:020d>.ckpt     one record per checkpoint
+      <dir>/ids/<last 2 hex of id>/<id hex>          symlink to ../../traces/<trace-dir>/<step>.ckpt
+
+  ``<trace-dir>`` is the percent-quoted trace id (at most 120 characters) then ``~``
+  and 16 hex digits of its BLAKE2b hash: ``user-42/session-7`` lives in
+  ``user-42%2Fsession-7~<hash>``. Names never leave ``<dir>`` and never collide,
+  also on case-insensitive file systems.
+- **Durability**: a record is written to a temp file, fsynced, hard-linked to its
+  final name (the exclusive create that lets one writer per step win, across
+  processes), and the directories are fsynced before ``save`` returns. POSIX only
+  (symlinks, hard links and directory fsync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import struct
+import uuid
+import zlib
+from collections.abc import Iterator
+from datetime import datetime
+from typing import IO, Annotated
+from urllib.parse import quote
+
+import msgspec
+
+from flowpoint.blob import (
+    CheckpointBlob,
+    CheckpointInfo,
+    MetadataValue,
+    check_header,
+    utc,
+    validate_metadata,
+)
+from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
+from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.stores.base import BlobCheckpointStore
+
+__all__ = ["FileBlobStore", "trace_dir_name"]
+
+# Record: magic, header length (u32 BE), header JSON, CRC32 of the header JSON (u32 BE), data.
+_MAGIC = b"FPFILE1\n"
+_PREFIX = struct.Struct(">8sI")
+_CRC = struct.Struct(">I")
+_MAX_HEADER = 2**32 - 1
+
+_SLUG_MAX = 120
+_SLUG_SAFE = "-_.@+=,"
+_TRACE_DIR = re.compile(r".*~[0-9a-f]{16}\Z", re.DOTALL)
+_STEP_FILE = re.compile(r"([0-9]{20})\.ckpt\Z")
+_CONTINUATION_ESCAPE = re.compile(r"%[89AB][0-9A-F]")
+_TEMP_PREFIX = ".tmp-"
+_MKDIR_ATTEMPTS = 8
+# On macOS fsync() leaves the data in the drive's cache; F_FULLFSYNC flushes it.
+_FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)
+
+
+class _Header(msgspec.Struct, forbid_unknown_fields=True):
+    """The store's own header of a record; ``data`` follows it in the file."""
+
+    checkpoint_id: uuid.UUID
+    trace_id: str
+    step: int
+    parent_id: uuid.UUID | None
+    graph_hash: int
+    created_at: str
+    current_node: str | None
+    metadata: dict[str, MetadataValue]
+    data_length: Annotated[int, msgspec.Meta(ge=0)]
+
+
+_encode_json = msgspec.json.Encoder().encode
+_decode_header_json = msgspec.json.Decoder(_Header).decode
+
+
+def trace_dir_name(trace_id: str) -> str:
+    """The directory name of a trace: a readable slug of the id, ``~``, and its hash.
+
+    >>> trace_dir_name("user-42/session-7")
+    'user-42%2Fsession-7~821050a9f2f4df5f'
+    """
+    slug = quote(trace_id, safe=_SLUG_SAFE)
+    if len(slug) > _SLUG_MAX:
+        cut = _SLUG_MAX
+        # Never cut a %XX escape in half...
+        percent = slug.rfind("%", cut - 2, cut)
+        if percent != -1:
+            cut = percent
+        # ...nor a character's UTF-8 sequence, so the slug stays readable.
+        while cut > 0 and _CONTINUATION_ESCAPE.match(slug, cut):
+            cut -= 3
+        slug = slug[:cut]
+    digest = hashlib.blake2b(trace_id.encode("utf-8"), digest_size=8).hexdigest()
+    return f"{slug}~{digest}"
+
+
+class FileBlobStore(BlobCheckpointStore):
+    """Keeps each checkpoint in its own file under ``directory`` (see the module docs).
+
+    The constructor touches no file; the directory tree is made by the first save.
+    Every file system call runs in a worker thread, never on the event loop.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        path = os.fspath(directory)
+        if not isinstance(path, str):
+            raise TypeError(f"directory must be a str path, not {type(path).__name__}")
+        self._root = os.path.abspath(path)
+        self._traces_root = os.path.join(self._root, "traces")
+        self._ids_root = os.path.join(self._root, "ids")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._root!r})"
+
+    # The async interface: each method runs its blocking twin in a thread.
+
+    async def _save(self, blob: CheckpointBlob) -> None:
+        with _storage_errors("save"):
+            await asyncio.to_thread(self._save_sync, blob)
+
+    async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
+        with _storage_errors("load"):
+            return await asyncio.to_thread(self._load_sync, checkpoint_id)
+
+    async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
+        with _storage_errors("load_latest"):
+            return await asyncio.to_thread(self._load_latest_sync, trace_id)
+
+    async def _history(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo]:
+        with _storage_errors("history"):
+            return await asyncio.to_thread(self._history_sync, trace_id, limit, before_step)
+
+    async def _traces(self) -> list[TraceId]:
+        with _storage_errors("traces"):
+            return await asyncio.to_thread(self._traces_sync)
+
+    async def _delete(self, checkpoint_id: CheckpointId) -> bool:
+        with _storage_errors("delete"):
+            return await asyncio.to_thread(self._delete_sync, checkpoint_id)
+
+    async def _delete_trace(self, trace_id: TraceId) -> int:
+        with _storage_errors("delete_trace"):
+            return await asyncio.to_thread(self._delete_trace_sync, trace_id)
+
+    # Blocking implementations.
+
+    def _save_sync(self, blob: CheckpointBlob) -> None:
+        dir_name = trace_dir_name(blob.trace_id)
+        trace_dir = os.path.join(self._traces_root, dir_name)
+        final = os.path.join(trace_dir, _step_file(blob.step))
+        shard_dir, link = self._id_link(blob.checkpoint_id)
+        record = _encode_record(blob)
+
+        # 1. Claim the id. The link is made first so that a record that survives a
+        #    crash can always be found by id; a link without its record reads as absent.
+        _ensure_dir(shard_dir)
+        try:
+            os.symlink(_link_target(dir_name, blob.step), link)
+        except FileExistsError:
+            raise CheckpointConflict(
+                blob.trace_id, blob.step, f"checkpoint id {blob.checkpoint_id} exists"
+            ) from None
+        linked = False
+        try:
+            _fsync_dir(shard_dir)
+            # 2. Write the whole record to a temp file and make it durable.
+            temp, fd = _create_temp(trace_dir, blob.step)
+            try:
+                with open(fd, "wb") as file:
+                    for part in record:
+                        file.write(part)
+                    file.flush()
+                    _fsync(file.fileno())
+                # 3. Publish it: link() fails if the name exists, so one writer per step wins.
+                try:
+                    os.link(temp, final)
+                except FileExistsError:
+                    raise CheckpointConflict(blob.trace_id, blob.step) from None
+                linked = True
+                os.unlink(temp)
+            finally:
+                if not linked:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(temp)
+            # 4. Make the new name (and the temp file's removal) durable.
+            _fsync_dir(trace_dir)
+        except BaseException:
+            if not linked:
+                # Nothing of ours is stored: release the id for nobody to find.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(link)
+            raise
+
+    def _load_sync(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
+        located = self._locate(checkpoint_id)
+        if located is None:
+            return None
+        dir_name, step = located
+        try:
+            header, data = self._read(dir_name, step, checkpoint_id, with_data=True)
+        except FileNotFoundError:
+            return None  # a save that crashed before its record was published, or a delete
+        if header.checkpoint_id != checkpoint_id:
+            return None  # the step belongs to another checkpoint now
+        assert data is not None
+        return _blob(header, data)
+
+    def _load_latest_sync(self, trace_id: TraceId) -> CheckpointBlob | None:
+        dir_name = trace_dir_name(trace_id)
+        while steps := self._steps(dir_name):
+            try:
+                header, data = self._read(dir_name, max(steps), None, with_data=True)
+            except FileNotFoundError:
+                continue  # deleted since the listing: list again
+            assert data is not None
+            return _blob(header, data)
+        return None
+
+    def _history_sync(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo]:
+        dir_name = trace_dir_name(trace_id)
+        steps = self._steps(dir_name)
+        if before_step is not None:
+            steps = [step for step in steps if step < before_step]
+        infos: list[CheckpointInfo] = []
+        for step in sorted(steps, reverse=True):
+            try:
+                header, _ = self._read(dir_name, step, None, with_data=False)
+            except FileNotFoundError:
+                continue  # deleted since the listing
+            infos.append(_info(header))
+            if len(infos) == limit:
+                break
+        return infos
+
+    def _traces_sync(self) -> list[TraceId]:
+        found: list[TraceId] = []
+        for dir_name in _list(self._traces_root):
+            if not _TRACE_DIR.match(dir_name):
+                continue
+            # The directory name cannot be reversed (slugs are cut), so one header says.
+            for step in self._steps(dir_name):
+                try:
+                    header, _ = self._read(dir_name, step, None, with_data=False)
+                except FileNotFoundError:
+                    continue
+                found.append(TraceId(header.trace_id))
+                break
+        return sorted(found)
+
+    def _delete_sync(self, checkpoint_id: CheckpointId) -> bool:
+        located = self._locate(checkpoint_id)
+        if located is None:
+            return False
+        dir_name, step = located
+        trace_dir = os.path.join(self._traces_root, dir_name)
+        path = os.path.join(trace_dir, _step_file(step))
+        try:
+            with open(path, "rb") as file:
+                try:
+                    header: _Header | None = _read_header(file, dir_name, step, checkpoint_id)
+                except CorruptCheckpoint:
+                    # The id link vouches for the file: damaged records stay deletable.
+                    header = None
+                if header is not None and header.checkpoint_id != checkpoint_id:
+                    return False
+                opened = os.fstat(file.fileno())
+            # Unlink only the file just checked, not one a new writer put in its place.
+            current = os.stat(path)
+            if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+                return False
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        _fsync_dir(trace_dir)
+        shard_dir, link = self._id_link(checkpoint_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+            _fsync_dir(shard_dir)
+        return True
+
+    def _delete_trace_sync(self, trace_id: TraceId) -> int:
+        dir_name = trace_dir_name(trace_id)
+        trace_dir = os.path.join(self._traces_root, dir_name)
+        deleted = 0
+        shards: set[str] = set()
+        for step in self._steps(dir_name):
+            path = os.path.join(trace_dir, _step_file(step))
+            try:
+                with open(path, "rb") as file:
+                    try:
+                        header: _Header | None = _read_header(file, dir_name, step, None)
+                    except CorruptCheckpoint:
+                        header = None  # deleted all the same; its id link dangles harmlessly
+                os.unlink(path)
+            except FileNotFoundError:
+                continue  # deleted concurrently
+            deleted += 1
+            if header is not None:
+                shard_dir, link = self._id_link(CheckpointId(header.checkpoint_id))
+                with contextlib.suppress(FileNotFoundError):
+                    if os.readlink(link) == _link_target(dir_name, step):
+                        os.unlink(link)
+                        shards.add(shard_dir)
+        if deleted:
+            _fsync_dir(trace_dir)
+        for shard_dir in sorted(shards):
+            _fsync_dir(shard_dir)
+        try:
+            os.rmdir(trace_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # A concurrent save has put a file there (or its temp file is in flight).
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        else:
+            _fsync_dir(self._traces_root)
+        return deleted
+
+    # Helpers that know the layout.
+
+    def _id_link(self, checkpoint_id: CheckpointId) -> tuple[str, str]:
+        """The shard directory of an id, and the path of its symlink."""
+        hex_id = checkpoint_id.hex
+        shard_dir = os.path.join(self._ids_root, hex_id[-2:])
+        return shard_dir, os.path.join(shard_dir, hex_id)
+
+    def _locate(self, checkpoint_id: CheckpointId) -> tuple[str, int] | None:
+        """The trace directory name and step the id's symlink names, or ``None``."""
+        _, link = self._id_link(checkpoint_id)
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise CorruptCheckpoint(checkpoint_id, f"{link} is not a symlink") from None
+            raise
+        parts = target.split("/")
+        step = _STEP_FILE.match(parts[-1]) if len(parts) == 5 else None
+        if step is None or parts[:3] != ["..", "..", "traces"] or not _TRACE_DIR.match(parts[3]):
+            raise CorruptCheckpoint(checkpoint_id, f"{link} points to {target!r}")
+        return parts[3], int(step.group(1))
+
+    def _steps(self, dir_name: str) -> list[int]:
+        """The steps stored in a trace directory (unsorted); temp files are skipped."""
+        steps: list[int] = []
+        for name in _list(os.path.join(self._traces_root, dir_name)):
+            match = _STEP_FILE.match(name)
+            if match:
+                steps.append(int(match.group(1)))
+        return steps
+
+    def _read(
+        self, dir_name: str, step: int, checkpoint_id: CheckpointId | None, *, with_data: bool
+    ) -> tuple[_Header, bytes | None]:
+        """Read and check one record; ``FileNotFoundError`` if it is not there."""
+        path = os.path.join(self._traces_root, dir_name, _step_file(step))
+        with open(path, "rb") as file:
+            header = _read_header(file, dir_name, step, checkpoint_id)
+            if not with_data:
+                return header, None
+            data = file.read()
+        if len(data) != header.data_length:
+            raise CorruptCheckpoint(
+                checkpoint_id or CheckpointId(header.checkpoint_id),
+                f"{path}: data is {len(data)} bytes, the header says {header.data_length}",
+            )
+        return header, data
+
+
+@contextlib.contextmanager
+def _storage_errors(action: str) -> Iterator[None]:
+    """Turn a failed file system call into :class:`StorageError`, the OS error its cause."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"file store: {action} failed: {exc}") from exc
+
+
+def _step_file(step: int) -> str:
+    return f"{step:020d}.ckpt"
+
+
+def _link_target(dir_name: str, step: int) -> str:
+    return f"../../traces/{dir_name}/{_step_file(step)}"
+
+
+def _encode_record(blob: CheckpointBlob) -> tuple[bytes, bytes, bytes, bytes]:
+    """The parts of a record file; ``ValueError`` if the header cannot be stored."""
+    header = _Header(
+        checkpoint_id=blob.checkpoint_id,
+        trace_id=blob.trace_id,
+        step=blob.step,
+        parent_id=blob.parent_id,
+        graph_hash=blob.graph_hash,
+        created_at=utc(blob.created_at).isoformat(timespec="microseconds"),
+        current_node=blob.current_node,
+        metadata=validate_metadata(blob.metadata),
+        data_length=len(blob.data),
+    )
+    try:
+        header_json = _encode_json(header)
+        if len(header_json) > _MAX_HEADER:
+            raise ValueError(f"the header is {len(header_json)} bytes")
+        # What is written must read back: a value of the wrong kind is refused now,
+        # not found as damage later.
+        _decode_header(header_json, blob.checkpoint_id, "the new header")
+    except (TypeError, ValueError, CorruptCheckpoint) as exc:
+        raise ValueError(f"cannot store checkpoint {blob.checkpoint_id}: {exc}") from exc
+    return (
+        _PREFIX.pack(_MAGIC, len(header_json)),
+        header_json,
+        _CRC.pack(zlib.crc32(header_json)),
+        bytes(blob.data),
+    )
+
+
+def _read_header(
+    file: IO[bytes], dir_name: str, step: int, checkpoint_id: CheckpointId | None
+) -> _Header:
+    """Read and check a record's header, leaving ``file`` at the start of its data."""
+    where = file.name if isinstance(file.name, str) else "record"
+    size = os.fstat(file.fileno()).st_size
+    prefix = file.read(_PREFIX.size)
+    if len(prefix) < _PREFIX.size:
+        raise CorruptCheckpoint(checkpoint_id, f"{where}: truncated to {len(prefix)} bytes")
+    magic, header_length = _PREFIX.unpack(prefix)
+    if magic != _MAGIC:
+        raise CorruptCheckpoint(checkpoint_id, f"{where}: bad magic {magic!r}")
+    if header_length == 0 or _PREFIX.size + header_length + _CRC.size > size:
+        raise CorruptCheckpoint(
+            checkpoint_id,
+            f"{where}: header length {header_length} does not fit in {size} bytes",
+        )
+    raw = file.read(header_length + _CRC.size)
+    if len(raw) != header_length + _CRC.size:
+        raise CorruptCheckpoint(checkpoint_id, f"{where}: truncated inside the header")
+    header_json = raw[:header_length]
+    (crc,) = _CRC.unpack(raw[header_length:])
+    if zlib.crc32(header_json) != crc:
+        raise CorruptCheckpoint(checkpoint_id, f"{where}: header checksum mismatch")
+    header = _decode_header(header_json, checkpoint_id, where)
+    who = checkpoint_id or CheckpointId(header.checkpoint_id)
+    if trace_dir_name(header.trace_id) != dir_name:
+        raise CorruptCheckpoint(
+            who, f"{where}: header names trace {header.trace_id!r}, not this directory's"
+        )
+    if header.step != step:
+        raise CorruptCheckpoint(who, f"{where}: header names step {header.step}")
+    expected_size = _PREFIX.size + header_length + _CRC.size + header.data_length
+    if size != expected_size:
+        raise CorruptCheckpoint(
+            who,
+            f"{where}: file is {size} bytes, the header says {expected_size} "
+            f"({header.data_length} bytes of data)",
+        )
+    return header
+
+
+def _decode_header(header_json: bytes, checkpoint_id: CheckpointId | None, where: str) -> _Header:
+    """Decode a header and check its values, or raise :class:`CorruptCheckpoint`."""
+    try:
+        header = _decode_header_json(header_json)
+        validate_trace_id(header.trace_id)
+        created_at = datetime.fromisoformat(header.created_at)
+        check_header(header.step, header.graph_hash, created_at)
+        validate_metadata(header.metadata)
+    except ValueError as exc:
+        # msgspec.DecodeError, InvalidTraceId and a bad ISO date are all ValueErrors.
+        raise CorruptCheckpoint(checkpoint_id, f"{where}: bad header: {exc}") from None
+    return header
+
+
+def _info(header: _Header) -> CheckpointInfo:
+    return CheckpointInfo(
+        checkpoint_id=CheckpointId(header.checkpoint_id),
+        trace_id=TraceId(header.trace_id),
+        step=header.step,
+        parent_id=None if header.parent_id is None else CheckpointId(header.parent_id),
+        graph_hash=header.graph_hash,
+        created_at=utc(datetime.fromisoformat(header.created_at)),
+        current_node=header.current_node,
+        metadata=header.metadata,
+        size=header.data_length,
+    )
+
+
+def _blob(header: _Header, data: bytes) -> CheckpointBlob:
+    return _info(header).with_data(data)
+
+
+def _list(directory: str) -> list[str]:
+    """The names in a directory; an absent directory is empty."""
+    try:
+        with os.scandir(directory) as entries:
+            return [entry.name for entry in entries]
+    except FileNotFoundError:
+        return []
+
+
+def _create_temp(trace_dir: str, step: int) -> tuple[str, int]:
+    """Create a fresh temp file in the trace directory, making the directory if needed."""
+    for attempt in range(_MKDIR_ATTEMPTS):
+        _ensure_dir(trace_dir)
+        temp = os.path.join(trace_dir, f"{_TEMP_PREFIX}{step}-{uuid.uuid4().hex}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileNotFoundError:
+            # delete_trace removed the (empty) directory between our mkdir and open.
+            if attempt == _MKDIR_ATTEMPTS - 1:
+                raise
+            continue
+        return temp, fd
+    raise AssertionError("unreachable")
+
+
+def _ensure_dir(path: str) -> None:
+    """Make ``path`` and its missing parents, fsyncing each parent that gained an entry.
+
+    Safe against concurrent creators; a non-directory in the way raises an ``OSError``.
+    """
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        _ensure_dir(parent)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if os.path.isdir(path):
+            return  # made by a concurrent writer
+        raise
+    _fsync_dir(parent)
+
+
+def _fsync(fd: int) -> None:
+    if _FULLFSYNC is not None:
+        fcntl.fcntl(fd, _FULLFSYNC)
+    else:
+        os.fsync(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        _fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,107 @@
+"""``memory://``: checkpoints in dictionaries, for tests and short-lived processes."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import replace
+
+from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.errors import CheckpointConflict
+from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.stores.base import BlobCheckpointStore
+
+__all__ = ["InMemoryBlobStore"]
+
+
+class _Trace:
+    """One trace: its steps kept sorted, so the latest is the last one."""
+
+    __slots__ = ("by_step", "steps")
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.by_step: dict[int, CheckpointBlob] = {}
+
+
+class InMemoryBlobStore(BlobCheckpointStore):
+    """Keeps checkpoints in this process's memory; nothing survives the process.
+
+    Latest is O(1), a page of history O(log n + page). One ``threading.Lock``
+    guards everything (no operation waits while holding it), so the store may be
+    shared between event loops and threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[CheckpointId, CheckpointBlob] = {}
+        self._by_trace: dict[TraceId, _Trace] = {}
+
+    async def _save(self, blob: CheckpointBlob) -> None:
+        # A private copy of the metadata: the caller's mapping may change afterwards.
+        blob = replace(blob, metadata=dict(blob.metadata))
+        with self._lock:
+            trace = self._by_trace.get(blob.trace_id)
+            if trace is not None and blob.step in trace.by_step:
+                raise CheckpointConflict(blob.trace_id, blob.step)
+            if blob.checkpoint_id in self._by_id:
+                raise CheckpointConflict(
+                    blob.trace_id, blob.step, f"checkpoint id {blob.checkpoint_id} exists"
+                )
+            if trace is None:
+                trace = self._by_trace[blob.trace_id] = _Trace()
+            bisect.insort(trace.steps, blob.step)
+            trace.by_step[blob.step] = blob
+            self._by_id[blob.checkpoint_id] = blob
+
+    async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
+        return self._by_id.get(checkpoint_id)
+
+    async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
+        with self._lock:
+            trace = self._by_trace.get(trace_id)
+            return trace.by_step[trace.steps[-1]] if trace else None
+
+    async def _history(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo]:
+        with self._lock:
+            trace = self._by_trace.get(trace_id)
+            if trace is None:
+                return []
+            end = (
+                len(trace.steps)
+                if before_step is None
+                else bisect.bisect_left(trace.steps, before_step)
+            )
+            steps = trace.steps[max(0, end - limit) : end]
+            blobs = [trace.by_step[step] for step in reversed(steps)]
+        return [blob.info() for blob in blobs]
+
+    async def _traces(self) -> list[TraceId]:
+        with self._lock:
+            return sorted(self._by_trace)
+
+    async def _delete(self, checkpoint_id: CheckpointId) -> bool:
+        with self._lock:
+            blob = self._by_id.pop(checkpoint_id, None)
+            if blob is None:
+                return False
+            self._forget_step(blob.trace_id, blob.step)
+            return True
+
+    async def _delete_trace(self, trace_id: TraceId) -> int:
+        with self._lock:
+            trace = self._by_trace.pop(trace_id, None)
+            if trace is None:
+                return 0
+            for blob in trace.by_step.values():
+                del self._by_id[blob.checkpoint_id]
+            return len(trace.steps)
+
+    def _forget_step(self, trace_id: TraceId, step: int) -> None:
+        trace = self._by_trace[trace_id]
+        del trace.by_step[step]
+        del trace.steps[bisect.bisect_left(trace.steps, step)]
+        if not trace.steps:
+            del self._by_trace[trace_id]

@@ -1,0 +1,99 @@
+"""``open_store(url)``: pick a backend by URL scheme, importing it only when used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from flowpoint.stores.base import BlobCheckpointStore
+
+__all__ = ["DEFAULT_STORE_URL", "open_store"]
+
+DEFAULT_STORE_URL = "sqlite:///flowpoint.db"
+"""The default store: a SQLite file named ``flowpoint.db`` in the current directory."""
+
+
+def _memory(url: str, options: dict[str, Any]) -> BlobCheckpointStore:
+    from flowpoint.stores.memory import InMemoryBlobStore
+
+    parts = urlsplit(url)
+    if parts.netloc or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"a memory store URL is just 'memory://', not {url!r}")
+    return InMemoryBlobStore(**options)
+
+
+def _file(url: str, options: dict[str, Any]) -> BlobCheckpointStore:
+    from flowpoint.stores.file import FileBlobStore
+
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"a file store URL names a local directory (file:///dir), not {url!r}")
+    if parts.query:
+        raise ValueError(f"a file store URL takes no options: {url!r}")
+    path = unquote(parts.path)
+    if not path:
+        raise ValueError(f"a file store URL needs a directory: {url!r}")
+    return FileBlobStore(Path(path), **options)
+
+
+def _sqlite(url: str, options: dict[str, Any]) -> BlobCheckpointStore:
+    from flowpoint.stores.sqlite import SqliteBlobStore
+
+    # As in SQLAlchemy: sqlite:///relative.db and sqlite:////absolute/path.db.
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise ValueError(
+            f"a SQLite URL is sqlite:///relative.db or sqlite:////absolute.db, not {url!r}"
+        )
+    path = unquote(parts.path)[1:]
+    if not path:
+        raise ValueError(f"a SQLite URL needs a file name: {url!r}")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
+    unknown = query.keys() - {"durability", "busy_timeout"}
+    if unknown:
+        raise ValueError(f"unknown SQLite URL option(s) {sorted(unknown)} in {url!r}")
+    url_options: dict[str, Any] = {}
+    if "durability" in query:
+        url_options["durability"] = query["durability"]
+    if "busy_timeout" in query:
+        try:
+            url_options["busy_timeout"] = float(query["busy_timeout"])
+        except ValueError:
+            raise ValueError(f"busy_timeout must be a number of seconds in {url!r}") from None
+    return SqliteBlobStore(Path(path), **(url_options | options))
+
+
+_BACKENDS: dict[str, Callable[[str, dict[str, Any]], BlobCheckpointStore]] = {
+    "memory": _memory,
+    "file": _file,
+    "sqlite": _sqlite,
+}
+
+
+def open_store(url: str = DEFAULT_STORE_URL, **options: Any) -> BlobCheckpointStore:
+    """Open the blob store a URL names; ``options`` go to the backend's constructor.
+
+    ====================  =========================================
+    ``memory://``         :class:`~flowpoint.stores.memory.InMemoryBlobStore`
+    ``file:///dir``       :class:`~flowpoint.stores.file.FileBlobStore`
+    ``sqlite:///path.db`` :class:`~flowpoint.stores.sqlite.SqliteBlobStore`
+                          (``?durability=normal&busy_timeout=10``)
+    ====================  =========================================
+
+    Opening connects to nothing: a backend opens its files or connections on first
+    use. Use the result as ``async with open_store(url) as store:``. An unknown
+    scheme or a malformed URL raises ``ValueError``.
+
+    >>> type(open_store("memory://")).__name__
+    'InMemoryBlobStore'
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"a store URL must be a str, not {type(url).__name__}")
+    scheme, sep, _ = url.partition(":")
+    backend = _BACKENDS.get(scheme.lower()) if sep else None
+    if backend is None:
+        known = ", ".join(f"{name}://" for name in _BACKENDS)
+        raise ValueError(f"unknown store URL {url!r}: flowpoint opens {known}")
+    return backend(url, options)

@@ -1,0 +1,553 @@
+"""``sqlite:///path.db``: checkpoints in one SQLite database file (the default backend).
+
+Where it differs from the :class:`~flowpoint.stores.base.BlobCheckpointStore`
+contract:
+
+- **Durability** is chosen at construction. ``"full"`` (the default) commits with
+  ``synchronous=FULL`` in WAL mode: an acknowledged save survives a power loss.
+  ``"normal"`` uses ``synchronous=NORMAL``: a save survives a crash of the process,
+  but the last commits may be lost if the machine loses power.
+- **Several processes** may share one file: every write is a ``BEGIN IMMEDIATE``
+  transaction, and a writer that finds the file locked waits up to
+  ``busy_timeout`` seconds before failing with
+  :class:`~flowpoint.errors.StorageError`. The ``UNIQUE (trace_id, step)``
+  constraint picks the one winner of a race. Nothing read is cached between
+  calls, so every store sees the others' commits at once. The file must be on a
+  local disk: SQLite's WAL mode does not work over network filesystems.
+- **The schema is versioned** (table ``flowpoint_schema``). A new file is set up
+  on first use; a file written by a newer flowpoint is refused with
+  :class:`~flowpoint.errors.StorageError` rather than misread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal, NamedTuple, TypeAlias, TypeVar
+from uuid import UUID
+
+import msgspec
+from typing_extensions import override
+
+from flowpoint.blob import (
+    CheckpointBlob,
+    CheckpointInfo,
+    MetadataValue,
+    validate_metadata,
+)
+from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, InvalidTraceId, StorageError
+from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.stores.base import BlobCheckpointStore, PruneRule
+
+__all__ = ["SqliteBlobStore"]
+
+Durability = Literal["full", "normal"]
+
+_A = TypeVar("_A")
+_T = TypeVar("_T")
+
+_SCHEMA_VERSION: Final = 1
+_SYNCHRONOUS: Final[Mapping[str, str]] = {"full": "FULL", "normal": "NORMAL"}
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+_INT64_MAX: Final = 2**63 - 1
+_UINT64: Final = 2**64
+
+# -- SQL -------------------------------------------------------------------------------
+
+_CREATE_SCHEMA_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS flowpoint_schema (version INTEGER NOT NULL)"
+)
+# `data` is the last column, so reading the header columns (and `size`) of a row
+# never touches the overflow pages that hold a large `data`.
+_CREATE_CHECKPOINTS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS flowpoint_checkpoints (
+    checkpoint_id BLOB PRIMARY KEY,
+    trace_id      TEXT NOT NULL,
+    step          INTEGER NOT NULL,
+    parent_id     BLOB,
+    graph_hash    INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    current_node  TEXT,
+    metadata      TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    data          BLOB NOT NULL,
+    UNIQUE (trace_id, step)
+)
+"""
+
+_HEADER: Final = (
+    "checkpoint_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata"
+)
+_INSERT_SQL: Final = (
+    f"INSERT INTO flowpoint_checkpoints ({_HEADER}, size, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_LOAD_SQL: Final = f"SELECT {_HEADER}, data FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
+_LATEST_SQL: Final = (
+    f"SELECT {_HEADER}, data FROM flowpoint_checkpoints "
+    "WHERE trace_id = ? ORDER BY step DESC LIMIT 1"
+)
+_HISTORY_SQL: Final = (
+    f"SELECT {_HEADER}, size FROM flowpoint_checkpoints "
+    "WHERE trace_id = ? ORDER BY step DESC LIMIT ?"
+)
+_HISTORY_BEFORE_SQL: Final = (
+    f"SELECT {_HEADER}, size FROM flowpoint_checkpoints "
+    "WHERE trace_id = ? AND step < ? ORDER BY step DESC LIMIT ?"
+)
+_TRACES_SQL: Final = "SELECT DISTINCT trace_id FROM flowpoint_checkpoints ORDER BY trace_id"
+_DELETE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
+_DELETE_TRACE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE trace_id = ?"
+_PRUNE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE trace_id = :trace"
+# Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
+_PRUNE_KEEP_SQL: Final = (
+    " AND step <= (SELECT step FROM flowpoint_checkpoints WHERE trace_id = :trace"
+    " ORDER BY step DESC LIMIT 1 OFFSET :keep)"
+)
+_PRUNE_CUTOFF_SQL: Final = " AND created_at < :cutoff"
+
+_Query: TypeAlias = tuple[str, Sequence[object] | Mapping[str, object]]
+_Row: TypeAlias = Sequence[Any]
+
+
+class _NewRow(NamedTuple):
+    """A checkpoint as the INSERT binds it, built before the call reaches the thread."""
+
+    checkpoint_id: bytes
+    trace_id: str
+    step: int
+    parent_id: bytes | None
+    graph_hash: int
+    created_at: int
+    current_node: str | None
+    metadata: str
+    size: int
+    data: bytes
+
+
+class SqliteBlobStore(BlobCheckpointStore):
+    """Checkpoints in one SQLite database file, in WAL mode.
+
+    ``durability="full"`` (the default) makes each acknowledged save survive a power
+    loss; ``durability="normal"`` survives a crash of the process only, and may lose
+    the last commits on power loss, in exchange for fewer fsyncs. ``busy_timeout`` is
+    how many seconds a call waits for another process's write lock before it fails
+    with :class:`~flowpoint.errors.StorageError`.
+
+    The file is opened on first use, by a thread the store owns: no call blocks the
+    event loop, and calls are served one at a time, in order. A call whose caller
+    was cancelled after it started still runs to its end (a save may commit).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 10.0,
+        durability: Durability = "full",
+    ) -> None:
+        raw = os.fspath(path)
+        if raw in ("", ":memory:"):
+            raise ValueError(
+                f"SqliteBlobStore needs the path of a database file, not {raw!r} "
+                "(use InMemoryBlobStore, memory://, for a store that lives in memory)"
+            )
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, int | float)
+            or not math.isfinite(busy_timeout)
+            or busy_timeout < 0
+        ):
+            raise ValueError(f"busy_timeout must be a number of seconds >= 0, not {busy_timeout!r}")
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        # Absolute now: the file is opened later, perhaps after a chdir.
+        self._path = os.path.abspath(raw)
+        self._busy_timeout = float(busy_timeout)
+        self._durability: Durability = durability
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowpoint-sqlite")
+        self._closing = False  # close() was called: accept no new calls
+        # Touched only on the executor's thread:
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False  # the connection was closed: never open it again
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._path!r}, durability={self._durability!r})"
+
+    @override
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        try:
+            # Calls submitted before this one finish first: the thread serves in order.
+            await loop.run_in_executor(self._executor, self._disconnect)
+        finally:
+            # The thread exits once its queue is empty; nothing here waits for it.
+            self._executor.shutdown(wait=False)
+
+    # -- the operations ----------------------------------------------------------------
+
+    @override
+    async def _save(self, blob: CheckpointBlob) -> None:
+        if type(blob.data) is not bytes:
+            raise TypeError(f"a blob's data must be bytes, not {type(blob.data).__name__}")
+        row = _NewRow(
+            checkpoint_id=blob.checkpoint_id.bytes,
+            trace_id=blob.trace_id,
+            step=blob.step,
+            parent_id=None if blob.parent_id is None else blob.parent_id.bytes,
+            graph_hash=_signed64(blob.graph_hash),
+            created_at=(blob.created_at - _EPOCH) // _MICROSECOND,
+            current_node=blob.current_node,
+            metadata=_encode_metadata(blob.metadata),
+            size=len(blob.data),
+            data=blob.data,
+        )
+        await self._run("save", _save_row, row, saving=row)
+
+    @override
+    async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
+        row = await self._run("load", _fetch_one, (_LOAD_SQL, (checkpoint_id.bytes,)))
+        return None if row is None else _blob_from_row(row)
+
+    @override
+    async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
+        row = await self._run("load_latest", _fetch_one, (_LATEST_SQL, (trace_id,)))
+        return None if row is None else _blob_from_row(row)
+
+    @override
+    async def _history(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo]:
+        query: _Query = (
+            (_HISTORY_SQL, (trace_id, limit))
+            if before_step is None
+            else (_HISTORY_BEFORE_SQL, (trace_id, before_step, limit))
+        )
+        rows = await self._run("history", _fetch_all, query)
+        return [_info_from_row(row) for row in rows]
+
+    @override
+    async def _traces(self) -> list[TraceId]:
+        rows = await self._run("traces", _fetch_all, (_TRACES_SQL, ()))
+        return [_trace_from_column(row[0]) for row in rows]
+
+    @override
+    async def _delete(self, checkpoint_id: CheckpointId) -> bool:
+        deleted = await self._run("delete", _delete_rows, (_DELETE_SQL, (checkpoint_id.bytes,)))
+        return deleted > 0
+
+    @override
+    async def _delete_trace(self, trace_id: TraceId) -> int:
+        return await self._run("delete_trace", _delete_rows, (_DELETE_TRACE_SQL, (trace_id,)))
+
+    @override
+    async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
+        sql = _PRUNE_SQL
+        params: dict[str, object] = {"trace": trace_id}
+        if rule.keep_latest is not None:
+            sql += _PRUNE_KEEP_SQL
+            params["keep"] = rule.keep_latest
+        if rule.cutoff is not None:
+            sql += _PRUNE_CUTOFF_SQL
+            params["cutoff"] = (rule.cutoff - _EPOCH) // _MICROSECOND
+        return await self._run("prune", _delete_rows, (sql, params))
+
+    # -- the thread that owns the connection -------------------------------------------
+
+    async def _run(
+        self,
+        action: str,
+        fn: Callable[[sqlite3.Connection, _A], _T],
+        arg: _A,
+        *,
+        saving: _NewRow | None = None,
+    ) -> _T:
+        """Run ``fn(connection, arg)`` on the store's thread; one round trip per call."""
+        if self._closing:
+            raise StorageError(f"{self!r} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self._executor, self._call, action, fn, arg, saving)
+        except RuntimeError as exc:  # the executor was shut down (interpreter exit)
+            raise StorageError(f"{self!r} cannot run {action}: {exc}") from exc
+        return await future
+
+    def _call(
+        self,
+        action: str,
+        fn: Callable[[sqlite3.Connection, _A], _T],
+        arg: _A,
+        saving: _NewRow | None,
+    ) -> _T:
+        with _driver_errors(self._path, action, saving):
+            if self._closed:
+                raise StorageError(f"{self!r} is closed")
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = self._connect()
+            return fn(conn, arg)
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE.
+        # timeout= is SQLite's busy timeout, in force from the first statement on.
+        conn = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
+        try:
+            mode = _set_wal_mode(conn, self._busy_timeout)
+            if mode != "wal":
+                raise StorageError(
+                    f"SQLite database {self._path}: WAL mode could not be set "
+                    f"(journal_mode is {mode!r})"
+                )
+            conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
+            _set_up_schema(conn, self._path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _disconnect(self) -> None:
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with _driver_errors(self._path, "close"):
+                conn.close()
+
+
+# -- work done on the store's thread, given its connection -----------------------------
+
+
+def _save_row(conn: sqlite3.Connection, row: _NewRow) -> None:
+    """Insert one checkpoint in its own transaction (the whole of a save)."""
+    with _write_transaction(conn):
+        conn.execute(_INSERT_SQL, row)
+
+
+def _fetch_one(conn: sqlite3.Connection, query: _Query) -> _Row | None:
+    row: _Row | None = conn.execute(*query).fetchone()
+    return row
+
+
+def _fetch_all(conn: sqlite3.Connection, query: _Query) -> list[_Row]:
+    return conn.execute(*query).fetchall()
+
+
+def _delete_rows(conn: sqlite3.Connection, query: _Query) -> int:
+    with _write_transaction(conn):
+        return conn.execute(*query).rowcount
+
+
+def _set_wal_mode(conn: sqlite3.Connection, busy_timeout: float) -> object:
+    """Switch to WAL mode (a no-op when the file is in it already); return the mode.
+
+    Switching needs an exclusive lock, and SQLite answers SQLITE_BUSY at once rather
+    than wait in its busy handler when another connection is opening the file (two
+    processes setting up a new file at the same moment), so wait here instead.
+    """
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.001
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        else:
+            return mode.lower() if isinstance(mode, str) else mode
+
+
+def _set_up_schema(conn: sqlite3.Connection, path: str) -> None:
+    # One write transaction: of several processes setting up a new file at once, the
+    # first creates the tables and the others find them made.
+    with _write_transaction(conn):
+        conn.execute(_CREATE_SCHEMA_TABLE)
+        (version,) = conn.execute("SELECT max(version) FROM flowpoint_schema").fetchone()
+        if version is None:
+            conn.execute(_CREATE_CHECKPOINTS_TABLE)
+            conn.execute("INSERT INTO flowpoint_schema (version) VALUES (?)", (_SCHEMA_VERSION,))
+        elif type(version) is not int or version < 1:
+            raise StorageError(
+                f"SQLite database {path}: unrecognised flowpoint schema version {version!r}"
+            )
+        elif version > _SCHEMA_VERSION:
+            raise StorageError(
+                f"SQLite database {path} has schema version {version}, written by a newer "
+                f"flowpoint (this one reads up to version {_SCHEMA_VERSION}); upgrade flowpoint"
+            )
+
+
+@contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock at the start (waiting up to the busy timeout), so a
+    # transaction never upgrades a read lock: an upgrade that meets another writer fails
+    # at once with SQLITE_BUSY, without waiting, to avoid a deadlock.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+_CONFLICTS: Final = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+
+
+@contextmanager
+def _driver_errors(path: str, action: str, saving: _NewRow | None = None) -> Iterator[None]:
+    """The error boundary: driver errors become flowpoint errors.
+
+    A unique violation while ``saving`` a row is a :class:`CheckpointConflict`;
+    every other SQLite or OS error is a :class:`StorageError` caused by it.
+    """
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if saving is None or exc.sqlite_errorname not in _CONFLICTS:
+            raise StorageError(f"SQLite database {path}: {action} failed: {exc}") from exc
+        detail = None
+        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
+            detail = f"checkpoint id {UUID(bytes=saving.checkpoint_id)} exists"
+        raise CheckpointConflict(saving.trace_id, saving.step, detail) from exc
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"SQLite database {path}: {action} failed: {exc}") from exc
+
+
+# -- rows to objects, trusting nothing (SQLite lets any column hold any kind) ---------
+
+
+def _signed64(unsigned: int) -> int:
+    """SQLite integers are signed 64-bit: store an unsigned hash as its two's complement."""
+    return unsigned - _UINT64 if unsigned > _INT64_MAX else unsigned
+
+
+def _encode_metadata(metadata: Mapping[str, object]) -> str:
+    if not metadata:
+        return "{}"
+    return msgspec.json.encode(validate_metadata(metadata)).decode()
+
+
+def _blob_from_row(row: _Row) -> CheckpointBlob:
+    header = _header_from_row(row)
+    data = row[8]
+    if type(data) is not bytes:
+        raise CorruptCheckpoint(header[0], f"column data holds {_kind(data)}, not a BLOB")
+    return CheckpointBlob(*header, data=data)
+
+
+def _info_from_row(row: _Row) -> CheckpointInfo:
+    header = _header_from_row(row)
+    size = row[8]
+    if type(size) is not int or size < 0:
+        raise CorruptCheckpoint(header[0], f"column size holds {_kind(size)}, not an int >= 0")
+    return CheckpointInfo(*header, size=size)
+
+
+_Header: TypeAlias = tuple[
+    CheckpointId,
+    TraceId,
+    int,
+    CheckpointId | None,
+    int,
+    datetime,
+    str | None,
+    dict[str, MetadataValue],
+]
+
+
+def _header_from_row(row: _Row) -> _Header:
+    raw_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata = row[:8]
+    checkpoint_id = _id_from_column(raw_id)
+    if checkpoint_id is None:
+        raise CorruptCheckpoint(None, f"column checkpoint_id holds {_kind(raw_id)}, not 16 bytes")
+
+    def corrupt(column: str, value: object, expected: str) -> CorruptCheckpoint:
+        return CorruptCheckpoint(checkpoint_id, f"column {column} holds {_kind(value)}, {expected}")
+
+    if type(trace_id) is not str:
+        raise corrupt("trace_id", trace_id, "not TEXT")
+    try:
+        trace = validate_trace_id(trace_id)
+    except InvalidTraceId as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"column trace_id: {exc}") from exc
+    if type(step) is not int or step < 0:
+        raise corrupt("step", step, "not an int >= 0")
+    parent = None if parent_id is None else _id_from_column(parent_id)
+    if parent_id is not None and parent is None:
+        raise corrupt("parent_id", parent_id, "not 16 bytes or NULL")
+    if type(graph_hash) is not int:
+        raise corrupt("graph_hash", graph_hash, "not an int")
+    if type(created_at) is not int:
+        raise corrupt("created_at", created_at, "not an int of microseconds")
+    try:
+        created = _EPOCH + created_at * _MICROSECOND
+    except OverflowError:
+        raise corrupt("created_at", created_at, "out of the range of datetime") from None
+    if current_node is not None and type(current_node) is not str:
+        raise corrupt("current_node", current_node, "not TEXT or NULL")
+    return (
+        checkpoint_id,
+        trace,
+        step,
+        parent,
+        graph_hash % _UINT64,
+        created,
+        current_node,
+        _metadata_from_column(checkpoint_id, metadata),
+    )
+
+
+def _id_from_column(value: object) -> CheckpointId | None:
+    if type(value) is bytes and len(value) == 16:
+        return CheckpointId(UUID(bytes=value))
+    return None
+
+
+def _metadata_from_column(checkpoint_id: CheckpointId, value: object) -> dict[str, MetadataValue]:
+    if value == "{}":
+        return {}
+    if type(value) is not str:
+        raise CorruptCheckpoint(checkpoint_id, f"column metadata holds {_kind(value)}, not TEXT")
+    try:
+        decoded = msgspec.json.decode(value)
+    except msgspec.DecodeError as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"column metadata is not JSON: {exc}") from exc
+    if type(decoded) is not dict:
+        raise CorruptCheckpoint(checkpoint_id, "column metadata is not a JSON object")
+    try:
+        return validate_metadata(decoded)
+    except ValueError as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"column metadata: {exc}") from exc
+
+
+def _trace_from_column(value: object) -> TraceId:
+    if type(value) is not str:
+        raise CorruptCheckpoint(None, f"column trace_id holds {_kind(value)}, not TEXT")
+    try:
+        return validate_trace_id(value)
+    except InvalidTraceId as exc:
+        raise CorruptCheckpoint(None, f"column trace_id: {exc}") from exc
+
+
+def _kind(value: object) -> str:
+    """A column value as SQLite would name its kind, e.g. ``TEXT 'yesterday'``."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"a BLOB of {len(value)} bytes"
+    kind = {int: "INTEGER", float: "REAL", str: "TEXT"}.get(type(value), type(value).__name__)
+    return f"{kind} {value!r:.40}"

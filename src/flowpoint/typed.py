@@ -1,0 +1,146 @@
+"""The typed facade: a codec and a blob store, speaking in :class:`Checkpoint` objects."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Generic, Self
+
+from flowpoint.blob import CheckpointInfo
+from flowpoint.checkpoint import Checkpoint, S, State
+from flowpoint.codec import CheckpointCodec, SerdeCheckpointCodec
+from flowpoint.errors import CorruptCheckpoint
+from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
+from flowpoint.stores import BlobCheckpointStore, PruneRule
+from flowpoint.stores.registry import DEFAULT_STORE_URL, open_store
+
+__all__ = ["TypedCheckpointStore"]
+
+
+class TypedCheckpointStore(Generic[S]):
+    """Saves and loads :class:`Checkpoint` objects of state type ``S``.
+
+    The blob store comes first, then the codec (a
+    :class:`~flowpoint.SerdeCheckpointCodec` of plain dict states by default)::
+
+        store = TypedCheckpointStore(open_store("sqlite:///runs.db"),
+                                     SerdeCheckpointCodec(ResearchState))
+        async with store:
+            await store.save_with_trace("trace-1", checkpoint, graph.hash_u64())
+            latest = await store.load_latest("trace-1", graph.hash_u64())
+
+    Closing this facade closes the blob store it wraps.
+    """
+
+    def __init__(self, store: BlobCheckpointStore, codec: CheckpointCodec[S] | None = None) -> None:
+        if not isinstance(store, BlobCheckpointStore):
+            raise TypeError(f"store must be a BlobCheckpointStore, not {type(store).__name__}")
+        self.store = store
+        self.codec: CheckpointCodec[S] = codec if codec is not None else SerdeCheckpointCodec()
+
+    @classmethod
+    def open(
+        cls, url: str = DEFAULT_STORE_URL, state_type: Any = State, **codec_options: Any
+    ) -> TypedCheckpointStore[Any]:
+        """Open ``url`` with a ``SerdeCheckpointCodec(state_type, **codec_options)``."""
+        codec: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec(state_type, **codec_options)
+        return TypedCheckpointStore(open_store(url), codec)
+
+    async def save_with_trace(
+        self, trace_id: TraceId | str, checkpoint: Checkpoint[S], graph_hash: int
+    ) -> CheckpointInfo:
+        """Encode and save ``checkpoint`` in the trace, stamped with the graph's hash.
+
+        Raises :class:`~flowpoint.errors.CheckpointConflict` if the trace holds that
+        step already, :class:`~flowpoint.errors.CodecError` if the state cannot be
+        encoded. When this returns, the checkpoint is durable.
+        """
+        blob = self.codec.serialize(checkpoint, graph_hash, validate_trace_id(trace_id))
+        await self.store.save(blob)
+        return blob.info()
+
+    async def load(
+        self, checkpoint_id: CheckpointId | str, expected_hash: int | None
+    ) -> Checkpoint[S] | None:
+        """The checkpoint with this id, or ``None``.
+
+        Raises :class:`~flowpoint.errors.GraphMismatch` if it was written by another
+        graph than ``expected_hash`` (``None`` accepts any graph).
+        """
+        wanted = coerce_checkpoint_id(checkpoint_id)
+        blob = await self.store.load(wanted)
+        if blob is None:
+            return None
+        if blob.checkpoint_id != wanted:
+            raise CorruptCheckpoint(wanted, f"the store returned checkpoint {blob.checkpoint_id}")
+        return self.codec.deserialize(blob, expected_hash)
+
+    async def load_latest(
+        self, trace_id: TraceId | str, expected_hash: int | None
+    ) -> Checkpoint[S] | None:
+        """The checkpoint with the highest step in the trace, or ``None`` for an empty trace.
+
+        Raises :class:`~flowpoint.errors.GraphMismatch` as :meth:`load` does.
+        """
+        trace = validate_trace_id(trace_id)
+        blob = await self.store.load_latest(trace)
+        if blob is None:
+            return None
+        if blob.trace_id != trace:
+            raise CorruptCheckpoint(
+                blob.checkpoint_id,
+                f"asked for trace {trace!r}, the store returned {blob.trace_id!r}",
+            )
+        return self.codec.deserialize(blob, expected_hash)
+
+    async def history(
+        self, trace_id: TraceId | str, limit: int = 50, before_step: int | None = None
+    ) -> list[CheckpointInfo]:
+        """Up to ``limit`` headers of the trace, newest first, without decoding states.
+
+        Page on by passing the last step seen as ``before_step``.
+        """
+        return await self.store.history(trace_id, limit, before_step)
+
+    async def traces(self) -> list[TraceId]:
+        """Every trace holding at least one checkpoint, sorted."""
+        return await self.store.traces()
+
+    async def delete(self, checkpoint_id: CheckpointId | str) -> bool:
+        """Delete one checkpoint; ``False`` if it was not there."""
+        return await self.store.delete(coerce_checkpoint_id(checkpoint_id))
+
+    async def delete_trace(self, trace_id: TraceId | str) -> int:
+        """Delete a whole trace; return how many checkpoints it held."""
+        return await self.store.delete_trace(trace_id)
+
+    async def prune(
+        self,
+        trace_id: TraceId | str,
+        *,
+        keep_latest: int | None = None,
+        older_than: timedelta | None = None,
+    ) -> int:
+        """Delete old checkpoints of a trace; return how many were deleted.
+
+        A checkpoint goes when it meets every rule given: it is not among the newest
+        ``keep_latest``, and it is older than ``older_than``. ``keep_latest=1,
+        older_than=timedelta(days=7)`` drops week-old checkpoints but always keeps
+        the latest. Giving neither raises ``ValueError``.
+        """
+        return await self.store.prune(trace_id, PruneRule(keep_latest, older_than))
+
+    async def close(self) -> None:
+        """Close the blob store."""
+        await self.store.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,256 @@
+"""The stock codec: exact types back, and only flowpoint errors for bad bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pydantic
+import pytest
+
+from flowpoint import (
+    Checkpoint,
+    CheckpointBlob,
+    CodecError,
+    CorruptCheckpoint,
+    GraphMismatch,
+    SerdeCheckpointCodec,
+)
+from flowpoint.codec.envelope import MAGIC
+from tests.states import DataclassState, PydanticState, StructState, samples
+
+GRAPH = 0x1122334455667788
+
+
+def encode(state: Any, state_type: Any = dict, **options: Any) -> CheckpointBlob:
+    codec: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec(state_type, **options)
+    return codec.serialize(Checkpoint.first("n", state), GRAPH, "t")
+
+
+def reframe(
+    blob: CheckpointBlob,
+    *,
+    version: int | None = None,
+    header: bytes | None = None,
+    body: bytes | None = None,
+) -> CheckpointBlob:
+    """Rebuild ``blob.data`` with parts replaced and a valid checksum."""
+    data = blob.data
+    _, old_version, header_length = struct.unpack_from(">4sBI", data)
+    old_header = data[9 : 9 + header_length]
+    old_body = data[9 + header_length : -4]
+    new_header = old_header if header is None else header
+    framed = (
+        struct.pack(">4sBI", MAGIC, old_version if version is None else version, len(new_header))
+        + new_header
+        + (old_body if body is None else body)
+    )
+    return dataclasses.replace(blob, data=framed + struct.pack(">I", zlib.crc32(framed)))
+
+
+def test_data_is_self_describing() -> None:
+    blob = encode({"a": 1}, format="json")
+    assert blob.data.startswith(MAGIC + b"\x01")
+    assert b'{"a":1}' in blob.data  # a JSON body is readable
+    assert b"json" in blob.data
+
+
+def test_either_codec_reads_either_format() -> None:
+    written = encode({"a": [1, 2]}, format="json")
+    reader: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec(dict, format="msgpack")
+    assert reader.deserialize(written, GRAPH).state == {"a": [1, 2]}
+
+
+def test_graph_mismatch_comes_before_any_state_is_decoded() -> None:
+    # A body that would fail to decode as DataclassState: the graph check wins.
+    blob = encode({"not": "a dataclass"})
+    codec: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec(DataclassState)
+    with pytest.raises(GraphMismatch) as caught:
+        codec.deserialize(blob, 0x1)
+    assert caught.value.expected == 0x1
+    assert caught.value.actual == GRAPH
+    with pytest.raises(CodecError, match="does not fit"):
+        codec.deserialize(blob, GRAPH)
+
+
+def test_intact_data_of_another_type_is_a_codec_error() -> None:
+    _, state = samples()["struct"]
+    blob = encode(state, StructState)
+    with pytest.raises(CodecError):
+        SerdeCheckpointCodec(PydanticState).deserialize(blob, GRAPH)
+    with pytest.raises(CodecError):
+        SerdeCheckpointCodec(list[int]).deserialize(blob, GRAPH)
+
+
+def test_a_state_of_the_wrong_class_is_refused_on_save() -> None:
+    codec: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec(DataclassState)
+    with pytest.raises(CodecError, match="this codec stores DataclassState"):
+        codec.serialize(Checkpoint.first("n", {"run_id": "x"}), GRAPH, "t")
+
+
+class Opaque:
+    pass
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"handle": Opaque()},
+        {"big": 2**70},
+        {"secret": pydantic.SecretStr("hunter2")},
+        {"set": {1, 2}} | {"fn": print},
+    ],
+)
+def test_unencodable_states_are_codec_errors(state: dict[str, Any]) -> None:
+    with pytest.raises(CodecError):
+        encode(state)
+
+
+def test_secrets_are_never_written_in_clear() -> None:
+    class Login(pydantic.BaseModel):
+        user: str
+        password: pydantic.SecretStr
+
+    with pytest.raises(CodecError, match="clear text"):
+        encode(Login(user="u", password=pydantic.SecretStr("hunter2")), Login)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_json_refuses_non_finite_floats_instead_of_writing_null(value: float) -> None:
+    with pytest.raises(CodecError, match="JSON cannot represent"):
+        encode({"x": [1, {"y": value}], "z": None}, format="json")
+    # MessagePack holds them.
+    blob = encode({"x": value})
+    back = SerdeCheckpointCodec().deserialize(blob, GRAPH).state["x"]
+    assert back == value or (back != back and value != value)
+
+
+def test_nulls_without_non_finite_floats_are_fine_in_json() -> None:
+    blob = encode({"x": None, "y": [None, 1.5]}, format="json")
+    assert SerdeCheckpointCodec().deserialize(blob, GRAPH).state == {"x": None, "y": [None, 1.5]}
+
+
+def test_unknown_format_version() -> None:
+    blob = reframe(encode({"a": 1}), version=2)
+    with pytest.raises(CorruptCheckpoint, match="format version 2"):
+        SerdeCheckpointCodec().deserialize(blob, GRAPH)
+
+
+def test_a_header_of_the_wrong_shape_is_corrupt() -> None:
+    blob = reframe(encode({"a": 1}), header=msgspec.msgpack.encode(["json", None]))
+    with pytest.raises(CorruptCheckpoint, match="envelope header"):
+        SerdeCheckpointCodec().deserialize(blob, GRAPH)
+
+
+def test_a_well_framed_but_unreadable_body_is_corrupt() -> None:
+    blob = reframe(encode({"a": 1}), body=b"\xc1\xc1\xc1")
+    with pytest.raises(CorruptCheckpoint, match="unreadable state"):
+        SerdeCheckpointCodec().deserialize(blob, GRAPH)
+
+
+def test_a_body_format_this_codec_does_not_know_is_a_codec_error() -> None:
+    blob = encode({"a": 1})
+    header = msgspec.msgpack.decode(blob.data[9 : 9 + struct.unpack_from(">I", blob.data, 5)[0]])
+    header[0] = "cbor"
+    encoder = msgspec.msgpack.Encoder(uuid_format="bytes")
+    with pytest.raises(CodecError, match="'cbor' body"):
+        SerdeCheckpointCodec().deserialize(reframe(blob, header=encoder.encode(header)), GRAPH)
+
+
+def test_compressed_or_encrypted_data_is_refused_clearly() -> None:
+    blob = encode({"a": 1})
+    header = msgspec.msgpack.decode(blob.data[9 : 9 + struct.unpack_from(">I", blob.data, 5)[0]])
+    header[1] = "zstd"
+    encoder = msgspec.msgpack.Encoder(uuid_format="bytes")
+    with pytest.raises(CodecError, match="compression 'zstd'"):
+        SerdeCheckpointCodec().deserialize(reframe(blob, header=encoder.encode(header)), GRAPH)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("trace_id", "other"),
+        ("step", 9),
+        ("graph_hash", GRAPH + 1),
+        ("current_node", "elsewhere"),
+        ("parent_id", None),
+        ("metadata", {"k": "changed"}),
+        ("created_at", datetime(2020, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_store_header_that_disagrees_with_the_payload_is_corrupt(field: str, value: Any) -> None:
+    codec: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec()
+    parent = Checkpoint.first("n", {})
+    blob = codec.serialize(parent.child("m", {"a": 1}, metadata={"k": "v"}), GRAPH, "t")
+    with pytest.raises(CorruptCheckpoint, match=f"{field} is"):
+        codec.deserialize(dataclasses.replace(blob, **{field: value}), GRAPH)
+
+
+def test_bad_arguments_are_refused() -> None:
+    codec: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec()
+    checkpoint = Checkpoint.first("n", {})
+    with pytest.raises(ValueError, match="format must be one of"):
+        SerdeCheckpointCodec(dict, format="yaml")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="graph_hash"):
+        codec.serialize(checkpoint, -1, "t")
+    with pytest.raises(ValueError, match="graph_hash"):
+        codec.serialize(checkpoint, 2**64, "t")
+    with pytest.raises(ValueError, match="trace id"):
+        codec.serialize(checkpoint, GRAPH, "")
+    with pytest.raises(TypeError):
+        codec.serialize({"state": 1}, GRAPH, "t")  # type: ignore[arg-type]
+
+
+class Agent:
+    """A state holding a live client that must stay out of the checkpoint."""
+
+    def __init__(self, history: list[str], client: object) -> None:
+        self.history = history
+        self.client = client
+
+    def __flowpoint_snapshot__(self) -> list[str]:
+        return self.history
+
+    @classmethod
+    def __flowpoint_restore__(cls, data: list[str]) -> Agent:
+        return cls(data, client="reconnected")
+
+
+def test_a_state_can_persist_a_projection_only() -> None:
+    codec: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec(Agent)
+    blob = codec.serialize(Checkpoint.first("n", Agent(["hi"], client=object())), GRAPH, "t")
+    back = codec.deserialize(blob, GRAPH).state
+    assert isinstance(back, Agent)
+    assert (back.history, back.client) == (["hi"], "reconnected")
+    # The snapshot's annotation types the stored data.
+    wrong = SerdeCheckpointCodec(dict).serialize(Checkpoint.first("n", {"a": 1}), GRAPH, "t")
+    with pytest.raises(CodecError):
+        codec.deserialize(wrong, GRAPH)
+
+
+def test_a_restore_hook_that_fails_is_a_codec_error() -> None:
+    class Fussy(Agent):
+        @classmethod
+        def __flowpoint_restore__(cls, data: list[str]) -> Agent:
+            raise RuntimeError("no")
+
+    blob = SerdeCheckpointCodec(Agent).serialize(
+        Checkpoint.first("n", Agent(["x"], None)), GRAPH, "t"
+    )
+    with pytest.raises(CodecError, match="refused"):
+        SerdeCheckpointCodec(Fussy).deserialize(blob, GRAPH)
+
+
+def test_pydantic_fields_msgspec_does_not_know_are_left_to_pydantic() -> None:
+    class Link(pydantic.BaseModel):
+        url: pydantic.HttpUrl
+        tags: frozenset[str]
+
+    state = Link(url="https://example.org/x", tags=frozenset({"a"}))  # type: ignore[arg-type]
+    for body_format in ("msgpack", "json"):
+        blob = encode(state, Link, format=body_format)
+        assert SerdeCheckpointCodec(Link).deserialize(blob, GRAPH).state == state

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import dataclasses
+
+from flowpoint.ids import CheckpointId
+from flowpoint.stores.memory import InMemoryBlobStore
+from tests.harnesses.base import StoreHarness
+
+
+class MemoryHarness(StoreHarness):
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.store = InMemoryBlobStore()
+
+    async def open(self) -> InMemoryBlobStore:
+        return self.store
+
+    async def read_data(self, checkpoint_id: CheckpointId) -> bytes:
+        return self.store._by_id[checkpoint_id].data
+
+    async def write_data(self, checkpoint_id: CheckpointId, data: bytes) -> None:
+        self._replace(checkpoint_id, data=data)
+
+    async def mangle_header(self, checkpoint_id: CheckpointId) -> None:
+        # Memory holds typed objects, so the only damage possible is a wrong value.
+        blob = self.store._by_id[checkpoint_id]
+        self._replace(checkpoint_id, current_node=(blob.current_node or "") + "-mangled")
+
+    def _replace(self, checkpoint_id: CheckpointId, **changes: object) -> None:
+        old = self.store._by_id[checkpoint_id]
+        new = dataclasses.replace(old, **changes)  # type: ignore[arg-type]
+        self.store._by_id[checkpoint_id] = new
+        self.store._by_trace[old.trace_id].by_step[old.step] = new
+
+
+async def make() -> MemoryHarness:
+    return MemoryHarness()

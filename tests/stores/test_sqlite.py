@@ -1,0 +1,556 @@
+"""What only the SQLite backend promises; the shared contract is in tests/conformance/."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowpoint.blob import CheckpointBlob
+from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
+from flowpoint.ids import new_checkpoint_id
+from flowpoint.stores import sqlite as sqlite_module
+from flowpoint.stores.base import PruneRule
+from flowpoint.stores.sqlite import SqliteBlobStore
+from tests.harnesses.sqlite import SqliteHarness
+
+
+def make_blob(
+    trace_id: str = "trace", step: int = 0, data: bytes = b"payload", **changes: Any
+) -> CheckpointBlob:
+    fields: dict[str, Any] = {
+        "checkpoint_id": new_checkpoint_id(),
+        "trace_id": trace_id,
+        "step": step,
+        "parent_id": None,
+        "graph_hash": 0x0123_4567_89AB_CDEF,
+        "created_at": datetime.now(UTC),
+        "current_node": "plan",
+        "metadata": {"source": "test", "attempt": 1},
+        "data": data,
+    }
+    fields.update(changes)
+    return CheckpointBlob(**fields)
+
+
+def connect(path: Path) -> closing[sqlite3.Connection]:
+    """A plain connection of the test's own, closed on leaving the ``with``."""
+    return closing(sqlite3.connect(path, timeout=10.0, isolation_level=None))
+
+
+def execute(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+    with connect(path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+async def on_store_thread(store: SqliteBlobStore, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Run ``fn`` with the store's own connection, on the store's own thread."""
+    return await store._run("test", lambda conn, _: fn(conn), None)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "checkpoints.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteBlobStore]:
+    async with SqliteBlobStore(db_path) as opened:
+        yield opened
+
+
+# -- connection settings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("full", 2), ("normal", 1)])
+async def test_wal_mode_and_synchronous_level(
+    db_path: Path, durability: Any, synchronous: int
+) -> None:
+    async with SqliteBlobStore(db_path, durability=durability, busy_timeout=2.5) as store:
+        await store.traces()
+        settings = await on_store_thread(
+            store,
+            lambda conn: [
+                conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "busy_timeout")
+            ],
+        )
+    assert settings == ["wal", synchronous, 2500]
+    assert execute(db_path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_default_durability_is_full(db_path: Path) -> None:
+    assert repr(SqliteBlobStore(db_path)).endswith("durability='full')")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"durability": "fast"}, {"busy_timeout": -1}, {"busy_timeout": float("nan")}],
+)
+def test_bad_options_are_refused(db_path: Path, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"durability|busy_timeout"):
+        SqliteBlobStore(db_path, **kwargs)
+
+
+@pytest.mark.parametrize("path", [":memory:", ""])
+def test_an_in_memory_database_is_refused(path: str) -> None:
+    with pytest.raises(ValueError, match="memory://"):
+        SqliteBlobStore(path)
+
+
+async def test_schema_is_versioned(store: SqliteBlobStore, db_path: Path) -> None:
+    await store.traces()
+    assert execute(db_path, "SELECT version FROM flowpoint_schema") == [(1,)]
+
+
+# -- queries ----------------------------------------------------------------------------
+
+
+def query_plan(path: Path, sql: str, params: tuple[object, ...] | dict[str, object]) -> str:
+    with connect(path) as conn:
+        rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+    return "\n".join(row[-1] for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("sql", "params"),
+    [
+        (sqlite_module._LATEST_SQL, ("t",)),
+        (sqlite_module._HISTORY_SQL, ("t", 20)),
+        (sqlite_module._HISTORY_BEFORE_SQL, ("t", 10, 20)),
+        (sqlite_module._TRACES_SQL, ()),
+        (sqlite_module._LOAD_SQL, (b"0" * 16,)),
+        (sqlite_module._DELETE_TRACE_SQL, ("t",)),
+        (
+            sqlite_module._PRUNE_SQL
+            + sqlite_module._PRUNE_KEEP_SQL
+            + sqlite_module._PRUNE_CUTOFF_SQL,
+            {"trace": "t", "keep": 3, "cutoff": 0},
+        ),
+    ],
+)
+async def test_queries_use_an_index_and_never_sort(
+    store: SqliteBlobStore, db_path: Path, sql: str, params: Any
+) -> None:
+    await store.traces()
+    plan = query_plan(db_path, sql, params)
+    assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+    # A scan is only fine over a covering index (traces() reads the whole index).
+    for line in plan.splitlines():
+        assert not line.startswith("SCAN") or "COVERING INDEX" in line, plan
+
+
+async def test_listings_never_read_data(store: SqliteBlobStore) -> None:
+    for step in range(3):
+        await store.save(make_blob(step=step, data=os.urandom(100_000)))
+    reads: list[tuple[str | None, str | None]] = []
+
+    def authorizer(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
+        if action == sqlite3.SQLITE_READ:
+            reads.append((arg1, arg2))
+        return sqlite3.SQLITE_OK
+
+    await on_store_thread(store, lambda conn: conn.set_authorizer(authorizer))
+    assert [info.size for info in await store.history("trace")] == [100_000] * 3
+    assert [info.step for info in await store.history("trace", before_step=2)] == [1, 0]
+    assert await store.traces() == ["trace"]
+    assert reads, "the authorizer saw no reads"
+    assert ("flowpoint_checkpoints", "data") not in reads
+    # The authorizer does see the column when a query reads it.
+    await store.load_latest("trace")
+    assert ("flowpoint_checkpoints", "data") in reads
+
+
+async def test_blocking_work_runs_off_the_event_loop_thread(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: set[str] = set()
+    real_connect = sqlite3.connect
+
+    def spy_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        threads.add(threading.current_thread().name)
+        conn: sqlite3.Connection = real_connect(*args, **kwargs)
+        conn.set_trace_callback(lambda _: threads.add(threading.current_thread().name))
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", spy_connect)  # the module the store calls
+    blob = make_blob()
+    async with SqliteBlobStore(db_path) as store:
+        await store.save(blob)
+        await store.load(blob.checkpoint_id)
+        await store.load_latest("trace")
+        await store.history("trace")
+        await store.traces()
+        await store.prune("trace", PruneRule(keep_latest=1, older_than=None))
+        await store.delete(blob.checkpoint_id)
+        await store.delete_trace("trace")
+    assert threads
+    assert threading.current_thread().name not in threads
+    assert all(name.startswith("flowpoint-sqlite") for name in threads), threads
+
+
+# -- how values are stored --------------------------------------------------------------
+
+
+async def test_header_columns_round_trip(store: SqliteBlobStore, db_path: Path) -> None:
+    parent = new_checkpoint_id()
+    blob = make_blob(
+        step=7,
+        parent_id=parent,
+        graph_hash=2**64 - 1,
+        created_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2))),
+        current_node=None,
+        metadata={"s": "é", "i": -(2**63), "f": 0.5, "b": True, "n": None},
+        data=b"",
+    )
+    await store.save(blob)
+    loaded = await store.load(blob.checkpoint_id)
+    assert loaded == blob
+    assert loaded is not None
+    assert loaded.created_at.tzinfo == UTC
+    assert loaded.parent_id == parent
+    assert execute(db_path, "SELECT graph_hash, created_at, size FROM flowpoint_checkpoints") == [
+        (-1, 1_767_315_845_678_901, 0)
+    ]
+
+
+async def test_unique_violations_become_conflicts(store: SqliteBlobStore) -> None:
+    first = make_blob()
+    await store.save(first)
+    with pytest.raises(CheckpointConflict) as same_step:
+        await store.save(make_blob())
+    assert isinstance(same_step.value.__cause__, sqlite3.IntegrityError)
+    assert (same_step.value.trace_id, same_step.value.step) == ("trace", 0)
+    with pytest.raises(CheckpointConflict, match=r"checkpoint id .* exists"):
+        await store.save(make_blob("other", 5, checkpoint_id=first.checkpoint_id))
+    assert await store.traces() == ["trace"]
+
+
+# -- damaged rows -----------------------------------------------------------------------
+
+LOAD, LATEST, HISTORY, TRACES = "load", "load_latest", "history", "traces"
+HEADER_READS = {LOAD, LATEST, HISTORY}
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "raising"),
+    [
+        ("created_at", "yesterday", HEADER_READS),
+        ("created_at", 1.5, HEADER_READS),
+        ("created_at", 2**62, HEADER_READS),  # beyond datetime's range
+        ("step", "three", HEADER_READS),
+        ("step", -1, HEADER_READS),
+        ("graph_hash", "0xdead", HEADER_READS),
+        ("graph_hash", 0.5, HEADER_READS),
+        ("parent_id", b"short", HEADER_READS),
+        ("parent_id", 7, HEADER_READS),
+        ("current_node", b"\x00node", HEADER_READS),
+        ("metadata", "not json", HEADER_READS),
+        ("metadata", "[1, 2]", HEADER_READS),
+        ("metadata", 5, HEADER_READS),  # TEXT affinity turns it into '5'
+        ("metadata", '{"nested": {"a": 1}}', HEADER_READS),
+        ("metadata", '{"big": 1e999}', HEADER_READS),
+        ("metadata", b"{}", HEADER_READS),
+        ("checkpoint_id", b"too short", {LATEST, HISTORY}),
+        ("checkpoint_id", "not bytes", {LATEST, HISTORY}),
+        ("trace_id", b"trace", {LOAD, TRACES}),  # found by id, no longer by trace
+        ("trace_id", "bad\nid", {LOAD, TRACES}),
+        ("size", "big", {HISTORY}),
+        ("size", -1, {HISTORY}),
+        ("data", "not bytes", {LOAD, LATEST}),
+        ("data", 42, {LOAD, LATEST}),
+    ],
+)
+async def test_a_column_of_the_wrong_kind_is_corrupt(
+    store: SqliteBlobStore, db_path: Path, column: str, value: object, raising: set[str]
+) -> None:
+    blob = make_blob()
+    await store.save(blob)
+    execute(
+        db_path,
+        f"UPDATE flowpoint_checkpoints SET {column} = ? WHERE checkpoint_id = ?",
+        (value, blob.checkpoint_id.bytes),
+    )
+    calls = {
+        LOAD: lambda: store.load(blob.checkpoint_id),
+        LATEST: lambda: store.load_latest("trace"),
+        HISTORY: lambda: store.history("trace"),
+        TRACES: store.traces,
+    }
+    for name, call in calls.items():
+        if name in raising:
+            with pytest.raises(CorruptCheckpoint) as caught:
+                await call()
+            if column != "checkpoint_id" and name != TRACES:
+                assert caught.value.checkpoint_id == blob.checkpoint_id, name
+            assert column in caught.value.reason, name
+        else:
+            await call()  # the damage is in a column this call does not read
+
+
+async def test_harness_mangles_a_header_into_corruption() -> None:
+    harness = SqliteHarness()
+    try:
+        store = await harness.open()
+        blob = make_blob()
+        await store.save(blob)
+        assert await harness.read_data(blob.checkpoint_id) == b"payload"
+        await harness.write_data(blob.checkpoint_id, b"other")
+        assert [info.size for info in await (await harness.open()).history("trace")] == [5]
+        await harness.mangle_header(blob.checkpoint_id)
+        with pytest.raises(CorruptCheckpoint, match="created_at"):
+            await store.load(blob.checkpoint_id)
+    finally:
+        await harness.cleanup()
+
+
+# -- failures of the database -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [2, "one"])
+async def test_an_unknown_schema_version_is_refused(db_path: Path, version: object) -> None:
+    async with SqliteBlobStore(db_path) as store:
+        await store.save(make_blob())
+    execute(db_path, "UPDATE flowpoint_schema SET version = ?", (version,))
+    async with SqliteBlobStore(db_path) as store:
+        with pytest.raises(StorageError, match=r"newer flowpoint|unrecognised"):
+            await store.load_latest("trace")
+        # The refusal is not cached half-open: every call refuses again.
+        with pytest.raises(StorageError, match="schema version"):
+            await store.save(make_blob(step=1))
+    assert execute(db_path, "SELECT count(*) FROM flowpoint_checkpoints") == [(1,)]
+
+
+def _missing_directory(tmp_path: Path) -> Path:
+    return tmp_path / "no" / "such" / "dir" / "x.db"
+
+
+def _directory_is_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "file").write_bytes(b"")
+    return tmp_path / "file" / "x.db"
+
+
+def _not_a_database(tmp_path: Path) -> Path:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(bytes(range(256)) * 64)
+    return path
+
+
+@pytest.mark.parametrize("make_path", [_missing_directory, _directory_is_a_file, _not_a_database])
+async def test_a_path_that_cannot_hold_a_database_fails_as_storage_error(
+    tmp_path: Path, make_path: Callable[[Path], Path]
+) -> None:
+    async with SqliteBlobStore(make_path(tmp_path)) as store:
+        with pytest.raises(StorageError) as caught:
+            await store.save(make_blob())
+        assert isinstance(caught.value.__cause__, sqlite3.Error | OSError)
+        with pytest.raises(StorageError):  # and again: nothing half-open was kept
+            await store.load_latest("trace")
+
+
+async def test_an_unwritable_location_fails_as_storage_error() -> None:
+    # Nobody, not even root, may create files in /proc: this holds in CI, which runs as root.
+    async with SqliteBlobStore("/proc/flowpoint-unwritable.db") as store:
+        with pytest.raises(StorageError) as caught:
+            await store.save(make_blob())
+    assert isinstance(caught.value.__cause__, sqlite3.Error | OSError)
+
+
+async def test_a_held_write_lock_times_out_as_storage_error(db_path: Path) -> None:
+    async with SqliteBlobStore(db_path, busy_timeout=0.05) as store:
+        await store.traces()
+        with connect(db_path) as other:
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(StorageError, match="locked") as caught:
+                    await store.save(make_blob())
+            finally:
+                other.execute("ROLLBACK")
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+        await store.save(make_blob())  # the store works again once the lock is gone
+
+
+# -- lifecycle --------------------------------------------------------------------------
+
+
+async def test_closing_twice_is_harmless(db_path: Path) -> None:
+    store = SqliteBlobStore(db_path)
+    await store.save(make_blob())
+    await store.close()
+    await store.close()
+    await SqliteBlobStore(db_path).close()  # never used, nothing opened
+
+
+async def test_a_closed_store_refuses_every_call(db_path: Path) -> None:
+    blob = make_blob()
+    store = SqliteBlobStore(db_path)
+    await store.save(blob)
+    await store.close()
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.save(make_blob(step=1)),
+        lambda: store.load(blob.checkpoint_id),
+        lambda: store.load_latest("trace"),
+        lambda: store.history("trace"),
+        store.traces,
+        lambda: store.delete(blob.checkpoint_id),
+        lambda: store.delete_trace("trace"),
+        lambda: store.prune("trace", PruneRule(keep_latest=0, older_than=None)),
+    ]
+    for call in calls:
+        with pytest.raises(StorageError, match="closed"):
+            await call()
+
+
+async def test_a_call_made_before_close_finishes(db_path: Path) -> None:
+    store = SqliteBlobStore(db_path)
+    blob = make_blob()
+    saving = asyncio.create_task(store.save(blob))
+    await asyncio.sleep(0)  # the save is now queued on the store's thread
+    await store.close()
+    await saving
+    async with SqliteBlobStore(db_path) as again:
+        assert await again.load(blob.checkpoint_id) == blob
+
+
+async def test_two_stores_on_one_file_see_each_others_writes(db_path: Path) -> None:
+    async with SqliteBlobStore(db_path) as first, SqliteBlobStore(db_path) as second:
+        assert await first.load_latest("trace") is None
+        older, newer = make_blob(step=0), make_blob(step=1)
+        await first.save(older)
+        assert await second.load_latest("trace") == older
+        await second.save(newer)
+        assert await first.load_latest("trace") == newer
+        with pytest.raises(CheckpointConflict):
+            await first.save(make_blob(step=1))
+        assert await first.delete(newer.checkpoint_id)
+        assert await second.load_latest("trace") == older
+        assert await second.traces() == ["trace"]
+
+
+# -- several processes ------------------------------------------------------------------
+
+PROCESSES = 8
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _save_after_barrier(path: str, barrier: Any, results: Any, blobs: list[CheckpointBlob]) -> None:
+    """Run in a child process: open the store, wait for the others, save ``blobs``."""
+
+    async def run() -> str:
+        async with SqliteBlobStore(path, busy_timeout=30.0) as store:
+            await store.traces()  # the file is open and set up before the race
+            barrier.wait()
+            for blob in blobs:
+                await store.save(blob)
+        return "saved"
+
+    try:
+        outcome = asyncio.run(run())
+    except CheckpointConflict:
+        outcome = "conflict"
+    except BaseException as exc:
+        outcome = f"error: {exc!r}"
+    results.put(outcome)
+
+
+def _initialise_after_barrier(paths: list[str], barrier: Any, results: Any, name: str) -> None:
+    """Run in a child process: for each new file, wait for the other process, then save."""
+
+    async def run(path: str) -> None:
+        async with SqliteBlobStore(path, busy_timeout=30.0) as store:
+            await store.save(make_blob(name))
+
+    outcomes = []
+    for path in paths:
+        barrier.wait()
+        try:
+            asyncio.run(run(path))
+            outcomes.append("saved")
+        except BaseException as exc:
+            outcomes.append(f"error: {exc!r}")
+    results.put(outcomes)
+
+
+def run_processes(target: Callable[..., None], args: list[tuple[Any, ...]]) -> list[Any]:
+    """Start one spawned process per argument tuple (with a shared barrier and result
+    queue appended) and return what each put on the queue."""
+    results = SPAWN.Queue()
+    barrier = SPAWN.Barrier(len(args), timeout=120)
+    processes = [SPAWN.Process(target=target, args=(a[0], barrier, results, *a[1:])) for a in args]
+    try:
+        for process in processes:
+            process.start()
+        collected = [results.get(timeout=180) for _ in processes]
+        for process in processes:
+            process.join(timeout=60)
+            assert process.exitcode == 0
+        return collected
+    except queue.Empty:
+        pytest.fail("a child process gave no result")
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
+            process.close()
+        results.close()
+        results.join_thread()
+
+
+@pytest.mark.slow
+async def test_of_many_processes_saving_one_step_exactly_one_wins(db_path: Path) -> None:
+    async with SqliteBlobStore(db_path) as store:
+        await store.traces()
+    blobs = [make_blob(step=3, data=f"writer {i}".encode()) for i in range(PROCESSES)]
+    outcomes = await asyncio.to_thread(
+        run_processes, _save_after_barrier, [(str(db_path), [blob]) for blob in blobs]
+    )
+    assert sorted(outcomes) == ["conflict"] * (PROCESSES - 1) + ["saved"]
+    async with SqliteBlobStore(db_path) as store:
+        history = await store.history("trace")
+        assert len(history) == 1
+        winner = await store.load(history[0].checkpoint_id)
+    assert winner in blobs
+
+
+@pytest.mark.slow
+async def test_many_processes_saving_their_own_traces_lose_nothing(db_path: Path) -> None:
+    traces = {
+        f"process-{i}": [make_blob(f"process-{i}", step) for step in range(20)]
+        for i in range(PROCESSES)
+    }
+    outcomes = await asyncio.to_thread(
+        run_processes, _save_after_barrier, [(str(db_path), blobs) for blobs in traces.values()]
+    )
+    assert outcomes == ["saved"] * PROCESSES
+    async with SqliteBlobStore(db_path) as store:
+        assert await store.traces() == sorted(traces)
+        for trace_id, blobs in traces.items():
+            assert await store.history(trace_id, limit=100) == [b.info() for b in reversed(blobs)]
+            assert await store.load_latest(trace_id) == blobs[-1]
+
+
+@pytest.mark.slow
+async def test_two_processes_setting_up_a_new_file_at_once_both_succeed(tmp_path: Path) -> None:
+    paths = [str(tmp_path / f"new-{i}.db") for i in range(20)]
+    outcomes = await asyncio.to_thread(
+        run_processes, _initialise_after_barrier, [(paths, "first"), (paths, "second")]
+    )
+    assert outcomes == [["saved"] * len(paths)] * 2
+    for path in paths:
+        assert execute(Path(path), "SELECT trace_id FROM flowpoint_checkpoints ORDER BY 1") == [
+            ("first",),
+            ("second",),
+        ]
+        assert execute(Path(path), "SELECT version FROM flowpoint_schema") == [(1,)]

@@ -1,0 +1,88 @@
+"""The public surface: exactly the documented names, importable without drivers."""
+
+from __future__ import annotations
+
+import doctest
+import subprocess
+import sys
+
+import pytest
+
+import flowpoint
+import flowpoint.checkpoint
+import flowpoint.ids
+import flowpoint.stores.registry
+
+PUBLIC_NAMES = {
+    "BlobCheckpointStore",
+    "Checkpoint",
+    "CheckpointBlob",
+    "CheckpointCodec",
+    "CheckpointConflict",
+    "CheckpointId",
+    "CheckpointInfo",
+    "CheckpointStoreError",
+    "CodecError",
+    "CorruptCheckpoint",
+    "DEFAULT_STORE_URL",
+    "GraphMismatch",
+    "InMemoryBlobStore",
+    "InvalidTraceId",
+    "PruneRule",
+    "SerdeCheckpointCodec",
+    "State",
+    "StorageError",
+    "SyncCheckpointStore",
+    "TraceId",
+    "TypedCheckpointStore",
+    "WorkflowState",
+    "open_store",
+}
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    assert set(flowpoint.__all__) == PUBLIC_NAMES
+    for name in PUBLIC_NAMES:
+        assert getattr(flowpoint, name) is not None
+
+
+def test_error_tree() -> None:
+    for error in (
+        flowpoint.GraphMismatch,
+        flowpoint.CheckpointConflict,
+        flowpoint.CorruptCheckpoint,
+        flowpoint.CodecError,
+        flowpoint.StorageError,
+        flowpoint.InvalidTraceId,
+    ):
+        assert issubclass(error, flowpoint.CheckpointStoreError)
+    assert issubclass(flowpoint.InvalidTraceId, ValueError)
+
+
+def test_importing_flowpoint_imports_no_backend() -> None:
+    code = (
+        "import sys, flowpoint, flowpoint.stores; "
+        "print(sorted(m for m in sys.modules if m.startswith('flowpoint.stores.') or m in "
+        "('sqlite3', 'pydantic')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert (
+        out.stdout.strip() == "['flowpoint.stores.base', 'flowpoint.stores.memory', "
+        "'flowpoint.stores.registry']"
+    )
+
+
+@pytest.mark.parametrize("module", [flowpoint.ids, flowpoint.checkpoint, flowpoint.stores.registry])
+def test_docstring_examples(module: object) -> None:
+    failures, tried = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
+    assert tried > 0
+    assert failures == 0
+
+
+def test_errors_carry_their_fields_through_copies() -> None:
+    import copy
+
+    mismatch = flowpoint.GraphMismatch(1, 2)
+    conflict = flowpoint.CheckpointConflict("t", 3, "detail")
+    assert copy.copy(mismatch).expected == 1
+    assert str(copy.copy(conflict)) == str(conflict)

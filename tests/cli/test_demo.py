@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowpoint import SyncCheckpointStore
+from flowpoint.cli.app import app
+from flowpoint.cli.demo import GRAPH_V1, TRACE, Research
+
+
+def test_demo_runs_resumes_lists_and_refuses_a_changed_graph(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = CliRunner().invoke(app, ["demo", "--store", url])
+    assert result.exit_code == 0, result.output
+    assert "loaded step 3, continuing at draft" in result.output
+    assert "refused: graph mismatch" in result.output
+    with SyncCheckpointStore.open(url, Research) as store:
+        assert [info.step for info in store.history(TRACE)] == [5, 4, 3, 2, 1, 0]
+        final = store.load_latest(TRACE, GRAPH_V1)
+        assert final is not None
+        assert final.current_node is None
+        assert final.state.draft == "Use write-ahead logging. (reviewed)"
+
+
+def test_demo_runs_again_on_the_same_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    for _ in range(2):
+        assert CliRunner().invoke(app, ["demo", "--store", url]).exit_code == 0
+
+
+def test_the_installed_command_uses_the_default_store_in_the_current_directory(
+    tmp_path: Path,
+) -> None:
+    command = Path(sys.executable).with_name("flowpoint")
+    assert command.exists(), "the flowpoint command is not installed beside this Python"
+    result = subprocess.run([str(command), "demo"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "flowpoint.db").exists()
+    assert "refused" in result.stdout
+
+
+@pytest.mark.parametrize("url", ["nosuch://x", "sqlite://host/x.db", "file:///proc/nope/store"])
+def test_a_bad_store_is_one_line_and_exit_1(url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flowpoint.cli", "demo", "--store", url],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("flowpoint ")

@@ -12,6 +12,7 @@ from typing import Any, Generic, Self, TypeVar
 from flowpoint.blob import CheckpointInfo
 from flowpoint.checkpoint import Checkpoint, S, State
 from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.stores.base import BlockingBlobStore, run_in_caller_thread
 from flowpoint.stores.registry import DEFAULT_STORE_URL
 from flowpoint.typed import TypedCheckpointStore
 
@@ -55,6 +56,22 @@ class _LoopThread:
         self._loop.close()
 
 
+class _CallerThread:
+    """Runs a blocking store's coroutines in the calling thread, with no event loop."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        if self.closed:
+            coroutine.close()
+            raise RuntimeError("this SyncCheckpointStore is closed")
+        return run_in_caller_thread(coroutine)
+
+    def stop(self) -> None:
+        self.closed = True
+
+
 class SyncCheckpointStore(Generic[S]):
     """The same methods as :class:`~flowpoint.TypedCheckpointStore`, blocking.
 
@@ -63,16 +80,20 @@ class SyncCheckpointStore(Generic[S]):
         with SyncCheckpointStore.open("sqlite:///runs.db", ResearchState) as store:
             store.save_with_trace("trace-1", checkpoint, graph_hash)
 
-    The async store runs on a private event loop in a background thread, so these
-    methods work from any thread, also while an event loop runs elsewhere in the
-    process (or in the calling thread). Closing closes the wrapped store.
+    These methods work from any thread, also while an event loop runs elsewhere in
+    the process or in the calling thread. Over a store of blocking calls (memory,
+    file, SQLite) the work runs right in the calling thread; over a store with an
+    async driver it runs on a private event loop in a background thread. Closing
+    closes the wrapped store.
     """
 
     def __init__(self, store: TypedCheckpointStore[S]) -> None:
         if not isinstance(store, TypedCheckpointStore):
             raise TypeError(f"store must be a TypedCheckpointStore, not {type(store).__name__}")
         self.store = store
-        self._loop = _LoopThread()
+        self._runner: _CallerThread | _LoopThread = (
+            _CallerThread() if isinstance(store.store, BlockingBlobStore) else _LoopThread()
+        )
 
     @classmethod
     def open(
@@ -85,37 +106,37 @@ class SyncCheckpointStore(Generic[S]):
         self, trace_id: TraceId | str, checkpoint: Checkpoint[S], graph_hash: int
     ) -> CheckpointInfo:
         """See :meth:`TypedCheckpointStore.save_with_trace`."""
-        return self._loop.run(self.store.save_with_trace(trace_id, checkpoint, graph_hash))
+        return self._runner.run(self.store.save_with_trace(trace_id, checkpoint, graph_hash))
 
     def load(
         self, checkpoint_id: CheckpointId | str, expected_hash: int | None
     ) -> Checkpoint[S] | None:
         """See :meth:`TypedCheckpointStore.load`."""
-        return self._loop.run(self.store.load(checkpoint_id, expected_hash))
+        return self._runner.run(self.store.load(checkpoint_id, expected_hash))
 
     def load_latest(
         self, trace_id: TraceId | str, expected_hash: int | None
     ) -> Checkpoint[S] | None:
         """See :meth:`TypedCheckpointStore.load_latest`."""
-        return self._loop.run(self.store.load_latest(trace_id, expected_hash))
+        return self._runner.run(self.store.load_latest(trace_id, expected_hash))
 
     def history(
         self, trace_id: TraceId | str, limit: int = 50, before_step: int | None = None
     ) -> list[CheckpointInfo]:
         """See :meth:`TypedCheckpointStore.history`."""
-        return self._loop.run(self.store.history(trace_id, limit, before_step))
+        return self._runner.run(self.store.history(trace_id, limit, before_step))
 
     def traces(self) -> list[TraceId]:
         """See :meth:`TypedCheckpointStore.traces`."""
-        return self._loop.run(self.store.traces())
+        return self._runner.run(self.store.traces())
 
     def delete(self, checkpoint_id: CheckpointId | str) -> bool:
         """See :meth:`TypedCheckpointStore.delete`."""
-        return self._loop.run(self.store.delete(checkpoint_id))
+        return self._runner.run(self.store.delete(checkpoint_id))
 
     def delete_trace(self, trace_id: TraceId | str) -> int:
         """See :meth:`TypedCheckpointStore.delete_trace`."""
-        return self._loop.run(self.store.delete_trace(trace_id))
+        return self._runner.run(self.store.delete_trace(trace_id))
 
     def prune(
         self,
@@ -125,18 +146,18 @@ class SyncCheckpointStore(Generic[S]):
         older_than: timedelta | None = None,
     ) -> int:
         """See :meth:`TypedCheckpointStore.prune`."""
-        return self._loop.run(
+        return self._runner.run(
             self.store.prune(trace_id, keep_latest=keep_latest, older_than=older_than)
         )
 
     def close(self) -> None:
         """Close the wrapped store and stop the private loop. Closing twice is harmless."""
-        if self._loop.closed:
+        if self._runner.closed:
             return
         try:
-            self._loop.run(self.store.close())
+            self._runner.run(self.store.close())
         finally:
-            self._loop.stop()
+            self._runner.stop()
 
     def __enter__(self) -> Self:
         return self

@@ -7,14 +7,22 @@ here once; a backend's own docstring says only where it differs.
 from __future__ import annotations
 
 import abc
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, ParamSpec, Self, TypeVar
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo, check_header
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 
-__all__ = ["BlobCheckpointStore", "PruneRule"]
+__all__ = ["BlobCheckpointStore", "BlockingBlobStore", "PruneRule", "run_in_caller_thread"]
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
 class PruneRule:
@@ -184,6 +192,50 @@ class BlobCheckpointStore(abc.ABC):
         for info in rule.doomed(infos):
             deleted += await self._delete(info.checkpoint_id)
         return deleted
+
+
+_IN_CALLER_THREAD: ContextVar[bool] = ContextVar("flowpoint_in_caller_thread", default=False)
+
+
+class BlockingBlobStore(BlobCheckpointStore):
+    """A store whose work is blocking calls: files, SQLite, or plain memory.
+
+    Async callers get that work done in worker threads (:meth:`_blocking`), so the
+    event loop never waits on I/O. The blocking facade instead drives the store's
+    coroutines with :func:`run_in_caller_thread`: the work then runs right in the
+    calling thread, without an event loop or a thread hop. Such a store's
+    coroutines await nothing but :meth:`_blocking`.
+    """
+
+    _worker_threads: Executor | None = None
+    """Where :meth:`_blocking` runs work for async callers; ``None``: the loop's default."""
+
+    async def _blocking(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run ``fn`` in a worker thread, or at once under :func:`run_in_caller_thread`."""
+        if _IN_CALLER_THREAD.get():
+            return fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._worker_threads, functools.partial(fn, *args, **kwargs)
+        )
+
+
+def run_in_caller_thread(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run a :class:`BlockingBlobStore`'s coroutine to its end in this thread.
+
+    No event loop is involved: the store's blocking work runs here, directly.
+    Raises ``RuntimeError`` if the coroutine waits on anything (it was not only a
+    blocking store's work).
+    """
+    token = _IN_CALLER_THREAD.set(True)
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+    finally:
+        _IN_CALLER_THREAD.reset(token)
+    coroutine.close()
+    raise RuntimeError("a blocking store's coroutine waited on an event loop")
 
 
 def check_history_args(limit: int, before_step: int | None) -> None:

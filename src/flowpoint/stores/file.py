@@ -22,7 +22,6 @@ Where this backend differs from the interface contract:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -49,7 +48,7 @@ from flowpoint.blob import (
 )
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
-from flowpoint.stores.base import BlobCheckpointStore
+from flowpoint.stores.base import BlockingBlobStore
 
 __all__ = ["FileBlobStore", "trace_dir_name"]
 
@@ -109,7 +108,7 @@ def trace_dir_name(trace_id: str) -> str:
     return f"{slug}~{digest}"
 
 
-class FileBlobStore(BlobCheckpointStore):
+class FileBlobStore(BlockingBlobStore):
     """Keeps each checkpoint in its own file under ``directory`` (see the module docs).
 
     The constructor touches no file; the directory tree is made by the first save.
@@ -131,33 +130,33 @@ class FileBlobStore(BlobCheckpointStore):
 
     async def _save(self, blob: CheckpointBlob) -> None:
         with _storage_errors("save"):
-            await asyncio.to_thread(self._save_sync, blob)
+            await self._blocking(self._save_sync, blob)
 
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
         with _storage_errors("load"):
-            return await asyncio.to_thread(self._load_sync, checkpoint_id)
+            return await self._blocking(self._load_sync, checkpoint_id)
 
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
         with _storage_errors("load_latest"):
-            return await asyncio.to_thread(self._load_latest_sync, trace_id)
+            return await self._blocking(self._load_latest_sync, trace_id)
 
     async def _history(
         self, trace_id: TraceId, limit: int, before_step: int | None
     ) -> list[CheckpointInfo]:
         with _storage_errors("history"):
-            return await asyncio.to_thread(self._history_sync, trace_id, limit, before_step)
+            return await self._blocking(self._history_sync, trace_id, limit, before_step)
 
     async def _traces(self) -> list[TraceId]:
         with _storage_errors("traces"):
-            return await asyncio.to_thread(self._traces_sync)
+            return await self._blocking(self._traces_sync)
 
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
         with _storage_errors("delete"):
-            return await asyncio.to_thread(self._delete_sync, checkpoint_id)
+            return await self._blocking(self._delete_sync, checkpoint_id)
 
     async def _delete_trace(self, trace_id: TraceId) -> int:
         with _storage_errors("delete_trace"):
-            return await asyncio.to_thread(self._delete_trace_sync, trace_id)
+            return await self._blocking(self._delete_trace_sync, trace_id)
 
     # Blocking implementations.
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.errors import CheckpointConflict
 from flowpoint.ids import CheckpointId, TraceId
-from flowpoint.stores.base import BlobCheckpointStore
+from flowpoint.stores.base import BlockingBlobStore
 
 __all__ = ["InMemoryBlobStore"]
 
@@ -24,7 +24,7 @@ class _Trace:
         self.by_step: dict[int, CheckpointBlob] = {}
 
 
-class InMemoryBlobStore(BlobCheckpointStore):
+class InMemoryBlobStore(BlockingBlobStore):
     """Keeps checkpoints in this process's memory; nothing survives the process.
 
     Latest is O(1), a page of history O(log n + page). One ``threading.Lock``

@@ -21,10 +21,10 @@ contract:
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +44,7 @@ from flowpoint.blob import (
 )
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, InvalidTraceId, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
-from flowpoint.stores.base import BlobCheckpointStore, PruneRule
+from flowpoint.stores.base import BlockingBlobStore, PruneRule
 
 __all__ = ["SqliteBlobStore"]
 
@@ -134,7 +134,7 @@ class _NewRow(NamedTuple):
     data: bytes
 
 
-class SqliteBlobStore(BlobCheckpointStore):
+class SqliteBlobStore(BlockingBlobStore):
     """Checkpoints in one SQLite database file, in WAL mode.
 
     ``durability="full"`` (the default) makes each acknowledged save survive a power
@@ -143,9 +143,11 @@ class SqliteBlobStore(BlobCheckpointStore):
     how many seconds a call waits for another process's write lock before it fails
     with :class:`~flowpoint.errors.StorageError`.
 
-    The file is opened on first use, by a thread the store owns: no call blocks the
-    event loop, and calls are served one at a time, in order. A call whose caller
-    was cancelled after it started still runs to its end (a save may commit).
+    The file is opened on first use. Async calls run on a thread the store owns, one
+    at a time and in order, so none blocks the event loop; a call whose caller was
+    cancelled after it started still runs to its end (a save may commit). The
+    blocking facade's calls run in the calling thread. One lock serialises every use
+    of the connection.
     """
 
     def __init__(
@@ -174,9 +176,12 @@ class SqliteBlobStore(BlobCheckpointStore):
         self._path = os.path.abspath(raw)
         self._busy_timeout = float(busy_timeout)
         self._durability: Durability = durability
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowpoint-sqlite")
+        self._worker_threads: ThreadPoolExecutor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="flowpoint-sqlite"
+        )
         self._closing = False  # close() was called: accept no new calls
-        # Touched only on the executor's thread:
+        # Touched only while holding the lock:
+        self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False  # the connection was closed: never open it again
 
@@ -188,13 +193,12 @@ class SqliteBlobStore(BlobCheckpointStore):
         if self._closing:
             return
         self._closing = True
-        loop = asyncio.get_running_loop()
         try:
             # Calls submitted before this one finish first: the thread serves in order.
-            await loop.run_in_executor(self._executor, self._disconnect)
+            await self._blocking(self._disconnect)
         finally:
             # The thread exits once its queue is empty; nothing here waits for it.
-            self._executor.shutdown(wait=False)
+            self._worker_threads.shutdown(wait=False)
 
     # -- the operations ----------------------------------------------------------------
 
@@ -277,12 +281,10 @@ class SqliteBlobStore(BlobCheckpointStore):
         """Run ``fn(connection, arg)`` on the store's thread; one round trip per call."""
         if self._closing:
             raise StorageError(f"{self!r} is closed")
-        loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._executor, self._call, action, fn, arg, saving)
-        except RuntimeError as exc:  # the executor was shut down (interpreter exit)
+            return await self._blocking(self._call, action, fn, arg, saving)
+        except RuntimeError as exc:  # the thread pool was shut down (interpreter exit)
             raise StorageError(f"{self!r} cannot run {action}: {exc}") from exc
-        return await future
 
     def _call(
         self,
@@ -291,7 +293,7 @@ class SqliteBlobStore(BlobCheckpointStore):
         arg: _A,
         saving: _NewRow | None,
     ) -> _T:
-        with _driver_errors(self._path, action, saving):
+        with self._lock, _driver_errors(self._path, action, saving):
             if self._closed:
                 raise StorageError(f"{self!r} is closed")
             conn = self._conn
@@ -302,7 +304,13 @@ class SqliteBlobStore(BlobCheckpointStore):
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE.
         # timeout= is SQLite's busy timeout, in force from the first statement on.
-        conn = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
+        # check_same_thread=False: the lock, not the thread, guards the connection.
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
         try:
             mode = _set_wal_mode(conn, self._busy_timeout)
             if mode != "wal":
@@ -318,11 +326,12 @@ class SqliteBlobStore(BlobCheckpointStore):
         return conn
 
     def _disconnect(self) -> None:
-        self._closed = True
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with _driver_errors(self._path, "close"):
-                conn.close()
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with _driver_errors(self._path, "close"):
+                    conn.close()
 
 
 # -- work done on the store's thread, given its connection -----------------------------

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -63,7 +64,8 @@ class PostgresServer:
             with psycopg.connect(self.admin_dsn, connect_timeout=3, autocommit=True) as conn:
                 conn.execute("SELECT 1")
         except Exception as exc:
-            return f"PostgreSQL at {self.admin_dsn} is unreachable: {type(exc).__name__}: {exc}"
+            reason = " ".join(str(exc).split())
+            return f"PostgreSQL at {self.admin_dsn} is unreachable: {type(exc).__name__}: {reason}"
         return None
 
     def info(self) -> dict[str, Any]:
@@ -79,6 +81,10 @@ class PostgresServer:
         return {"available": True, "dsn": self.admin_dsn, **settings}
 
     def _dsn_for(self, database: str) -> str:
+        """The admin DSN with another database: a URL stays a URL (store URLs are URLs)."""
+        parts = urlsplit(self.admin_dsn)
+        if parts.scheme in ("postgresql", "postgres"):
+            return urlunsplit(parts._replace(path=f"/{database}"))
         from psycopg.conninfo import make_conninfo
 
         return make_conninfo(self.admin_dsn, dbname=database)

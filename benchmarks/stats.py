@@ -59,4 +59,6 @@ def median_of_runs(runs: Sequence[Any]) -> Any:
     if not finite:
         return math.nan
     median = statistics.median(finite)
-    return int(median) if all(isinstance(n, int) for n in finite) and median == int(median) else median
+    return (
+        int(median) if all(isinstance(n, int) for n in finite) and median == int(median) else median
+    )

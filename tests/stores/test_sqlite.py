@@ -554,3 +554,83 @@ async def test_two_processes_setting_up_a_new_file_at_once_both_succeed(tmp_path
             ("second",),
         ]
         assert execute(Path(path), "SELECT version FROM flowpoint_schema") == [(1,)]
+
+
+# Group commit
+
+
+async def queued(store: SqliteBlobStore, count: int) -> None:
+    """Wait until ``count`` saves wait in the store's queue."""
+    while len(store._queue) < count:  # noqa: ASYNC110 - polling private state, in a test
+        await asyncio.sleep(0.001)
+
+
+def occupy(store: SqliteBlobStore) -> threading.Event:
+    """Keep the store's thread busy until the returned event is set."""
+    release = threading.Event()
+    store._worker_threads.submit(release.wait)
+    return release
+
+
+async def test_saves_queued_together_commit_in_one_transaction(db_path: Path) -> None:
+    async with SqliteBlobStore(db_path) as store:
+        await store.traces()  # open the file
+        batches: list[int] = []
+        insert = store._insert_rows
+
+        def counting(conn: sqlite3.Connection, rows: list[Any]) -> list[Any]:
+            batches.append(len(rows))
+            return insert(conn, rows)
+
+        store._insert_rows = counting  # type: ignore[method-assign]
+        blobs = [make_blob(trace_id=f"t{n % 4}", step=n // 4) for n in range(32)]
+        duplicate = make_blob(trace_id="t0", step=0)
+        # Keep the store's thread busy so every save is queued before the first commit.
+        release = occupy(store)
+        try:
+            saves = asyncio.gather(
+                *(store.save(blob) for blob in [*blobs, duplicate]), return_exceptions=True
+            )
+            await queued(store, 33)
+        finally:
+            release.set()
+        outcomes = await saves
+        assert outcomes[:32] == [None] * 32
+        assert isinstance(outcomes[32], CheckpointConflict)
+        assert batches == [33]
+        for n in range(4):
+            assert [i.step for i in await store.history(f"t{n}")] == list(range(7, -1, -1))
+
+
+async def test_a_failed_commit_fails_every_save_of_the_batch(db_path: Path) -> None:
+    async with SqliteBlobStore(db_path) as store:
+        await store.traces()
+
+        def broken(conn: sqlite3.Connection, rows: list[Any]) -> list[Any]:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        store._insert_rows = broken  # type: ignore[method-assign]
+        outcomes = await asyncio.gather(
+            *(store.save(make_blob(trace_id="t", step=n)) for n in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(outcome, StorageError) for outcome in outcomes)
+        assert all(isinstance(o.__cause__, sqlite3.OperationalError) for o in outcomes)
+        assert await store.history("t") == []
+
+
+async def test_a_cancelled_save_does_not_disturb_the_others(db_path: Path) -> None:
+    async with SqliteBlobStore(db_path) as store:
+        await store.traces()
+        release = occupy(store)
+        try:
+            first = asyncio.ensure_future(store.save(make_blob(trace_id="t", step=0)))
+            second = asyncio.ensure_future(store.save(make_blob(trace_id="t", step=1)))
+            await queued(store, 2)
+            first.cancel()
+        finally:
+            release.set()
+        await second
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        # The cancelled save was queued already: it commits with the other.
+        assert [info.step for info in await store.history("t")] == [1, 0]

@@ -65,10 +65,10 @@ _header_decoder = msgspec.msgpack.Decoder(EnvelopeHeader)
 def seal_envelope(header: EnvelopeHeader, body: bytes) -> bytes:
     """Frame ``body`` behind ``header`` and append the checksum."""
     encoded_header = _header_encoder.encode(header)
-    framed = b"".join(
-        (_PREFIX.pack(MAGIC, FORMAT_VERSION, len(encoded_header)), encoded_header, body)
-    )
-    return framed + _CRC.pack(zlib.crc32(framed))
+    head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(encoded_header)) + encoded_header
+    # The checksum runs on over the parts, so the body is copied once, into the result.
+    checksum = zlib.crc32(body, zlib.crc32(head))
+    return b"".join((head, body, _CRC.pack(checksum)))
 
 
 def open_envelope(blob: CheckpointBlob) -> tuple[EnvelopeHeader, memoryview]:

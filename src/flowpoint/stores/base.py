@@ -19,7 +19,13 @@ from typing import Any, ParamSpec, Self, TypeVar
 from flowpoint.blob import CheckpointBlob, CheckpointInfo, check_header
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 
-__all__ = ["BlobCheckpointStore", "BlockingBlobStore", "PruneRule", "run_in_caller_thread"]
+__all__ = [
+    "BlobCheckpointStore",
+    "BlockingBlobStore",
+    "PruneRule",
+    "in_caller_thread",
+    "run_in_caller_thread",
+]
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -218,6 +224,11 @@ class BlockingBlobStore(BlobCheckpointStore):
         return await loop.run_in_executor(
             self._worker_threads, functools.partial(fn, *args, **kwargs)
         )
+
+
+def in_caller_thread() -> bool:
+    """Whether :func:`run_in_caller_thread` is driving the current call."""
+    return _IN_CALLER_THREAD.get()
 
 
 def run_in_caller_thread(coroutine: Coroutine[Any, Any, _T]) -> _T:

@@ -21,6 +21,9 @@ contract:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import math
 import os
 import sqlite3
@@ -42,9 +45,15 @@ from flowpoint.blob import (
     MetadataValue,
     validate_metadata,
 )
-from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, InvalidTraceId, StorageError
+from flowpoint.errors import (
+    CheckpointConflict,
+    CheckpointStoreError,
+    CorruptCheckpoint,
+    InvalidTraceId,
+    StorageError,
+)
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
-from flowpoint.stores.base import BlockingBlobStore, PruneRule
+from flowpoint.stores.base import BlockingBlobStore, PruneRule, in_caller_thread
 
 __all__ = ["SqliteBlobStore"]
 
@@ -134,6 +143,12 @@ class _NewRow(NamedTuple):
     data: bytes
 
 
+class _PendingSave(NamedTuple):
+    row: _NewRow
+    outcome: asyncio.Future[CheckpointStoreError | None]
+    loop: asyncio.AbstractEventLoop
+
+
 class SqliteBlobStore(BlockingBlobStore):
     """Checkpoints in one SQLite database file, in WAL mode.
 
@@ -179,6 +194,11 @@ class SqliteBlobStore(BlockingBlobStore):
         self._worker_threads: ThreadPoolExecutor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="flowpoint-sqlite"
         )
+        self._insert_rows = functools.partial(_insert_rows, self._path)
+        # Saves waiting for the store's thread (group commit):
+        self._queue_lock = threading.Lock()
+        self._queue: list[_PendingSave] = []
+        self._flush_scheduled = False
         self._closing = False  # close() was called: accept no new calls
         # Touched only while holding the lock:
         self._lock = threading.Lock()
@@ -218,7 +238,49 @@ class SqliteBlobStore(BlockingBlobStore):
             size=len(blob.data),
             data=blob.data,
         )
-        await self._run("save", _save_row, row, saving=row)
+        if self._closing:
+            raise StorageError(f"{self!r} is closed")
+        if in_caller_thread():
+            [outcome] = self._call("save", self._insert_rows, [row])
+        else:
+            outcome = await self._enqueue_save(row)
+        if outcome is not None:
+            raise outcome
+
+    async def _enqueue_save(self, row: _NewRow) -> CheckpointStoreError | None:
+        """Queue a save for the store's thread and wait until it is committed.
+
+        Saves queued while the thread is busy are committed together, in one
+        transaction and one fsync (group commit); each save's own conflict still
+        reaches only its caller.
+        """
+        loop = asyncio.get_running_loop()
+        pending = _PendingSave(row, loop.create_future(), loop)
+        with self._queue_lock:
+            self._queue.append(pending)
+            if not self._flush_scheduled:
+                try:
+                    self._worker_threads.submit(self._flush)
+                except RuntimeError as exc:  # the thread pool was shut down (interpreter exit)
+                    self._queue.remove(pending)
+                    raise StorageError(f"{self!r} cannot save: {exc}") from exc
+                self._flush_scheduled = True
+        outcome: CheckpointStoreError | None = await pending.outcome
+        return outcome
+
+    def _flush(self) -> None:
+        """On the store's thread: commit every queued save, then tell each caller."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+            self._flush_scheduled = False
+        outcomes: list[CheckpointStoreError | None]
+        try:
+            outcomes = self._call("save", self._insert_rows, [p.row for p in batch])
+        except CheckpointStoreError as exc:  # nothing of the batch was committed
+            outcomes = [exc] * len(batch)
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closed: no one waits
+                pending.loop.call_soon_threadsafe(_settle, pending.outcome, outcome)
 
     @override
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
@@ -275,14 +337,12 @@ class SqliteBlobStore(BlockingBlobStore):
         action: str,
         fn: Callable[[sqlite3.Connection, _A], _T],
         arg: _A,
-        *,
-        saving: _NewRow | None = None,
     ) -> _T:
         """Run ``fn(connection, arg)`` on the store's thread; one round trip per call."""
         if self._closing:
             raise StorageError(f"{self!r} is closed")
         try:
-            return await self._blocking(self._call, action, fn, arg, saving)
+            return await self._blocking(self._call, action, fn, arg)
         except RuntimeError as exc:  # the thread pool was shut down (interpreter exit)
             raise StorageError(f"{self!r} cannot run {action}: {exc}") from exc
 
@@ -291,9 +351,8 @@ class SqliteBlobStore(BlockingBlobStore):
         action: str,
         fn: Callable[[sqlite3.Connection, _A], _T],
         arg: _A,
-        saving: _NewRow | None,
     ) -> _T:
-        with self._lock, _driver_errors(self._path, action, saving):
+        with self._lock, _driver_errors(self._path, action):
             if self._closed:
                 raise StorageError(f"{self!r} is closed")
             conn = self._conn
@@ -337,10 +396,33 @@ class SqliteBlobStore(BlockingBlobStore):
 # -- work done on the store's thread, given its connection -----------------------------
 
 
-def _save_row(conn: sqlite3.Connection, row: _NewRow) -> None:
-    """Insert one checkpoint in its own transaction (the whole of a save)."""
+def _insert_rows(
+    path: str, conn: sqlite3.Connection, rows: list[_NewRow]
+) -> list[CheckpointStoreError | None]:
+    """Insert checkpoints in one transaction; return each one's conflict, if any.
+
+    Each row after the first gets a savepoint, so that one row's conflict undoes
+    only that row. Any other failure undoes them all and is raised.
+    """
+    outcomes: list[CheckpointStoreError | None] = []
     with _write_transaction(conn):
-        conn.execute(_INSERT_SQL, row)
+        if len(rows) == 1:
+            try:
+                conn.execute(_INSERT_SQL, rows[0])
+            except sqlite3.IntegrityError as exc:
+                return [_conflict(path, exc, rows[0])]
+            return [None]
+        for row in rows:
+            conn.execute("SAVEPOINT flowpoint_row")
+            try:
+                conn.execute(_INSERT_SQL, row)
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK TO flowpoint_row")
+                outcomes.append(_conflict(path, exc, row))
+            else:
+                outcomes.append(None)
+            conn.execute("RELEASE flowpoint_row")
+    return outcomes
 
 
 def _fetch_one(conn: sqlite3.Connection, query: _Query) -> _Row | None:
@@ -417,23 +499,33 @@ _CONFLICTS: Final = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PR
 
 
 @contextmanager
-def _driver_errors(path: str, action: str, saving: _NewRow | None = None) -> Iterator[None]:
-    """The error boundary: driver errors become flowpoint errors.
-
-    A unique violation while ``saving`` a row is a :class:`CheckpointConflict`;
-    every other SQLite or OS error is a :class:`StorageError` caused by it.
-    """
+def _driver_errors(path: str, action: str) -> Iterator[None]:
+    """The error boundary: every SQLite or OS error becomes a :class:`StorageError`."""
     try:
         yield
-    except sqlite3.IntegrityError as exc:
-        if saving is None or exc.sqlite_errorname not in _CONFLICTS:
-            raise StorageError(f"SQLite database {path}: {action} failed: {exc}") from exc
-        detail = None
-        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
-            detail = f"checkpoint id {UUID(bytes=saving.checkpoint_id)} exists"
-        raise CheckpointConflict(saving.trace_id, saving.step, detail) from exc
     except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"SQLite database {path}: {action} failed: {exc}") from exc
+
+
+def _conflict(path: str, exc: sqlite3.IntegrityError, row: _NewRow) -> CheckpointStoreError:
+    """A unique violation of a saved row is its :class:`CheckpointConflict`."""
+    error: CheckpointStoreError
+    if exc.sqlite_errorname not in _CONFLICTS:
+        error = StorageError(f"SQLite database {path}: save failed: {exc}")
+    else:
+        detail = None
+        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
+            detail = f"checkpoint id {UUID(bytes=row.checkpoint_id)} exists"
+        error = CheckpointConflict(row.trace_id, row.step, detail)
+    error.__cause__ = exc
+    return error
+
+
+def _settle(
+    outcome: asyncio.Future[CheckpointStoreError | None], error: CheckpointStoreError | None
+) -> None:
+    if not outcome.done():  # a cancelled caller no longer waits
+        outcome.set_result(error)
 
 
 # -- rows to objects, trusting nothing (SQLite lets any column hold any kind) ---------

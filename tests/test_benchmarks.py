@@ -1,0 +1,93 @@
+"""The benchmark harness runs end to end at smoke size and writes what it promises.
+
+No timing is asserted here: the numbers are the benchmark's business, not a test's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarks.subjects import SUBJECTS
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKLOADS = ("W1", "W2", "W3")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp("bench")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return out, result
+
+
+def test_smoke_run_succeeds(smoke_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    _, result = smoke_run
+    assert result.returncode == 0, result.stdout + result.stderr
+    for noise in ("Traceback", "Warning", "Error"):
+        assert noise not in result.stderr, result.stderr
+
+
+def test_smoke_run_writes_every_file(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, _ = smoke_run
+    for name in ("results.json", "results.md", "latency.png", "bytes.png"):
+        path = out / name
+        assert path.is_file(), name
+        assert path.stat().st_size > 0, name
+    assert (out / "latency.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_json_has_every_workload_and_subject(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, _ = smoke_run
+    document = json.loads((out / "results.json").read_text())
+    assert {"platform", "cpu_count", "python", "packages"} <= document["meta"]["machine"].keys()
+    assert set(WORKLOADS) <= document["workloads"].keys()
+    for workload in WORKLOADS:
+        section = document["workloads"][workload]
+        for spec in SUBJECTS:
+            if workload == "W2" and spec.api == "sync":  # W2 runs async subjects only
+                assert spec.name not in section["subjects"]
+                continue
+            entry = section["subjects"].get(spec.name)
+            assert entry is not None, f"{workload}: {spec.name} missing"
+            if entry["status"] == "skipped":
+                assert entry["reason"], f"{workload}: {spec.name} skipped without a reason"
+                # CI has every server the subjects need: nothing may skip there.
+                assert os.environ.get("CI") != "true", (workload, spec.name, entry["reason"])
+            else:
+                assert entry["status"] == "ok", (workload, spec.name, entry.get("reason"))
+                assert entry["median"], (workload, spec.name)
+    w1 = document["workloads"]["W1"]
+    assert {"floor.msgspec", "floor.sqlite", "floor.delta"} <= w1["floors"].keys()
+    assert {"floor.msgspec", "floor.sqlite"} <= document["workloads"]["W3"]["floors"].keys()
+    assert w1["bytes_by_step"], "bytes at rest by step are missing"
+    assert document["targets"], "no targets were evaluated"
+
+
+def test_markdown_has_the_targets_table(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, _ = smoke_run
+    text = (out / "results.md").read_text()
+    assert "## Targets" in text
+    targets = text.split("## Targets", 1)[1]
+    assert "| target | flowpoint | peer |" in targets
+    assert "| ratio | target | met |" in targets
+    for workload in WORKLOADS:
+        assert f"## {workload} " in text

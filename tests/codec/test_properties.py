@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import struct
-import zlib
 from datetime import UTC, timedelta, timezone
 from typing import Any
 
+import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -136,8 +136,8 @@ def _decode_only_raises_flowpoint_errors(blob: CheckpointBlob) -> None:
 
 def _with_valid_checksum(data: bytes) -> bytes:
     """Re-seal mutated bytes so the mutation reaches the parsers behind the checksum."""
-    body = data[:-4] if len(data) >= 4 else data
-    return body + struct.pack(">I", zlib.crc32(body))
+    body = data[:-8] if len(data) >= 8 else data
+    return body + struct.pack(">Q", xxhash.xxh3_64_intdigest(body))
 
 
 @given(data=st.binary(max_size=300))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-import zlib
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import pydantic
 import pytest
+import xxhash
 
 from flowpoint import (
     Checkpoint,
@@ -42,14 +42,16 @@ def reframe(
     data = blob.data
     _, old_version, header_length = struct.unpack_from(">4sBI", data)
     old_header = data[9 : 9 + header_length]
-    old_body = data[9 + header_length : -4]
+    old_body = data[9 + header_length : -8]
     new_header = old_header if header is None else header
     framed = (
         struct.pack(">4sBI", MAGIC, old_version if version is None else version, len(new_header))
         + new_header
         + (old_body if body is None else body)
     )
-    return dataclasses.replace(blob, data=framed + struct.pack(">I", zlib.crc32(framed)))
+    return dataclasses.replace(
+        blob, data=framed + struct.pack(">Q", xxhash.xxh3_64_intdigest(framed))
+    )
 
 
 def test_data_is_self_describing() -> None:

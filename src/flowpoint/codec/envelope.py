@@ -8,7 +8,7 @@ Layout (integers big-endian)::
     5       4     header length H
     9       H     header: a MessagePack array (see :class:`EnvelopeHeader`)
     9+H     ...   body: the encoded state, in the format the header names
-    end-4   4     CRC-32 of every byte before it
+    end-8   8     XXH3-64 checksum of every byte before it
 
 The header names the body's format and any compression or encryption, and
 repeats the checkpoint's own header (id, trace, step, parent, graph hash, time,
@@ -19,12 +19,12 @@ leading 0x89 byte, as in PNG, catches transfers that strip the high bit.
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
 import msgspec
+import xxhash
 
 from flowpoint.blob import CheckpointBlob, MetadataValue
 from flowpoint.errors import CorruptCheckpoint
@@ -35,8 +35,8 @@ MAGIC = b"\x89FPC"
 FORMAT_VERSION = 1
 
 _PREFIX = struct.Struct(">4sBI")
-_CRC = struct.Struct(">I")
-_MIN_LENGTH = _PREFIX.size + _CRC.size
+_CHECKSUM = struct.Struct(">Q")
+_MIN_LENGTH = _PREFIX.size + _CHECKSUM.size
 
 
 class EnvelopeHeader(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
@@ -67,8 +67,9 @@ def seal_envelope(header: EnvelopeHeader, body: bytes) -> bytes:
     encoded_header = _header_encoder.encode(header)
     head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(encoded_header)) + encoded_header
     # The checksum runs on over the parts, so the body is copied once, into the result.
-    checksum = zlib.crc32(body, zlib.crc32(head))
-    return b"".join((head, body, _CRC.pack(checksum)))
+    checksum = xxhash.xxh3_64(head)
+    checksum.update(body)
+    return b"".join((head, body, _CHECKSUM.pack(checksum.intdigest())))
 
 
 def open_envelope(blob: CheckpointBlob) -> tuple[EnvelopeHeader, memoryview]:
@@ -93,12 +94,12 @@ def open_envelope(blob: CheckpointBlob) -> tuple[EnvelopeHeader, memoryview]:
         raise corrupt(
             f"format version {version} is not one this flowpoint reads ({FORMAT_VERSION})"
         )
-    body_end = len(data) - _CRC.size
+    body_end = len(data) - _CHECKSUM.size
     if _PREFIX.size + header_length > body_end:
         raise corrupt("data is truncated: the header runs past the end")
     view = memoryview(data)
-    (stored_crc,) = _CRC.unpack_from(data, body_end)
-    if zlib.crc32(view[:body_end]) != stored_crc:
+    (stored_checksum,) = _CHECKSUM.unpack_from(data, body_end)
+    if xxhash.xxh3_64_intdigest(view[:body_end]) != stored_checksum:
         raise corrupt("checksum mismatch: the bytes were changed or cut short")
     try:
         header = _header_decoder.decode(view[_PREFIX.size : _PREFIX.size + header_length])

@@ -10,10 +10,26 @@ import pytest
 
 import flowpoint
 import flowpoint.checkpoint
+import flowpoint.graph.fingerprint
+import flowpoint.graph.policies
 import flowpoint.ids
 import flowpoint.stores.registry
 
 PUBLIC_NAMES = {
+    "END",
+    "START",
+    "BuiltGraph",
+    "Graph",
+    "GraphDefinitionError",
+    "InvalidRoute",
+    "InvalidUpdate",
+    "RecursionLimitReached",
+    "RetentionPolicy",
+    "RunResult",
+    "Runner",
+    "TraceNotFound",
+    "TriggerPolicy",
+    "WorkflowError",
     "BlobCheckpointStore",
     "Checkpoint",
     "CheckpointBlob",
@@ -57,6 +73,16 @@ def test_error_tree() -> None:
     ):
         assert issubclass(error, flowpoint.CheckpointStoreError)
     assert issubclass(flowpoint.InvalidTraceId, ValueError)
+    for error in (
+        flowpoint.GraphDefinitionError,
+        flowpoint.InvalidRoute,
+        flowpoint.InvalidUpdate,
+        flowpoint.RecursionLimitReached,
+        flowpoint.TraceNotFound,
+    ):
+        assert issubclass(error, flowpoint.WorkflowError)
+    assert issubclass(flowpoint.GraphDefinitionError, ValueError)
+    assert issubclass(flowpoint.TraceNotFound, LookupError)
 
 
 def test_importing_flowpoint_imports_no_backend() -> None:

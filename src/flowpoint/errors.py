@@ -1,7 +1,7 @@
 """The errors flowpoint raises.
 
 Every error a load or a save can raise, for any bytes a store returns, is a
-:class:`CheckpointStoreError`::
+:class:`CheckpointStoreError`; the workflow layer adds :class:`WorkflowError`::
 
     CheckpointStoreError
      ├── GraphMismatch        the checkpoint was written by another graph
@@ -10,6 +10,13 @@ Every error a load or a save can raise, for any bytes a store returns, is a
      ├── CodecError           a state cannot be encoded, or decoded into its type
      ├── StorageError         the backend failed (the driver's error is ``__cause__``)
      └── InvalidTraceId       also a ValueError: the trace id is not acceptable
+
+    WorkflowError
+     ├── GraphDefinitionError also a ValueError: the graph cannot be built as declared
+     ├── InvalidRoute         a router returned a target it did not declare
+     ├── InvalidUpdate        a node or a resume returned an update that does not fit the state
+     ├── RecursionLimitReached a run executed more nodes than its limit allows
+     └── TraceNotFound        also a LookupError: nothing to resume or fork
 
 Errors carry the facts as attributes; their messages are built from them.
 """
@@ -23,9 +30,15 @@ __all__ = [
     "CheckpointStoreError",
     "CodecError",
     "CorruptCheckpoint",
+    "GraphDefinitionError",
     "GraphMismatch",
+    "InvalidRoute",
     "InvalidTraceId",
+    "InvalidUpdate",
+    "RecursionLimitReached",
     "StorageError",
+    "TraceNotFound",
+    "WorkflowError",
 ]
 
 
@@ -40,16 +53,18 @@ class GraphMismatch(CheckpointStoreError):
     resumed on another.
     """
 
-    def __init__(self, expected: int, actual: int) -> None:
+    def __init__(self, expected: int, actual: int, hint: str | None = None) -> None:
         self.expected = expected
         self.actual = actual
-        super().__init__(
+        self.hint = hint
+        message = (
             f"graph mismatch: the checkpoint was written by graph 0x{actual:016x}, "
             f"but the caller expects graph 0x{expected:016x}"
         )
+        super().__init__(f"{message}; {hint}" if hint else message)
 
-    def __reduce__(self) -> tuple[type[GraphMismatch], tuple[int, int]]:
-        return (type(self), (self.expected, self.actual))
+    def __reduce__(self) -> tuple[type[GraphMismatch], tuple[int, int, str | None]]:
+        return (type(self), (self.expected, self.actual, self.hint))
 
 
 class CheckpointConflict(CheckpointStoreError):
@@ -93,3 +108,55 @@ class StorageError(CheckpointStoreError):
 
 class InvalidTraceId(CheckpointStoreError, ValueError):
     """A trace id that is empty, too long, or holds non-printable characters."""
+
+
+class WorkflowError(Exception):
+    """Base class of the errors the workflow layer (graphs and runners) raises."""
+
+
+class GraphDefinitionError(WorkflowError, ValueError):
+    """The graph cannot be built as declared: an unknown target, an unreachable node..."""
+
+
+class InvalidRoute(WorkflowError):
+    """A router returned a target that is not among those it declared."""
+
+    def __init__(self, node: str, route: object, targets: tuple[str, ...]) -> None:
+        self.node = node
+        self.route = route
+        self.targets = targets
+        super().__init__(
+            f"the router after node {node!r} returned {route!r:.80}, which is not one of its "
+            f"declared targets {list(targets)}"
+        )
+
+    def __reduce__(self) -> tuple[type[InvalidRoute], tuple[str, object, tuple[str, ...]]]:
+        return (type(self), (self.node, self.route, self.targets))
+
+
+class InvalidUpdate(WorkflowError, TypeError):
+    """A node's return value or a resume's update does not fit the state type."""
+
+
+class RecursionLimitReached(WorkflowError):
+    """A run executed as many nodes as its limit allows without reaching the end.
+
+    The run's progress is saved: resume the trace to continue with a new budget.
+    """
+
+    def __init__(self, trace_id: str, limit: int, node: str) -> None:
+        self.trace_id = trace_id
+        self.limit = limit
+        self.node = node
+        super().__init__(
+            f"trace {trace_id!r} ran {limit} nodes without reaching END (next: {node!r}); "
+            f"a loop may not terminate. Its progress is saved: fix the graph or raise "
+            f"recursion_limit, then resume the trace"
+        )
+
+    def __reduce__(self) -> tuple[type[RecursionLimitReached], tuple[str, int, str]]:
+        return (type(self), (self.trace_id, self.limit, self.node))
+
+
+class TraceNotFound(WorkflowError, LookupError):
+    """There is no checkpoint to resume or fork from."""

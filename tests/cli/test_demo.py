@@ -9,21 +9,27 @@ from typer.testing import CliRunner
 
 from flowpoint import SyncCheckpointStore
 from flowpoint.cli.app import app
-from flowpoint.cli.demo import GRAPH_V1, TRACE, Research
+from flowpoint.cli.demo import TRACE, Research
 
 
-def test_demo_runs_resumes_lists_and_refuses_a_changed_graph(tmp_path: Path) -> None:
+def test_demo_runs_pauses_resumes_lists_and_refuses_a_changed_graph(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     result = CliRunner().invoke(app, ["demo", "--store", url])
     assert result.exit_code == 0, result.output
-    assert "loaded step 3, continuing at draft" in result.output
-    assert "refused: graph mismatch" in result.output
+    assert "interrupted after 8 nodes" in result.output
+    assert "done after 1 more node(s)" in result.output
+    assert "refused:" in result.output
+    assert "fork it onto this graph" in result.output
     with SyncCheckpointStore.open(url, Research) as store:
-        assert [info.step for info in store.history(TRACE)] == [5, 4, 3, 2, 1, 0]
-        final = store.load_latest(TRACE, GRAPH_V1)
+        history = store.history(TRACE)
+        assert [info.step for info in history] == list(range(10, -1, -1))
+        assert history[1].metadata["source"] == "update"
+        assert history[1].metadata["update"] == '{"approved":true}'
+        final = store.load_latest(TRACE, None)
         assert final is not None
         assert final.current_node is None
-        assert final.state.draft == "Use write-ahead logging. (reviewed)"
+        assert final.state.published is True
+        assert len(final.state.findings) == 3
 
 
 def test_demo_runs_again_on_the_same_store(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import typer
 
 from flowpoint import CheckpointStoreError, __version__
@@ -38,9 +40,9 @@ def demo(
         DEFAULT_STORE_URL, "--store", envvar="FLOWPOINT_STORE", help="Store URL."
     ),
 ) -> None:
-    """Save, list and resume checkpoints of a small research run, then refuse a changed graph."""
+    """Run a research agent that pauses for approval, resume it, and refuse a changed graph."""
     try:
-        run_demo(store)
+        asyncio.run(run_demo(store))
     except (CheckpointStoreError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

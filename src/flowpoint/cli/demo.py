@@ -1,107 +1,144 @@
-"""``flowpoint demo``: a research run checkpointed step by step, interrupted and resumed."""
+"""``flowpoint demo``: a research agent, checkpointed step by step.
+
+It plans, acts and reviews, pauses for a human's approval, resumes, and is refused
+when its graph changes.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from flowpoint.checkpoint import Checkpoint
 from flowpoint.errors import GraphMismatch
-from flowpoint.sync import SyncCheckpointStore
+from flowpoint.graph import END, START, BuiltGraph, Graph, Runner
+from flowpoint.typed import TypedCheckpointStore
 
 TRACE = "demo/research"
-GRAPH_V1 = 0x7E57_0001_D3E0_0001
-GRAPH_V2 = 0x7E57_0001_D3E0_0002
+
+# Canned sources: the demo needs no network and no model.
+SOURCES = {
+    "what a write-ahead log is": "a WAL appends each change before applying it",
+    "how fsync makes a commit durable": "fsync returns once the bytes are on stable storage",
+    "what a crash leaves behind": "replaying the WAL after a crash restores every commit",
+}
 
 
 class Research(msgspec.Struct):
-    """The demo's state: what a small research agent keeps between steps."""
+    """What the research agent carries from step to step."""
 
     question: str
     plan: list[str] = []
     findings: list[str] = []
     draft: str = ""
+    approved: bool = False
+    published: bool = False
 
 
-STEPS: list[tuple[str, str | None]] = [
-    ("plan", "search"),
-    ("search", "read"),
-    ("read", "draft"),
-    ("draft", "review"),
-    ("review", None),
-]
+def build_graph(console: Console, *, changed: bool = False) -> BuiltGraph[Research]:
+    """The agent's graph; ``changed`` adds a fact-checking step, as a new release might."""
+
+    def say(node: str, text: str) -> None:
+        console.print(f"  [cyan]▸ {node:<8}[/] {text}")
+
+    def plan(state: Research) -> dict[str, Any]:
+        say("plan", f"{len(SOURCES)} things to look up")
+        return {"plan": list(SOURCES)}
+
+    async def act(state: Research) -> dict[str, Any]:
+        topic = state.plan[len(state.findings)]
+        await asyncio.sleep(0.05)  # stands for a tool call
+        say("act", f"looked up {topic!r}")
+        return {"findings": [*state.findings, SOURCES[topic]]}
+
+    def review(state: Research) -> None:
+        say("review", f"{len(state.findings)} of {len(state.plan)} findings in")
+
+    def more_to_do(state: Research) -> str:
+        return "act" if len(state.findings) < len(state.plan) else "write"
+
+    def write(state: Research) -> dict[str, Any]:
+        say("write", "drafted the answer")
+        text = "; ".join(state.findings)
+        return {"draft": text[:1].upper() + text[1:] + "."}
+
+    def publish(state: Research) -> dict[str, Any]:
+        say("publish", "published, with the reviewer's approval")
+        return {"published": state.approved}
+
+    graph: Graph[Research] = Graph("research", state=Research)
+    graph.add_node("plan", plan)
+    graph.add_node("act", act)
+    graph.add_node("review", review)
+    graph.add_node("write", write)
+    graph.add_node("publish", publish)
+    graph.add_edge(START, "plan")
+    graph.add_edge("plan", "act")
+    graph.add_edge("act", "review")
+    graph.add_conditional_edges("review", more_to_do, ["act", "write"])
+    if changed:
+        graph.add_node("fact_check", lambda state: None)
+        graph.add_edge("write", "fact_check")
+        graph.add_edge("fact_check", "publish")
+    else:
+        graph.add_edge("write", "publish")
+    graph.add_edge("publish", END)
+    return graph.build()
 
 
-def _advance(node: str, state: Research) -> Research:
-    """What each step of the pretend agent does to the state (no network, no model)."""
-    if node == "plan":
-        return msgspec.structs.replace(state, plan=["search the archive", "read two papers"])
-    if node == "search":
-        return msgspec.structs.replace(state, findings=[*state.findings, "found 2 papers"])
-    if node == "read":
-        return msgspec.structs.replace(state, findings=[*state.findings, "papers agree on WAL"])
-    if node == "draft":
-        return msgspec.structs.replace(state, draft="Use write-ahead logging.")
-    return msgspec.structs.replace(state, draft=state.draft + " (reviewed)")
-
-
-def _run_until(
-    store: SyncCheckpointStore[Research],
-    console: Console,
-    checkpoint: Checkpoint[Research],
-    stop_before: str | None,
-) -> Checkpoint[Research]:
-    node = checkpoint.current_node
-    while node is not None and node != stop_before:
-        following = dict(STEPS)[node]
-        checkpoint = checkpoint.child(following, _advance(node, checkpoint.state))
-        info = store.save_with_trace(TRACE, checkpoint, GRAPH_V1)
-        console.print(
-            f"  [green]✓[/] step {info.step}: ran [bold]{node}[/], saved {info.size} bytes"
-            f" → next: {following or 'done'}"
-        )
-        node = following
-    return checkpoint
-
-
-def run_demo(url: str, console: Console | None = None) -> None:
+async def run_demo(url: str, console: Console | None = None) -> None:
     """Run the demo against the store at ``url`` (its demo trace is started afresh)."""
-    console = console or Console()
-    with SyncCheckpointStore.open(url, Research) as store:
-        store.delete_trace(TRACE)
-        console.print(f"[bold]flowpoint demo[/] · store {url} · trace {TRACE!r}\n")
+    console = console or Console(highlight=False)
+    async with TypedCheckpointStore.open(url, Research) as store:
+        await store.delete_trace(TRACE)
+        graph = build_graph(console)
+        runner = Runner(graph, store, interrupt_before=["publish"])
+        console.print(
+            f"[bold]flowpoint demo[/] · store {url} · trace {TRACE!r} · "
+            f"graph {graph.name!r} 0x{graph.hash_u64():016x}\n"
+        )
 
-        console.print("[bold]1. Run until the process stops before 'draft'[/]")
-        first = Checkpoint.first("plan", Research(question="How do databases survive a crash?"))
-        store.save_with_trace(TRACE, first, GRAPH_V1)
-        _run_until(store, console, first, stop_before="draft")
-        console.print("  [yellow]✗ process stopped[/] (nothing kept in memory)\n")
+        console.print("[bold]1. Run the agent; it stops before 'publish' for a human's approval[/]")
+        paused = await runner.run(TRACE, Research(question="How does a database survive a crash?"))
+        console.print(
+            f"  [yellow]⏸ {paused.status}[/] after {paused.nodes_run} nodes, at step "
+            f"{paused.checkpoint.step}; next: {paused.next_node!r}. The process may exit now.\n"
+        )
 
-        console.print("[bold]2. Resume from the latest checkpoint[/]")
-        latest = store.load_latest(TRACE, GRAPH_V1)
-        assert latest is not None
-        console.print(f"  loaded step {latest.step}, continuing at [bold]{latest.current_node}[/]")
-        final = _run_until(store, console, latest, stop_before=None)
+        console.print("[bold]2. Later, maybe in another process: resume with the approval[/]")
+        runner = Runner(build_graph(console), store, interrupt_before=["publish"])
+        done = await runner.resume(TRACE, update={"approved": True})
+        console.print(f"  [green]✓ {done.status}[/] after {done.nodes_run} more node(s)\n")
 
-        console.print("\n[bold]3. History, newest first (headers only, no state decoded)[/]")
-        table = Table("step", "checkpoint id", "next node", "bytes", "created (UTC)")
-        for info in store.history(TRACE):
+        console.print(
+            "[bold]3. The trace's history, oldest first (headers only: no state decoded)[/]"
+        )
+        table = Table("step", "after", "next", "saved because", "bytes", "checkpoint id")
+        for info in reversed(await store.history(TRACE, limit=50)):
+            source = info.metadata.get("source")
+            reason = {"input": "the run started", "node": "a node finished"}.get(
+                str(source), f"a human's update {info.metadata.get('update')}"
+            )
             table.add_row(
                 str(info.step),
-                str(info.checkpoint_id),
-                info.current_node or "—",
+                str(info.metadata.get("node", "—")),
+                info.current_node or "END",
+                reason,
                 str(info.size),
-                info.created_at.strftime("%H:%M:%S.%f")[:-3],
+                str(info.checkpoint_id)[:13] + "…",
             )
         console.print(table)
         console.print("[bold]Final state[/]")
-        console.print_json(msgspec.json.encode(final.state).decode())
+        console.print_json(msgspec.json.encode(done.state).decode())
 
-        console.print("\n[bold]4. Resume on a changed graph[/]")
+        console.print("\n[bold]4. A new release adds a 'fact_check' node: resuming is refused[/]")
+        changed = build_graph(console, changed=True)
         try:
-            store.load_latest(TRACE, GRAPH_V2)
+            await Runner(changed, store).resume(TRACE)
         except GraphMismatch as refusal:
-            console.print(f"  [red]refused:[/] {refusal}")
-        else:
+            console.print(f"  [red]✗ refused:[/] {refusal}")
+        else:  # pragma: no cover - the demo's point
             raise AssertionError("a changed graph was not refused")

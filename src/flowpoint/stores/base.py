@@ -24,6 +24,7 @@ __all__ = [
     "BlockingBlobStore",
     "PruneRule",
     "in_caller_thread",
+    "missing_driver",
     "run_in_caller_thread",
 ]
 
@@ -247,6 +248,15 @@ def run_in_caller_thread(coroutine: Coroutine[Any, Any, _T]) -> _T:
         _IN_CALLER_THREAD.reset(token)
     coroutine.close()
     raise RuntimeError("a blocking store's coroutine waited on an event loop")
+
+
+def missing_driver(extra: str, cause: ImportError) -> ImportError:
+    """The error for a backend whose driver is not installed: it names the extra."""
+    error = ImportError(
+        f"this backend needs its driver ({cause.name or cause}): pip install 'flowpoint[{extra}]'"
+    )
+    error.__cause__ = cause
+    return error
 
 
 def check_history_args(limit: int, before_step: int | None) -> None:

@@ -1,0 +1,16 @@
+"""The workflow layer: build graphs, fingerprint them, run and resume them durably."""
+
+from flowpoint.graph.builder import END, START, BuiltGraph, Graph
+from flowpoint.graph.policies import RetentionPolicy, TriggerPolicy
+from flowpoint.graph.runner import Runner, RunResult
+
+__all__ = [
+    "END",
+    "START",
+    "BuiltGraph",
+    "Graph",
+    "RetentionPolicy",
+    "RunResult",
+    "Runner",
+    "TriggerPolicy",
+]

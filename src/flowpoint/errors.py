@@ -141,7 +141,8 @@ class InvalidUpdate(WorkflowError, TypeError):
 class RecursionLimitReached(WorkflowError):
     """A run executed as many nodes as its limit allows without reaching the end.
 
-    The run's progress is saved: resume the trace to continue with a new budget.
+    The position is saved before this is raised (unless the store failed under
+    ``on_save_error="warn"``): resume the trace to continue with a new budget.
     """
 
     def __init__(self, trace_id: str, limit: int, node: str) -> None:
@@ -150,8 +151,8 @@ class RecursionLimitReached(WorkflowError):
         self.node = node
         super().__init__(
             f"trace {trace_id!r} ran {limit} nodes without reaching END (next: {node!r}); "
-            f"a loop may not terminate. Its progress is saved: fix the graph or raise "
-            f"recursion_limit, then resume the trace"
+            f"a loop may not terminate. Fix the graph or raise recursion_limit, then resume "
+            f"the trace: it continues from its latest checkpoint"
         )
 
     def __reduce__(self) -> tuple[type[RecursionLimitReached], tuple[str, int, str]]:

@@ -81,7 +81,7 @@ def _describe(tp: Any, seen: tuple[Any, ...]) -> Any:
         return ["ref", seen.index(tp)]
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Annotated:
+    if origin in (typing.Annotated, typing.NotRequired, typing.Required):
         return _describe(args[0], seen)
     if origin is typing.Literal:
         return ["literal", [repr(arg) for arg in args]]
@@ -123,7 +123,7 @@ def _describe_class(tp: type, seen: tuple[Any, ...]) -> Any:
         return [
             "typeddict",
             [
-                [name, _describe(field, seen), name in required]
+                [name, _describe(field, seen), _is_required(name, field, required)]
                 for name, field in _hints(tp, tp).items()
             ],
         ]
@@ -159,6 +159,17 @@ def _describe_class(tp: type, seen: tuple[Any, ...]) -> Any:
     if tp in (list, tuple, set, frozenset, dict):
         return _describe_generic(tp, (), seen)
     return ["class", f"{tp.__module__}.{tp.__qualname__}"]
+
+
+def _is_required(name: str, hint: Any, required: frozenset[str]) -> bool:
+    # With postponed annotations, Python 3.11 cannot see NotRequired when it builds
+    # __required_keys__; the resolved hint still says it.
+    origin = typing.get_origin(hint)
+    if origin is typing.NotRequired:
+        return False
+    if origin is typing.Required:
+        return True
+    return name in required
 
 
 def _hints(obj: Any, owner: type) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import typing
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,6 +96,12 @@ class Runner(Generic[S]):
             raise TypeError(f"recursion_limit must be an int, not {recursion_limit!r}")
         if recursion_limit < 1:
             raise ValueError(f"recursion_limit must be at least 1, not {recursion_limit}")
+        codec_type = getattr(store.codec, "state_type", self.graph.state_type)
+        if _origin(codec_type) != _origin(self.graph.state_type):
+            raise TypeError(
+                f"the store's codec stores {codec_type!r}, but graph {self.graph.name!r} "
+                f"runs on {self.graph.state_type!r}"
+            )
         self.store: TypedCheckpointStore[S] = store
         self.trigger = trigger
         self.retention = retention or RetentionPolicy.keep_all()
@@ -110,9 +117,12 @@ class Runner(Generic[S]):
         Raises :class:`~flowpoint.errors.CheckpointConflict` if the trace exists.
         """
         trace = validate_trace_id(trace_id)
-        first = Checkpoint.first(self.graph.start, state, metadata={"source": "input"})
+        metadata = {"source": "input"}
+        if self.graph.start in self.interrupt_before:
+            metadata["interrupt"] = "before"
+        first = Checkpoint.first(self.graph.start, state, metadata=metadata)
         await self._save(trace, first, required=True)
-        return await self._drive(trace, first, resuming=False)
+        return await self._drive(trace, first, approved=False)
 
     async def resume(self, trace_id: TraceId | str, update: Any = None) -> RunResult[S]:
         """Continue a trace from its latest checkpoint, without rerunning finished nodes.
@@ -139,6 +149,8 @@ class Runner(Generic[S]):
             ) from None
         if latest is None:
             raise TraceNotFound(f"trace {trace!r} has no checkpoint to resume: run it first")
+        # Resuming a run that paused before its next node is what lets it go on.
+        approved = latest.metadata.get("interrupt") == "before"
         if update is not None:
             state = apply_update(latest.state, update, self.graph.state_type, "the update")
             latest = latest.child(
@@ -147,7 +159,7 @@ class Runner(Generic[S]):
                 metadata={"source": "update", "update": _describe_update(update)},
             )
             await self._save(trace, latest, required=True)
-        return await self._drive(trace, latest, resuming=True)
+        return await self._drive(trace, latest, approved=approved)
 
     async def fork(
         self,
@@ -199,19 +211,24 @@ class Runner(Generic[S]):
     # -- the loop ----------------------------------------------------------------------
 
     async def _drive(
-        self, trace: TraceId, parent: Checkpoint[S], *, resuming: bool
+        self, trace: TraceId, parent: Checkpoint[S], *, approved: bool
     ) -> RunResult[S]:
         """Run nodes from ``parent`` (the last checkpoint written) until END or a pause.
 
+        ``approved`` says the run resumes past a pause before its first node.
         ``position`` is where the run is, as a checkpoint; ``pending`` says it is not
         in the store yet (the trigger skipped it, or its save failed under "warn").
+        A pause before a node is marked in its checkpoint's metadata
+        (``interrupt="before"``), so that a resume knows the pause was reached.
         """
         position, pending = parent, False
         state, node = parent.state, parent.current_node
         nodes_run = 0
         while node is not None:
-            arriving = not (resuming and nodes_run == 0)
-            if arriving and node in self.interrupt_before:
+            if node in self.interrupt_before and not (approved and nodes_run == 0):
+                if position.metadata.get("interrupt") != "before":
+                    marker = {"source": "pause", "interrupt": "before"}
+                    position, pending = parent.child(node, state, metadata=marker), True
                 parent, pending = await self._flush(trace, parent, position, pending)
                 return self._result(trace, "interrupted", position, nodes_run, not pending)
             if nodes_run == self.recursion_limit:
@@ -221,16 +238,24 @@ class Runner(Generic[S]):
             new_state = apply_update(state, update, self.graph.state_type, f"node {node!r}")
             following = await self._route(node, new_state)
             nodes_run += 1
-            pause = node in self.interrupt_after
+            pause_after = node in self.interrupt_after and following is not None
+            pause_before = following in self.interrupt_before
             metadata: dict[str, Any] = {"source": "node", "node": node}
-            if pause:
+            if pause_after:
                 metadata["interrupt"] = "after"
+            elif pause_before:
+                metadata["interrupt"] = "before"
             # Until it is saved, the next position is the child of the last one written.
             position, pending = parent.child(following, new_state, metadata=metadata), True
-            if pause or following is None or self._wants_save(state, new_state):
+            if (
+                pause_after
+                or pause_before
+                or following is None
+                or self._wants_save(state, new_state)
+            ):
                 parent, pending = await self._flush(trace, parent, position, pending)
             state, node = new_state, following
-            if pause and node is not None:
+            if pause_after:
                 return self._result(trace, "interrupted", position, nodes_run, not pending)
         return self._result(trace, "done", position, nodes_run, not pending)
 
@@ -238,7 +263,10 @@ class Runner(Generic[S]):
         if self.trigger is TriggerPolicy.EVERY_NODE:
             return True
         if self.trigger is TriggerPolicy.ON_CHANGE:
-            return bool(before != after)
+            try:
+                return bool(before != after)
+            except Exception:  # a state whose comparison has no truth value: save it
+                return True
         return False
 
     async def _flush(
@@ -274,9 +302,6 @@ class Runner(Generic[S]):
         """
         try:
             await self.store.save_with_trace(trace, checkpoint, self._graph_hash)
-            if not self.retention.keeps_all:
-                keep = self.retention.latest if self.retention.latest is not None else 1
-                await self.store.prune(trace, keep_latest=keep, older_than=self.retention.max_age)
         except StorageError as exc:
             if required or self.on_save_error == "raise":
                 raise
@@ -287,6 +312,21 @@ class Runner(Generic[S]):
                 stacklevel=4,
             )
             return False
+        if not self.retention.keeps_all:
+            # The checkpoint is saved whatever happens here: a failed prune must not
+            # make the run believe otherwise (it would save that step again and conflict).
+            keep = self.retention.latest if self.retention.latest is not None else 1
+            try:
+                await self.store.prune(trace, keep_latest=keep, older_than=self.retention.max_age)
+            except StorageError as exc:
+                if self.on_save_error == "raise":
+                    raise
+                warnings.warn(
+                    f"flowpoint: step {checkpoint.step} of trace {trace!r} is saved, but "
+                    f"pruning its old checkpoints failed ({exc}); they are kept",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
         return True
 
     def _result(
@@ -315,6 +355,11 @@ class Runner(Generic[S]):
         if unknown:
             raise GraphDefinitionError(f"{option} names unknown node(s) {unknown}")
         return chosen
+
+
+def _origin(tp: Any) -> Any:
+    """``dict`` for ``dict[str, Any]``: the class behind a type, for comparing two."""
+    return typing.get_origin(tp) or tp
 
 
 async def _call(function: Any, state: Any) -> Any:

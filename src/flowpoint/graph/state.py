@@ -32,6 +32,17 @@ def apply_update(state: Any, update: Any, state_type: Any, source: str) -> Any:
                 f"{source} returned a {type(update).__qualname__}; a dict state takes a dict "
                 f"of keys to merge, or None"
             )
+        if typing.is_typeddict(state_type):
+            # The codec drops keys a TypedDict does not declare: refuse them here, or
+            # they would vanish from the state at the next resume.
+            known = state_type.__required_keys__ | state_type.__optional_keys__
+            unknown = [key for key in update if key not in known]
+            if unknown:
+                raise InvalidUpdate(
+                    f"{source} returned an update of unknown key(s) {unknown} for "
+                    f"{state_type.__qualname__}"
+                )
+            _check_values(state_type, update, source)
         return {**state, **update}
     if cls is not None and isinstance(update, cls):
         return update
@@ -48,10 +59,39 @@ def apply_update(state: Any, update: Any, state_type: Any, source: str) -> Any:
             f"{source} returned an update of unknown field(s) {unknown} for "
             f"{type(state).__qualname__}"
         )
+    if not _is_pydantic(state):  # pydantic validates the merged model itself
+        _check_values(type(state), update, source)
     try:
         return _replace(state, update)
     except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise InvalidUpdate(f"{source} returned an update that does not fit: {exc}") from exc
+
+
+def _check_values(owner: Any, update: Mapping[str, Any], source: str) -> None:
+    """Refuse a value that does not fit its field's annotation.
+
+    Now, rather than when the saved checkpoint fails to load.
+    """
+    try:
+        hints = typing.get_type_hints(owner)
+    except Exception:  # annotations that do not resolve: the codec judges on save
+        return
+    for key, value in update.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        try:
+            msgspec.convert(value, hint)
+        except msgspec.ValidationError as exc:
+            raise InvalidUpdate(
+                f"{source} set {key!r} to {value!r:.60}, which does not fit its type: {exc}"
+            ) from None
+        except TypeError:
+            continue  # a type msgspec cannot check; the codec judges on save
+
+
+def _is_pydantic(state: Any) -> bool:
+    return isinstance(getattr(type(state), "model_fields", None), dict)
 
 
 def _runtime_class(state_type: Any) -> type | None:

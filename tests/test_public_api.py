@@ -23,6 +23,7 @@ PUBLIC_NAMES = {
     "GraphDefinitionError",
     "InvalidRoute",
     "InvalidUpdate",
+    "KeyRing",
     "RecursionLimitReached",
     "RetentionPolicy",
     "RunResult",

@@ -7,7 +7,7 @@ driver only when used.
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.checkpoint import Checkpoint, State, WorkflowState
-from flowpoint.codec import CheckpointCodec, SerdeCheckpointCodec
+from flowpoint.codec import CheckpointCodec, KeyRing, SerdeCheckpointCodec
 from flowpoint.errors import (
     CheckpointConflict,
     CheckpointStoreError,
@@ -63,6 +63,7 @@ __all__ = [
     "InvalidRoute",
     "InvalidTraceId",
     "InvalidUpdate",
+    "KeyRing",
     "PruneRule",
     "RecursionLimitReached",
     "RetentionPolicy",

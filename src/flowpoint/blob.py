@@ -7,18 +7,39 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
+
 from flowpoint.ids import CheckpointId, TraceId
 
 __all__ = [
+    "MAX_METADATA_KEYS",
+    "MAX_METADATA_KEY_LENGTH",
+    "MAX_METADATA_SIZE",
+    "MAX_METADATA_STRING_LENGTH",
+    "MAX_NODE_LENGTH",
     "CheckpointBlob",
     "CheckpointInfo",
     "Metadata",
     "MetadataValue",
+    "validate_current_node",
     "validate_metadata",
 ]
 
 MetadataValue = str | int | float | bool | None
 Metadata = Mapping[str, MetadataValue]
+
+# Bounds on what a header may hold: headers are indexed, listed and repeated in every
+# payload, so they stay small; a stored header past them reads as damage.
+MAX_NODE_LENGTH = 256
+"""Characters in ``current_node``, at most."""
+MAX_METADATA_KEYS = 64
+"""Keys in a checkpoint's metadata, at most."""
+MAX_METADATA_KEY_LENGTH = 128
+"""Characters in a metadata key, at most."""
+MAX_METADATA_STRING_LENGTH = 4096
+"""Characters in a metadata string value, at most."""
+MAX_METADATA_SIZE = 16 * 1024
+"""Bytes of the whole metadata encoded as compact JSON (UTF-8), at most."""
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -29,17 +50,33 @@ def validate_metadata(metadata: Mapping[str, object] | None) -> dict[str, Metada
     """Return a copy of ``metadata`` after checking it is flat and JSON-scalar.
 
     Keys are strings; values are ``str``, ``int`` (64-bit signed), finite ``float``,
-    ``bool`` or ``None``. Anything else raises ``ValueError`` naming the key.
+    ``bool`` or ``None``. At most :data:`MAX_METADATA_KEYS` keys of at most
+    :data:`MAX_METADATA_KEY_LENGTH` characters, string values of at most
+    :data:`MAX_METADATA_STRING_LENGTH` characters, and :data:`MAX_METADATA_SIZE`
+    bytes in all as compact JSON. Anything else raises ``ValueError`` naming the key.
     """
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
         raise ValueError(f"metadata must be a mapping, not {type(metadata).__name__}")
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise ValueError(f"metadata has {len(metadata)} keys; at most {MAX_METADATA_KEYS}")
     checked: dict[str, MetadataValue] = {}
     for key, value in metadata.items():
         if not isinstance(key, str):
             raise ValueError(f"metadata keys must be str, not {type(key).__name__}: {key!r:.40}")
-        if value is None or isinstance(value, (str, bool)):
+        if len(key) > MAX_METADATA_KEY_LENGTH:
+            raise ValueError(
+                f"metadata key {key!r:.40} is {len(key)} characters; "
+                f"at most {MAX_METADATA_KEY_LENGTH}"
+            )
+        if isinstance(value, str):
+            if len(value) > MAX_METADATA_STRING_LENGTH:
+                raise ValueError(
+                    f"metadata {key!r}: the string is {len(value)} characters; "
+                    f"at most {MAX_METADATA_STRING_LENGTH}"
+                )
+        elif value is None or isinstance(value, bool):
             pass
         elif isinstance(value, int):
             if not _INT64_MIN <= value <= _INT64_MAX:
@@ -53,7 +90,30 @@ def validate_metadata(metadata: Mapping[str, object] | None) -> dict[str, Metada
                 f"not {type(value).__name__}"
             )
         checked[key] = value
+    if checked:
+        size = len(msgspec.json.encode(checked))
+        if size > MAX_METADATA_SIZE:
+            raise ValueError(
+                f"metadata is {size} bytes as JSON; at most {MAX_METADATA_SIZE} in all"
+            )
     return checked
+
+
+def validate_current_node(current_node: object) -> str | None:
+    """Return ``current_node`` if it is ``None`` or a str of at most 256 characters.
+
+    Anything else raises ``ValueError``.
+    """
+    if current_node is None:
+        return None
+    if not isinstance(current_node, str):
+        raise ValueError(f"current_node must be a str or None, not {current_node!r:.40}")
+    if len(current_node) > MAX_NODE_LENGTH:
+        raise ValueError(
+            f"current_node is {len(current_node)} characters ({current_node!r:.40}...); "
+            f"at most {MAX_NODE_LENGTH}"
+        )
+    return current_node
 
 
 def check_header(step: int, graph_hash: int, created_at: datetime) -> None:

@@ -9,7 +9,13 @@ from typing import Any, Generic, Protocol, Self, runtime_checkable
 
 from typing_extensions import TypeVar
 
-from flowpoint.blob import Metadata, check_header, utc, validate_metadata
+from flowpoint.blob import (
+    Metadata,
+    check_header,
+    utc,
+    validate_current_node,
+    validate_metadata,
+)
 from flowpoint.ids import CheckpointId, new_checkpoint_id
 
 __all__ = ["Checkpoint", "S", "State", "WorkflowState"]
@@ -66,8 +72,7 @@ class Checkpoint(Generic[S]):
 
     def __post_init__(self) -> None:
         check_header(self.step, 0, self.created_at)
-        if self.current_node is not None and not isinstance(self.current_node, str):
-            raise ValueError(f"current_node must be a str or None, not {self.current_node!r:.40}")
+        validate_current_node(self.current_node)
         object.__setattr__(self, "created_at", utc(self.created_at))
         object.__setattr__(self, "metadata", validate_metadata(self.metadata))
 

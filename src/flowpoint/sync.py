@@ -150,6 +150,10 @@ class SyncCheckpointStore(Generic[S]):
             self.store.prune(trace_id, keep_latest=keep_latest, older_than=older_than)
         )
 
+    def rekey(self, trace_id: TraceId | str | None = None) -> int:
+        """See :meth:`TypedCheckpointStore.rekey`."""
+        return self._runner.run(self.store.rekey(trace_id))
+
     def close(self) -> None:
         """Close the wrapped store and stop the private loop. Closing twice is harmless."""
         if self._runner.closed:

@@ -12,6 +12,7 @@ from flowpoint.codec import CheckpointCodec, SerdeCheckpointCodec
 from flowpoint.errors import CorruptCheckpoint
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 from flowpoint.stores import BlobCheckpointStore, PruneRule
+from flowpoint.stores.base import RewritableBlobStore
 from flowpoint.stores.registry import DEFAULT_STORE_URL, open_store
 
 __all__ = ["TypedCheckpointStore"]
@@ -129,6 +130,51 @@ class TypedCheckpointStore(Generic[S]):
         the latest. Giving neither raises ``ValueError``.
         """
         return await self.store.prune(trace_id, PruneRule(keep_latest, older_than))
+
+    async def rekey(self, trace_id: TraceId | str | None = None) -> int:
+        """Re-encrypt the trace's checkpoints (every trace's, by default) under the primary key.
+
+        Each checkpoint encrypted with another key of the codec's key ring, or not
+        encrypted at all, is decrypted and encrypted again under the ring's primary
+        key, keeping its header, body format and compression; its state is never
+        decoded. Returns how many checkpoints were rewritten; checkpoints deleted
+        meanwhile are skipped. Run it after making a new key the primary, and remove
+        the old key from the ring only once it returns for every trace.
+
+        An unencrypted checkpoint is taken as it is and then authenticated, so rekey
+        a store whose unencrypted checkpoints you trust (see SECURITY.md).
+
+        Raises ``TypeError`` if the store cannot rewrite data
+        (:class:`~flowpoint.stores.base.RewritableBlobStore`) or the codec is not a
+        :class:`~flowpoint.SerdeCheckpointCodec` with a key ring;
+        :class:`~flowpoint.errors.CodecError` (naming the key id) for a checkpoint
+        whose key the ring no longer holds; and
+        :class:`~flowpoint.errors.CorruptCheckpoint` for damaged data. Checkpoints
+        rewritten before an error stay rewritten: run it again to finish.
+        """
+        store = self.store
+        if not isinstance(store, RewritableBlobStore):
+            raise TypeError(f"{type(store).__name__} cannot rewrite checkpoints, so cannot rekey")
+        codec = self.codec
+        if not isinstance(codec, SerdeCheckpointCodec) or codec.encryption is None:
+            raise TypeError(
+                "rekey needs a SerdeCheckpointCodec with a key ring (encryption=KeyRing(...))"
+            )
+        primary = codec.encryption.primary
+        traces = await store.traces() if trace_id is None else [validate_trace_id(trace_id)]
+        rewritten = 0
+        for trace in traces:
+            before: int | None = None
+            while page := await store.history(trace, 500, before):
+                before = page[-1].step
+                for info in page:
+                    blob = await store.load(info.checkpoint_id)
+                    if blob is None:
+                        continue  # deleted since the listing
+                    if codec.key_id_of(blob) == primary:
+                        continue
+                    rewritten += await store.rewrite(codec.reseal(blob))
+        return rewritten
 
     async def close(self) -> None:
         """Close the blob store."""

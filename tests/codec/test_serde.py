@@ -163,12 +163,22 @@ def test_a_body_format_this_codec_does_not_know_is_a_codec_error() -> None:
         SerdeCheckpointCodec().deserialize(reframe(blob, header=encoder.encode(header)), GRAPH)
 
 
-def test_compressed_or_encrypted_data_is_refused_clearly() -> None:
+@pytest.mark.parametrize(
+    ("index", "value", "error", "message"),
+    [
+        (1, "lz4", CodecError, "compressed with 'lz4'"),
+        (1, "zstd", CorruptCheckpoint, "zstd body"),
+        (2, "k1", CodecError, "encrypted with key 'k1', and this codec has no key ring"),
+    ],
+)
+def test_compressed_or_encrypted_data_is_refused_clearly(
+    index: int, value: str, error: type[Exception], message: str
+) -> None:
     blob = encode({"a": 1})
     header = msgspec.msgpack.decode(blob.data[9 : 9 + struct.unpack_from(">I", blob.data, 5)[0]])
-    header[1] = "zstd"
+    header[index] = value
     encoder = msgspec.msgpack.Encoder(uuid_format="bytes")
-    with pytest.raises(CodecError, match="compression 'zstd'"):
+    with pytest.raises(error, match=message):
         SerdeCheckpointCodec().deserialize(reframe(blob, header=encoder.encode(header)), GRAPH)
 
 

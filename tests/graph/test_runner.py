@@ -500,7 +500,18 @@ async def test_a_long_update_is_recorded_by_its_keys() -> None:
     await runner.run(T, start())
     await runner.resume(T, update={"big": "x" * 5000, "small": 1})
     recorded = store.saved[2].metadata["update"]
-    assert json.loads(str(recorded)) == {"keys": ["big", "small"]}
+    assert json.loads(str(recorded)) == {"keys": ["big", "small"], "type": "dict"}
+
+
+async def test_an_update_of_very_many_keys_is_recorded_within_the_metadata_limits() -> None:
+    store = FailingBlobStore()
+    runner = Runner(linear(2, Calls()), store, interrupt_before=["n1"])
+    await runner.run(T, start())
+    update = {f"key-number-{n:05}": n for n in range(2000)} | {"trail": ["x"]}
+    await runner.resume(T, update=update)
+    recorded = json.loads(str(store.saved[2].metadata["update"]))
+    assert recorded["keys"][:2] == ["key-number-00000", "key-number-00001"]
+    assert len(recorded["keys"]) + recorded["more"] == len(update)
 
 
 async def test_a_bad_update_is_refused_and_nothing_is_saved() -> None:

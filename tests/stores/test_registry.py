@@ -94,6 +94,6 @@ async def test_typed_open_wires_store_and_codec(tmp_path: Path) -> None:
 
 
 def test_typed_open_refuses_unknown_codec_options() -> None:
-    options: dict[str, Any] = {"compression": "zstd"}
+    options: dict[str, Any] = {"compresion": "zstd"}  # misspelt on purpose
     with pytest.raises(TypeError):
         TypedCheckpointStore.open("memory://", dict, **options)

@@ -5,15 +5,24 @@ Layout (integers big-endian)::
     offset  size  field
     0       4     magic  b"\x89FPC"
     4       1     format version (1)
-    5       4     header length H
+    5       4     header length H (at most MAX_HEADER_LENGTH)
     9       H     header: a MessagePack array (see :class:`EnvelopeHeader`)
-    9+H     ...   body: the encoded state, in the format the header names
+    9+H     ...   body
     end-8   8     XXH3-64 checksum of every byte before it
 
-The header names the body's format and any compression or encryption, and
-repeats the checkpoint's own header (id, trace, step, parent, graph hash, time,
-node, metadata) so that bytes stored under the wrong checkpoint are caught. The
+The header names the body's format (``"msgpack"`` or ``"json"``), its
+compression (``None`` or ``"zstd"``: one zstd frame that declares its size) and
+the id of the key that encrypted it (``None``: not encrypted), and repeats the
+checkpoint's own header (id, trace, step, parent, graph hash, time, node,
+metadata) so that bytes stored under the wrong checkpoint are caught. The
 leading 0x89 byte, as in PNG, catches transfers that strip the high bit.
+
+The body is the encoded state, compressed if the header says so, then, if the
+header names a key, encrypted with AES-256-GCM: a 12-byte random nonce, the
+ciphertext, and the 16-byte tag. The associated data is the *head*, bytes 0 to
+9+H: every header field, the compression and the key id are authenticated
+together with the body, so a body moved under another header fails. The
+checksum only catches accidents; without encryption nothing is authenticated.
 """
 
 from __future__ import annotations
@@ -21,18 +30,31 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 
 import msgspec
 import xxhash
 
 from flowpoint.blob import CheckpointBlob, MetadataValue
+from flowpoint.codec.keys import check_key_id
 from flowpoint.errors import CorruptCheckpoint
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "EnvelopeHeader", "open_envelope", "seal_envelope"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_HEADER_LENGTH",
+    "Envelope",
+    "EnvelopeHeader",
+    "encode_head",
+    "open_envelope",
+    "seal_envelope",
+]
 
 MAGIC = b"\x89FPC"
 FORMAT_VERSION = 1
+MAX_HEADER_LENGTH = 64 * 1024
+"""Bytes in an envelope header, at most: far above what bounded header fields need."""
 
 _PREFIX = struct.Struct(">4sBI")
 _CHECKSUM = struct.Struct(">Q")
@@ -58,25 +80,45 @@ class EnvelopeHeader(msgspec.Struct, array_like=True, frozen=True, forbid_unknow
     metadata: dict[str, MetadataValue]
 
 
+class Envelope(NamedTuple):
+    """An opened envelope: its header, its head (the associated data) and its body."""
+
+    header: EnvelopeHeader
+    head: memoryview
+    body: memoryview
+
+
 _header_encoder = msgspec.msgpack.Encoder(uuid_format="bytes")
 _header_decoder = msgspec.msgpack.Decoder(EnvelopeHeader)
 
 
-def seal_envelope(header: EnvelopeHeader, body: bytes) -> bytes:
-    """Frame ``body`` behind ``header`` and append the checksum."""
+def encode_head(header: EnvelopeHeader) -> bytes:
+    """The head of an envelope: magic, version, header length and header.
+
+    ``ValueError`` if the header is longer than :data:`MAX_HEADER_LENGTH`.
+    """
     encoded_header = _header_encoder.encode(header)
-    head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(encoded_header)) + encoded_header
+    if len(encoded_header) > MAX_HEADER_LENGTH:
+        raise ValueError(
+            f"the envelope header is {len(encoded_header)} bytes, over {MAX_HEADER_LENGTH}"
+        )
+    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(encoded_header)) + encoded_header
+
+
+def seal_envelope(head: bytes, body: bytes) -> bytes:
+    """Frame ``body`` behind ``head`` (from :func:`encode_head`) and append the checksum."""
     # The checksum runs on over the parts, so the body is copied once, into the result.
     checksum = xxhash.xxh3_64(head)
     checksum.update(body)
     return b"".join((head, body, _CHECKSUM.pack(checksum.intdigest())))
 
 
-def open_envelope(blob: CheckpointBlob) -> tuple[EnvelopeHeader, memoryview]:
+def open_envelope(blob: CheckpointBlob) -> Envelope:
     """Check ``blob.data``'s framing and checksum, and that its header is ``blob``'s.
 
-    Returns the envelope header and a view of the body. Raises
-    :class:`CorruptCheckpoint` for anything else, whatever the bytes.
+    Returns the header, the head and the body. Raises :class:`CorruptCheckpoint`
+    for anything else, whatever the bytes. Nothing here is authenticated: the
+    codec decrypts the body with the head as associated data.
     """
     data = blob.data
 
@@ -95,6 +137,8 @@ def open_envelope(blob: CheckpointBlob) -> tuple[EnvelopeHeader, memoryview]:
             f"format version {version} is not one this flowpoint reads ({FORMAT_VERSION})"
         )
     body_end = len(data) - _CHECKSUM.size
+    if header_length > MAX_HEADER_LENGTH:
+        raise corrupt(f"the header length {header_length} is over {MAX_HEADER_LENGTH}")
     if _PREFIX.size + header_length > body_end:
         raise corrupt("data is truncated: the header runs past the end")
     view = memoryview(data)
@@ -106,8 +150,14 @@ def open_envelope(blob: CheckpointBlob) -> tuple[EnvelopeHeader, memoryview]:
     except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
         # ValueError: msgspec lets UnicodeDecodeError through for invalid UTF-8.
         raise corrupt(f"unreadable envelope header ({exc})") from exc
+    if header.key_id is not None:
+        try:
+            check_key_id(header.key_id)
+        except ValueError as exc:
+            raise corrupt(f"envelope header: {exc}") from None
     _check_same_checkpoint(blob, header)
-    return header, view[_PREFIX.size + header_length : body_end]
+    head_end = _PREFIX.size + header_length
+    return Envelope(header, view[:head_end], view[head_end:body_end])
 
 
 def _as_dict(metadata: object) -> object:

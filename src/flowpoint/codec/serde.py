@@ -2,26 +2,61 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import dataclasses
 import math
 import sys
+import threading
 import typing
 from typing import Any, Generic, Literal, get_args
 
 import msgspec
+import zstandard
 from typing_extensions import override
 
 from flowpoint.blob import CheckpointBlob, check_header
 from flowpoint.checkpoint import Checkpoint, S, State
 from flowpoint.codec.base import CheckpointCodec
-from flowpoint.codec.envelope import EnvelopeHeader, open_envelope, seal_envelope
+from flowpoint.codec.envelope import (
+    Envelope,
+    EnvelopeHeader,
+    encode_head,
+    open_envelope,
+    seal_envelope,
+)
+from flowpoint.codec.keys import KeyRing
 from flowpoint.errors import CodecError, CorruptCheckpoint, GraphMismatch
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
-__all__ = ["BodyFormat", "SerdeCheckpointCodec"]
+__all__ = [
+    "COMPRESSION_THRESHOLD",
+    "DEFAULT_MAX_PAYLOAD_SIZE",
+    "DEFAULT_MAX_STATE_SIZE",
+    "BodyFormat",
+    "Compression",
+    "SerdeCheckpointCodec",
+]
 
 BodyFormat = Literal["msgpack", "json"]
 _BODY_FORMATS: tuple[BodyFormat, ...] = get_args(BodyFormat)
+Compression = Literal["zstd"]
+
+DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024
+"""Bytes of a checkpoint's stored data, at most, unless the codec says otherwise."""
+DEFAULT_MAX_STATE_SIZE = 256 * 1024 * 1024
+"""Bytes of an encoded state (before compression, after decompression), at most."""
+COMPRESSION_THRESHOLD = 512
+"""Bodies shorter than this are never compressed: zstd's frame would eat the gain."""
+
+_MIB = 1024 * 1024
+# Windows above this are refused when decompressing: zstd levels up to 19 never use more,
+# and a frame asking for a huge window would make the decoder allocate it.
+_MAX_WINDOW_SIZE = 8 * _MIB
+_MIN_LEVEL, _MAX_LEVEL = -7, 19
+# Frames that do not declare their size are decompressed this much at a time.
+_STREAM_CHUNK = _MIB
 
 
 class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
@@ -39,20 +74,82 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
     cannot hold NaN or infinity, and a state holding them is refused). Either
     codec reads data written in either format: the data names its own.
 
+    ``compression="zstd"`` (the default) compresses a state of at least 512 bytes
+    with zstd at ``compression_level`` (-7 to 19, default 3) when that makes it
+    smaller; ``None`` never compresses. Any codec reads compressed data.
+
+    ``encryption`` is a :class:`~flowpoint.codec.keys.KeyRing`: states are then
+    sealed with AES-256-GCM under its primary key, with every header field
+    authenticated, and pydantic ``SecretStr``/``SecretBytes`` values may be stored
+    (without encryption they are refused). A codec with a key ring refuses
+    unencrypted data (anyone who can write to the store could have written it)
+    unless ``allow_unencrypted=True``, for the time it takes to
+    :meth:`~flowpoint.TypedCheckpointStore.rekey` a store written before.
+
+    Limits: saving data longer than ``max_payload_size`` bytes (64 MiB), or a state
+    that encodes to more than ``max_state_size`` bytes (256 MiB), raises
+    :class:`~flowpoint.errors.CodecError`; on load, longer data, or a body that
+    would decompress to more, is :class:`~flowpoint.errors.CorruptCheckpoint`
+    before anything is decoded.
+
     Configured, not subclassed::
 
         codec = SerdeCheckpointCodec(ResearchState, format="json")
     """
 
-    def __init__(self, state_type: Any = State, *, format: BodyFormat = "msgpack") -> None:
+    def __init__(
+        self,
+        state_type: Any = State,
+        *,
+        format: BodyFormat = "msgpack",
+        compression: Compression | None = "zstd",
+        compression_level: int = 3,
+        encryption: KeyRing | None = None,
+        allow_unencrypted: bool = False,
+        max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+        max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+    ) -> None:
         if format not in _BODY_FORMATS:
             raise ValueError(f"format must be one of {', '.join(_BODY_FORMATS)}, not {format!r}")
+        if compression not in ("zstd", None):
+            raise ValueError(f"compression must be 'zstd' or None, not {compression!r}")
+        if (
+            isinstance(compression_level, bool)
+            or not isinstance(compression_level, int)
+            or not _MIN_LEVEL <= compression_level <= _MAX_LEVEL
+        ):
+            raise ValueError(
+                f"compression_level must be an int from {_MIN_LEVEL} to {_MAX_LEVEL}, "
+                f"not {compression_level!r}"
+            )
+        if encryption is not None and not isinstance(encryption, KeyRing):
+            raise TypeError(
+                f"encryption must be a KeyRing or None, not {type(encryption).__name__}"
+            )
+        for name, value in (
+            ("max_payload_size", max_payload_size),
+            ("max_state_size", max_state_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1 (bytes), not {value!r}")
         self.state_type = state_type
         self.format: BodyFormat = format
-        self._schema = _StateSchema(state_type)
+        self.compression: Compression | None = compression
+        self.compression_level = compression_level
+        self.encryption = encryption
+        self.allow_unencrypted = bool(allow_unencrypted)
+        self.max_payload_size = max_payload_size
+        self.max_state_size = max_state_size
+        self._schema = _StateSchema(state_type, allow_secrets=encryption is not None)
+        # zstd contexts are not thread-safe, and making one costs about as much as
+        # compressing a small state: each thread keeps its own.
+        self._zstd = threading.local()
 
     def __repr__(self) -> str:
-        return f"SerdeCheckpointCodec({_type_name(self.state_type)}, format={self.format!r})"
+        return (
+            f"SerdeCheckpointCodec({_type_name(self.state_type)}, format={self.format!r}, "
+            f"compression={self.compression!r}, encryption={self.encryption!r})"
+        )
 
     @override
     def serialize(
@@ -63,10 +160,20 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
         trace = validate_trace_id(trace_id)
         check_header(checkpoint.step, graph_hash, checkpoint.created_at)
         body = self._schema.encode(checkpoint.state, self.format)
+        if len(body) > self.max_state_size:
+            raise CodecError(
+                f"the state encodes to {len(body)} bytes, over this codec's "
+                f"max_state_size of {self.max_state_size}"
+            )
+        compression: Compression | None = None
+        if self.compression == "zstd" and len(body) >= COMPRESSION_THRESHOLD:
+            compressed = self._compressor().compress(body)
+            if len(compressed) < len(body):
+                body, compression = compressed, "zstd"
         header = EnvelopeHeader(
             body_format=self.format,
-            compression=None,
-            key_id=None,
+            compression=compression,
+            key_id=None if self.encryption is None else self.encryption.primary,
             checkpoint_id=checkpoint.checkpoint_id,
             trace_id=trace,
             step=checkpoint.step,
@@ -76,6 +183,18 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
             current_node=checkpoint.current_node,
             metadata=dict(checkpoint.metadata),
         )
+        try:
+            head = encode_head(header)
+        except ValueError as exc:
+            raise CodecError(f"cannot encode the header: {exc}") from exc
+        if self.encryption is not None:
+            body = self.encryption.encrypt(body, head)
+        data = seal_envelope(head, body)
+        if len(data) > self.max_payload_size:
+            raise CodecError(
+                f"the checkpoint's data is {len(data)} bytes, over this codec's "
+                f"max_payload_size of {self.max_payload_size}"
+            )
         return CheckpointBlob(
             checkpoint_id=checkpoint.checkpoint_id,
             trace_id=trace,
@@ -85,22 +204,28 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
             created_at=checkpoint.created_at,
             current_node=checkpoint.current_node,
             metadata=header.metadata,
-            data=seal_envelope(header, body),
+            data=data,
         )
 
     @override
     def deserialize(self, blob: CheckpointBlob, expected_hash: int | None) -> Checkpoint[S]:
         if not isinstance(blob, CheckpointBlob):
             raise TypeError(f"deserialize takes a CheckpointBlob, not {type(blob).__name__}")
-        header, body = open_envelope(blob)
+        envelope = self._open(blob)
+        header = envelope.header
+        if header.key_id is None and self.encryption is not None and not self.allow_unencrypted:
+            raise CodecError(
+                f"checkpoint {blob.checkpoint_id} is not encrypted, and this codec reads "
+                f"encrypted checkpoints only (anyone who can write to the store could have "
+                f"written it); rekey the store, or pass allow_unencrypted=True while migrating"
+            )
+        # Authenticated (when encrypted) before the graph check: a GraphMismatch
+        # then reports the hash the checkpoint was really written with.
+        body = self._plaintext(blob.checkpoint_id, envelope)
         if expected_hash is not None and header.graph_hash != expected_hash:
             raise GraphMismatch(expected_hash, header.graph_hash)
-        if header.compression is not None or header.key_id is not None:
-            raise CodecError(
-                f"checkpoint {blob.checkpoint_id} was written with compression "
-                f"{header.compression!r} and key {header.key_id!r}, which this codec does not read"
-            )
-        state = self._schema.decode(body, header.body_format, blob.checkpoint_id)
+        state_bytes = self._decompress(blob.checkpoint_id, header.compression, body)
+        state = self._schema.decode(state_bytes, header.body_format, blob.checkpoint_id)
         try:
             return Checkpoint(
                 checkpoint_id=CheckpointId(header.checkpoint_id),
@@ -114,12 +239,141 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
         except ValueError as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"impossible header: {exc}") from exc
 
+    # -- what rekeying needs: the key of a blob, and re-encryption without decoding --------
+
+    def key_id_of(self, blob: CheckpointBlob) -> str | None:
+        """The id of the key ``blob``'s data is encrypted with; ``None`` if it is not.
+
+        Checks the framing and checksum (nothing is decrypted): raises
+        :class:`~flowpoint.errors.CorruptCheckpoint` as :meth:`deserialize` does.
+        """
+        return self._open(blob).header.key_id
+
+    def reseal(self, blob: CheckpointBlob) -> CheckpointBlob:
+        """``blob`` with its data encrypted under the key ring's primary key.
+
+        The data is decrypted (or taken as it is, if it was not encrypted) and
+        encrypted again with the same header, body format and compression; the
+        state is never decoded, so this works for states the codec's type no longer
+        fits. Raises ``TypeError`` for a codec without a key ring,
+        :class:`~flowpoint.errors.CodecError` if the ring lacks the data's key,
+        :class:`~flowpoint.errors.CorruptCheckpoint` if it fails authentication.
+        """
+        if self.encryption is None:
+            raise TypeError("reseal needs a codec with a key ring (encryption=KeyRing(...))")
+        envelope = self._open(blob)
+        body = self._plaintext(blob.checkpoint_id, envelope)
+        header = msgspec.structs.replace(envelope.header, key_id=self.encryption.primary)
+        try:
+            head = encode_head(header)
+        except ValueError as exc:  # cannot happen for a header that was read: same fields
+            raise CorruptCheckpoint(blob.checkpoint_id, f"envelope header: {exc}") from exc
+        data = seal_envelope(head, self.encryption.encrypt(body, head))
+        return dataclasses.replace(blob, data=data)
+
+    # -- the steps ----------------------------------------------------------------------
+
+    def _open(self, blob: CheckpointBlob) -> Envelope:
+        if isinstance(blob.data, bytes) and len(blob.data) > self.max_payload_size:
+            raise CorruptCheckpoint(
+                blob.checkpoint_id,
+                f"data is {len(blob.data)} bytes, over this codec's max_payload_size of "
+                f"{self.max_payload_size}",
+            )
+        return open_envelope(blob)
+
+    def _plaintext(self, checkpoint_id: CheckpointId, envelope: Envelope) -> memoryview | bytes:
+        """The body of ``envelope``, decrypted and authenticated if it is encrypted."""
+        key_id = envelope.header.key_id
+        if key_id is None:
+            return envelope.body
+        if self.encryption is None:
+            raise CodecError(
+                f"checkpoint {checkpoint_id} is encrypted with key {key_id!r}, and this codec "
+                f"has no key ring (pass encryption=KeyRing(...))"
+            )
+        try:
+            return self.encryption.decrypt(key_id, envelope.body, envelope.head)
+        except KeyError:
+            raise CodecError(
+                f"checkpoint {checkpoint_id} is encrypted with key {key_id!r}, which this key "
+                f"ring does not hold (it holds {list(self.encryption.key_ids)})"
+            ) from None
+        except ValueError:
+            raise CorruptCheckpoint(
+                checkpoint_id,
+                f"authentication with key {key_id!r} failed: wrong key, or the data was changed",
+            ) from None
+
+    def _decompress(
+        self, checkpoint_id: CheckpointId, compression: str | None, body: memoryview | bytes
+    ) -> memoryview | bytes:
+        limit = self.max_state_size
+        if compression is None:
+            if len(body) > limit:
+                raise CorruptCheckpoint(
+                    checkpoint_id, f"the state is {len(body)} bytes, over max_state_size {limit}"
+                )
+            return body
+        if compression != "zstd":
+            raise CodecError(
+                f"checkpoint {checkpoint_id} is compressed with {compression!r:.40}, which this "
+                f"codec does not read"
+            )
+
+        def corrupt(reason: str) -> CorruptCheckpoint:
+            return CorruptCheckpoint(checkpoint_id, f"zstd body: {reason}")
+
+        try:
+            size = zstandard.frame_content_size(body)
+        except zstandard.ZstdError as exc:
+            raise corrupt(str(exc)) from None
+        if size > limit:
+            # Checked before anything is allocated: a frame may claim any size.
+            raise corrupt(f"it would decompress to {size} bytes, over max_state_size {limit}")
+        decompressor = self._decompressor()
+        try:
+            if size >= 0:
+                # Exactly one frame, exactly the size it declares.
+                return decompressor.decompress(body, allow_extra_data=False)
+            # No declared size (flowpoint always declares it): decompress a chunk at a
+            # time up to the limit, then once more with the size now known.
+            found = 0
+            with decompressor.stream_reader(body, read_across_frames=False) as reader:
+                while chunk := reader.read(min(_STREAM_CHUNK, limit + 1 - found)):
+                    found += len(chunk)
+                    if found > limit:
+                        raise corrupt(f"it decompresses to over max_state_size {limit} bytes")
+            # This pass also catches a truncated frame, which the stream reader does not.
+            return decompressor.decompress(
+                body, max_output_size=max(found, 1), allow_extra_data=False
+            )
+        except zstandard.ZstdError as exc:
+            raise corrupt(str(exc)) from None
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        compressor: zstandard.ZstdCompressor | None = getattr(self._zstd, "compressor", None)
+        if compressor is None:
+            compressor = self._zstd.compressor = zstandard.ZstdCompressor(
+                level=self.compression_level, write_content_size=True
+            )
+        return compressor
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        decompressor: zstandard.ZstdDecompressor | None = getattr(self._zstd, "decompressor", None)
+        if decompressor is None:
+            decompressor = self._zstd.decompressor = zstandard.ZstdDecompressor(
+                max_window_size=_MAX_WINDOW_SIZE
+            )
+        return decompressor
+
 
 class _StateSchema:
     """How one state type is encoded and decoded."""
 
-    def __init__(self, state_type: Any) -> None:
+    def __init__(self, state_type: Any, *, allow_secrets: bool) -> None:
         self.state_type = state_type
+        self.encoders = _SECRET_ENCODERS if allow_secrets else _ENCODERS
         self.runtime_class = _runtime_class(state_type)
         snapshot = getattr(state_type, "__flowpoint_snapshot__", None)
         restore = getattr(state_type, "__flowpoint_restore__", None)
@@ -151,16 +405,18 @@ class _StateSchema:
             )
         try:
             value = state.__flowpoint_snapshot__() if self.projected else state
-            body = _ENCODERS[body_format].encode(value)
+            body = self.encoders[body_format].encode(value)
         except Exception as exc:  # msgspec raises TypeError, OverflowError, RecursionError...
             raise CodecError(f"cannot encode the state: {exc}") from exc
         # JSON writes NaN and infinity as null; refuse rather than lose them. A
         # state without nulls cannot hold either, so most states skip the walk.
         if body_format == "json" and b"null" in body:
-            _reject_non_finite(value)
+            _reject_non_finite(value, self.encoders[body_format].enc_hook)
         return body
 
-    def decode(self, body: memoryview, body_format: str, checkpoint_id: CheckpointId) -> Any:
+    def decode(
+        self, body: memoryview | bytes, body_format: str, checkpoint_id: CheckpointId
+    ) -> Any:
         decoder = self.decoders.get(body_format)
         if decoder is None:
             raise CodecError(
@@ -196,14 +452,25 @@ def _pydantic_model(tp: Any) -> Any:
 
 
 def _enc_hook(value: Any) -> Any:
+    return _encode_other(value, reveal_secrets=False)
+
+
+def _secret_enc_hook(value: Any) -> Any:
+    return _encode_other(value, reveal_secrets=True)
+
+
+def _encode_other(value: Any, *, reveal_secrets: bool) -> Any:
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None:
         if isinstance(value, pydantic.BaseModel):
             return value.model_dump(mode="python", by_alias=True)
         if isinstance(value, (pydantic.SecretStr, pydantic.SecretBytes)):
+            if reveal_secrets:  # the codec encrypts: the secret is stored, sealed
+                return value.get_secret_value()
             raise TypeError(
-                f"a pydantic {type(value).__name__} is not stored: flowpoint does not write "
-                f"secrets in clear text; keep secrets out of the state"
+                f"a pydantic {type(value).__name__} is not stored in clear text: give the "
+                f"codec a key ring (encryption=KeyRing(...)) to store it encrypted, or keep "
+                f"secrets out of the state"
             )
         # Types pydantic defines (URLs, emails, ...) go as pydantic serializes them to
         # JSON; the model's validation turns them back into themselves on load.
@@ -215,11 +482,25 @@ def _enc_hook(value: Any) -> Any:
 
 
 def _strict_hook(tp: Any, raw: Any) -> Any:
-    """Msgspec's hook for types it does not know: pydantic models, and nothing else."""
+    """Msgspec's hook for types it does not know: pydantic models and secrets, nothing else."""
     model = _pydantic_model(tp)
-    if model is None:
-        raise TypeError(f"flowpoint does not know how to decode {_type_name(tp)}")
-    return _validate_pydantic(model, raw)
+    if model is not None:
+        return _validate_pydantic(model, raw)
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and tp is pydantic.SecretStr:
+        if not isinstance(raw, str):
+            raise TypeError(f"expected a str for SecretStr, got {type(raw).__name__}")
+        return pydantic.SecretStr(raw)
+    if pydantic is not None and tp is pydantic.SecretBytes:
+        if isinstance(raw, str):  # JSON holds bytes as base64
+            try:
+                raw = base64.b64decode(raw, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"invalid base64 for SecretBytes: {exc}") from None
+        if not isinstance(raw, bytes):
+            raise TypeError(f"expected bytes for SecretBytes, got {type(raw).__name__}")
+        return pydantic.SecretBytes(raw)
+    raise TypeError(f"flowpoint does not know how to decode {_type_name(tp)}")
 
 
 def _validate_pydantic(model: Any, raw: Any) -> Any:
@@ -239,8 +520,8 @@ def _validate_pydantic(model: Any, raw: Any) -> Any:
     return model.model_validate(values)
 
 
-def _reject_non_finite(value: Any) -> None:
-    pending = [msgspec.to_builtins(value, enc_hook=_enc_hook)]
+def _reject_non_finite(value: Any, enc_hook: Any) -> None:
+    pending = [msgspec.to_builtins(value, enc_hook=enc_hook)]
     while pending:
         item = pending.pop()
         if isinstance(item, float) and not math.isfinite(item):
@@ -265,7 +546,13 @@ def _type_name(tp: Any) -> str:
     return tp.__qualname__ if isinstance(tp, type) else repr(tp)
 
 
-_ENCODERS: dict[BodyFormat, msgspec.msgpack.Encoder | msgspec.json.Encoder] = {
+_Encoders = dict[BodyFormat, msgspec.msgpack.Encoder | msgspec.json.Encoder]
+_ENCODERS: _Encoders = {
     "msgpack": msgspec.msgpack.Encoder(enc_hook=_enc_hook),
     "json": msgspec.json.Encoder(enc_hook=_enc_hook),
+}
+# For codecs that encrypt: pydantic secrets are stored (sealed with the rest).
+_SECRET_ENCODERS: _Encoders = {
+    "msgpack": msgspec.msgpack.Encoder(enc_hook=_secret_enc_hook),
+    "json": msgspec.json.Encoder(enc_hook=_secret_enc_hook),
 }

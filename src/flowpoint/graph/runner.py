@@ -380,5 +380,9 @@ def _describe_update(update: Any) -> str:
         text = repr(update)
     if len(text) <= _UPDATE_NOTE_LIMIT:
         return text
-    keys = list(update) if isinstance(update, dict) else [type(update).__qualname__]
-    return msgspec.json.encode({"keys": [str(key) for key in keys]}).decode()
+    keys = [str(key) for key in update] if isinstance(update, dict) else []
+    note = {"keys": keys, "type": type(update).__qualname__}
+    while len(text := msgspec.json.encode(note).decode()) > _UPDATE_NOTE_LIMIT:
+        keys.pop()  # an update of very many keys: name as many as fit
+        note["more"] = note.get("more", 0) + 1  # type: ignore[operator]
+    return text

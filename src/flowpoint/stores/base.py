@@ -16,15 +16,26 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, check_header
+from flowpoint.blob import (
+    CheckpointBlob,
+    CheckpointInfo,
+    Metadata,
+    check_header,
+    validate_current_node,
+    validate_metadata,
+)
+from flowpoint.errors import CheckpointConflict
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 
 __all__ = [
     "BlobCheckpointStore",
     "BlockingBlobStore",
     "PruneRule",
+    "RewritableBlobStore",
+    "different_header",
     "in_caller_thread",
     "missing_driver",
+    "rewrite_conflict",
     "run_in_caller_thread",
 ]
 
@@ -96,10 +107,7 @@ class BlobCheckpointStore(abc.ABC):
         concurrent writers of one ``(trace_id, step)``, in this process or another,
         exactly one succeeds.
         """
-        if not isinstance(blob, CheckpointBlob):
-            raise TypeError(f"save takes a CheckpointBlob, not {type(blob).__name__}")
-        validate_trace_id(blob.trace_id)
-        check_header(blob.step, blob.graph_hash, blob.created_at)
+        _check_blob("save", blob)
         await self._save(blob)
 
     async def load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
@@ -199,6 +207,84 @@ class BlobCheckpointStore(abc.ABC):
         for info in rule.doomed(infos):
             deleted += await self._delete(info.checkpoint_id)
         return deleted
+
+
+class RewritableBlobStore(BlobCheckpointStore):
+    """A store that can replace the data of a checkpoint it holds: an optional ability.
+
+    Rekeying (:meth:`flowpoint.TypedCheckpointStore.rekey`) needs it, to re-encrypt
+    checkpoints under a new key without changing anything else about them.
+    """
+
+    async def rewrite(self, blob: CheckpointBlob) -> bool:
+        """Replace the stored data of checkpoint ``blob.checkpoint_id`` with ``blob.data``.
+
+        The checkpoint must be stored with exactly ``blob``'s header (id, trace,
+        step, parent, graph hash, creation time, node and metadata, with the same
+        types): only the data changes. Returns ``False``, changing nothing, if the
+        store has no checkpoint with that id (it was deleted, say); raises
+        :class:`~flowpoint.errors.CheckpointConflict`, changing nothing, if it has
+        one with another header. The replacement is atomic and durable as a save
+        is: a reader sees the old data or the new, never a mix, and when this
+        returns the new data survives a crash.
+        """
+        _check_blob("rewrite", blob)
+        return await self._rewrite(blob)
+
+    @abc.abstractmethod
+    async def _rewrite(self, blob: CheckpointBlob) -> bool: ...
+
+
+def different_header(stored: CheckpointBlob | CheckpointInfo, new: CheckpointBlob) -> str | None:
+    """The first header field in which ``new`` differs from ``stored``, or ``None``.
+
+    Metadata values must have the same types too (``1`` is not ``1.0`` or ``True``).
+    """
+    fields = (
+        ("checkpoint_id", stored.checkpoint_id == new.checkpoint_id),
+        ("trace_id", stored.trace_id == new.trace_id),
+        ("step", stored.step == new.step),
+        ("parent_id", stored.parent_id == new.parent_id),
+        ("graph_hash", stored.graph_hash == new.graph_hash),
+        ("created_at", stored.created_at == new.created_at),
+        ("current_node", stored.current_node == new.current_node),
+        ("metadata", _same_metadata(stored.metadata, new.metadata)),
+    )
+    return next((name for name, same in fields if not same), None)
+
+
+def rewrite_conflict(new: CheckpointBlob, field: str) -> CheckpointConflict:
+    """The error for a rewrite whose header differs from the stored one in ``field``."""
+    return CheckpointConflict(
+        new.trace_id,
+        new.step,
+        f"checkpoint {new.checkpoint_id} is stored with another {field}; "
+        f"a rewrite replaces the data only",
+    )
+
+
+def _same_metadata(a: Metadata, b: Metadata) -> bool:
+    if len(a) != len(b):
+        return False
+    for key, value in a.items():
+        if key not in b:
+            return False
+        other = b[key]
+        if type(value) is not type(other) or value != other:
+            return False
+    return True
+
+
+def _check_blob(action: str, blob: CheckpointBlob) -> None:
+    if not isinstance(blob, CheckpointBlob):
+        raise TypeError(f"{action} takes a CheckpointBlob, not {type(blob).__name__}")
+    validate_trace_id(blob.trace_id)
+    check_header(blob.step, blob.graph_hash, blob.created_at)
+    try:
+        validate_current_node(blob.current_node)
+        validate_metadata(blob.metadata)
+    except ValueError as exc:
+        raise ValueError(f"cannot store checkpoint {blob.checkpoint_id}: {exc}") from None
 
 
 _IN_CALLER_THREAD: ContextVar[bool] = ContextVar("flowpoint_in_caller_thread", default=False)

@@ -18,6 +18,11 @@ Where this backend differs from the interface contract:
   final name (the exclusive create that lets one writer per step win, across
   processes), and the directories are fsynced before ``save`` returns. POSIX only
   (symlinks, hard links and directory fsync).
+- **Rewrites** (:meth:`~flowpoint.stores.base.RewritableBlobStore.rewrite`) write
+  the new record to a temp file, fsync it, rename it over the old one and fsync
+  the directory. Deletes and rewrites take an advisory ``flock`` on the record
+  they change (readers never do), so a rewrite never brings back a record that a
+  delete removed.
 """
 
 from __future__ import annotations
@@ -48,7 +53,12 @@ from flowpoint.blob import (
 )
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
-from flowpoint.stores.base import BlockingBlobStore
+from flowpoint.stores.base import (
+    BlockingBlobStore,
+    RewritableBlobStore,
+    different_header,
+    rewrite_conflict,
+)
 
 __all__ = ["FileBlobStore", "trace_dir_name"]
 
@@ -108,7 +118,7 @@ def trace_dir_name(trace_id: str) -> str:
     return f"{slug}~{digest}"
 
 
-class FileBlobStore(BlockingBlobStore):
+class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
     """Keeps each checkpoint in its own file under ``directory`` (see the module docs).
 
     The constructor touches no file; the directory tree is made by the first save.
@@ -157,6 +167,10 @@ class FileBlobStore(BlockingBlobStore):
     async def _delete_trace(self, trace_id: TraceId) -> int:
         with _storage_errors("delete_trace"):
             return await self._blocking(self._delete_trace_sync, trace_id)
+
+    async def _rewrite(self, blob: CheckpointBlob) -> bool:
+        with _storage_errors("rewrite"):
+            return await self._blocking(self._rewrite_sync, blob)
 
     # Blocking implementations.
 
@@ -272,23 +286,17 @@ class FileBlobStore(BlockingBlobStore):
         dir_name, step = located
         trace_dir = os.path.join(self._traces_root, dir_name)
         path = os.path.join(trace_dir, _step_file(step))
-        try:
-            with open(path, "rb") as file:
-                try:
-                    header: _Header | None = _read_header(file, dir_name, step, checkpoint_id)
-                except CorruptCheckpoint:
-                    # The id link vouches for the file: damaged records stay deletable.
-                    header = None
-                if header is not None and header.checkpoint_id != checkpoint_id:
-                    return False
-                opened = os.fstat(file.fileno())
-            # Unlink only the file just checked, not one a new writer put in its place.
-            current = os.stat(path)
-            if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+        with _locked(path) as file:
+            if file is None:
                 return False
+            try:
+                header: _Header | None = _read_header(file, dir_name, step, checkpoint_id)
+            except CorruptCheckpoint:
+                # The id link vouches for the file: damaged records stay deletable.
+                header = None
+            if header is not None and header.checkpoint_id != checkpoint_id:
+                return False  # the step belongs to another checkpoint now
             os.unlink(path)
-        except FileNotFoundError:
-            return False
         _fsync_dir(trace_dir)
         shard_dir, link = self._id_link(checkpoint_id)
         with contextlib.suppress(FileNotFoundError):
@@ -303,15 +311,14 @@ class FileBlobStore(BlockingBlobStore):
         shards: set[str] = set()
         for step in self._steps(dir_name):
             path = os.path.join(trace_dir, _step_file(step))
-            try:
-                with open(path, "rb") as file:
-                    try:
-                        header: _Header | None = _read_header(file, dir_name, step, None)
-                    except CorruptCheckpoint:
-                        header = None  # deleted all the same; its id link dangles harmlessly
+            with _locked(path) as file:
+                if file is None:
+                    continue  # deleted concurrently
+                try:
+                    header: _Header | None = _read_header(file, dir_name, step, None)
+                except CorruptCheckpoint:
+                    header = None  # deleted all the same; its id link dangles harmlessly
                 os.unlink(path)
-            except FileNotFoundError:
-                continue  # deleted concurrently
             deleted += 1
             if header is not None:
                 shard_dir, link = self._id_link(CheckpointId(header.checkpoint_id))
@@ -334,6 +341,42 @@ class FileBlobStore(BlockingBlobStore):
         else:
             _fsync_dir(self._traces_root)
         return deleted
+
+    def _rewrite_sync(self, blob: CheckpointBlob) -> bool:
+        located = self._locate(blob.checkpoint_id)
+        if located is None:
+            return False
+        dir_name, step = located
+        trace_dir = os.path.join(self._traces_root, dir_name)
+        path = os.path.join(trace_dir, _step_file(step))
+        record = _encode_record(blob)
+        with _locked(path) as file:
+            if file is None:
+                return False  # deleted
+            header = _read_header(file, dir_name, step, blob.checkpoint_id)
+            if header.checkpoint_id != blob.checkpoint_id:
+                return False  # deleted, and the step saved again by another checkpoint
+            field = different_header(_info(header), blob)
+            if field is not None:
+                raise rewrite_conflict(blob, field)
+            # Write the new record beside the old one, make it durable, then swap it in:
+            # readers see the old file or the new one, never a mix.
+            temp, fd = _create_temp(trace_dir, step)
+            replaced = False
+            try:
+                with open(fd, "wb") as out:
+                    for part in record:
+                        out.write(part)
+                    out.flush()
+                    _fsync(out.fileno())
+                os.replace(temp, path)
+                replaced = True
+            finally:
+                if not replaced:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(temp)
+            _fsync_dir(trace_dir)
+        return True
 
     # Helpers that know the layout.
 
@@ -385,6 +428,40 @@ class FileBlobStore(BlockingBlobStore):
                 f"{path}: data is {len(data)} bytes, the header says {header.data_length}",
             )
         return header, data
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[IO[bytes] | None]:
+    """Open the record at ``path`` and hold its lock; ``None`` if there is no record.
+
+    Whoever removes or replaces a record file (delete, delete_trace, rewrite) holds
+    the lock of the file that is at its path, so none of them acts on a file another
+    has just removed or replaced; readers never wait for it. Saves only create
+    names, never replace them. Closing the file releases the lock.
+    """
+    while True:
+        try:
+            file = open(path, "rb")  # noqa: SIM115 - kept open while the caller holds the lock
+        except FileNotFoundError:
+            yield None
+            return
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+            opened = os.fstat(file.fileno())
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                file.close()
+                yield None
+                return
+        except BaseException:
+            file.close()
+            raise
+        if (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
+            break
+        file.close()  # replaced while we waited for the lock: lock the new file
+    with file:
+        yield file
 
 
 @contextlib.contextmanager

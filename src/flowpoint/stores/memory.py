@@ -9,7 +9,12 @@ from dataclasses import replace
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.errors import CheckpointConflict
 from flowpoint.ids import CheckpointId, TraceId
-from flowpoint.stores.base import BlockingBlobStore
+from flowpoint.stores.base import (
+    BlockingBlobStore,
+    RewritableBlobStore,
+    different_header,
+    rewrite_conflict,
+)
 
 __all__ = ["InMemoryBlobStore"]
 
@@ -24,7 +29,7 @@ class _Trace:
         self.by_step: dict[int, CheckpointBlob] = {}
 
 
-class InMemoryBlobStore(BlockingBlobStore):
+class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
     """Keeps checkpoints in this process's memory; nothing survives the process.
 
     Latest is O(1), a page of history O(log n + page). One ``threading.Lock``
@@ -53,6 +58,20 @@ class InMemoryBlobStore(BlockingBlobStore):
             bisect.insort(trace.steps, blob.step)
             trace.by_step[blob.step] = blob
             self._by_id[blob.checkpoint_id] = blob
+
+    async def _rewrite(self, blob: CheckpointBlob) -> bool:
+        with self._lock:
+            stored = self._by_id.get(blob.checkpoint_id)
+            if stored is None:
+                return False
+            field = different_header(stored, blob)
+            if field is not None:
+                raise rewrite_conflict(blob, field)
+            # Only the data changes: the stored header (and its metadata copy) stays.
+            new = replace(stored, data=blob.data)
+            self._by_id[blob.checkpoint_id] = new
+            self._by_trace[stored.trace_id].by_step[stored.step] = new
+            return True
 
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
         return self._by_id.get(checkpoint_id)

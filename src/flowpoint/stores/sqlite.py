@@ -53,7 +53,14 @@ from flowpoint.errors import (
     StorageError,
 )
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
-from flowpoint.stores.base import BlockingBlobStore, PruneRule, in_caller_thread
+from flowpoint.stores.base import (
+    BlockingBlobStore,
+    PruneRule,
+    RewritableBlobStore,
+    different_header,
+    in_caller_thread,
+    rewrite_conflict,
+)
 
 __all__ = ["SqliteBlobStore"]
 
@@ -113,6 +120,18 @@ _HISTORY_BEFORE_SQL: Final = (
     f"SELECT {_HEADER}, size FROM flowpoint_checkpoints "
     "WHERE trace_id = ? AND step < ? ORDER BY step DESC LIMIT ?"
 )
+# A rewrite replaces the data of the row whose whole header matches.
+_REWRITE_SQL: Final = (
+    "UPDATE flowpoint_checkpoints SET size = ?, data = ? WHERE checkpoint_id = ?"
+    " AND trace_id = ? AND step = ? AND parent_id IS ? AND graph_hash = ?"
+    " AND created_at = ? AND current_node IS ? AND metadata = ?"
+)
+_REWRITE_BY_ID_SQL: Final = (
+    "UPDATE flowpoint_checkpoints SET size = ?, data = ? WHERE checkpoint_id = ?"
+)
+_HEADER_BY_ID_SQL: Final = (
+    f"SELECT {_HEADER}, size FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
+)
 _TRACES_SQL: Final = "SELECT DISTINCT trace_id FROM flowpoint_checkpoints ORDER BY trace_id"
 _DELETE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
 _DELETE_TRACE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE trace_id = ?"
@@ -149,7 +168,7 @@ class _PendingSave(NamedTuple):
     loop: asyncio.AbstractEventLoop
 
 
-class SqliteBlobStore(BlockingBlobStore):
+class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
     """Checkpoints in one SQLite database file, in WAL mode.
 
     ``durability="full"`` (the default) makes each acknowledged save survive a power
@@ -224,20 +243,7 @@ class SqliteBlobStore(BlockingBlobStore):
 
     @override
     async def _save(self, blob: CheckpointBlob) -> None:
-        if type(blob.data) is not bytes:
-            raise TypeError(f"a blob's data must be bytes, not {type(blob.data).__name__}")
-        row = _NewRow(
-            checkpoint_id=blob.checkpoint_id.bytes,
-            trace_id=blob.trace_id,
-            step=blob.step,
-            parent_id=None if blob.parent_id is None else blob.parent_id.bytes,
-            graph_hash=_signed64(blob.graph_hash),
-            created_at=(blob.created_at - _EPOCH) // _MICROSECOND,
-            current_node=blob.current_node,
-            metadata=_encode_metadata(blob.metadata),
-            size=len(blob.data),
-            data=blob.data,
-        )
+        row = _new_row(blob)
         if self._closing:
             raise StorageError(f"{self!r} is closed")
         if in_caller_thread():
@@ -281,6 +287,10 @@ class SqliteBlobStore(BlockingBlobStore):
         for pending, outcome in zip(batch, outcomes, strict=True):
             with contextlib.suppress(RuntimeError):  # the caller's loop is closed: no one waits
                 pending.loop.call_soon_threadsafe(_settle, pending.outcome, outcome)
+
+    @override
+    async def _rewrite(self, blob: CheckpointBlob) -> bool:
+        return await self._run("rewrite", _rewrite_row, (_new_row(blob), blob))
 
     @override
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
@@ -423,6 +433,56 @@ def _insert_rows(
                 outcomes.append(None)
             conn.execute("RELEASE flowpoint_row")
     return outcomes
+
+
+def _new_row(blob: CheckpointBlob) -> _NewRow:
+    if type(blob.data) is not bytes:
+        raise TypeError(f"a blob's data must be bytes, not {type(blob.data).__name__}")
+    return _NewRow(
+        checkpoint_id=blob.checkpoint_id.bytes,
+        trace_id=blob.trace_id,
+        step=blob.step,
+        parent_id=None if blob.parent_id is None else blob.parent_id.bytes,
+        graph_hash=_signed64(blob.graph_hash),
+        created_at=(blob.created_at - _EPOCH) // _MICROSECOND,
+        current_node=blob.current_node,
+        metadata=_encode_metadata(blob.metadata),
+        size=len(blob.data),
+        data=blob.data,
+    )
+
+
+def _rewrite_row(conn: sqlite3.Connection, arg: tuple[_NewRow, CheckpointBlob]) -> bool:
+    """Replace the data of the row with ``row``'s header, in one write transaction."""
+    row, blob = arg
+    with _write_transaction(conn):
+        updated = conn.execute(
+            _REWRITE_SQL,
+            (
+                row.size,
+                row.data,
+                row.checkpoint_id,
+                row.trace_id,
+                row.step,
+                row.parent_id,
+                row.graph_hash,
+                row.created_at,
+                row.current_node,
+                row.metadata,
+            ),
+        ).rowcount
+        if updated:
+            return True
+        # No row with this exact header: absent, another header, or the same metadata
+        # written in another key order (the column holds JSON text).
+        stored = conn.execute(_HEADER_BY_ID_SQL, (row.checkpoint_id,)).fetchone()
+        if stored is None:
+            return False
+        field = different_header(_info_from_row(stored), blob)
+        if field is not None:
+            raise rewrite_conflict(blob, field)
+        conn.execute(_REWRITE_BY_ID_SQL, (row.size, row.data, row.checkpoint_id))
+        return True
 
 
 def _fetch_one(conn: sqlite3.Connection, query: _Query) -> _Row | None:

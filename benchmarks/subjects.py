@@ -591,9 +591,14 @@ SUBJECTS: list[SubjectSpec] = [
         "async",
         lambda place: FlowpointAsync(_file_url(place), _dir_footprint(place)),
     ),
-    # flowpoint's PostgreSQL backend, once open_store("postgresql://...") exists:
-    # SubjectSpec("fp.postgres", "flowpoint PostgreSQL (async)", "flowpoint", "postgres", "async",
-    #             lambda place: FlowpointAsync(_dsn(place), _pg_footprint(place))),
+    SubjectSpec(
+        "fp.postgres",
+        "flowpoint PostgreSQL (async)",
+        "flowpoint",
+        "postgres",
+        "async",
+        lambda place: FlowpointAsync(_dsn(place), _pg_footprint(place)),
+    ),
     SubjectSpec(
         "lg.InMemorySaver",
         "LangGraph InMemorySaver (async methods)",

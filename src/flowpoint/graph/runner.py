@@ -381,8 +381,8 @@ def _describe_update(update: Any) -> str:
     if len(text) <= _UPDATE_NOTE_LIMIT:
         return text
     keys = [str(key) for key in update] if isinstance(update, dict) else []
-    note = {"keys": keys, "type": type(update).__qualname__}
+    note: dict[str, Any] = {"keys": keys, "type": type(update).__qualname__}
     while len(text := msgspec.json.encode(note).decode()) > _UPDATE_NOTE_LIMIT:
         keys.pop()  # an update of very many keys: name as many as fit
-        note["more"] = note.get("more", 0) + 1  # type: ignore[operator]
+        note["more"] = note.get("more", 0) + 1
     return text

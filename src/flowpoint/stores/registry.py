@@ -65,22 +65,52 @@ def _sqlite(url: str, options: dict[str, Any]) -> BlobCheckpointStore:
     return SqliteBlobStore(Path(path), **(url_options | options))
 
 
+def _postgres(url: str, options: dict[str, Any]) -> BlobCheckpointStore:
+    from flowpoint.stores.postgres import PostgresBlobStore
+
+    return PostgresBlobStore.from_url(url, **options)
+
+
+def _redis(url: str, options: dict[str, Any]) -> BlobCheckpointStore:
+    from flowpoint.stores.redis import RedisBlobStore
+
+    return RedisBlobStore.from_url(url, **options)
+
+
+def _s3(url: str, options: dict[str, Any]) -> BlobCheckpointStore:
+    from flowpoint.stores.s3 import S3BlobStore
+
+    return S3BlobStore.from_url(url, **options)
+
+
 _BACKENDS: dict[str, Callable[[str, dict[str, Any]], BlobCheckpointStore]] = {
     "memory": _memory,
     "file": _file,
     "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "postgres": _postgres,
+    "redis": _redis,
+    "rediss": _redis,
+    "s3": _s3,
 }
 
 
 def open_store(url: str = DEFAULT_STORE_URL, **options: Any) -> BlobCheckpointStore:
     """Open the blob store a URL names; ``options`` go to the backend's constructor.
 
-    ====================  =========================================
-    ``memory://``         :class:`~flowpoint.stores.memory.InMemoryBlobStore`
-    ``file:///dir``       :class:`~flowpoint.stores.file.FileBlobStore`
-    ``sqlite:///path.db`` :class:`~flowpoint.stores.sqlite.SqliteBlobStore`
-                          (``?durability=normal&busy_timeout=10``)
-    ====================  =========================================
+    ==========================  ===================================================
+    ``memory://``               :class:`~flowpoint.stores.memory.InMemoryBlobStore`
+    ``file:///dir``             :class:`~flowpoint.stores.file.FileBlobStore`
+    ``sqlite:///path.db``       :class:`~flowpoint.stores.sqlite.SqliteBlobStore`
+                                (``?durability=normal&busy_timeout=10``)
+    ``postgresql://…``          :class:`~flowpoint.stores.postgres.PostgresBlobStore`
+    ``redis://…``               :class:`~flowpoint.stores.redis.RedisBlobStore`
+    ``s3://bucket/prefix?…``    :class:`~flowpoint.stores.s3.S3BlobStore`
+    ==========================  ===================================================
+
+    The server backends need their extra (``pip install 'flowpoint[postgres]'``,
+    ``[redis]``, ``[s3]``); without it, opening one raises an ``ImportError`` that
+    names the extra.
 
     Opening connects to nothing: a backend opens its files or connections on first
     use. Use the result as ``async with open_store(url) as store:``. An unknown

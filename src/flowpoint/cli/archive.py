@@ -1,0 +1,263 @@
+r"""The portable archive of ``flowpoint export`` and ``flowpoint import``.
+
+An archive is a stream::
+
+    magic     b"\x89FPA\r\n\x1a\n" (8 bytes)
+    version   u16, big-endian (1)
+    records   each: u32 big-endian length, then MessagePack
+    trailer   a last record of the same framing
+
+Each checkpoint record is a MessagePack map tagged ``"type": "checkpoint"`` holding
+every header field (ids as canonical UUID strings, the graph hash as an unsigned
+64-bit int, the creation time as a MessagePack timestamp in UTC, metadata with its
+value types kept) and the data bytes untouched, so encrypted data stays encrypted.
+Records come trace by trace, traces sorted by code point, steps ascending; nothing
+else (no store URL, no export time) is written, so exporting the same checkpoints
+from any backend gives the same bytes. The trailer (``"type": "end"``) counts the
+traces and checkpoints and holds the SHA-256 of every byte before it; nothing may
+follow it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Generator
+from datetime import UTC, datetime
+from typing import IO
+from uuid import UUID
+
+import msgspec
+
+from flowpoint.blob import (
+    CheckpointBlob,
+    MetadataValue,
+    check_header,
+    validate_current_node,
+    validate_metadata,
+)
+from flowpoint.codec.serde import DEFAULT_MAX_PAYLOAD_SIZE
+from flowpoint.ids import CheckpointId, validate_trace_id
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "ArchiveError",
+    "ArchiveSummary",
+    "ArchiveWriter",
+    "read_archive",
+    "scan_archive",
+]
+
+MAGIC = b"\x89FPA\r\n\x1a\n"
+VERSION = 1
+_PREFIX = struct.Struct(">8sH")
+_LENGTH = struct.Struct(">I")
+MAX_RECORD_SIZE = DEFAULT_MAX_PAYLOAD_SIZE + 128 * 1024
+"""A record holds one checkpoint's data (64 MiB at most) and its header."""
+
+
+class ArchiveError(ValueError):
+    """The stream is not a readable archive; ``corrupt`` if it is one, but damaged."""
+
+    def __init__(self, message: str, *, corrupt: bool) -> None:
+        super().__init__(message)
+        self.corrupt = corrupt
+
+
+class _Checkpoint(msgspec.Struct, tag="checkpoint", forbid_unknown_fields=True):
+    checkpoint_id: UUID
+    trace_id: str
+    step: int
+    parent_id: UUID | None
+    graph_hash: int
+    created_at: datetime
+    current_node: str | None
+    metadata: dict[str, MetadataValue]
+    data: bytes
+
+
+class _Trailer(msgspec.Struct, tag="end", forbid_unknown_fields=True):
+    traces: int
+    checkpoints: int
+    sha256: bytes
+
+
+class ArchiveSummary(msgspec.Struct, frozen=True):
+    """What an archive holds, from its trailer."""
+
+    traces: int
+    checkpoints: int
+
+
+_encoder = msgspec.msgpack.Encoder(order="deterministic")
+_decoder = msgspec.msgpack.Decoder(_Checkpoint | _Trailer)
+
+
+def _sort_key(blob: CheckpointBlob) -> tuple[str, int]:
+    return (blob.trace_id, blob.step)
+
+
+class ArchiveWriter:
+    """Writes an archive to a binary stream: :meth:`write` each checkpoint, then :meth:`finish`.
+
+    Checkpoints must come in archive order (traces sorted, steps ascending);
+    anything else raises ``ValueError``, so that equal stores give equal archives.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._hash = hashlib.sha256()
+        self._last: tuple[str, int] | None = None
+        self._traces = 0
+        self._checkpoints = 0
+        self._put(_PREFIX.pack(MAGIC, VERSION))
+
+    def _put(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        self._stream.write(chunk)
+
+    def _record(self, record: _Checkpoint | _Trailer) -> bytes:
+        body = _encoder.encode(record)
+        return _LENGTH.pack(len(body)) + body
+
+    def write(self, blob: CheckpointBlob) -> None:
+        """Append one checkpoint, its data as it is."""
+        key = _sort_key(blob)
+        if self._last is not None and key <= self._last:
+            raise ValueError(f"archive order broken: {key} after {self._last}")
+        if self._last is None or key[0] != self._last[0]:
+            self._traces += 1
+        self._last = key
+        self._checkpoints += 1
+        record = _Checkpoint(
+            checkpoint_id=blob.checkpoint_id,
+            trace_id=blob.trace_id,
+            step=blob.step,
+            parent_id=blob.parent_id,
+            graph_hash=blob.graph_hash,
+            created_at=blob.created_at.astimezone(UTC),
+            current_node=blob.current_node,
+            metadata=dict(blob.metadata),
+            data=bytes(blob.data),
+        )
+        self._put(self._record(record))
+
+    def finish(self) -> ArchiveSummary:
+        """Write the trailer; return what the archive holds."""
+        trailer = _Trailer(self._traces, self._checkpoints, self._hash.digest())
+        self._stream.write(self._record(trailer))
+        self._stream.flush()
+        return ArchiveSummary(self._traces, self._checkpoints)
+
+
+def _read_exactly(stream: IO[bytes], size: int, what: str) -> bytes:
+    chunk = stream.read(size)
+    if len(chunk) != size:
+        raise ArchiveError(f"the archive is truncated (in {what})", corrupt=True)
+    return chunk
+
+
+def _blob(record: _Checkpoint) -> CheckpointBlob:
+    """The record as a blob, with every header field checked as a store would."""
+    try:
+        trace = validate_trace_id(record.trace_id)
+        check_header(record.step, record.graph_hash, record.created_at)
+        node = validate_current_node(record.current_node)
+        metadata = validate_metadata(record.metadata)
+    except ValueError as exc:
+        raise ArchiveError(
+            f"checkpoint {record.checkpoint_id} in the archive has an impossible header: {exc}",
+            corrupt=True,
+        ) from None
+    return CheckpointBlob(
+        checkpoint_id=CheckpointId(record.checkpoint_id),
+        trace_id=trace,
+        step=record.step,
+        parent_id=None if record.parent_id is None else CheckpointId(record.parent_id),
+        graph_hash=record.graph_hash,
+        created_at=record.created_at,
+        current_node=node,
+        metadata=metadata,
+        data=record.data,
+    )
+
+
+def read_archive(stream: IO[bytes]) -> Generator[CheckpointBlob, None, ArchiveSummary]:
+    """The checkpoints of an archive, in order; checks the trailer at the end.
+
+    Raises :class:`ArchiveError`: not ``corrupt`` for a stream that is not a
+    flowpoint archive (or of a newer version), ``corrupt`` for truncation, a bad
+    record, records out of order, counts or a checksum that disagree, or bytes
+    after the trailer. A checkpoint is yielded before the checksum is known:
+    callers that must not act on a damaged archive read it through once first.
+    The return value (of the generator) is the :class:`ArchiveSummary`.
+    """
+    prefix = stream.read(_PREFIX.size)
+    if len(prefix) < _PREFIX.size or prefix[: len(MAGIC)] != MAGIC:
+        raise ArchiveError("not a flowpoint archive (bad magic)", corrupt=False)
+    _, version = _PREFIX.unpack(prefix)
+    if version != VERSION:
+        raise ArchiveError(
+            f"archive format version {version}; this flowpoint reads version {VERSION}",
+            corrupt=False,
+        )
+    digest = hashlib.sha256(prefix)
+    last: tuple[str, int] | None = None
+    traces = checkpoints = 0
+    while True:
+        length_bytes = stream.read(_LENGTH.size)
+        if len(length_bytes) != _LENGTH.size:
+            raise ArchiveError("the archive is truncated (no trailer)", corrupt=True)
+        (length,) = _LENGTH.unpack(length_bytes)
+        if length > MAX_RECORD_SIZE:
+            raise ArchiveError(
+                f"a record claims {length} bytes, over the limit of {MAX_RECORD_SIZE}",
+                corrupt=True,
+            )
+        body = _read_exactly(stream, length, f"record {checkpoints + 1}")
+        try:
+            record = _decoder.decode(body)
+        except msgspec.DecodeError as exc:  # ValidationError included
+            raise ArchiveError(
+                f"record {checkpoints + 1} is not readable: {exc}", corrupt=True
+            ) from None
+        if isinstance(record, _Trailer):
+            break
+        digest.update(length_bytes)
+        digest.update(body)
+        blob = _blob(record)
+        key = _sort_key(blob)
+        if last is not None and key <= last:
+            raise ArchiveError(
+                f"records out of order: trace {key[0]!r} step {key[1]} after "
+                f"trace {last[0]!r} step {last[1]}",
+                corrupt=True,
+            )
+        if last is None or key[0] != last[0]:
+            traces += 1
+        last = key
+        checkpoints += 1
+        yield blob
+    if stream.read(1):
+        raise ArchiveError("bytes follow the archive's trailer", corrupt=True)
+    if record.sha256 != digest.digest():
+        raise ArchiveError("the archive's checksum does not match its contents", corrupt=True)
+    if (record.traces, record.checkpoints) != (traces, checkpoints):
+        raise ArchiveError(
+            f"the trailer counts {record.traces} trace(s) and {record.checkpoints} "
+            f"checkpoint(s); the archive holds {traces} and {checkpoints}",
+            corrupt=True,
+        )
+    return ArchiveSummary(traces, checkpoints)
+
+
+def scan_archive(stream: IO[bytes]) -> ArchiveSummary:
+    """Read a whole archive, checking everything :func:`read_archive` checks; keep nothing."""
+    reader = read_archive(stream)
+    while True:
+        try:
+            next(reader)
+        except StopIteration as finished:
+            summary: ArchiveSummary = finished.value
+            return summary

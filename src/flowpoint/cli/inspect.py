@@ -1,0 +1,378 @@
+"""``traces``, ``history``, ``show`` and ``diff``: look at what workflows saved.
+
+Listings read headers only; ``show`` and ``diff`` decode states, into the class
+``--type`` names or, by default, into plain JSON-like values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.checkpoint import Checkpoint
+from flowpoint.cli.common import (
+    DebugOption,
+    JsonOption,
+    KeyringOption,
+    Settings,
+    StoreOption,
+    TypeOption,
+    import_state_type,
+    make_codec,
+    opened_store,
+    parse_checkpoint_id,
+    require_trace,
+    shown,
+    whole_trace,
+)
+from flowpoint.cli.jsondiff import diff_values
+from flowpoint.cli.output import (
+    ExitCode,
+    emit_json,
+    fail,
+    format_hash,
+    format_size,
+    format_time,
+    info_json,
+    run,
+    stdout_console,
+    table,
+    to_plain,
+)
+from flowpoint.codec import SerdeCheckpointCodec
+from flowpoint.codec.envelope import open_envelope
+from flowpoint.errors import CodecError
+from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.stores.base import BlobCheckpointStore
+
+__all__ = ["TraceSummary", "diff", "history", "show", "summarize", "traces"]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSummary:
+    """One line of ``flowpoint traces``: a trace described from its headers."""
+
+    trace_id: TraceId
+    checkpoints: int
+    latest: CheckpointInfo
+    updated_at: datetime
+    size: int
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary as JSON-ready values, in a fixed key order."""
+        return {
+            "trace_id": self.trace_id,
+            "checkpoints": self.checkpoints,
+            "latest_step": self.latest.step,
+            "latest_checkpoint_id": str(self.latest.checkpoint_id),
+            "next_node": self.latest.current_node,
+            "updated_at": format_time(self.updated_at),
+            "graph_hash": format_hash(self.latest.graph_hash),
+            "size": self.size,
+        }
+
+
+def summarize(trace: TraceId, newest_first: list[CheckpointInfo]) -> TraceSummary:
+    """Summarize a whole, non-empty trace listed newest first.
+
+    The graph hash is the latest checkpoint's; "updated" is the newest creation time
+    of any of its checkpoints (not necessarily the latest step's).
+    """
+    return TraceSummary(
+        trace_id=trace,
+        checkpoints=len(newest_first),
+        latest=newest_first[0],
+        updated_at=max(info.created_at for info in newest_first),
+        size=sum(info.size for info in newest_first),
+    )
+
+
+def _node(node: str | None) -> str:
+    return "END" if node is None else node
+
+
+def _metadata(info: CheckpointInfo) -> str:
+    """``key=value`` pairs: strings as they are, other values as JSON."""
+    return " ".join(
+        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in info.metadata.items()
+    )
+
+
+# -- traces ----------------------------------------------------------------------------
+
+
+def traces(
+    ctx: typer.Context,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """List every trace: checkpoints, latest step and next node, last update, graph, size.
+
+    Reads headers only, never checkpoint data.
+    """
+    settings = Settings.of(ctx, store=store, json=as_json, debug=debug)
+    run(lambda: _traces(settings), debug=settings.debug)
+
+
+async def _traces(settings: Settings) -> None:
+    async with opened_store(settings.store) as store:
+        summaries = []
+        for trace in sorted(await store.traces()):
+            infos = await whole_trace(store, trace)
+            if infos:  # an empty listing: the trace was deleted meanwhile
+                summaries.append(summarize(trace, infos))
+    if settings.json:
+        emit_json(
+            {"store": shown(settings.store), "traces": [summary.as_json() for summary in summaries]}
+        )
+        return
+    grid = table(
+        "trace",
+        "checkpoints",
+        "latest step",
+        "next node",
+        "updated (UTC)",
+        "graph",
+        "size",
+        title=f"{len(summaries)} trace(s) in {shown(settings.store)}",
+    )
+    for summary in summaries:
+        grid.add_row(
+            summary.trace_id,
+            str(summary.checkpoints),
+            str(summary.latest.step),
+            _node(summary.latest.current_node),
+            format_time(summary.updated_at, precise=False),
+            format_hash(summary.latest.graph_hash),
+            format_size(summary.size),
+        )
+    stdout_console().print(grid)
+
+
+# -- history ---------------------------------------------------------------------------
+
+
+def history(
+    ctx: typer.Context,
+    trace: Annotated[
+        str, typer.Argument(metavar="TRACE", help="The trace id.", show_default=False)
+    ],
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Checkpoints per page.")] = 20,
+    before: Annotated[
+        int | None,
+        typer.Option(
+            "--before",
+            min=0,
+            metavar="STEP",
+            help="Only steps below STEP: the next page starts below the last step shown.",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Show a trace's timeline, newest first, a page at a time (headers only)."""
+    settings = Settings.of(ctx, store=store, json=as_json, debug=debug)
+    run(lambda: _history(settings, trace, limit, before), debug=settings.debug)
+
+
+async def _history(settings: Settings, trace: str, limit: int, before: int | None) -> None:
+    async with opened_store(settings.store) as store:
+        page = await store.history(trace, limit + 1, before)
+        if not page:
+            await require_trace(store, trace, settings.store)
+    more = len(page) > limit
+    page = page[:limit]
+    next_before = page[-1].step if more else None
+    if settings.json:
+        emit_json(
+            {
+                "trace_id": trace,
+                "checkpoints": [info_json(info) for info in page],
+                "next_before": next_before,
+            }
+        )
+        return
+    grid = table(
+        "step",
+        "checkpoint id",
+        "created (UTC)",
+        "next node",
+        "size",
+        "metadata",
+        title=f"trace {trace!r}, newest first",
+    )
+    for info in page:
+        grid.add_row(
+            str(info.step),
+            Text(str(info.checkpoint_id), no_wrap=True),
+            format_time(info.created_at, precise=False),
+            _node(info.current_node),
+            format_size(info.size),
+            _metadata(info),
+        )
+    console = stdout_console()
+    console.print(grid)
+    if next_before is not None:
+        console.print(
+            f"older: flowpoint history {json.dumps(trace)} --before {next_before}",
+            markup=False,
+        )
+
+
+# -- show ------------------------------------------------------------------------------
+
+
+def show(
+    ctx: typer.Context,
+    checkpoint_id: Annotated[
+        str, typer.Argument(metavar="CHECKPOINT_ID", help="The checkpoint id (a UUID).")
+    ],
+    type_: TypeOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+    keyring: KeyringOption = None,
+) -> None:
+    """Show one checkpoint: its header, how it is stored, and its decoded state."""
+    settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
+    wanted = parse_checkpoint_id(checkpoint_id, "'CHECKPOINT_ID'")
+    state_type = Any if type_ is None else import_state_type(type_)
+    run(lambda: _show(settings, wanted, state_type), debug=settings.debug)
+
+
+async def _show(settings: Settings, wanted: CheckpointId, state_type: Any) -> None:
+    codec = make_codec(settings, state_type, allow_unencrypted=True)
+    async with opened_store(settings.store) as store:
+        blob, checkpoint = await decode(store, settings, codec, wanted)
+    envelope = open_envelope(blob).header
+    encoding = {
+        "format": envelope.body_format,
+        "compression": envelope.compression,
+        "key_id": envelope.key_id,
+    }
+    state = to_plain(checkpoint.state)
+    if settings.json:
+        emit_json({"checkpoint": info_json(blob.info()), "encoding": encoding, "state": state})
+        return
+    header = info_json(blob.info())
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for name, value in header.items():
+        if name == "current_node":
+            name, value = "next node", _node(value)
+        elif name == "metadata":
+            value = _metadata(blob.info()) or "—"
+        elif name == "size":
+            value = f"{value} bytes ({format_size(value)})"
+        grid.add_row(name.replace("_", " "), Text(str(value)))
+    stored = f"{envelope.body_format}, compression {envelope.compression or 'none'}, "
+    stored += f"encrypted with key {envelope.key_id!r}" if envelope.key_id else "not encrypted"
+    grid.add_row("stored as", stored)
+    console = stdout_console()
+    console.print(grid)
+    console.print(Text("state", style="bold"))
+    console.print_json(json.dumps(state, ensure_ascii=False))
+
+
+async def decode(
+    store: BlobCheckpointStore,
+    settings: Settings,
+    codec: SerdeCheckpointCodec[Any],
+    wanted: CheckpointId,
+) -> tuple[CheckpointBlob, Checkpoint[Any]]:
+    """Load and decode one checkpoint, without a graph check.
+
+    Exits 4 if it is not there; an encrypted checkpoint without ``--keyring`` is an
+    error (exit 1) that names its key id.
+    """
+    blob = await store.load(wanted)
+    if blob is None:
+        fail(f"no checkpoint {wanted} in {shown(settings.store)}", ExitCode.NOT_FOUND)
+    try:
+        return blob, codec.deserialize(blob, None)
+    except CodecError:
+        key_id = codec.key_id_of(blob)
+        if key_id is not None and codec.encryption is None:
+            fail(
+                f"checkpoint {wanted} is encrypted with key {key_id!r}: pass --keyring FILE "
+                f"(or set FLOWPOINT_KEYRING) with a key ring that holds it"
+            )
+        raise
+
+
+# -- diff ------------------------------------------------------------------------------
+
+
+def diff(
+    ctx: typer.Context,
+    old_id: Annotated[str, typer.Argument(metavar="ID1", help="The checkpoint to compare from.")],
+    new_id: Annotated[str, typer.Argument(metavar="ID2", help="The checkpoint to compare to.")],
+    type_: TypeOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+    keyring: KeyringOption = None,
+) -> None:
+    """Show what changed in the state from checkpoint ID1 to checkpoint ID2.
+
+    Values are compared as JSON: dicts key by key, lists index by index. The exit
+    code is 0 whether or not anything changed.
+    """
+    settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
+    old = parse_checkpoint_id(old_id, "'ID1'")
+    new = parse_checkpoint_id(new_id, "'ID2'")
+    state_type = Any if type_ is None else import_state_type(type_)
+    run(lambda: _diff(settings, old, new, state_type), debug=settings.debug)
+
+
+def _side(info: CheckpointInfo) -> dict[str, Any]:
+    return {
+        "checkpoint_id": str(info.checkpoint_id),
+        "trace_id": info.trace_id,
+        "step": info.step,
+        "current_node": info.current_node,
+        "graph_hash": format_hash(info.graph_hash),
+        "created_at": format_time(info.created_at),
+    }
+
+
+async def _diff(settings: Settings, old: CheckpointId, new: CheckpointId, state_type: Any) -> None:
+    codec = make_codec(settings, state_type, allow_unencrypted=True)
+    async with opened_store(settings.store) as store:
+        old_blob, old_checkpoint = await decode(store, settings, codec, old)
+        new_blob, new_checkpoint = await decode(store, settings, codec, new)
+    changes = diff_values(to_plain(old_checkpoint.state), to_plain(new_checkpoint.state))
+    if settings.json:
+        emit_json(
+            {
+                "from": _side(old_blob.info()),
+                "to": _side(new_blob.info()),
+                "changes": [change.as_json() for change in changes],
+            }
+        )
+        return
+    console = stdout_console()
+    for label, info in (("from", old_blob.info()), ("to  ", new_blob.info())):
+        console.print(
+            f"{label} {info.checkpoint_id}  trace {info.trace_id!r} step {info.step}, "
+            f"next {_node(info.current_node)}, graph {format_hash(info.graph_hash)}",
+            markup=False,
+        )
+    if not changes:
+        console.print("no changes in the state")
+        return
+    style = {"added": "green", "removed": "red", "changed": "yellow"}
+    for change in changes:
+        console.print(Text(change.describe(), style=style[change.kind]))

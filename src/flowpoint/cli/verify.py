@@ -1,0 +1,222 @@
+"""``verify``: load and decode every checkpoint, and name each one that is damaged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import typer
+
+from flowpoint.blob import CheckpointInfo
+from flowpoint.cli.common import (
+    DebugOption,
+    JsonOption,
+    KeyringOption,
+    Settings,
+    StoreOption,
+    TypeOption,
+    import_state_type,
+    make_codec,
+    opened_store,
+    require_trace,
+    shown,
+    whole_trace,
+)
+from flowpoint.cli.output import (
+    ExitCode,
+    emit_json,
+    print_error,
+    progressbar,
+    run,
+    stdout_console,
+    table,
+)
+from flowpoint.codec import SerdeCheckpointCodec
+from flowpoint.errors import CodecError, CorruptCheckpoint
+from flowpoint.ids import TraceId
+from flowpoint.stores.base import BlobCheckpointStore
+
+__all__ = ["Problem", "VerifyReport", "check_checkpoint", "verify"]
+
+ProblemKind = Literal["corrupt", "undecodable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A checkpoint that failed: ``corrupt`` (damaged) or ``undecodable`` (a missing key...)."""
+
+    kind: ProblemKind
+    trace_id: str
+    reason: str
+    checkpoint_id: str | None = None
+    step: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The problem as JSON-ready values, in a fixed key order."""
+        return {
+            "kind": self.kind,
+            "checkpoint_id": self.checkpoint_id,
+            "trace_id": self.trace_id,
+            "step": self.step,
+            "reason": self.reason,
+        }
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What ``verify`` found; checkpoints deleted while it ran count as ``vanished``."""
+
+    traces: int = 0
+    checked: int = 0
+    ok: int = 0
+    vanished: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    def count(self, kind: ProblemKind) -> int:
+        """How many problems of ``kind`` were found."""
+        return sum(1 for problem in self.problems if problem.kind == kind)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """3 if anything is corrupt; else 1 if anything could not be decoded; else 0."""
+        if self.count("corrupt"):
+            return ExitCode.CORRUPT
+        return ExitCode.ERROR if self.problems else ExitCode.OK
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as JSON-ready values, in a fixed key order."""
+        return {
+            "traces": self.traces,
+            "checked": self.checked,
+            "ok": self.ok,
+            "corrupt": self.count("corrupt"),
+            "undecodable": self.count("undecodable"),
+            "vanished": self.vanished,
+            "problems": [problem.as_json() for problem in self.problems],
+        }
+
+
+async def check_checkpoint(
+    store: BlobCheckpointStore, codec: SerdeCheckpointCodec[Any], info: CheckpointInfo
+) -> Problem | Literal["vanished"] | None:
+    """Load one listed checkpoint and decode it without a graph check.
+
+    ``None`` if it is intact; ``"vanished"`` if it was deleted since the listing;
+    otherwise the :class:`Problem`. Storage failures are not caught: they stop the run.
+    """
+
+    def problem(kind: ProblemKind, reason: str) -> Problem:
+        return Problem(kind, info.trace_id, reason, str(info.checkpoint_id), info.step)
+
+    try:
+        blob = await store.load(info.checkpoint_id)
+        if blob is None:
+            return "vanished"
+        if blob.checkpoint_id != info.checkpoint_id or blob.trace_id != info.trace_id:
+            return problem(
+                "corrupt",
+                f"the store returned checkpoint {blob.checkpoint_id} of trace {blob.trace_id!r}",
+            )
+        codec.deserialize(blob, None)
+    except CorruptCheckpoint as exc:
+        return problem("corrupt", exc.reason)
+    except CodecError as exc:
+        return problem("undecodable", str(exc))
+    return None
+
+
+def verify(
+    ctx: typer.Context,
+    trace: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="TRACE",
+            help="Verify only this trace (default: every trace).",
+            show_default=False,
+        ),
+    ] = None,
+    type_: TypeOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+    keyring: KeyringOption = None,
+) -> None:
+    """Check every checkpoint's integrity: checksum, header, decryption, decoding.
+
+    Names each bad checkpoint and why. Exits 3 if any is corrupt, 1 if some could
+    not be decoded (an encrypted store without its --keyring, a state that does not
+    fit --type) but none is corrupt, 0 if all are intact.
+    """
+    settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
+    state_type = Any if type_ is None else import_state_type(type_)
+    run(lambda: _verify(settings, trace, state_type), debug=settings.debug)
+
+
+async def _verify(settings: Settings, only: str | None, state_type: Any) -> ExitCode:
+    codec = make_codec(settings, state_type)
+    report = VerifyReport()
+    async with opened_store(settings.store) as store:
+        if only is not None:
+            await require_trace(store, only, settings.store)
+        names: list[TraceId] = [TraceId(only)] if only is not None else sorted(await store.traces())
+        listings: list[list[CheckpointInfo]] = []
+        for trace in names:
+            try:
+                listings.append(await whole_trace(store, trace))
+            except CorruptCheckpoint as exc:  # a damaged header row: the trace cannot be listed
+                report.problems.append(
+                    Problem("corrupt", trace, f"listing the trace failed: {exc}")
+                )
+        report.traces = len(names)
+        total = sum(len(infos) for infos in listings)
+        with progressbar(total, "verifying", enabled=not settings.json) as bar:
+            for infos in listings:
+                for info in reversed(infos):  # oldest first, as the trace was written
+                    outcome = await check_checkpoint(store, codec, info)
+                    report.checked += 1
+                    if outcome is None:
+                        report.ok += 1
+                    elif outcome == "vanished":
+                        report.vanished += 1
+                    else:
+                        report.problems.append(outcome)
+                    bar.advance()
+    _print_report(settings, report)
+    return report.exit_code
+
+
+def _print_report(settings: Settings, report: VerifyReport) -> None:
+    corrupt, undecodable = report.count("corrupt"), report.count("undecodable")
+    if settings.json:
+        emit_json({"store": shown(settings.store), **report.as_json()})
+    else:
+        _print_table(report, corrupt, undecodable)
+    # The line that explains a non-zero exit, in JSON mode too (stdout holds the document).
+    if corrupt:
+        print_error(f"{corrupt} corrupt checkpoint(s) or trace(s) in {shown(settings.store)}")
+    elif undecodable:
+        print_error(
+            f"{undecodable} checkpoint(s) could not be decoded (is --keyring or --type missing?)"
+        )
+
+
+def _print_table(report: VerifyReport, corrupt: int, undecodable: int) -> None:
+    console = stdout_console()
+    if report.problems:
+        grid = table("problem", "checkpoint id", "trace", "step", "reason")
+        for problem in report.problems:
+            grid.add_row(
+                problem.kind,
+                problem.checkpoint_id or "—",
+                problem.trace_id,
+                "—" if problem.step is None else str(problem.step),
+                problem.reason,
+            )
+        console.print(grid)
+    summary = (
+        f"{report.checked} checkpoint(s) in {report.traces} trace(s): {report.ok} ok, "
+        f"{corrupt} corrupt, {undecodable} undecodable"
+    )
+    if report.vanished:
+        summary += f", {report.vanished} deleted while verifying"
+    console.print(summary, markup=False, style="green" if not report.problems else None)

@@ -1,0 +1,885 @@
+"""``postgresql://user@host:port/dbname``: checkpoints in a PostgreSQL table (psycopg 3).
+
+Where it differs from the :class:`~flowpoint.stores.base.BlobCheckpointStore`
+contract:
+
+- **Needs** PostgreSQL 14 or newer, a database in the UTF8 encoding, and (for
+  ``migrate=True``) the right to create tables in ``schema``. Install the driver
+  with ``pip install 'flowpoint[postgres]'``.
+- **The schema is versioned**: table ``<prefix>schema_migrations`` records the
+  migrations applied. :meth:`PostgresBlobStore.setup` applies the missing ones in
+  one transaction under a transaction-level advisory lock, so that processes
+  starting at once are safe; it runs on first use unless ``migrate=False``. A
+  database migrated by a newer flowpoint is refused with
+  :class:`~flowpoint.errors.StorageError` rather than misread.
+- **Concurrency**: every call borrows a connection of an
+  ``AsyncConnectionPool`` for one statement (or one transaction), so calls run
+  in parallel up to the pool's ``max_size`` and queue beyond it; a save is one
+  autocommit INSERT (one round trip), and the ``UNIQUE (trace_id, step)``
+  constraint picks the one winner of a race, across processes and hosts. A call
+  waits up to the pool's ``timeout`` for a connection before it fails with
+  :class:`~flowpoint.errors.StorageError`. A pool the store made from a URL
+  belongs to the event loop that first used it, drops connections an outage
+  broke, and reconnects in the background, so the same store works again once
+  the server is back.
+- **Durability** is the server's: a save returns once its commit returns, so with
+  ``synchronous_commit = on`` (PostgreSQL's default) an acknowledged save survives
+  a crash or a power loss of the server; with ``off`` the last commits may be
+  lost; with synchronous replication it waits for the standbys the server names.
+- **Storage**: ``data`` is a ``bytea`` column left to TOAST's defaults (values
+  above about 2 KB are compressed with the server's default method and moved out
+  of line), which shrinks uncompressed codec output and gives up quickly on
+  compressed or encrypted bytes. Listings read header columns only, never ``data``.
+- **Rewrites** (:meth:`~flowpoint.stores.base.RewritableBlobStore.rewrite`) are
+  one UPDATE of ``data`` and ``size`` (one round trip) guarded by the whole
+  header, metadata compared as ``jsonb``'s canonical text (which tells ``1``
+  from ``1.0``). When it matches no row, a transaction on the same connection
+  locks the row (``SELECT ... FOR UPDATE``), compares the decoded header in
+  Python and updates by id: metadata stored in another textual form (``0.50``)
+  is still accepted. A rewrite racing a delete lands before it or finds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import select
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from uuid import UUID
+
+import msgspec
+from typing_extensions import TypeIs, override
+
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, MetadataValue, validate_metadata
+from flowpoint.errors import (
+    CheckpointConflict,
+    CorruptCheckpoint,
+    InvalidTraceId,
+    StorageError,
+)
+from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.stores.base import (
+    PruneRule,
+    RewritableBlobStore,
+    different_header,
+    missing_driver,
+    rewrite_conflict,
+)
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["PostgresBlobStore"]
+
+_Pool: TypeAlias = "AsyncConnectionPool[Any]"
+_Connection: TypeAlias = "AsyncConnection[Any]"
+_Row: TypeAlias = tuple[Any, ...]
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_INT64_MAX: Final = 2**63 - 1
+_UINT64: Final = 2**64
+_MIN_SERVER_VERSION: Final = 140000  # extract(epoch ...) is an exact numeric from 14 on
+# pg_advisory_xact_lock key of every flowpoint setup: b"flowpoin" as a big-endian int64.
+_SETUP_LOCK_KEY: Final = int.from_bytes(b"flowpoin", "big")
+_MAX_IDENTIFIER_BYTES: Final = 63  # PostgreSQL cuts longer names silently
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
+_PREFIX = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)?\Z")
+_BOOLEANS: Final[Mapping[str, bool]] = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
+# Options of from_url that a URL query may carry too; every other query parameter
+# must be a libpq connection parameter.
+_FROM_URL_DEFAULTS: Final[Mapping[str, Any]] = {
+    "min_size": 1,
+    "max_size": 10,
+    "migrate": True,
+    "schema": "public",
+    "table_prefix": "flowpoint_",
+    "timeout": 30.0,
+}
+_URL_OPTIONS: Final = frozenset(_FROM_URL_DEFAULTS)
+
+# -- SQL ---------------------------------------------------------------------------------
+# Table and constraint names are filled in per store ({checkpoints}, {pkey}, ...).
+
+_MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the checkpoints table. COLLATE "C" sorts trace ids by code point, as
+    # Python's sorted() does, whatever the database's default collation is.
+    """
+    CREATE TABLE {checkpoints} (
+        checkpoint_id uuid NOT NULL,
+        trace_id      text COLLATE "C" NOT NULL,
+        step          bigint NOT NULL,
+        parent_id     uuid,
+        graph_hash    bigint NOT NULL,
+        created_at    timestamptz NOT NULL,
+        current_node  text,
+        metadata      jsonb NOT NULL,
+        size          integer NOT NULL,
+        data          bytea NOT NULL,
+        CONSTRAINT {pkey} PRIMARY KEY (checkpoint_id),
+        CONSTRAINT {trace_step} UNIQUE (trace_id, step)
+    )
+    """,
+)
+
+_CREATE_MIGRATIONS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS {migrations} (
+    version    integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+# created_at as seconds since the epoch (an exact numeric): psycopg's own timestamptz
+# loader raises on 'infinity' and on years past 9999, which a damaged row may hold.
+_HEADER: Final = (
+    "checkpoint_id, trace_id, step, parent_id, graph_hash, "
+    "extract(epoch FROM created_at), current_node, metadata::text"
+)
+_INSERT_SQL: Final = (
+    "INSERT INTO {checkpoints} (checkpoint_id, trace_id, step, parent_id, graph_hash, "
+    "created_at, current_node, metadata, size, data) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %b)"
+)
+_LOAD_SQL: Final = f"SELECT {_HEADER}, data FROM {{checkpoints}} WHERE checkpoint_id = %s"
+_LATEST_SQL: Final = (
+    f"SELECT {_HEADER}, data FROM {{checkpoints}} WHERE trace_id = %s ORDER BY step DESC LIMIT 1"
+)
+_HISTORY_SQL: Final = (
+    f"SELECT {_HEADER}, size FROM {{checkpoints}} WHERE trace_id = %s ORDER BY step DESC LIMIT %s"
+)
+_HISTORY_BEFORE_SQL: Final = (
+    f"SELECT {_HEADER}, size FROM {{checkpoints}} "
+    "WHERE trace_id = %s AND step < %s ORDER BY step DESC LIMIT %s"
+)
+# A skip scan of the (trace_id, step) index: one index probe per trace, where
+# SELECT DISTINCT would read every checkpoint's index entry.
+_TRACES_SQL: Final = """
+WITH RECURSIVE traces(trace_id) AS (
+    (SELECT trace_id FROM {checkpoints} ORDER BY trace_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT c.trace_id FROM {checkpoints} c
+            WHERE c.trace_id > traces.trace_id ORDER BY c.trace_id LIMIT 1)
+    FROM traces WHERE traces.trace_id IS NOT NULL
+)
+SELECT trace_id FROM traces WHERE trace_id IS NOT NULL
+"""
+_DELETE_SQL: Final = "DELETE FROM {checkpoints} WHERE checkpoint_id = %s"
+_DELETE_TRACE_SQL: Final = "DELETE FROM {checkpoints} WHERE trace_id = %s"
+_PRUNE_SQL: Final = "DELETE FROM {checkpoints} WHERE trace_id = %(trace)s"
+# Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
+_PRUNE_KEEP_SQL: Final = (
+    " AND step <= (SELECT step FROM {checkpoints} WHERE trace_id = %(trace)s"
+    " ORDER BY step DESC LIMIT 1 OFFSET %(keep)s)"
+)
+_PRUNE_CUTOFF_SQL: Final = " AND created_at < %(cutoff)s"
+# A rewrite replaces the data of the row whose whole header matches. jsonb's `=`
+# holds 1 equal to 1.0, so metadata is compared as jsonb's canonical text (keys
+# sorted, numbers as written): the store writes every value in one form.
+_REWRITE_SQL: Final = (
+    "UPDATE {checkpoints} SET size = %s, data = %b WHERE checkpoint_id = %s"
+    " AND trace_id = %s AND step = %s AND parent_id IS NOT DISTINCT FROM %s"
+    " AND graph_hash = %s AND created_at = %s AND current_node IS NOT DISTINCT FROM %s"
+    " AND metadata::text = (%s::jsonb)::text"
+)
+_HEADER_FOR_UPDATE_SQL: Final = (
+    f"SELECT {_HEADER}, size FROM {{checkpoints}} WHERE checkpoint_id = %s FOR UPDATE"
+)
+_REWRITE_BY_ID_SQL: Final = "UPDATE {checkpoints} SET size = %s, data = %b WHERE checkpoint_id = %s"
+
+
+class _Statements:
+    """Every statement of one store, with its schema and table names filled in."""
+
+    def __init__(self, schema: str, prefix: str) -> None:
+        from psycopg import sql
+
+        names = {
+            "checkpoints": f"{prefix}checkpoints",
+            "migrations": f"{prefix}schema_migrations",
+            "pkey": f"{prefix}checkpoints_pkey",
+            "trace_step": f"{prefix}checkpoints_trace_id_step_key",
+        }
+        for name in (schema, *names.values()):
+            if len(name.encode()) > _MAX_IDENTIFIER_BYTES:
+                raise ValueError(f"PostgreSQL names have at most 63 bytes: {name!r} is longer")
+        self.pkey = names["pkey"]
+        # Rendered once: identifiers are checked above to hold no '%', so the text
+        # stays a valid query for psycopg's placeholders.
+        identifiers = {
+            key: (
+                sql.Identifier(schema, value)
+                if key in ("checkpoints", "migrations")
+                else sql.Identifier(value)
+            )
+            for key, value in names.items()
+        }
+
+        def render(template: str) -> str:
+            return sql.SQL(template).format(**identifiers).as_string(None)
+
+        self.migrations = tuple(render(step) for step in _MIGRATIONS)
+        self.create_migrations_table = render(_CREATE_MIGRATIONS_TABLE)
+        self.schema_version = render("SELECT max(version) FROM {migrations}")
+        self.record_migration = render("INSERT INTO {migrations} (version) VALUES (%s)")
+        self.insert = render(_INSERT_SQL)
+        self.load = render(_LOAD_SQL)
+        self.latest = render(_LATEST_SQL)
+        self.history = render(_HISTORY_SQL)
+        self.history_before = render(_HISTORY_BEFORE_SQL)
+        self.traces = render(_TRACES_SQL)
+        self.delete = render(_DELETE_SQL)
+        self.delete_trace = render(_DELETE_TRACE_SQL)
+        self.prune = render(_PRUNE_SQL)
+        self.prune_keep = render(_PRUNE_KEEP_SQL)
+        self.prune_cutoff = render(_PRUNE_CUTOFF_SQL)
+        self.rewrite = render(_REWRITE_SQL)
+        self.header_for_update = render(_HEADER_FOR_UPDATE_SQL)
+        self.rewrite_by_id = render(_REWRITE_BY_ID_SQL)
+        self.create_schema = sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema))
+        self.schema = schema
+
+
+class PostgresBlobStore(RewritableBlobStore):
+    """Checkpoints in a PostgreSQL table, through a psycopg ``AsyncConnectionPool``.
+
+    ``pool`` belongs to the application: it must be open, :meth:`close` leaves it
+    open, and its connections may be in autocommit mode or not (outside it, each
+    statement gets its own transaction). ``schema`` and ``table_prefix`` name the
+    tables (``public.flowpoint_checkpoints`` by default). With ``migrate=True``
+    the first call runs :meth:`setup`. The constructor does no I/O.
+    """
+
+    def __init__(
+        self,
+        pool: _Pool,
+        *,
+        schema: str = "public",
+        table_prefix: str = "flowpoint_",
+        migrate: bool = True,
+    ) -> None:
+        _require_driver()
+        if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema must be a plain SQL name, not {schema!r}")
+        if not isinstance(table_prefix, str) or not _PREFIX.match(table_prefix):
+            raise ValueError(
+                f"table_prefix must be letters, digits and '_' (not first a digit), "
+                f"not {table_prefix!r}"
+            )
+        if not isinstance(migrate, bool):
+            raise ValueError(f"migrate must be a bool, not {migrate!r}")
+        self._sql = _Statements(schema, table_prefix)
+        self._pool = pool
+        self._table_prefix = table_prefix
+        self._migrate = migrate
+        self._migrated = False
+        self._setup_lock = asyncio.Lock()  # binds to no loop until contended
+        self._closed = False
+        self._owns_pool = False
+        self._label = f"pool {getattr(pool, 'name', '?')!r}"
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._slots = asyncio.Semaphore(pool.max_size)  # see _take_slot
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        migrate: bool | None = None,
+        schema: str | None = None,
+        table_prefix: str | None = None,
+        timeout: float | None = None,
+    ) -> PostgresBlobStore:
+        """A store over a pool of its own, opened on first use and closed by :meth:`close`.
+
+        ``url`` is a libpq URI (``postgresql://`` or ``postgres://``). Its query may
+        carry libpq connection parameters (``sslmode``, ``connect_timeout``...) and
+        the options of this method (``?max_size=20&migrate=false``); a keyword
+        argument that is not ``None`` overrides the URL. Anything else in the query
+        raises ``ValueError``. Defaults: ``min_size=1``, ``max_size=10``
+        connections; ``migrate=True``; ``schema="public"``;
+        ``table_prefix="flowpoint_"``; ``timeout=30.0``, the seconds a call waits
+        for a connection.
+        """
+        _require_driver()
+        from psycopg_pool import AsyncConnectionPool
+
+        conninfo, from_query = _split_url(url)
+        given = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "migrate": migrate,
+            "schema": schema,
+            "table_prefix": table_prefix,
+            "timeout": timeout,
+        }
+        options = {**_FROM_URL_DEFAULTS, **_url_options(url, from_query)}
+        options.update((key, value) for key, value in given.items() if value is not None)
+        _check_pool_size(options["min_size"], options["max_size"], options["timeout"])
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            conninfo,
+            min_size=options["min_size"],
+            max_size=options["max_size"],
+            timeout=options["timeout"],
+            kwargs={"autocommit": True},
+            check=_check_idle_connection,
+            open=False,
+            name="flowpoint",
+        )
+        store = cls(
+            pool,
+            schema=options["schema"],
+            table_prefix=options["table_prefix"],
+            migrate=options["migrate"],
+        )
+        store._owns_pool = True
+        store._label = _redact(url)
+        return store
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self._label}, schema={self._sql.schema!r}, "
+            f"table_prefix={self._table_prefix!r})"
+        )
+
+    async def setup(self) -> None:
+        """Create or upgrade the tables; a no-op when they are up to date.
+
+        Runs in one transaction under ``pg_advisory_xact_lock``, so several
+        processes may call it at once. Raises
+        :class:`~flowpoint.errors.StorageError` for a database migrated by a newer
+        flowpoint, and on every call after that (nothing is cached).
+        """
+        async with self._setup_lock:
+            if self._closed:
+                raise StorageError(f"{self!r} is closed")
+            if self._migrated:
+                return
+            with self._driver_errors("setup"):
+                pool = await self._open_pool()
+                async with pool.connection() as conn:
+                    await _migrate(conn, self._sql)
+            self._migrated = True
+
+    @override
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._owns_pool:
+            return
+        loop = self._pool_loop
+        with self._driver_errors("close"):
+            if loop is None or loop is asyncio.get_running_loop():
+                await self._pool.close()
+            elif loop.is_running():
+                # Opened on another thread's loop (the blocking facade's): close it there.
+                await asyncio.wrap_future(
+                    asyncio.run_coroutine_threadsafe(self._pool.close(), loop)
+                )
+
+    # -- the interface -------------------------------------------------------------------
+
+    @override
+    async def _save(self, blob: CheckpointBlob) -> None:
+        params = (
+            blob.checkpoint_id,
+            blob.trace_id,
+            blob.step,
+            blob.parent_id,
+            _signed64(blob.graph_hash),
+            blob.created_at,
+            blob.current_node,
+            _encode_metadata(blob.metadata),
+            len(blob.data),
+            blob.data,
+        )
+        async with self._connection("save", blob) as conn:
+            await conn.execute(self._sql.insert, params)
+
+    @override
+    async def _rewrite(self, blob: CheckpointBlob) -> bool:
+        from psycopg.rows import tuple_row
+
+        size = len(blob.data)
+        params = (
+            size,
+            blob.data,
+            blob.checkpoint_id,
+            blob.trace_id,
+            blob.step,
+            blob.parent_id,
+            _signed64(blob.graph_hash),
+            blob.created_at,
+            blob.current_node,
+            _encode_metadata(blob.metadata),
+        )
+        async with self._connection("rewrite") as conn:
+            cursor = await conn.execute(self._sql.rewrite, params)
+            if cursor.rowcount > 0:
+                return True
+            # No row with this exact header: absent, another header, or the same
+            # metadata stored in another textual form. Decide under the row's lock,
+            # so that a delete or another rewrite waits (or has happened).
+            async with conn.transaction():
+                cursor = conn.cursor(binary=True, row_factory=tuple_row)
+                await cursor.execute(self._sql.header_for_update, (blob.checkpoint_id,))
+                row = await cursor.fetchone()
+                if row is None:
+                    return False
+                field = different_header(_info_from_row(row), blob)
+                if field is not None:
+                    raise rewrite_conflict(blob, field)
+                await cursor.execute(self._sql.rewrite_by_id, (size, blob.data, blob.checkpoint_id))
+                return True
+
+    @override
+    async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
+        rows = await self._fetch("load", self._sql.load, (checkpoint_id,))
+        return _blob_from_row(rows[0]) if rows else None
+
+    @override
+    async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
+        rows = await self._fetch("load_latest", self._sql.latest, (trace_id,))
+        return _blob_from_row(rows[0]) if rows else None
+
+    @override
+    async def _history(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo]:
+        if before_step is None:
+            rows = await self._fetch("history", self._sql.history, (trace_id, limit))
+        else:
+            query = self._sql.history_before
+            rows = await self._fetch("history", query, (trace_id, before_step, limit))
+        return [_info_from_row(row) for row in rows]
+
+    @override
+    async def _traces(self) -> list[TraceId]:
+        rows = await self._fetch("traces", self._sql.traces, ())
+        return [_trace_from_column(row[0]) for row in rows]
+
+    @override
+    async def _delete(self, checkpoint_id: CheckpointId) -> bool:
+        return await self._modify("delete", self._sql.delete, (checkpoint_id,)) > 0
+
+    @override
+    async def _delete_trace(self, trace_id: TraceId) -> int:
+        return await self._modify("delete_trace", self._sql.delete_trace, (trace_id,))
+
+    @override
+    async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
+        query = self._sql.prune
+        params: dict[str, object] = {"trace": trace_id}
+        if rule.keep_latest is not None:
+            query += self._sql.prune_keep
+            params["keep"] = rule.keep_latest
+        if rule.cutoff is not None:
+            query += self._sql.prune_cutoff
+            params["cutoff"] = rule.cutoff
+        return await self._modify("prune", query, params)
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def _fetch(self, action: str, query: str, params: Sequence[object]) -> list[_Row]:
+        from psycopg.rows import tuple_row
+
+        # Binary results: bytea arrives as raw bytes, not as hex text to decode.
+        async with self._connection(action) as conn:
+            cursor = conn.cursor(binary=True, row_factory=tuple_row)
+            await cursor.execute(query, params)
+            return await cursor.fetchall()
+
+    async def _modify(
+        self, action: str, query: str, params: Sequence[object] | Mapping[str, object]
+    ) -> int:
+        async with self._connection(action) as conn:
+            cursor = await conn.execute(query, params)
+            return cursor.rowcount
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, action: str, blob: CheckpointBlob | None = None
+    ) -> AsyncIterator[_Connection]:
+        """A pooled connection for one statement (or one transaction), inside the error boundary.
+
+        Outside autocommit mode (an application's pool) the statement gets its
+        own transaction, committed when the block ends.
+        """
+        with self._driver_errors(action, blob):
+            if self._migrate and not self._migrated:
+                await self.setup()
+            pool = await self._open_pool()
+            await self._take_slot(pool)
+            try:
+                async with pool.connection() as conn:
+                    if conn.autocommit:
+                        yield conn
+                    else:
+                        async with conn.transaction():
+                            yield conn
+            finally:
+                self._slots.release()
+
+    async def _take_slot(self, pool: _Pool) -> None:
+        """Wait, up to the pool's timeout, until fewer than ``max_size`` calls run.
+
+        Calls beyond the pool's size queue here rather than in the pool: waiting
+        on a semaphore costs far less than the pool's wait for a connection (a
+        task and a condition per waiter), which is what 32 saves in flight meet.
+        """
+        if not self._slots.locked():
+            await self._slots.acquire()  # returns at once
+            return
+        from psycopg_pool import PoolTimeout
+
+        try:
+            async with asyncio.timeout(pool.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise PoolTimeout(f"couldn't get a connection after {pool.timeout:.2f} sec") from None
+
+    async def _open_pool(self) -> _Pool:
+        if self._closed:
+            raise StorageError(f"{self!r} is closed")
+        if not self._owns_pool:
+            return self._pool
+        loop = asyncio.get_running_loop()
+        if self._pool_loop is None:
+            # wait=False: a server that is down now must not close the pool for good;
+            # the pool keeps reconnecting and each call waits up to its timeout.
+            # Opening an open pool is a no-op, so concurrent first calls are safe.
+            await self._pool.open(wait=False)
+            self._pool_loop = loop
+        elif self._pool_loop is not loop:
+            raise StorageError(
+                f"{self!r} was first used in another event loop; its connection pool "
+                "belongs to that loop (open one store per event loop)"
+            )
+        return self._pool
+
+    @contextlib.contextmanager
+    def _driver_errors(self, action: str, blob: CheckpointBlob | None = None) -> Iterator[None]:
+        """The error boundary around every driver call.
+
+        A unique violation of a save is a :class:`CheckpointConflict`; every other
+        driver error is a :class:`StorageError` with the driver's error as cause.
+        """
+        import psycopg
+
+        try:
+            yield
+        except psycopg.errors.UniqueViolation as exc:
+            if blob is None:
+                raise StorageError(f"PostgreSQL {self._label}: {action} failed: {exc}") from exc
+            detail = None
+            if exc.diag.constraint_name == self._sql.pkey:
+                detail = f"checkpoint id {blob.checkpoint_id} exists"
+            raise CheckpointConflict(blob.trace_id, blob.step, detail) from exc
+        except psycopg.Error as exc:  # the pool's errors (PoolTimeout...) are psycopg's too
+            raise StorageError(f"PostgreSQL {self._label}: {action} failed: {exc}") from exc
+
+
+# -- setup -------------------------------------------------------------------------------
+
+
+async def _migrate(conn: _Connection, statements: _Statements) -> None:
+    from psycopg.rows import tuple_row
+
+    async with conn.transaction():
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
+        await cursor.execute(
+            "SELECT current_setting('server_version_num')::int, "
+            "current_setting('server_encoding'), "
+            "EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)",
+            (statements.schema,),
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        version_num, encoding, schema_exists = row
+        if version_num < _MIN_SERVER_VERSION:
+            raise StorageError(f"flowpoint needs PostgreSQL 14 or newer (server: {version_num})")
+        if encoding != "UTF8":
+            raise StorageError(f"flowpoint needs a database in UTF8, not {encoding}")
+        if not schema_exists:
+            await cursor.execute(statements.create_schema)
+        await cursor.execute(statements.create_migrations_table)
+        await cursor.execute(statements.schema_version)
+        row = await cursor.fetchone()
+        current = 0 if row is None or row[0] is None else row[0]
+        known = len(statements.migrations)
+        if current > known:
+            raise StorageError(
+                f"the flowpoint tables in schema {statements.schema!r} have schema version "
+                f"{current}, written by a newer flowpoint (this one knows up to version "
+                f"{known}); upgrade flowpoint"
+            )
+        for version in range(current + 1, known + 1):
+            await cursor.execute(statements.migrations[version - 1])
+            await cursor.execute(statements.record_migration, (version,))
+
+
+async def _check_idle_connection(conn: _Connection) -> None:
+    """The pool's check of an idle connection before it lends it out.
+
+    An idle connection receives nothing unless the server or the network closed it
+    (or sent a notice), so a socket that polls readable gets a real round trip; a
+    quiet one costs one ``poll`` and no round trip. Raising makes the pool drop
+    the connection and lend another.
+    """
+    from psycopg_pool import AsyncConnectionPool
+
+    if conn.closed or _readable(conn.fileno()):
+        await AsyncConnectionPool.check_connection(conn)
+
+
+def _readable(fd: int) -> bool:
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # Windows has no poll()
+    return bool(readable)
+
+
+def _require_driver() -> None:
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        raise missing_driver("postgres", exc) from exc
+
+
+# -- URLs --------------------------------------------------------------------------------
+
+
+def _split_url(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without flowpoint's options (checked by libpq), and those options."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.pq import Conninfo
+
+    if not isinstance(url, str):
+        raise ValueError(f"a PostgreSQL URL must be a str, not {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        raise ValueError(f"a PostgreSQL URL starts with postgresql:// or postgres://: {url!r}")
+    libpq_names = {default.keyword.decode() for default in Conninfo.get_defaults()}
+    ours: dict[str, str] = {}
+    passed: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in _URL_OPTIONS:
+            if name in ours:
+                raise ValueError(f"option {name!r} is given twice in {_redact(url)!r}")
+            ours[name] = value
+        elif name in libpq_names:
+            passed.append((name, value))
+        else:
+            raise ValueError(
+                f"unknown PostgreSQL URL option {name!r} in {_redact(url)!r}: neither a "
+                f"flowpoint option ({', '.join(sorted(_URL_OPTIONS))}) nor a libpq parameter"
+            )
+    conninfo = urlunsplit(parts._replace(query=urlencode(passed)))
+    try:
+        conninfo_to_dict(conninfo)
+    except ProgrammingError as exc:
+        raise ValueError(f"not a valid PostgreSQL URL {_redact(url)!r}: {exc}") from None
+    return conninfo, ours
+
+
+def _url_options(url: str, query: Mapping[str, str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name, value in query.items():
+        try:
+            if name in ("min_size", "max_size"):
+                options[name] = int(value)
+            elif name == "timeout":
+                options[name] = float(value)
+            elif name == "migrate":
+                options[name] = _BOOLEANS[value.lower()]
+            else:
+                options[name] = value
+        except (ValueError, KeyError):
+            raise ValueError(f"bad value {value!r} for {name} in {_redact(url)!r}") from None
+    return options
+
+
+def _check_pool_size(min_size: object, max_size: object, timeout: object) -> None:
+    if not _is_int(min_size) or min_size < 0:
+        raise ValueError(f"min_size must be an int >= 0, not {min_size!r}")
+    if not _is_int(max_size) or max_size < max(min_size, 1):
+        raise ValueError(f"max_size must be an int >= 1 and >= min_size, not {max_size!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < float("inf")
+    ):
+        raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+
+
+def _is_int(value: object) -> TypeIs[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _redact(url: str) -> str:
+    """The URL with its password, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, hosts = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{hosts}"))
+
+
+# -- values to columns and back, trusting nothing read -------------------------------------
+
+
+def _signed64(unsigned: int) -> int:
+    """A bigint is signed: store an unsigned hash as its two's complement."""
+    return unsigned - _UINT64 if unsigned > _INT64_MAX else unsigned
+
+
+def _encode_metadata(metadata: Mapping[str, object]) -> str:
+    if not metadata:
+        return "{}"
+    checked = validate_metadata(metadata)
+    # jsonb keeps numbers as numeric and prints them without an exponent: 1e16 would
+    # read back as the int 10000000000000000. Floats written positionally with a
+    # fractional part read back as the same floats.
+    encodable = {
+        key: msgspec.Raw(_float_json(value)) if type(value) is float else value
+        for key, value in checked.items()
+    }
+    return msgspec.json.encode(encodable).decode()
+
+
+def _float_json(value: float) -> bytes:
+    text = format(Decimal(repr(value)), "f")  # repr: the shortest digits that round-trip
+    return (text if "." in text else f"{text}.0").encode()
+
+
+def _blob_from_row(row: _Row) -> CheckpointBlob:
+    header = _header_from_row(row)
+    data = row[8]
+    if type(data) is not bytes:
+        raise CorruptCheckpoint(header[0], f"column data holds {_kind(data)}, not bytes")
+    return CheckpointBlob(*header, data=data)
+
+
+def _info_from_row(row: _Row) -> CheckpointInfo:
+    header = _header_from_row(row)
+    size = row[8]
+    if type(size) is not int or size < 0:
+        raise CorruptCheckpoint(header[0], f"column size holds {_kind(size)}, not an int >= 0")
+    return CheckpointInfo(*header, size=size)
+
+
+_Header: TypeAlias = tuple[
+    CheckpointId,
+    TraceId,
+    int,
+    CheckpointId | None,
+    int,
+    datetime,
+    str | None,
+    dict[str, MetadataValue],
+]
+
+
+def _header_from_row(row: _Row) -> _Header:
+    raw_id, trace_id, step, parent_id, graph_hash, epoch, current_node, metadata = row[:8]
+    if type(raw_id) is not UUID:
+        raise CorruptCheckpoint(None, f"column checkpoint_id holds {_kind(raw_id)}, not a uuid")
+    checkpoint_id = CheckpointId(raw_id)
+
+    def corrupt(column: str, value: object, expected: str) -> CorruptCheckpoint:
+        return CorruptCheckpoint(checkpoint_id, f"column {column} holds {_kind(value)}, {expected}")
+
+    if type(trace_id) is not str:
+        raise corrupt("trace_id", trace_id, "not text")
+    try:
+        trace = validate_trace_id(trace_id)
+    except InvalidTraceId as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"column trace_id: {exc}") from exc
+    if type(step) is not int or step < 0:
+        raise corrupt("step", step, "not an int >= 0")
+    if parent_id is not None and type(parent_id) is not UUID:
+        raise corrupt("parent_id", parent_id, "not a uuid or NULL")
+    if type(graph_hash) is not int:
+        raise corrupt("graph_hash", graph_hash, "not an int")
+    if current_node is not None and type(current_node) is not str:
+        raise corrupt("current_node", current_node, "not text or NULL")
+    return (
+        checkpoint_id,
+        trace,
+        step,
+        None if parent_id is None else CheckpointId(parent_id),
+        graph_hash % _UINT64,
+        _created_from_column(checkpoint_id, epoch),
+        current_node,
+        _metadata_from_column(checkpoint_id, metadata),
+    )
+
+
+def _created_from_column(checkpoint_id: CheckpointId, epoch: object) -> datetime:
+    """``extract(epoch FROM created_at)`` (seconds, 6 decimals) as a UTC datetime."""
+    if type(epoch) is not Decimal or not epoch.is_finite():
+        raise CorruptCheckpoint(
+            checkpoint_id, f"column created_at holds {_kind(epoch)} seconds, not a finite time"
+        )
+    try:
+        return _EPOCH + timedelta(microseconds=int(epoch.scaleb(6)))
+    except OverflowError:
+        raise CorruptCheckpoint(
+            checkpoint_id, f"column created_at ({epoch} s) is out of the range of datetime"
+        ) from None
+
+
+def _metadata_from_column(checkpoint_id: CheckpointId, value: object) -> dict[str, MetadataValue]:
+    if value == "{}":
+        return {}
+    if type(value) is not str:
+        raise CorruptCheckpoint(checkpoint_id, f"column metadata holds {_kind(value)}, not text")
+    try:
+        decoded = msgspec.json.decode(value)
+    except msgspec.DecodeError as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"column metadata is not JSON: {exc}") from exc
+    if type(decoded) is not dict:
+        raise CorruptCheckpoint(checkpoint_id, "column metadata is not a JSON object")
+    try:
+        return validate_metadata(decoded)
+    except ValueError as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"column metadata: {exc}") from exc
+
+
+def _trace_from_column(value: object) -> TraceId:
+    if type(value) is not str:
+        raise CorruptCheckpoint(None, f"column trace_id holds {_kind(value)}, not text")
+    try:
+        return validate_trace_id(value)
+    except InvalidTraceId as exc:
+        raise CorruptCheckpoint(None, f"column trace_id: {exc}") from exc
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    return f"{type(value).__name__} {value!r:.40}"

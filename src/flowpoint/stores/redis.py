@@ -1,0 +1,844 @@
+"""``redis://host:port/db?prefix=...``: checkpoints in Redis, one hash per checkpoint.
+
+Where this backend differs from the
+:class:`~flowpoint.stores.base.BlobCheckpointStore` contract:
+
+- **Durability is the server's.** An acknowledged save is in the server's
+  memory, and Redis keeps it only as far as its own persistence settings do:
+  AOF with ``appendfsync always`` is what makes it survive a power loss;
+  ``everysec``, RDB snapshots or no persistence may lose acknowledged saves.
+  The store neither checks those settings nor waits for replicas (no ``WAIT``).
+- **What it needs from the server**: Redis 6.2 or newer, standalone or a primary
+  (not Redis Cluster: the scripts reach keys they compute from stored values).
+  No ``KEYS`` and no scan of the keyspace: every call touches its own keys.
+- **Concurrency**: every write is one Lua script, so a save, a delete, a prune
+  and a whole-trace delete each happen at once or not at all; of N writers of
+  one ``(trace_id, step)``, in any process or host, exactly one wins. A save the
+  driver resends after a lost reply is recognised as the same save, not reported
+  as a conflict with itself; a save whose caller was cancelled may have happened.
+- **Layout** (all keys start with ``prefix``, ``"flowpoint:"`` by default)::
+
+      <prefix>cp:<checkpoint id hex>   hash: trace, step, parent, graph_hash,
+                                       created_at, node, metadata, data, save_token
+      <prefix>trace:<quoted trace id>  sorted set of "<step:020d>:<checkpoint id hex>"
+      <prefix>traces                   sorted set of the trace ids with checkpoints
+
+  The trace id is percent-quoted with no safe characters but ``A-Za-z0-9_.~-``,
+  so no trace id can spell another key, a glob pattern or a cluster hash tag.
+  Members of the sorted sets share one score and sort by their bytes: the
+  zero-padded step orders exactly over the whole 64-bit range. Latest and a
+  page of history cost O(log n) plus the page.
+- **Expiry** (``trace_ttl``, off by default): each save makes its checkpoint
+  expire ``trace_ttl`` after that save, and pushes the trace's index out to at
+  least ``trace_ttl`` after its last save. A trace nobody saves to for
+  ``trace_ttl`` disappears whole; in a trace that keeps running longer, a
+  checkpoint older than ``trace_ttl`` expires as ``prune(older_than=trace_ttl)``
+  would remove it. A save without ``trace_ttl`` makes its trace's index
+  permanent again. Readers skip (and tidy away) index entries whose checkpoint
+  has expired. A save costs O(log n) with or without expiry.
+- **Rewrites** (:meth:`~flowpoint.stores.base.RewritableBlobStore.rewrite`) are
+  one Lua script: it compares the stored header fields byte for byte with the
+  blob's, in the form a save writes them, and sets the ``data`` field only (the
+  checkpoint keeps its expiry and its index entries). When the bytes differ the
+  store decodes the stored header: a real difference is a conflict, while the
+  same header written in another form (metadata keys in another order) is
+  rewritten by running the script again against the stored bytes. A rewrite
+  racing a delete either lands before it or finds nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from uuid import UUID
+
+import msgspec
+from typing_extensions import override
+
+from flowpoint.blob import (
+    CheckpointBlob,
+    CheckpointInfo,
+    MetadataValue,
+    validate_metadata,
+)
+from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, InvalidTraceId, StorageError
+from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.stores.base import (
+    PruneRule,
+    RewritableBlobStore,
+    different_header,
+    missing_driver,
+    rewrite_conflict,
+)
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+__all__ = ["RedisBlobStore", "trace_key_suffix"]
+
+DEFAULT_PREFIX: Final = "flowpoint:"
+
+# -- Lua --------------------------------------------------------------------------------
+#
+# Member of a trace's sorted set: "<step, 20 digits>:<checkpoint id, 32 hex>"; the
+# checkpoint's hash is <prefix>cp:<id hex>, i.e. the member from its 22nd byte on.
+
+_LUA_PRELUDE: Final = r"""
+local function cp_key(prefix, member)
+  return prefix .. 'cp:' .. string.sub(member, 22)
+end
+-- The same quoting as trace_key_suffix() in Python: every byte but A-Za-z0-9_.~- as %XX.
+local function trace_key(prefix, trace)
+  local quoted = string.gsub(trace, '[^A-Za-z0-9_%.~%-]', function(c)
+    return string.format('%%%02X', string.byte(c))
+  end)
+  return prefix .. 'trace:' .. quoted
+end
+-- The member of the highest step whose checkpoint is still there, or nil; members
+-- whose checkpoint expired are dropped on the way.
+local function top_live(zset, prefix)
+  while true do
+    local top = redis.call('ZRANGE', zset, '+', '-', 'BYLEX', 'REV', 'LIMIT', 0, 1)
+    if #top == 0 then return nil end
+    if redis.call('EXISTS', cp_key(prefix, top[1])) == 1 then return top[1] end
+    redis.call('ZREM', zset, top[1])
+  end
+end
+-- A trace whose sorted set is gone (Redis drops an empty one) leaves the index.
+local function forget_if_empty(zset, index, trace)
+  if redis.call('EXISTS', zset) == 0 then
+    redis.call('ZREM', index, trace)
+  end
+end
+"""
+
+# KEYS: checkpoint hash, trace sorted set, traces index.
+# ARGV: lowest and highest member of the step ("[<step>:", "(<step>;"), the member,
+#       trace id, TTL in ms (0: none), save token, then the hash's field/value pairs.
+# Returns 0 (saved), 1 (the step is taken), 2 (the checkpoint id is taken).
+_SAVE: Final = r"""
+local cp, zset, index = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', cp) == 1 then
+  -- The driver may resend a save whose reply was lost: that is not a conflict.
+  if redis.call('HGET', cp, 'save_token') == ARGV[6] then return 0 end
+  return 2
+end
+if #redis.call('ZRANGE', zset, ARGV[1], ARGV[2], 'BYLEX', 'LIMIT', 0, 1) > 0 then
+  return 1
+end
+local new_trace = redis.call('EXISTS', zset) == 0
+redis.call('HSET', cp, 'save_token', ARGV[6], unpack(ARGV, 7))
+redis.call('ZADD', zset, 0, ARGV[3])
+redis.call('ZADD', index, 0, ARGV[4])
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('PEXPIRE', cp, ttl)
+  -- Only ever lengthen the trace's life (-1: it is permanent, and stays so).
+  local left = redis.call('PTTL', zset)
+  if new_trace or (left >= 0 and left < ttl) then
+    redis.call('PEXPIRE', zset, ttl)
+  end
+else
+  -- A checkpoint that never expires needs an index that never expires.
+  redis.call('PERSIST', zset)
+end
+return 0
+"""
+
+# KEYS: trace sorted set, traces index. ARGV: prefix, trace id, fields to read.
+# Returns {member, values} of the highest live step, or nil.
+_LATEST: Final = r"""
+local top = top_live(KEYS[1], ARGV[1])
+if not top then
+  forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
+  return false
+end
+return {top, redis.call('HMGET', cp_key(ARGV[1], top), unpack(ARGV, 3))}
+"""
+
+# KEYS: trace sorted set, traces index.
+# ARGV: prefix, trace id, upper bound ("+" or "(<step>"), limit, fields to read.
+# Returns up to limit {member, values, size of data}, highest step first.
+_HISTORY: Final = r"""
+local found, bound, limit = {}, ARGV[3], tonumber(ARGV[4])
+while #found < limit do
+  local page = redis.call(
+    'ZRANGE', KEYS[1], bound, '-', 'BYLEX', 'REV', 'LIMIT', 0, limit - #found)
+  if #page == 0 then break end
+  for _, member in ipairs(page) do
+    local key = cp_key(ARGV[1], member)
+    if redis.call('EXISTS', key) == 1 then
+      found[#found + 1] = {
+        member, redis.call('HMGET', key, unpack(ARGV, 5)), redis.call('HSTRLEN', key, 'data')}
+    else
+      redis.call('ZREM', KEYS[1], member)  -- the checkpoint expired
+    end
+  end
+  bound = '(' .. page[#page]
+end
+forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
+return found
+"""
+
+# KEYS: traces index. ARGV: prefix, lower bound ("-" or "(<trace>"), page size.
+# Returns {entries read, trace ids with a live checkpoint, last entry read}.
+_TRACES: Final = r"""
+local page = redis.call('ZRANGE', KEYS[1], ARGV[2], '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
+local live = {}
+for _, trace in ipairs(page) do
+  if top_live(trace_key(ARGV[1], trace), ARGV[1]) then
+    live[#live + 1] = trace
+  else
+    redis.call('ZREM', KEYS[1], trace)  -- every checkpoint of the trace expired
+  end
+end
+return {#page, live, page[#page] or false}
+"""
+
+# KEYS: checkpoint hash, traces index. ARGV: prefix, checkpoint id hex.
+# Returns 1 if the checkpoint was there, else 0.
+_DELETE: Final = r"""
+local fields = redis.call('HMGET', KEYS[1], 'trace', 'step')
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+local trace, step = fields[1], fields[2]
+-- A damaged trace or step field leaves its index entry behind; readers skip it.
+if trace and step and string.match(step, '^[0-9]+$') and #step <= 20 then
+  local zset = trace_key(ARGV[1], trace)
+  redis.call('ZREM', zset, string.rep('0', 20 - #step) .. step .. ':' .. ARGV[2])
+  forget_if_empty(zset, KEYS[2], trace)
+end
+return 1
+"""
+
+# KEYS: trace sorted set, traces index. ARGV: prefix, trace id.
+# Returns how many checkpoints were deleted.
+_DELETE_TRACE: Final = r"""
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local deleted = 0
+for first = 1, #members, 500 do
+  local keys = {}
+  for i = first, math.min(first + 499, #members) do
+    keys[#keys + 1] = cp_key(ARGV[1], members[i])
+  end
+  deleted = deleted + redis.call('DEL', unpack(keys))
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return deleted
+"""
+
+# KEYS: trace sorted set, traces index.
+# ARGV: prefix, trace id, how many newest to keep (-1: no such rule), cutoff
+#       ("": no such rule; else created_at as the hash stores it).
+# Returns how many checkpoints were deleted.
+_PRUNE: Final = r"""
+local keep, cutoff = tonumber(ARGV[3]), ARGV[4]
+local pattern = '^' .. string.rep('[0-9]', 4) .. '%-[0-9][0-9]%-[0-9][0-9]T[0-9][0-9]:'
+  .. '[0-9][0-9]:[0-9][0-9]%.' .. string.rep('[0-9]', 6) .. 'Z$'
+-- Byte order, not strcoll(): the server's locale must not change what is old.
+local function older(created)
+  if not created or not string.match(created, pattern) then return false end
+  for i = 1, #created do
+    local a, b = string.byte(created, i), string.byte(cutoff, i)
+    if a ~= b then return a < b end
+  end
+  return false
+end
+local kept, deleted = 0, 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], '+', '-', 'BYLEX', 'REV')) do
+  local key = cp_key(ARGV[1], member)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', KEYS[1], member)  -- expired: neither kept nor counted
+  elseif keep >= 0 and kept < keep then
+    kept = kept + 1
+  elseif cutoff == '' or older(redis.call('HGET', key, 'created_at')) then
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[1], member)
+    deleted = deleted + 1
+  end
+end
+forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
+return deleted
+"""
+
+# KEYS: checkpoint hash.
+# ARGV: n header field names, the n values expected in them, then the new data.
+# Returns 0 (rewritten), 1 (no such checkpoint), or {2, the stored values} when a
+# stored value differs from the expected one (a missing field is false).
+_REWRITE: Final = r"""
+local n = (#ARGV - 1) / 2
+if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+local stored = redis.call('HMGET', KEYS[1], unpack(ARGV, 1, n))
+for i = 1, n do
+  if stored[i] ~= ARGV[n + i] then return {2, stored} end
+end
+redis.call('HSET', KEYS[1], 'data', ARGV[#ARGV])
+return 0
+"""
+
+_SAVED, _STEP_TAKEN, _ID_TAKEN = 0, 1, 2
+_REWRITTEN, _ABSENT, _OTHER_HEADER = 0, 1, 2
+# A rewrite runs its script again only after the stored header's bytes changed under
+# it (a delete and a save of the same id in between): a few rounds are plenty.
+_REWRITE_ROUNDS: Final = 4
+
+# Header fields in the order scripts read them; loads read "data" after them.
+_HEADER_FIELDS: Final = ("trace", "step", "parent", "graph_hash", "created_at", "node", "metadata")
+_BLOB_FIELDS: Final = (*_HEADER_FIELDS, "data")
+
+_STEP_WIDTH: Final = 20
+_INT64_MAX: Final = 2**63 - 1
+_TRACES_PAGE: Final = 1000
+
+_MEMBER: Final = re.compile(rb"([0-9]{20}):([0-9a-f]{32})\Z")
+_STEP: Final = re.compile(rb"[0-9]{1,20}\Z")
+_ID_HEX: Final = re.compile(rb"[0-9a-f]{32}\Z")
+_HASH_HEX: Final = re.compile(rb"[0-9a-f]{16}\Z")
+_CREATED_AT: Final = re.compile(
+    rb"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{6})Z\Z"
+)
+
+# URL query options this store takes itself; the rest must be redis-py's own.
+_STORE_OPTIONS: Final = frozenset({"prefix", "trace_ttl"})
+
+_decode_node = msgspec.json.Decoder(str | None).decode
+_decode_json = msgspec.json.decode
+
+_Values: TypeAlias = list[Any]
+_Corrupt: TypeAlias = Callable[[str, str], CorruptCheckpoint]
+
+
+def trace_key_suffix(trace_id: str) -> str:
+    """The trace id as it appears in its key: UTF-8, every byte but ``A-Za-z0-9_.~-`` quoted.
+
+    >>> trace_key_suffix("user-42/session-7")
+    'user-42%2Fsession-7'
+    """
+    return quote(trace_id, safe="")
+
+
+class RedisBlobStore(RewritableBlobStore):
+    """Checkpoints in Redis through a ``redis.asyncio.Redis`` client (see the module docs).
+
+    ``client`` is the application's: the store never closes it. It must return
+    bytes (``decode_responses=False``, redis-py's default), and may speak RESP2
+    or RESP3. ``prefix`` starts every key the store uses; ``trace_ttl`` makes
+    checkpoints expire (at millisecond granularity). :meth:`from_url` makes a
+    client of the store's own, which :meth:`close` closes. Use a store from one
+    event loop at a time, as its client requires.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        trace_ttl: timedelta | float | None = None,
+    ) -> None:
+        try:
+            import redis.asyncio
+            import redis.exceptions
+        except ImportError as exc:
+            raise missing_driver("redis", exc) from exc
+        if not isinstance(client, redis.asyncio.Redis):
+            raise TypeError(f"client must be a redis.asyncio.Redis, not {type(client).__name__}")
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError(
+                "RedisBlobStore needs a client that returns bytes: create it with "
+                "decode_responses=False (the default)"
+            )
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"prefix must be a non-empty str, not {prefix!r}")
+        self._client: Redis = client
+        self._owns_client = False
+        self._closed = False
+        self._prefix = prefix
+        self._ttl_ms = _ttl_ms(trace_ttl)
+        self._index_key = f"{prefix}traces"
+        self._driver_errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.RedisError,
+            OSError,
+        )
+        self._scripts: dict[str, AsyncScript] = {
+            action: client.register_script(_LUA_PRELUDE + source)
+            for action, source in (
+                ("save", _SAVE),
+                ("load_latest", _LATEST),
+                ("history", _HISTORY),
+                ("traces", _TRACES),
+                ("delete", _DELETE),
+                ("delete_trace", _DELETE_TRACE),
+                ("prune", _PRUNE),
+                ("rewrite", _REWRITE),
+            )
+        }
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisBlobStore:
+        """A store over a client of its own, made from a ``redis://`` or ``rediss://`` URL.
+
+        ``redis://[user:password@]host:port/db?prefix=app:&trace_ttl=86400``:
+        ``prefix`` and ``trace_ttl`` (seconds) are the store's; the other query
+        options and keyword ``options`` are redis-py's (``socket_timeout=5``...).
+        Keyword options win over the URL's. Nothing connects until the first call.
+        """
+        try:
+            import redis.asyncio
+        except ImportError as exc:
+            raise missing_driver("redis", exc) from exc
+        client_url, url_options = _split_url(url)
+        store_options = {name: options.pop(name) for name in _STORE_OPTIONS & options.keys()}
+        client = redis.asyncio.Redis.from_url(client_url, **options)
+        # Nothing is connected yet: if these refuse, there is nothing to close.
+        _check_client_options(client)
+        store = cls(client, **(url_options | store_options))
+        store._owns_client = True
+        return store
+
+    def __repr__(self) -> str:
+        kwargs = self._client.connection_pool.connection_kwargs
+        where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+        return f"{type(self).__name__}({where!r}, prefix={self._prefix!r})"
+
+    @override
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            with self._errors("close"):
+                await self._client.aclose()
+
+    # -- keys -------------------------------------------------------------------------
+
+    def _cp_key(self, checkpoint_id: CheckpointId) -> str:
+        return f"{self._prefix}cp:{checkpoint_id.hex}"
+
+    def _trace_key(self, trace_id: str) -> str:
+        return f"{self._prefix}trace:{trace_key_suffix(trace_id)}"
+
+    # -- the operations ---------------------------------------------------------------
+
+    @override
+    async def _save(self, blob: CheckpointBlob) -> None:
+        await self._save_with_token(blob, os.urandom(8).hex())
+
+    async def _save_with_token(self, blob: CheckpointBlob, token: str) -> None:
+        """Run the save script; ``token`` marks this save so that a resend is recognised."""
+        fields = _fields_of(blob)
+        step = f"{blob.step:0{_STEP_WIDTH}d}"
+        keys = [self._cp_key(blob.checkpoint_id), self._trace_key(blob.trace_id), self._index_key]
+        args: list[str | bytes | int] = [
+            f"[{step}:",
+            f"({step};",  # ";" follows ":": every member of this step lies between
+            f"{step}:{blob.checkpoint_id.hex}",
+            blob.trace_id,
+            self._ttl_ms,
+            token,
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        outcome = await self._run("save", keys, args)
+        if outcome == _STEP_TAKEN:
+            raise CheckpointConflict(blob.trace_id, blob.step)
+        if outcome == _ID_TAKEN:
+            raise CheckpointConflict(
+                blob.trace_id, blob.step, f"checkpoint id {blob.checkpoint_id} exists"
+            )
+        if outcome != _SAVED:
+            raise StorageError(f"Redis save: unexpected reply {outcome!r:.60} from the script")
+
+    @override
+    async def _rewrite(self, blob: CheckpointBlob) -> bool:
+        fields = _fields_of(blob)
+        expected: list[Any] = [fields[name] for name in _HEADER_FIELDS]
+        key = self._cp_key(blob.checkpoint_id)
+        for _ in range(_REWRITE_ROUNDS):
+            reply = await self._run("rewrite", [key], [*_HEADER_FIELDS, *expected, blob.data])
+            if reply == _REWRITTEN:
+                return True
+            if reply == _ABSENT:
+                return False
+            code, stored = _unpack(reply, 2, "rewrite")
+            if code != _OTHER_HEADER or not isinstance(stored, list):
+                raise StorageError(f"Redis rewrite: unexpected reply {reply!r:.60} from the script")
+            if len(stored) != len(_HEADER_FIELDS):
+                raise StorageError(f"Redis rewrite: unexpected reply {stored!r:.60}")
+            header = _header_from(blob.checkpoint_id, stored)
+            field = different_header(CheckpointBlob(*header, data=b""), blob)
+            if field is not None:
+                raise rewrite_conflict(blob, field)
+            # The same header in other bytes (metadata saved with its keys in another
+            # order): expect exactly those bytes, so the check and the write stay one
+            # script.
+            expected = stored
+        raise StorageError(
+            f"Redis rewrite: the header of checkpoint {blob.checkpoint_id} kept changing"
+        )
+
+    @override
+    async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
+        client = self._open_client()
+        with self._errors("load"):
+            # redis-py leaves execute_command unannotated; HMGET replies a list.
+            values = await client.execute_command(  # type: ignore[no-untyped-call]
+                "HMGET", self._cp_key(checkpoint_id), *_BLOB_FIELDS
+            )
+        if not isinstance(values, list) or len(values) != len(_BLOB_FIELDS):
+            raise StorageError(f"Redis load: unexpected reply {values!r:.60}")
+        if all(value is None for value in values):
+            return None
+        return _blob_from(checkpoint_id, values)
+
+    @override
+    async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
+        keys = [self._trace_key(trace_id), self._index_key]
+        reply = await self._run("load_latest", keys, [self._prefix, trace_id, *_BLOB_FIELDS])
+        if reply is None:
+            return None
+        member, values = _unpack(reply, 2, "load_latest")
+        checkpoint_id, step = _parse_member(member)
+        if not isinstance(values, list) or len(values) != len(_BLOB_FIELDS):
+            raise StorageError(f"Redis load_latest: unexpected reply {values!r:.60}")
+        blob = _blob_from(checkpoint_id, values)
+        _check_listed(blob.info(), trace_id, step)
+        return blob
+
+    @override
+    async def _history(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo]:
+        bound = "+" if before_step is None else f"({before_step:0{_STEP_WIDTH}d}"
+        keys = [self._trace_key(trace_id), self._index_key]
+        args: list[str | bytes | int] = [self._prefix, trace_id, bound, limit, *_HEADER_FIELDS]
+        reply = await self._run("history", keys, args)
+        if not isinstance(reply, list):
+            raise StorageError(f"Redis history: unexpected reply {reply!r:.60}")
+        infos = []
+        for entry in reply:
+            member, values, size = _unpack(entry, 3, "history")
+            checkpoint_id, step = _parse_member(member)
+            if not isinstance(values, list) or len(values) != len(_HEADER_FIELDS):
+                raise StorageError(f"Redis history: unexpected reply {values!r:.60}")
+            if not isinstance(size, int):
+                raise StorageError(f"Redis history: unexpected size {size!r:.60}")
+            info = CheckpointInfo(*_header_from(checkpoint_id, values), size=size)
+            _check_listed(info, trace_id, step)
+            infos.append(info)
+        return infos
+
+    @override
+    async def _traces(self) -> list[TraceId]:
+        traces: list[TraceId] = []
+        after = b"-"
+        while True:
+            args: list[str | bytes | int] = [self._prefix, after, _TRACES_PAGE]
+            reply = await self._run("traces", [self._index_key], args)
+            read, live, last = _unpack(reply, 3, "traces")
+            if not isinstance(live, list):
+                raise StorageError(f"Redis traces: unexpected reply {reply!r:.60}")
+            traces.extend(_trace_from_index(raw) for raw in live)
+            if read != _TRACES_PAGE or not isinstance(last, bytes):
+                return traces
+            after = b"(" + last
+
+    @override
+    async def _delete(self, checkpoint_id: CheckpointId) -> bool:
+        keys = [self._cp_key(checkpoint_id), self._index_key]
+        deleted = await self._run("delete", keys, [self._prefix, checkpoint_id.hex])
+        return bool(_count(deleted, "delete"))
+
+    @override
+    async def _delete_trace(self, trace_id: TraceId) -> int:
+        keys = [self._trace_key(trace_id), self._index_key]
+        deleted = await self._run("delete_trace", keys, [self._prefix, trace_id])
+        return _count(deleted, "delete_trace")
+
+    @override
+    async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
+        keep = -1 if rule.keep_latest is None else rule.keep_latest
+        cutoff = "" if rule.cutoff is None else _format_created_at(rule.cutoff)
+        keys = [self._trace_key(trace_id), self._index_key]
+        deleted = await self._run("prune", keys, [self._prefix, trace_id, keep, cutoff])
+        return _count(deleted, "prune")
+
+    # -- the driver -------------------------------------------------------------------
+
+    def _open_client(self) -> Redis:
+        if self._closed:
+            raise StorageError(f"{self!r} is closed")
+        return self._client
+
+    async def _run(self, action: str, keys: list[str], args: Sequence[str | bytes | int]) -> Any:
+        """Run the script of ``action`` (EVALSHA, loading it first if the server lacks it)."""
+        client = self._open_client()
+        with self._errors(action):
+            return await self._scripts[action](keys=keys, args=args, client=client)
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """The error boundary: every driver or network error becomes a StorageError."""
+        try:
+            yield
+        except self._driver_errors as exc:
+            raise StorageError(f"Redis {action} failed: {exc}") from exc
+
+
+# -- URLs -------------------------------------------------------------------------------
+
+
+def _split_url(url: str) -> tuple[str, dict[str, Any]]:
+    """Check a store URL; return the URL for redis-py and the store's own options."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("redis", "rediss"):
+        raise ValueError(f"a Redis store URL starts with redis:// or rediss://, not {url!r}")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        raise ValueError(f"bad port in Redis URL {url!r}: {exc}") from None
+    if parts.path not in ("", "/") and not re.fullmatch(r"/[0-9]+", parts.path):
+        raise ValueError(f"the path of a Redis URL is a database number (/0), not {url!r}")
+    if parts.fragment:
+        raise ValueError(f"a Redis URL has no #fragment: {url!r}")
+    from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
+
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [name for name, _ in query]
+    unknown = set(names) - _STORE_OPTIONS - URL_QUERY_ARGUMENT_PARSERS.keys()
+    if unknown:
+        raise ValueError(f"unknown Redis URL option(s) {sorted(unknown)} in {url!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a Redis URL option is given twice in {url!r}")
+    store_options: dict[str, Any] = {}
+    for name, value in query:
+        if name == "prefix":
+            store_options["prefix"] = value
+        elif name == "trace_ttl":
+            try:
+                store_options["trace_ttl"] = float(value)
+            except ValueError:
+                raise ValueError(f"trace_ttl must be a number of seconds in {url!r}") from None
+    rest = urlencode([(name, value) for name, value in query if name not in _STORE_OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), store_options
+
+
+def _check_client_options(client: Redis) -> None:
+    """Refuse a keyword option redis-py would only reject at the first connection."""
+    pool = client.connection_pool
+    try:
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad Redis client option: {exc}") from None
+
+
+def _ttl_ms(trace_ttl: timedelta | float | None) -> int:
+    """The TTL in whole milliseconds (rounded up), 0 for none."""
+    if trace_ttl is None:
+        return 0
+    if isinstance(trace_ttl, timedelta):
+        seconds = trace_ttl.total_seconds()
+    elif isinstance(trace_ttl, int | float) and not isinstance(trace_ttl, bool):
+        seconds = float(trace_ttl)
+    else:
+        raise ValueError(f"trace_ttl must be a timedelta or seconds, not {trace_ttl!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"trace_ttl must be positive, not {trace_ttl!r}")
+    return math.ceil(seconds * 1000)
+
+
+# -- checkpoints to hash fields ---------------------------------------------------------
+
+
+def _format_created_at(moment: datetime) -> str:
+    """Fixed-width UTC text: it sorts as the moments do, also to a Lua script."""
+    d = moment.astimezone(UTC)
+    return (
+        f"{d.year:04d}-{d.month:02d}-{d.day:02d}T"
+        f"{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}Z"
+    )
+
+
+def _fields_of(blob: CheckpointBlob) -> dict[str, str | bytes]:
+    if type(blob.data) is not bytes:
+        raise TypeError(f"a blob's data must be bytes, not {type(blob.data).__name__}")
+    if blob.current_node is not None and not isinstance(blob.current_node, str):
+        raise TypeError(f"current_node must be a str or None, not {blob.current_node!r:.40}")
+    return {
+        "trace": blob.trace_id,
+        "step": str(blob.step),
+        "parent": "" if blob.parent_id is None else blob.parent_id.hex,
+        "graph_hash": f"{blob.graph_hash:016x}",
+        "created_at": _format_created_at(blob.created_at),
+        "node": msgspec.json.encode(blob.current_node),
+        "metadata": msgspec.json.encode(validate_metadata(blob.metadata)),
+        "data": blob.data,
+    }
+
+
+# -- hash fields to checkpoints, trusting nothing ----------------------------------------
+
+_Header: TypeAlias = tuple[
+    CheckpointId,
+    TraceId,
+    int,
+    CheckpointId | None,
+    int,
+    datetime,
+    str | None,
+    dict[str, MetadataValue],
+]
+
+
+def _blob_from(checkpoint_id: CheckpointId, values: _Values) -> CheckpointBlob:
+    header = _header_from(checkpoint_id, values)
+    data = values[len(_HEADER_FIELDS)]
+    if type(data) is not bytes:
+        raise CorruptCheckpoint(checkpoint_id, f"field data holds {_kind(data)}, not bytes")
+    return CheckpointBlob(*header, data=data)
+
+
+def _header_from(checkpoint_id: CheckpointId, values: _Values) -> _Header:
+    fields = dict(zip(_HEADER_FIELDS, values, strict=False))
+
+    def corrupt(name: str, expected: str) -> CorruptCheckpoint:
+        return CorruptCheckpoint(
+            checkpoint_id, f"field {name} holds {_kind(fields[name])}, not {expected}"
+        )
+
+    def text(name: str) -> str:
+        value = fields[name]
+        if type(value) is not bytes:
+            raise corrupt(name, "UTF-8 text")
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise corrupt(name, "UTF-8 text") from None
+
+    try:
+        trace = validate_trace_id(text("trace"))
+    except InvalidTraceId as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"field trace: {exc}") from exc
+    step = _match(fields["step"], _STEP)
+    if step is None or int(step[0]) > _INT64_MAX:
+        raise corrupt("step", "a step from 0 to 2**63-1")
+    parent: CheckpointId | None = None
+    if fields["parent"] != b"":
+        parent_hex = _match(fields["parent"], _ID_HEX)
+        if parent_hex is None:
+            raise corrupt("parent", "32 hex digits or empty")
+        parent = CheckpointId(UUID(hex=parent_hex[0].decode()))
+    graph_hash = _match(fields["graph_hash"], _HASH_HEX)
+    if graph_hash is None:
+        raise corrupt("graph_hash", "16 hex digits")
+    return (
+        checkpoint_id,
+        trace,
+        int(step[0]),
+        parent,
+        int(graph_hash[0], 16),
+        _created_at_from(fields["created_at"], corrupt),
+        _node_from(fields["node"], corrupt),
+        _metadata_from(checkpoint_id, fields["metadata"], corrupt),
+    )
+
+
+def _match(value: object, pattern: re.Pattern[bytes]) -> re.Match[bytes] | None:
+    return pattern.match(value) if type(value) is bytes else None
+
+
+def _created_at_from(value: object, corrupt: _Corrupt) -> datetime:
+    parts = _match(value, _CREATED_AT)
+    if parts is None:
+        raise corrupt("created_at", "a time as YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    year, month, day, hour, minute, second, micro = (int(part) for part in parts.groups())
+    try:
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
+    except ValueError:
+        raise corrupt("created_at", "a valid date and time") from None
+
+
+def _node_from(value: object, corrupt: _Corrupt) -> str | None:
+    if type(value) is not bytes:
+        raise corrupt("node", "a JSON string or null")
+    try:
+        node: str | None = _decode_node(value)
+    except msgspec.DecodeError:
+        raise corrupt("node", "a JSON string or null") from None
+    return node
+
+
+def _metadata_from(
+    checkpoint_id: CheckpointId, value: object, corrupt: _Corrupt
+) -> dict[str, MetadataValue]:
+    if value == b"{}":
+        return {}
+    if type(value) is not bytes:
+        raise corrupt("metadata", "a JSON object")
+    try:
+        decoded = _decode_json(value)
+    except msgspec.DecodeError:
+        raise corrupt("metadata", "a JSON object") from None
+    if type(decoded) is not dict:
+        raise corrupt("metadata", "a JSON object")
+    try:
+        return validate_metadata(decoded)
+    except ValueError as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"field metadata: {exc}") from exc
+
+
+def _parse_member(member: object) -> tuple[CheckpointId, int]:
+    """A trace's sorted set member: the checkpoint id and the step it is listed at."""
+    parts = _match(member, _MEMBER)
+    if parts is None:
+        raise CorruptCheckpoint(None, f"a trace index entry holds {_kind(member)}")
+    step, id_hex = parts.groups()
+    return CheckpointId(UUID(hex=id_hex.decode())), int(step)
+
+
+def _check_listed(info: CheckpointInfo, trace_id: TraceId, step: int) -> None:
+    """A checkpoint found through a trace's index must say it belongs there."""
+    if info.trace_id != trace_id:
+        raise CorruptCheckpoint(
+            info.checkpoint_id,
+            f"field trace holds {info.trace_id!r:.60}, listed under {trace_id!r:.60}",
+        )
+    if info.step != step:
+        raise CorruptCheckpoint(
+            info.checkpoint_id, f"field step holds {info.step}, listed at step {step}"
+        )
+
+
+def _trace_from_index(raw: object) -> TraceId:
+    if type(raw) is not bytes:
+        raise CorruptCheckpoint(None, f"the traces index holds {_kind(raw)}")
+    try:
+        return validate_trace_id(raw.decode())
+    except (UnicodeDecodeError, InvalidTraceId) as exc:
+        raise CorruptCheckpoint(None, f"the traces index holds {_kind(raw)}: {exc}") from exc
+
+
+def _unpack(reply: object, length: int, action: str) -> list[Any]:
+    if not isinstance(reply, list) or len(reply) != length:
+        raise StorageError(f"Redis {action}: unexpected reply {reply!r:.60} from the script")
+    return reply
+
+
+def _count(reply: object, action: str) -> int:
+    if type(reply) is not int or reply < 0:
+        raise StorageError(f"Redis {action}: unexpected reply {reply!r:.60} from the script")
+    return reply
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing (the field is missing)"
+    if isinstance(value, bytes):
+        return f"{value!r:.40}"
+    return f"{type(value).__name__} {value!r:.40}"

@@ -1,0 +1,857 @@
+"""``s3://bucket/prefix``: one object per checkpoint in S3 or an S3-compatible service.
+
+The driver is obstore (``pip install 'flowpoint[s3]'``). Where this backend
+differs from the interface contract:
+
+- **What it needs from the service**: create-only PUTs (``If-None-Match: *``, the
+  one-winner rule), ``ListObjectsV2`` in ascending key order (as S3 specifies),
+  ranged GETs, and for :meth:`~S3BlobStore.rewrite` conditional PUTs
+  (``If-Match: <ETag>``, refused with 412 or 404 when the object changed or is
+  gone) and ETags on GETs. AWS S3, SeaweedFS (4.48 tested) and moto (5.2.5 tested,
+  behind the tests' one-request-at-a-time lock) have them all.
+- **Rewrite** (the optional ability, :class:`~flowpoint.stores.base.RewritableBlobStore`):
+  the store reads the id's record and its ETag, checks the header, and PUTs the
+  same header (its save token included) with the new data only if the object
+  still has that ETag. A record deleted, re-saved or rewritten in between makes
+  the PUT fail instead of coming back or being clobbered; the rewrite then reads
+  again, a few times, before it returns ``False`` (gone) or raises
+  :class:`~flowpoint.errors.CheckpointConflict` (another header, or the record
+  kept changing). A PUT replaces an object whole: readers see the old record or
+  the new.
+- **Layout** (under the bucket's prefix)::
+
+      traces/<trace>/<2**63-1 - step:020d>.ckpt   one record per checkpoint
+      ids/<last 2 hex of id>/<id hex>              the key of the id's record
+
+  Step keys sort newest first, so the latest checkpoint is the first key of one
+  small LIST request, then one GET; ``history`` pages on with the LIST offset and
+  reads headers with ranged GETs, never ``data``; ``load`` reads the id's index
+  object, then the record (two GETs). ``<trace>`` is the trace id with every
+  character but ``A-Z a-z 0-9 -`` written as ``_XX`` per UTF-8 byte
+  (``user-42/session-7`` is ``user-42_2Fsession-7``); ids whose escaped form
+  would exceed 400 characters keep the first 300, then ``~`` and 32 hex digits of
+  their BLAKE2b hash, and :meth:`~S3BlobStore.traces` reads their exact id from a
+  header.
+- **Concurrency**: of N writers of one step, across processes and hosts, the
+  service lets exactly one create the key. ``delete`` checks the id in the
+  record's header, then deletes the key: S3 has no conditional delete, so a
+  delete that races a re-save of the same step may remove the new checkpoint. A
+  rewrite is conditional (see above) and never brings a deleted record back.
+- **Durability**: a save returns once the service acknowledged the PUT, and is as
+  durable as the service makes an acknowledged object (S3: stored redundantly
+  before it answers). A save that fails with :class:`~flowpoint.errors.StorageError`
+  may or may not have stored the checkpoint; its id then stays claimed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import re
+import struct
+import uuid
+import zlib
+from collections.abc import AsyncGenerator, Awaitable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import msgspec
+
+from flowpoint.blob import (
+    CheckpointBlob,
+    CheckpointInfo,
+    MetadataValue,
+    check_header,
+    utc,
+    validate_metadata,
+)
+from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
+from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.stores.base import (
+    PruneRule,
+    RewritableBlobStore,
+    different_header,
+    missing_driver,
+    rewrite_conflict,
+)
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore
+
+__all__ = ["S3BlobStore", "trace_segment"]
+
+# Record: magic, header length (u32 BE), header JSON, CRC32 of the header JSON (u32 BE), data.
+_MAGIC = b"FPS3OB1\n"
+_PREFIX = struct.Struct(">8sI")
+_CRC = struct.Struct(">I")
+_MIN_RECORD = _PREFIX.size + 1 + _CRC.size
+_MAX_HEADER = 2**32 - 1
+# A header is a few hundred bytes: one ranged GET of this size reads it whole.
+_FIRST_READ = 4096
+# Header reads in flight at once, per call (history, traces, delete_trace, prune).
+_READ_CONCURRENCY = 16
+# Reads and conditional PUTs a rewrite tries before it gives up on a record that
+# keeps changing under it (other rewrites winning each time).
+_REWRITE_ATTEMPTS = 6
+
+_MAX_STEP = 2**63 - 1
+_SEGMENT_MAX = 400
+_SLUG_MAX = 300
+_KEEP = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+_ESCAPED = re.compile(r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})+\Z")
+_HASHED = re.compile(r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})*~[0-9a-f]{32}\Z")
+_KEY = re.compile(r"traces/([A-Za-z0-9_~-]+)/([0-9]{20})\.ckpt\Z")
+_TRACES = "traces/"
+
+_URL_OPTIONS = frozenset(
+    {"endpoint", "region", "access_key_id", "secret_access_key", "session_token", "allow_http"}
+)
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+_T = TypeVar("_T")
+
+
+class _Header(msgspec.Struct, forbid_unknown_fields=True):
+    """The store's own header of a record; ``data`` follows it in the object."""
+
+    checkpoint_id: uuid.UUID
+    trace_id: str
+    step: int
+    parent_id: uuid.UUID | None
+    graph_hash: int
+    created_at: str
+    current_node: str | None
+    metadata: dict[str, MetadataValue]
+    data_length: Annotated[int, msgspec.Meta(ge=0)]
+    # A token of the save call that wrote the record: a PUT retried by the client
+    # after a lost response meets its own object, which is a success, not a conflict.
+    writer: str
+
+
+_encode_json = msgspec.json.Encoder().encode
+_decode_header_json = msgspec.json.Decoder(_Header).decode
+
+
+def trace_segment(trace_id: str) -> str:
+    """The key segment of a trace: the id with unsafe characters escaped as ``_XX``.
+
+    >>> trace_segment("user-42/session-7")
+    'user-42_2Fsession-7'
+    """
+    escaped = "".join(
+        ch if ch in _KEEP else "".join(f"_{byte:02X}" for byte in ch.encode("utf-8"))
+        for ch in trace_id
+    )
+    if len(escaped) <= _SEGMENT_MAX:
+        return escaped
+    cut = _SLUG_MAX
+    # Never cut an _XX escape in half.
+    underscore = escaped.rfind("_", cut - 2, cut)
+    if underscore != -1:
+        cut = underscore
+    digest = hashlib.blake2b(trace_id.encode("utf-8"), digest_size=16).hexdigest()
+    return f"{escaped[:cut]}~{digest}"
+
+
+def _trace_of_segment(segment: str) -> TraceId | None:
+    """The trace id an escaped segment spells, or ``None`` if it is not one of ours."""
+    if not _ESCAPED.match(segment):
+        return None
+    raw = bytearray()
+    position = 0
+    while position < len(segment):
+        if segment[position] == "_":
+            raw.append(int(segment[position + 1 : position + 3], 16))
+            position += 3
+        else:
+            raw.append(ord(segment[position]))
+            position += 1
+    try:
+        trace_id = validate_trace_id(raw.decode("utf-8"))
+    except ValueError:  # bad UTF-8, or not a valid trace id
+        return None
+    # Only the canonical spelling names the trace: "_41" is not "A".
+    return trace_id if trace_segment(trace_id) == segment else None
+
+
+def _checkpoint_key(segment: str, step: int) -> str:
+    return f"{_TRACES}{segment}/{_MAX_STEP - step:020d}.ckpt"
+
+
+def _id_key(checkpoint_id: CheckpointId) -> str:
+    hex_id = checkpoint_id.hex
+    return f"ids/{hex_id[-2:]}/{hex_id}"
+
+
+def _parse_key(key: str) -> tuple[str, int] | None:
+    """The segment and step of a checkpoint key, or ``None`` for another key."""
+    match = _KEY.match(key)
+    if match is None:
+        return None
+    inverted = int(match.group(2))
+    if inverted > _MAX_STEP:
+        return None
+    return match.group(1), _MAX_STEP - inverted
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """A checkpoint key found by a listing."""
+
+    key: str
+    step: int
+    size: int
+
+
+class S3BlobStore(RewritableBlobStore):
+    """Keeps each checkpoint in its own object (see the module docs).
+
+    ``S3BlobStore(store)`` uses an obstore store the application made (an
+    ``obstore.store.S3Store``, usually with a ``prefix``). obstore stores hold
+    no resources to release: :meth:`close` only makes this object refuse further
+    calls, for a store given or made by :meth:`from_url` alike.
+    """
+
+    def __init__(self, store: ObjectStore) -> None:
+        try:
+            import obstore  # noqa: F401 - only to fail early without the driver
+        except ImportError as exc:
+            raise missing_driver("s3", exc) from None
+        self._store: ObjectStore | None = store
+        self._description = repr(store)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> S3BlobStore:
+        """Open ``s3://bucket/prefix?endpoint=...&region=...&allow_http=true``.
+
+        URL options: ``endpoint``, ``region``, ``access_key_id``,
+        ``secret_access_key``, ``session_token``, ``allow_http``. What is not given
+        comes from the usual variables (``AWS_ENDPOINT_URL``, ``AWS_REGION`` or
+        ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+        ``AWS_SESSION_TOKEN``, ``AWS_ALLOW_HTTP``). ``options`` go to
+        ``obstore.store.S3Store`` and win over the URL: e.g. ``client_options``
+        (timeouts) and ``retry_config``. A malformed URL raises ``ValueError``.
+        """
+        bucket, prefix, config, allow_http = _parse_url(url)
+        try:
+            from obstore.exceptions import BaseError
+            from obstore.store import S3Store
+        except ImportError as exc:
+            raise missing_driver("s3", exc) from None
+        client_options = dict(options.pop("client_options", None) or {})
+        if allow_http is not None:
+            client_options.setdefault("allow_http", allow_http)
+        try:
+            store = S3Store(
+                bucket,
+                prefix=prefix or None,
+                client_options=client_options or None,  # type: ignore[arg-type]
+                **(config | options),
+            )
+        except (BaseError, ValueError) as exc:
+            # obstore names the option it refuses; credentials are never parsed, so
+            # never quoted.
+            summary = str(exc).split("\n", 1)[0][:200]
+            raise ValueError(
+                f"cannot configure an S3 store for {_redacted(url)}: {summary}"
+            ) from exc
+        return cls(store)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._description})"
+
+    async def close(self) -> None:
+        """Refuse further calls; the obstore store itself has nothing to close."""
+        if self._store is None:
+            return
+        self._store = None
+        # obstore 0.12 (pyo3-async-runtimes) resolves a future from a tokio thread that
+        # then waits for the GIL once more; if the interpreter is finalizing by then,
+        # CPython ends that thread and the process aborts (SIGABRT). Releasing the GIL
+        # for a moment lets the thread finish before a typical `asyncio.run` returns.
+        await asyncio.sleep(0.01)
+
+    # The interface.
+
+    async def _save(self, blob: CheckpointBlob) -> None:
+        import obstore
+
+        store = self._opened()
+        segment = trace_segment(blob.trace_id)
+        key = _checkpoint_key(segment, blob.step)
+        id_key = _id_key(blob.checkpoint_id)
+        writer = uuid.uuid4().hex
+        record = _encode_record(blob, writer)
+
+        # 1. Claim the id. The index is written first so that a record that exists
+        #    can always be found by id; an index without its record reads as absent.
+        index = f"{key}\n{writer}".encode()
+        if not await self._create(id_key, index) and await self._get(id_key) != index:
+            raise CheckpointConflict(
+                blob.trace_id, blob.step, f"checkpoint id {blob.checkpoint_id} exists"
+            )
+        # 2. Create the record: the service lets one writer of the key win.
+        if await self._create(key, record):
+            return
+        found = await self._read_header(key, segment, blob.step, blob.checkpoint_id, None)
+        if found is not None and found[0].writer == writer:
+            return  # our own PUT, retried after its response was lost
+        # Nothing of ours is stored under the step: release the id.
+        with _storage_errors("save"):
+            await obstore.delete_async(store, id_key)
+        raise CheckpointConflict(blob.trace_id, blob.step)
+
+    async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
+        located = await self._locate(checkpoint_id)
+        if located is None:
+            return None
+        key, segment, step = located
+        raw = await self._get(key)
+        if raw is None:
+            return None  # a save that failed before its record was made, or a delete
+        header, data = _decode_record(raw, key, segment, step, checkpoint_id)
+        if header.checkpoint_id != checkpoint_id:
+            return None  # the step belongs to another checkpoint now
+        return _info(header).with_data(data)
+
+    async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
+        segment = trace_segment(trace_id)
+        while True:
+            newest = await self._first(segment)
+            if newest is None:
+                return None
+            raw = await self._get(newest.key)
+            if raw is None:
+                continue  # deleted since the listing: list again
+            header, data = _decode_record(raw, newest.key, segment, newest.step, None)
+            return _info(header).with_data(data)
+
+    async def _history(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo]:
+        segment = trace_segment(trace_id)
+        # Keys sort newest first: the steps below before_step follow its key.
+        offset = None
+        if before_step is not None and before_step <= _MAX_STEP:
+            offset = _checkpoint_key(segment, before_step)
+        infos: list[CheckpointInfo] = []
+        async with contextlib.aclosing(self._listing(segment, offset, limit)) as batches:
+            async for batch in batches:
+                for found in await self._read_headers(segment, batch):
+                    if found is not None:
+                        infos.append(_info(found))
+                        if len(infos) == limit:
+                            return infos
+        return infos
+
+    async def _traces(self) -> list[TraceId]:
+        import obstore
+
+        store = self._opened()
+        with _storage_errors("traces"):
+            listed = await obstore.list_with_delimiter_async(store, _TRACES)
+        segments = [
+            prefix[len(_TRACES) :].rstrip("/")
+            for prefix in listed["common_prefixes"]
+            if prefix.startswith(_TRACES)
+        ]
+        found = await _bounded(
+            [
+                self._trace_of(segment)
+                for segment in segments
+                if _ESCAPED.match(segment) or _HASHED.match(segment)
+            ]
+        )
+        return sorted(trace for trace in found if trace is not None)
+
+    async def _delete(self, checkpoint_id: CheckpointId) -> bool:
+        import obstore
+
+        located = await self._locate(checkpoint_id)
+        if located is None:
+            return False
+        key, segment, step = located
+        try:
+            found = await self._read_header(key, segment, step, checkpoint_id, None)
+        except CorruptCheckpoint:
+            found = None
+            # The id index vouches for the key: damaged records stay deletable.
+            if await self._size(key) is None:
+                return False
+        else:
+            if found is None or found[0].checkpoint_id != checkpoint_id:
+                return False
+        store = self._opened()
+        with _storage_errors("delete"):
+            await obstore.delete_async(store, key)
+            await obstore.delete_async(store, _id_key(checkpoint_id))
+        return True
+
+    async def _rewrite(self, blob: CheckpointBlob) -> bool:
+        for attempt in range(_REWRITE_ATTEMPTS):
+            if attempt:
+                # Another writer changed the record between our read and our PUT.
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+            located = await self._locate(blob.checkpoint_id)
+            if located is None:
+                return False
+            key, segment, step = located
+            read = await self._get_versioned(key)
+            if read is None:
+                return False  # deleted, or a save that failed before its record was made
+            raw, e_tag = read
+            header, _ = _decode_record(raw, key, segment, step, blob.checkpoint_id)
+            if header.checkpoint_id != blob.checkpoint_id:
+                return False  # deleted, and the step saved again by another checkpoint
+            field = different_header(_info(header), blob)
+            if field is not None:
+                raise rewrite_conflict(blob, field)
+            if e_tag is None:
+                raise StorageError(
+                    f"S3 store: rewrite failed: the service gave no ETag for {key}, "
+                    f"so the record cannot be replaced conditionally"
+                )
+            # The stored header, save token included, stays as it is: only the data
+            # (and its length) change.
+            record = _join_record(
+                msgspec.structs.replace(header, data_length=len(blob.data)), blob.data
+            )
+            if await self._replace(key, record, e_tag):
+                return True
+        raise CheckpointConflict(
+            blob.trace_id,
+            blob.step,
+            f"checkpoint {blob.checkpoint_id} changed during each of {_REWRITE_ATTEMPTS} "
+            f"attempts to rewrite it",
+        )
+
+    async def _delete_trace(self, trace_id: TraceId) -> int:
+        segment = trace_segment(trace_id)
+        listed = [found async for batch in self._listing(segment, None, 1000) for found in batch]
+        ids = await _bounded([self._id_of(segment, found) for found in listed])
+        await self._delete_keys(
+            [found.key for found in listed],
+            [_id_key(checkpoint_id) for checkpoint_id in ids if checkpoint_id is not None],
+        )
+        return len(listed)
+
+    async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
+        segment = trace_segment(trace_id)
+        infos: list[CheckpointInfo] = []
+        async for batch in self._listing(segment, None, 1000):
+            infos.extend(
+                _info(found) for found in await self._read_headers(segment, batch) if found
+            )
+        doomed = rule.doomed(infos)
+        await self._delete_keys(
+            [_checkpoint_key(segment, info.step) for info in doomed],
+            [_id_key(info.checkpoint_id) for info in doomed],
+        )
+        return len(doomed)
+
+    # Requests, each inside the error boundary.
+
+    def _opened(self) -> ObjectStore:
+        if self._store is None:
+            raise StorageError("S3 store: the store is closed")
+        return self._store
+
+    async def _create(self, key: str, body: bytes) -> bool:
+        """PUT ``body`` if ``key`` does not exist; ``False`` if it does."""
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        store = self._opened()
+        try:
+            with _storage_errors("save"):
+                await obstore.put_async(store, key, body, mode="create")
+        except StorageError as exc:
+            if isinstance(exc.__cause__, AlreadyExistsError | PreconditionError):
+                return False
+            raise
+        return True
+
+    async def _replace(self, key: str, body: bytes, e_tag: str) -> bool:
+        """PUT ``body`` if ``key`` still has ``e_tag``; ``False`` if it changed or is gone."""
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
+
+        store = self._opened()
+        try:
+            with _storage_errors("rewrite"):
+                await obstore.put_async(store, key, body, mode={"e_tag": e_tag})
+        except StorageError as exc:
+            # S3 answers 412 for another ETag and 404 for a missing key; obstore reports
+            # both (and a 409 of concurrent conditional writes) as a failed precondition.
+            refused = AlreadyExistsError | NotFoundError | PreconditionError | FileNotFoundError
+            if isinstance(exc.__cause__, refused):
+                return False
+            raise
+        return True
+
+    async def _get(self, key: str) -> bytes | None:
+        """The whole object, or ``None`` if there is none."""
+        read = await self._get_versioned(key)
+        return None if read is None else read[0]
+
+    async def _get_versioned(self, key: str) -> tuple[bytes, str | None] | None:
+        """The whole object and its ETag, or ``None`` if there is none."""
+        import obstore
+
+        store = self._opened()
+        with _storage_errors("get"):
+            try:
+                result = await obstore.get_async(store, key)
+                return bytes(await result.bytes_async()), result.meta["e_tag"]
+            except FileNotFoundError:
+                return None
+
+    async def _get_range(self, key: str, start: int, end: int) -> tuple[bytes, int] | None:
+        """Bytes ``start:end`` of the object and its whole size, or ``None`` if absent."""
+        import obstore
+
+        store = self._opened()
+        with _storage_errors("get"):
+            try:
+                result = await obstore.get_async(store, key, options={"range": (start, end)})
+                return bytes(await result.bytes_async()), result.meta["size"]
+            except FileNotFoundError:
+                return None
+
+    async def _size(self, key: str) -> int | None:
+        """The object's size, or ``None`` if there is none."""
+        import obstore
+
+        store = self._opened()
+        with _storage_errors("head"):
+            try:
+                return (await obstore.head_async(store, key))["size"]
+            except FileNotFoundError:
+                return None
+
+    async def _listing(
+        self, segment: str, offset: str | None, chunk: int
+    ) -> AsyncGenerator[list[_Listed], None]:
+        """The trace's checkpoint keys in key order (newest first), in batches."""
+        import obstore
+
+        store = self._opened()
+        prefix = f"{_TRACES}{segment}/"
+        stream = obstore.list(store, prefix, offset=offset, chunk_size=chunk)
+        while True:
+            with _storage_errors("list"):
+                try:
+                    metas = await anext(stream)
+                except StopAsyncIteration:
+                    return
+            batch: list[_Listed] = []
+            for meta in metas:
+                parsed = _parse_key(meta["path"])
+                if parsed is not None and parsed[0] == segment:  # skip keys not ours
+                    batch.append(_Listed(meta["path"], parsed[1], meta["size"]))
+            if batch:
+                yield batch
+
+    async def _first(self, segment: str) -> _Listed | None:
+        """The trace's newest checkpoint key: the first key of one small listing."""
+        async with contextlib.aclosing(self._listing(segment, None, 1)) as batches:
+            async for batch in batches:
+                return batch[0]
+        return None
+
+    async def _delete_keys(self, keys: list[str], id_keys: list[str]) -> None:
+        """Delete records, then their id indexes (bulk requests)."""
+        import obstore
+
+        store = self._opened()
+        with _storage_errors("delete"):
+            if keys:
+                await obstore.delete_async(store, keys)
+            if id_keys:
+                await obstore.delete_async(store, id_keys)
+
+    # Reading records.
+
+    async def _locate(self, checkpoint_id: CheckpointId) -> tuple[str, str, int] | None:
+        """The key, segment and step the id's index names, or ``None``."""
+        id_key = _id_key(checkpoint_id)
+        index = await self._get(id_key)
+        if index is None:
+            return None
+        key, _, writer = index.partition(b"\n")
+        try:
+            parsed = _parse_key(key.decode("ascii"))
+        except UnicodeDecodeError:
+            parsed = None
+        if parsed is None or not re.fullmatch(rb"[0-9a-f]{32}", writer):
+            raise CorruptCheckpoint(checkpoint_id, f"id index {id_key} holds {index[:80]!r}")
+        return key.decode("ascii"), *parsed
+
+    async def _read_header(
+        self,
+        key: str,
+        segment: str,
+        step: int,
+        checkpoint_id: CheckpointId | None,
+        size: int | None,
+    ) -> tuple[_Header, int] | None:
+        """A record's checked header and the object's size; ``None`` if it is absent.
+
+        ``size`` (from a listing) spares a HEAD request: a range of an empty object
+        is an HTTP error, not an empty answer, so tiny objects are not fetched.
+        """
+        if size is None:
+            size = await self._size(key)
+            if size is None:
+                return None
+        if size < _MIN_RECORD:
+            raise CorruptCheckpoint(checkpoint_id, f"{key}: truncated to {size} bytes")
+        first = await self._get_range(key, 0, min(size, _FIRST_READ))
+        if first is None:
+            return None
+        head, size = first
+        needed = _header_end(head, key, checkpoint_id, size)
+        if needed > len(head):
+            rest = await self._get_range(key, len(head), needed)
+            if rest is None:
+                return None
+            head += rest[0]
+        header = _check_header(head, key, segment, step, checkpoint_id, size)
+        return header, size
+
+    async def _read_headers(self, segment: str, batch: list[_Listed]) -> list[_Header | None]:
+        """The headers of listed keys, read concurrently; ``None`` where one vanished."""
+
+        async def one(found: _Listed) -> _Header | None:
+            read = await self._read_header(found.key, segment, found.step, None, found.size)
+            return None if read is None else read[0]
+
+        return await _bounded([one(found) for found in batch])
+
+    async def _trace_of(self, segment: str) -> TraceId | None:
+        """The trace a listed segment holds, or ``None`` if it holds no checkpoint."""
+        # Some services (SeaweedFS) keep a prefix listed after its last object is gone.
+        newest = await self._first(segment)
+        if newest is None:
+            return None
+        trace = _trace_of_segment(segment)
+        if trace is not None:
+            return trace
+        # A hashed segment cannot be reversed: a header says.
+        read = await self._read_header(newest.key, segment, newest.step, None, newest.size)
+        return None if read is None else TraceId(read[0].trace_id)
+
+    async def _id_of(self, segment: str, found: _Listed) -> CheckpointId | None:
+        """The checkpoint id in a listed record's header; ``None`` if absent or damaged."""
+        try:
+            read = await self._read_header(found.key, segment, found.step, None, found.size)
+        except CorruptCheckpoint:
+            return None  # deleted all the same; its id index dangles harmlessly
+        return None if read is None else CheckpointId(read[0].checkpoint_id)
+
+
+async def _bounded(calls: list[Awaitable[_T]]) -> list[_T]:
+    """Await ``calls`` concurrently, at most a few requests in flight; keep the order."""
+    limit = asyncio.Semaphore(_READ_CONCURRENCY)
+
+    async def run(call: Awaitable[_T]) -> _T:
+        async with limit:
+            return await call
+
+    return list(await asyncio.gather(*(run(call) for call in calls)))
+
+
+@contextlib.contextmanager
+def _storage_errors(action: str) -> Iterator[None]:
+    """Turn an obstore error into :class:`StorageError`, the obstore error its cause."""
+    from obstore.exceptions import BaseError
+
+    try:
+        yield
+    except (BaseError, OSError, ValueError) as exc:
+        # obstore's first line names the request (method, URL, status); never credentials.
+        summary = str(exc).split("\n", 1)[0][:300]
+        raise StorageError(f"S3 store: {action} failed: {summary}") from exc
+
+
+# The record format.
+
+
+def _encode_record(blob: CheckpointBlob, writer: str) -> bytes:
+    """The object of a checkpoint; ``ValueError`` if the header cannot be stored."""
+    header = _Header(
+        checkpoint_id=blob.checkpoint_id,
+        trace_id=blob.trace_id,
+        step=blob.step,
+        parent_id=blob.parent_id,
+        graph_hash=blob.graph_hash,
+        created_at=utc(blob.created_at).isoformat(timespec="microseconds"),
+        current_node=blob.current_node,
+        metadata=validate_metadata(blob.metadata),
+        data_length=len(blob.data),
+        writer=writer,
+    )
+    return _join_record(header, blob.data)
+
+
+def _join_record(header: _Header, data: bytes) -> bytes:
+    """The object of a header and its data; ``ValueError`` if the header cannot be stored."""
+    checkpoint_id = CheckpointId(header.checkpoint_id)
+    try:
+        header_json = _encode_json(header)
+        if len(header_json) > _MAX_HEADER:
+            raise ValueError(f"the header is {len(header_json)} bytes")
+        # What is written must read back: a value of the wrong kind is refused now,
+        # not found as damage later.
+        _decode_header(header_json, checkpoint_id, "the new header")
+    except (TypeError, ValueError, CorruptCheckpoint) as exc:
+        raise ValueError(f"cannot store checkpoint {checkpoint_id}: {exc}") from exc
+    return b"".join(
+        (
+            _PREFIX.pack(_MAGIC, len(header_json)),
+            header_json,
+            _CRC.pack(zlib.crc32(header_json)),
+            data,
+        )
+    )
+
+
+def _header_end(head: bytes, key: str, checkpoint_id: CheckpointId | None, size: int) -> int:
+    """Where the header (and its CRC) ends, from a record's first bytes."""
+    if len(head) < _PREFIX.size:
+        raise CorruptCheckpoint(checkpoint_id, f"{key}: truncated to {len(head)} bytes")
+    magic, header_length = _PREFIX.unpack_from(head)
+    if magic != _MAGIC:
+        raise CorruptCheckpoint(checkpoint_id, f"{key}: bad magic {magic!r}")
+    end: int = _PREFIX.size + header_length + _CRC.size
+    if header_length == 0 or end > size:
+        raise CorruptCheckpoint(
+            checkpoint_id, f"{key}: header length {header_length} does not fit in {size} bytes"
+        )
+    return end
+
+
+def _check_header(
+    head: bytes,
+    key: str,
+    segment: str,
+    step: int,
+    checkpoint_id: CheckpointId | None,
+    size: int,
+) -> _Header:
+    """Check a record's header against its key and the object's size."""
+    end = _header_end(head, key, checkpoint_id, size)
+    if len(head) < end:
+        raise CorruptCheckpoint(checkpoint_id, f"{key}: truncated inside the header")
+    header_json = head[_PREFIX.size : end - _CRC.size]
+    (crc,) = _CRC.unpack_from(head, end - _CRC.size)
+    if zlib.crc32(header_json) != crc:
+        raise CorruptCheckpoint(checkpoint_id, f"{key}: header checksum mismatch")
+    header = _decode_header(header_json, checkpoint_id, key)
+    who = checkpoint_id or CheckpointId(header.checkpoint_id)
+    if trace_segment(header.trace_id) != segment:
+        raise CorruptCheckpoint(who, f"{key}: header names trace {header.trace_id!r}")
+    if header.step != step:
+        raise CorruptCheckpoint(who, f"{key}: header names step {header.step}")
+    if size != end + header.data_length:
+        raise CorruptCheckpoint(
+            who,
+            f"{key}: object is {size} bytes, the header says {end + header.data_length} "
+            f"({header.data_length} bytes of data)",
+        )
+    return header
+
+
+def _decode_record(
+    raw: bytes, key: str, segment: str, step: int, checkpoint_id: CheckpointId | None
+) -> tuple[_Header, bytes]:
+    """A whole record's checked header and its data."""
+    header = _check_header(raw, key, segment, step, checkpoint_id, len(raw))
+    return header, raw[len(raw) - header.data_length :]
+
+
+def _decode_header(header_json: bytes, checkpoint_id: CheckpointId | None, where: str) -> _Header:
+    """Decode a header and check its values, or raise :class:`CorruptCheckpoint`."""
+    try:
+        header = _decode_header_json(header_json)
+        validate_trace_id(header.trace_id)
+        check_header(header.step, header.graph_hash, datetime.fromisoformat(header.created_at))
+        validate_metadata(header.metadata)
+    except ValueError as exc:
+        # msgspec.DecodeError, InvalidTraceId and a bad ISO date are all ValueErrors.
+        raise CorruptCheckpoint(checkpoint_id, f"{where}: bad header: {exc}") from None
+    return header
+
+
+def _info(header: _Header) -> CheckpointInfo:
+    return CheckpointInfo(
+        checkpoint_id=CheckpointId(header.checkpoint_id),
+        trace_id=TraceId(header.trace_id),
+        step=header.step,
+        parent_id=None if header.parent_id is None else CheckpointId(header.parent_id),
+        graph_hash=header.graph_hash,
+        created_at=utc(datetime.fromisoformat(header.created_at)),
+        current_node=header.current_node,
+        metadata=header.metadata,
+        size=header.data_length,
+    )
+
+
+# URLs.
+
+
+def _parse_url(url: str) -> tuple[str, str, dict[str, str], bool | None]:
+    """Bucket, prefix, S3 settings and ``allow_http`` of an ``s3://`` URL."""
+    if not isinstance(url, str):
+        raise ValueError(f"an S3 store URL must be a str, not {type(url).__name__}")
+    shown = _redacted(url)
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "s3":
+        raise ValueError(f"an S3 store URL starts with s3://, not {shown}")
+    if parts.fragment:
+        raise ValueError(f"an S3 store URL has no #fragment: {shown}")
+    bucket = parts.netloc
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", bucket):
+        raise ValueError(f"an S3 store URL is s3://bucket/prefix?options, not {shown}")
+    prefix = unquote(parts.path).strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError(f"the prefix of an S3 store URL has an empty, . or .. part: {shown}")
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError(f"malformed options in S3 store URL {shown}") from None
+    names = [name for name, _ in pairs]
+    unknown = sorted(set(names) - _URL_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown S3 store URL option(s) {unknown} in {shown}; known: {sorted(_URL_OPTIONS)}"
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"S3 store URL option(s) {repeated} given twice in {shown}")
+    config = dict(pairs)
+    allow_http = None
+    if "allow_http" in config:
+        flag = config.pop("allow_http").lower()
+        if flag not in _TRUE | _FALSE:
+            raise ValueError(f"allow_http must be true or false in S3 store URL {shown}")
+        allow_http = flag in _TRUE
+    endpoint = config.get("endpoint")
+    if endpoint is not None and not re.match(r"https?://[^/?#]", endpoint):
+        raise ValueError(f"endpoint must be an http:// or https:// URL in S3 store URL {shown}")
+    return bucket, prefix, config, allow_http
+
+
+def _redacted(url: str) -> str:
+    """The URL without its options and user info, which may hold credentials."""
+    bare = url.split("?", 1)[0].split("#", 1)[0]
+    scheme, separator, rest = bare.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return repr(f"{scheme}{separator}{authority}{slash}{path}")

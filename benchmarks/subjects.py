@@ -12,8 +12,7 @@ Every subject offers, async or blocking:
 - ``settings()``: what the subject was configured with, as read back (PRAGMAs);
 - ``open()`` / ``close()``.
 
-A subject is one entry of :data:`SUBJECTS`. flowpoint's PostgreSQL backend, once it
-exists, is one more entry (see the comment there).
+A subject is one entry of :data:`SUBJECTS`.
 """
 
 from __future__ import annotations
@@ -151,11 +150,18 @@ def _flowpoint_settings(url: str, blobs: Any, probe: Probe | None) -> dict[str, 
 
 
 class FlowpointAsync(AsyncSubject):
-    """``TypedCheckpointStore(open_store(url), SerdeCheckpointCodec())``: dict states."""
+    """``TypedCheckpointStore(open_store(url), SerdeCheckpointCodec(**codec))``: dict states."""
 
-    def __init__(self, url: str, footprint: Footprint | None, probe: Probe | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        footprint: Footprint | None,
+        probe: Probe | None = None,
+        codec: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(footprint)
         self.url = url
+        self.codec_options = codec or {}
         self._probe = probe
         self._chain = _FlowpointChain()
         self.store: Any = None
@@ -164,7 +170,7 @@ class FlowpointAsync(AsyncSubject):
         from flowpoint import SerdeCheckpointCodec, TypedCheckpointStore, open_store
 
         blobs = open_store(self.url)
-        self.store = TypedCheckpointStore(blobs, SerdeCheckpointCodec())
+        self.store = TypedCheckpointStore(blobs, SerdeCheckpointCodec(**self.codec_options))
         await self.store.traces()  # connect now, as LangGraph's setup() does, not in a save
         self._settings = _flowpoint_settings(self.url, blobs, self._probe)
 
@@ -205,9 +211,16 @@ class FlowpointAsync(AsyncSubject):
 class FlowpointSync(SyncSubject):
     """``SyncCheckpointStore`` (the blocking facade) over the same typed store."""
 
-    def __init__(self, url: str, footprint: Footprint | None, probe: Probe | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        footprint: Footprint | None,
+        probe: Probe | None = None,
+        codec: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(footprint)
         self.url = url
+        self.codec_options = codec or {}
         self._probe = probe
         self._chain = _FlowpointChain()
         self.store: Any = None
@@ -221,7 +234,8 @@ class FlowpointSync(SyncSubject):
         )
 
         blobs = open_store(self.url)
-        self.store = SyncCheckpointStore(TypedCheckpointStore(blobs, SerdeCheckpointCodec()))
+        codec = SerdeCheckpointCodec(**self.codec_options)
+        self.store = SyncCheckpointStore(TypedCheckpointStore(blobs, codec))
         self.store.traces()  # connect now, as LangGraph's setup() does, not in a save
         self._settings = _flowpoint_settings(self.url, blobs, self._probe)
 
@@ -554,6 +568,10 @@ def _pg_footprint(place: Place) -> Footprint:
     return lambda: postgres_bytes(_dsn(place))
 
 
+# The default codec compresses states of 512 bytes or more with zstd; these subjects
+# show, in the same run, what that costs.
+_PLAIN: dict[str, Any] = {"compression": None}
+
 SUBJECTS: list[SubjectSpec] = [
     SubjectSpec(
         "fp.memory",
@@ -582,6 +600,42 @@ SUBJECTS: list[SubjectSpec] = [
         lambda place: FlowpointSync(
             _sqlite_url(place), _sqlite_footprint(place), _sqlite_probe(place)
         ),
+    ),
+    # The same without compression (the default compresses states of 512 bytes or more
+    # with zstd): the cost of compression, in the same run.
+    SubjectSpec(
+        "fp.sqlite.plain",
+        "flowpoint SQLite (async), compression=None",
+        "flowpoint",
+        "sqlite",
+        "async",
+        lambda place: FlowpointAsync(
+            _sqlite_url(place),
+            _sqlite_footprint(place),
+            _sqlite_probe(place),
+            {"compression": None},
+        ),
+    ),
+    SubjectSpec(
+        "fp.sqlite.sync.plain",
+        "flowpoint SQLite (SyncCheckpointStore), compression=None",
+        "flowpoint",
+        "sqlite",
+        "sync",
+        lambda place: FlowpointSync(
+            _sqlite_url(place),
+            _sqlite_footprint(place),
+            _sqlite_probe(place),
+            {"compression": None},
+        ),
+    ),
+    SubjectSpec(
+        "fp.memory.plain",
+        "flowpoint memory:// (async), compression=None",
+        "flowpoint",
+        "memory",
+        "async",
+        lambda place: FlowpointAsync("memory://", None, None, _PLAIN),
     ),
     SubjectSpec(
         "fp.file",

@@ -55,20 +55,25 @@ from uuid import UUID
 import msgspec
 from typing_extensions import TypeIs, override
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, MetadataValue, validate_metadata
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, validate_metadata
 from flowpoint.errors import (
     CheckpointConflict,
     CorruptCheckpoint,
-    InvalidTraceId,
     StorageError,
 )
-from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     PruneRule,
     RewritableBlobStore,
     different_header,
     missing_driver,
     rewrite_conflict,
+)
+from flowpoint.stores.columns import (
+    HeaderFields,
+    metadata_from_json,
+    trace_from_text,
+    value_kind,
 )
 
 if TYPE_CHECKING:
@@ -472,7 +477,7 @@ class PostgresBlobStore(RewritableBlobStore):
     @override
     async def _traces(self) -> list[TraceId]:
         rows = await self._fetch("traces", self._sql.traces, ())
-        return [_trace_from_column(row[0]) for row in rows]
+        return [trace_from_text(row[0]) for row in rows]
 
     @override
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
@@ -778,7 +783,7 @@ def _blob_from_row(row: _Row) -> CheckpointBlob:
     header = _header_from_row(row)
     data = row[8]
     if type(data) is not bytes:
-        raise CorruptCheckpoint(header[0], f"column data holds {_kind(data)}, not bytes")
+        raise CorruptCheckpoint(header[0], f"column data holds {value_kind(data)}, not bytes")
     return CheckpointBlob(*header, data=data)
 
 
@@ -786,37 +791,24 @@ def _info_from_row(row: _Row) -> CheckpointInfo:
     header = _header_from_row(row)
     size = row[8]
     if type(size) is not int or size < 0:
-        raise CorruptCheckpoint(header[0], f"column size holds {_kind(size)}, not an int >= 0")
+        raise CorruptCheckpoint(header[0], f"column size holds {value_kind(size)}, not an int >= 0")
     return CheckpointInfo(*header, size=size)
 
 
-_Header: TypeAlias = tuple[
-    CheckpointId,
-    TraceId,
-    int,
-    CheckpointId | None,
-    int,
-    datetime,
-    str | None,
-    dict[str, MetadataValue],
-]
-
-
-def _header_from_row(row: _Row) -> _Header:
+def _header_from_row(row: _Row) -> HeaderFields:
     raw_id, trace_id, step, parent_id, graph_hash, epoch, current_node, metadata = row[:8]
     if type(raw_id) is not UUID:
-        raise CorruptCheckpoint(None, f"column checkpoint_id holds {_kind(raw_id)}, not a uuid")
+        raise CorruptCheckpoint(
+            None, f"column checkpoint_id holds {value_kind(raw_id)}, not a uuid"
+        )
     checkpoint_id = CheckpointId(raw_id)
 
     def corrupt(column: str, value: object, expected: str) -> CorruptCheckpoint:
-        return CorruptCheckpoint(checkpoint_id, f"column {column} holds {_kind(value)}, {expected}")
+        return CorruptCheckpoint(
+            checkpoint_id, f"column {column} holds {value_kind(value)}, {expected}"
+        )
 
-    if type(trace_id) is not str:
-        raise corrupt("trace_id", trace_id, "not text")
-    try:
-        trace = validate_trace_id(trace_id)
-    except InvalidTraceId as exc:
-        raise CorruptCheckpoint(checkpoint_id, f"column trace_id: {exc}") from exc
+    trace = trace_from_text(trace_id, checkpoint_id)
     if type(step) is not int or step < 0:
         raise corrupt("step", step, "not an int >= 0")
     if parent_id is not None and type(parent_id) is not UUID:
@@ -833,7 +825,7 @@ def _header_from_row(row: _Row) -> _Header:
         graph_hash % _UINT64,
         _created_from_column(checkpoint_id, epoch),
         current_node,
-        _metadata_from_column(checkpoint_id, metadata),
+        metadata_from_json(checkpoint_id, metadata),
     )
 
 
@@ -841,7 +833,7 @@ def _created_from_column(checkpoint_id: CheckpointId, epoch: object) -> datetime
     """``extract(epoch FROM created_at)`` (seconds, 6 decimals) as a UTC datetime."""
     if type(epoch) is not Decimal or not epoch.is_finite():
         raise CorruptCheckpoint(
-            checkpoint_id, f"column created_at holds {_kind(epoch)} seconds, not a finite time"
+            checkpoint_id, f"column created_at holds {value_kind(epoch)} seconds, not a finite time"
         )
     try:
         return _EPOCH + timedelta(microseconds=int(epoch.scaleb(6)))
@@ -849,37 +841,3 @@ def _created_from_column(checkpoint_id: CheckpointId, epoch: object) -> datetime
         raise CorruptCheckpoint(
             checkpoint_id, f"column created_at ({epoch} s) is out of the range of datetime"
         ) from None
-
-
-def _metadata_from_column(checkpoint_id: CheckpointId, value: object) -> dict[str, MetadataValue]:
-    if value == "{}":
-        return {}
-    if type(value) is not str:
-        raise CorruptCheckpoint(checkpoint_id, f"column metadata holds {_kind(value)}, not text")
-    try:
-        decoded = msgspec.json.decode(value)
-    except msgspec.DecodeError as exc:
-        raise CorruptCheckpoint(checkpoint_id, f"column metadata is not JSON: {exc}") from exc
-    if type(decoded) is not dict:
-        raise CorruptCheckpoint(checkpoint_id, "column metadata is not a JSON object")
-    try:
-        return validate_metadata(decoded)
-    except ValueError as exc:
-        raise CorruptCheckpoint(checkpoint_id, f"column metadata: {exc}") from exc
-
-
-def _trace_from_column(value: object) -> TraceId:
-    if type(value) is not str:
-        raise CorruptCheckpoint(None, f"column trace_id holds {_kind(value)}, not text")
-    try:
-        return validate_trace_id(value)
-    except InvalidTraceId as exc:
-        raise CorruptCheckpoint(None, f"column trace_id: {exc}") from exc
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bytes):
-        return f"{len(value)} bytes"
-    return f"{type(value).__name__} {value!r:.40}"

@@ -64,7 +64,6 @@ from typing_extensions import override
 from flowpoint.blob import (
     CheckpointBlob,
     CheckpointInfo,
-    MetadataValue,
     validate_metadata,
 )
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, InvalidTraceId, StorageError
@@ -76,6 +75,7 @@ from flowpoint.stores.base import (
     missing_driver,
     rewrite_conflict,
 )
+from flowpoint.stores.columns import HeaderFields, metadata_from_json
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -684,17 +684,6 @@ def _fields_of(blob: CheckpointBlob) -> dict[str, str | bytes]:
 
 # -- hash fields to checkpoints, trusting nothing ----------------------------------------
 
-_Header: TypeAlias = tuple[
-    CheckpointId,
-    TraceId,
-    int,
-    CheckpointId | None,
-    int,
-    datetime,
-    str | None,
-    dict[str, MetadataValue],
-]
-
 
 def _blob_from(checkpoint_id: CheckpointId, values: _Values) -> CheckpointBlob:
     header = _header_from(checkpoint_id, values)
@@ -704,7 +693,7 @@ def _blob_from(checkpoint_id: CheckpointId, values: _Values) -> CheckpointBlob:
     return CheckpointBlob(*header, data=data)
 
 
-def _header_from(checkpoint_id: CheckpointId, values: _Values) -> _Header:
+def _header_from(checkpoint_id: CheckpointId, values: _Values) -> HeaderFields:
     fields = dict(zip(_HEADER_FIELDS, values, strict=False))
 
     def corrupt(name: str, expected: str) -> CorruptCheckpoint:
@@ -745,7 +734,7 @@ def _header_from(checkpoint_id: CheckpointId, values: _Values) -> _Header:
         int(graph_hash[0], 16),
         _created_at_from(fields["created_at"], corrupt),
         _node_from(fields["node"], corrupt),
-        _metadata_from(checkpoint_id, fields["metadata"], corrupt),
+        metadata_from_json(checkpoint_id, fields["metadata"], "field metadata", bytes),
     )
 
 
@@ -772,25 +761,6 @@ def _node_from(value: object, corrupt: _Corrupt) -> str | None:
     except msgspec.DecodeError:
         raise corrupt("node", "a JSON string or null") from None
     return node
-
-
-def _metadata_from(
-    checkpoint_id: CheckpointId, value: object, corrupt: _Corrupt
-) -> dict[str, MetadataValue]:
-    if value == b"{}":
-        return {}
-    if type(value) is not bytes:
-        raise corrupt("metadata", "a JSON object")
-    try:
-        decoded = _decode_json(value)
-    except msgspec.DecodeError:
-        raise corrupt("metadata", "a JSON object") from None
-    if type(decoded) is not dict:
-        raise corrupt("metadata", "a JSON object")
-    try:
-        return validate_metadata(decoded)
-    except ValueError as exc:
-        raise CorruptCheckpoint(checkpoint_id, f"field metadata: {exc}") from exc
 
 
 def _parse_member(member: object) -> tuple[CheckpointId, int]:

@@ -42,17 +42,15 @@ from typing_extensions import override
 from flowpoint.blob import (
     CheckpointBlob,
     CheckpointInfo,
-    MetadataValue,
     validate_metadata,
 )
 from flowpoint.errors import (
     CheckpointConflict,
     CheckpointStoreError,
     CorruptCheckpoint,
-    InvalidTraceId,
     StorageError,
 )
-from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     BlockingBlobStore,
     PruneRule,
@@ -60,6 +58,12 @@ from flowpoint.stores.base import (
     different_header,
     in_caller_thread,
     rewrite_conflict,
+)
+from flowpoint.stores.columns import (
+    HeaderFields,
+    metadata_from_json,
+    trace_from_text,
+    value_kind,
 )
 
 __all__ = ["SqliteBlobStore"]
@@ -317,7 +321,7 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
     @override
     async def _traces(self) -> list[TraceId]:
         rows = await self._run("traces", _fetch_all, (_TRACES_SQL, ()))
-        return [_trace_from_column(row[0]) for row in rows]
+        return [trace_from_text(row[0]) for row in rows]
 
     @override
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
@@ -606,7 +610,7 @@ def _blob_from_row(row: _Row) -> CheckpointBlob:
     header = _header_from_row(row)
     data = row[8]
     if type(data) is not bytes:
-        raise CorruptCheckpoint(header[0], f"column data holds {_kind(data)}, not a BLOB")
+        raise CorruptCheckpoint(header[0], f"column data holds {value_kind(data)}, not a BLOB")
     return CheckpointBlob(*header, data=data)
 
 
@@ -614,37 +618,24 @@ def _info_from_row(row: _Row) -> CheckpointInfo:
     header = _header_from_row(row)
     size = row[8]
     if type(size) is not int or size < 0:
-        raise CorruptCheckpoint(header[0], f"column size holds {_kind(size)}, not an int >= 0")
+        raise CorruptCheckpoint(header[0], f"column size holds {value_kind(size)}, not an int >= 0")
     return CheckpointInfo(*header, size=size)
 
 
-_Header: TypeAlias = tuple[
-    CheckpointId,
-    TraceId,
-    int,
-    CheckpointId | None,
-    int,
-    datetime,
-    str | None,
-    dict[str, MetadataValue],
-]
-
-
-def _header_from_row(row: _Row) -> _Header:
+def _header_from_row(row: _Row) -> HeaderFields:
     raw_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata = row[:8]
     checkpoint_id = _id_from_column(raw_id)
     if checkpoint_id is None:
-        raise CorruptCheckpoint(None, f"column checkpoint_id holds {_kind(raw_id)}, not 16 bytes")
+        raise CorruptCheckpoint(
+            None, f"column checkpoint_id holds {value_kind(raw_id)}, not 16 bytes"
+        )
 
     def corrupt(column: str, value: object, expected: str) -> CorruptCheckpoint:
-        return CorruptCheckpoint(checkpoint_id, f"column {column} holds {_kind(value)}, {expected}")
+        return CorruptCheckpoint(
+            checkpoint_id, f"column {column} holds {value_kind(value)}, {expected}"
+        )
 
-    if type(trace_id) is not str:
-        raise corrupt("trace_id", trace_id, "not TEXT")
-    try:
-        trace = validate_trace_id(trace_id)
-    except InvalidTraceId as exc:
-        raise CorruptCheckpoint(checkpoint_id, f"column trace_id: {exc}") from exc
+    trace = trace_from_text(trace_id, checkpoint_id)
     if type(step) is not int or step < 0:
         raise corrupt("step", step, "not an int >= 0")
     parent = None if parent_id is None else _id_from_column(parent_id)
@@ -668,7 +659,7 @@ def _header_from_row(row: _Row) -> _Header:
         graph_hash % _UINT64,
         created,
         current_node,
-        _metadata_from_column(checkpoint_id, metadata),
+        metadata_from_json(checkpoint_id, metadata),
     )
 
 
@@ -676,39 +667,3 @@ def _id_from_column(value: object) -> CheckpointId | None:
     if type(value) is bytes and len(value) == 16:
         return CheckpointId(UUID(bytes=value))
     return None
-
-
-def _metadata_from_column(checkpoint_id: CheckpointId, value: object) -> dict[str, MetadataValue]:
-    if value == "{}":
-        return {}
-    if type(value) is not str:
-        raise CorruptCheckpoint(checkpoint_id, f"column metadata holds {_kind(value)}, not TEXT")
-    try:
-        decoded = msgspec.json.decode(value)
-    except msgspec.DecodeError as exc:
-        raise CorruptCheckpoint(checkpoint_id, f"column metadata is not JSON: {exc}") from exc
-    if type(decoded) is not dict:
-        raise CorruptCheckpoint(checkpoint_id, "column metadata is not a JSON object")
-    try:
-        return validate_metadata(decoded)
-    except ValueError as exc:
-        raise CorruptCheckpoint(checkpoint_id, f"column metadata: {exc}") from exc
-
-
-def _trace_from_column(value: object) -> TraceId:
-    if type(value) is not str:
-        raise CorruptCheckpoint(None, f"column trace_id holds {_kind(value)}, not TEXT")
-    try:
-        return validate_trace_id(value)
-    except InvalidTraceId as exc:
-        raise CorruptCheckpoint(None, f"column trace_id: {exc}") from exc
-
-
-def _kind(value: object) -> str:
-    """A column value as SQLite would name its kind, e.g. ``TEXT 'yesterday'``."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bytes):
-        return f"a BLOB of {len(value)} bytes"
-    kind = {int: "INTEGER", float: "REAL", str: "TEXT"}.get(type(value), type(value).__name__)
-    return f"{kind} {value!r:.40}"

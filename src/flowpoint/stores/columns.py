@@ -1,0 +1,75 @@
+"""Reading a backend's own header values back, trusting nothing.
+
+A database column or a hash field can hold whatever someone wrote into it; these
+functions turn such values into header fields, or raise
+:class:`~flowpoint.errors.CorruptCheckpoint` saying what was found.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeAlias
+
+import msgspec
+
+from flowpoint.blob import MetadataValue, validate_metadata
+from flowpoint.errors import CorruptCheckpoint, InvalidTraceId
+from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+
+__all__ = ["HeaderFields", "metadata_from_json", "trace_from_text", "value_kind"]
+
+HeaderFields: TypeAlias = tuple[
+    CheckpointId,
+    TraceId,
+    int,
+    CheckpointId | None,
+    int,
+    datetime,
+    str | None,
+    dict[str, MetadataValue],
+]
+"""A header read back: id, trace, step, parent, graph hash, time, node, metadata."""
+
+
+def value_kind(value: object) -> str:
+    """A stored value for an error message, e.g. ``str 'yesterday'`` or ``16 bytes``."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    return f"{type(value).__name__} {value!r:.40}"
+
+
+def metadata_from_json(
+    checkpoint_id: CheckpointId,
+    value: object,
+    where: str = "column metadata",
+    stored_as: type[str] | type[bytes] = str,
+) -> dict[str, MetadataValue]:
+    """Metadata stored as a JSON object of scalars, as text or (``stored_as=bytes``) UTF-8."""
+    if type(value) is not stored_as:
+        raise CorruptCheckpoint(checkpoint_id, f"{where} holds {value_kind(value)}, not JSON text")
+    if value in ("{}", b"{}"):
+        return {}
+    try:
+        decoded = msgspec.json.decode(value)
+    except msgspec.DecodeError as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"{where} is not JSON: {exc}") from exc
+    if type(decoded) is not dict:
+        raise CorruptCheckpoint(checkpoint_id, f"{where} is not a JSON object")
+    try:
+        return validate_metadata(decoded)
+    except ValueError as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"{where}: {exc}") from exc
+
+
+def trace_from_text(
+    value: object, checkpoint_id: CheckpointId | None = None, where: str = "column trace_id"
+) -> TraceId:
+    """A trace id stored as text, checked as a trace id must be."""
+    if type(value) is not str:
+        raise CorruptCheckpoint(checkpoint_id, f"{where} holds {value_kind(value)}, not text")
+    try:
+        return validate_trace_id(value)
+    except InvalidTraceId as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"{where}: {exc}") from exc

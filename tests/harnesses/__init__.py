@@ -58,3 +58,6 @@ HARNESSES: dict[str, Callable[[], Awaitable[StoreHarness]]] = {
     "s3-seaweedfs": _s3_seaweedfs,
     "s3-moto": _s3_moto,
 }
+
+SHARED_BETWEEN_PROCESSES = frozenset(HARNESSES) - {"memory"}
+"""Backends whose storage other processes can open (their harness has a ``store_url``)."""

@@ -41,6 +41,10 @@ class StoreHarness(abc.ABC):
         """Damage the backend's own header record of the checkpoint (a column of the
         wrong kind, a broken file header...), leaving it findable by id and trace."""
 
+    def store_url(self) -> str:
+        """The URL another process opens this storage with (``open_store``)."""
+        raise NotImplementedError(f"{self.name} storage cannot be opened from another process")
+
     async def cleanup(self) -> None:  # noqa: B027 - a harness may have nothing to remove
         """Remove everything the harness made."""
 

@@ -53,6 +53,9 @@ class FileHarness(StoreHarness):
     async def open(self) -> FileBlobStore:
         return FileBlobStore(self.root)
 
+    def store_url(self) -> str:
+        return f"file://{self.root}"
+
     def record_path(self, checkpoint_id: CheckpointId) -> str:
         """The record file of a checkpoint, found through its id symlink."""
         hex_id = checkpoint_id.hex

@@ -61,6 +61,9 @@ class PostgresHarness(StoreHarness):
         self._stores.append(store)
         return store
 
+    def store_url(self) -> str:
+        return self.url
+
     async def execute(
         self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[tuple[Any, ...]]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlencode
 
 import redis.asyncio
 import redis.exceptions
@@ -47,6 +48,9 @@ class RedisHarness(StoreHarness):
         store = RedisBlobStore.from_url(REDIS_URL, prefix=self.prefix)
         self._stores.append(store)
         return store
+
+    def store_url(self) -> str:
+        return f"{REDIS_URL}?{urlencode({'prefix': self.prefix})}"
 
     def key(self, checkpoint_id: CheckpointId) -> str:
         return f"{self.prefix}cp:{checkpoint_id.hex}"

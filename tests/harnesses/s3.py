@@ -60,6 +60,9 @@ class S3Harness(StoreHarness):
     async def open(self) -> S3BlobStore:
         return S3BlobStore.from_url(self.url)
 
+    def store_url(self) -> str:
+        return self.url
+
     async def record_key(self, checkpoint_id: CheckpointId) -> str:
         """The key of a checkpoint's record, found through its id index."""
         hex_id = checkpoint_id.hex

@@ -24,6 +24,9 @@ class SqliteHarness(StoreHarness):
         self._stores.append(store)
         return store
 
+    def store_url(self) -> str:
+        return f"sqlite:///{self.path}"
+
     async def read_data(self, checkpoint_id: CheckpointId) -> bytes:
         with closing(self._connect()) as conn:
             row = conn.execute(

@@ -5,11 +5,8 @@ The general contract is the conformance suite's; these tests reach under the sto
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
 import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -569,95 +566,3 @@ async def test_harness_tampers_with_data_but_not_with_the_header() -> None:
     finally:
         await harness.cleanup()
     assert os.path.basename(harness.root) not in os.listdir(os.path.dirname(harness.root))
-
-
-# Processes racing
-
-
-def _save_in_process(
-    root: str, trace_id: str, steps: list[int], barrier: Any, results: Any, index: int
-) -> None:
-    async def run() -> list[tuple[str, str]]:
-        store = FileBlobStore(root)
-        outcomes = []
-        for step in steps:
-            blob = make_blob(trace_id, step, data=f"{index}:{step}".encode())
-            try:
-                await store.save(blob)
-            except CheckpointConflict:
-                outcomes.append(("conflict", blob.checkpoint_id.hex))
-            else:
-                outcomes.append(("saved", blob.checkpoint_id.hex))
-        return outcomes
-
-    barrier.wait()
-    try:
-        results.put((index, asyncio.run(run())))
-    except Exception as exc:  # reported to the parent, which fails the test
-        results.put((index, [("error", repr(exc))]))
-
-
-def _run_processes(
-    root: Path, plans: list[tuple[str, list[int]]]
-) -> dict[int, list[tuple[str, str]]]:
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(len(plans))
-    results = context.Queue()
-    processes = [
-        context.Process(
-            target=_save_in_process, args=(str(root), trace_id, steps, barrier, results, index)
-        )
-        for index, (trace_id, steps) in enumerate(plans)
-    ]
-    for process in processes:
-        process.start()
-    try:
-        outcomes = dict(results.get(timeout=120) for _ in processes)
-    finally:
-        for process in processes:
-            process.join(timeout=60)
-    assert all(process.exitcode == 0 for process in processes)
-    return outcomes
-
-
-@pytest.mark.slow
-def test_one_of_eight_processes_wins_a_step(root: Path) -> None:
-    outcomes = _run_processes(root, [("race", [0])] * 8)
-    flat = [outcome for results in outcomes.values() for outcome in results]
-    assert sorted(kind for kind, _ in flat) == ["conflict"] * 7 + ["saved"]
-    [winner] = [hex_id for kind, hex_id in flat if kind == "saved"]
-
-    async def check() -> None:
-        store = FileBlobStore(root)
-        latest = await store.load_latest("race")
-        assert latest is not None
-        assert latest.checkpoint_id.hex == winner
-        for kind, hex_id in flat:
-            loaded = await store.load(CheckpointId(uuid.UUID(hex_id)))
-            assert (loaded is not None) == (kind == "saved")
-
-    asyncio.run(check())
-    assert not [name for name in all_names(root) if name.startswith(".tmp-")]
-    links = [name for _, _, files in os.walk(root / "ids") for name in files]
-    assert links == [winner]
-
-
-@pytest.mark.slow
-def test_eight_processes_saving_their_own_traces_lose_nothing(root: Path) -> None:
-    steps = list(range(25))
-    outcomes = _run_processes(root, [(f"trace-{index}", steps) for index in range(8)])
-    assert all(
-        [kind for kind, _ in results] == ["saved"] * len(steps) for results in outcomes.values()
-    )
-
-    async def check() -> None:
-        store = FileBlobStore(root)
-        assert await store.traces() == [f"trace-{index}" for index in range(8)]
-        for index in range(8):
-            history = await store.history(f"trace-{index}", limit=100)
-            assert [info.step for info in history] == steps[::-1]
-            latest = await store.load_latest(f"trace-{index}")
-            assert latest is not None
-            assert latest.data == f"{index}:{steps[-1]}".encode()
-
-    asyncio.run(check())

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import multiprocessing
 import os
-import queue
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -731,89 +729,3 @@ async def test_an_outage_fails_calls_and_the_same_store_recovers(prefix: str) ->
             assert [info.step for info in await store.history("trace")] == [3, 2, 1, 0]
     finally:
         proxy.close()
-
-
-# -- several processes --------------------------------------------------------------------
-
-PROCESSES = 8
-SPAWN = multiprocessing.get_context("spawn")
-
-
-def _save_after_barrier(
-    prefix: str, barrier: Any, results: Any, blobs: list[CheckpointBlob]
-) -> None:
-    """Run in a child process: connect, wait for the others, save ``blobs``."""
-
-    async def run() -> str:
-        async with RedisBlobStore.from_url(REDIS_URL, prefix=prefix) as store:
-            await store.traces()  # connected and the scripts loaded before the race
-            barrier.wait()
-            for blob in blobs:
-                await store.save(blob)
-        return "saved"
-
-    try:
-        outcome = asyncio.run(run())
-    except CheckpointConflict:
-        outcome = "conflict"
-    except BaseException as exc:
-        outcome = f"error: {exc!r}"
-    results.put(outcome)
-
-
-def run_processes(target: Callable[..., None], args: list[tuple[Any, ...]]) -> list[Any]:
-    """One spawned process per argument tuple (with a shared barrier and result queue
-    inserted after the first argument); return what each put on the queue."""
-    results = SPAWN.Queue()
-    barrier = SPAWN.Barrier(len(args), timeout=120)
-    processes = [SPAWN.Process(target=target, args=(a[0], barrier, results, *a[1:])) for a in args]
-    try:
-        for process in processes:
-            process.start()
-        collected = [results.get(timeout=180) for _ in processes]
-        for process in processes:
-            process.join(timeout=60)
-            assert process.exitcode == 0
-        return collected
-    except queue.Empty:
-        pytest.fail("a child process gave no result")
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join()
-            process.close()
-        results.close()
-        results.join_thread()
-
-
-@pytest.mark.slow
-async def test_of_many_processes_saving_one_step_exactly_one_wins(
-    prefix: str, store: RedisBlobStore
-) -> None:
-    blobs = [make_blob(step=3, data=f"writer {i}".encode()) for i in range(PROCESSES)]
-    outcomes = await asyncio.to_thread(
-        run_processes, _save_after_barrier, [(prefix, [blob]) for blob in blobs]
-    )
-    assert sorted(outcomes) == ["conflict"] * (PROCESSES - 1) + ["saved"]
-    history = await store.history("trace")
-    assert len(history) == 1
-    assert await store.load(history[0].checkpoint_id) in blobs
-
-
-@pytest.mark.slow
-async def test_many_processes_saving_their_own_traces_lose_nothing(
-    prefix: str, store: RedisBlobStore
-) -> None:
-    traces = {
-        f"process-{i}": [make_blob(f"process-{i}", step) for step in range(20)]
-        for i in range(PROCESSES)
-    }
-    outcomes = await asyncio.to_thread(
-        run_processes, _save_after_barrier, [(prefix, blobs) for blobs in traces.values()]
-    )
-    assert outcomes == ["saved"] * PROCESSES
-    assert await store.traces() == sorted(traces)
-    for trace_id, blobs in traces.items():
-        assert await store.history(trace_id, limit=100) == [b.info() for b in reversed(blobs)]
-        assert await store.load_latest(trace_id) == blobs[-1]

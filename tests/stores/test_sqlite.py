@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
-import queue
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +21,7 @@ from flowpoint.stores import sqlite as sqlite_module
 from flowpoint.stores.base import PruneRule
 from flowpoint.stores.sqlite import SqliteBlobStore
 from tests.harnesses.sqlite import SqliteHarness
+from tests.processes import run_processes
 
 
 def make_blob(
@@ -440,29 +439,6 @@ async def test_two_stores_on_one_file_see_each_others_writes(db_path: Path) -> N
 
 # -- several processes ------------------------------------------------------------------
 
-PROCESSES = 8
-SPAWN = multiprocessing.get_context("spawn")
-
-
-def _save_after_barrier(path: str, barrier: Any, results: Any, blobs: list[CheckpointBlob]) -> None:
-    """Run in a child process: open the store, wait for the others, save ``blobs``."""
-
-    async def run() -> str:
-        async with SqliteBlobStore(path, busy_timeout=30.0) as store:
-            await store.traces()  # the file is open and set up before the race
-            barrier.wait()
-            for blob in blobs:
-                await store.save(blob)
-        return "saved"
-
-    try:
-        outcome = asyncio.run(run())
-    except CheckpointConflict:
-        outcome = "conflict"
-    except BaseException as exc:
-        outcome = f"error: {exc!r}"
-    results.put(outcome)
-
 
 def _initialise_after_barrier(paths: list[str], barrier: Any, results: Any, name: str) -> None:
     """Run in a child process: for each new file, wait for the other process, then save."""
@@ -480,65 +456,6 @@ def _initialise_after_barrier(paths: list[str], barrier: Any, results: Any, name
         except BaseException as exc:
             outcomes.append(f"error: {exc!r}")
     results.put(outcomes)
-
-
-def run_processes(target: Callable[..., None], args: list[tuple[Any, ...]]) -> list[Any]:
-    """Start one spawned process per argument tuple (with a shared barrier and result
-    queue appended) and return what each put on the queue."""
-    results = SPAWN.Queue()
-    barrier = SPAWN.Barrier(len(args), timeout=120)
-    processes = [SPAWN.Process(target=target, args=(a[0], barrier, results, *a[1:])) for a in args]
-    try:
-        for process in processes:
-            process.start()
-        collected = [results.get(timeout=180) for _ in processes]
-        for process in processes:
-            process.join(timeout=60)
-            assert process.exitcode == 0
-        return collected
-    except queue.Empty:
-        pytest.fail("a child process gave no result")
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join()
-            process.close()
-        results.close()
-        results.join_thread()
-
-
-@pytest.mark.slow
-async def test_of_many_processes_saving_one_step_exactly_one_wins(db_path: Path) -> None:
-    async with SqliteBlobStore(db_path) as store:
-        await store.traces()
-    blobs = [make_blob(step=3, data=f"writer {i}".encode()) for i in range(PROCESSES)]
-    outcomes = await asyncio.to_thread(
-        run_processes, _save_after_barrier, [(str(db_path), [blob]) for blob in blobs]
-    )
-    assert sorted(outcomes) == ["conflict"] * (PROCESSES - 1) + ["saved"]
-    async with SqliteBlobStore(db_path) as store:
-        history = await store.history("trace")
-        assert len(history) == 1
-        winner = await store.load(history[0].checkpoint_id)
-    assert winner in blobs
-
-
-@pytest.mark.slow
-async def test_many_processes_saving_their_own_traces_lose_nothing(db_path: Path) -> None:
-    traces = {
-        f"process-{i}": [make_blob(f"process-{i}", step) for step in range(20)]
-        for i in range(PROCESSES)
-    }
-    outcomes = await asyncio.to_thread(
-        run_processes, _save_after_barrier, [(str(db_path), blobs) for blobs in traces.values()]
-    )
-    assert outcomes == ["saved"] * PROCESSES
-    async with SqliteBlobStore(db_path) as store:
-        assert await store.traces() == sorted(traces)
-        for trace_id, blobs in traces.items():
-            assert await store.history(trace_id, limit=100) == [b.info() for b in reversed(blobs)]
-            assert await store.load_latest(trace_id) == blobs[-1]
 
 
 @pytest.mark.slow

@@ -33,40 +33,28 @@ import fcntl
 import hashlib
 import os
 import re
-import struct
 import uuid
-import zlib
 from collections.abc import Iterator
-from datetime import datetime
-from typing import IO, Annotated
+from typing import IO
 from urllib.parse import quote
-
-import msgspec
 
 from flowpoint.blob import (
     CheckpointBlob,
     CheckpointInfo,
-    MetadataValue,
-    check_header,
-    utc,
-    validate_metadata,
 )
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
-from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     BlockingBlobStore,
     RewritableBlobStore,
     different_header,
     rewrite_conflict,
 )
+from flowpoint.stores.records import RecordFormat, RecordHeader
 
 __all__ = ["FileBlobStore", "trace_dir_name"]
 
 # Record: magic, header length (u32 BE), header JSON, CRC32 of the header JSON (u32 BE), data.
-_MAGIC = b"FPFILE1\n"
-_PREFIX = struct.Struct(">8sI")
-_CRC = struct.Struct(">I")
-_MAX_HEADER = 2**32 - 1
 
 _SLUG_MAX = 120
 _SLUG_SAFE = "-_.@+=,"
@@ -79,22 +67,7 @@ _MKDIR_ATTEMPTS = 8
 _FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)
 
 
-class _Header(msgspec.Struct, forbid_unknown_fields=True):
-    """The store's own header of a record; ``data`` follows it in the file."""
-
-    checkpoint_id: uuid.UUID
-    trace_id: str
-    step: int
-    parent_id: uuid.UUID | None
-    graph_hash: int
-    created_at: str
-    current_node: str | None
-    metadata: dict[str, MetadataValue]
-    data_length: Annotated[int, msgspec.Meta(ge=0)]
-
-
-_encode_json = msgspec.json.Encoder().encode
-_decode_header_json = msgspec.json.Decoder(_Header).decode
+_RECORDS = RecordFormat(b"FPFILE1\n", RecordHeader)
 
 
 def trace_dir_name(trace_id: str) -> str:
@@ -179,7 +152,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         trace_dir = os.path.join(self._traces_root, dir_name)
         final = os.path.join(trace_dir, _step_file(blob.step))
         shard_dir, link = self._id_link(blob.checkpoint_id)
-        record = _encode_record(blob)
+        record = _RECORDS.encode(_RECORDS.header_for(blob), blob.data)
 
         # 1. Claim the id. The link is made first so that a record that survives a
         #    crash can always be found by id; a link without its record reads as absent.
@@ -233,7 +206,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         if header.checkpoint_id != checkpoint_id:
             return None  # the step belongs to another checkpoint now
         assert data is not None
-        return _blob(header, data)
+        return header.info().with_data(data)
 
     def _load_latest_sync(self, trace_id: TraceId) -> CheckpointBlob | None:
         dir_name = trace_dir_name(trace_id)
@@ -243,7 +216,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
             except FileNotFoundError:
                 continue  # deleted since the listing: list again
             assert data is not None
-            return _blob(header, data)
+            return header.info().with_data(data)
         return None
 
     def _history_sync(
@@ -259,7 +232,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
                 header, _ = self._read(dir_name, step, None, with_data=False)
             except FileNotFoundError:
                 continue  # deleted since the listing
-            infos.append(_info(header))
+            infos.append(header.info())
             if len(infos) == limit:
                 break
         return infos
@@ -290,7 +263,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
             if file is None:
                 return False
             try:
-                header: _Header | None = _read_header(file, dir_name, step, checkpoint_id)
+                header: RecordHeader | None = _read_header(file, dir_name, step, checkpoint_id)
             except CorruptCheckpoint:
                 # The id link vouches for the file: damaged records stay deletable.
                 header = None
@@ -315,7 +288,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
                 if file is None:
                     continue  # deleted concurrently
                 try:
-                    header: _Header | None = _read_header(file, dir_name, step, None)
+                    header: RecordHeader | None = _read_header(file, dir_name, step, None)
                 except CorruptCheckpoint:
                     header = None  # deleted all the same; its id link dangles harmlessly
                 os.unlink(path)
@@ -349,14 +322,14 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         dir_name, step = located
         trace_dir = os.path.join(self._traces_root, dir_name)
         path = os.path.join(trace_dir, _step_file(step))
-        record = _encode_record(blob)
+        record = _RECORDS.encode(_RECORDS.header_for(blob), blob.data)
         with _locked(path) as file:
             if file is None:
                 return False  # deleted
             header = _read_header(file, dir_name, step, blob.checkpoint_id)
             if header.checkpoint_id != blob.checkpoint_id:
                 return False  # deleted, and the step saved again by another checkpoint
-            field = different_header(_info(header), blob)
+            field = different_header(header.info(), blob)
             if field is not None:
                 raise rewrite_conflict(blob, field)
             # Write the new record beside the old one, make it durable, then swap it in:
@@ -414,7 +387,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     def _read(
         self, dir_name: str, step: int, checkpoint_id: CheckpointId | None, *, with_data: bool
-    ) -> tuple[_Header, bytes | None]:
+    ) -> tuple[RecordHeader, bytes | None]:
         """Read and check one record; ``FileNotFoundError`` if it is not there."""
         path = os.path.join(self._traces_root, dir_name, _step_file(step))
         with open(path, "rb") as file:
@@ -481,61 +454,15 @@ def _link_target(dir_name: str, step: int) -> str:
     return f"../../traces/{dir_name}/{_step_file(step)}"
 
 
-def _encode_record(blob: CheckpointBlob) -> tuple[bytes, bytes, bytes, bytes]:
-    """The parts of a record file; ``ValueError`` if the header cannot be stored."""
-    header = _Header(
-        checkpoint_id=blob.checkpoint_id,
-        trace_id=blob.trace_id,
-        step=blob.step,
-        parent_id=blob.parent_id,
-        graph_hash=blob.graph_hash,
-        created_at=utc(blob.created_at).isoformat(timespec="microseconds"),
-        current_node=blob.current_node,
-        metadata=validate_metadata(blob.metadata),
-        data_length=len(blob.data),
-    )
-    try:
-        header_json = _encode_json(header)
-        if len(header_json) > _MAX_HEADER:
-            raise ValueError(f"the header is {len(header_json)} bytes")
-        # What is written must read back: a value of the wrong kind is refused now,
-        # not found as damage later.
-        _decode_header(header_json, blob.checkpoint_id, "the new header")
-    except (TypeError, ValueError, CorruptCheckpoint) as exc:
-        raise ValueError(f"cannot store checkpoint {blob.checkpoint_id}: {exc}") from exc
-    return (
-        _PREFIX.pack(_MAGIC, len(header_json)),
-        header_json,
-        _CRC.pack(zlib.crc32(header_json)),
-        bytes(blob.data),
-    )
-
-
 def _read_header(
     file: IO[bytes], dir_name: str, step: int, checkpoint_id: CheckpointId | None
-) -> _Header:
+) -> RecordHeader:
     """Read and check a record's header, leaving ``file`` at the start of its data."""
     where = file.name if isinstance(file.name, str) else "record"
     size = os.fstat(file.fileno()).st_size
-    prefix = file.read(_PREFIX.size)
-    if len(prefix) < _PREFIX.size:
-        raise CorruptCheckpoint(checkpoint_id, f"{where}: truncated to {len(prefix)} bytes")
-    magic, header_length = _PREFIX.unpack(prefix)
-    if magic != _MAGIC:
-        raise CorruptCheckpoint(checkpoint_id, f"{where}: bad magic {magic!r}")
-    if header_length == 0 or _PREFIX.size + header_length + _CRC.size > size:
-        raise CorruptCheckpoint(
-            checkpoint_id,
-            f"{where}: header length {header_length} does not fit in {size} bytes",
-        )
-    raw = file.read(header_length + _CRC.size)
-    if len(raw) != header_length + _CRC.size:
-        raise CorruptCheckpoint(checkpoint_id, f"{where}: truncated inside the header")
-    header_json = raw[:header_length]
-    (crc,) = _CRC.unpack(raw[header_length:])
-    if zlib.crc32(header_json) != crc:
-        raise CorruptCheckpoint(checkpoint_id, f"{where}: header checksum mismatch")
-    header = _decode_header(header_json, checkpoint_id, where)
+    prefix = file.read(_RECORDS.prefix_size)
+    end = _RECORDS.header_end(prefix, where, checkpoint_id, size)
+    header = _RECORDS.read_header(prefix + file.read(end - len(prefix)), where, checkpoint_id, size)
     who = checkpoint_id or CheckpointId(header.checkpoint_id)
     if trace_dir_name(header.trace_id) != dir_name:
         raise CorruptCheckpoint(
@@ -543,46 +470,7 @@ def _read_header(
         )
     if header.step != step:
         raise CorruptCheckpoint(who, f"{where}: header names step {header.step}")
-    expected_size = _PREFIX.size + header_length + _CRC.size + header.data_length
-    if size != expected_size:
-        raise CorruptCheckpoint(
-            who,
-            f"{where}: file is {size} bytes, the header says {expected_size} "
-            f"({header.data_length} bytes of data)",
-        )
     return header
-
-
-def _decode_header(header_json: bytes, checkpoint_id: CheckpointId | None, where: str) -> _Header:
-    """Decode a header and check its values, or raise :class:`CorruptCheckpoint`."""
-    try:
-        header = _decode_header_json(header_json)
-        validate_trace_id(header.trace_id)
-        created_at = datetime.fromisoformat(header.created_at)
-        check_header(header.step, header.graph_hash, created_at)
-        validate_metadata(header.metadata)
-    except ValueError as exc:
-        # msgspec.DecodeError, InvalidTraceId and a bad ISO date are all ValueErrors.
-        raise CorruptCheckpoint(checkpoint_id, f"{where}: bad header: {exc}") from None
-    return header
-
-
-def _info(header: _Header) -> CheckpointInfo:
-    return CheckpointInfo(
-        checkpoint_id=CheckpointId(header.checkpoint_id),
-        trace_id=TraceId(header.trace_id),
-        step=header.step,
-        parent_id=None if header.parent_id is None else CheckpointId(header.parent_id),
-        graph_hash=header.graph_hash,
-        created_at=utc(datetime.fromisoformat(header.created_at)),
-        current_node=header.current_node,
-        metadata=header.metadata,
-        size=header.data_length,
-    )
-
-
-def _blob(header: _Header, data: bytes) -> CheckpointBlob:
-    return _info(header).with_data(data)
 
 
 def _list(directory: str) -> list[str]:

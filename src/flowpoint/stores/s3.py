@@ -50,13 +50,10 @@ import contextlib
 import hashlib
 import random
 import re
-import struct
 import uuid
-import zlib
 from collections.abc import AsyncGenerator, Awaitable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import msgspec
@@ -64,10 +61,6 @@ import msgspec
 from flowpoint.blob import (
     CheckpointBlob,
     CheckpointInfo,
-    MetadataValue,
-    check_header,
-    utc,
-    validate_metadata,
 )
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
@@ -78,6 +71,7 @@ from flowpoint.stores.base import (
     missing_driver,
     rewrite_conflict,
 )
+from flowpoint.stores.records import RecordFormat, RecordHeader
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -85,11 +79,7 @@ if TYPE_CHECKING:
 __all__ = ["S3BlobStore", "trace_segment"]
 
 # Record: magic, header length (u32 BE), header JSON, CRC32 of the header JSON (u32 BE), data.
-_MAGIC = b"FPS3OB1\n"
-_PREFIX = struct.Struct(">8sI")
-_CRC = struct.Struct(">I")
-_MIN_RECORD = _PREFIX.size + 1 + _CRC.size
-_MAX_HEADER = 2**32 - 1
+_MIN_RECORD = RecordFormat.prefix_size + 1 + RecordFormat.checksum_size
 # A header is a few hundred bytes: one ranged GET of this size reads it whole.
 _FIRST_READ = 4096
 # Header reads in flight at once, per call (history, traces, delete_trace, prune).
@@ -116,25 +106,17 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 _T = TypeVar("_T")
 
 
-class _Header(msgspec.Struct, forbid_unknown_fields=True):
-    """The store's own header of a record; ``data`` follows it in the object."""
+class _Header(RecordHeader, forbid_unknown_fields=True):
+    """The record header, with the token of the save call that wrote the record.
 
-    checkpoint_id: uuid.UUID
-    trace_id: str
-    step: int
-    parent_id: uuid.UUID | None
-    graph_hash: int
-    created_at: str
-    current_node: str | None
-    metadata: dict[str, MetadataValue]
-    data_length: Annotated[int, msgspec.Meta(ge=0)]
-    # A token of the save call that wrote the record: a PUT retried by the client
-    # after a lost response meets its own object, which is a success, not a conflict.
+    A PUT retried by the client after a lost response meets its own object, which
+    is a success, not a conflict.
+    """
+
     writer: str
 
 
-_encode_json = msgspec.json.Encoder().encode
-_decode_header_json = msgspec.json.Decoder(_Header).decode
+_RECORDS = RecordFormat(b"FPS3OB1\n", _Header)
 
 
 def trace_segment(trace_id: str) -> str:
@@ -317,7 +299,7 @@ class S3BlobStore(RewritableBlobStore):
         header, data = _decode_record(raw, key, segment, step, checkpoint_id)
         if header.checkpoint_id != checkpoint_id:
             return None  # the step belongs to another checkpoint now
-        return _info(header).with_data(data)
+        return header.info().with_data(data)
 
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
         segment = trace_segment(trace_id)
@@ -329,7 +311,7 @@ class S3BlobStore(RewritableBlobStore):
             if raw is None:
                 continue  # deleted since the listing: list again
             header, data = _decode_record(raw, newest.key, segment, newest.step, None)
-            return _info(header).with_data(data)
+            return header.info().with_data(data)
 
     async def _history(
         self, trace_id: TraceId, limit: int, before_step: int | None
@@ -344,7 +326,7 @@ class S3BlobStore(RewritableBlobStore):
             async for batch in batches:
                 for found in await self._read_headers(segment, batch):
                     if found is not None:
-                        infos.append(_info(found))
+                        infos.append(found.info())
                         if len(infos) == limit:
                             return infos
         return infos
@@ -408,7 +390,7 @@ class S3BlobStore(RewritableBlobStore):
             header, _ = _decode_record(raw, key, segment, step, blob.checkpoint_id)
             if header.checkpoint_id != blob.checkpoint_id:
                 return False  # deleted, and the step saved again by another checkpoint
-            field = different_header(_info(header), blob)
+            field = different_header(header.info(), blob)
             if field is not None:
                 raise rewrite_conflict(blob, field)
             if e_tag is None:
@@ -418,8 +400,10 @@ class S3BlobStore(RewritableBlobStore):
                 )
             # The stored header, save token included, stays as it is: only the data
             # (and its length) change.
-            record = _join_record(
-                msgspec.structs.replace(header, data_length=len(blob.data)), blob.data
+            record = b"".join(
+                _RECORDS.encode(
+                    msgspec.structs.replace(header, data_length=len(blob.data)), blob.data
+                )
             )
             if await self._replace(key, record, e_tag):
                 return True
@@ -445,7 +429,7 @@ class S3BlobStore(RewritableBlobStore):
         infos: list[CheckpointInfo] = []
         async for batch in self._listing(segment, None, 1000):
             infos.extend(
-                _info(found) for found in await self._read_headers(segment, batch) if found
+                found.info() for found in await self._read_headers(segment, batch) if found
             )
         doomed = rule.doomed(infos)
         await self._delete_keys(
@@ -615,7 +599,7 @@ class S3BlobStore(RewritableBlobStore):
         if first is None:
             return None
         head, size = first
-        needed = _header_end(head, key, checkpoint_id, size)
+        needed = _RECORDS.header_end(head, key, checkpoint_id, size)
         if needed > len(head):
             rest = await self._get_range(key, len(head), needed)
             if rest is None:
@@ -684,56 +668,7 @@ def _storage_errors(action: str) -> Iterator[None]:
 
 def _encode_record(blob: CheckpointBlob, writer: str) -> bytes:
     """The object of a checkpoint; ``ValueError`` if the header cannot be stored."""
-    header = _Header(
-        checkpoint_id=blob.checkpoint_id,
-        trace_id=blob.trace_id,
-        step=blob.step,
-        parent_id=blob.parent_id,
-        graph_hash=blob.graph_hash,
-        created_at=utc(blob.created_at).isoformat(timespec="microseconds"),
-        current_node=blob.current_node,
-        metadata=validate_metadata(blob.metadata),
-        data_length=len(blob.data),
-        writer=writer,
-    )
-    return _join_record(header, blob.data)
-
-
-def _join_record(header: _Header, data: bytes) -> bytes:
-    """The object of a header and its data; ``ValueError`` if the header cannot be stored."""
-    checkpoint_id = CheckpointId(header.checkpoint_id)
-    try:
-        header_json = _encode_json(header)
-        if len(header_json) > _MAX_HEADER:
-            raise ValueError(f"the header is {len(header_json)} bytes")
-        # What is written must read back: a value of the wrong kind is refused now,
-        # not found as damage later.
-        _decode_header(header_json, checkpoint_id, "the new header")
-    except (TypeError, ValueError, CorruptCheckpoint) as exc:
-        raise ValueError(f"cannot store checkpoint {checkpoint_id}: {exc}") from exc
-    return b"".join(
-        (
-            _PREFIX.pack(_MAGIC, len(header_json)),
-            header_json,
-            _CRC.pack(zlib.crc32(header_json)),
-            data,
-        )
-    )
-
-
-def _header_end(head: bytes, key: str, checkpoint_id: CheckpointId | None, size: int) -> int:
-    """Where the header (and its CRC) ends, from a record's first bytes."""
-    if len(head) < _PREFIX.size:
-        raise CorruptCheckpoint(checkpoint_id, f"{key}: truncated to {len(head)} bytes")
-    magic, header_length = _PREFIX.unpack_from(head)
-    if magic != _MAGIC:
-        raise CorruptCheckpoint(checkpoint_id, f"{key}: bad magic {magic!r}")
-    end: int = _PREFIX.size + header_length + _CRC.size
-    if header_length == 0 or end > size:
-        raise CorruptCheckpoint(
-            checkpoint_id, f"{key}: header length {header_length} does not fit in {size} bytes"
-        )
-    return end
+    return b"".join(_RECORDS.encode(_RECORDS.header_for(blob, writer=writer), blob.data))
 
 
 def _check_header(
@@ -744,26 +679,13 @@ def _check_header(
     checkpoint_id: CheckpointId | None,
     size: int,
 ) -> _Header:
-    """Check a record's header against its key and the object's size."""
-    end = _header_end(head, key, checkpoint_id, size)
-    if len(head) < end:
-        raise CorruptCheckpoint(checkpoint_id, f"{key}: truncated inside the header")
-    header_json = head[_PREFIX.size : end - _CRC.size]
-    (crc,) = _CRC.unpack_from(head, end - _CRC.size)
-    if zlib.crc32(header_json) != crc:
-        raise CorruptCheckpoint(checkpoint_id, f"{key}: header checksum mismatch")
-    header = _decode_header(header_json, checkpoint_id, key)
+    """Check a record's header, and that it belongs under its key."""
+    header = _RECORDS.read_header(head, key, checkpoint_id, size)
     who = checkpoint_id or CheckpointId(header.checkpoint_id)
     if trace_segment(header.trace_id) != segment:
         raise CorruptCheckpoint(who, f"{key}: header names trace {header.trace_id!r}")
     if header.step != step:
         raise CorruptCheckpoint(who, f"{key}: header names step {header.step}")
-    if size != end + header.data_length:
-        raise CorruptCheckpoint(
-            who,
-            f"{key}: object is {size} bytes, the header says {end + header.data_length} "
-            f"({header.data_length} bytes of data)",
-        )
     return header
 
 
@@ -773,33 +695,6 @@ def _decode_record(
     """A whole record's checked header and its data."""
     header = _check_header(raw, key, segment, step, checkpoint_id, len(raw))
     return header, raw[len(raw) - header.data_length :]
-
-
-def _decode_header(header_json: bytes, checkpoint_id: CheckpointId | None, where: str) -> _Header:
-    """Decode a header and check its values, or raise :class:`CorruptCheckpoint`."""
-    try:
-        header = _decode_header_json(header_json)
-        validate_trace_id(header.trace_id)
-        check_header(header.step, header.graph_hash, datetime.fromisoformat(header.created_at))
-        validate_metadata(header.metadata)
-    except ValueError as exc:
-        # msgspec.DecodeError, InvalidTraceId and a bad ISO date are all ValueErrors.
-        raise CorruptCheckpoint(checkpoint_id, f"{where}: bad header: {exc}") from None
-    return header
-
-
-def _info(header: _Header) -> CheckpointInfo:
-    return CheckpointInfo(
-        checkpoint_id=CheckpointId(header.checkpoint_id),
-        trace_id=TraceId(header.trace_id),
-        step=header.step,
-        parent_id=None if header.parent_id is None else CheckpointId(header.parent_id),
-        graph_hash=header.graph_hash,
-        created_at=utc(datetime.fromisoformat(header.created_at)),
-        current_node=header.current_node,
-        metadata=header.metadata,
-        size=header.data_length,
-    )
 
 
 # URLs.

@@ -19,12 +19,12 @@ import redis.asyncio
 import redis.exceptions
 
 from flowpoint import open_store
-from flowpoint.blob import CheckpointBlob
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import redis as redis_module
 from flowpoint.stores.base import PruneRule
 from flowpoint.stores.redis import RedisBlobStore, trace_key_suffix
+from tests.blobs import make_blob
 from tests.harnesses.redis import (
     REDIS_URL,
     RedisHarness,
@@ -51,24 +51,6 @@ AWKWARD_TRACE_IDS = [
     "trace",
     "~tilde",
 ]
-
-
-def make_blob(
-    trace_id: str = "trace", step: int = 0, data: bytes = b"payload", **changes: Any
-) -> CheckpointBlob:
-    fields: dict[str, Any] = {
-        "checkpoint_id": new_checkpoint_id(),
-        "trace_id": trace_id,
-        "step": step,
-        "parent_id": None,
-        "graph_hash": 0x0123_4567_89AB_CDEF,
-        "created_at": datetime.now(UTC),
-        "current_node": "plan",
-        "metadata": {"source": "test", "attempt": 1},
-        "data": data,
-    }
-    fields.update(changes)
-    return CheckpointBlob(**fields)
 
 
 @pytest.fixture

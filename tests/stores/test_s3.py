@@ -14,37 +14,18 @@ import pytest
 from obstore.store import S3Store
 
 from flowpoint import open_store
-from flowpoint.blob import CheckpointBlob
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
-from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import s3 as s3_module
 from flowpoint.stores.base import PruneRule
 from flowpoint.stores.s3 import S3BlobStore, trace_segment
 from tests import servers
+from tests.blobs import make_blob
 from tests.harnesses.base import unavailable
 from tests.harnesses.s3 import S3Harness, join_record, split_record
 from tests.proxy import OutageProxy
 
 SERVERS = {"seaweedfs": servers.seaweedfs, "moto": servers.moto}
 MAX_STEP = 2**63 - 1
-
-
-def make_blob(
-    trace_id: str = "trace", step: int = 0, data: bytes = b"payload", **changes: Any
-) -> CheckpointBlob:
-    fields: dict[str, Any] = {
-        "checkpoint_id": new_checkpoint_id(),
-        "trace_id": trace_id,
-        "step": step,
-        "parent_id": None,
-        "graph_hash": 0x0123_4567_89AB_CDEF,
-        "created_at": datetime.now(UTC),
-        "current_node": "plan",
-        "metadata": {"source": "test", "attempt": 1},
-        "data": data,
-    }
-    fields.update(changes)
-    return CheckpointBlob(**fields)
 
 
 def get_server(name: str) -> servers.S3Server:

@@ -12,11 +12,18 @@ from typing import TypeAlias
 
 import msgspec
 
-from flowpoint.blob import MetadataValue, validate_metadata
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, MetadataValue, validate_metadata
 from flowpoint.errors import CorruptCheckpoint, InvalidTraceId
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
-__all__ = ["HeaderFields", "metadata_from_json", "trace_from_text", "value_kind"]
+__all__ = [
+    "HeaderFields",
+    "blob_with_data",
+    "info_with_size",
+    "metadata_from_json",
+    "trace_from_text",
+    "value_kind",
+]
 
 HeaderFields: TypeAlias = tuple[
     CheckpointId,
@@ -73,3 +80,17 @@ def trace_from_text(
         return validate_trace_id(value)
     except InvalidTraceId as exc:
         raise CorruptCheckpoint(checkpoint_id, f"{where}: {exc}") from exc
+
+
+def blob_with_data(header: HeaderFields, data: object) -> CheckpointBlob:
+    """The blob of a header read back, with the stored ``data``, which must be bytes."""
+    if type(data) is not bytes:
+        raise CorruptCheckpoint(header[0], f"column data holds {value_kind(data)}, not bytes")
+    return CheckpointBlob(*header, data=data)
+
+
+def info_with_size(header: HeaderFields, size: object) -> CheckpointInfo:
+    """The listing entry of a header read back, with the stored ``size``."""
+    if type(size) is not int or size < 0:
+        raise CorruptCheckpoint(header[0], f"column size holds {value_kind(size)}, not an int >= 0")
+    return CheckpointInfo(*header, size=size)

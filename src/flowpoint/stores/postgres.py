@@ -71,6 +71,8 @@ from flowpoint.stores.base import (
 )
 from flowpoint.stores.columns import (
     HeaderFields,
+    blob_with_data,
+    info_with_size,
     metadata_from_json,
     trace_from_text,
     value_kind,
@@ -780,19 +782,11 @@ def _float_json(value: float) -> bytes:
 
 
 def _blob_from_row(row: _Row) -> CheckpointBlob:
-    header = _header_from_row(row)
-    data = row[8]
-    if type(data) is not bytes:
-        raise CorruptCheckpoint(header[0], f"column data holds {value_kind(data)}, not bytes")
-    return CheckpointBlob(*header, data=data)
+    return blob_with_data(_header_from_row(row), row[8])
 
 
 def _info_from_row(row: _Row) -> CheckpointInfo:
-    header = _header_from_row(row)
-    size = row[8]
-    if type(size) is not int or size < 0:
-        raise CorruptCheckpoint(header[0], f"column size holds {value_kind(size)}, not an int >= 0")
-    return CheckpointInfo(*header, size=size)
+    return info_with_size(_header_from_row(row), row[8])
 
 
 def _header_from_row(row: _Row) -> HeaderFields:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -133,6 +133,12 @@ class SyncCheckpointStore(Generic[S]):
     def delete(self, checkpoint_id: CheckpointId | str) -> bool:
         """See :meth:`TypedCheckpointStore.delete`."""
         return self._runner.run(self.store.delete(checkpoint_id))
+
+    def delete_checkpoints(
+        self, trace_id: TraceId | str, checkpoint_ids: Iterable[CheckpointId | str]
+    ) -> int:
+        """See :meth:`TypedCheckpointStore.delete_checkpoints`."""
+        return self._runner.run(self.store.delete_checkpoints(trace_id, checkpoint_ids))
 
     def delete_trace(self, trace_id: TraceId | str) -> int:
         """See :meth:`TypedCheckpointStore.delete_trace`."""

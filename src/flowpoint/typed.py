@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Self
 
-from flowpoint.blob import CheckpointInfo
+from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.chains import (
+    DEFAULT_FRAME_CACHE_BYTES,
+    FrameCache,
+    base_frame,
+    make_whole,
+    read_history,
+)
 from flowpoint.checkpoint import Checkpoint, S, State
 from flowpoint.codec import CheckpointCodec, SerdeCheckpointCodec
-from flowpoint.errors import CorruptCheckpoint
+from flowpoint.codec.base import DeltaCheckpointCodec
+from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, GraphMismatch
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 from flowpoint.stores import BlobCheckpointStore, PruneRule
 from flowpoint.stores.base import RewritableBlobStore
@@ -31,13 +40,29 @@ class TypedCheckpointStore(Generic[S]):
             latest = await store.load_latest("trace-1", graph.hash_u64())
 
     Closing this facade closes the blob store it wraps.
+
+    With the stock codec, a checkpoint is stored as its changes to the one saved
+    before it in the trace, where that pays (see
+    :class:`~flowpoint.SerdeCheckpointCodec`). To compute and read those changes
+    the facade keeps the fields of the checkpoints it saved or loaded lately, up
+    to ``frame_cache_bytes`` of state (64 MiB by default), in memory. Deleting or
+    pruning through the facade first stores whole any checkpoint that depends on
+    one being deleted; the blob store's own ``delete`` and ``prune`` do not, so
+    delete through the facade.
     """
 
-    def __init__(self, store: BlobCheckpointStore, codec: CheckpointCodec[S] | None = None) -> None:
+    def __init__(
+        self,
+        store: BlobCheckpointStore,
+        codec: CheckpointCodec[S] | None = None,
+        *,
+        frame_cache_bytes: int = DEFAULT_FRAME_CACHE_BYTES,
+    ) -> None:
         if not isinstance(store, BlobCheckpointStore):
             raise TypeError(f"store must be a BlobCheckpointStore, not {type(store).__name__}")
         self.store = store
         self.codec: CheckpointCodec[S] = codec if codec is not None else SerdeCheckpointCodec()
+        self._frames = FrameCache(frame_cache_bytes)
 
     @classmethod
     def open(
@@ -56,8 +81,22 @@ class TypedCheckpointStore(Generic[S]):
         step already, :class:`~flowpoint.errors.CodecError` if the state cannot be
         encoded. When this returns, the checkpoint is durable.
         """
-        blob = self.codec.serialize(checkpoint, graph_hash, validate_trace_id(trace_id))
-        await self.store.save(blob)
+        trace = validate_trace_id(trace_id)
+        codec = self.codec
+        if not isinstance(codec, DeltaCheckpointCodec):
+            blob = codec.serialize(checkpoint, graph_hash, trace)
+            await self.store.save(blob)
+            return blob.info()
+        blob, frame = codec.encode(checkpoint, graph_hash, trace, self._frames.tip(trace))
+        try:
+            await self.store.save(blob)
+        except CheckpointConflict:
+            self._frames.forget_tip(trace)  # another writer is ahead in this trace
+            raise
+        if frame is None:
+            self._frames.forget_tip(trace)
+        else:
+            self._frames.put(frame)
         return blob.info()
 
     async def load(
@@ -74,7 +113,7 @@ class TypedCheckpointStore(Generic[S]):
             return None
         if blob.checkpoint_id != wanted:
             raise CorruptCheckpoint(wanted, f"the store returned checkpoint {blob.checkpoint_id}")
-        return self.codec.deserialize(blob, expected_hash)
+        return await self.decode(blob, expected_hash)
 
     async def load_latest(
         self, trace_id: TraceId | str, expected_hash: int | None
@@ -92,7 +131,27 @@ class TypedCheckpointStore(Generic[S]):
                 blob.checkpoint_id,
                 f"asked for trace {trace!r}, the store returned {blob.trace_id!r}",
             )
-        return self.codec.deserialize(blob, expected_hash)
+        return await self.decode(blob, expected_hash)
+
+    async def decode(self, blob: CheckpointBlob, expected_hash: int | None) -> Checkpoint[S]:
+        """Check and decode a blob of this store, reading the chain below it if it is a delta.
+
+        What :meth:`load` does once it has the blob; tools that list and read blobs
+        themselves use it. Raises as :meth:`load` does, and
+        :class:`~flowpoint.errors.CorruptCheckpoint` for a broken chain.
+        """
+        codec = self.codec
+        if not isinstance(codec, DeltaCheckpointCodec):
+            return codec.deserialize(blob, expected_hash)
+        if expected_hash is not None and blob.graph_hash != expected_hash:
+            # Raised by the codec, after it has checked the bytes: before any chain is read.
+            codec.decode(blob, expected_hash, None)
+            raise GraphMismatch(expected_hash, blob.graph_hash)
+        base = await base_frame(self.store, codec, self._frames, blob)
+        checkpoint, frame = codec.decode(blob, expected_hash, base)
+        if frame is not None:
+            self._frames.put(frame)
+        return checkpoint
 
     async def history(
         self, trace_id: TraceId | str, limit: int = 50, before_step: int | None = None
@@ -108,12 +167,23 @@ class TypedCheckpointStore(Generic[S]):
         return await self.store.traces()
 
     async def delete(self, checkpoint_id: CheckpointId | str) -> bool:
-        """Delete one checkpoint; ``False`` if it was not there."""
-        return await self.store.delete(coerce_checkpoint_id(checkpoint_id))
+        """Delete one checkpoint; ``False`` if it was not there.
+
+        A checkpoint stored as changes to this one is first stored whole.
+        """
+        wanted = coerce_checkpoint_id(checkpoint_id)
+        blob = await self.store.load(wanted)
+        if blob is None:
+            return False
+        await self._make_dependents_whole(blob.trace_id, [wanted], None)
+        self._frames.forget(wanted)
+        return await self.store.delete(wanted)
 
     async def delete_trace(self, trace_id: TraceId | str) -> int:
         """Delete a whole trace; return how many checkpoints it held."""
-        return await self.store.delete_trace(trace_id)
+        trace = validate_trace_id(trace_id)
+        self._frames.forget_trace(trace)
+        return await self.store.delete_trace(trace)
 
     async def prune(
         self,
@@ -129,7 +199,49 @@ class TypedCheckpointStore(Generic[S]):
         older_than=timedelta(days=7)`` drops week-old checkpoints but always keeps
         the latest. Giving neither raises ``ValueError``.
         """
-        return await self.store.prune(trace_id, PruneRule(keep_latest, older_than))
+        rule = PruneRule(keep_latest, older_than)
+        trace = validate_trace_id(trace_id)
+        infos = await read_history(self.store, trace)
+        doomed = [info.checkpoint_id for info in rule.doomed(infos)]
+        return await self._delete_from(trace, doomed, infos)
+
+    async def delete_checkpoints(
+        self, trace_id: TraceId | str, checkpoint_ids: Iterable[CheckpointId | str]
+    ) -> int:
+        """Delete these checkpoints of the trace at once; return how many were there.
+
+        Checkpoints stored as changes to them are first stored whole; ids that are
+        not in the trace are skipped.
+        """
+        trace = validate_trace_id(trace_id)
+        wanted = {coerce_checkpoint_id(one) for one in checkpoint_ids}
+        infos = await read_history(self.store, trace)
+        return await self._delete_from(
+            trace, [i.checkpoint_id for i in infos if i.checkpoint_id in wanted], infos
+        )
+
+    async def _delete_from(
+        self, trace: TraceId, doomed: list[CheckpointId], infos: list[CheckpointInfo]
+    ) -> int:
+        if not doomed:
+            return 0
+        await self._make_dependents_whole(trace, doomed, infos)
+        for checkpoint_id in doomed:
+            self._frames.forget(checkpoint_id)
+        return await self.store.delete_many(doomed)
+
+    async def _make_dependents_whole(
+        self,
+        trace: TraceId,
+        doomed: list[CheckpointId],
+        infos: list[CheckpointInfo] | None,
+    ) -> None:
+        codec = self.codec
+        if not isinstance(codec, DeltaCheckpointCodec):
+            return  # such a codec writes no deltas, and reads none
+        if infos is None:
+            infos = await read_history(self.store, trace)
+        await make_whole(self.store, codec, self._frames, infos, set(doomed))
 
     async def rekey(self, trace_id: TraceId | str | None = None) -> int:
         """Re-encrypt the trace's checkpoints (every trace's, by default) under the primary key.

@@ -192,7 +192,12 @@ def test_show_decodes_the_state_generically(seeded: Seeded) -> None:
     assert document["checkpoint"]["checkpoint_id"] == str(checkpoint_id)
     assert document["checkpoint"]["parent_id"] == str(seeded.ids["alpha"][1])
     assert document["checkpoint"]["metadata"] == {"source": "test", "n": 2}
-    assert document["encoding"] == {"format": "msgpack", "compression": None, "key_id": None}
+    assert document["encoding"] == {
+        "format": "msgpack",
+        "compression": None,
+        "key_id": None,
+        "delta_of": None,
+    }
     assert document["state"] == {"count": 2, "items": [0, 1], "name": "alpha"}
 
 

@@ -80,10 +80,18 @@ class FailingBlobStore(BlockingBlobStore):
         return await self.inner.delete_trace(trace_id)
 
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
+        self._count_prune()
+        return await self.inner.prune(trace_id, rule)
+
+    async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
+        # What a prune through the typed facade comes down to.
+        self._count_prune()
+        return await self.inner.delete_many(checkpoint_ids)
+
+    def _count_prune(self) -> None:
         self.prunes += 1
         if self.fail_prune or self.prunes in self.fail_prunes:
             raise StorageError("injected failure of a prune")
-        return await self.inner.prune(trace_id, rule)
 
     async def count(self, trace_id: str) -> int:
         """How many checkpoints the trace holds now."""

@@ -766,7 +766,8 @@ async def test_warn_when_pruning_fails() -> None:
     )
     with pytest.warns(RuntimeWarning, match="pruning its old checkpoints failed") as record:
         result = await runner.run(T, start())
-    assert len(record) == 4
+    # Steps 1, 2 and 3 each had one to prune; after step 0 there was nothing to delete.
+    assert len(record) == 3
     assert result.status == "done"
     # Every checkpoint was saved; only the pruning failed.
     assert result.durable
@@ -775,13 +776,14 @@ async def test_warn_when_pruning_fails() -> None:
 
 
 async def test_warn_when_one_prune_fails_does_not_resave_the_step() -> None:
-    # The save of step 1 succeeds, its prune fails: the run must not save step 1 again.
+    # The save of step 2 succeeds, its prune (the first with anything to delete) fails:
+    # the run must not save step 2 again.
     calls = Calls()
-    store = FailingBlobStore(fail_prunes={2})
+    store = FailingBlobStore(fail_prunes={1})
     runner = Runner(
         linear(3, calls), store, on_save_error="warn", retention=RetentionPolicy.keep_latest(2)
     )
-    with pytest.warns(RuntimeWarning, match="step 1 of trace 'trace-1' is saved"):
+    with pytest.warns(RuntimeWarning, match="step 2 of trace 'trace-1' is saved"):
         result = await runner.run(T, start())
     assert result.status == "done"
     assert result.durable

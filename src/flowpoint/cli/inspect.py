@@ -51,6 +51,7 @@ from flowpoint.codec.envelope import open_envelope
 from flowpoint.errors import CodecError
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import BlobCheckpointStore
+from flowpoint.typed import TypedCheckpointStore
 
 __all__ = ["TraceSummary", "diff", "history", "show", "summarize", "traces"]
 
@@ -260,6 +261,7 @@ async def _show(settings: Settings, wanted: CheckpointId, state_type: Any) -> No
         "format": envelope.body_format,
         "compression": envelope.compression,
         "key_id": envelope.key_id,
+        "delta_of": None if envelope.base_id is None else str(envelope.base_id),
     }
     state = to_plain(checkpoint.state)
     if settings.json:
@@ -277,7 +279,12 @@ async def _show(settings: Settings, wanted: CheckpointId, state_type: Any) -> No
         elif name == "size":
             value = f"{value} bytes ({format_size(value)})"
         grid.add_row(name.replace("_", " "), Text(str(value)))
-    stored = f"{envelope.body_format}, compression {envelope.compression or 'none'}, "
+    stored = (
+        f"{envelope.body_format}"
+        if envelope.base_id is None
+        else f"changes to checkpoint {envelope.base_id}"
+    )
+    stored += f", compression {envelope.compression or 'none'}, "
     stored += f"encrypted with key {envelope.key_id!r}" if envelope.key_id else "not encrypted"
     grid.add_row("stored as", stored)
     console = stdout_console()
@@ -301,7 +308,7 @@ async def decode(
     if blob is None:
         fail(f"no checkpoint {wanted} in {shown(settings.store)}", ExitCode.NOT_FOUND)
     try:
-        return blob, codec.deserialize(blob, None)
+        return blob, await TypedCheckpointStore(store, codec).decode(blob, None)
     except CodecError:
         key_id = codec.key_id_of(blob)
         if key_id is not None and codec.encryption is None:

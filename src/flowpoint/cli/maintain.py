@@ -13,6 +13,7 @@ from flowpoint.cli.common import (
     JsonOption,
     Settings,
     StoreOption,
+    make_codec,
     opened_store,
     require_trace,
     shown,
@@ -21,6 +22,7 @@ from flowpoint.cli.common import (
 from flowpoint.cli.output import emit_json, format_time, info_json, run, stdout_console, table
 from flowpoint.ids import TraceId
 from flowpoint.stores.base import PruneRule
+from flowpoint.typed import TypedCheckpointStore
 
 __all__ = ["parse_duration", "prune"]
 
@@ -98,14 +100,19 @@ def prune(
 async def _prune(settings: Settings, only: str | None, rule: PruneRule, dry_run: bool) -> None:
     rows: list[dict[str, Any]] = []
     async with opened_store(settings.store) as store:
+        facade = TypedCheckpointStore(store, make_codec(settings, Any, allow_unencrypted=True))
         if only is not None:
             await require_trace(store, only, settings.store)
         names = [TraceId(only)] if only is not None else sorted(await store.traces())
         for trace in names:
             infos = await whole_trace(store, trace)
             doomed = rule.doomed(infos)
-            # A real prune lets the store apply the same rule (the same cutoff) itself.
-            deleted = len(doomed) if dry_run or not doomed else await store.prune(trace, rule)
+            # Through the typed facade: what depends on a doomed checkpoint is made whole.
+            deleted = (
+                len(doomed)
+                if dry_run or not doomed
+                else await facade.delete_checkpoints(trace, [i.checkpoint_id for i in doomed])
+            )
             row: dict[str, Any] = {
                 "trace_id": trace,
                 "checkpoints": len(infos),

@@ -31,10 +31,9 @@ from flowpoint.cli.output import (
     stdout_console,
     table,
 )
-from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import TraceId
-from flowpoint.stores.base import BlobCheckpointStore
+from flowpoint.typed import TypedCheckpointStore
 
 __all__ = ["Problem", "VerifyReport", "check_checkpoint", "verify"]
 
@@ -97,9 +96,9 @@ class VerifyReport:
 
 
 async def check_checkpoint(
-    store: BlobCheckpointStore, codec: SerdeCheckpointCodec[Any], info: CheckpointInfo
+    reader: TypedCheckpointStore[Any], info: CheckpointInfo
 ) -> Problem | Literal["vanished"] | None:
-    """Load one listed checkpoint and decode it without a graph check.
+    """Load one listed checkpoint and decode it (and its chain) without a graph check.
 
     ``None`` if it is intact; ``"vanished"`` if it was deleted since the listing;
     otherwise the :class:`Problem`. Storage failures are not caught: they stop the run.
@@ -109,7 +108,7 @@ async def check_checkpoint(
         return Problem(kind, info.trace_id, reason, str(info.checkpoint_id), info.step)
 
     try:
-        blob = await store.load(info.checkpoint_id)
+        blob = await reader.store.load(info.checkpoint_id)
         if blob is None:
             return "vanished"
         if blob.checkpoint_id != info.checkpoint_id or blob.trace_id != info.trace_id:
@@ -117,7 +116,7 @@ async def check_checkpoint(
                 "corrupt",
                 f"the store returned checkpoint {blob.checkpoint_id} of trace {blob.trace_id!r}",
             )
-        codec.deserialize(blob, None)
+        await reader.decode(blob, None)
     except CorruptCheckpoint as exc:
         return problem("corrupt", exc.reason)
     except CodecError as exc:
@@ -156,6 +155,8 @@ async def _verify(settings: Settings, only: str | None, state_type: Any) -> Exit
     codec = make_codec(settings, state_type)
     report = VerifyReport()
     async with opened_store(settings.store) as store:
+        # One facade for the run: each checkpoint's fields are kept, for the delta after it.
+        reader = TypedCheckpointStore(store, codec)
         if only is not None:
             await require_trace(store, only, settings.store)
         names: list[TraceId] = [TraceId(only)] if only is not None else sorted(await store.traces())
@@ -172,7 +173,7 @@ async def _verify(settings: Settings, only: str | None, state_type: Any) -> Exit
         with progressbar(total, "verifying", enabled=not settings.json) as bar:
             for infos in listings:
                 for info in reversed(infos):  # oldest first, as the trace was written
-                    outcome = await check_checkpoint(store, codec, info)
+                    outcome = await check_checkpoint(reader, info)
                     report.checked += 1
                     if outcome is None:
                         report.ok += 1

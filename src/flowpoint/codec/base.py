@@ -7,9 +7,10 @@ from typing import Generic
 
 from flowpoint.blob import CheckpointBlob
 from flowpoint.checkpoint import Checkpoint, S
-from flowpoint.ids import TraceId
+from flowpoint.codec.delta import Frame
+from flowpoint.ids import CheckpointId, TraceId
 
-__all__ = ["CheckpointCodec"]
+__all__ = ["CheckpointCodec", "DeltaCheckpointCodec"]
 
 
 class CheckpointCodec(abc.ABC, Generic[S]):
@@ -39,3 +40,49 @@ class CheckpointCodec(abc.ABC, Generic[S]):
         ``expected_hash=None`` skips the graph check, for tools that inspect the
         checkpoints of any graph. No other exception escapes, whatever the bytes.
         """
+
+
+class DeltaCheckpointCodec(CheckpointCodec[S], Generic[S]):
+    """A codec that can store a checkpoint as its changes to an earlier one of its trace.
+
+    :class:`~flowpoint.TypedCheckpointStore` keeps the :class:`Frame` of the last
+    checkpoint it saved or loaded in each trace, and passes it as ``base``; the
+    codec decides whether a delta is worth it. Reading a delta needs the frame
+    of its base, which the facade gets by following :meth:`base_of` down the chain.
+    """
+
+    @abc.abstractmethod
+    def encode(
+        self,
+        checkpoint: Checkpoint[S],
+        graph_hash: int,
+        trace_id: TraceId,
+        base: Frame | None,
+    ) -> tuple[CheckpointBlob, Frame | None]:
+        """Encode ``checkpoint``, as its changes to ``base`` where that pays.
+
+        Returns the blob and the new checkpoint's frame (``None`` for a state
+        that cannot be split into fields, which is then never stored as a delta).
+        """
+
+    @abc.abstractmethod
+    def base_of(self, blob: CheckpointBlob) -> tuple[CheckpointId, int] | None:
+        """The base a delta changes and the step its chain starts at; ``None`` for a whole state.
+
+        Checks the framing and checksum only: raises
+        :class:`~flowpoint.errors.CorruptCheckpoint` for damaged data.
+        """
+
+    @abc.abstractmethod
+    def read_frame(self, blob: CheckpointBlob, base: Frame | None) -> Frame | None:
+        """The frame of ``blob`` (given its base's, for a delta), without decoding the state."""
+
+    @abc.abstractmethod
+    def decode(
+        self, blob: CheckpointBlob, expected_hash: int | None, base: Frame | None
+    ) -> tuple[Checkpoint[S], Frame | None]:
+        """:meth:`deserialize` for a whole state or a delta; also returns the frame."""
+
+    @abc.abstractmethod
+    def rebase(self, blob: CheckpointBlob, frame: Frame) -> CheckpointBlob:
+        """``blob`` with its data made whole from its frame: same header, no base."""

@@ -10,7 +10,8 @@ Layout (integers big-endian)::
     9+H     ...   body
     end-8   8     XXH3-64 checksum of every byte before it
 
-The header names the body's format (``"msgpack"`` or ``"json"``), its
+The header names the body's format (``"msgpack"`` or ``"json"`` for a whole
+state, ``"delta"`` for the changes to a base checkpoint it names), its
 compression (``None`` or ``"zstd"``: one zstd frame that declares its size) and
 the id of the key that encrypted it (``None``: not encrypted), and repeats the
 checkpoint's own header (id, trace, step, parent, graph hash, time, node,
@@ -78,6 +79,10 @@ class EnvelopeHeader(msgspec.Struct, array_like=True, frozen=True, forbid_unknow
     created_at: datetime
     current_node: str | None
     metadata: dict[str, MetadataValue]
+    base_id: UUID | None = None
+    """For a body of format ``"delta"``: the checkpoint whose state the delta changes."""
+    chain_start: int | None = None
+    """For a body of format ``"delta"``: the step where its chain's full state is."""
 
 
 class Envelope(NamedTuple):
@@ -156,6 +161,7 @@ def open_envelope(blob: CheckpointBlob) -> Envelope:
         except ValueError as exc:
             raise corrupt(f"envelope header: {exc}") from None
     _check_same_checkpoint(blob, header)
+    _check_chain_fields(blob, header)
     head_end = _PREFIX.size + header_length
     return Envelope(header, view[:head_end], view[head_end:body_end])
 
@@ -183,3 +189,18 @@ def _check_same_checkpoint(blob: CheckpointBlob, header: EnvelopeHeader) -> None
                 f"the payload belongs to another checkpoint: {name} is {stored!r:.80} in the "
                 f"store but {embedded!r:.80} in the payload",
             )
+
+
+def _check_chain_fields(blob: CheckpointBlob, header: EnvelopeHeader) -> None:
+    """Raise :class:`CorruptCheckpoint` unless a delta names an earlier base, and only a delta."""
+    if header.body_format != "delta":
+        if header.base_id is not None or header.chain_start is not None:
+            raise CorruptCheckpoint(blob.checkpoint_id, "a whole state names a delta base")
+        return
+    if header.base_id is None or header.chain_start is None:
+        raise CorruptCheckpoint(blob.checkpoint_id, "a delta without its base")
+    if header.base_id == header.checkpoint_id or not 0 <= header.chain_start < header.step:
+        raise CorruptCheckpoint(
+            blob.checkpoint_id,
+            f"a delta at step {header.step} whose chain starts at step {header.chain_start}",
+        )

@@ -16,9 +16,17 @@ import msgspec
 import zstandard
 from typing_extensions import override
 
-from flowpoint.blob import CheckpointBlob, check_header
+from flowpoint.blob import CheckpointBlob, Metadata, check_header, validate_metadata
 from flowpoint.checkpoint import Checkpoint, S, State
-from flowpoint.codec.base import CheckpointCodec
+from flowpoint.codec.base import DeltaCheckpointCodec
+from flowpoint.codec.delta import (
+    Delta,
+    Frame,
+    apply_delta,
+    diff_fields,
+    join_fields,
+    split_fields,
+)
 from flowpoint.codec.envelope import (
     Envelope,
     EnvelopeHeader,
@@ -32,8 +40,10 @@ from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
 __all__ = [
     "COMPRESSION_THRESHOLD",
+    "DEFAULT_MAX_DELTA_CHAIN",
     "DEFAULT_MAX_PAYLOAD_SIZE",
     "DEFAULT_MAX_STATE_SIZE",
+    "DELTA_BASE_KEY",
     "BodyFormat",
     "Compression",
     "SerdeCheckpointCodec",
@@ -49,6 +59,14 @@ DEFAULT_MAX_STATE_SIZE = 256 * 1024 * 1024
 """Bytes of an encoded state (before compression, after decompression), at most."""
 COMPRESSION_THRESHOLD = 512
 """Bodies shorter than this are never compressed: zstd's frame would eat the gain."""
+DEFAULT_MAX_DELTA_CHAIN = 64
+"""Deltas in a row, at most, before a checkpoint is stored whole again."""
+DELTA_BASE_KEY = "flowpoint.delta_of"
+"""The metadata key under which a delta names its base (for listings; reserved)."""
+# A delta chain is cut (the next checkpoint stored whole) once its deltas hold this many
+# times the bytes of the whole checkpoint it starts from: reading a checkpoint then costs
+# at most about this many whole ones, and storage grows with what steps add.
+_CHAIN_TO_KEYFRAME = 2
 
 _MIB = 1024 * 1024
 # Windows above this are refused when decompressing: zstd levels up to 19 never use more,
@@ -59,7 +77,7 @@ _MIN_LEVEL, _MAX_LEVEL = -7, 19
 _STREAM_CHUNK = _MIB
 
 
-class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
+class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     """Encodes states with msgspec and decodes them back into ``state_type``.
 
     ``state_type`` may be ``dict`` (the default :data:`~flowpoint.State`), a
@@ -86,6 +104,16 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
     unless ``allow_unencrypted=True``, for the time it takes to
     :meth:`~flowpoint.TypedCheckpointStore.rekey` a store written before.
 
+    Deltas (MessagePack states whose top level is a map: dicts, dataclasses,
+    Structs, pydantic models): saved through a
+    :class:`~flowpoint.TypedCheckpointStore`, a checkpoint is stored as its changes
+    to the one saved before it in the trace (fields replaced, elements appended to
+    or changed in an array) when that is less than half its size; after
+    ``max_delta_chain`` deltas in a row (default 64; 0 stores every state whole),
+    or once the chain's deltas outweigh twice the whole checkpoint it starts from,
+    the next one is stored whole. A delta names its base in its metadata under
+    ``"flowpoint.delta_of"``; that key is reserved.
+
     Limits: saving data longer than ``max_payload_size`` bytes (64 MiB), or a state
     that encodes to more than ``max_state_size`` bytes (256 MiB), raises
     :class:`~flowpoint.errors.CodecError`; on load, longer data, or a body that
@@ -108,6 +136,7 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
         allow_unencrypted: bool = False,
         max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
         max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+        max_delta_chain: int = DEFAULT_MAX_DELTA_CHAIN,
     ) -> None:
         if format not in _BODY_FORMATS:
             raise ValueError(f"format must be one of {', '.join(_BODY_FORMATS)}, not {format!r}")
@@ -132,6 +161,12 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1 (bytes), not {value!r}")
+        if (
+            isinstance(max_delta_chain, bool)
+            or not isinstance(max_delta_chain, int)
+            or max_delta_chain < 0
+        ):
+            raise ValueError(f"max_delta_chain must be an int >= 0, not {max_delta_chain!r}")
         self.state_type = state_type
         self.format: BodyFormat = format
         self.compression: Compression | None = compression
@@ -140,6 +175,9 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
         self.allow_unencrypted = bool(allow_unencrypted)
         self.max_payload_size = max_payload_size
         self.max_state_size = max_state_size
+        self.max_delta_chain = max_delta_chain
+        # Frames (and so deltas) exist for MessagePack states only.
+        self._frames = format == "msgpack"
         self._schema = _StateSchema(state_type, allow_secrets=encryption is not None)
         # zstd contexts are not thread-safe, and making one costs about as much as
         # compressing a small state: each thread keeps its own.
@@ -155,33 +193,109 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
     def serialize(
         self, checkpoint: Checkpoint[S], graph_hash: int, trace_id: TraceId
     ) -> CheckpointBlob:
+        return self.encode(checkpoint, graph_hash, trace_id, None)[0]
+
+    @override
+    def encode(
+        self,
+        checkpoint: Checkpoint[S],
+        graph_hash: int,
+        trace_id: TraceId,
+        base: Frame | None,
+    ) -> tuple[CheckpointBlob, Frame | None]:
         if not isinstance(checkpoint, Checkpoint):
             raise TypeError(f"serialize takes a Checkpoint, not {type(checkpoint).__name__}")
         trace = validate_trace_id(trace_id)
         check_header(checkpoint.step, graph_hash, checkpoint.created_at)
-        body = self._schema.encode(checkpoint.state, self.format)
-        if len(body) > self.max_state_size:
+        if DELTA_BASE_KEY in checkpoint.metadata:
+            raise ValueError(f"the metadata key {DELTA_BASE_KEY!r} is reserved")
+        state = self._schema.encode(checkpoint.state, self.format)
+        if len(state) > self.max_state_size:
             raise CodecError(
-                f"the state encodes to {len(body)} bytes, over this codec's "
+                f"the state encodes to {len(state)} bytes, over this codec's "
                 f"max_state_size of {self.max_state_size}"
             )
+        fields = split_fields(state) if self._frames else None
+        elements: dict[str, list[bytes]] = {}
+        delta = None
+        if fields is not None and base is not None and self._extends(base, trace, checkpoint):
+            delta = self._delta(base, fields, elements, len(state))
+        metadata: Metadata = dict(checkpoint.metadata)
+        if delta is not None and base is not None:
+            with_base = {**metadata, DELTA_BASE_KEY: str(base.checkpoint_id)}
+            try:
+                metadata = validate_metadata(with_base)
+            except ValueError:  # no room for the base's id: store the state whole
+                delta = None
+        header_fields = {
+            "checkpoint_id": checkpoint.checkpoint_id,
+            "trace_id": trace,
+            "step": checkpoint.step,
+            "parent_id": checkpoint.parent_id,
+            "graph_hash": graph_hash,
+            "created_at": checkpoint.created_at,
+            "current_node": checkpoint.current_node,
+            "metadata": metadata,
+        }
+        if delta is not None and base is not None:
+            blob = self._seal(delta, "delta", header_fields, base.checkpoint_id, base.chain_start)
+        else:
+            blob = self._seal(state, self.format, header_fields, None, None)
+        if fields is None:
+            return blob, None
+        if delta is not None and base is not None:
+            return blob, _delta_frame(blob, fields, base, elements)
+        return blob, self._keyframe(blob, fields, elements)
+
+    def _extends(self, base: Frame, trace: TraceId, checkpoint: Checkpoint[S]) -> bool:
+        """Whether ``checkpoint`` may be stored as a delta on ``base``."""
+        return (
+            base.trace_id == trace
+            and base.step < checkpoint.step
+            and base.chain_length < self.max_delta_chain
+        )
+
+    def _delta(
+        self,
+        base: Frame,
+        fields: dict[str, bytes],
+        elements: dict[str, list[bytes]],
+        state_size: int,
+    ) -> bytes | None:
+        """The encoded delta from ``base`` to ``fields``, or ``None`` where a whole state pays.
+
+        A delta must be under half what the whole state would store, estimated from
+        how its chain's keyframe compressed, and its chain must stay within
+        :data:`_CHAIN_TO_KEYFRAME` times that keyframe's stored size.
+        """
+        delta = _delta_encoder.encode(diff_fields(base, fields, elements))
+        if 2 * len(delta) > state_size * min(base.stored_ratio, 1.0):
+            return None
+        if base.chain_size + len(delta) > _CHAIN_TO_KEYFRAME * base.keyframe_size:
+            return None
+        return delta
+
+    def _seal(
+        self,
+        body: bytes,
+        body_format: str,
+        header_fields: dict[str, Any],
+        base_id: CheckpointId | None,
+        chain_start: int | None,
+    ) -> CheckpointBlob:
+        """Compress, encrypt and frame ``body`` under a header of ``header_fields``."""
         compression: Compression | None = None
         if self.compression == "zstd" and len(body) >= COMPRESSION_THRESHOLD:
             compressed = self._compressor().compress(body)
             if len(compressed) < len(body):
                 body, compression = compressed, "zstd"
         header = EnvelopeHeader(
-            body_format=self.format,
+            body_format=body_format,
             compression=compression,
             key_id=None if self.encryption is None else self.encryption.primary,
-            checkpoint_id=checkpoint.checkpoint_id,
-            trace_id=trace,
-            step=checkpoint.step,
-            parent_id=checkpoint.parent_id,
-            graph_hash=graph_hash,
-            created_at=checkpoint.created_at,
-            current_node=checkpoint.current_node,
-            metadata=dict(checkpoint.metadata),
+            base_id=base_id,
+            chain_start=chain_start,
+            **header_fields,
         )
         try:
             head = encode_head(header)
@@ -195,49 +309,126 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
                 f"the checkpoint's data is {len(data)} bytes, over this codec's "
                 f"max_payload_size of {self.max_payload_size}"
             )
-        return CheckpointBlob(
-            checkpoint_id=checkpoint.checkpoint_id,
-            trace_id=trace,
-            step=checkpoint.step,
-            parent_id=checkpoint.parent_id,
-            graph_hash=graph_hash,
-            created_at=checkpoint.created_at,
-            current_node=checkpoint.current_node,
-            metadata=header.metadata,
-            data=data,
+        return CheckpointBlob(**header_fields, data=data)
+
+    @staticmethod
+    def _keyframe(
+        blob: CheckpointBlob, fields: dict[str, bytes], elements: dict[str, list[bytes]]
+    ) -> Frame:
+        return Frame(
+            blob.checkpoint_id,
+            blob.trace_id,
+            blob.step,
+            fields,
+            chain_start=blob.step,
+            chain_length=0,
+            chain_size=0,
+            keyframe_size=len(blob.data),
+            elements=elements,
         )
 
     @override
     def deserialize(self, blob: CheckpointBlob, expected_hash: int | None) -> Checkpoint[S]:
+        return self.decode(blob, expected_hash, None)[0]
+
+    @override
+    def decode(
+        self, blob: CheckpointBlob, expected_hash: int | None, base: Frame | None
+    ) -> tuple[Checkpoint[S], Frame | None]:
         if not isinstance(blob, CheckpointBlob):
             raise TypeError(f"deserialize takes a CheckpointBlob, not {type(blob).__name__}")
         envelope = self._open(blob)
         header = envelope.header
-        if header.key_id is None and self.encryption is not None and not self.allow_unencrypted:
-            raise CodecError(
-                f"checkpoint {blob.checkpoint_id} is not encrypted, and this codec reads "
-                f"encrypted checkpoints only (anyone who can write to the store could have "
-                f"written it); rekey the store, or pass allow_unencrypted=True while migrating"
-            )
         # Authenticated (when encrypted) before the graph check: a GraphMismatch
         # then reports the hash the checkpoint was really written with.
-        body = self._plaintext(blob.checkpoint_id, envelope)
+        body = self._plaintext(blob, envelope)
         if expected_hash is not None and header.graph_hash != expected_hash:
             raise GraphMismatch(expected_hash, header.graph_hash)
-        state_bytes = self._decompress(blob.checkpoint_id, header.compression, body)
-        state = self._schema.decode(state_bytes, header.body_format, blob.checkpoint_id)
+        state, frame = self._state_bytes(blob, envelope, body, base)
+        body_format = "msgpack" if header.body_format == "delta" else header.body_format
+        value = self._schema.decode(state, body_format, blob.checkpoint_id)
+        metadata = header.metadata
+        if DELTA_BASE_KEY in metadata:
+            metadata = {k: v for k, v in metadata.items() if k != DELTA_BASE_KEY}
         try:
-            return Checkpoint(
+            checkpoint = Checkpoint(
                 checkpoint_id=CheckpointId(header.checkpoint_id),
                 step=header.step,
                 parent_id=None if header.parent_id is None else CheckpointId(header.parent_id),
                 current_node=header.current_node,
-                state=state,
+                state=value,
                 created_at=header.created_at,
-                metadata=header.metadata,
+                metadata=metadata,
             )
         except ValueError as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"impossible header: {exc}") from exc
+        return checkpoint, frame
+
+    # -- deltas: what a chain of them needs ---------------------------------------------
+
+    @override
+    def base_of(self, blob: CheckpointBlob) -> tuple[CheckpointId, int] | None:
+        header = self._open(blob).header
+        if header.base_id is None or header.chain_start is None:
+            return None
+        return CheckpointId(header.base_id), header.chain_start
+
+    @override
+    def read_frame(self, blob: CheckpointBlob, base: Frame | None) -> Frame | None:
+        envelope = self._open(blob)
+        body = self._plaintext(blob, envelope)
+        return self._state_bytes(blob, envelope, body, base)[1]
+
+    @override
+    def rebase(self, blob: CheckpointBlob, frame: Frame) -> CheckpointBlob:
+        if frame.checkpoint_id != blob.checkpoint_id:
+            raise ValueError(f"the frame of {frame.checkpoint_id} is not {blob.checkpoint_id}'s")
+        header = self._open(blob).header
+        header_fields = {
+            "checkpoint_id": blob.checkpoint_id,
+            "trace_id": blob.trace_id,
+            "step": blob.step,
+            "parent_id": blob.parent_id,
+            "graph_hash": blob.graph_hash,
+            "created_at": blob.created_at,
+            "current_node": blob.current_node,
+            "metadata": header.metadata,
+        }
+        return self._seal(join_fields(frame.fields), "msgpack", header_fields, None, None)
+
+    def _state_bytes(
+        self,
+        blob: CheckpointBlob,
+        envelope: Envelope,
+        body: memoryview | bytes,
+        base: Frame | None,
+    ) -> tuple[memoryview | bytes, Frame | None]:
+        """The whole state's bytes of an opened envelope, and its frame where it has one."""
+        header = envelope.header
+        plain = self._decompress(blob.checkpoint_id, header.compression, body)
+        if header.body_format != "delta":
+            if header.body_format != "msgpack":  # any codec reads a chain, whatever it writes
+                return plain, None
+            fields = split_fields(plain)
+            return plain, None if fields is None else self._keyframe(blob, fields, {})
+        if base is None or base.checkpoint_id != header.base_id:
+            raise CodecError(
+                f"checkpoint {blob.checkpoint_id} is stored as its changes to checkpoint "
+                f"{header.base_id}; read it through a TypedCheckpointStore, which follows "
+                f"the chain"
+            )
+        if base.trace_id != blob.trace_id or base.step >= blob.step:
+            raise CorruptCheckpoint(
+                blob.checkpoint_id,
+                f"its base {base.checkpoint_id} is at step {base.step} of trace "
+                f"{base.trace_id!r:.80}, not before step {blob.step} of {blob.trace_id!r:.80}",
+            )
+        try:
+            delta = _delta_decoder.decode(plain)
+            fields = apply_delta(base, delta, self.max_state_size)
+        except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
+            raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
+        return join_fields(fields), _delta_frame(blob, fields, base, {})
 
     # -- what rekeying needs: the key of a blob, and re-encryption without decoding --------
 
@@ -262,7 +453,7 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
         if self.encryption is None:
             raise TypeError("reseal needs a codec with a key ring (encryption=KeyRing(...))")
         envelope = self._open(blob)
-        body = self._plaintext(blob.checkpoint_id, envelope)
+        body = self._plaintext(blob, envelope, rekeying=True)
         header = msgspec.structs.replace(envelope.header, key_id=self.encryption.primary)
         try:
             head = encode_head(header)
@@ -282,10 +473,24 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
             )
         return open_envelope(blob)
 
-    def _plaintext(self, checkpoint_id: CheckpointId, envelope: Envelope) -> memoryview | bytes:
-        """The body of ``envelope``, decrypted and authenticated if it is encrypted."""
+    def _plaintext(
+        self, blob: CheckpointBlob, envelope: Envelope, *, rekeying: bool = False
+    ) -> memoryview | bytes:
+        """The body of ``envelope``, decrypted and authenticated if it is encrypted.
+
+        Refuses unencrypted data when the codec has a key ring, unless it allows
+        it or is ``rekeying`` (taking such data to encrypt it).
+        """
+        checkpoint_id = blob.checkpoint_id
         key_id = envelope.header.key_id
         if key_id is None:
+            if self.encryption is not None and not (self.allow_unencrypted or rekeying):
+                raise CodecError(
+                    f"checkpoint {checkpoint_id} is not encrypted, and this codec reads "
+                    f"encrypted checkpoints only (anyone who can write to the store could "
+                    f"have written it); rekey the store, or pass allow_unencrypted=True "
+                    f"while migrating"
+                )
             return envelope.body
         if self.encryption is None:
             raise CodecError(
@@ -366,6 +571,24 @@ class SerdeCheckpointCodec(CheckpointCodec[S], Generic[S]):
                 max_window_size=_MAX_WINDOW_SIZE
             )
         return decompressor
+
+
+def _delta_frame(
+    blob: CheckpointBlob, fields: dict[str, bytes], base: Frame, elements: dict[str, list[bytes]]
+) -> Frame:
+    """The frame of ``blob``, a delta on ``base`` whose state has ``fields``."""
+    return Frame(
+        blob.checkpoint_id,
+        blob.trace_id,
+        blob.step,
+        fields,
+        chain_start=base.chain_start,
+        chain_length=base.chain_length + 1,
+        chain_size=base.chain_size + len(blob.data),
+        keyframe_size=base.keyframe_size,
+        stored_ratio=base.stored_ratio,
+        elements=elements,
+    )
 
 
 class _StateSchema:
@@ -556,3 +779,6 @@ _SECRET_ENCODERS: _Encoders = {
     "msgpack": msgspec.msgpack.Encoder(enc_hook=_secret_enc_hook),
     "json": msgspec.json.Encoder(enc_hook=_secret_enc_hook),
 }
+
+_delta_encoder = msgspec.msgpack.Encoder()
+_delta_decoder = msgspec.msgpack.Decoder(Delta)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -137,12 +137,40 @@ class BlobCheckpointStore(abc.ABC):
         """Every trace that holds at least one checkpoint, sorted."""
         return await self._traces()
 
+    async def load_steps(
+        self, trace_id: TraceId | str, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        """The trace's blobs with ``first_step <= step <= last_step``, ascending by step.
+
+        Steps the trace does not hold are skipped; an empty range or an unknown
+        trace gives an empty list. This is how a checkpoint stored as changes gets
+        the checkpoints before it in one call instead of one call each.
+        """
+        trace = validate_trace_id(trace_id)
+        for name, value in (("first_step", first_step), ("last_step", last_step)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, not {value!r}")
+        if first_step > last_step:
+            return []
+        return await self._load_steps(trace, first_step, last_step)
+
     async def delete(self, checkpoint_id: CheckpointId) -> bool:
         """Delete one checkpoint; ``False`` (and no error) if it was not there.
 
         Deleting a trace's newest checkpoint makes the next one down the latest.
         """
         return await self._delete(coerce_checkpoint_id(checkpoint_id))
+
+    async def delete_many(self, checkpoint_ids: Iterable[CheckpointId]) -> int:
+        """Delete these checkpoints; return how many were there.
+
+        Ids not stored are skipped. Backends that can delete in one transaction
+        (and one durable commit) do so; the others delete one by one.
+        """
+        wanted = list(dict.fromkeys(coerce_checkpoint_id(one) for one in checkpoint_ids))
+        if not wanted:
+            return 0
+        return await self._delete_many(wanted)
 
     async def delete_trace(self, trace_id: TraceId | str) -> int:
         """Delete every checkpoint of the trace and return how many there were."""
@@ -192,6 +220,33 @@ class BlobCheckpointStore(abc.ABC):
 
     @abc.abstractmethod
     async def _delete_trace(self, trace_id: TraceId) -> int: ...
+
+    async def _load_steps(
+        self, trace_id: TraceId, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        """List the range's headers, then load each blob.
+
+        Backends that can read a step range in one query override this.
+        """
+        found: list[CheckpointBlob] = []
+        before: int | None = last_step + 1
+        page_size = min(500, last_step - first_step + 1)
+        while page := await self._history(trace_id, page_size, before):
+            for info in page:
+                if info.step < first_step:
+                    return found[::-1]
+                blob = await self._load(info.checkpoint_id)
+                if blob is not None:  # None: deleted since the listing
+                    found.append(blob)
+            before = page[-1].step
+        return found[::-1]
+
+    async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
+        """Delete one by one. Backends that can delete a batch at once override this."""
+        deleted = 0
+        for checkpoint_id in checkpoint_ids:
+            deleted += await self._delete(checkpoint_id)
+        return deleted
 
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
         """List the whole trace and delete what ``rule`` selects, one by one.

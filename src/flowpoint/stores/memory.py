@@ -97,17 +97,28 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
             blobs = [trace.by_step[step] for step in reversed(steps)]
         return [blob.info() for blob in blobs]
 
+    async def _load_steps(
+        self, trace_id: TraceId, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        with self._lock:
+            trace = self._by_trace.get(trace_id)
+            if trace is None:
+                return []
+            start = bisect.bisect_left(trace.steps, first_step)
+            end = bisect.bisect_right(trace.steps, last_step)
+            return [trace.by_step[step] for step in trace.steps[start:end]]
+
     async def _traces(self) -> list[TraceId]:
         with self._lock:
             return sorted(self._by_trace)
 
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
         with self._lock:
-            blob = self._by_id.pop(checkpoint_id, None)
-            if blob is None:
-                return False
-            self._forget_step(blob.trace_id, blob.step)
-            return True
+            return self._forget(checkpoint_id)
+
+    async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
+        with self._lock:
+            return sum(self._forget(checkpoint_id) for checkpoint_id in checkpoint_ids)
 
     async def _delete_trace(self, trace_id: TraceId) -> int:
         with self._lock:
@@ -117,6 +128,14 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
             for blob in trace.by_step.values():
                 del self._by_id[blob.checkpoint_id]
             return len(trace.steps)
+
+    def _forget(self, checkpoint_id: CheckpointId) -> bool:
+        """Drop one checkpoint, holding the lock; ``False`` if it was not there."""
+        blob = self._by_id.pop(checkpoint_id, None)
+        if blob is None:
+            return False
+        self._forget_step(blob.trace_id, blob.step)
+        return True
 
     def _forget_step(self, trace_id: TraceId, step: int) -> None:
         trace = self._by_trace[trace_id]

@@ -165,6 +165,10 @@ _LOAD_SQL: Final = f"SELECT {_HEADER}, data FROM {{checkpoints}} WHERE checkpoin
 _LATEST_SQL: Final = (
     f"SELECT {_HEADER}, data FROM {{checkpoints}} WHERE trace_id = %s ORDER BY step DESC LIMIT 1"
 )
+_STEPS_SQL: Final = (
+    f"SELECT {_HEADER}, data FROM {{checkpoints}} "
+    "WHERE trace_id = %s AND step BETWEEN %s AND %s ORDER BY step"
+)
 _HISTORY_SQL: Final = (
     f"SELECT {_HEADER}, size FROM {{checkpoints}} WHERE trace_id = %s ORDER BY step DESC LIMIT %s"
 )
@@ -185,6 +189,7 @@ WITH RECURSIVE traces(trace_id) AS (
 SELECT trace_id FROM traces WHERE trace_id IS NOT NULL
 """
 _DELETE_SQL: Final = "DELETE FROM {checkpoints} WHERE checkpoint_id = %s"
+_DELETE_MANY_SQL: Final = "DELETE FROM {checkpoints} WHERE checkpoint_id = ANY(%s)"
 _DELETE_TRACE_SQL: Final = "DELETE FROM {checkpoints} WHERE trace_id = %s"
 _PRUNE_SQL: Final = "DELETE FROM {checkpoints} WHERE trace_id = %(trace)s"
 # Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
@@ -245,10 +250,12 @@ class _Statements:
         self.insert = render(_INSERT_SQL)
         self.load = render(_LOAD_SQL)
         self.latest = render(_LATEST_SQL)
+        self.steps = render(_STEPS_SQL)
         self.history = render(_HISTORY_SQL)
         self.history_before = render(_HISTORY_BEFORE_SQL)
         self.traces = render(_TRACES_SQL)
         self.delete = render(_DELETE_SQL)
+        self.delete_many = render(_DELETE_MANY_SQL)
         self.delete_trace = render(_DELETE_TRACE_SQL)
         self.prune = render(_PRUNE_SQL)
         self.prune_keep = render(_PRUNE_KEEP_SQL)
@@ -477,6 +484,17 @@ class PostgresBlobStore(RewritableBlobStore):
         return [_info_from_row(row) for row in rows]
 
     @override
+    async def _load_steps(
+        self, trace_id: TraceId, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        if first_step > _INT64_MAX:
+            return []  # no bigint step is that high
+        # Bounds within bigint keep the comparison on the (trace_id, step) index.
+        params = (trace_id, first_step, min(last_step, _INT64_MAX))
+        rows = await self._fetch("load_steps", self._sql.steps, params)
+        return [_blob_from_row(row) for row in rows]
+
+    @override
     async def _traces(self) -> list[TraceId]:
         rows = await self._fetch("traces", self._sql.traces, ())
         return [trace_from_text(row[0]) for row in rows]
@@ -484,6 +502,10 @@ class PostgresBlobStore(RewritableBlobStore):
     @override
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
         return await self._modify("delete", self._sql.delete, (checkpoint_id,)) > 0
+
+    @override
+    async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
+        return await self._modify("delete_many", self._sql.delete_many, (checkpoint_ids,))
 
     @override
     async def _delete_trace(self, trace_id: TraceId) -> int:

@@ -535,6 +535,41 @@ class RedisBlobStore(RewritableBlobStore):
         return infos
 
     @override
+    async def _load_steps(
+        self, trace_id: TraceId, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        if first_step > _INT64_MAX:
+            return []  # no step is that high
+        # The members of the range, lowest step first (byte order of the padded
+        # steps, as a save's check of its step), then every hash in one round trip.
+        low = f"[{first_step:0{_STEP_WIDTH}d}:"
+        high = f"({min(last_step, _INT64_MAX):0{_STEP_WIDTH}d};"
+        client = self._open_client()
+        with self._errors("load_steps"):
+            members = await client.execute_command(  # type: ignore[no-untyped-call]
+                "ZRANGE", self._trace_key(trace_id), low, high, "BYLEX"
+            )
+            if not isinstance(members, list):
+                raise StorageError(f"Redis load_steps: unexpected reply {members!r:.60}")
+            listed = [_parse_member(member) for member in members]
+            if not listed:
+                return []
+            async with client.pipeline(transaction=False) as pipe:
+                for checkpoint_id, _ in listed:
+                    pipe.execute_command("HMGET", self._cp_key(checkpoint_id), *_BLOB_FIELDS)
+                replies = await pipe.execute()
+        blobs = []
+        for (checkpoint_id, step), values in zip(listed, replies, strict=True):
+            if not isinstance(values, list) or len(values) != len(_BLOB_FIELDS):
+                raise StorageError(f"Redis load_steps: unexpected reply {values!r:.60}")
+            if all(value is None for value in values):
+                continue  # expired, or deleted since the listing
+            blob = _blob_from(checkpoint_id, values)
+            _check_listed(blob.info(), trace_id, step)
+            blobs.append(blob)
+        return blobs
+
+    @override
     async def _traces(self) -> list[TraceId]:
         traces: list[TraceId] = []
         after = b"-"
@@ -554,6 +589,19 @@ class RedisBlobStore(RewritableBlobStore):
         keys = [self._cp_key(checkpoint_id), self._index_key]
         deleted = await self._run("delete", keys, [self._prefix, checkpoint_id.hex])
         return bool(_count(deleted, "delete"))
+
+    @override
+    async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
+        # The delete script once per checkpoint (each atomic), all in one round trip.
+        client = self._open_client()
+        script = self._scripts["delete"]
+        with self._errors("delete_many"):
+            async with client.pipeline(transaction=False) as pipe:
+                for checkpoint_id in checkpoint_ids:
+                    keys = [self._cp_key(checkpoint_id), self._index_key]
+                    await script(keys=keys, args=[self._prefix, checkpoint_id.hex], client=pipe)
+                replies = await pipe.execute()
+        return sum(_count(reply, "delete_many") for reply in replies)
 
     @override
     async def _delete_trace(self, trace_id: TraceId) -> int:

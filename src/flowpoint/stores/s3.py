@@ -82,7 +82,7 @@ __all__ = ["S3BlobStore", "trace_segment"]
 _MIN_RECORD = RecordFormat.prefix_size + 1 + RecordFormat.checksum_size
 # A header is a few hundred bytes: one ranged GET of this size reads it whole.
 _FIRST_READ = 4096
-# Header reads in flight at once, per call (history, traces, delete_trace, prune).
+# Reads in flight at once, per call (history, traces, load_steps, delete_trace, prune).
 _READ_CONCURRENCY = 16
 # Reads and conditional PUTs a rewrite tries before it gives up on a record that
 # keeps changing under it (other rewrites winning each time).
@@ -330,6 +330,31 @@ class S3BlobStore(RewritableBlobStore):
                         if len(infos) == limit:
                             return infos
         return infos
+
+    async def _load_steps(
+        self, trace_id: TraceId, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        if first_step > _MAX_STEP:
+            return []
+        segment = trace_segment(trace_id)
+        # Keys sort newest first: the steps up to last_step follow the key of the next.
+        offset = None if last_step >= _MAX_STEP else _checkpoint_key(segment, last_step + 1)
+        listed: list[_Listed] = []
+        async with contextlib.aclosing(self._listing(segment, offset, 1000)) as batches:
+            async for batch in batches:
+                listed.extend(found for found in batch if found.step >= first_step)
+                if batch[-1].step < first_step:
+                    break
+
+        async def one(found: _Listed) -> CheckpointBlob | None:
+            raw = await self._get(found.key)
+            if raw is None:
+                return None  # deleted since the listing
+            header, data = _decode_record(raw, found.key, segment, found.step, None)
+            return header.info().with_data(data)
+
+        blobs = await _bounded([one(found) for found in reversed(listed)])
+        return [blob for blob in blobs if blob is not None]
 
     async def _traces(self) -> list[TraceId]:
         import obstore

@@ -118,6 +118,10 @@ _LATEST_SQL: Final = (
     f"SELECT {_HEADER}, data FROM flowpoint_checkpoints "
     "WHERE trace_id = ? ORDER BY step DESC LIMIT 1"
 )
+_STEPS_SQL: Final = (
+    f"SELECT {_HEADER}, data FROM flowpoint_checkpoints "
+    "WHERE trace_id = ? AND step BETWEEN ? AND ? ORDER BY step"
+)
 _HISTORY_SQL: Final = (
     f"SELECT {_HEADER}, size FROM flowpoint_checkpoints "
     "WHERE trace_id = ? ORDER BY step DESC LIMIT ?"
@@ -321,6 +325,16 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         return [_info_from_row(row) for row in rows]
 
     @override
+    async def _load_steps(
+        self, trace_id: TraceId, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        if first_step > _INT64_MAX:
+            return []  # no step is that high; and SQLite cannot bind the number
+        query: _Query = (_STEPS_SQL, (trace_id, first_step, min(last_step, _INT64_MAX)))
+        rows = await self._run("load_steps", _fetch_all, query)
+        return [_blob_from_row(row) for row in rows]
+
+    @override
     async def _traces(self) -> list[TraceId]:
         rows = await self._run("traces", _fetch_all, (_TRACES_SQL, ()))
         return [trace_from_text(row[0]) for row in rows]
@@ -329,6 +343,11 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
         deleted = await self._run("delete", _delete_rows, (_DELETE_SQL, (checkpoint_id.bytes,)))
         return deleted > 0
+
+    @override
+    async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
+        params = [(checkpoint_id.bytes,) for checkpoint_id in checkpoint_ids]
+        return await self._run("delete_many", _delete_each, params)
 
     @override
     async def _delete_trace(self, trace_id: TraceId) -> int:
@@ -503,6 +522,12 @@ def _fetch_all(conn: sqlite3.Connection, query: _Query) -> list[_Row]:
 def _delete_rows(conn: sqlite3.Connection, query: _Query) -> int:
     with _write_transaction(conn):
         return conn.execute(*query).rowcount
+
+
+def _delete_each(conn: sqlite3.Connection, params: list[tuple[bytes]]) -> int:
+    """Delete by id once per id, in one write transaction (one commit)."""
+    with _write_transaction(conn):
+        return conn.executemany(_DELETE_SQL, params).rowcount
 
 
 def _set_wal_mode(conn: sqlite3.Connection, busy_timeout: float) -> object:

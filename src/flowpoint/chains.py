@@ -29,8 +29,9 @@ class FrameCache:
     """Frames of checkpoints saved or loaded lately, by id, least recently used out first.
 
     Each trace's *tip* is the frame of the highest step seen in it: the base the
-    next save in that trace is stored against. Frames are what the codec made
-    or checked itself, so one kept here is as good as one read back.
+    next save in that trace is stored against; other frames stay for loads near
+    them. Frames are what the codec made or checked itself, so one kept here is
+    as good as one read back. ``max_bytes`` bounds the state bytes kept.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_FRAME_CACHE_BYTES) -> None:
@@ -54,15 +55,20 @@ class FrameCache:
         return None if checkpoint_id is None else self.get(checkpoint_id)
 
     def put(self, frame: Frame) -> None:
-        """Keep ``frame``; it becomes its trace's tip unless the tip has a higher step."""
+        """Keep ``frame``; it becomes its trace's tip unless the tip has a higher step.
+
+        A tip that is superseded goes: a run's next save needs only the newest.
+        """
         if frame.size > self.max_bytes:
             return
         self.forget(frame.checkpoint_id)
-        self._frames[frame.checkpoint_id] = frame
-        self._bytes += frame.size
         tip = self.tip(frame.trace_id)
         if tip is None or tip.step <= frame.step:
+            if tip is not None:
+                self.forget(tip.checkpoint_id)
             self._tips[frame.trace_id] = frame.checkpoint_id
+        self._frames[frame.checkpoint_id] = frame
+        self._bytes += frame.size
         while self._bytes > self.max_bytes:
             _, oldest = self._frames.popitem(last=False)
             self._dropped(oldest)

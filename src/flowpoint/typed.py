@@ -147,9 +147,12 @@ class TypedCheckpointStore(Generic[S]):
             # Raised by the codec, after it has checked the bytes: before any chain is read.
             codec.decode(blob, expected_hash, None)
             raise GraphMismatch(expected_hash, blob.graph_hash)
-        base = await base_frame(self.store, codec, self._frames, blob)
-        checkpoint, frame = codec.decode(blob, expected_hash, base)
-        if frame is not None:
+        known = self._frames.get(blob.checkpoint_id)
+        base = (
+            None if known is not None else await base_frame(self.store, codec, self._frames, blob)
+        )
+        checkpoint, frame = codec.decode(blob, expected_hash, base, known=known)
+        if frame is not None and frame is not known:
             self._frames.put(frame)
         return checkpoint
 

@@ -105,7 +105,7 @@ def round_trip(old: Any, new: Any) -> Delta:
     """Diff ``old`` to ``new``, apply the delta (through its encoding) and check the result."""
     base = frame_of(old)
     fields = fields_of(new)
-    elements: dict[str, list[bytes]] = {}
+    elements: dict[str, list[msgspec.Raw]] = {}
     delta = diff_fields(base, fields, elements)
     # The delta travels encoded: decode it as the codec would.
     sent = msgspec.msgpack.decode(enc(delta), type=Delta)
@@ -116,7 +116,7 @@ def round_trip(old: Any, new: Any) -> Delta:
     assert back == new
     assert list(back) == list(new)
     for key, split in elements.items():  # arrays split while diffing are the new ones
-        assert [enc(x) for x in msgspec.msgpack.decode(fields[key])] == split
+        assert [enc(x) for x in msgspec.msgpack.decode(fields[key])] == [bytes(e) for e in split]
     return delta
 
 
@@ -428,7 +428,7 @@ def test_a_list_replaced_by_a_non_list(replacement: Any) -> None:
 
 def test_a_frame_splits_array_fields_only() -> None:
     frame = frame_of({"items": list(range(20)), "n": 3})
-    assert frame.elements("items") == [enc(n) for n in range(20)]
+    assert [bytes(e) for e in frame.elements("items") or []] == [enc(n) for n in range(20)]
     assert frame.elements("n") is None
     assert frame.size == len(enc({"items": list(range(20)), "n": 3}))
 
@@ -887,7 +887,8 @@ HOSTILE_DELTAS: list[tuple[str, dict[str, Any], str]] = [
     ("patch past the end", _patched(20, {20: 1}), "patches element 20 of 20"),
     ("patch a negative index", _patched(20, {-1: 1}), "patches element -1"),
     ("patch with a hole", _patched(22, {0: 1, 21: 1}), "hole"),
-    ("patch a hole first", _patched(22, {21: 1, 20: 1}), "hole"),
+    # Indices are applied in order, so this fills 20 and 21: then the claimed size is wrong.
+    ("patch out of order", _patched(22, {21: 1, 20: 1}), "the delta says"),
     ("patch past base and changes", _patched(25, {20: 1}), "impossible length"),
     ("patch a negative length", _patched(-1, {}), "impossible length"),
     ("patch short of its length", _patched(21, {0: 1}), "short of its length"),
@@ -933,7 +934,7 @@ def test_hostile_deltas_are_corrupt(change: dict[str, Any], message: str) -> Non
         h.codec.read_frame(blob, h.base)
     # The base's frame is not changed by a failed read.
     assert list(h.base.fields.items()) == list(fields_of(HOSTILE_BASE).items())
-    assert h.base.elements("items") == [enc(n) for n in range(20)]
+    assert [bytes(e) for e in h.base.elements("items") or []] == [enc(n) for n in range(20)]
 
 
 def test_a_small_reader_refuses_a_delta_growing_past_its_limit() -> None:

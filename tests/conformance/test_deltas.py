@@ -251,3 +251,19 @@ async def test_the_blocking_facade_writes_and_reads_chains(
         assert sync.delete(checkpoints[2].checkpoint_id)
         assert sync.delete_checkpoints("sync", [checkpoints[0].checkpoint_id]) == 1
     await assert_all_load(harness, checkpoints[1:2] + checkpoints[3:])
+
+
+async def test_a_kept_frame_does_not_skip_checking_the_stored_bytes(
+    harness: StoreHarness, store: TypedCheckpointStore
+) -> None:
+    checkpoints = await run_chat(store, "t", 3)
+    # The facade kept the latest's fields when it saved it; the stored bytes still count.
+    with pytest.raises(GraphMismatch):
+        await store.load_latest("t", GRAPH + 1)
+    data = bytearray(await harness.read_data(checkpoints[-1].checkpoint_id))
+    data[-12] ^= 0x40
+    await harness.write_data(checkpoints[-1].checkpoint_id, bytes(data))
+    with pytest.raises(CorruptCheckpoint):
+        await store.load_latest("t", GRAPH)
+    with pytest.raises(CorruptCheckpoint):
+        await store.load(checkpoints[-1].checkpoint_id, GRAPH)

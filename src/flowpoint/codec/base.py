@@ -79,9 +79,19 @@ class DeltaCheckpointCodec(CheckpointCodec[S], Generic[S]):
 
     @abc.abstractmethod
     def decode(
-        self, blob: CheckpointBlob, expected_hash: int | None, base: Frame | None
+        self,
+        blob: CheckpointBlob,
+        expected_hash: int | None,
+        base: Frame | None,
+        *,
+        known: Frame | None = None,
     ) -> tuple[Checkpoint[S], Frame | None]:
-        """:meth:`deserialize` for a whole state or a delta; also returns the frame."""
+        """:meth:`deserialize` for a whole state or a delta; also returns the frame.
+
+        ``known`` is this checkpoint's own frame, kept from when it was saved or
+        loaded: the state is then decoded from it, with no base needed and nothing
+        rebuilt (the bytes are still checked and, if encrypted, authenticated).
+        """
 
     @abc.abstractmethod
     def rebase(self, blob: CheckpointBlob, frame: Frame) -> CheckpointBlob:

@@ -82,7 +82,7 @@ class Frame:
         chain_size: int,
         keyframe_size: int,
         stored_ratio: float | None = None,
-        elements: dict[str, list[bytes]] | None = None,
+        elements: dict[str, list[msgspec.Raw]] | None = None,
     ) -> None:
         self.checkpoint_id = checkpoint_id
         self.trace_id = trace_id
@@ -96,9 +96,9 @@ class Frame:
         self.stored_ratio = (
             keyframe_size / max(self.size, 1) if stored_ratio is None else stored_ratio
         )
-        self._elements: dict[str, list[bytes]] = elements if elements is not None else {}
+        self._elements: dict[str, list[msgspec.Raw]] = elements if elements is not None else {}
 
-    def elements(self, key: str) -> list[bytes] | None:
+    def elements(self, key: str) -> list[msgspec.Raw] | None:
         """The elements of array field ``key`` (split once, then kept), or ``None``."""
         found = self._elements.get(key)
         if found is None:
@@ -149,7 +149,7 @@ def fields_hash(fields: dict[str, bytes]) -> int:
 
 
 def diff_fields(
-    base: Frame, fields: dict[str, bytes], new_elements: dict[str, list[bytes]]
+    base: Frame, fields: dict[str, bytes], new_elements: dict[str, list[msgspec.Raw]]
 ) -> Delta:
     """The delta that turns ``base``'s fields into ``fields``.
 
@@ -181,8 +181,15 @@ def diff_fields(
     )
 
 
-def apply_delta(base: Frame, delta: Delta, max_state_size: int) -> dict[str, bytes]:
+def apply_delta(
+    base: Frame,
+    delta: Delta,
+    max_state_size: int,
+    new_elements: dict[str, list[msgspec.Raw]] | None = None,
+) -> dict[str, bytes]:
     """``base``'s fields changed as ``delta`` says, checked against its size and hash.
+
+    Arrays patched element by element are left split in ``new_elements``.
 
     Raises ``ValueError`` saying what does not fit: a delta that names fields
     or elements its base lacks, grows past ``max_state_size``, or rebuilds
@@ -207,7 +214,8 @@ def apply_delta(base: Frame, delta: Delta, max_state_size: int) -> dict[str, byt
         elif key in delta.appended:
             value = _append(base, key, *delta.appended[key])
         elif key in delta.patched:
-            value = _patch(base, key, *delta.patched[key])
+            length, changes = delta.patched[key]
+            value = _patch(base, key, length, changes, {} if new_elements is None else new_elements)
         else:
             value = base.fields.get(key)
         if value is None:
@@ -229,7 +237,7 @@ def apply_delta(base: Frame, delta: Delta, max_state_size: int) -> dict[str, byt
 
 
 def _array_change(
-    base: Frame, key: str, value: bytes, new_elements: dict[str, list[bytes]]
+    base: Frame, key: str, value: bytes, new_elements: dict[str, list[msgspec.Raw]]
 ) -> tuple[int, bytes] | dict[int, msgspec.Raw] | None:
     """How array field ``key`` changed: appended elements, patched ones, or ``None``."""
     old = base.fields[key]
@@ -239,13 +247,10 @@ def _array_change(
         return None
     old_count, old_start = old_header
     new_count, new_start = new_header
-    old_body_length = len(old) - old_start
-    if (
-        new_count >= old_count
-        and len(value) - new_start >= old_body_length
-        and value[new_start : new_start + old_body_length] == old[old_start:]
-    ):
-        return new_count - old_count, value[new_start + old_body_length :]
+    old_body = memoryview(old)[old_start:]
+    # startswith compares in place: slicing 100 KB arrays to compare them costs far more.
+    if new_count >= old_count and value.startswith(old_body, new_start):
+        return new_count - old_count, value[new_start + len(old_body) :]
     # Patching needs both arrays split: worth it only for long arrays.
     if new_count < 16:
         return None
@@ -254,15 +259,12 @@ def _array_change(
     if old_elements is None or elements is None:
         return None
     new_elements[key] = elements
-    changes: dict[int, msgspec.Raw] = {}
-    changed_bytes = 0
-    budget = len(value) // 2
-    for index, element in enumerate(elements):
-        if index >= len(old_elements) or element != old_elements[index]:
-            changes[index] = msgspec.Raw(element)
-            changed_bytes += len(element) + 5
-            if changed_bytes > budget:
-                return None
+    pairs = zip(elements, old_elements, strict=False)  # the shorter decides; the rest below
+    changed = [index for index, (new, old) in enumerate(pairs) if new != old]
+    changed.extend(range(len(old_elements), len(elements)))
+    changes = {index: elements[index] for index in changed}
+    if sum(len(element) + 5 for element in changes.values()) > len(value) // 2:
+        return None
     return changes
 
 
@@ -274,10 +276,16 @@ def _append(base: Frame, key: str, count: int, tail: bytes) -> bytes | None:
     old_count, start = header
     if count < 0 or old_count + count > _MAX_ARRAY:
         raise ValueError(f"the delta appends {count} elements to field {key!r:.80}")
-    return b"".join((_encode_array_header(old_count + count), old[start:], tail))
+    return b"".join((_encode_array_header(old_count + count), memoryview(old)[start:], tail))
 
 
-def _patch(base: Frame, key: str, length: int, changes: dict[int, msgspec.Raw]) -> bytes | None:
+def _patch(
+    base: Frame,
+    key: str,
+    length: int,
+    changes: dict[int, msgspec.Raw],
+    new_elements: dict[str, list[msgspec.Raw]],
+) -> bytes | None:
     if key not in base.fields:
         raise ValueError(f"the delta patches field {key!r:.80}, which the base lacks")
     old_elements = base.elements(key)
@@ -286,25 +294,26 @@ def _patch(base: Frame, key: str, length: int, changes: dict[int, msgspec.Raw]) 
     if not 0 <= length <= len(old_elements) + len(changes):
         raise ValueError(f"the delta gives field {key!r:.80} an impossible length {length}")
     elements = old_elements[:length]
-    for index, element in changes.items():
+    for index, element in sorted(changes.items()):
         if not 0 <= index < length:
             raise ValueError(f"the delta patches element {index} of {length} in {key!r:.80}")
         if index < len(elements):
-            elements[index] = bytes(element)
+            elements[index] = element
         elif index == len(elements):
-            elements.append(bytes(element))
+            elements.append(element)
         else:
             raise ValueError(f"the delta leaves a hole at element {len(elements)} of {key!r:.80}")
     if len(elements) != length:
         raise ValueError(f"the delta leaves field {key!r:.80} short of its length {length}")
+    new_elements[key] = elements
     return _encode_array_header(length) + b"".join(elements)
 
 
-def _split_array(value: bytes) -> list[bytes] | None:
+def _split_array(value: bytes) -> list[msgspec.Raw] | None:
     if _array_header(value) is None:
         return None
     try:
-        return [bytes(element) for element in _element_decoder.decode(value)]
+        return _element_decoder.decode(value)
     except (msgspec.MsgspecError, ValueError, RecursionError):
         return None
 

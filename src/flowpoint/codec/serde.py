@@ -26,6 +26,7 @@ from flowpoint.codec.delta import (
     diff_fields,
     join_fields,
     split_fields,
+    state_size,
 )
 from flowpoint.codec.envelope import (
     Envelope,
@@ -209,17 +210,21 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         check_header(checkpoint.step, graph_hash, checkpoint.created_at)
         if DELTA_BASE_KEY in checkpoint.metadata:
             raise ValueError(f"the metadata key {DELTA_BASE_KEY!r} is reserved")
-        state = self._schema.encode(checkpoint.state, self.format)
-        if len(state) > self.max_state_size:
+        state: bytes | None = None
+        fields = self._schema.encode_fields(checkpoint.state) if self._frames else None
+        if fields is None:
+            state = self._schema.encode(checkpoint.state, self.format)
+            fields = split_fields(state) if self._frames else None
+        size = len(state) if state is not None else state_size(fields or {})
+        if size > self.max_state_size:
             raise CodecError(
-                f"the state encodes to {len(state)} bytes, over this codec's "
+                f"the state encodes to {size} bytes, over this codec's "
                 f"max_state_size of {self.max_state_size}"
             )
-        fields = split_fields(state) if self._frames else None
-        elements: dict[str, list[bytes]] = {}
+        elements: dict[str, list[msgspec.Raw]] = {}
         delta = None
         if fields is not None and base is not None and self._extends(base, trace, checkpoint):
-            delta = self._delta(base, fields, elements, len(state))
+            delta = self._delta(base, fields, elements, size)
         metadata: Metadata = dict(checkpoint.metadata)
         if delta is not None and base is not None:
             with_base = {**metadata, DELTA_BASE_KEY: str(base.checkpoint_id)}
@@ -240,7 +245,8 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         if delta is not None and base is not None:
             blob = self._seal(delta, "delta", header_fields, base.checkpoint_id, base.chain_start)
         else:
-            blob = self._seal(state, self.format, header_fields, None, None)
+            whole = state if state is not None else join_fields(fields or {})
+            blob = self._seal(whole, self.format, header_fields, None, None)
         if fields is None:
             return blob, None
         if delta is not None and base is not None:
@@ -259,7 +265,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         self,
         base: Frame,
         fields: dict[str, bytes],
-        elements: dict[str, list[bytes]],
+        elements: dict[str, list[msgspec.Raw]],
         state_size: int,
     ) -> bytes | None:
         """The encoded delta from ``base`` to ``fields``, or ``None`` where a whole state pays.
@@ -313,7 +319,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
 
     @staticmethod
     def _keyframe(
-        blob: CheckpointBlob, fields: dict[str, bytes], elements: dict[str, list[bytes]]
+        blob: CheckpointBlob, fields: dict[str, bytes], elements: dict[str, list[msgspec.Raw]]
     ) -> Frame:
         return Frame(
             blob.checkpoint_id,
@@ -333,7 +339,12 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
 
     @override
     def decode(
-        self, blob: CheckpointBlob, expected_hash: int | None, base: Frame | None
+        self,
+        blob: CheckpointBlob,
+        expected_hash: int | None,
+        base: Frame | None,
+        *,
+        known: Frame | None = None,
     ) -> tuple[Checkpoint[S], Frame | None]:
         if not isinstance(blob, CheckpointBlob):
             raise TypeError(f"deserialize takes a CheckpointBlob, not {type(blob).__name__}")
@@ -344,8 +355,13 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         body = self._plaintext(blob, envelope)
         if expected_hash is not None and header.graph_hash != expected_hash:
             raise GraphMismatch(expected_hash, header.graph_hash)
-        state, frame = self._state_bytes(blob, envelope, body, base)
-        body_format = "msgpack" if header.body_format == "delta" else header.body_format
+        state: memoryview | bytes
+        frame: Frame | None
+        if known is not None and known.checkpoint_id == blob.checkpoint_id:
+            state, frame, body_format = join_fields(known.fields), known, "msgpack"
+        else:
+            state, frame = self._state_bytes(blob, envelope, body, base)
+            body_format = "msgpack" if header.body_format == "delta" else header.body_format
         value = self._schema.decode(state, body_format, blob.checkpoint_id)
         metadata = header.metadata
         if DELTA_BASE_KEY in metadata:
@@ -423,12 +439,13 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
                 f"its base {base.checkpoint_id} is at step {base.step} of trace "
                 f"{base.trace_id!r:.80}, not before step {blob.step} of {blob.trace_id!r:.80}",
             )
+        elements: dict[str, list[msgspec.Raw]] = {}
         try:
             delta = _delta_decoder.decode(plain)
-            fields = apply_delta(base, delta, self.max_state_size)
+            fields = apply_delta(base, delta, self.max_state_size, elements)
         except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
-        return join_fields(fields), _delta_frame(blob, fields, base, {})
+        return join_fields(fields), _delta_frame(blob, fields, base, elements)
 
     # -- what rekeying needs: the key of a blob, and re-encryption without decoding --------
 
@@ -574,7 +591,10 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
 
 
 def _delta_frame(
-    blob: CheckpointBlob, fields: dict[str, bytes], base: Frame, elements: dict[str, list[bytes]]
+    blob: CheckpointBlob,
+    fields: dict[str, bytes],
+    base: Frame,
+    elements: dict[str, list[msgspec.Raw]],
 ) -> Frame:
     """The frame of ``blob``, a delta on ``base`` whose state has ``fields``."""
     return Frame(
@@ -621,13 +641,8 @@ class _StateSchema:
             ) from exc
 
     def encode(self, state: Any, body_format: BodyFormat) -> bytes:
-        if self.runtime_class is not None and not isinstance(state, self.runtime_class):
-            raise CodecError(
-                f"the state is a {type(state).__qualname__}, but this codec stores "
-                f"{_type_name(self.state_type)}"
-            )
+        value = self._stored_value(state)
         try:
-            value = state.__flowpoint_snapshot__() if self.projected else state
             body = self.encoders[body_format].encode(value)
         except Exception as exc:  # msgspec raises TypeError, OverflowError, RecursionError...
             raise CodecError(f"cannot encode the state: {exc}") from exc
@@ -636,6 +651,35 @@ class _StateSchema:
         if body_format == "json" and b"null" in body:
             _reject_non_finite(value, self.encoders[body_format].enc_hook)
         return body
+
+    def encode_fields(self, state: Any) -> dict[str, bytes] | None:
+        """A dict state's fields, each encoded to MessagePack on its own; ``None`` for others.
+
+        The same bytes :func:`~flowpoint.codec.delta.split_fields` would cut out of
+        the whole encoding, without encoding it whole and cutting it up again.
+        """
+        value = self._stored_value(state)
+        if type(value) is not dict or not all(type(key) is str for key in value):
+            return None
+        encode = self.encoders["msgpack"].encode
+        try:
+            return {key: encode(item) for key, item in value.items()}
+        except Exception as exc:  # as in encode
+            raise CodecError(f"cannot encode the state: {exc}") from exc
+
+    def _stored_value(self, state: Any) -> Any:
+        """What is stored of ``state``: itself, or its snapshot."""
+        if self.runtime_class is not None and not isinstance(state, self.runtime_class):
+            raise CodecError(
+                f"the state is a {type(state).__qualname__}, but this codec stores "
+                f"{_type_name(self.state_type)}"
+            )
+        if not self.projected:
+            return state
+        try:
+            return state.__flowpoint_snapshot__()
+        except Exception as exc:  # user code: whatever it raises, the state cannot be stored
+            raise CodecError(f"cannot encode the state: {exc}") from exc
 
     def decode(
         self, body: memoryview | bytes, body_format: str, checkpoint_id: CheckpointId

@@ -1,0 +1,89 @@
+"""The frames a typed facade keeps: tips, eviction by bytes, forgetting."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowpoint.chains import FrameCache
+from flowpoint.codec.delta import Frame
+from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
+
+
+def frame(trace: str, step: int, size: int = 100) -> Frame:
+    # One field (map header and key: 3 bytes) holding binary (2-byte header): ``size`` bytes.
+    value = b"\xc4" + bytes([size - 5]) + b"x" * (size - 5)
+    made = Frame(
+        new_checkpoint_id(),
+        TraceId(trace),
+        step,
+        {"k": value},
+        chain_start=step,
+        chain_length=0,
+        chain_size=0,
+        keyframe_size=size,
+    )
+    assert made.size == size
+    return made
+
+
+def ids(cache: FrameCache, frames: list[Frame]) -> list[CheckpointId]:
+    return [f.checkpoint_id for f in frames if cache.get(f.checkpoint_id) is not None]
+
+
+def test_the_tip_is_the_highest_step_and_a_superseded_tip_goes() -> None:
+    cache = FrameCache(10_000)
+    first, second = frame("t", 1), frame("t", 2)
+    cache.put(first)
+    assert cache.tip(TraceId("t")) is first
+    cache.put(second)
+    assert cache.tip(TraceId("t")) is second
+    assert cache.get(first.checkpoint_id) is None
+    # An older frame (a load by id) is kept, and leaves the tip alone.
+    older = frame("t", 0)
+    cache.put(older)
+    assert cache.tip(TraceId("t")) is second
+    assert cache.get(older.checkpoint_id) is older
+    assert cache.tip(TraceId("other")) is None
+
+
+def test_frames_are_evicted_least_recently_used_within_the_budget() -> None:
+    cache = FrameCache(300)
+    frames = [frame(f"t{i}", 0) for i in range(3)]
+    for made in frames:
+        cache.put(made)
+    assert cache.get(frames[0].checkpoint_id) is frames[0]  # now the most recent
+    cache.put(frame("t3", 0))
+    assert ids(cache, frames) == [frames[0].checkpoint_id, frames[2].checkpoint_id]
+    assert cache.tip(TraceId("t1")) is None  # an evicted tip is no tip
+
+
+def test_a_frame_over_the_budget_is_not_kept() -> None:
+    cache = FrameCache(99)
+    cache.put(frame("t", 0, size=100))
+    assert cache.tip(TraceId("t")) is None
+    nothing = FrameCache(0)
+    nothing.put(frame("t", 0, size=10))
+    assert nothing.tip(TraceId("t")) is None
+
+
+def test_forgetting() -> None:
+    cache = FrameCache(10_000)
+    a, b, c = frame("a", 1), frame("a", 0), frame("b", 0)
+    for made in (a, b, c):
+        cache.put(made)
+    cache.forget(a.checkpoint_id)
+    assert cache.tip(TraceId("a")) is None
+    assert cache.get(b.checkpoint_id) is b
+    cache.forget_trace(TraceId("a"))
+    assert cache.get(b.checkpoint_id) is None
+    assert cache.tip(TraceId("b")) is c
+    cache.forget_tip(TraceId("b"))
+    assert cache.tip(TraceId("b")) is None
+    assert cache.get(c.checkpoint_id) is c
+    cache.forget(new_checkpoint_id())  # unknown: harmless
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "64"])
+def test_the_budget_is_checked(bad: object) -> None:
+    with pytest.raises(ValueError, match="frame cache size"):
+        FrameCache(bad)  # type: ignore[arg-type]

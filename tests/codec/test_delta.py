@@ -1109,7 +1109,8 @@ def chain_states(
     first: dict[str, Any], log: list[Any], ops: list[list[tuple[str, str, Any]]]
 ) -> list[dict[str, Any]]:
     """The states of a chain: ``first`` with a constant pad and a long log, then ``ops``."""
-    states = [{"pad": TEXT[:800], "log": list(log), **first}]
+    # The pad keeps every state above the size under which no delta is tried.
+    states = [{"pad": TEXT[:1100], "log": list(log), **first}]
     for step_ops in ops:
         states.append(apply_operations(states[-1], step_ops))
     return states
@@ -1160,3 +1161,11 @@ def test_random_diffs_apply_exactly(
         delta = round_trip(old, new)
         if delta.patched:
             event("patched")
+
+
+def test_states_under_a_kilobyte_are_stored_whole_without_a_frame() -> None:
+    codec = plain_codec()
+    saved = save_chain(codec, [{"n": n, "text": TEXT[:900]} for n in range(4)])
+    assert all(item.frame is None and not is_delta(item.blob) for item in saved)
+    grown = save_chain(codec, [{"n": n, "text": TEXT[:1100]} for n in range(4)])
+    assert [is_delta(item.blob) for item in grown] == [False, True, True, True]

@@ -61,8 +61,9 @@ class DeltaCheckpointCodec(CheckpointCodec[S], Generic[S]):
     ) -> tuple[CheckpointBlob, Frame | None]:
         """Encode ``checkpoint``, as its changes to ``base`` where that pays.
 
-        Returns the blob and the new checkpoint's frame (``None`` for a state
-        that cannot be split into fields, which is then never stored as a delta).
+        Returns the blob and the new checkpoint's frame: ``None`` for a state
+        that no delta will be made on (one that cannot be split into fields, or
+        too small for a delta to pay).
         """
 
     @abc.abstractmethod

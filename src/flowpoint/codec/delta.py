@@ -83,6 +83,7 @@ class Frame:
         keyframe_size: int,
         stored_ratio: float | None = None,
         elements: dict[str, list[msgspec.Raw]] | None = None,
+        size: int | None = None,
     ) -> None:
         self.checkpoint_id = checkpoint_id
         self.trace_id = trace_id
@@ -92,7 +93,7 @@ class Frame:
         self.chain_length = chain_length
         self.chain_size = chain_size
         self.keyframe_size = keyframe_size
-        self.size = state_size(fields)
+        self.size = state_size(fields) if size is None else size
         self.stored_ratio = (
             keyframe_size / max(self.size, 1) if stored_ratio is None else stored_ratio
         )
@@ -149,9 +150,12 @@ def fields_hash(fields: dict[str, bytes]) -> int:
 
 
 def diff_fields(
-    base: Frame, fields: dict[str, bytes], new_elements: dict[str, list[msgspec.Raw]]
+    base: Frame,
+    fields: dict[str, bytes],
+    new_elements: dict[str, list[msgspec.Raw]],
+    size: int | None = None,
 ) -> Delta:
-    """The delta that turns ``base``'s fields into ``fields``.
+    """The delta that turns ``base``'s fields into ``fields`` (of ``size`` bytes, if known).
 
     Arrays split while diffing are left in ``new_elements``, for the new frame.
     """
@@ -172,7 +176,7 @@ def diff_fields(
                 replaced[key] = msgspec.Raw(value)
     same_order = list(base.fields) == list(fields)
     return Delta(
-        state_size=state_size(fields),
+        state_size=state_size(fields) if size is None else size,
         state_hash=fields_hash(fields),
         keys=None if same_order else list(fields),
         replaced=replaced,
@@ -224,9 +228,10 @@ def apply_delta(
     stray = seen - fields.keys()
     if stray:
         raise ValueError(f"the delta changes fields it then leaves out: {sorted(stray)!r:.120}")
-    if state_size(fields) != delta.state_size:
+    rebuilt_size = state_size(fields)
+    if rebuilt_size != delta.state_size:
         raise ValueError(
-            f"the rebuilt state is {state_size(fields)} bytes, the delta says {delta.state_size}"
+            f"the rebuilt state is {rebuilt_size} bytes, the delta says {delta.state_size}"
         )
     if fields_hash(fields) != delta.state_hash:
         raise ValueError("the rebuilt state's hash differs from the delta's: wrong base")

@@ -64,6 +64,9 @@ DEFAULT_MAX_DELTA_CHAIN = 64
 """Deltas in a row, at most, before a checkpoint is stored whole again."""
 DELTA_BASE_KEY = "flowpoint.delta_of"
 """The metadata key under which a delta names its base (for listings; reserved)."""
+# Smaller states are stored whole without looking for changes: a delta's own header
+# (about 200 bytes) would eat what it saves.
+_MIN_DELTA_STATE = 1024
 # A delta chain is cut (the next checkpoint stored whole) once its deltas hold this many
 # times the bytes of the whole checkpoint it starts from: reading a checkpoint then costs
 # at most about this many whole ones, and storage grows with what steps add.
@@ -107,9 +110,10 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
 
     Deltas (MessagePack states whose top level is a map: dicts, dataclasses,
     Structs, pydantic models): saved through a
-    :class:`~flowpoint.TypedCheckpointStore`, a checkpoint is stored as its changes
-    to the one saved before it in the trace (fields replaced, elements appended to
-    or changed in an array) when that is less than half its size; after
+    :class:`~flowpoint.TypedCheckpointStore`, a checkpoint of 1 KiB of state or
+    more is stored as its changes to the one saved before it in the trace (fields
+    replaced, elements appended to or changed in an array) when that is less than
+    half what it would take whole; after
     ``max_delta_chain`` deltas in a row (default 64; 0 stores every state whole),
     or once the chain's deltas outweigh twice the whole checkpoint it starts from,
     the next one is stored whole. A delta names its base in its metadata under
@@ -223,7 +227,12 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             )
         elements: dict[str, list[msgspec.Raw]] = {}
         delta = None
-        if fields is not None and base is not None and self._extends(base, trace, checkpoint):
+        if (
+            fields is not None
+            and base is not None
+            and size >= _MIN_DELTA_STATE
+            and self._extends(base, trace, checkpoint)
+        ):
             delta = self._delta(base, fields, elements, size)
         metadata: Metadata = dict(checkpoint.metadata)
         if delta is not None and base is not None:
@@ -247,11 +256,11 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         else:
             whole = state if state is not None else join_fields(fields or {})
             blob = self._seal(whole, self.format, header_fields, None, None)
-        if fields is None:
-            return blob, None
+        if fields is None or size < _MIN_DELTA_STATE:
+            return blob, None  # no delta will be made on it: no frame to keep
         if delta is not None and base is not None:
-            return blob, _delta_frame(blob, fields, base, elements)
-        return blob, self._keyframe(blob, fields, elements)
+            return blob, _delta_frame(blob, fields, base, elements, size)
+        return blob, self._keyframe(blob, fields, elements, size)
 
     def _extends(self, base: Frame, trace: TraceId, checkpoint: Checkpoint[S]) -> bool:
         """Whether ``checkpoint`` may be stored as a delta on ``base``."""
@@ -274,7 +283,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         how its chain's keyframe compressed, and its chain must stay within
         :data:`_CHAIN_TO_KEYFRAME` times that keyframe's stored size.
         """
-        delta = _delta_encoder.encode(diff_fields(base, fields, elements))
+        delta = _delta_encoder.encode(diff_fields(base, fields, elements, state_size))
         if 2 * len(delta) > state_size * min(base.stored_ratio, 1.0):
             return None
         if base.chain_size + len(delta) > _CHAIN_TO_KEYFRAME * base.keyframe_size:
@@ -319,7 +328,10 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
 
     @staticmethod
     def _keyframe(
-        blob: CheckpointBlob, fields: dict[str, bytes], elements: dict[str, list[msgspec.Raw]]
+        blob: CheckpointBlob,
+        fields: dict[str, bytes],
+        elements: dict[str, list[msgspec.Raw]],
+        size: int | None = None,
     ) -> Frame:
         return Frame(
             blob.checkpoint_id,
@@ -331,6 +343,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             chain_size=0,
             keyframe_size=len(blob.data),
             elements=elements,
+            size=size,
         )
 
     @override
@@ -595,6 +608,7 @@ def _delta_frame(
     fields: dict[str, bytes],
     base: Frame,
     elements: dict[str, list[msgspec.Raw]],
+    size: int | None = None,
 ) -> Frame:
     """The frame of ``blob``, a delta on ``base`` whose state has ``fields``."""
     return Frame(
@@ -608,6 +622,7 @@ def _delta_frame(
         keyframe_size=base.keyframe_size,
         stored_ratio=base.stored_ratio,
         elements=elements,
+        size=size,
     )
 
 

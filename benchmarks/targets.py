@@ -36,8 +36,8 @@ class Target:
 
 SAVE = ("save_ms", "p50")
 LOAD = ("load_latest_ms", "p50")
-UNTIL_DELTAS = "applies until flowpoint stores deltas"
-ONCE_DELTAS = "applies once flowpoint stores deltas"
+UNTIL_DELTAS = "the target for whole-state saves, before flowpoint stored deltas"
+ONCE_DELTAS = "the target now that flowpoint stores deltas"
 
 # fmt: off
 TARGETS: list[Target] = [
@@ -52,9 +52,9 @@ TARGETS: list[Target] = [
     Target("w1-list20", "W1", "W1 newest-20 listing: speed-up over SqliteSaver.list(limit=20)",
            "fp.sqlite.sync", "lg.SqliteSaver", ("list_newest_20_ms", "p50"), "ms", "ge", 10.0,
            invert=True, note="ratio = SqliteSaver's p50 / flowpoint's p50"),
-    Target("w1-bytes-now", "W1", "W1 bytes at rest vs SqliteSaver's database (now)",
+    Target("w1-bytes-now", "W1", "W1 bytes at rest vs SqliteSaver's database (first target)",
            "fp.sqlite.sync", "lg.SqliteSaver", ("bytes_at_rest",), "bytes", "le", 1 / 3),
-    Target("w1-bytes-next", "W1", "W1 bytes at rest vs SqliteSaver's database (next: deltas)",
+    Target("w1-bytes-next", "W1", "W1 bytes at rest vs SqliteSaver's database (with deltas)",
            "fp.sqlite.sync", "lg.SqliteSaver", ("bytes_at_rest",), "bytes", "le", 1 / 50),
     Target("w1-memory-save", "W1", "W1 in memory: save p50 vs InMemorySaver.aput",
            "fp.memory", "lg.InMemorySaver", SAVE, "ms", "le", 1.0),

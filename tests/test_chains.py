@@ -1,11 +1,15 @@
-"""The frames a typed facade keeps: tips, eviction by bytes, forgetting."""
+"""The frames a typed facade keeps (tips, eviction by bytes, forgetting), and long chains."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from flowpoint import Checkpoint, InMemoryBlobStore, SerdeCheckpointCodec, TypedCheckpointStore
 from flowpoint.chains import FrameCache
 from flowpoint.codec.delta import Frame
+from flowpoint.codec.serde import DELTA_BASE_KEY
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
 
 
@@ -87,3 +91,19 @@ def test_forgetting() -> None:
 def test_the_budget_is_checked(bad: object) -> None:
     with pytest.raises(ValueError, match="frame cache size"):
         FrameCache(bad)  # type: ignore[arg-type]
+
+
+async def test_a_chain_longer_than_one_range_read_still_reads() -> None:
+    blobs = InMemoryBlobStore()
+    codec = SerdeCheckpointCodec(max_delta_chain=1000)
+    writer = TypedCheckpointStore(blobs, codec)
+    noise = random.Random(3).randbytes(40_000).hex()  # a keyframe far larger than any delta
+    checkpoint = Checkpoint.first("n", {"noise": noise, "count": 0})
+    await writer.save_with_trace("t", checkpoint, 1)
+    for count in range(1, 300):
+        checkpoint = checkpoint.child("n", {"noise": noise, "count": count})
+        await writer.save_with_trace("t", checkpoint, 1)
+    infos = await writer.history("t", 1000)
+    assert sum(DELTA_BASE_KEY in info.metadata for info in infos) == 299
+    reader = TypedCheckpointStore(blobs, codec)  # nothing kept: reads the whole chain
+    assert await reader.load_latest("t", 1) == checkpoint

@@ -23,6 +23,7 @@ __all__ = ["DEFAULT_FRAME_CACHE_BYTES", "FrameCache", "base_frame", "make_whole"
 
 DEFAULT_FRAME_CACHE_BYTES = 64 * 1024 * 1024
 """State bytes the frames a facade keeps may hold, by default."""
+_MAX_RANGE_READ = 256
 
 
 class FrameCache:
@@ -113,9 +114,12 @@ async def base_frame(
     frame = frames.get(wanted)
     if frame is not None:
         return frame
+    # The range read is bounded whatever the header claims; a longer chain reads on
+    # one checkpoint at a time below it.
+    first = max(chain_start, blob.step - _MAX_RANGE_READ)
     nearby = {
         earlier.checkpoint_id: earlier
-        for earlier in await store.load_steps(blob.trace_id, chain_start, blob.step - 1)
+        for earlier in await store.load_steps(blob.trace_id, first, blob.step - 1)
     }
     chain: list[CheckpointBlob] = []
     above = blob

@@ -70,8 +70,9 @@ class DeltaCheckpointCodec(CheckpointCodec[S], Generic[S]):
     def base_of(self, blob: CheckpointBlob) -> tuple[CheckpointId, int] | None:
         """The base a delta changes and the step its chain starts at; ``None`` for a whole state.
 
-        Checks the framing and checksum only: raises
-        :class:`~flowpoint.errors.CorruptCheckpoint` for damaged data.
+        Reads the header only, for walking a chain: the checksum and the rest are
+        checked when the frame is read. Raises
+        :class:`~flowpoint.errors.CorruptCheckpoint` for data without a readable header.
         """
 
     @abc.abstractmethod

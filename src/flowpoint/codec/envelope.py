@@ -49,6 +49,7 @@ __all__ = [
     "EnvelopeHeader",
     "encode_head",
     "open_envelope",
+    "peek_header",
     "seal_envelope",
 ]
 
@@ -125,6 +126,33 @@ def open_envelope(blob: CheckpointBlob) -> Envelope:
     for anything else, whatever the bytes. Nothing here is authenticated: the
     codec decrypts the body with the head as associated data.
     """
+    header_length = _framing(blob)
+    data = blob.data
+    body_end = len(data) - _CHECKSUM.size
+    view = memoryview(data)
+    (stored_checksum,) = _CHECKSUM.unpack_from(data, body_end)
+    if xxhash.xxh3_64_intdigest(view[:body_end]) != stored_checksum:
+        raise CorruptCheckpoint(
+            blob.checkpoint_id, "checksum mismatch: the bytes were changed or cut short"
+        )
+    header = _decode_header(blob, header_length)
+    _check_same_checkpoint(blob, header)
+    head_end = _PREFIX.size + header_length
+    return Envelope(header, view[:head_end], view[head_end:body_end])
+
+
+def peek_header(blob: CheckpointBlob) -> EnvelopeHeader:
+    """The envelope header of ``blob``, read without the checksum or any other check.
+
+    For walking a chain of deltas, where every link is then opened with
+    :func:`open_envelope` before anything of it is used. Raises
+    :class:`CorruptCheckpoint` for data that has no readable header.
+    """
+    return _decode_header(blob, _framing(blob))
+
+
+def _framing(blob: CheckpointBlob) -> int:
+    """Check magic, version and lengths; return the header length."""
     data = blob.data
 
     def corrupt(reason: str) -> CorruptCheckpoint:
@@ -141,29 +169,28 @@ def open_envelope(blob: CheckpointBlob) -> Envelope:
         raise corrupt(
             f"format version {version} is not one this flowpoint reads ({FORMAT_VERSION})"
         )
-    body_end = len(data) - _CHECKSUM.size
     if header_length > MAX_HEADER_LENGTH:
         raise corrupt(f"the header length {header_length} is over {MAX_HEADER_LENGTH}")
-    if _PREFIX.size + header_length > body_end:
+    if _PREFIX.size + header_length > len(data) - _CHECKSUM.size:
         raise corrupt("data is truncated: the header runs past the end")
-    view = memoryview(data)
-    (stored_checksum,) = _CHECKSUM.unpack_from(data, body_end)
-    if xxhash.xxh3_64_intdigest(view[:body_end]) != stored_checksum:
-        raise corrupt("checksum mismatch: the bytes were changed or cut short")
+    return int(header_length)
+
+
+def _decode_header(blob: CheckpointBlob, header_length: int) -> EnvelopeHeader:
+    """Decode the header and check its key id and chain fields."""
+    raw = memoryview(blob.data)[_PREFIX.size : _PREFIX.size + header_length]
     try:
-        header = _header_decoder.decode(view[_PREFIX.size : _PREFIX.size + header_length])
+        header = _header_decoder.decode(raw)
     except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
         # ValueError: msgspec lets UnicodeDecodeError through for invalid UTF-8.
-        raise corrupt(f"unreadable envelope header ({exc})") from exc
+        raise CorruptCheckpoint(blob.checkpoint_id, f"unreadable envelope header ({exc})") from exc
     if header.key_id is not None:
         try:
             check_key_id(header.key_id)
         except ValueError as exc:
-            raise corrupt(f"envelope header: {exc}") from None
-    _check_same_checkpoint(blob, header)
+            raise CorruptCheckpoint(blob.checkpoint_id, f"envelope header: {exc}") from None
     _check_chain_fields(blob, header)
-    head_end = _PREFIX.size + header_length
-    return Envelope(header, view[:head_end], view[head_end:body_end])
+    return header
 
 
 def _as_dict(metadata: object) -> object:

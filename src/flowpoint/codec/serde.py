@@ -33,6 +33,7 @@ from flowpoint.codec.envelope import (
     EnvelopeHeader,
     encode_head,
     open_envelope,
+    peek_header,
     seal_envelope,
 )
 from flowpoint.codec.keys import KeyRing
@@ -397,7 +398,9 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
 
     @override
     def base_of(self, blob: CheckpointBlob) -> tuple[CheckpointId, int] | None:
-        header = self._open(blob).header
+        if isinstance(blob.data, bytes) and len(blob.data) > self.max_payload_size:
+            self._open(blob)  # raises: the data is over the limit
+        header = peek_header(blob)
         if header.base_id is None or header.chain_start is None:
             return None
         return CheckpointId(header.base_id), header.chain_start
@@ -458,7 +461,8 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             fields = apply_delta(base, delta, self.max_state_size, elements)
         except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
-        return join_fields(fields), _delta_frame(blob, fields, base, elements)
+        # apply_delta checked that the fields add up to the size the delta states.
+        return join_fields(fields), _delta_frame(blob, fields, base, elements, delta.state_size)
 
     # -- what rekeying needs: the key of a blob, and re-encryption without decoding --------
 

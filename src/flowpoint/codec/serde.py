@@ -259,9 +259,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             blob = self._seal(whole, self.format, header_fields, None, None)
         if fields is None or size < _MIN_DELTA_STATE:
             return blob, None  # no delta will be made on it: no frame to keep
-        if delta is not None and base is not None:
-            return blob, _delta_frame(blob, fields, base, elements, size)
-        return blob, self._keyframe(blob, fields, elements, size)
+        return blob, _frame(blob, fields, base if delta is not None else None, elements, size)
 
     def _extends(self, base: Frame, trace: TraceId, checkpoint: Checkpoint[S]) -> bool:
         """Whether ``checkpoint`` may be stored as a delta on ``base``."""
@@ -327,29 +325,9 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             )
         return CheckpointBlob(**header_fields, data=data)
 
-    @staticmethod
-    def _keyframe(
-        blob: CheckpointBlob,
-        fields: dict[str, bytes],
-        elements: dict[str, list[msgspec.Raw]],
-        size: int | None = None,
-    ) -> Frame:
-        return Frame(
-            blob.checkpoint_id,
-            blob.trace_id,
-            blob.step,
-            fields,
-            chain_start=blob.step,
-            chain_length=0,
-            chain_size=0,
-            keyframe_size=len(blob.data),
-            elements=elements,
-            size=size,
-        )
-
     @override
     def deserialize(self, blob: CheckpointBlob, expected_hash: int | None) -> Checkpoint[S]:
-        return self.decode(blob, expected_hash, None)[0]
+        return self._decode(blob, expected_hash, None, None, frames=False)[0]
 
     @override
     def decode(
@@ -360,6 +338,18 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         *,
         known: Frame | None = None,
     ) -> tuple[Checkpoint[S], Frame | None]:
+        return self._decode(blob, expected_hash, base, known, frames=True)
+
+    def _decode(
+        self,
+        blob: CheckpointBlob,
+        expected_hash: int | None,
+        base: Frame | None,
+        known: Frame | None,
+        *,
+        frames: bool,
+    ) -> tuple[Checkpoint[S], Frame | None]:
+        """Decode; ``frames=False`` when the caller discards the frame of a whole state."""
         if not isinstance(blob, CheckpointBlob):
             raise TypeError(f"deserialize takes a CheckpointBlob, not {type(blob).__name__}")
         envelope = self._open(blob)
@@ -374,7 +364,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         if known is not None and known.checkpoint_id == blob.checkpoint_id:
             state, frame, body_format = join_fields(known.fields), known, "msgpack"
         else:
-            state, frame = self._state_bytes(blob, envelope, body, base)
+            state, frame = self._state_bytes(blob, envelope, body, base, frames=frames)
             body_format = "msgpack" if header.body_format == "delta" else header.body_format
         value = self._schema.decode(state, body_format, blob.checkpoint_id)
         metadata = header.metadata
@@ -398,8 +388,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
 
     @override
     def base_of(self, blob: CheckpointBlob) -> tuple[CheckpointId, int] | None:
-        if isinstance(blob.data, bytes) and len(blob.data) > self.max_payload_size:
-            self._open(blob)  # raises: the data is over the limit
+        self._check_payload_size(blob)
         header = peek_header(blob)
         if header.base_id is None or header.chain_start is None:
             return None
@@ -434,15 +423,21 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         envelope: Envelope,
         body: memoryview | bytes,
         base: Frame | None,
+        *,
+        frames: bool = True,
     ) -> tuple[memoryview | bytes, Frame | None]:
-        """The whole state's bytes of an opened envelope, and its frame where it has one."""
+        """The whole state's bytes of an opened envelope, and its frame where it has one.
+
+        A whole state is split into a frame only if ``frames``; a delta always is.
+        """
         header = envelope.header
         plain = self._decompress(blob.checkpoint_id, header.compression, body)
         if header.body_format != "delta":
-            if header.body_format != "msgpack":  # any codec reads a chain, whatever it writes
+            # Any codec reads a chain, whatever format it writes itself.
+            if header.body_format != "msgpack" or not frames:
                 return plain, None
             fields = split_fields(plain)
-            return plain, None if fields is None else self._keyframe(blob, fields, {})
+            return plain, None if fields is None else _frame(blob, fields, None, {})
         if base is None or base.checkpoint_id != header.base_id:
             raise CodecError(
                 f"checkpoint {blob.checkpoint_id} is stored as its changes to checkpoint "
@@ -462,7 +457,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
         # apply_delta checked that the fields add up to the size the delta states.
-        return join_fields(fields), _delta_frame(blob, fields, base, elements, delta.state_size)
+        return join_fields(fields), _frame(blob, fields, base, elements, delta.state_size)
 
     # -- what rekeying needs: the key of a blob, and re-encryption without decoding --------
 
@@ -499,13 +494,16 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     # -- the steps ----------------------------------------------------------------------
 
     def _open(self, blob: CheckpointBlob) -> Envelope:
+        self._check_payload_size(blob)
+        return open_envelope(blob)
+
+    def _check_payload_size(self, blob: CheckpointBlob) -> None:
         if isinstance(blob.data, bytes) and len(blob.data) > self.max_payload_size:
             raise CorruptCheckpoint(
                 blob.checkpoint_id,
                 f"data is {len(blob.data)} bytes, over this codec's max_payload_size of "
                 f"{self.max_payload_size}",
             )
-        return open_envelope(blob)
 
     def _plaintext(
         self, blob: CheckpointBlob, envelope: Envelope, *, rekeying: bool = False
@@ -607,14 +605,27 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         return decompressor
 
 
-def _delta_frame(
+def _frame(
     blob: CheckpointBlob,
     fields: dict[str, bytes],
-    base: Frame,
+    base: Frame | None,
     elements: dict[str, list[msgspec.Raw]],
     size: int | None = None,
 ) -> Frame:
-    """The frame of ``blob``, a delta on ``base`` whose state has ``fields``."""
+    """The frame of ``blob``, whose state has ``fields``: a delta on ``base``, or whole."""
+    if base is None:
+        return Frame(
+            blob.checkpoint_id,
+            blob.trace_id,
+            blob.step,
+            fields,
+            chain_start=blob.step,
+            chain_length=0,
+            chain_size=0,
+            keyframe_size=len(blob.data),
+            elements=elements,
+            size=size,
+        )
     return Frame(
         blob.checkpoint_id,
         blob.trace_id,

@@ -1,4 +1,4 @@
-"""flowpoint's benchmark harness: the workloads of bench/WORKLOAD.md, run against flowpoint's
+"""flowpoint's benchmark harness: the workloads of docs/workloads.md, run against flowpoint's
 backends and LangGraph's checkpointers in one process, on one machine.
 
 Run it from the repository root::

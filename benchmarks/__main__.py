@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="flowpoint against LangGraph's checkpointers: workloads W1, W2, W3 of "
-        "bench/WORKLOAD.md, same machine, same run.",
+        "docs/workloads.md, same machine, same run.",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes, one repeat: a few seconds"

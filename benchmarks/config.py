@@ -1,4 +1,4 @@
-"""Workload sizes: the full run of bench/WORKLOAD.md and a smoke run that takes seconds."""
+"""Workload sizes: the full run of docs/workloads.md and a smoke run that takes seconds."""
 
 from __future__ import annotations
 

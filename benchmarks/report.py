@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -401,13 +402,18 @@ def bytes_chart(path: Path, section: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def charts_available() -> bool:
+    """Whether matplotlib (the ``bench`` extra) is installed: without it, no charts."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def write_all(out: Path, document: dict[str, Any]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.json", out / "results.md"]
     write_json(written[0], document)
     written[1].write_text(markdown(document), encoding="utf-8")
     w1 = document["workloads"].get("W1")
-    if w1 is not None:
+    if w1 is not None and charts_available():
         latency_chart(out / "latency.png", w1)
         bytes_chart(out / "bytes.png", w1)
         written += [out / "latency.png", out / "bytes.png"]

@@ -1,4 +1,4 @@
-"""The targets of bench/WORKLOAD.md, as ratios computed from this run's medians.
+"""The targets of docs/workloads.md, as ratios computed from this run's medians.
 
 Like for like: flowpoint's async API against LangGraph's async savers, its blocking facade
 (``SyncCheckpointStore``) against the sync ``SqliteSaver`` and against the floors (which

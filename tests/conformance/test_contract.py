@@ -1,4 +1,4 @@
-"""The storage contract of DESIGN.md, on every backend."""
+"""The storage contract of docs/architecture.md, on every backend."""
 
 from __future__ import annotations
 

@@ -243,12 +243,12 @@ def test_what_does_not_change_the_hash(case: str) -> None:
 
 
 def test_graph_name_is_not_part_of_the_hash() -> None:
-    # DESIGN.md lists what the fingerprint covers; the graph's name is not among it.
+    # docs/architecture.md lists what the fingerprint covers; the graph's name is not among it.
     assert make_graph({}, name="other").hash_u64() == make_graph({}).hash_u64()
 
 
 def test_declaration_order_is_part_of_the_hash() -> None:
-    # DESIGN.md: "the ordered node names" and "every edge in declaration order".
+    # docs/architecture.md: "the ordered node names" and "every edge in declaration order".
     base = make_graph({}).hash_u64()
     nodes_swapped = make_graph({"nodes": [("act", None), ("plan", 1), ("check", None)]})
     edges_swapped = make_graph(

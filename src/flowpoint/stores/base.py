@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable, Coroutine, Iterable
+import string
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,7 @@ from flowpoint.errors import CheckpointConflict
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 
 __all__ = [
+    "HISTORY_PAGE",
     "BlobCheckpointStore",
     "BlockingBlobStore",
     "PruneRule",
@@ -41,6 +44,10 @@ __all__ = [
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
+
+HISTORY_PAGE = 500
+"""Headers read per call when a whole trace is walked (:meth:`BlobCheckpointStore.iter_history`)."""
+_ID_CHARACTERS = frozenset(string.hexdigits.lower() + "-")
 
 
 class PruneRule:
@@ -137,6 +144,43 @@ class BlobCheckpointStore(abc.ABC):
         """Every trace that holds at least one checkpoint, sorted."""
         return await self._traces()
 
+    async def iter_history(
+        self, trace_id: TraceId | str, *, before_step: int | None = None
+    ) -> AsyncGenerator[CheckpointInfo, None]:
+        """Every header of the trace (below ``before_step``, if given), newest first.
+
+        Reads :data:`HISTORY_PAGE` headers per :meth:`history` call: this is how
+        anything that walks a whole trace pages through it.
+        """
+        trace = validate_trace_id(trace_id)
+        check_history_args(1, before_step)
+        before = before_step
+        while page := await self._history(trace, HISTORY_PAGE, before):
+            for info in page:
+                yield info
+            before = page[-1].step
+
+    async def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[CheckpointId]:
+        """Up to ``limit`` stored checkpoint ids whose text starts with ``prefix``, ascending.
+
+        The text of an id is its canonical form, lowercase hex with dashes
+        (``01a219cb-c63a-7371-...``); ``prefix`` may be given in either case. This is
+        how a person refers to a checkpoint by the first few characters of its id:
+        ask for two, and one found means the prefix is unique. A prefix that could
+        not start an id (not hex digits and dashes, or longer than 36 characters)
+        raises ``ValueError``.
+        """
+        wanted = prefix.lower() if isinstance(prefix, str) else prefix
+        if (
+            not isinstance(wanted, str)
+            or not 1 <= len(wanted) <= 36
+            or not set(wanted) <= _ID_CHARACTERS
+        ):
+            raise ValueError(f"not the start of a checkpoint id: {prefix!r:.60}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+        return await self._ids_with_prefix(wanted, limit)
+
     async def load_steps(
         self, trace_id: TraceId | str, first_step: int, last_step: int
     ) -> list[CheckpointBlob]:
@@ -221,6 +265,15 @@ class BlobCheckpointStore(abc.ABC):
     @abc.abstractmethod
     async def _delete_trace(self, trace_id: TraceId) -> int: ...
 
+    async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
+        """Walk every trace's headers. Backends with an index by id override this."""
+        found: list[CheckpointId] = []
+        for trace in await self._traces():
+            async for info in self.iter_history(trace):
+                if str(info.checkpoint_id).startswith(prefix):
+                    found.append(info.checkpoint_id)
+        return sorted(found)[:limit]
+
     async def _load_steps(
         self, trace_id: TraceId, first_step: int, last_step: int
     ) -> list[CheckpointBlob]:
@@ -229,16 +282,14 @@ class BlobCheckpointStore(abc.ABC):
         Backends that can read a step range in one query override this.
         """
         found: list[CheckpointBlob] = []
-        before: int | None = last_step + 1
-        page_size = min(500, last_step - first_step + 1)
-        while page := await self._history(trace_id, page_size, before):
-            for info in page:
+        infos = self.iter_history(trace_id, before_step=last_step + 1)
+        async with contextlib.aclosing(infos):
+            async for info in infos:
                 if info.step < first_step:
-                    return found[::-1]
+                    break
                 blob = await self._load(info.checkpoint_id)
                 if blob is not None:  # None: deleted since the listing
                     found.append(blob)
-            before = page[-1].step
         return found[::-1]
 
     async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
@@ -253,11 +304,7 @@ class BlobCheckpointStore(abc.ABC):
 
         Backends that can select and delete in one statement override this.
         """
-        infos: list[CheckpointInfo] = []
-        before: int | None = None
-        while page := await self._history(trace_id, 500, before):
-            infos.extend(page)
-            before = page[-1].step
+        infos = [info async for info in self.iter_history(trace_id)]
         deleted = 0
         for info in rule.doomed(infos):
             deleted += await self._delete(info.checkpoint_id)

@@ -25,7 +25,7 @@ from flowpoint.errors import (
 )
 from flowpoint.graph.builder import END, BuiltGraph, ConditionalEdge, Graph
 from flowpoint.graph.policies import RetentionPolicy, TriggerPolicy
-from flowpoint.graph.state import apply_update
+from flowpoint.graph.state import StateType
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id, validate_trace_id
 from flowpoint.stores.base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
@@ -110,13 +110,17 @@ class Runner(Generic[S]):
         self.interrupt_after = self._known_nodes(interrupt_after, "interrupt_after")
         self.recursion_limit = recursion_limit
         self._graph_hash = self.graph.hash_u64()
+        self._state = StateType(self.graph.state_type)
 
     async def run(self, trace_id: TraceId | str, state: S) -> RunResult[S]:
         """Start a new trace with ``state`` at the graph's first node.
 
-        Raises :class:`~flowpoint.errors.CheckpointConflict` if the trace exists.
+        Raises :class:`~flowpoint.errors.CheckpointConflict` if the trace exists, and
+        :class:`~flowpoint.errors.InvalidUpdate` (a ``TypeError``) if ``state`` does
+        not fit the graph's state type, naming the field; nothing is saved then.
         """
         trace = validate_trace_id(trace_id)
+        self._state.check(state, f"the initial state of trace {trace!r}")
         metadata = {"source": "input"}
         if self.graph.start in self.interrupt_before:
             metadata["interrupt"] = "before"
@@ -152,7 +156,7 @@ class Runner(Generic[S]):
         # Resuming a run that paused before its next node is what lets it go on.
         approved = latest.metadata.get("interrupt") == "before"
         if update is not None:
-            state = apply_update(latest.state, update, self.graph.state_type, "the update")
+            state = self._state.apply(latest.state, update, "the update")
             latest = latest.child(
                 latest.current_node,
                 state,
@@ -235,7 +239,7 @@ class Runner(Generic[S]):
                 await self._flush(trace, parent, position, pending)
                 raise RecursionLimitReached(trace, self.recursion_limit, node)
             update = await _call(self.graph.nodes[node].function, state)
-            new_state = apply_update(state, update, self.graph.state_type, f"node {node!r}")
+            new_state = self._state.apply(state, update, f"node {node!r}")
             following = await self._route(node, new_state)
             nodes_run += 1
             pause_after = node in self.interrupt_after and following is not None

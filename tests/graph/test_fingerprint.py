@@ -44,7 +44,8 @@ def test_builder_and_built_graph_agree() -> None:
 
 @pytest.mark.parametrize("seed", ["0", "12345", "random"])
 def test_same_value_in_another_process(seed: str) -> None:
-    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])  # this tree's flowpoint
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": path}
     code = (
         "from tests.graph.reference_graph import reference_graph; "
         "print(reference_graph().hash_u64())"

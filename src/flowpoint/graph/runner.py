@@ -157,11 +157,12 @@ class Runner(Generic[S]):
         approved = latest.metadata.get("interrupt") == "before"
         if update is not None:
             state = self._state.apply(latest.state, update, "the update")
-            latest = latest.child(
-                latest.current_node,
-                state,
-                metadata={"source": "update", "update": _describe_update(update)},
-            )
+            metadata = {"source": "update", "update": _describe_update(update)}
+            if approved:
+                # The run still stands at the pause, now with the human's change: a
+                # resume after a crash in the node goes on past it, as this one does.
+                metadata["interrupt"] = "before"
+            latest = latest.child(latest.current_node, state, metadata=metadata)
             await self._save(trace, latest, required=True)
         return await self._drive(trace, latest, approved=approved)
 

@@ -9,7 +9,7 @@ from typing import Any, Final, Generic, Literal
 
 from flowpoint.checkpoint import S, State
 from flowpoint.errors import GraphDefinitionError
-from flowpoint.graph.fingerprint import fingerprint
+from flowpoint.graph.fingerprint import canonical_set, describe_type, describe_value, fingerprint
 
 __all__ = ["END", "START", "BuiltGraph", "ConditionalEdge", "Graph", "Node", "StaticEdge"]
 
@@ -75,11 +75,12 @@ class Graph(Generic[S]):
         graph = g.build()
         graph.hash_u64()
 
-    The fingerprint (:meth:`hash_u64`) covers the node names and their
-    ``version`` tags, the start node, every edge with its targets, and the state
-    type's schema; it does not cover the code of nodes and routers. Bump a node's
-    ``version`` when its behaviour changes in a way a stored run must not resume
-    across.
+    The fingerprint (:meth:`hash_u64`) covers the graph's name, its nodes and
+    their ``version`` tags, its edges with their targets (all as sets: the order
+    of declarations does not count), and the state type's schema as stored; it
+    does not cover the code of nodes and routers. Bump a node's ``version`` when
+    its behaviour changes in a way a stored run must not resume across. See
+    :mod:`flowpoint.graph.fingerprint` for exactly what counts.
     """
 
     def __init__(self, name: str, *, state: Any = State) -> None:
@@ -125,8 +126,8 @@ class Graph(Generic[S]):
         """After ``source``, go where ``router(state)`` says. Returns the graph.
 
         ``targets`` lists every place the router may send the run (nodes or
-        ``END``); their order is part of the fingerprint. A mapping instead maps the
-        router's return values to those places.
+        ``END``), in any order. A mapping instead maps the router's return values
+        to those places.
         """
         if not callable(router):
             raise GraphDefinitionError(f"the router after {source!r} must be callable")
@@ -223,13 +224,17 @@ class BuiltGraph(Generic[S]):
         self.edges = edges
         self.start = start
         self._outgoing = {edge.source: edge for edge in edges}
+        state = describe_type(state_type)
+        if state == "any":
+            raise GraphDefinitionError(
+                f"graph {name!r} declares its state as {state_type!r}, which flowpoint cannot "
+                f"load back; declare its type (state=dict for a free-form dict of values)"
+            )
         self._hash = fingerprint(
-            {
-                "nodes": [[node.name, node.version] for node in nodes.values()],
-                "start": start,
-                "edges": [_describe(edge) for edge in edges],
-            },
-            state_type,
+            name=name,
+            nodes={node.name: _describe_node(node) for node in nodes.values()},
+            edges=[_describe_edge(edge) for edge in edges],
+            state=state,
         )
 
     def __repr__(self) -> str:
@@ -244,12 +249,19 @@ class BuiltGraph(Generic[S]):
         return self._outgoing[node]
 
 
-def _describe(edge: Edge) -> list[Any]:
-    """An edge as the fingerprint sees it: its kind, source and declared targets."""
+def _describe_node(node: Node) -> dict[str, Any]:
+    """A node's attributes as the fingerprint sees them; those at their default left out."""
+    return {} if node.version is None else {"version": node.version}
+
+
+def _describe_edge(edge: Edge) -> dict[str, Any]:
+    """An edge as the fingerprint sees it: its kind, source and declared targets (a set)."""
     if isinstance(edge, StaticEdge):
-        return ["static", edge.source, edge.target]
-    keys = None if edge.path_map is None else [repr(key) for key in edge.path_map]
-    return ["conditional", edge.source, list(edge.targets), keys]
+        return {"kind": "static", "from": edge.source, "to": edge.target}
+    if edge.path_map is None:
+        return {"kind": "conditional", "from": edge.source, "to": canonical_set(edge.targets)}
+    routes = [[describe_value(key), target] for key, target in edge.path_map.items()]
+    return {"kind": "conditional", "from": edge.source, "map": canonical_set(routes)}
 
 
 def _name(value: object, role: Literal["source", "target"]) -> str:

@@ -24,6 +24,7 @@ PUBLIC_NAMES = {
     "InvalidRoute",
     "InvalidUpdate",
     "KeyRing",
+    "NodeContext",
     "RecursionLimitReached",
     "RetentionPolicy",
     "RunResult",

@@ -3,8 +3,9 @@
 Run as ``python -m tests.graph.approval_workflow DB COMMAND [STARTED]``:
 
 - ``run`` starts the trace; it pauses before ``send``.
-- ``approve`` resumes it with ``update={"approved": True}``; ``send`` then touches
-  the file STARTED and hangs, for the test to SIGKILL the process inside it.
+- ``approve`` resumes it with ``update={"approved": True}``; ``send`` then writes its
+  idempotency key to the file STARTED and hangs, for the test to SIGKILL the
+  process inside it.
 - ``resume`` resumes it with no update.
 
 Each command prints the run's status, its next node and its state as JSON.
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flowpoint import END, START, BuiltGraph, Graph, Runner
+from flowpoint import END, START, BuiltGraph, Graph, NodeContext, Runner
 from flowpoint.stores.sqlite import SqliteBlobStore
 
 TRACE = "approval/1"
@@ -31,11 +32,13 @@ def build(started: str | None) -> BuiltGraph[Any]:
     def draft(state: dict[str, Any]) -> dict[str, Any]:
         return {"draft": "hello"}
 
-    def send(state: dict[str, Any]) -> dict[str, Any]:
+    def send(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
         if started is not None:
-            Path(started).touch()
+            written = Path(f"{started}.part")
+            written.write_text(ctx.idempotency_key, encoding="ascii")
+            written.replace(started)  # the file appears with its whole content
             time.sleep(120)  # killed in here
-        return {"sent": state["approved"]}
+        return {"sent": state["approved"], "key": ctx.idempotency_key}
 
     g: Graph[Any] = Graph("approval").add_node("draft", draft).add_node("send", send)
     g.add_edge(START, "draft").add_edge("draft", "send").add_edge("send", END)

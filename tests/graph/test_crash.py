@@ -98,8 +98,14 @@ def test_sigkilled_workflow_resumes_in_a_new_process(tmp_path: Path) -> None:
 
     # Side effects: every node run of the reference happened; only a node in flight
     # at a kill happened twice (or more, if several kills caught it in flight).
-    lines = side_effects.read_text(encoding="ascii").splitlines()
-    seen = Counter((name, int(visit)) for name, visit in (line.split(" ") for line in lines))
+    lines = [line.split(" ") for line in side_effects.read_text(encoding="ascii").splitlines()]
+    seen = Counter((name, int(visit)) for name, visit, _ in lines)
+    # A node run again after a kill got the key of the run it repeats; no other run did.
+    keys: dict[tuple[str, int], set[str]] = {}
+    for name, visit, key in lines:
+        keys.setdefault((name, int(visit)), set()).add(key)
+    assert all(len(same) == 1 for same in keys.values())
+    assert len(set.union(*keys.values())) == len(keys)
     expected = {(entry.split("#")[0], int(entry.split("#")[1])) for entry in reference["log"]}
     assert set(seen) == expected
     repeats = {key: count - 1 for key, count in seen.items() if count > 1}
@@ -139,4 +145,6 @@ def test_a_human_update_survives_a_kill_in_the_next_node(tmp_path: Path) -> None
 
     status, next_node, state = workflow("resume")
     assert (status, next_node) == ("done", "None")
-    assert json.loads(state) == {"approved": True, "draft": "hello", "sent": True}
+    # send ran again, in another process, under the key its killed run had.
+    key = started.read_text(encoding="ascii")
+    assert json.loads(state) == {"approved": True, "draft": "hello", "sent": True, "key": key}

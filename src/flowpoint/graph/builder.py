@@ -9,9 +9,10 @@ from typing import Any, Final, Generic, Literal
 
 from flowpoint.checkpoint import S, State
 from flowpoint.errors import GraphDefinitionError
+from flowpoint.graph._context import takes_context
 from flowpoint.graph.fingerprint import canonical_set, describe_type, describe_value, fingerprint
 
-__all__ = ["END", "START", "BuiltGraph", "ConditionalEdge", "Graph", "Node", "StaticEdge"]
+__all__ = ["END", "START", "BuiltGraph", "ConditionalEdge", "Edge", "Graph", "Node", "StaticEdge"]
 
 START: Final = "__start__"
 """Where a run enters the graph: ``add_edge(START, "first_node")``."""
@@ -19,21 +20,28 @@ START: Final = "__start__"
 END: Final = "__end__"
 """Where a run finishes: ``add_edge("last_node", END)`` or a router's target."""
 
-NodeFunction = Callable[[Any], Any | Awaitable[Any]]
-"""A node: a sync or async function of the state returning a new state, a partial
+NodeFunction = Callable[..., Any | Awaitable[Any]]
+"""A node: a sync or async function of the state (and, if it declares a second
+parameter, a :class:`~flowpoint.NodeContext`) returning a new state, a partial
 update (a dict), or ``None`` for no change."""
 
-Router = Callable[[Any], Any | Awaitable[Any]]
-"""A router: a sync or async function of the state returning one of its declared targets."""
+Router = Callable[..., Any | Awaitable[Any]]
+"""A router: a sync or async function of the state (and optionally a
+:class:`~flowpoint.NodeContext`) returning one of its declared targets."""
 
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """A node of a graph. ``version`` is how a user declares that its behaviour changed."""
+    """A node of a graph. ``version`` is how a user declares that its behaviour changed.
+
+    ``takes_context`` says the function declares a second parameter, for a
+    :class:`~flowpoint.NodeContext`.
+    """
 
     name: str
     function: NodeFunction
     version: int | str | None
+    takes_context: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +58,15 @@ class ConditionalEdge:
 
     With a ``path_map``, the router returns one of its keys and the run goes to the
     node it maps to; ``targets`` are then the map's values, in order.
+    ``takes_context`` says the router declares a second parameter, for a
+    :class:`~flowpoint.NodeContext`.
     """
 
     source: str
     router: Router
     targets: tuple[str, ...]
     path_map: Mapping[Any, str] | None
+    takes_context: bool = False
 
 
 Edge = StaticEdge | ConditionalEdge
@@ -94,7 +105,13 @@ class Graph(Generic[S]):
     def add_node(
         self, name: str, function: NodeFunction, *, version: int | str | None = None
     ) -> Graph[S]:
-        """Add a node; ``function(state)`` may be sync or async. Returns the graph."""
+        """Add a node; ``function(state)`` may be sync or async. Returns the graph.
+
+        A function that declares a second parameter, annotated
+        :class:`~flowpoint.NodeContext` (or required and unannotated), is called as
+        ``function(state, ctx)``. A signature that cannot be called so raises
+        :class:`~flowpoint.errors.GraphDefinitionError`.
+        """
         if not isinstance(name, str) or not name:
             raise GraphDefinitionError(f"a node's name must be a non-empty str, not {name!r}")
         if name in (START, END):
@@ -109,7 +126,7 @@ class Graph(Generic[S]):
             raise GraphDefinitionError(
                 f"node {name!r}: version must be an int or a str, not {version!r:.40}"
             )
-        self._nodes[name] = Node(name, function, version)
+        self._nodes[name] = Node(name, function, version, takes_context(function, f"node {name!r}"))
         return self
 
     def add_edge(self, source: str, target: str) -> Graph[S]:
@@ -127,10 +144,12 @@ class Graph(Generic[S]):
 
         ``targets`` lists every place the router may send the run (nodes or
         ``END``), in any order. A mapping instead maps the router's return values
-        to those places.
+        to those places. A router declares a :class:`~flowpoint.NodeContext` as a
+        node does, and gets the context of the node it routes after.
         """
         if not callable(router):
             raise GraphDefinitionError(f"the router after {source!r} must be callable")
+        wants_context = takes_context(router, f"the router after {source!r}")
         path_map: Mapping[Any, str] | None = None
         if isinstance(targets, Mapping):
             path_map = dict(targets)
@@ -145,7 +164,9 @@ class Graph(Generic[S]):
             raise GraphDefinitionError(f"the router after {source!r} declares no targets")
         if len(set(declared)) != len(declared) and path_map is None:
             raise GraphDefinitionError(f"the router after {source!r} lists a target twice")
-        self._edges.append(ConditionalEdge(_name(source, "source"), router, declared, path_map))
+        self._edges.append(
+            ConditionalEdge(_name(source, "source"), router, declared, path_map, wants_context)
+        )
         return self
 
     def build(self) -> BuiltGraph[S]:

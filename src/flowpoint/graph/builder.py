@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Generic, Literal
+from typing import Any, Final, Generic, Literal, overload
 
 from flowpoint.checkpoint import S, State
 from flowpoint.errors import GraphDefinitionError
@@ -94,7 +94,16 @@ class Graph(Generic[S]):
     :mod:`flowpoint.graph.fingerprint` for exactly what counts.
     """
 
+    @overload
+    def __init__(self, name: str, *, state: type[S] = ...) -> None: ...
+    @overload
+    def __init__(self: Graph[Any], name: str, *, state: Any) -> None: ...
     def __init__(self, name: str, *, state: Any = State) -> None:
+        """``state`` is the state type (``dict``, the default, or a dataclass...).
+
+        For mypy, ``Graph("g", state=Ticket)`` is a ``Graph[Ticket]``; a type form
+        that is not a class (``int | None``) makes a ``Graph[Any]``.
+        """
         if not isinstance(name, str) or not name:
             raise GraphDefinitionError(f"a graph's name must be a non-empty str, not {name!r}")
         self.name = name

@@ -7,6 +7,8 @@ what mypy must infer. At run time the same calls run as plain tests.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import typing
 from typing import Any, TypedDict, assert_type
 
 from flowpoint import (
@@ -18,7 +20,10 @@ from flowpoint import (
     InMemoryBlobStore,
     Runner,
     RunResult,
+    SerdeCheckpointCodec,
     State,
+    SyncCheckpointStore,
+    TypedCheckpointStore,
 )
 
 
@@ -64,3 +69,41 @@ async def test_a_runner_takes_its_graphs_state_type() -> None:
         Runner(unbuilt.add_edge(START, "keep").add_edge("keep", END), InMemoryBlobStore()),
         Runner[Ticket],
     )
+
+
+def test_a_codec_takes_its_state_type() -> None:
+    assert_type(SerdeCheckpointCodec(Ticket), SerdeCheckpointCodec[Ticket])
+    assert_type(SerdeCheckpointCodec(state_type=Note), SerdeCheckpointCodec[Note])
+    assert_type(SerdeCheckpointCodec(Ticket, format="json"), SerdeCheckpointCodec[Ticket])
+    assert_type(SerdeCheckpointCodec(), SerdeCheckpointCodec[State])
+    assert_type(SerdeCheckpointCodec(compression=None), SerdeCheckpointCodec[State])
+    assert_type(SerdeCheckpointCodec(int | None), SerdeCheckpointCodec[Any])
+    typed = TypedCheckpointStore(InMemoryBlobStore(), SerdeCheckpointCodec(Ticket))
+    assert_type(typed, TypedCheckpointStore[Ticket])
+    assert_type(TypedCheckpointStore(InMemoryBlobStore()), TypedCheckpointStore[State])
+    assert_type(Runner(ticket_graph(), typed), Runner[Ticket])
+
+
+async def test_stores_open_with_their_state_type() -> None:
+    async with TypedCheckpointStore.open("memory://", Ticket) as typed:
+        assert_type(typed, TypedCheckpointStore[Ticket])
+        assert_type(Runner(ticket_graph(), typed), Runner[Ticket])
+    async with TypedCheckpointStore.open("memory://", state_type=Note) as notes:
+        assert_type(notes, TypedCheckpointStore[Note])
+    async with TypedCheckpointStore.open("memory://", format="json") as plain:
+        assert_type(plain, TypedCheckpointStore[State])
+    with SyncCheckpointStore.open("memory://", Ticket) as blocking:
+        assert_type(blocking, SyncCheckpointStore[Ticket])
+        assert_type(blocking.load_latest("t", 1), Checkpoint[Ticket] | None)
+    with SyncCheckpointStore.open("memory://") as default:
+        assert_type(default, SyncCheckpointStore[State])
+
+
+def test_the_codecs_typed_signatures_list_every_option() -> None:
+    # The overloads that carry the state type to mypy repeat the codec's options: an
+    # option added to __init__ alone would be refused by mypy in every user's code.
+    implementation = inspect.signature(SerdeCheckpointCodec.__init__).parameters
+    overloads = typing.get_overloads(SerdeCheckpointCodec.__init__)
+    assert len(overloads) == 2
+    for declared in overloads:
+        assert list(inspect.signature(declared).parameters) == list(implementation)

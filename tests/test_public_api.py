@@ -29,6 +29,7 @@ PUBLIC_NAMES = {
     "RetentionPolicy",
     "RunResult",
     "Runner",
+    "Send",
     "TraceNotFound",
     "TriggerPolicy",
     "WorkflowError",

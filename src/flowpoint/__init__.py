@@ -32,6 +32,7 @@ from flowpoint.graph import (
     RetentionPolicy,
     Runner,
     RunResult,
+    Send,
     TriggerPolicy,
 )
 from flowpoint.ids import CheckpointId, TraceId
@@ -71,6 +72,7 @@ __all__ = [
     "RetentionPolicy",
     "RunResult",
     "Runner",
+    "Send",
     "SerdeCheckpointCodec",
     "State",
     "StorageError",

@@ -56,6 +56,14 @@ class Checkpoint(Generic[S]):
     checkpoint of a trace with :meth:`first` and each next one with :meth:`child`;
     both stamp a new time-ordered id and the current UTC time.
 
+    ``cursor`` is the runner's own record of what runs next when ``current_node``
+    cannot say it all (several tasks, a ``Send``'s argument, joins under way):
+    plain data (dicts with str keys, lists, str, numbers, bytes, datetimes,
+    ``None``), stored in the checkpoint's body with the state, never in its
+    header. It is empty otherwise, and in checkpoints written before it existed;
+    ``current_node`` then names the next node, and otherwise summarises the
+    next tasks for people (``"docs, web"``, ``"summarise x8"``).
+
     >>> first = Checkpoint.first("plan", {"question": "why?"})
     >>> nxt = first.child("act", {"question": "why?", "plan": ["look"]})
     >>> (first.step, nxt.step, nxt.parent_id == first.checkpoint_id)
@@ -69,12 +77,20 @@ class Checkpoint(Generic[S]):
     state: S
     created_at: datetime
     metadata: Metadata = field(default_factory=dict)
+    cursor: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_header(self.step, 0, self.created_at)
         validate_current_node(self.current_node)
         object.__setattr__(self, "created_at", utc(self.created_at))
         object.__setattr__(self, "metadata", validate_metadata(self.metadata))
+        if not isinstance(self.cursor, Mapping) or not all(
+            isinstance(key, str) for key in self.cursor
+        ):
+            raise ValueError(
+                f"a checkpoint's cursor is a dict of str keys, not {self.cursor!r:.60}"
+            )
+        object.__setattr__(self, "cursor", dict(self.cursor))
 
     @classmethod
     def first(
@@ -83,6 +99,7 @@ class Checkpoint(Generic[S]):
         state: S,
         *,
         metadata: Mapping[str, Any] | None = None,
+        cursor: Mapping[str, Any] | None = None,
     ) -> Checkpoint[S]:
         """The first checkpoint of a trace: step 0, no parent."""
         return cls(
@@ -93,6 +110,7 @@ class Checkpoint(Generic[S]):
             state=state,
             created_at=datetime.now(UTC),
             metadata=validate_metadata(metadata),
+            cursor=cursor or {},
         )
 
     def child(
@@ -101,6 +119,7 @@ class Checkpoint(Generic[S]):
         state: S,
         *,
         metadata: Mapping[str, Any] | None = None,
+        cursor: Mapping[str, Any] | None = None,
     ) -> Checkpoint[S]:
         """The checkpoint after this one: the next step, with this one as parent."""
         return Checkpoint(
@@ -111,4 +130,5 @@ class Checkpoint(Generic[S]):
             state=state,
             created_at=datetime.now(UTC),
             metadata=validate_metadata(metadata),
+            cursor=cursor or {},
         )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable, Coroutine, Iterable
+import string
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -20,7 +22,9 @@ from flowpoint.blob import (
     CheckpointBlob,
     CheckpointInfo,
     Metadata,
+    PendingWrite,
     check_header,
+    check_write_key,
     validate_current_node,
     validate_metadata,
 )
@@ -28,6 +32,7 @@ from flowpoint.errors import CheckpointConflict
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 
 __all__ = [
+    "HISTORY_PAGE",
     "BlobCheckpointStore",
     "BlockingBlobStore",
     "PruneRule",
@@ -41,6 +46,10 @@ __all__ = [
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
+
+HISTORY_PAGE = 500
+"""Headers read per call when a whole trace is walked (:meth:`BlobCheckpointStore.iter_history`)."""
+_ID_CHARACTERS = frozenset(string.hexdigits.lower() + "-")
 
 
 class PruneRule:
@@ -137,6 +146,43 @@ class BlobCheckpointStore(abc.ABC):
         """Every trace that holds at least one checkpoint, sorted."""
         return await self._traces()
 
+    async def iter_history(
+        self, trace_id: TraceId | str, *, before_step: int | None = None
+    ) -> AsyncIterator[CheckpointInfo]:
+        """Every header of the trace (below ``before_step``, if given), newest first.
+
+        Reads :data:`HISTORY_PAGE` headers per :meth:`history` call: this is how
+        anything that walks a whole trace pages through it.
+        """
+        trace = validate_trace_id(trace_id)
+        check_history_args(1, before_step)
+        before = before_step
+        while page := await self._history(trace, HISTORY_PAGE, before):
+            for info in page:
+                yield info
+            before = page[-1].step
+
+    async def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[CheckpointId]:
+        """Up to ``limit`` stored checkpoint ids whose text starts with ``prefix``, ascending.
+
+        The text of an id is its canonical form, lowercase hex with dashes
+        (``01a219cb-c63a-7371-...``); ``prefix`` may be given in either case. This is
+        how a person refers to a checkpoint by the first few characters of its id:
+        ask for two, and one found means the prefix is unique. A prefix that could
+        not start an id (not hex digits and dashes, or longer than 36 characters)
+        raises ``ValueError``.
+        """
+        wanted = prefix.lower() if isinstance(prefix, str) else prefix
+        if (
+            not isinstance(wanted, str)
+            or not 1 <= len(wanted) <= 36
+            or not set(wanted) <= _ID_CHARACTERS
+        ):
+            raise ValueError(f"not the start of a checkpoint id: {prefix!r:.60}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+        return await self._ids_with_prefix(wanted, limit)
+
     async def load_steps(
         self, trace_id: TraceId | str, first_step: int, last_step: int
     ) -> list[CheckpointBlob]:
@@ -154,15 +200,49 @@ class BlobCheckpointStore(abc.ABC):
             return []
         return await self._load_steps(trace, first_step, last_step)
 
+    async def save_writes(self, writes: Iterable[PendingWrite], *, overwrite: bool = False) -> int:
+        """Save task writes against the checkpoint their task ran from; all or none.
+
+        Every write of one call belongs to the same trace and checkpoint. A write is
+        keyed by ``(checkpoint_id, task_id, index)``. Without ``overwrite`` the first
+        write of a key wins: a key stored already keeps its data, and that is not an
+        error, so a task is recorded once however often its writes are sent (a retry,
+        a rerun after a crash, a second worker). With ``overwrite=True`` the new data
+        replaces what is stored (a later attempt's error, re-encryption). Returns how
+        many writes were stored or replaced. When this returns, the writes are as
+        durable as a save. The store does not check that the checkpoint exists;
+        deleting a checkpoint (or its trace) deletes its writes.
+        """
+        batch = list(writes)
+        if not batch:
+            return 0
+        first = batch[0]
+        for write in batch:
+            _check_write(write)
+            if (write.trace_id, write.checkpoint_id) != (first.trace_id, first.checkpoint_id):
+                raise ValueError(
+                    "one save_writes call takes the writes of one checkpoint: "
+                    f"{write.checkpoint_id} of {write.trace_id!r:.80} is not "
+                    f"{first.checkpoint_id} of {first.trace_id!r:.80}"
+                )
+        keys = {(write.task_id, write.index) for write in batch}
+        if len(keys) != len(batch):
+            raise ValueError("one save_writes call names a (task_id, index) twice")
+        return await self._save_writes(batch, overwrite=bool(overwrite))
+
+    async def load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        """The writes saved against the checkpoint, by task id, then index; ``[]`` if none."""
+        return await self._load_writes(coerce_checkpoint_id(checkpoint_id))
+
     async def delete(self, checkpoint_id: CheckpointId) -> bool:
-        """Delete one checkpoint; ``False`` (and no error) if it was not there.
+        """Delete one checkpoint and its writes; ``False`` (and no error) if it was not there.
 
         Deleting a trace's newest checkpoint makes the next one down the latest.
         """
         return await self._delete(coerce_checkpoint_id(checkpoint_id))
 
     async def delete_many(self, checkpoint_ids: Iterable[CheckpointId]) -> int:
-        """Delete these checkpoints; return how many were there.
+        """Delete these checkpoints and their writes; return how many checkpoints were there.
 
         Ids not stored are skipped. Backends that can delete in one transaction
         (and one durable commit) do so; the others delete one by one.
@@ -173,11 +253,14 @@ class BlobCheckpointStore(abc.ABC):
         return await self._delete_many(wanted)
 
     async def delete_trace(self, trace_id: TraceId | str) -> int:
-        """Delete every checkpoint of the trace and return how many there were."""
+        """Delete every checkpoint of the trace (and every write) and return how many there were."""
         return await self._delete_trace(validate_trace_id(trace_id))
 
     async def prune(self, trace_id: TraceId | str, rule: PruneRule) -> int:
-        """Delete the checkpoints of the trace that ``rule`` selects; return how many."""
+        """Delete the checkpoints of the trace that ``rule`` selects, with their writes.
+
+        Returns how many checkpoints were deleted.
+        """
         if not isinstance(rule, PruneRule):
             raise TypeError(f"prune takes a PruneRule, not {type(rule).__name__}")
         return await self._prune(validate_trace_id(trace_id), rule)
@@ -221,6 +304,21 @@ class BlobCheckpointStore(abc.ABC):
     @abc.abstractmethod
     async def _delete_trace(self, trace_id: TraceId) -> int: ...
 
+    @abc.abstractmethod
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int: ...
+
+    @abc.abstractmethod
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]: ...
+
+    async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
+        """Walk every trace's headers. Backends with an index by id override this."""
+        found: list[CheckpointId] = []
+        for trace in await self._traces():
+            async for info in self.iter_history(trace):
+                if str(info.checkpoint_id).startswith(prefix):
+                    found.append(info.checkpoint_id)
+        return sorted(found)[:limit]
+
     async def _load_steps(
         self, trace_id: TraceId, first_step: int, last_step: int
     ) -> list[CheckpointBlob]:
@@ -229,16 +327,14 @@ class BlobCheckpointStore(abc.ABC):
         Backends that can read a step range in one query override this.
         """
         found: list[CheckpointBlob] = []
-        before: int | None = last_step + 1
-        page_size = min(500, last_step - first_step + 1)
-        while page := await self._history(trace_id, page_size, before):
-            for info in page:
+        infos = self.iter_history(trace_id, before_step=last_step + 1)
+        async with contextlib.aclosing(infos):
+            async for info in infos:
                 if info.step < first_step:
-                    return found[::-1]
+                    break
                 blob = await self._load(info.checkpoint_id)
                 if blob is not None:  # None: deleted since the listing
                     found.append(blob)
-            before = page[-1].step
         return found[::-1]
 
     async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
@@ -253,11 +349,7 @@ class BlobCheckpointStore(abc.ABC):
 
         Backends that can select and delete in one statement override this.
         """
-        infos: list[CheckpointInfo] = []
-        before: int | None = None
-        while page := await self._history(trace_id, 500, before):
-            infos.extend(page)
-            before = page[-1].step
+        infos = [info async for info in self.iter_history(trace_id)]
         deleted = 0
         for info in rule.doomed(infos):
             deleted += await self._delete(info.checkpoint_id)
@@ -328,6 +420,16 @@ def _same_metadata(a: Metadata, b: Metadata) -> bool:
         if type(value) is not type(other) or value != other:
             return False
     return True
+
+
+def _check_write(write: PendingWrite) -> None:
+    if not isinstance(write, PendingWrite):
+        raise TypeError(f"save_writes takes PendingWrite objects, not {type(write).__name__}")
+    validate_trace_id(write.trace_id)
+    coerce_checkpoint_id(write.checkpoint_id)
+    check_write_key(write.task_id, write.index)
+    if not isinstance(write.data, bytes):
+        raise TypeError(f"a write's data must be bytes, not {type(write.data).__name__}")
 
 
 def _check_blob(action: str, blob: CheckpointBlob) -> None:

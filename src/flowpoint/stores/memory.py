@@ -6,7 +6,7 @@ import bisect
 import threading
 from dataclasses import replace
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
 from flowpoint.errors import CheckpointConflict
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
@@ -41,6 +41,10 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
         self._lock = threading.Lock()
         self._by_id: dict[CheckpointId, CheckpointBlob] = {}
         self._by_trace: dict[TraceId, _Trace] = {}
+        # Writes by checkpoint, then by (task_id, index); and which checkpoints of a
+        # trace have writes, so that deleting a trace finds them all.
+        self._writes: dict[CheckpointId, dict[tuple[str, int], PendingWrite]] = {}
+        self._writes_by_trace: dict[TraceId, set[CheckpointId]] = {}
 
     async def _save(self, blob: CheckpointBlob) -> None:
         # A private copy of the metadata: the caller's mapping may change afterwards.
@@ -75,6 +79,24 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
         return self._by_id.get(checkpoint_id)
+
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        first = writes[0]
+        with self._lock:
+            stored = self._writes.setdefault(first.checkpoint_id, {})
+            self._writes_by_trace.setdefault(first.trace_id, set()).add(first.checkpoint_id)
+            saved = 0
+            for write in writes:
+                key = (write.task_id, write.index)
+                if overwrite or key not in stored:
+                    stored[key] = write
+                    saved += 1
+            return saved
+
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        with self._lock:
+            stored = self._writes.get(checkpoint_id, {})
+            return [stored[key] for key in sorted(stored)]
 
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
         with self._lock:
@@ -127,6 +149,8 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
                 return 0
             for blob in trace.by_step.values():
                 del self._by_id[blob.checkpoint_id]
+            for checkpoint_id in self._writes_by_trace.pop(trace_id, set()):
+                self._writes.pop(checkpoint_id, None)
             return len(trace.steps)
 
     def _forget(self, checkpoint_id: CheckpointId) -> bool:
@@ -135,6 +159,11 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
         if blob is None:
             return False
         self._forget_step(blob.trace_id, blob.step)
+        if self._writes.pop(checkpoint_id, None) is not None:
+            with_writes = self._writes_by_trace[blob.trace_id]
+            with_writes.discard(checkpoint_id)
+            if not with_writes:
+                del self._writes_by_trace[blob.trace_id]
         return True
 
     def _forget_step(self, trace_id: TraceId, step: int) -> None:

@@ -89,6 +89,22 @@ async def test_concurrent_writers_of_one_key_leave_exactly_one(
     assert winner.data == attempts[counts.index(1)][0].data
 
 
+async def test_concurrent_calls_each_store_their_own_keys(
+    blob_store: BlobCheckpointStore,
+) -> None:
+    checkpoint = await saved_checkpoint(blob_store)
+    calls = [
+        [*writes_of(checkpoint, f"task {n}", b"own"), *writes_of(checkpoint, "shared", b"%d" % n)]
+        for n in range(8)
+    ]
+    counts = await asyncio.gather(*(blob_store.save_writes(call) for call in calls))
+    assert sorted(counts) == [1] * 7 + [2]
+    assert keyed(await blob_store.load_writes(checkpoint)) == [
+        ("shared", 0, b"%d" % counts.index(2)),
+        *((f"task {n}", 0, b"own") for n in range(8)),
+    ]
+
+
 async def test_writes_of_checkpoints_and_traces_are_kept_apart(
     blob_store: BlobCheckpointStore,
 ) -> None:
@@ -151,6 +167,54 @@ async def test_deleting_a_trace_deletes_every_write_of_it(blob_store: BlobCheckp
     assert await blob_store.load_writes(saved) == []
     assert await blob_store.load_writes(never_saved) == []
     assert keyed(await blob_store.load_writes(other)) == [("x", 0, b"3")]
+
+
+async def test_writes_of_a_checkpoint_not_stored_are_kept_and_deleted_by_id(
+    blob_store: BlobCheckpointStore,
+) -> None:
+    never_saved = new_checkpoint_id()
+    await blob_store.save_writes(writes_of(never_saved, "x", b"1", b"2", trace="t"))
+    assert keyed(await blob_store.load_writes(never_saved)) == [("x", 0, b"1"), ("x", 1, b"2")]
+    assert await blob_store.delete(never_saved) is False  # no checkpoint, but its writes go
+    assert await blob_store.load_writes(never_saved) == []
+    await blob_store.save_writes(writes_of(never_saved, "x", b"3", trace="t"))
+    assert await blob_store.delete_many([never_saved]) == 0
+    assert await blob_store.load_writes(never_saved) == []
+
+
+async def test_the_writes_of_a_checkpoint_belong_to_one_trace(
+    blob_store: BlobCheckpointStore,
+) -> None:
+    checkpoint = await saved_checkpoint(blob_store, "t", 0)
+    await blob_store.save_writes(writes_of(checkpoint, "x", b"1", trace="t"))
+    with pytest.raises(ValueError, match="stored under trace 't'"):
+        await blob_store.save_writes(writes_of(checkpoint, "y", b"2", trace="other"))
+    with pytest.raises(ValueError, match="stored under trace 't'"):
+        await blob_store.save_writes(writes_of(checkpoint, "x", b"3", trace="t/"), overwrite=True)
+    assert keyed(await blob_store.load_writes(checkpoint)) == [("x", 0, b"1")]
+    assert await blob_store.delete_trace("other") == 0
+    assert keyed(await blob_store.load_writes(checkpoint)) == [("x", 0, b"1")]
+    # Once they are gone, the checkpoint's writes may be saved under any trace.
+    assert await blob_store.delete(checkpoint)
+    assert await blob_store.save_writes(writes_of(checkpoint, "y", b"2", trace="other")) == 1
+    assert [w.trace_id for w in await blob_store.load_writes(checkpoint)] == ["other"]
+
+
+async def test_many_calls_for_one_checkpoint_resolve_as_they_were_made(
+    blob_store: BlobCheckpointStore,
+) -> None:
+    checkpoint = await saved_checkpoint(blob_store)
+    assert await blob_store.save_writes(writes_of(checkpoint, "a", b"a0", b"a1")) == 2
+    assert await blob_store.save_writes(writes_of(checkpoint, "a", b"x0", b"x1", b"a2")) == 1
+    assert await blob_store.save_writes(writes_of(checkpoint, "a", b"n1", start=1), overwrite=True)
+    assert await blob_store.save_writes(writes_of(checkpoint, "a", b"y1", start=1)) == 0
+    assert await blob_store.save_writes(writes_of(checkpoint, "b", b"b0")) == 1
+    assert keyed(await blob_store.load_writes(checkpoint)) == [
+        ("a", 0, b"a0"),
+        ("a", 1, b"n1"),
+        ("a", 2, b"a2"),
+        ("b", 0, b"b0"),
+    ]
 
 
 async def test_writes_survive_reopening(harness: StoreHarness) -> None:

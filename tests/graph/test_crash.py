@@ -51,7 +51,7 @@ def uninterrupted() -> dict[str, Any]:
 def test_sigkilled_workflow_resumes_in_a_new_process(tmp_path: Path) -> None:
     db, side_effects = tmp_path / "runs.db", tmp_path / "side-effects.txt"
     url = f"sqlite:///{db}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     command = [sys.executable, "-m", "tests.graph.crash_workflow", str(db), str(side_effects)]
     rng = random.Random("graph-crash")
     killed_in_flight: Counter[tuple[str, int]] = Counter()

@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import functools
 import string
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
+from uuid import UUID
 
 from flowpoint.blob import (
     CheckpointBlob,
@@ -37,7 +38,10 @@ __all__ = [
     "BlockingBlobStore",
     "PruneRule",
     "RewritableBlobStore",
+    "check_writes_trace",
     "different_header",
+    "hex_prefix",
+    "id_range",
     "in_caller_thread",
     "missing_driver",
     "rewrite_conflict",
@@ -50,6 +54,7 @@ _P = ParamSpec("_P")
 HISTORY_PAGE = 500
 """Headers read per call when a whole trace is walked (:meth:`BlobCheckpointStore.iter_history`)."""
 _ID_CHARACTERS = frozenset(string.hexdigits.lower() + "-")
+_CANONICAL_ID = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
 
 
 class PruneRule:
@@ -148,7 +153,7 @@ class BlobCheckpointStore(abc.ABC):
 
     async def iter_history(
         self, trace_id: TraceId | str, *, before_step: int | None = None
-    ) -> AsyncIterator[CheckpointInfo]:
+    ) -> AsyncGenerator[CheckpointInfo, None]:
         """Every header of the trace (below ``before_step``, if given), newest first.
 
         Reads :data:`HISTORY_PAGE` headers per :meth:`history` call: this is how
@@ -207,11 +212,17 @@ class BlobCheckpointStore(abc.ABC):
         keyed by ``(checkpoint_id, task_id, index)``. Without ``overwrite`` the first
         write of a key wins: a key stored already keeps its data, and that is not an
         error, so a task is recorded once however often its writes are sent (a retry,
-        a rerun after a crash, a second worker). With ``overwrite=True`` the new data
-        replaces what is stored (a later attempt's error, re-encryption). Returns how
-        many writes were stored or replaced. When this returns, the writes are as
-        durable as a save. The store does not check that the checkpoint exists;
-        deleting a checkpoint (or its trace) deletes its writes.
+        a rerun after a crash, a second worker). Of concurrent writers of one key, in
+        this process or another, exactly one stores it. With ``overwrite=True`` the
+        new data replaces what is stored (a later attempt's error, re-encryption).
+        Returns how many writes were stored or replaced. When this returns, the
+        writes are as durable as a save; a call that fails stores none of them.
+
+        The store does not check that the checkpoint exists, but the writes of one
+        checkpoint belong to one trace: a call naming another trace than the writes
+        already stored for its checkpoint raises ``ValueError`` and stores nothing.
+        Deleting a checkpoint id (also one that is not stored), its trace, or pruning
+        it deletes its writes.
         """
         batch = list(writes)
         if not batch:
@@ -231,13 +242,19 @@ class BlobCheckpointStore(abc.ABC):
         return await self._save_writes(batch, overwrite=bool(overwrite))
 
     async def load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
-        """The writes saved against the checkpoint, by task id, then index; ``[]`` if none."""
-        return await self._load_writes(coerce_checkpoint_id(checkpoint_id))
+        """The writes saved against the checkpoint, by task id, then index; ``[]`` if none.
+
+        A damaged write record raises :class:`~flowpoint.errors.CorruptCheckpoint`
+        naming the checkpoint.
+        """
+        writes = await self._load_writes(coerce_checkpoint_id(checkpoint_id))
+        return sorted(writes, key=_write_key)
 
     async def delete(self, checkpoint_id: CheckpointId) -> bool:
         """Delete one checkpoint and its writes; ``False`` (and no error) if it was not there.
 
-        Deleting a trace's newest checkpoint makes the next one down the latest.
+        Deleting a trace's newest checkpoint makes the next one down the latest. The
+        writes saved against the id go whether or not the checkpoint was stored.
         """
         return await self._delete(coerce_checkpoint_id(checkpoint_id))
 
@@ -420,6 +437,52 @@ def _same_metadata(a: Metadata, b: Metadata) -> bool:
         if type(value) is not type(other) or value != other:
             return False
     return True
+
+
+def check_writes_trace(write: PendingWrite, stored_trace: str) -> None:
+    """Raise ``ValueError`` if the checkpoint's writes are stored under another trace."""
+    if stored_trace != write.trace_id:
+        raise ValueError(
+            f"the writes of checkpoint {write.checkpoint_id} are stored under trace "
+            f"{stored_trace!r:.80}, not {write.trace_id!r:.80}"
+        )
+
+
+def _write_key(write: PendingWrite) -> tuple[str, int]:
+    return (write.task_id, write.index)
+
+
+def hex_prefix(prefix: str) -> str | None:
+    """The hex digits of a checkpoint id's text start, or ``None`` if a dash is out of place.
+
+    >>> hex_prefix("01a219cb-c6")
+    '01a219cbc6'
+    """
+    if any((ch == "-") != (_CANONICAL_ID[i] == "-") for i, ch in enumerate(prefix)):
+        return None
+    return prefix.replace("-", "")
+
+
+def id_range(prefix: str) -> tuple[CheckpointId, CheckpointId | None] | None:
+    """The ids whose canonical text starts with ``prefix`` (lowercase), as a range.
+
+    Returns the lowest such id and the lowest id above them all (``None`` when
+    none is), or ``None`` when no id's text can start so (a dash out of place).
+    Ids compare as their 16 bytes do, which is how SQL indexes order them.
+
+    >>> low, high = id_range("01a2")
+    >>> str(low), str(high)
+    ('01a20000-0000-0000-0000-000000000000', '01a30000-0000-0000-0000-000000000000')
+    """
+    digits = hex_prefix(prefix)
+    if digits is None:
+        return None
+    if not digits:
+        return CheckpointId(UUID(int=0)), None
+    shift = 4 * (32 - len(digits))
+    low = int(digits, 16) << shift
+    high = (int(digits, 16) + 1) << shift
+    return CheckpointId(UUID(int=low)), None if high >> 128 else CheckpointId(UUID(int=high))
 
 
 def _check_write(write: PendingWrite) -> None:

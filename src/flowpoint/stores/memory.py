@@ -12,6 +12,7 @@ from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     BlockingBlobStore,
     RewritableBlobStore,
+    check_writes_trace,
     different_header,
     rewrite_conflict,
 )
@@ -84,6 +85,8 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
         first = writes[0]
         with self._lock:
             stored = self._writes.setdefault(first.checkpoint_id, {})
+            if stored:
+                check_writes_trace(first, next(iter(stored.values())).trace_id)
             self._writes_by_trace.setdefault(first.trace_id, set()).add(first.checkpoint_id)
             saved = 0
             for write in writes:
@@ -144,26 +147,33 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     async def _delete_trace(self, trace_id: TraceId) -> int:
         with self._lock:
+            for checkpoint_id in self._writes_by_trace.pop(trace_id, set()):
+                self._writes.pop(checkpoint_id, None)
             trace = self._by_trace.pop(trace_id, None)
             if trace is None:
                 return 0
             for blob in trace.by_step.values():
                 del self._by_id[blob.checkpoint_id]
-            for checkpoint_id in self._writes_by_trace.pop(trace_id, set()):
-                self._writes.pop(checkpoint_id, None)
             return len(trace.steps)
 
+    async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
+        with self._lock:
+            found = [each for each in self._by_id if str(each).startswith(prefix)]
+        return sorted(found)[:limit]
+
     def _forget(self, checkpoint_id: CheckpointId) -> bool:
-        """Drop one checkpoint, holding the lock; ``False`` if it was not there."""
+        """Drop one checkpoint and its writes, holding the lock; ``False`` if it was not there."""
+        writes = self._writes.pop(checkpoint_id, None)
+        if writes:
+            trace_id = next(iter(writes.values())).trace_id
+            with_writes = self._writes_by_trace[trace_id]
+            with_writes.discard(checkpoint_id)
+            if not with_writes:
+                del self._writes_by_trace[trace_id]
         blob = self._by_id.pop(checkpoint_id, None)
         if blob is None:
             return False
         self._forget_step(blob.trace_id, blob.step)
-        if self._writes.pop(checkpoint_id, None) is not None:
-            with_writes = self._writes_by_trace[blob.trace_id]
-            with_writes.discard(checkpoint_id)
-            if not with_writes:
-                del self._writes_by_trace[blob.trace_id]
         return True
 
     def _forget_step(self, trace_id: TraceId, step: int) -> None:

@@ -12,13 +12,17 @@ from typing_extensions import TypeVar
 from flowpoint.blob import (
     Metadata,
     check_header,
+    check_write_key,
     utc,
     validate_current_node,
     validate_metadata,
 )
 from flowpoint.ids import CheckpointId, new_checkpoint_id
 
-__all__ = ["Checkpoint", "S", "State", "WorkflowState"]
+__all__ = ["MAX_CHANNEL_LENGTH", "Checkpoint", "S", "State", "TaskWrite", "WorkflowState"]
+
+MAX_CHANNEL_LENGTH = 256
+"""Characters in a task write's ``channel`` or ``task_path``, at most."""
 
 State = dict[str, Any]
 """The default state type: a plain dict of JSON-like values, datetimes, UUIDs and bytes."""
@@ -132,3 +136,37 @@ class Checkpoint(Generic[S]):
             metadata=validate_metadata(metadata),
             cursor=cursor or {},
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskWrite:
+    """One write of a task of a superstep, saved against the checkpoint the task ran from.
+
+    A task writes ``value`` to ``channel``; ``index`` orders the task's writes
+    (0, 1, ... for its outputs; reserved negative indexes for what is not an
+    output, such as the error it raised). ``task_path`` is free text for a
+    runtime that keeps where a task came from. ``value`` is stored as the codec
+    stores state values (encrypted and compressed with them) and reads back as
+    plain data: dicts, lists, str, numbers, bytes, datetimes, ``None``.
+
+    >>> TaskWrite("summarise#3", 0, "update", {"summaries": ["..."]}).task_id
+    'summarise#3'
+    """
+
+    task_id: str
+    index: int
+    channel: str
+    value: Any
+    task_path: str = ""
+
+    def __post_init__(self) -> None:
+        check_write_key(self.task_id, self.index)
+        for name in ("channel", "task_path"):
+            text = getattr(self, name)
+            if not isinstance(text, str) or len(text) > MAX_CHANNEL_LENGTH:
+                raise ValueError(
+                    f"a task write's {name} is a str of at most {MAX_CHANNEL_LENGTH} "
+                    f"characters, not {text!r:.40}"
+                )
+        if not self.channel:
+            raise ValueError("a task write names its channel")

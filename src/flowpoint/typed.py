@@ -15,9 +15,9 @@ from flowpoint.chains import (
     make_whole,
     read_history,
 )
-from flowpoint.checkpoint import Checkpoint, S, State
+from flowpoint.checkpoint import Checkpoint, S, State, TaskWrite
 from flowpoint.codec import CheckpointCodec, SerdeCheckpointCodec
-from flowpoint.codec.base import DeltaCheckpointCodec
+from flowpoint.codec.base import DeltaCheckpointCodec, WriteCodec
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, GraphMismatch
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 from flowpoint.stores import BlobCheckpointStore, PruneRule
@@ -176,6 +176,62 @@ class TypedCheckpointStore(Generic[S]):
     async def traces(self) -> list[TraceId]:
         """Every trace holding at least one checkpoint, sorted."""
         return await self.store.traces()
+
+    async def save_writes(
+        self,
+        trace_id: TraceId | str,
+        checkpoint_id: CheckpointId | str,
+        writes: Iterable[TaskWrite],
+        *,
+        overwrite: bool = False,
+    ) -> int:
+        """Encode and save task writes against the checkpoint the tasks ran from; all or none.
+
+        A write is keyed by ``(checkpoint_id, task_id, index)``. Without
+        ``overwrite`` the first write of a key wins (a rerun's copy is dropped, and
+        that is not an error); with it, the new data replaces the old (an error
+        recorded again, a reserved channel). Returns how many were stored or
+        replaced. Raises :class:`~flowpoint.errors.CodecError` for a value the codec
+        cannot encode, and ``TypeError`` if the codec cannot store writes.
+
+        A LangGraph saver's ``put_writes(config, writes, task_id, task_path)`` is
+        ``save_writes(thread, checkpoint, [TaskWrite(task_id, WRITES_IDX_MAP.get(channel,
+        i), channel, value, task_path) for i, (channel, value) in enumerate(writes)],
+        overwrite=all(channel in WRITES_IDX_MAP for channel, _ in writes))``.
+        """
+        trace = validate_trace_id(trace_id)
+        checkpoint = coerce_checkpoint_id(checkpoint_id)
+        codec = self._write_codec()
+        encoded = []
+        for write in writes:
+            if not isinstance(write, TaskWrite):
+                raise TypeError(f"save_writes takes TaskWrite objects, not {type(write).__name__}")
+            encoded.append(codec.encode_write(trace, checkpoint, write))
+        return await self.store.save_writes(encoded, overwrite=overwrite)
+
+    async def load_writes(self, checkpoint_id: CheckpointId | str) -> list[TaskWrite]:
+        """The writes saved against the checkpoint, by task id, then index; ``[]`` if none.
+
+        Values come back as plain data. Raises
+        :class:`~flowpoint.errors.CorruptCheckpoint` for damaged data, or data that
+        belongs to another checkpoint, task or index than it is stored under.
+        """
+        checkpoint = coerce_checkpoint_id(checkpoint_id)
+        codec = self._write_codec()
+        writes = []
+        for stored in await self.store.load_writes(checkpoint):
+            if stored.checkpoint_id != checkpoint:
+                raise CorruptCheckpoint(
+                    checkpoint, f"the store returned a write of checkpoint {stored.checkpoint_id}"
+                )
+            writes.append(codec.decode_write(stored))
+        return writes
+
+    def _write_codec(self) -> WriteCodec:
+        codec = self.codec
+        if not isinstance(codec, WriteCodec):
+            raise TypeError(f"{type(codec).__name__} cannot store pending writes (a WriteCodec)")
+        return codec
 
     async def delete(self, checkpoint_id: CheckpointId | str) -> bool:
         """Delete one checkpoint; ``False`` if it was not there.

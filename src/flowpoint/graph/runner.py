@@ -11,9 +11,11 @@ from typing import Any, Generic, Literal
 
 import msgspec
 
-from flowpoint.checkpoint import Checkpoint, S
+from flowpoint.checkpoint import Checkpoint, S, TaskWrite
 from flowpoint.codec import SerdeCheckpointCodec
+from flowpoint.codec.base import WriteCodec
 from flowpoint.errors import (
+    CheckpointStoreError,
     CorruptCheckpoint,
     GraphDefinitionError,
     GraphMismatch,
@@ -33,9 +35,17 @@ from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id, validate_tra
 from flowpoint.stores.base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
 
-__all__ = ["RunResult", "Runner"]
+__all__ = ["ERROR_CHANNEL", "ERROR_INDEX", "OUTPUT_INDEX", "UPDATE_CHANNEL", "RunResult", "Runner"]
 
 _UPDATE_NOTE_LIMIT = 2048
+_ERROR_MESSAGE_LIMIT = 4096
+
+OUTPUT_INDEX = 0
+"""The index of a task's update among its pending writes (channel :data:`UPDATE_CHANNEL`)."""
+ERROR_INDEX = -1
+"""The reserved index of the error a task raised (channel :data:`ERROR_CHANNEL`)."""
+UPDATE_CHANNEL = "update"
+ERROR_CHANNEL = "__error__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,9 @@ class Runner(Generic[S]):
         self._graph_hash = self.graph.hash_u64()
         self._state = self.graph.state
         self._inputs: dict[str, tuple[Any]] = {}
+        # Pending writes need a codec that can store them; without, a resume reruns
+        # every task of the superstep that was running.
+        self._writes = isinstance(store.codec, WriteCodec)
 
     async def run(self, trace_id: TraceId | str, state: S) -> RunResult[S]:
         """Start a new trace with ``state`` at the graph's first node.
@@ -300,14 +313,21 @@ class Runner(Generic[S]):
         """Run the superstep's tasks; return their outcomes and how many of them ran.
 
         The one place where tasks start and their outputs are recorded. In a
-        superstep of several tasks, each update is taken as plain data and typed
-        again (:meth:`StateType.decode_update`), as it would be read back from the
-        store, so that a run gives the same state whether or not it was interrupted.
-        A task that raised is raised here, after the others have finished: the
-        first in canonical order.
+        superstep of several tasks, each task's update is taken as plain data and
+        saved as a pending write against the checkpoint the superstep starts from
+        as soon as the task finishes, then typed again by field
+        (:meth:`StateType.decode_update`), as a resume reads it back: a run gives
+        the same state whether or not it was interrupted. With ``restore``, the
+        tasks whose writes are saved do not run again. A task that raises is
+        recorded too (its error, at :data:`ERROR_INDEX`), and raised here once the
+        others have finished: the first in canonical order.
         """
         tasks = cursor.tasks
         several = len(tasks) > 1
+        durable = step.recorded and self._writes
+        restored: dict[str, Any] = {}
+        if restore and several and durable:
+            restored = await self._restore(step, cursor)
 
         async def start(task: Task) -> Any:
             spec = self.graph.nodes[task.node]
@@ -319,9 +339,23 @@ class Runner(Generic[S]):
             return update
 
         async def record(task: Task, update: Any, error: Exception | None) -> Any:
-            return update
+            if error is not None:
+                if durable:
+                    await self._record_error(step, task, error)
+                return None
+            if not several:
+                return update
+            if durable:
+                write = TaskWrite(task.id, OUTPUT_INDEX, UPDATE_CHANNEL, update)
+                await self._save_writes(step, [write], overwrite=False)
+            return self._state.decode_update(update)
 
-        outcomes = await execute(tasks, start, record)
+        pending = [task for task in tasks if task.id not in restored]
+        ran = {outcome.task.id: outcome for outcome in await execute(pending, start, record)}
+        outcomes = [
+            ran.get(task.id) or Outcome(task, self._state.decode_update(restored[task.id]))
+            for task in tasks
+        ]
         failed = [outcome for outcome in outcomes if outcome.error is not None]
         if failed:
             error = failed[0].error
@@ -330,7 +364,46 @@ class Runner(Generic[S]):
                 others = ", ".join(repr(outcome.task.id) for outcome in failed[1:])
                 error.add_note(f"flowpoint: task(s) {others} of the same superstep failed too")
             raise error
-        return outcomes, len(outcomes)
+        return outcomes, len(pending)
+
+    async def _restore(self, step: _Step, cursor: Cursor) -> dict[str, Any]:
+        """The plain updates of the superstep's tasks that finished before, by task id."""
+        ids = {task.id for task in cursor.tasks}
+        return {
+            write.task_id: write.value
+            for write in await self.store.load_writes(step.parent.checkpoint_id)
+            if write.index == OUTPUT_INDEX
+            and write.channel == UPDATE_CHANNEL
+            and write.task_id in ids
+        }
+
+    async def _record_error(self, step: _Step, task: Task, error: Exception) -> None:
+        """Save what a task raised, replacing an earlier attempt's; never hide ``error``."""
+        value = {
+            "type": f"{type(error).__module__}.{type(error).__qualname__}",
+            "message": str(error)[:_ERROR_MESSAGE_LIMIT],
+        }
+        write = TaskWrite(task.id, ERROR_INDEX, ERROR_CHANNEL, value)
+        try:
+            await self._save_writes(step, [write], overwrite=True)
+        except CheckpointStoreError as exc:
+            error.add_note(f"flowpoint: the error of task {task.id!r} was not recorded: {exc}")
+
+    async def _save_writes(self, step: _Step, writes: list[TaskWrite], *, overwrite: bool) -> None:
+        """Save pending writes against the superstep's checkpoint, per ``on_save_error``."""
+        try:
+            await self.store.save_writes(
+                step.trace, step.parent.checkpoint_id, writes, overwrite=overwrite
+            )
+        except StorageError as exc:
+            if self.on_save_error == "raise":
+                raise
+            warnings.warn(
+                f"flowpoint: the output of task {writes[0].task_id!r} of trace {step.trace!r} "
+                f"was not saved ({exc}); after a crash it runs again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     async def _commit(
         self, step: _Step, state: S, cursor: Cursor, outcomes: list[Outcome]
@@ -434,7 +507,7 @@ class Runner(Generic[S]):
         return found[0]
 
     def _plain_update(self, task: Task, update: Any) -> Any:
-        """A task's update as it reads back from the store: plain data typed by field."""
+        """A task's update as plain data, as its pending write stores it."""
         if not isinstance(update, Mapping):
             raise InvalidUpdate(
                 f"node {task.id!r} returned a {type(update).__qualname__} in a superstep of "
@@ -449,7 +522,7 @@ class Runner(Generic[S]):
                 f"node {task.id!r} returned an update flowpoint cannot store: {exc}",
                 tasks=(task.id,),
             ) from None
-        return self._state.decode_update(plain)
+        return plain
 
     def _context(self, step: _Step, task: Task) -> NodeContext:
         parent = step.parent

@@ -24,6 +24,7 @@ PUBLIC_NAMES = {
     "InvalidRoute",
     "InvalidUpdate",
     "KeyRing",
+    "NodeContext",
     "RecursionLimitReached",
     "RetentionPolicy",
     "RunResult",
@@ -99,7 +100,16 @@ def test_importing_flowpoint_imports_no_backend() -> None:
     )
 
 
-@pytest.mark.parametrize("module", [flowpoint.ids, flowpoint.checkpoint, flowpoint.stores.registry])
+@pytest.mark.parametrize(
+    "module",
+    [
+        flowpoint.ids,
+        flowpoint.checkpoint,
+        flowpoint.stores.registry,
+        flowpoint.graph.fingerprint,
+        flowpoint.graph.policies,
+    ],
+)
 def test_docstring_examples(module: object) -> None:
     failures, tried = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
     assert tried > 0

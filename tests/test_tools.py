@@ -26,3 +26,9 @@ def test_ruff_format_is_clean() -> None:
 def test_mypy_strict_is_clean() -> None:
     result = _run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_infers_state_types() -> None:
+    # tests/test_type_inference.py states with assert_type what mypy must infer.
+    result = _run("mypy", "--strict", "src/flowpoint", "tests/test_type_inference.py")
+    assert result.returncode == 0, result.stdout + result.stderr

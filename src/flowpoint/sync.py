@@ -7,7 +7,7 @@ import threading
 from collections.abc import Coroutine, Iterable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, overload
 
 from flowpoint.blob import CheckpointInfo
 from flowpoint.checkpoint import Checkpoint, S, State
@@ -95,6 +95,14 @@ class SyncCheckpointStore(Generic[S]):
             _CallerThread() if isinstance(store.store, BlockingBlobStore) else _LoopThread()
         )
 
+    @overload
+    @classmethod
+    def open(
+        cls, url: str = ..., state_type: type[S] = ..., **codec_options: Any
+    ) -> SyncCheckpointStore[S]: ...
+    @overload
+    @classmethod
+    def open(cls, url: str, state_type: Any, **codec_options: Any) -> SyncCheckpointStore[Any]: ...
     @classmethod
     def open(
         cls, url: str = DEFAULT_STORE_URL, state_type: Any = State, **codec_options: Any

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, Self
+from typing import Any, Generic, Self, overload
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.chains import (
@@ -64,6 +64,14 @@ class TypedCheckpointStore(Generic[S]):
         self.codec: CheckpointCodec[S] = codec if codec is not None else SerdeCheckpointCodec()
         self._frames = FrameCache(frame_cache_bytes)
 
+    @overload
+    @classmethod
+    def open(
+        cls, url: str = ..., state_type: type[S] = ..., **codec_options: Any
+    ) -> TypedCheckpointStore[S]: ...
+    @overload
+    @classmethod
+    def open(cls, url: str, state_type: Any, **codec_options: Any) -> TypedCheckpointStore[Any]: ...
     @classmethod
     def open(
         cls, url: str = DEFAULT_STORE_URL, state_type: Any = State, **codec_options: Any

@@ -1,10 +1,10 @@
 """A workflow for the crash tests: runs a trace, or resumes it if it exists.
 
 Run as ``python -m tests.graph.crash_workflow DB SIDE_EFFECTS``. Each node appends
-``"<node> <visit>"`` to SIDE_EFFECTS (flushed and fsynced: a side effect the outside
-world has seen), sleeps 50-150 ms, then returns its update. The run checkpoints after
-every node into the SQLite file DB. When the run reaches END the process prints
-``done`` and the final state as JSON.
+``"<node> <visit> <idempotency key>"`` to SIDE_EFFECTS (flushed and fsynced: a side
+effect the outside world has seen), sleeps 50-150 ms, then returns its update. The
+run checkpoints after every node into the SQLite file DB. When the run reaches END
+the process prints ``done`` and the final state as JSON.
 
 The graph: s0 -> s1 -> s2 -> s3 -> s4 -> s5 -> (back to s3 twice) -> s6 -> s7 -> END,
 so s3, s4 and s5 are visited three times: 14 node runs in all.
@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from flowpoint import END, START, BuiltGraph, Graph, Runner
+from flowpoint import END, START, BuiltGraph, Graph, NodeContext, Runner
 from flowpoint.stores.sqlite import SqliteBlobStore
 
 TRACE = "crash/workflow"
@@ -35,11 +35,11 @@ def visit_of(state: dict[str, Any], node: str) -> int:
 
 
 def make_node(name: str, side_effects: str | None) -> Any:
-    def node(state: dict[str, Any]) -> dict[str, Any]:  # sync: it runs in a worker thread
+    def node(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:  # sync: in a thread
         visit = visit_of(state, name)
         if side_effects is not None:
             with open(side_effects, "a", encoding="ascii") as out:
-                out.write(f"{name} {visit}\n")
+                out.write(f"{name} {visit} {ctx.idempotency_key}\n")
                 out.flush()
                 os.fsync(out.fileno())
             # Deterministic but varied: the state never depends on timing.

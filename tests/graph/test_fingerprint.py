@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import os
 import subprocess
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, NotRequired, Optional, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict
 
+import annotated_types
+import attrs
 import msgspec
 import pydantic
 import pytest
 
-from flowpoint import END, START, Graph
-from flowpoint.graph.fingerprint import describe_type
+from flowpoint import END, START, Graph, GraphDefinitionError
+from flowpoint.graph.fingerprint import FINGERPRINT_VERSION, describe_type
 from tests.graph import reference_graph as ref
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # The fingerprint of tests/graph/reference_graph.py. Every stored run is stamped with
 # its graph's hash: if this value changes, every checkpoint ever written refuses to
-# resume (GraphMismatch). Change it only with a new FINGERPRINT_VERSION, on purpose.
-GOLDEN = 0xBD795A44B640B6F4
+# resume (GraphMismatch). Change it only with a new FINGERPRINT_VERSION, on purpose
+# (version 1 gave 0xBD795A44B640B6F4).
+GOLDEN = 0x0CF2A1FECAE3B5FD
 
 
 def test_golden_value() -> None:
@@ -44,7 +49,8 @@ def test_builder_and_built_graph_agree() -> None:
 
 @pytest.mark.parametrize("seed", ["0", "12345", "random"])
 def test_same_value_in_another_process(seed: str) -> None:
-    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])  # this tree's flowpoint
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": path}
     code = (
         "from tests.graph.reference_graph import reference_graph; "
         "print(reference_graph().hash_u64())"
@@ -144,12 +150,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "route retargeted": {
         "edges": [("plan", "act"), ("act", "check"), ("check", ["plan", "check", END])]
     },
-    "routes reordered": {
-        "edges": [("plan", "act"), ("act", "check"), ("check", ["act", "plan", END])]
-    },
     "conditional edge removed": {"edges": [("plan", "act"), ("act", "check"), ("check", END)]},
     "static edge made conditional": {
         "edges": [("plan", ["act"]), ("act", "check"), ("check", ["plan", "act", END])]
+    },
+    "routes as another path map": {
+        "edges": [("plan", "act"), ("act", "check"), ("check", {"plan": "plan", "end": END})]
     },
     "routes as a path map": {
         "edges": [
@@ -229,6 +235,10 @@ class RenamedAndDocumented:
 
 SAME: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "node bodies": ({}, {"plan": other_body, "act": async_body, "check": lambda s: None}),
+    "routes reordered": (
+        {"edges": [("plan", "act"), ("act", "check"), ("check", ["act", END, "plan"])]},
+        {},
+    ),
     "router body": ({}, {"router": other_router}),
     "async router": ({}, {"router": async_body}),
     "state renamed, with defaults and docstring": ({"state": RenamedAndDocumented}, {}),
@@ -242,20 +252,47 @@ def test_what_does_not_change_the_hash(case: str) -> None:
     assert make_graph(knobs, functions=functions).hash_u64() == base
 
 
-def test_graph_name_is_not_part_of_the_hash() -> None:
-    # docs/architecture.md lists what the fingerprint covers; the graph's name is not among it.
-    assert make_graph({}, name="other").hash_u64() == make_graph({}).hash_u64()
+def test_graph_name_is_part_of_the_hash() -> None:
+    # docs/architecture.md: the fingerprint covers the graph's name; a run started by one
+    # graph never resumes on another that happens to share its shape.
+    assert make_graph({}, name="other").hash_u64() != make_graph({}).hash_u64()
 
 
-def test_declaration_order_is_part_of_the_hash() -> None:
-    # docs/architecture.md: "the ordered node names" and "every edge in declaration order".
+def test_declaration_order_is_not_part_of_the_hash() -> None:
+    # docs/architecture.md: nodes and edges are sets; the order of add_node and add_edge
+    # calls cannot change how a run goes, so it does not change the hash.
     base = make_graph({}).hash_u64()
-    nodes_swapped = make_graph({"nodes": [("act", None), ("plan", 1), ("check", None)]})
+    nodes_swapped = make_graph({"nodes": [("act", None), ("check", None), ("plan", 1)]})
     edges_swapped = make_graph(
-        {"edges": [("act", "check"), ("plan", "act"), ("check", ["plan", "act", END])]}
+        {"edges": [("check", ["plan", "act", END]), ("act", "check"), ("plan", "act")]}
     )
-    assert nodes_swapped.hash_u64() != base
-    assert edges_swapped.hash_u64() != base
+    assert nodes_swapped.hash_u64() == base
+    assert edges_swapped.hash_u64() == base
+    start_last: Graph[Any] = Graph("g", state=BaseState)
+    for node, version in BASE["nodes"]:
+        start_last.add_node(node, node_a, version=version)
+    start_last.add_edge("plan", "act").add_edge("act", "check")
+    start_last.add_conditional_edges("check", router, ["plan", "act", END])
+    start_last.add_edge(START, "plan")
+    assert start_last.hash_u64() == base
+
+
+def test_a_path_map_is_a_set_of_routes() -> None:
+    def mapped(routes: dict[Any, str]) -> int:
+        return make_graph(
+            {"edges": [("plan", "act"), ("act", "check"), ("check", routes)]}
+        ).hash_u64()
+
+    assert mapped({"end": END, "again": "plan"}) == mapped({"again": "plan", "end": END})
+    assert mapped({"end": END, "again": "plan"}) != mapped({"end": "plan", "again": END})
+    assert mapped({True: END, False: "plan"}) != mapped({"yes": END, "no": "plan"})
+    renamed = {ColorRenamedClass.RED: END, ColorRenamedClass.BLUE: "plan"}
+    assert mapped({Color.RED: END, Color.BLUE: "plan"}) == mapped(renamed)
+    assert mapped({Color.RED: END, Color.BLUE: "plan"}) != mapped({"red": END, "blue": "plan"})
+
+
+def test_the_format_is_version_2() -> None:
+    assert FINGERPRINT_VERSION == 2
 
 
 # -- state schemas of each kind ---------------------------------------------------------
@@ -513,6 +550,201 @@ class TupRetyped(typing.NamedTuple):
     b: int
 
 
+class ColorMemberRenamed(enum.Enum):
+    """A member renamed, its (stored) value kept."""
+
+    CRIMSON = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass
+class NestedColorMemberRenamed:
+    inner: Inner
+    items: list[Inner]
+    color: ColorMemberRenamed
+
+
+@dataclasses.dataclass
+class LitReordered:
+    mode: Literal["b", "a"]
+
+
+@attrs.define
+class At:
+    count: int
+    text: str
+
+
+@attrs.define
+class AtAdded:
+    count: int
+    text: str
+    extra: bool
+
+
+@attrs.define
+class AtRetyped:
+    count: int
+    text: bytes
+
+
+@attrs.define
+class AtFieldRenamed:
+    total: int
+    text: str
+
+
+@attrs.define
+class AtRenamedClass:
+    """Another name, same fields, defaults."""
+
+    count: int = 0
+    text: str = ""
+
+
+Person = typing.NewType("Person", BaseState)
+PersonWithMore = typing.NewType("PersonWithMore", StateFieldAdded)
+Count = typing.NewType("Count", int)
+
+
+@dataclasses.dataclass
+class WithNewType:
+    who: Person
+    count: int
+
+
+@dataclasses.dataclass
+class WithNewTypeOfMore:
+    who: PersonWithMore
+    count: int
+
+
+@dataclasses.dataclass
+class WithNewTypeOfInt:
+    who: Person
+    count: Count
+
+
+class StArrayLike(msgspec.Struct, array_like=True):
+    count: int
+    text: str
+
+
+class StTagged(msgspec.Struct, tag=True):
+    count: int
+    text: str
+
+
+class StTaggedOtherValue(msgspec.Struct, tag="st"):
+    count: int
+    text: str
+
+
+class StTagField(msgspec.Struct, tag=True, tag_field="kind"):
+    count: int
+    text: str
+
+
+class StOmitDefaults(msgspec.Struct, omit_defaults=True):
+    count: int
+    text: str
+
+
+class StForbidUnknown(msgspec.Struct, forbid_unknown_fields=True):
+    count: int
+    text: str
+
+
+class StFrozen(msgspec.Struct, frozen=True, eq=False, repr_omit_defaults=True):
+    """Options that change neither what is stored nor what loads."""
+
+    count: int
+    text: str
+
+
+@dataclasses.dataclass
+class Bounded:
+    count: Annotated[int, msgspec.Meta(gt=0)]
+    text: str
+
+
+@dataclasses.dataclass
+class BoundedOtherwise:
+    count: Annotated[int, msgspec.Meta(gt=1)]
+    text: str
+
+
+@dataclasses.dataclass
+class BoundedTwice:
+    count: Annotated[int, msgspec.Meta(gt=0)]
+    text: Annotated[str, msgspec.Meta(max_length=10)]
+
+
+@dataclasses.dataclass
+class BoundedDocumented:
+    count: Annotated[int, msgspec.Meta(gt=0, description="how many", title="Count")]
+    text: str
+
+
+@dataclasses.dataclass
+class Chat:
+    messages: Annotated[list[str], operator.add]
+
+
+@dataclasses.dataclass
+class ChatOtherReducer:
+    messages: Annotated[list[str], operator.iadd]
+
+
+@dataclasses.dataclass
+class ChatNoReducer:
+    messages: list[str]
+
+
+class PdGt(pydantic.BaseModel):
+    count: int = pydantic.Field(gt=0)
+    text: str
+
+
+class PdGtAnnotated(pydantic.BaseModel):
+    """The same constraint, spelled with annotated-types."""
+
+    count: Annotated[int, annotated_types.Gt(0)]
+    text: str
+
+
+class PdGt1(pydantic.BaseModel):
+    count: int = pydantic.Field(gt=1)
+    text: str
+
+
+class PdMaxLength(pydantic.BaseModel):
+    count: int = pydantic.Field(gt=0)
+    text: str = pydantic.Field(max_length=3)
+
+
+class PdPattern(pydantic.BaseModel):
+    count: int = pydantic.Field(gt=0)
+    text: Annotated[str, pydantic.StringConstraints(pattern="^a")]
+
+
+class PdValidationAlias(pydantic.BaseModel):
+    count: int
+    text: str = pydantic.Field(validation_alias="Text")
+
+
+class PdSerializationAlias(pydantic.BaseModel):
+    count: int
+    text: str = pydantic.Field(serialization_alias="Text")
+
+
+class PdForbidExtra(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    count: int
+    text: str
+
+
 # (base, [types that must hash differently from base], [types that must hash the same])
 SCHEMAS: dict[str, tuple[Any, list[Any], list[Any]]] = {
     "dataclass": (
@@ -521,16 +753,41 @@ SCHEMAS: dict[str, tuple[Any, list[Any], list[Any]]] = {
         [RenamedAndDocumented],
     ),
     "typeddict": (TD, [TDAdded, TDRemoved, TDRetyped, TDOptionalKey], [TDRenamed]),
-    "struct": (St, [StAdded, StRemoved, StRetyped, StEncodedName], [StRenamed]),
-    "pydantic": (Pd, [PdAdded, PdRemoved, PdRetyped, PdAlias], [PdRenamed]),
+    "struct": (
+        St,
+        [
+            StAdded,
+            StRemoved,
+            StRetyped,
+            StEncodedName,
+            StArrayLike,
+            StTagged,
+            StTaggedOtherValue,
+            StTagField,
+            StOmitDefaults,
+            StForbidUnknown,
+        ],
+        [StRenamed, StFrozen],
+    ),
+    "attrs": (At, [AtAdded, AtRetyped, AtFieldRenamed], [AtRenamedClass]),
+    "newtype": (WithNewType, [WithNewTypeOfMore], [WithNewTypeOfInt]),
+    "constraints": (Bounded, [BoundedOtherwise, BoundedTwice, BaseState], [BoundedDocumented]),
+    "reducer": (Chat, [ChatOtherReducer, ChatNoReducer], []),
+    "pydantic": (
+        Pd,
+        [PdAdded, PdRemoved, PdRetyped, PdAlias, PdValidationAlias, PdSerializationAlias],
+        [PdRenamed],
+    ),
+    "pydantic settings": (Pd, [PdForbidExtra], []),
+    "pydantic constraints": (PdGt, [Pd, PdGt1, PdMaxLength, PdPattern], [PdGtAnnotated]),
     "nested": (Nested, [NestedInnerRetyped, NestedInnerAdded], [NestedInnerRenamed]),
     "enum": (
         NestedColor,
         [NestedColorChanged, NestedColorAdded, Nested],
-        [NestedColorRenamedClass],
+        [NestedColorRenamedClass, NestedColorMemberRenamed],
     ),
     "optional": (Opt, [OptMadeRequired, OptWidened], [OptSpelledNew]),
-    "literal": (Lit, [LitChanged], []),
+    "literal": (Lit, [LitChanged], [LitReordered]),
     "recursive": (Recursive, [RecursiveRetyped], []),
     "namedtuple": (Tup, [TupRetyped], []),
     "dict": (dict[str, int], [dict[str, str], dict[int, int], list[int], dict], []),
@@ -570,7 +827,68 @@ def test_unresolvable_annotations_are_a_definition_error() -> None:
     class Broken:
         value: DoesNotExist  # type: ignore[name-defined]  # noqa: F821
 
-    from flowpoint import GraphDefinitionError
+    class BrokenStruct(msgspec.Struct):
+        value: DoesNotExist  # type: ignore[name-defined]  # noqa: F821
 
     with pytest.raises(GraphDefinitionError, match="Broken"):
         graph_on(Broken)
+    with pytest.raises(GraphDefinitionError, match="BrokenStruct"):
+        graph_on(BrokenStruct)
+
+
+class NotStorable:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+@dataclasses.dataclass
+class HoldsAClass:
+    thing: NotStorable
+
+
+@dataclasses.dataclass
+class HoldsACallable:
+    callback: Callable[[int], str]
+
+
+@dataclasses.dataclass
+class HoldsAListLiteral:
+    values: [int]  # type: ignore[valid-type]
+
+
+class PdHoldsAnUnknownClass(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(arbitrary_types_allowed=True)
+
+    thing: NotStorable
+
+
+@pytest.mark.parametrize(
+    ("state", "names"),
+    [
+        (HoldsAClass, "HoldsAClass.thing"),
+        (HoldsACallable, "HoldsACallable.callback"),
+        (HoldsAListLiteral, "HoldsAListLiteral.values"),
+        (list[HoldsAClass], "HoldsAClass.thing"),
+        (dict[str, Callable[[], None]], "the state type[]"),
+        (NotStorable, "the state type"),
+        (typing.ClassVar[int], "the state type"),
+        (42, "the state type"),
+    ],
+)
+def test_unsupported_annotations_are_a_definition_error(state: Any, names: str) -> None:
+    with pytest.raises(GraphDefinitionError, match="cannot store") as caught:
+        graph_on(state)
+    assert names in str(caught.value)
+    assert not isinstance(caught.value, TypeError)
+
+
+def test_inside_a_pydantic_model_pydantic_judges_the_types() -> None:
+    assert graph_on(PdHoldsAnUnknownClass) != graph_on(Pd)
+
+
+@pytest.mark.parametrize("state", [Any, object, typing.TypeVar("X")])
+def test_a_state_of_any_type_is_refused_at_build(state: Any) -> None:
+    g: Graph[Any] = Graph("g", state=state).add_node("a", node_a)
+    g.add_edge(START, "a").add_edge("a", END)
+    with pytest.raises(GraphDefinitionError, match="state=dict"):
+        g.build()

@@ -426,6 +426,30 @@ async def test_a_pause_before_a_node_is_marked_in_its_checkpoint() -> None:
     assert done.state == {"trail": ["n0", "n1", "human", "n2", "n3"]}
 
 
+async def test_an_update_passes_the_pause_also_after_the_node_fails() -> None:
+    calls, store = Calls(), FailingBlobStore()
+    runner = Runner(linear(3, calls, crash={1: 1}), store, interrupt_before=["n1"])
+    await runner.run(T, start())
+    with pytest.raises(RuntimeError, match="n1 crashed"):
+        await runner.resume(T, update={"approved": True})
+    assert store.saved[-1].metadata["interrupt"] == "before"  # the update's checkpoint
+    done = await runner.resume(T)  # goes on past the pause: the human has acted
+    assert (done.status, done.nodes_run) == ("done", 2)
+    assert done.state == {"trail": names(3), "approved": True}
+    assert calls.counts == Counter({"n0": 1, "n1": 2, "n2": 1})
+
+
+async def test_an_update_to_a_trace_not_paused_before_its_node_does_not_pass_a_pause() -> None:
+    calls, store = Calls(), FailingBlobStore()
+    graph = linear(3, calls)
+    await Runner(graph, store, interrupt_after=["n0"]).run(T, start())
+    runner = Runner(graph, store, interrupt_before=["n1"])
+    paused = await runner.resume(T, update={"seen": True})
+    assert (paused.status, paused.next_node, paused.nodes_run) == ("interrupted", "n1", 0)
+    assert "interrupt" not in store.saved[2].metadata
+    assert (await runner.resume(T)).status == "done"
+
+
 async def test_a_pause_after_then_a_pause_before_the_next_node() -> None:
     calls, store = Calls(), FailingBlobStore()
     runner = Runner(linear(4, calls), store, interrupt_after=["n1"], interrupt_before=["n2"])

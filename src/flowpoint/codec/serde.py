@@ -131,6 +131,34 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         codec = SerdeCheckpointCodec(ResearchState, format="json")
     """
 
+    @typing.overload
+    def __init__(
+        self,
+        state_type: type[S] = ...,
+        *,
+        format: BodyFormat = ...,
+        compression: Compression | None = ...,
+        compression_level: int = ...,
+        encryption: KeyRing | None = ...,
+        allow_unencrypted: bool = ...,
+        max_payload_size: int = ...,
+        max_state_size: int = ...,
+        max_delta_chain: int = ...,
+    ) -> None: ...
+    @typing.overload
+    def __init__(
+        self: SerdeCheckpointCodec[Any],
+        state_type: Any,
+        *,
+        format: BodyFormat = ...,
+        compression: Compression | None = ...,
+        compression_level: int = ...,
+        encryption: KeyRing | None = ...,
+        allow_unencrypted: bool = ...,
+        max_payload_size: int = ...,
+        max_state_size: int = ...,
+        max_delta_chain: int = ...,
+    ) -> None: ...
     def __init__(
         self,
         state_type: Any = State,

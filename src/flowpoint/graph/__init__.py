@@ -1,5 +1,6 @@
 """The workflow layer: build graphs, fingerprint them, run and resume them durably."""
 
+from flowpoint.graph._context import NodeContext
 from flowpoint.graph.builder import END, START, BuiltGraph, Graph
 from flowpoint.graph.policies import RetentionPolicy, TriggerPolicy
 from flowpoint.graph.runner import Runner, RunResult
@@ -9,6 +10,7 @@ __all__ = [
     "START",
     "BuiltGraph",
     "Graph",
+    "NodeContext",
     "RetentionPolicy",
     "RunResult",
     "Runner",

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Generic, Literal
+from typing import Any, Final, Generic, Literal, overload
 
 from flowpoint.checkpoint import S, State
 from flowpoint.errors import GraphDefinitionError
-from flowpoint.graph.fingerprint import fingerprint
+from flowpoint.graph._context import takes_context
+from flowpoint.graph.fingerprint import canonical_set, describe_type, describe_value, fingerprint
 
-__all__ = ["END", "START", "BuiltGraph", "ConditionalEdge", "Graph", "Node", "StaticEdge"]
+__all__ = ["END", "START", "BuiltGraph", "ConditionalEdge", "Edge", "Graph", "Node", "StaticEdge"]
 
 START: Final = "__start__"
 """Where a run enters the graph: ``add_edge(START, "first_node")``."""
@@ -19,21 +20,28 @@ START: Final = "__start__"
 END: Final = "__end__"
 """Where a run finishes: ``add_edge("last_node", END)`` or a router's target."""
 
-NodeFunction = Callable[[Any], Any | Awaitable[Any]]
-"""A node: a sync or async function of the state returning a new state, a partial
+NodeFunction = Callable[..., Any | Awaitable[Any]]
+"""A node: a sync or async function of the state (and, if it declares a second
+parameter, a :class:`~flowpoint.NodeContext`) returning a new state, a partial
 update (a dict), or ``None`` for no change."""
 
-Router = Callable[[Any], Any | Awaitable[Any]]
-"""A router: a sync or async function of the state returning one of its declared targets."""
+Router = Callable[..., Any | Awaitable[Any]]
+"""A router: a sync or async function of the state (and optionally a
+:class:`~flowpoint.NodeContext`) returning one of its declared targets."""
 
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """A node of a graph. ``version`` is how a user declares that its behaviour changed."""
+    """A node of a graph. ``version`` is how a user declares that its behaviour changed.
+
+    ``takes_context`` says the function declares a second parameter, for a
+    :class:`~flowpoint.NodeContext`.
+    """
 
     name: str
     function: NodeFunction
     version: int | str | None
+    takes_context: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +58,15 @@ class ConditionalEdge:
 
     With a ``path_map``, the router returns one of its keys and the run goes to the
     node it maps to; ``targets`` are then the map's values, in order.
+    ``takes_context`` says the router declares a second parameter, for a
+    :class:`~flowpoint.NodeContext`.
     """
 
     source: str
     router: Router
     targets: tuple[str, ...]
     path_map: Mapping[Any, str] | None
+    takes_context: bool = False
 
 
 Edge = StaticEdge | ConditionalEdge
@@ -75,14 +86,24 @@ class Graph(Generic[S]):
         graph = g.build()
         graph.hash_u64()
 
-    The fingerprint (:meth:`hash_u64`) covers the node names and their
-    ``version`` tags, the start node, every edge with its targets, and the state
-    type's schema; it does not cover the code of nodes and routers. Bump a node's
-    ``version`` when its behaviour changes in a way a stored run must not resume
-    across.
+    The fingerprint (:meth:`hash_u64`) covers the graph's name, its nodes and
+    their ``version`` tags, its edges with their targets (all as sets: the order
+    of declarations does not count), and the state type's schema as stored; it
+    does not cover the code of nodes and routers. Bump a node's ``version`` when
+    its behaviour changes in a way a stored run must not resume across. See
+    :mod:`flowpoint.graph.fingerprint` for exactly what counts.
     """
 
+    @overload
+    def __init__(self, name: str, *, state: type[S] = ...) -> None: ...
+    @overload
+    def __init__(self: Graph[Any], name: str, *, state: Any) -> None: ...
     def __init__(self, name: str, *, state: Any = State) -> None:
+        """``state`` is the state type (``dict``, the default, or a dataclass...).
+
+        For mypy, ``Graph("g", state=Ticket)`` is a ``Graph[Ticket]``; a type form
+        that is not a class (``int | None``) makes a ``Graph[Any]``.
+        """
         if not isinstance(name, str) or not name:
             raise GraphDefinitionError(f"a graph's name must be a non-empty str, not {name!r}")
         self.name = name
@@ -93,7 +114,13 @@ class Graph(Generic[S]):
     def add_node(
         self, name: str, function: NodeFunction, *, version: int | str | None = None
     ) -> Graph[S]:
-        """Add a node; ``function(state)`` may be sync or async. Returns the graph."""
+        """Add a node; ``function(state)`` may be sync or async. Returns the graph.
+
+        A function that declares a second parameter, annotated
+        :class:`~flowpoint.NodeContext` (or required and unannotated), is called as
+        ``function(state, ctx)``. A signature that cannot be called so raises
+        :class:`~flowpoint.errors.GraphDefinitionError`.
+        """
         if not isinstance(name, str) or not name:
             raise GraphDefinitionError(f"a node's name must be a non-empty str, not {name!r}")
         if name in (START, END):
@@ -108,7 +135,7 @@ class Graph(Generic[S]):
             raise GraphDefinitionError(
                 f"node {name!r}: version must be an int or a str, not {version!r:.40}"
             )
-        self._nodes[name] = Node(name, function, version)
+        self._nodes[name] = Node(name, function, version, takes_context(function, f"node {name!r}"))
         return self
 
     def add_edge(self, source: str, target: str) -> Graph[S]:
@@ -125,11 +152,13 @@ class Graph(Generic[S]):
         """After ``source``, go where ``router(state)`` says. Returns the graph.
 
         ``targets`` lists every place the router may send the run (nodes or
-        ``END``); their order is part of the fingerprint. A mapping instead maps the
-        router's return values to those places.
+        ``END``), in any order. A mapping instead maps the router's return values
+        to those places. A router declares a :class:`~flowpoint.NodeContext` as a
+        node does, and gets the context of the node it routes after.
         """
         if not callable(router):
             raise GraphDefinitionError(f"the router after {source!r} must be callable")
+        wants_context = takes_context(router, f"the router after {source!r}")
         path_map: Mapping[Any, str] | None = None
         if isinstance(targets, Mapping):
             path_map = dict(targets)
@@ -144,7 +173,9 @@ class Graph(Generic[S]):
             raise GraphDefinitionError(f"the router after {source!r} declares no targets")
         if len(set(declared)) != len(declared) and path_map is None:
             raise GraphDefinitionError(f"the router after {source!r} lists a target twice")
-        self._edges.append(ConditionalEdge(_name(source, "source"), router, declared, path_map))
+        self._edges.append(
+            ConditionalEdge(_name(source, "source"), router, declared, path_map, wants_context)
+        )
         return self
 
     def build(self) -> BuiltGraph[S]:
@@ -223,13 +254,17 @@ class BuiltGraph(Generic[S]):
         self.edges = edges
         self.start = start
         self._outgoing = {edge.source: edge for edge in edges}
+        state = describe_type(state_type)
+        if state == "any":
+            raise GraphDefinitionError(
+                f"graph {name!r} declares its state as {state_type!r}, which flowpoint cannot "
+                f"load back; declare its type (state=dict for a free-form dict of values)"
+            )
         self._hash = fingerprint(
-            {
-                "nodes": [[node.name, node.version] for node in nodes.values()],
-                "start": start,
-                "edges": [_describe(edge) for edge in edges],
-            },
-            state_type,
+            name=name,
+            nodes={node.name: _describe_node(node) for node in nodes.values()},
+            edges=[_describe_edge(edge) for edge in edges],
+            state=state,
         )
 
     def __repr__(self) -> str:
@@ -244,12 +279,19 @@ class BuiltGraph(Generic[S]):
         return self._outgoing[node]
 
 
-def _describe(edge: Edge) -> list[Any]:
-    """An edge as the fingerprint sees it: its kind, source and declared targets."""
+def _describe_node(node: Node) -> dict[str, Any]:
+    """A node's attributes as the fingerprint sees them; those at their default left out."""
+    return {} if node.version is None else {"version": node.version}
+
+
+def _describe_edge(edge: Edge) -> dict[str, Any]:
+    """An edge as the fingerprint sees it: its kind, source and declared targets (a set)."""
     if isinstance(edge, StaticEdge):
-        return ["static", edge.source, edge.target]
-    keys = None if edge.path_map is None else [repr(key) for key in edge.path_map]
-    return ["conditional", edge.source, list(edge.targets), keys]
+        return {"kind": "static", "from": edge.source, "to": edge.target}
+    if edge.path_map is None:
+        return {"kind": "conditional", "from": edge.source, "to": canonical_set(edge.targets)}
+    routes = [[describe_value(key), target] for key, target in edge.path_map.items()]
+    return {"kind": "conditional", "from": edge.source, "map": canonical_set(routes)}
 
 
 def _name(value: object, role: Literal["source", "target"]) -> str:

@@ -23,9 +23,10 @@ from flowpoint.errors import (
     StorageError,
     TraceNotFound,
 )
-from flowpoint.graph.builder import END, BuiltGraph, ConditionalEdge, Graph
+from flowpoint.graph._context import NodeContext, node_context
+from flowpoint.graph.builder import END, BuiltGraph, ConditionalEdge, Edge, Graph
 from flowpoint.graph.policies import RetentionPolicy, TriggerPolicy
-from flowpoint.graph.state import apply_update
+from flowpoint.graph.state import StateType
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id, validate_trace_id
 from flowpoint.stores.base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
@@ -62,8 +63,10 @@ class Runner(Generic[S]):
     state type is added). Each save completes before the next node starts.
 
     A node runs at least once: a node that was running when the process died runs
-    again on resume, so make its side effects idempotent (or key them on the trace
-    and step). Nodes that finished and were checkpointed never run again.
+    again on resume, so make its side effects idempotent, keyed on the
+    :attr:`NodeContext.idempotency_key <flowpoint.NodeContext.idempotency_key>` it
+    gets by declaring a second parameter. Nodes that finished and were checkpointed
+    never run again.
 
     ``on_save_error="raise"`` (the default) fails the run when the store fails;
     ``"warn"`` warns and keeps going without that checkpoint. Conflicts (another
@@ -110,13 +113,17 @@ class Runner(Generic[S]):
         self.interrupt_after = self._known_nodes(interrupt_after, "interrupt_after")
         self.recursion_limit = recursion_limit
         self._graph_hash = self.graph.hash_u64()
+        self._state = StateType(self.graph.state_type)
 
     async def run(self, trace_id: TraceId | str, state: S) -> RunResult[S]:
         """Start a new trace with ``state`` at the graph's first node.
 
-        Raises :class:`~flowpoint.errors.CheckpointConflict` if the trace exists.
+        Raises :class:`~flowpoint.errors.CheckpointConflict` if the trace exists, and
+        :class:`~flowpoint.errors.InvalidUpdate` (a ``TypeError``) if ``state`` does
+        not fit the graph's state type, naming the field; nothing is saved then.
         """
         trace = validate_trace_id(trace_id)
+        self._state.check(state, f"the initial state of trace {trace!r}")
         metadata = {"source": "input"}
         if self.graph.start in self.interrupt_before:
             metadata["interrupt"] = "before"
@@ -152,12 +159,13 @@ class Runner(Generic[S]):
         # Resuming a run that paused before its next node is what lets it go on.
         approved = latest.metadata.get("interrupt") == "before"
         if update is not None:
-            state = apply_update(latest.state, update, self.graph.state_type, "the update")
-            latest = latest.child(
-                latest.current_node,
-                state,
-                metadata={"source": "update", "update": _describe_update(update)},
-            )
+            state = self._state.apply(latest.state, update, "the update")
+            metadata = {"source": "update", "update": _describe_update(update)}
+            if approved:
+                # The run still stands at the pause, now with the human's change: a
+                # resume after a crash in the node goes on past it, as this one does.
+                metadata["interrupt"] = "before"
+            latest = latest.child(latest.current_node, state, metadata=metadata)
             await self._save(trace, latest, required=True)
         return await self._drive(trace, latest, approved=approved)
 
@@ -224,6 +232,7 @@ class Runner(Generic[S]):
         position, pending = parent, False
         state, node = parent.state, parent.current_node
         nodes_run = 0
+        since = 0  # nodes run since ``parent``, the last checkpoint written
         while node is not None:
             if node in self.interrupt_before and not (approved and nodes_run == 0):
                 if position.metadata.get("interrupt") != "before":
@@ -234,10 +243,15 @@ class Runner(Generic[S]):
             if nodes_run == self.recursion_limit:
                 await self._flush(trace, parent, position, pending)
                 raise RecursionLimitReached(trace, self.recursion_limit, node)
-            update = await _call(self.graph.nodes[node].function, state)
-            new_state = apply_update(state, update, self.graph.state_type, f"node {node!r}")
-            following = await self._route(node, new_state)
+            spec, edge = self.graph.nodes[node], self.graph.edge_after(node)
+            context = None
+            if spec.takes_context or (isinstance(edge, ConditionalEdge) and edge.takes_context):
+                context = node_context(trace, parent.checkpoint_id, parent.step, since, node)
+            update = await _call(spec.function, state, context if spec.takes_context else None)
+            new_state = self._state.apply(state, update, f"node {node!r}")
+            following = await self._route(node, edge, new_state, context)
             nodes_run += 1
+            since += 1
             pause_after = node in self.interrupt_after and following is not None
             pause_before = following in self.interrupt_before
             metadata: dict[str, Any] = {"source": "node", "node": node}
@@ -254,6 +268,8 @@ class Runner(Generic[S]):
                 or self._wants_save(state, new_state)
             ):
                 parent, pending = await self._flush(trace, parent, position, pending)
+                if not pending:
+                    since = 0
             state, node = new_state, following
             if pause_after:
                 return self._result(trace, "interrupted", position, nodes_run, not pending)
@@ -277,12 +293,13 @@ class Runner(Generic[S]):
             return position, False
         return parent, pending
 
-    async def _route(self, node: str, state: S) -> str | None:
-        edge = self.graph.edge_after(node)
+    async def _route(
+        self, node: str, edge: Edge, state: S, context: NodeContext | None
+    ) -> str | None:
         if not isinstance(edge, ConditionalEdge):
             target = edge.target
         else:
-            route = await _call(edge.router, state)
+            route = await _call(edge.router, state, context if edge.takes_context else None)
             if edge.path_map is not None:
                 try:
                     target = edge.path_map[route]
@@ -362,11 +379,15 @@ def _origin(tp: Any) -> Any:
     return typing.get_origin(tp) or tp
 
 
-async def _call(function: Any, state: Any) -> Any:
-    """Call a node or router: async ones are awaited, sync ones run in a worker thread."""
+async def _call(function: Any, state: Any, context: NodeContext | None) -> Any:
+    """Call a node or router: async ones are awaited, sync ones run in a worker thread.
+
+    ``context`` is passed as the second argument to a function that declares one.
+    """
+    args = (state,) if context is None else (state, context)
     if inspect.iscoroutinefunction(function):
-        return await function(state)
-    result = await asyncio.to_thread(function, state)
+        return await function(*args)
+    result = await asyncio.to_thread(function, *args)
     if inspect.isawaitable(result):
         result = await result
     return result

@@ -65,6 +65,24 @@ def test_a_bad_store_is_one_line_and_exit_1(url: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_demo_errors_take_debug_like_every_command() -> None:
+    plain = subprocess.run(
+        [sys.executable, "-m", "flowpoint", "demo", "--store", "nosuch://x"],
+        capture_output=True,
+        text=True,
+    )
+    assert plain.returncode == 1
+    assert plain.stderr.startswith("error: unknown store URL 'nosuch://x'")
+    debug = subprocess.run(
+        [sys.executable, "-m", "flowpoint", "--debug", "demo", "--store", "nosuch://x"],
+        capture_output=True,
+        text=True,
+    )
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+
+
 def test_version() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0

@@ -9,7 +9,6 @@ may be given before the command (``flowpoint --store URL traces``) or after it
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,11 +17,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from flowpoint import CheckpointStoreError, __version__
+from flowpoint import __version__
 from flowpoint.cli import inspect, maintain, transfer, verify
-from flowpoint.cli.common import PROGRAM, Settings, StoreOption
+from flowpoint.cli.common import PROGRAM, DebugOption, Settings, StoreOption
 from flowpoint.cli.demo import run_demo
-from flowpoint.cli.output import EXIT_CODES_HELP, ExitCode, print_error
+from flowpoint.cli.output import EXIT_CODES_HELP, ExitCode, print_error, run
 from flowpoint.stores.registry import DEFAULT_STORE_URL
 
 
@@ -130,14 +129,10 @@ def _root(
 
 
 @app.command()
-def demo(ctx: typer.Context, store: StoreOption = None) -> None:
+def demo(ctx: typer.Context, store: StoreOption = None, debug: DebugOption = False) -> None:
     """Run a research agent that pauses for approval, resume it, and refuse a changed graph."""
-    url = Settings.of(ctx, store=store).store
-    try:
-        asyncio.run(run_demo(url))
-    except (CheckpointStoreError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+    settings = Settings.of(ctx, store=store, debug=debug)
+    run(lambda: run_demo(settings.store), debug=settings.debug)
 
 
 app.command("traces")(inspect.traces)

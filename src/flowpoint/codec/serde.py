@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import dataclasses
-import math
-import sys
-import threading
-import typing
-from typing import Any, Generic, Literal, get_args
+from typing import Any, Generic, get_args
 
 import msgspec
-import zstandard
 from typing_extensions import override
 
 from flowpoint.blob import CheckpointBlob, Metadata, check_header, validate_metadata
 from flowpoint.checkpoint import Checkpoint, S, State
+from flowpoint.codec._compression import (
+    COMPRESSION_THRESHOLD,
+    MAX_LEVEL,
+    MIN_LEVEL,
+    Compression,
+    Zstd,
+)
+from flowpoint.codec._schema import BodyFormat, StateSchema, type_name
 from flowpoint.codec.base import DeltaCheckpointCodec
 from flowpoint.codec.delta import (
     Delta,
@@ -51,16 +51,12 @@ __all__ = [
     "SerdeCheckpointCodec",
 ]
 
-BodyFormat = Literal["msgpack", "json"]
 _BODY_FORMATS: tuple[BodyFormat, ...] = get_args(BodyFormat)
-Compression = Literal["zstd"]
 
 DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024
 """Bytes of a checkpoint's stored data, at most, unless the codec says otherwise."""
 DEFAULT_MAX_STATE_SIZE = 256 * 1024 * 1024
 """Bytes of an encoded state (before compression, after decompression), at most."""
-COMPRESSION_THRESHOLD = 512
-"""Bodies shorter than this are never compressed: zstd's frame would eat the gain."""
 DEFAULT_MAX_DELTA_CHAIN = 64
 """Deltas in a row, at most, before a checkpoint is stored whole again."""
 DELTA_BASE_KEY = "flowpoint.delta_of"
@@ -72,14 +68,6 @@ _MIN_DELTA_STATE = 1024
 # times the bytes of the whole checkpoint it starts from: reading a checkpoint then costs
 # at most about this many whole ones, and storage grows with what steps add.
 _CHAIN_TO_KEYFRAME = 2
-
-_MIB = 1024 * 1024
-# Windows above this are refused when decompressing: zstd levels up to 19 never use more,
-# and a frame asking for a huge window would make the decoder allocate it.
-_MAX_WINDOW_SIZE = 8 * _MIB
-_MIN_LEVEL, _MAX_LEVEL = -7, 19
-# Frames that do not declare their size are decompressed this much at a time.
-_STREAM_CHUNK = _MIB
 
 
 class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
@@ -151,10 +139,10 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         if (
             isinstance(compression_level, bool)
             or not isinstance(compression_level, int)
-            or not _MIN_LEVEL <= compression_level <= _MAX_LEVEL
+            or not MIN_LEVEL <= compression_level <= MAX_LEVEL
         ):
             raise ValueError(
-                f"compression_level must be an int from {_MIN_LEVEL} to {_MAX_LEVEL}, "
+                f"compression_level must be an int from {MIN_LEVEL} to {MAX_LEVEL}, "
                 f"not {compression_level!r}"
             )
         if encryption is not None and not isinstance(encryption, KeyRing):
@@ -184,14 +172,12 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         self.max_delta_chain = max_delta_chain
         # Frames (and so deltas) exist for MessagePack states only.
         self._frames = format == "msgpack"
-        self._schema = _StateSchema(state_type, allow_secrets=encryption is not None)
-        # zstd contexts are not thread-safe, and making one costs about as much as
-        # compressing a small state: each thread keeps its own.
-        self._zstd = threading.local()
+        self._schema = StateSchema(state_type, allow_secrets=encryption is not None)
+        self._zstd = Zstd(compression_level)
 
     def __repr__(self) -> str:
         return (
-            f"SerdeCheckpointCodec({_type_name(self.state_type)}, format={self.format!r}, "
+            f"SerdeCheckpointCodec({type_name(self.state_type)}, format={self.format!r}, "
             f"compression={self.compression!r}, encryption={self.encryption!r})"
         )
 
@@ -299,9 +285,9 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     ) -> CheckpointBlob:
         """Compress, encrypt and frame ``body`` under a header of ``header_fields``."""
         compression: Compression | None = None
-        if self.compression == "zstd" and len(body) >= COMPRESSION_THRESHOLD:
-            compressed = self._compressor().compress(body)
-            if len(compressed) < len(body):
+        if self.compression == "zstd":
+            compressed = self._zstd.compress(body)
+            if compressed is not None:
                 body, compression = compressed, "zstd"
         header = EnvelopeHeader(
             body_format=body_format,
@@ -431,7 +417,9 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         A whole state is split into a frame only if ``frames``; a delta always is.
         """
         header = envelope.header
-        plain = self._decompress(blob.checkpoint_id, header.compression, body)
+        plain = self._zstd.decompress(
+            blob.checkpoint_id, header.compression, body, self.max_state_size
+        )
         if header.body_format != "delta":
             # Any codec reads a chain, whatever format it writes itself.
             if header.body_format != "msgpack" or not frames:
@@ -542,68 +530,6 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
                 f"authentication with key {key_id!r} failed: wrong key, or the data was changed",
             ) from None
 
-    def _decompress(
-        self, checkpoint_id: CheckpointId, compression: str | None, body: memoryview | bytes
-    ) -> memoryview | bytes:
-        limit = self.max_state_size
-        if compression is None:
-            if len(body) > limit:
-                raise CorruptCheckpoint(
-                    checkpoint_id, f"the state is {len(body)} bytes, over max_state_size {limit}"
-                )
-            return body
-        if compression != "zstd":
-            raise CodecError(
-                f"checkpoint {checkpoint_id} is compressed with {compression!r:.40}, which this "
-                f"codec does not read"
-            )
-
-        def corrupt(reason: str) -> CorruptCheckpoint:
-            return CorruptCheckpoint(checkpoint_id, f"zstd body: {reason}")
-
-        try:
-            size = zstandard.frame_content_size(body)
-        except zstandard.ZstdError as exc:
-            raise corrupt(str(exc)) from None
-        if size > limit:
-            # Checked before anything is allocated: a frame may claim any size.
-            raise corrupt(f"it would decompress to {size} bytes, over max_state_size {limit}")
-        decompressor = self._decompressor()
-        try:
-            if size >= 0:
-                # Exactly one frame, exactly the size it declares.
-                return decompressor.decompress(body, allow_extra_data=False)
-            # No declared size (flowpoint always declares it): decompress a chunk at a
-            # time up to the limit, then once more with the size now known.
-            found = 0
-            with decompressor.stream_reader(body, read_across_frames=False) as reader:
-                while chunk := reader.read(min(_STREAM_CHUNK, limit + 1 - found)):
-                    found += len(chunk)
-                    if found > limit:
-                        raise corrupt(f"it decompresses to over max_state_size {limit} bytes")
-            # This pass also catches a truncated frame, which the stream reader does not.
-            return decompressor.decompress(
-                body, max_output_size=max(found, 1), allow_extra_data=False
-            )
-        except zstandard.ZstdError as exc:
-            raise corrupt(str(exc)) from None
-
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        compressor: zstandard.ZstdCompressor | None = getattr(self._zstd, "compressor", None)
-        if compressor is None:
-            compressor = self._zstd.compressor = zstandard.ZstdCompressor(
-                level=self.compression_level, write_content_size=True
-            )
-        return compressor
-
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        decompressor: zstandard.ZstdDecompressor | None = getattr(self._zstd, "decompressor", None)
-        if decompressor is None:
-            decompressor = self._zstd.decompressor = zstandard.ZstdDecompressor(
-                max_window_size=_MAX_WINDOW_SIZE
-            )
-        return decompressor
-
 
 def _frame(
     blob: CheckpointBlob,
@@ -640,219 +566,6 @@ def _frame(
         size=size,
     )
 
-
-class _StateSchema:
-    """How one state type is encoded and decoded."""
-
-    def __init__(self, state_type: Any, *, allow_secrets: bool) -> None:
-        self.state_type = state_type
-        self.encoders = _SECRET_ENCODERS if allow_secrets else _ENCODERS
-        self.runtime_class = _runtime_class(state_type)
-        snapshot = getattr(state_type, "__flowpoint_snapshot__", None)
-        restore = getattr(state_type, "__flowpoint_restore__", None)
-        self.projected = callable(snapshot) and callable(restore)
-        wire_type: Any = state_type
-        if self.projected:
-            try:
-                wire_type = typing.get_type_hints(snapshot).get("return", Any)
-            except Exception as exc:  # unresolvable annotations: a configuration error
-                raise TypeError(
-                    f"cannot read the return annotation of "
-                    f"{_type_name(state_type)}.__flowpoint_snapshot__: {exc}"
-                ) from exc
-        try:
-            self.decoders: dict[str, msgspec.msgpack.Decoder[Any] | msgspec.json.Decoder[Any]] = {
-                "msgpack": msgspec.msgpack.Decoder(wire_type, dec_hook=_strict_hook),
-                "json": msgspec.json.Decoder(wire_type, dec_hook=_strict_hook),
-            }
-        except TypeError as exc:
-            raise TypeError(
-                f"flowpoint cannot store states of type {_type_name(state_type)}: {exc}"
-            ) from exc
-
-    def encode(self, state: Any, body_format: BodyFormat) -> bytes:
-        value = self._stored_value(state)
-        try:
-            body = self.encoders[body_format].encode(value)
-        except Exception as exc:  # msgspec raises TypeError, OverflowError, RecursionError...
-            raise CodecError(f"cannot encode the state: {exc}") from exc
-        # JSON writes NaN and infinity as null; refuse rather than lose them. A
-        # state without nulls cannot hold either, so most states skip the walk.
-        if body_format == "json" and b"null" in body:
-            _reject_non_finite(value, self.encoders[body_format].enc_hook)
-        return body
-
-    def encode_fields(self, state: Any) -> dict[str, bytes] | None:
-        """A dict state's fields, each encoded to MessagePack on its own; ``None`` for others.
-
-        The same bytes :func:`~flowpoint.codec.delta.split_fields` would cut out of
-        the whole encoding, without encoding it whole and cutting it up again.
-        """
-        value = self._stored_value(state)
-        if type(value) is not dict or not all(type(key) is str for key in value):
-            return None
-        encode = self.encoders["msgpack"].encode
-        try:
-            return {key: encode(item) for key, item in value.items()}
-        except Exception as exc:  # as in encode
-            raise CodecError(f"cannot encode the state: {exc}") from exc
-
-    def _stored_value(self, state: Any) -> Any:
-        """What is stored of ``state``: itself, or its snapshot."""
-        if self.runtime_class is not None and not isinstance(state, self.runtime_class):
-            raise CodecError(
-                f"the state is a {type(state).__qualname__}, but this codec stores "
-                f"{_type_name(self.state_type)}"
-            )
-        if not self.projected:
-            return state
-        try:
-            return state.__flowpoint_snapshot__()
-        except Exception as exc:  # user code: whatever it raises, the state cannot be stored
-            raise CodecError(f"cannot encode the state: {exc}") from exc
-
-    def decode(
-        self, body: memoryview | bytes, body_format: str, checkpoint_id: CheckpointId
-    ) -> Any:
-        decoder = self.decoders.get(body_format)
-        if decoder is None:
-            raise CodecError(
-                f"checkpoint {checkpoint_id} holds a {body_format!r} body, which this codec "
-                f"does not read"
-            )
-        try:
-            value = decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            raise CodecError(
-                f"checkpoint {checkpoint_id} does not fit {_type_name(self.state_type)}: {exc}"
-            ) from exc
-        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
-            # ValueError: msgspec lets UnicodeDecodeError through for invalid UTF-8.
-            raise CorruptCheckpoint(checkpoint_id, f"unreadable state: {exc}") from exc
-        if not self.projected:
-            return value
-        try:
-            return self.state_type.__flowpoint_restore__(value)
-        except Exception as exc:  # user code: whatever it raises, the data did not fit
-            raise CodecError(
-                f"{_type_name(self.state_type)}.__flowpoint_restore__ refused checkpoint "
-                f"{checkpoint_id}: {exc}"
-            ) from exc
-
-
-def _pydantic_model(tp: Any) -> Any:
-    """``tp`` if it is a pydantic model class, else ``None`` (pydantic is never imported here)."""
-    pydantic = sys.modules.get("pydantic")
-    if pydantic is not None and isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
-        return tp
-    return None
-
-
-def _enc_hook(value: Any) -> Any:
-    return _encode_other(value, reveal_secrets=False)
-
-
-def _secret_enc_hook(value: Any) -> Any:
-    return _encode_other(value, reveal_secrets=True)
-
-
-def _encode_other(value: Any, *, reveal_secrets: bool) -> Any:
-    pydantic = sys.modules.get("pydantic")
-    if pydantic is not None:
-        if isinstance(value, pydantic.BaseModel):
-            return value.model_dump(mode="python", by_alias=True)
-        if isinstance(value, (pydantic.SecretStr, pydantic.SecretBytes)):
-            if reveal_secrets:  # the codec encrypts: the secret is stored, sealed
-                return value.get_secret_value()
-            raise TypeError(
-                f"a pydantic {type(value).__name__} is not stored in clear text: give the "
-                f"codec a key ring (encryption=KeyRing(...)) to store it encrypted, or keep "
-                f"secrets out of the state"
-            )
-        # Types pydantic defines (URLs, emails, ...) go as pydantic serializes them to
-        # JSON; the model's validation turns them back into themselves on load.
-        try:
-            return sys.modules["pydantic_core"].to_jsonable_python(value)
-        except ValueError:  # PydanticSerializationError: pydantic does not know it either
-            pass
-    raise TypeError(f"flowpoint cannot store a value of type {type(value).__qualname__}")
-
-
-def _strict_hook(tp: Any, raw: Any) -> Any:
-    """Msgspec's hook for types it does not know: pydantic models and secrets, nothing else."""
-    model = _pydantic_model(tp)
-    if model is not None:
-        return _validate_pydantic(model, raw)
-    pydantic = sys.modules.get("pydantic")
-    if pydantic is not None and tp is pydantic.SecretStr:
-        if not isinstance(raw, str):
-            raise TypeError(f"expected a str for SecretStr, got {type(raw).__name__}")
-        return pydantic.SecretStr(raw)
-    if pydantic is not None and tp is pydantic.SecretBytes:
-        if isinstance(raw, str):  # JSON holds bytes as base64
-            try:
-                raw = base64.b64decode(raw, validate=True)
-            except binascii.Error as exc:
-                raise ValueError(f"invalid base64 for SecretBytes: {exc}") from None
-        if not isinstance(raw, bytes):
-            raise TypeError(f"expected bytes for SecretBytes, got {type(raw).__name__}")
-        return pydantic.SecretBytes(raw)
-    raise TypeError(f"flowpoint does not know how to decode {_type_name(tp)}")
-
-
-def _validate_pydantic(model: Any, raw: Any) -> Any:
-    # Each field is first converted by msgspec, guided by the field's annotation, so
-    # that format-level encodings (base64 bytes in JSON, ISO strings for times) come
-    # back as their types; pydantic then validates the whole model.
-    if not isinstance(raw, dict):
-        raise ValueError(f"expected an object for {model.__name__}, got {type(raw).__name__}")
-    values = dict(raw)
-    for name, field in model.model_fields.items():
-        key = field.alias or name
-        if key in values:
-            # A type msgspec does not know (a URL, an email...): pydantic validates the
-            # raw value, and refuses it if it does not fit.
-            with contextlib.suppress(TypeError, msgspec.ValidationError):
-                values[key] = msgspec.convert(values[key], field.annotation, dec_hook=_strict_hook)
-    return model.model_validate(values)
-
-
-def _reject_non_finite(value: Any, enc_hook: Any) -> None:
-    pending = [msgspec.to_builtins(value, enc_hook=enc_hook)]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            raise CodecError(
-                f"the state holds {item!r}, which JSON cannot represent; use format='msgpack'"
-            )
-        if isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-
-
-def _runtime_class(state_type: Any) -> type | None:
-    """The class every state of ``state_type`` is an instance of, where there is one."""
-    if typing.is_typeddict(state_type):
-        return dict
-    origin = typing.get_origin(state_type) or state_type
-    return origin if isinstance(origin, type) and origin is not typing.Any else None
-
-
-def _type_name(tp: Any) -> str:
-    return tp.__qualname__ if isinstance(tp, type) else repr(tp)
-
-
-_Encoders = dict[BodyFormat, msgspec.msgpack.Encoder | msgspec.json.Encoder]
-_ENCODERS: _Encoders = {
-    "msgpack": msgspec.msgpack.Encoder(enc_hook=_enc_hook),
-    "json": msgspec.json.Encoder(enc_hook=_enc_hook),
-}
-# For codecs that encrypt: pydantic secrets are stored (sealed with the rest).
-_SECRET_ENCODERS: _Encoders = {
-    "msgpack": msgspec.msgpack.Encoder(enc_hook=_secret_enc_hook),
-    "json": msgspec.json.Encoder(enc_hook=_secret_enc_hook),
-}
 
 _delta_encoder = msgspec.msgpack.Encoder()
 _delta_decoder = msgspec.msgpack.Decoder(Delta)

@@ -1,0 +1,245 @@
+"""The state schema: how a codec encodes states of one declared type and decodes them back.
+
+msgspec does the work, guided by the type: dicts, dataclasses, ``TypedDict``,
+``msgspec.Struct`` and pydantic v2 models (validated by pydantic itself), and
+projections declared with ``__flowpoint_snapshot__``/``__flowpoint_restore__``.
+Nothing here knows envelopes, compression, encryption or stores.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import math
+import sys
+import typing
+from typing import Any, Literal
+
+import msgspec
+
+from flowpoint.errors import CodecError, CorruptCheckpoint
+from flowpoint.ids import CheckpointId
+
+__all__ = ["BodyFormat", "StateSchema", "type_name"]
+
+BodyFormat = Literal["msgpack", "json"]
+
+
+class StateSchema:
+    """How one state type is encoded and decoded.
+
+    ``allow_secrets`` stores pydantic ``SecretStr``/``SecretBytes`` values (for a
+    codec that encrypts); without it they are refused with :class:`CodecError`.
+    """
+
+    def __init__(self, state_type: Any, *, allow_secrets: bool) -> None:
+        self.state_type = state_type
+        self.encoders = _SECRET_ENCODERS if allow_secrets else _ENCODERS
+        self.runtime_class = _runtime_class(state_type)
+        snapshot = getattr(state_type, "__flowpoint_snapshot__", None)
+        restore = getattr(state_type, "__flowpoint_restore__", None)
+        self.projected = callable(snapshot) and callable(restore)
+        wire_type: Any = state_type
+        if self.projected:
+            try:
+                wire_type = typing.get_type_hints(snapshot).get("return", Any)
+            except Exception as exc:  # unresolvable annotations: a configuration error
+                raise TypeError(
+                    f"cannot read the return annotation of "
+                    f"{type_name(state_type)}.__flowpoint_snapshot__: {exc}"
+                ) from exc
+        try:
+            self.decoders: dict[str, msgspec.msgpack.Decoder[Any] | msgspec.json.Decoder[Any]] = {
+                "msgpack": msgspec.msgpack.Decoder(wire_type, dec_hook=_strict_hook),
+                "json": msgspec.json.Decoder(wire_type, dec_hook=_strict_hook),
+            }
+        except TypeError as exc:
+            raise TypeError(
+                f"flowpoint cannot store states of type {type_name(state_type)}: {exc}"
+            ) from exc
+
+    def encode(self, state: Any, body_format: BodyFormat) -> bytes:
+        value = self._stored_value(state)
+        try:
+            body = self.encoders[body_format].encode(value)
+        except Exception as exc:  # msgspec raises TypeError, OverflowError, RecursionError...
+            raise CodecError(f"cannot encode the state: {exc}") from exc
+        # JSON writes NaN and infinity as null; refuse rather than lose them. A
+        # state without nulls cannot hold either, so most states skip the walk.
+        if body_format == "json" and b"null" in body:
+            _reject_non_finite(value, self.encoders[body_format].enc_hook)
+        return body
+
+    def encode_fields(self, state: Any) -> dict[str, bytes] | None:
+        """A dict state's fields, each encoded to MessagePack on its own; ``None`` for others.
+
+        The same bytes :func:`~flowpoint.codec.delta.split_fields` would cut out of
+        the whole encoding, without encoding it whole and cutting it up again.
+        """
+        value = self._stored_value(state)
+        if type(value) is not dict or not all(type(key) is str for key in value):
+            return None
+        encode = self.encoders["msgpack"].encode
+        try:
+            return {key: encode(item) for key, item in value.items()}
+        except Exception as exc:  # as in encode
+            raise CodecError(f"cannot encode the state: {exc}") from exc
+
+    def _stored_value(self, state: Any) -> Any:
+        """What is stored of ``state``: itself, or its snapshot."""
+        if self.runtime_class is not None and not isinstance(state, self.runtime_class):
+            raise CodecError(
+                f"the state is a {type(state).__qualname__}, but this codec stores "
+                f"{type_name(self.state_type)}"
+            )
+        if not self.projected:
+            return state
+        try:
+            return state.__flowpoint_snapshot__()
+        except Exception as exc:  # user code: whatever it raises, the state cannot be stored
+            raise CodecError(f"cannot encode the state: {exc}") from exc
+
+    def decode(
+        self, body: memoryview | bytes, body_format: str, checkpoint_id: CheckpointId
+    ) -> Any:
+        decoder = self.decoders.get(body_format)
+        if decoder is None:
+            raise CodecError(
+                f"checkpoint {checkpoint_id} holds a {body_format!r} body, which this codec "
+                f"does not read"
+            )
+        try:
+            value = decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise CodecError(
+                f"checkpoint {checkpoint_id} does not fit {type_name(self.state_type)}: {exc}"
+            ) from exc
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+            # ValueError: msgspec lets UnicodeDecodeError through for invalid UTF-8.
+            raise CorruptCheckpoint(checkpoint_id, f"unreadable state: {exc}") from exc
+        if not self.projected:
+            return value
+        try:
+            return self.state_type.__flowpoint_restore__(value)
+        except Exception as exc:  # user code: whatever it raises, the data did not fit
+            raise CodecError(
+                f"{type_name(self.state_type)}.__flowpoint_restore__ refused checkpoint "
+                f"{checkpoint_id}: {exc}"
+            ) from exc
+
+
+def _pydantic_model(tp: Any) -> Any:
+    """``tp`` if it is a pydantic model class, else ``None`` (pydantic is never imported here)."""
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
+        return tp
+    return None
+
+
+def _enc_hook(value: Any) -> Any:
+    return _encode_other(value, reveal_secrets=False)
+
+
+def _secret_enc_hook(value: Any) -> Any:
+    return _encode_other(value, reveal_secrets=True)
+
+
+def _encode_other(value: Any, *, reveal_secrets: bool) -> Any:
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None:
+        if isinstance(value, pydantic.BaseModel):
+            return value.model_dump(mode="python", by_alias=True)
+        if isinstance(value, (pydantic.SecretStr, pydantic.SecretBytes)):
+            if reveal_secrets:  # the codec encrypts: the secret is stored, sealed
+                return value.get_secret_value()
+            raise TypeError(
+                f"a pydantic {type(value).__name__} is not stored in clear text: give the "
+                f"codec a key ring (encryption=KeyRing(...)) to store it encrypted, or keep "
+                f"secrets out of the state"
+            )
+        # Types pydantic defines (URLs, emails, ...) go as pydantic serializes them to
+        # JSON; the model's validation turns them back into themselves on load.
+        try:
+            return sys.modules["pydantic_core"].to_jsonable_python(value)
+        except ValueError:  # PydanticSerializationError: pydantic does not know it either
+            pass
+    raise TypeError(f"flowpoint cannot store a value of type {type(value).__qualname__}")
+
+
+def _strict_hook(tp: Any, raw: Any) -> Any:
+    """Msgspec's hook for types it does not know: pydantic models and secrets, nothing else."""
+    model = _pydantic_model(tp)
+    if model is not None:
+        return _validate_pydantic(model, raw)
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and tp is pydantic.SecretStr:
+        if not isinstance(raw, str):
+            raise TypeError(f"expected a str for SecretStr, got {type(raw).__name__}")
+        return pydantic.SecretStr(raw)
+    if pydantic is not None and tp is pydantic.SecretBytes:
+        if isinstance(raw, str):  # JSON holds bytes as base64
+            try:
+                raw = base64.b64decode(raw, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"invalid base64 for SecretBytes: {exc}") from None
+        if not isinstance(raw, bytes):
+            raise TypeError(f"expected bytes for SecretBytes, got {type(raw).__name__}")
+        return pydantic.SecretBytes(raw)
+    raise TypeError(f"flowpoint does not know how to decode {type_name(tp)}")
+
+
+def _validate_pydantic(model: Any, raw: Any) -> Any:
+    # Each field is first converted by msgspec, guided by the field's annotation, so
+    # that format-level encodings (base64 bytes in JSON, ISO strings for times) come
+    # back as their types; pydantic then validates the whole model.
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected an object for {model.__name__}, got {type(raw).__name__}")
+    values = dict(raw)
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        if key in values:
+            # A type msgspec does not know (a URL, an email...): pydantic validates the
+            # raw value, and refuses it if it does not fit.
+            with contextlib.suppress(TypeError, msgspec.ValidationError):
+                values[key] = msgspec.convert(values[key], field.annotation, dec_hook=_strict_hook)
+    return model.model_validate(values)
+
+
+def _reject_non_finite(value: Any, enc_hook: Any) -> None:
+    pending = [msgspec.to_builtins(value, enc_hook=enc_hook)]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise CodecError(
+                f"the state holds {item!r}, which JSON cannot represent; use format='msgpack'"
+            )
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def _runtime_class(state_type: Any) -> type | None:
+    """The class every state of ``state_type`` is an instance of, where there is one."""
+    if typing.is_typeddict(state_type):
+        return dict
+    origin = typing.get_origin(state_type) or state_type
+    return origin if isinstance(origin, type) and origin is not typing.Any else None
+
+
+def type_name(tp: Any) -> str:
+    """``tp``'s qualified name if it is a class, else its ``repr`` (``list[int]``)."""
+    return tp.__qualname__ if isinstance(tp, type) else repr(tp)
+
+
+_Encoders = dict[BodyFormat, msgspec.msgpack.Encoder | msgspec.json.Encoder]
+_ENCODERS: _Encoders = {
+    "msgpack": msgspec.msgpack.Encoder(enc_hook=_enc_hook),
+    "json": msgspec.json.Encoder(enc_hook=_enc_hook),
+}
+# For codecs that encrypt: pydantic secrets are stored (sealed with the rest).
+_SECRET_ENCODERS: _Encoders = {
+    "msgpack": msgspec.msgpack.Encoder(enc_hook=_secret_enc_hook),
+    "json": msgspec.json.Encoder(enc_hook=_secret_enc_hook),
+}

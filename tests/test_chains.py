@@ -11,6 +11,7 @@ from flowpoint.chains import FrameCache
 from flowpoint.codec.delta import Frame
 from flowpoint.codec.serde import DELTA_BASE_KEY
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
+from tests.doubles import DelegatingBlobStore, RewritableDelegatingStore
 
 
 def frame(trace: str, step: int, size: int = 100) -> Frame:
@@ -107,3 +108,36 @@ async def test_a_chain_longer_than_one_range_read_still_reads() -> None:
     assert sum(DELTA_BASE_KEY in info.metadata for info in infos) == 299
     reader = TypedCheckpointStore(blobs, codec)  # nothing kept: reads the whole chain
     assert await reader.load_latest("t", 1) == checkpoint
+
+
+def chat(turns: int) -> list[Checkpoint]:
+    """A chat of ``turns`` checkpoints large enough to be stored as deltas where allowed."""
+    profile = random.Random(5).randbytes(4_000).hex()
+    checkpoints = [Checkpoint.first("n", {"profile": profile, "messages": []})]
+    for turn in range(1, turns):
+        messages = [*checkpoints[-1].state["messages"], f"message {turn} " * 10]
+        checkpoints.append(checkpoints[-1].child("n", {"profile": profile, "messages": messages}))
+    return checkpoints
+
+
+async def test_a_store_that_cannot_rewrite_gets_every_checkpoint_whole() -> None:
+    # Deleting a base means rewriting its dependents whole: without that ability no
+    # delta is written, and deleting and pruning work as on any store.
+    store = TypedCheckpointStore(DelegatingBlobStore())
+    checkpoints = chat(12)
+    for checkpoint in checkpoints:
+        await store.save_with_trace("t", checkpoint, 1)
+    infos = await store.history("t", 100)
+    assert not any(DELTA_BASE_KEY in info.metadata for info in infos)
+    assert await store.delete(checkpoints[3].checkpoint_id)
+    assert await store.delete_checkpoints("t", [checkpoints[0].checkpoint_id]) == 1
+    assert await store.prune("t", keep_latest=5) == 5
+    cold = TypedCheckpointStore(store.store)
+    for checkpoint in checkpoints[-5:]:
+        assert await cold.load(checkpoint.checkpoint_id, 1) == checkpoint
+    # The same chat on a store that can rewrite is stored as deltas.
+    rewritable = TypedCheckpointStore(RewritableDelegatingStore())
+    for checkpoint in checkpoints:
+        await rewritable.save_with_trace("t", checkpoint, 1)
+    infos = await rewritable.history("t", 100)
+    assert sum(DELTA_BASE_KEY in info.metadata for info in infos) >= 8

@@ -41,9 +41,11 @@ class TypedCheckpointStore(Generic[S]):
 
     Closing this facade closes the blob store it wraps.
 
-    With the stock codec, a checkpoint is stored as its changes to the one saved
-    before it in the trace, where that pays (see
-    :class:`~flowpoint.SerdeCheckpointCodec`). To compute and read those changes
+    With the stock codec and a store that can rewrite data
+    (:class:`~flowpoint.stores.base.RewritableBlobStore`: every built-in backend),
+    a checkpoint is stored as its changes to the one saved before it in the trace,
+    where that pays (see :class:`~flowpoint.SerdeCheckpointCodec`); on any other
+    store every checkpoint is stored whole. To compute and read those changes
     the facade keeps the fields of the checkpoints it saved or loaded lately, up
     to ``frame_cache_bytes`` of state (64 MiB by default), in memory. Deleting or
     pruning through the facade first stores whole any checkpoint that depends on
@@ -63,6 +65,9 @@ class TypedCheckpointStore(Generic[S]):
         self.store = store
         self.codec: CheckpointCodec[S] = codec if codec is not None else SerdeCheckpointCodec()
         self._frames = FrameCache(frame_cache_bytes)
+        # Deleting a checkpoint that others are stored as changes to means rewriting
+        # them whole first: a store that cannot rewrite gets every checkpoint whole.
+        self._deltas = isinstance(store, RewritableBlobStore)
 
     @classmethod
     def open(
@@ -87,7 +92,8 @@ class TypedCheckpointStore(Generic[S]):
             blob = codec.serialize(checkpoint, graph_hash, trace)
             await self.store.save(blob)
             return blob.info()
-        blob, frame = codec.encode(checkpoint, graph_hash, trace, self._frames.tip(trace))
+        base = self._frames.tip(trace) if self._deltas else None
+        blob, frame = codec.encode(checkpoint, graph_hash, trace, base)
         try:
             await self.store.save(blob)
         except CheckpointConflict:

@@ -99,14 +99,14 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
 
     Deltas (MessagePack states whose top level is a map: dicts, dataclasses,
     Structs, pydantic models): saved through a
-    :class:`~flowpoint.TypedCheckpointStore`, a checkpoint of 1 KiB of state or
-    more is stored as its changes to the one saved before it in the trace (fields
-    replaced, elements appended to or changed in an array) when that is less than
-    half what it would take whole; after
-    ``max_delta_chain`` deltas in a row (default 64; 0 stores every state whole),
-    or once the chain's deltas outweigh twice the whole checkpoint it starts from,
-    the next one is stored whole. A delta names its base in its metadata under
-    ``"flowpoint.delta_of"``; that key is reserved.
+    :class:`~flowpoint.TypedCheckpointStore` over a store that can rewrite data,
+    a checkpoint of 1 KiB of state or more is stored as its changes to the one
+    saved before it in the trace (fields replaced, elements appended to or
+    changed in an array) when that is less than half what it would take whole;
+    after ``max_delta_chain`` deltas in a row (default 64; 0 stores every state
+    whole), or once the chain's deltas outweigh twice the whole checkpoint it
+    starts from, the next one is stored whole. A delta names its base in its
+    metadata under ``"flowpoint.delta_of"``; that key is reserved.
 
     Limits: saving data longer than ``max_payload_size`` bytes (64 MiB), or a state
     that encodes to more than ``max_state_size`` bytes (256 MiB), raises

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Self
@@ -24,7 +25,17 @@ from flowpoint.stores import BlobCheckpointStore, PruneRule
 from flowpoint.stores.base import RewritableBlobStore
 from flowpoint.stores.registry import DEFAULT_STORE_URL, open_store
 
-__all__ = ["TypedCheckpointStore"]
+__all__ = ["RekeyResult", "TypedCheckpointStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyResult:
+    """What :meth:`TypedCheckpointStore.rekey` did."""
+
+    rewritten: int
+    """How many checkpoints it re-encrypted under the primary key."""
+    skipped: tuple[CheckpointId, ...] = ()
+    """Unencrypted checkpoints it left as they are (see :meth:`~TypedCheckpointStore.rekey`)."""
 
 
 class TypedCheckpointStore(Generic[S]):
@@ -252,18 +263,22 @@ class TypedCheckpointStore(Generic[S]):
             infos = await read_history(self.store, trace)
         await make_whole(self.store, codec, self._frames, infos, set(doomed))
 
-    async def rekey(self, trace_id: TraceId | str | None = None) -> int:
+    async def rekey(self, trace_id: TraceId | str | None = None) -> RekeyResult:
         """Re-encrypt the trace's checkpoints (every trace's, by default) under the primary key.
 
-        Each checkpoint encrypted with another key of the codec's key ring, or not
-        encrypted at all, is decrypted and encrypted again under the ring's primary
+        Each checkpoint encrypted with another key of the codec's key ring is
+        decrypted (and so authenticated) and encrypted again under the ring's primary
         key, keeping its header, body format and compression; its state is never
-        decoded. Returns how many checkpoints were rewritten; checkpoints deleted
-        meanwhile are skipped. Run it after making a new key the primary, and remove
-        the old key from the ring only once it returns for every trace.
+        decoded. Checkpoints deleted meanwhile are passed over. Run it after making
+        a new key the primary, and remove the old key from the ring only once it
+        rewrites nothing more.
 
-        An unencrypted checkpoint is taken as it is and then authenticated, so rekey
-        a store whose unencrypted checkpoints you trust (see SECURITY.md).
+        An unencrypted checkpoint is left as it is and its id reported in
+        :attr:`RekeyResult.skipped`: in a store written with a key ring, only a writer
+        without the key could have put it there, and encrypting it would vouch for
+        it. A codec with ``allow_unencrypted=True`` (while turning encryption on for
+        a store written before) encrypts those too: rekey such a store only when you
+        trust what it holds.
 
         Raises ``TypeError`` if the store cannot rewrite data
         (:class:`~flowpoint.stores.base.RewritableBlobStore`) or the codec is not a
@@ -284,6 +299,7 @@ class TypedCheckpointStore(Generic[S]):
         primary = codec.encryption.primary
         traces = await store.traces() if trace_id is None else [validate_trace_id(trace_id)]
         rewritten = 0
+        skipped: list[CheckpointId] = []
         for trace in traces:
             before: int | None = None
             while page := await store.history(trace, 500, before):
@@ -292,10 +308,14 @@ class TypedCheckpointStore(Generic[S]):
                     blob = await store.load(info.checkpoint_id)
                     if blob is None:
                         continue  # deleted since the listing
-                    if codec.key_id_of(blob) == primary:
+                    key_id = codec.key_id_of(blob)
+                    if key_id == primary:
+                        continue
+                    if key_id is None and not codec.allow_unencrypted:
+                        skipped.append(blob.checkpoint_id)
                         continue
                     rewritten += await store.rewrite(codec.reseal(blob))
-        return rewritten
+        return RekeyResult(rewritten, tuple(skipped))
 
     async def close(self) -> None:
         """Close the blob store."""

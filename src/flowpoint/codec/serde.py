@@ -460,17 +460,18 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     def reseal(self, blob: CheckpointBlob) -> CheckpointBlob:
         """``blob`` with its data encrypted under the key ring's primary key.
 
-        The data is decrypted (or taken as it is, if it was not encrypted) and
-        encrypted again with the same header, body format and compression; the
-        state is never decoded, so this works for states the codec's type no longer
-        fits. Raises ``TypeError`` for a codec without a key ring,
-        :class:`~flowpoint.errors.CodecError` if the ring lacks the data's key,
+        The data is decrypted (or, with ``allow_unencrypted=True``, taken as it is
+        if it was not encrypted) and encrypted again with the same header, body
+        format and compression; the state is never decoded, so this works for
+        states the codec's type no longer fits. Raises ``TypeError`` for a codec
+        without a key ring, :class:`~flowpoint.errors.CodecError` if the ring lacks
+        the data's key or the data is unencrypted and not allowed to be,
         :class:`~flowpoint.errors.CorruptCheckpoint` if it fails authentication.
         """
         if self.encryption is None:
             raise TypeError("reseal needs a codec with a key ring (encryption=KeyRing(...))")
         envelope = self._open(blob)
-        body = self._plaintext(blob, envelope, rekeying=True)
+        body = self._plaintext(blob, envelope)
         header = msgspec.structs.replace(envelope.header, key_id=self.encryption.primary)
         try:
             head = encode_head(header)
@@ -493,18 +494,15 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
                 f"{self.max_payload_size}",
             )
 
-    def _plaintext(
-        self, blob: CheckpointBlob, envelope: Envelope, *, rekeying: bool = False
-    ) -> memoryview | bytes:
+    def _plaintext(self, blob: CheckpointBlob, envelope: Envelope) -> memoryview | bytes:
         """The body of ``envelope``, decrypted and authenticated if it is encrypted.
 
-        Refuses unencrypted data when the codec has a key ring, unless it allows
-        it or is ``rekeying`` (taking such data to encrypt it).
+        Refuses unencrypted data when the codec has a key ring, unless it allows it.
         """
         checkpoint_id = blob.checkpoint_id
         key_id = envelope.header.key_id
         if key_id is None:
-            if self.encryption is not None and not (self.allow_unencrypted or rekeying):
+            if self.encryption is not None and not self.allow_unencrypted:
                 raise CodecError(
                     f"checkpoint {checkpoint_id} is not encrypted, and this codec reads "
                     f"encrypted checkpoints only (anyone who can write to the store could "

@@ -6,10 +6,17 @@ import random
 
 import pytest
 
-from flowpoint import Checkpoint, InMemoryBlobStore, SerdeCheckpointCodec, TypedCheckpointStore
+import flowpoint.codec.delta as delta_module
+from flowpoint import (
+    Checkpoint,
+    CorruptCheckpoint,
+    InMemoryBlobStore,
+    SerdeCheckpointCodec,
+    TypedCheckpointStore,
+)
 from flowpoint.chains import FrameCache
-from flowpoint.codec.delta import Frame
-from flowpoint.codec.serde import DELTA_BASE_KEY
+from flowpoint.codec.delta import Frame, state_size
+from flowpoint.codec.serde import DELTA_BASE_KEY, MAX_DELTA_CHAIN
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
 from tests.doubles import DelegatingBlobStore, RewritableDelegatingStore
 
@@ -94,20 +101,73 @@ def test_the_budget_is_checked(bad: object) -> None:
         FrameCache(bad)  # type: ignore[arg-type]
 
 
-async def test_a_chain_longer_than_one_range_read_still_reads() -> None:
-    blobs = InMemoryBlobStore()
-    codec = SerdeCheckpointCodec(max_delta_chain=1000)
-    writer = TypedCheckpointStore(blobs, codec)
-    noise = random.Random(3).randbytes(40_000).hex()  # a keyframe far larger than any delta
+async def save_counts(
+    store: TypedCheckpointStore, counts: range, *, every: int = 1
+) -> tuple[Checkpoint, int]:
+    """A large constant field and a counter; a checkpoint saved every ``every`` steps.
+
+    Returns the last checkpoint saved and how many of them were stored as deltas.
+    """
+    noise = random.Random(3).randbytes(100_000).hex()  # a keyframe far larger than any delta
     checkpoint = Checkpoint.first("n", {"noise": noise, "count": 0})
-    await writer.save_with_trace("t", checkpoint, 1)
-    for count in range(1, 300):
-        checkpoint = checkpoint.child("n", {"noise": noise, "count": count})
-        await writer.save_with_trace("t", checkpoint, 1)
-    infos = await writer.history("t", 1000)
-    assert sum(DELTA_BASE_KEY in info.metadata for info in infos) == 299
+    await store.save_with_trace("t", checkpoint, 1)
+    for count in counts:
+        for _ in range(every):
+            checkpoint = checkpoint.child("n", {"noise": noise, "count": count})
+        await store.save_with_trace("t", checkpoint, 1)
+    infos = await store.history("t", 1000)
+    return checkpoint, sum(DELTA_BASE_KEY in info.metadata for info in infos)
+
+
+async def test_a_chain_spread_over_more_steps_than_one_range_read_still_reads() -> None:
+    blobs = InMemoryBlobStore()
+    codec = SerdeCheckpointCodec(max_delta_chain=MAX_DELTA_CHAIN)
+    # Checkpoints saved every third step (as a run that saves only on change does).
+    last, deltas = await save_counts(TypedCheckpointStore(blobs, codec), range(1, 200), every=3)
+    assert deltas == 199
+    assert last.step == 597
     reader = TypedCheckpointStore(blobs, codec)  # nothing kept: reads the whole chain
-    assert await reader.load_latest("t", 1) == checkpoint
+    assert await reader.load_latest("t", 1) == last
+
+
+async def test_a_chain_is_checked_once_at_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    blobs = InMemoryBlobStore()
+    codec = SerdeCheckpointCodec(max_delta_chain=MAX_DELTA_CHAIN)
+    last, deltas = await save_counts(TypedCheckpointStore(blobs, codec), range(1, 201))
+    assert deltas == 200
+    hashed: list[int] = []
+    real = delta_module.fields_hash
+
+    def counted(fields: dict[str, bytes]) -> int:
+        hashed.append(state_size(fields))
+        return real(fields)
+
+    monkeypatch.setattr(delta_module, "fields_hash", counted)
+    reader = TypedCheckpointStore(blobs, codec)
+    assert await reader.load_latest("t", 1) == last
+    # Each link costs what its delta holds: the whole state is hashed once, not per link.
+    assert len(hashed) == 1
+    assert hashed[0] > 200_000
+
+
+async def test_a_chain_longer_than_any_writer_makes_is_corrupt() -> None:
+    blobs = InMemoryBlobStore()
+    codec = SerdeCheckpointCodec(max_delta_chain=MAX_DELTA_CHAIN)
+    codec.max_delta_chain = MAX_DELTA_CHAIN + 40  # a writer past what flowpoint allows
+    writer = TypedCheckpointStore(blobs, codec)
+    last, deltas = await save_counts(writer, range(1, MAX_DELTA_CHAIN + 41))
+    assert deltas == MAX_DELTA_CHAIN + 40
+    reader = TypedCheckpointStore(blobs, SerdeCheckpointCodec())
+    with pytest.raises(CorruptCheckpoint, match=f"more than {MAX_DELTA_CHAIN} deltas"):
+        await reader.load_latest("t", 1)
+    # The checkpoints within the limit still read; the writer's own frames still serve it.
+    [within] = await reader.store.load_steps("t", MAX_DELTA_CHAIN, MAX_DELTA_CHAIN)
+    loaded = await reader.load(within.checkpoint_id, 1)
+    assert loaded is not None
+    assert loaded.state["count"] == MAX_DELTA_CHAIN
+    assert await writer.load_latest("t", 1) == last
+    with pytest.raises(ValueError, match="max_delta_chain"):
+        SerdeCheckpointCodec(max_delta_chain=MAX_DELTA_CHAIN + 1)
 
 
 def chat(turns: int) -> list[Checkpoint]:

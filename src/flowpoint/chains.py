@@ -2,28 +2,81 @@
 
 A checkpoint stored as a delta names its base; reading it means reading the
 chain of bases down to a whole checkpoint (or to a frame kept in memory), then
-applying the deltas forward. Deleting a base first makes its dependents whole,
-so that no delete or prune ever leaves a delta without its base.
+applying the deltas forward. This module is where chains are walked: which
+checkpoints are read, in what order, and how far; the codec applies them.
+
+What is checked where, reading a checkpoint stored as changes:
+
+- **Each link's bytes**, when the codec opens it: the checksum, the header against
+  the store's own copy and, if encrypted, authentication. Every link, whatever
+  else happens, before anything of it is used.
+- **Each link's place**, here while walking down: the base a delta names (in its
+  authenticated header) is the checkpoint read next, in the same trace at an
+  earlier step; a chain holds at most :data:`MAX_DELTA_CHAIN` deltas (no writer
+  makes more, so a longer one is damage, and refused before any delta is applied).
+- **Each link's fit**, by the codec as it applies the deltas oldest first: what a
+  delta names exists and fits (fields, arrays, element indices), and the state it
+  leaves has the size the delta records (kept per field, so this costs what the
+  delta holds, not the state).
+- **The state read**, once: the state the last delta leaves is checked against
+  the size and XXH3-64 hash that delta records, before anything is decoded. A
+  wrong base or a damaged link either shows there, or was overwritten by a later
+  delta (then the state is exactly the one that was saved). Only that state's
+  frame is kept; the states in between are never built.
+
+Deleting a base first makes its dependents whole, so that no delete or prune
+ever leaves a delta without its base. A reader that meets a missing base anyway
+(the base was deleted after it read the delta, by a prune that had made the
+delta whole first) gets :class:`MissingBase`, which the facade answers by reading
+the checkpoint again.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from uuid import UUID
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.codec.base import DeltaCheckpointCodec
 from flowpoint.codec.delta import Frame
-from flowpoint.codec.serde import DELTA_BASE_KEY
+from flowpoint.codec.serde import DELTA_BASE_KEY, MAX_DELTA_CHAIN
 from flowpoint.errors import CorruptCheckpoint
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import BlobCheckpointStore, RewritableBlobStore
 
-__all__ = ["DEFAULT_FRAME_CACHE_BYTES", "FrameCache", "base_frame", "make_whole", "read_history"]
+__all__ = [
+    "DEFAULT_FRAME_CACHE_BYTES",
+    "MAX_DELTA_CHAIN",
+    "FrameCache",
+    "MissingBase",
+    "delta_frame",
+    "make_whole",
+    "read_history",
+]
 
 DEFAULT_FRAME_CACHE_BYTES = 64 * 1024 * 1024
-"""State bytes the frames a facade keeps may hold, by default."""
-_MAX_RANGE_READ = 256
+"""Bytes of memory the frames a facade keeps may hold, by default."""
+# Steps read at once while walking down a chain.
+_RANGE_READ = 256
+
+
+class MissingBase(CorruptCheckpoint):
+    """A checkpoint in the chain below ``checkpoint_id`` is not in the store.
+
+    Damage, unless the chain was rewritten while it was read: the facade reads
+    the checkpoint again before it reports it.
+    """
+
+    def __init__(self, checkpoint_id: UUID | None, missing: UUID) -> None:
+        self.missing = missing
+        super().__init__(
+            checkpoint_id,
+            f"it is stored as changes, and checkpoint {missing} in its chain is missing",
+        )
+
+    def __reduce__(self) -> tuple[type[MissingBase], tuple[UUID | None, UUID]]:  # type: ignore[override]
+        return (type(self), (self.checkpoint_id, self.missing))
 
 
 class FrameCache:
@@ -95,44 +148,42 @@ class FrameCache:
             del self._tips[frame.trace_id]
 
 
-async def base_frame(
+async def delta_frame(
     store: BlobCheckpointStore,
     codec: DeltaCheckpointCodec[object],
     frames: FrameCache,
     blob: CheckpointBlob,
-) -> Frame | None:
-    """The frame of the base ``blob`` is a delta on, or ``None`` if ``blob`` is whole.
+) -> Frame:
+    """The frame of ``blob``, a delta: its state rebuilt through the chain below it, checked.
 
-    Reads the chain below it in one range read where the frames kept do not
-    reach. Raises :class:`CorruptCheckpoint` for a chain that is broken (a base
-    missing, in another trace, or not below its delta) or damaged.
+    Reads the chain down to a whole checkpoint or a frame kept in ``frames``, a
+    range of steps at a time, and keeps the frame it returns. Raises
+    :class:`MissingBase` if a checkpoint of the chain is not in the store, and
+    :class:`CorruptCheckpoint` for a chain that is otherwise broken (a base in
+    another trace or not below its delta, more than :data:`MAX_DELTA_CHAIN`
+    deltas) or damaged.
     """
     found = codec.base_of(blob)
     if found is None:
-        return None
+        raise ValueError(f"checkpoint {blob.checkpoint_id} is stored whole")
     wanted, chain_start = found
-    frame = frames.get(wanted)
-    if frame is not None:
-        return frame
-    # The range read is bounded whatever the header claims; a longer chain reads on
-    # one checkpoint at a time below it.
-    first = max(chain_start, blob.step - _MAX_RANGE_READ)
-    nearby = {
-        earlier.checkpoint_id: earlier
-        for earlier in await store.load_steps(blob.trace_id, first, blob.step - 1)
-    }
-    chain: list[CheckpointBlob] = []
+    deltas = [blob]  # newest first
+    nearby: dict[CheckpointId, CheckpointBlob] = {}
+    unread = blob.step  # steps below this one have not been read yet
     above = blob
-    while True:
-        frame = frames.get(wanted)
-        if frame is not None:
-            break
-        base = nearby.get(wanted) or await store.load(wanted)
+    while (start := frames.get(wanted)) is None:
+        base = nearby.get(wanted)
+        if base is None and unread > chain_start:
+            first = max(chain_start, unread - _RANGE_READ)
+            nearby = {
+                b.checkpoint_id: b for b in await store.load_steps(blob.trace_id, first, unread - 1)
+            }
+            unread = first
+            continue
+        if base is None:  # below where the chain says it starts: look it up by id
+            base = await store.load(wanted)
         if base is None:
-            raise CorruptCheckpoint(
-                blob.checkpoint_id,
-                f"it is stored as changes, and checkpoint {wanted} in its chain is missing",
-            )
+            raise MissingBase(blob.checkpoint_id, wanted)
         if (
             base.checkpoint_id != wanted
             or base.trace_id != blob.trace_id
@@ -143,19 +194,23 @@ async def base_frame(
                 f"its base {wanted} is stored as step {base.step} of trace "
                 f"{base.trace_id!r:.80}, not below step {above.step} of {blob.trace_id!r:.80}",
             )
-        chain.append(base)
-        next_base = codec.base_of(base)
-        if next_base is None:
+        below = codec.base_of(base)
+        if below is None:
+            start = codec.read_frame(base, None)
+            if start is None:
+                raise CorruptCheckpoint(
+                    base.checkpoint_id, "a delta is stored on it, but its state has no fields"
+                )
             break
-        wanted, above = next_base[0], base
-    for base in reversed(chain):
-        frame = codec.read_frame(base, frame)
-        if frame is None:
+        deltas.append(base)
+        if len(deltas) > MAX_DELTA_CHAIN:
             raise CorruptCheckpoint(
-                base.checkpoint_id, "a delta is stored on it, but its state has no fields"
+                blob.checkpoint_id,
+                f"its chain holds more than {MAX_DELTA_CHAIN} deltas, more than any writer makes",
             )
-    if frame is not None:
-        frames.put(frame)
+        wanted, above = below[0], base
+    frame = codec.follow(start, deltas[::-1])
+    frames.put(frame)
     return frame
 
 
@@ -195,8 +250,6 @@ async def make_whole(
                 f"{type(store).__name__} cannot rewrite checkpoint {info.checkpoint_id}, "
                 f"which is stored as changes to one being deleted"
             )
-        frame = codec.read_frame(blob, await base_frame(store, codec, frames, blob))
-        if frame is None:  # a delta always has fields
-            raise CorruptCheckpoint(blob.checkpoint_id, "a delta without fields")
+        frame = await delta_frame(store, codec, frames, blob)
         rewritten += await store.rewrite(codec.rebase(blob, frame))
     return rewritten

@@ -12,7 +12,7 @@ from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.chains import (
     DEFAULT_FRAME_CACHE_BYTES,
     FrameCache,
-    base_frame,
+    delta_frame,
     make_whole,
     read_history,
 )
@@ -165,10 +165,9 @@ class TypedCheckpointStore(Generic[S]):
             codec.decode(blob, expected_hash, None)
             raise GraphMismatch(expected_hash, blob.graph_hash)
         known = self._frames.get(blob.checkpoint_id)
-        base = (
-            None if known is not None else await base_frame(self.store, codec, self._frames, blob)
-        )
-        checkpoint, frame = codec.decode(blob, expected_hash, base, known=known)
+        if known is None and codec.base_of(blob) is not None:
+            known = await delta_frame(self.store, codec, self._frames, blob)
+        checkpoint, frame = codec.decode(blob, expected_hash, None, known=known)
         if frame is not None and frame is not known:
             self._frames.put(frame)
         return checkpoint

@@ -874,7 +874,7 @@ HOSTILE_DELTAS: list[tuple[str, dict[str, Any], str]] = [
     (
         "append to a missing field",
         {"keys": [*HOSTILE_KEYS, "ghost"], "appended": {"ghost": (1, enc(2))}},
-        "not an array",
+        "lacks",
     ),
     ("append a negative count", {"appended": {"items": (-1, b"")}}, "appends -1"),
     ("append past the array limit", {"appended": {"items": (2**32 - 20, b"")}}, "appends"),

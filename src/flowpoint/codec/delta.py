@@ -12,10 +12,11 @@ says how the next state's fields differ from a frame's, field by field:
   edited in place);
 - ``keys`` gives the field order when fields were removed or reordered.
 
-Rebuilding a state from a frame and a delta is checked against the size and the
-XXH3-64 hash of the state the delta was made from, so a wrong base, a damaged
-chain or a bug here is caught before anything is decoded. Nothing here knows
-state types, encryption or stores: bytes in, bytes out.
+A delta records the size and the XXH3-64 hash of the state it was made from.
+:class:`Rebuild` applies a chain of deltas at the cost of what they hold, checks
+each one's size as it goes and the hash of the state the last one leaves, so a
+wrong base, a damaged chain or a bug here is caught before anything is decoded.
+Nothing here knows state types, encryption or stores: bytes in, bytes out.
 """
 
 from __future__ import annotations
@@ -185,60 +186,207 @@ def diff_fields(
     )
 
 
-def apply_delta(
-    base: Frame,
-    delta: Delta,
-    max_state_size: int,
-    new_elements: dict[str, list[msgspec.Raw]] | None = None,
-) -> dict[str, bytes]:
+def apply_delta(base: Frame, delta: Delta, max_state_size: int) -> dict[str, bytes]:
     """``base``'s fields changed as ``delta`` says, checked against its size and hash.
 
-    Arrays patched element by element are left split in ``new_elements``.
-
-    Raises ``ValueError`` saying what does not fit: a delta that names fields
-    or elements its base lacks, grows past ``max_state_size``, or rebuilds
-    another state than the one it was made from.
+    Raises ``ValueError`` saying what does not fit, as :class:`Rebuild` does.
     """
-    if not 0 <= delta.state_size <= max_state_size:
-        raise ValueError(f"the state would be {delta.state_size} bytes, over {max_state_size}")
-    keys = list(base.fields) if delta.keys is None else delta.keys
-    if len(set(keys)) != len(keys):
-        raise ValueError("the delta lists a field twice")
-    changed = (delta.replaced.keys(), delta.appended.keys(), delta.patched.keys())
-    seen: set[str] = set()
-    for names in changed:
-        for key in names:
-            if key in seen:
-                raise ValueError(f"the delta changes field {key!r:.80} twice")
-            seen.add(key)
-    fields: dict[str, bytes] = {}
-    for key in keys:
-        if key in delta.replaced:
-            value: bytes | None = bytes(delta.replaced[key])
-        elif key in delta.appended:
-            value = _append(base, key, *delta.appended[key])
-        elif key in delta.patched:
-            length, changes = delta.patched[key]
-            value = _patch(base, key, length, changes, {} if new_elements is None else new_elements)
-        else:
-            value = base.fields.get(key)
+    rebuild = Rebuild(base, max_state_size)
+    rebuild.apply(delta)
+    return rebuild.finish(delta.state_hash)
+
+
+class Rebuild:
+    """A state rebuilt from a frame through one delta after another.
+
+    Each :meth:`apply` costs what its delta holds, not what the state holds: fields
+    are kept as they are until the end (an array appended to keeps its pieces; one
+    patched keeps its elements), so a chain of many small deltas on a large state
+    costs the deltas plus one join of the state, in :meth:`finish`.
+
+    Checked as each delta is applied: what it names exists and fits (fields, arrays,
+    element indices), and the state it leaves has the size the delta records, at
+    most ``max_state_size`` (sizes are kept per field, so this costs nothing). The
+    hash is checked once, by :meth:`finish`, on the state the last delta leaves:
+    an earlier delta that went wrong either shows there, or was overwritten by a
+    later one, and then the state is still exactly the one the last delta was made
+    from. ``ValueError`` says what does not fit.
+    """
+
+    def __init__(self, base: Frame, max_state_size: int) -> None:
+        self.max_state_size = max_state_size
+        self._order = list(base.fields)
+        self._keys = set(self._order)
+        self._values: dict[str, bytes | _Array] = dict(base.fields)
+        # The state's bytes but for its map header: each key and its value.
+        self._entries = base.size - len(_map_header(len(self._order)))
+
+    @property
+    def size(self) -> int:
+        """Bytes of the state as it stands."""
+        return len(_map_header(len(self._order))) + self._entries
+
+    def apply(self, delta: Delta) -> None:
+        """Change the state as ``delta`` says; ``ValueError`` if it does not fit."""
+        if not 0 <= delta.state_size <= self.max_state_size:
+            raise ValueError(
+                f"the state would be {delta.state_size} bytes, over {self.max_state_size}"
+            )
+        keys = self._keys
+        if delta.keys is not None:
+            keys = set(delta.keys)
+            if len(keys) != len(delta.keys):
+                raise ValueError("the delta lists a field twice")
+        seen: set[str] = set()
+        for names in (delta.replaced, delta.appended, delta.patched):
+            for key in names:
+                if key in seen:
+                    raise ValueError(f"the delta changes field {key!r:.80} twice")
+                seen.add(key)
+        stray = seen - keys
+        if stray:
+            raise ValueError(f"the delta changes fields it then leaves out: {sorted(stray)!r:.120}")
+        values = self._values
+        if delta.keys is not None:
+            for key in [key for key in values if key not in keys]:
+                self._set(key, None)
+        for key, raw in delta.replaced.items():
+            self._set(key, bytes(raw))
+        for key, (count, tail) in delta.appended.items():
+            array = self._array(key, "appends to")
+            before = array.size
+            array.append(key, count, tail)
+            self._entries += array.size - before
+        for key, (length, changes) in delta.patched.items():
+            array = self._array(key, "patches")
+            before = array.size
+            array.patch(key, length, changes)
+            self._entries += array.size - before
+        if delta.keys is not None:
+            for key in delta.keys:
+                if key not in values:
+                    raise ValueError(f"field {key!r:.80} is in neither the base nor the delta")
+            self._order, self._keys = list(delta.keys), keys
+        if self.size != delta.state_size:
+            raise ValueError(
+                f"the rebuilt state is {self.size} bytes, the delta says {delta.state_size}"
+            )
+
+    def finish(self, state_hash: int) -> dict[str, bytes]:
+        """The fields of the state, checked against ``state_hash`` (the last delta's)."""
+        fields = {key: _value(self._values[key]) for key in self._order}
+        if fields_hash(fields) != state_hash:
+            raise ValueError(
+                "the rebuilt state's hash differs from the one the delta records: "
+                "a wrong base or a damaged chain"
+            )
+        return fields
+
+    def _set(self, key: str, value: bytes | None) -> None:
+        """Replace (or, with ``None``, remove) a field, keeping the size."""
+        old = self._values.pop(key, None)
+        if old is not None:
+            self._entries -= len(_key_bytes(key)) + _value_size(old)
+        if value is not None:
+            self._values[key] = value
+            self._entries += len(_key_bytes(key)) + len(value)
+
+    def _array(self, key: str, action: str) -> _Array:
+        value = self._values.get(key)
         if value is None:
-            raise ValueError(f"field {key!r:.80} is in neither the base nor the delta")
-        fields[key] = value
-    stray = seen - fields.keys()
-    if stray:
-        raise ValueError(f"the delta changes fields it then leaves out: {sorted(stray)!r:.120}")
-    rebuilt_size = state_size(fields)
-    if rebuilt_size != delta.state_size:
-        raise ValueError(
-            f"the rebuilt state is {rebuilt_size} bytes, the delta says {delta.state_size}"
-        )
-    if fields_hash(fields) != delta.state_hash:
-        raise ValueError("the rebuilt state's hash differs from the delta's: wrong base")
-    return fields
+            raise ValueError(f"the delta {action} field {key!r:.80}, which the base lacks")
+        if isinstance(value, _Array):
+            return value
+        header = _array_header(value)
+        if header is None:
+            raise ValueError(f"the delta {action} field {key!r:.80}, which is not an array")
+        array = self._values[key] = _Array(header[0], memoryview(value)[header[1] :])
+        return array
 
 
 # -- arrays -----------------------------------------------------------------------------
+
+
+class _Array:
+    """An array field being rebuilt: its element count and its body.
+
+    The body is kept as the pieces it was appended in, until a patch needs its
+    elements one by one; then as its elements (copies, never views of a delta's
+    buffer, which would keep the whole delta alive).
+    """
+
+    __slots__ = ("body_size", "count", "elements", "pieces")
+
+    def __init__(self, count: int, body: memoryview) -> None:
+        self.count = count
+        self.pieces: list[bytes | memoryview] = [body]
+        self.elements: list[bytes | msgspec.Raw] | None = None
+        self.body_size = len(body)
+
+    @property
+    def size(self) -> int:
+        return len(_encode_array_header(self.count)) + self.body_size
+
+    def append(self, key: str, count: int, tail: bytes) -> None:
+        if count < 0 or self.count + count > _MAX_ARRAY:
+            raise ValueError(f"the delta appends {count} elements to field {key!r:.80}")
+        if self.elements is not None:
+            added = _split_array(_encode_array_header(count) + tail)
+            if added is None or len(added) != count:
+                raise ValueError(
+                    f"the delta appends to field {key!r:.80} what is not {count} elements"
+                )
+            self.elements.extend(added)
+        else:
+            self.pieces.append(tail)
+        self.count += count
+        self.body_size += len(tail)
+
+    def patch(self, key: str, length: int, changes: dict[int, msgspec.Raw]) -> None:
+        elements = self._split(key)
+        if not 0 <= length <= len(elements) + len(changes):
+            raise ValueError(f"the delta gives field {key!r:.80} an impossible length {length}")
+        for dropped in elements[length:]:
+            self.body_size -= len(dropped)
+        del elements[length:]
+        for index, element in sorted(changes.items()):
+            if not 0 <= index < length:
+                raise ValueError(f"the delta patches element {index} of {length} in {key!r:.80}")
+            new = bytes(element)
+            if index < len(elements):
+                self.body_size += len(new) - len(elements[index])
+                elements[index] = new
+            elif index == len(elements):
+                self.body_size += len(new)
+                elements.append(new)
+            else:
+                raise ValueError(
+                    f"the delta leaves a hole at element {len(elements)} of {key!r:.80}"
+                )
+        if len(elements) != length:
+            raise ValueError(f"the delta leaves field {key!r:.80} short of its length {length}")
+        self.count = length
+
+    def encoded(self) -> bytes:
+        parts = self.pieces if self.elements is None else self.elements
+        return b"".join((_encode_array_header(self.count), *parts))
+
+    def _split(self, key: str) -> list[bytes | msgspec.Raw]:
+        if self.elements is None:
+            found = _split_array(self.encoded())
+            if found is None:
+                raise ValueError(f"the delta patches field {key!r:.80}, which is not an array")
+            self.elements = list(found)
+            self.pieces = []
+        return self.elements
+
+
+def _value(value: bytes | _Array) -> bytes:
+    return value.encoded() if isinstance(value, _Array) else value
+
+
+def _value_size(value: bytes | _Array) -> int:
+    return value.size if isinstance(value, _Array) else len(value)
 
 
 def _array_change(
@@ -271,47 +419,6 @@ def _array_change(
     if sum(len(element) + 5 for element in changes.values()) > len(value) // 2:
         return None
     return changes
-
-
-def _append(base: Frame, key: str, count: int, tail: bytes) -> bytes | None:
-    old = base.fields.get(key)
-    header = None if old is None else _array_header(old)
-    if old is None or header is None:
-        raise ValueError(f"the delta appends to field {key!r:.80}, which is not an array")
-    old_count, start = header
-    if count < 0 or old_count + count > _MAX_ARRAY:
-        raise ValueError(f"the delta appends {count} elements to field {key!r:.80}")
-    return b"".join((_encode_array_header(old_count + count), memoryview(old)[start:], tail))
-
-
-def _patch(
-    base: Frame,
-    key: str,
-    length: int,
-    changes: dict[int, msgspec.Raw],
-    new_elements: dict[str, list[msgspec.Raw]],
-) -> bytes | None:
-    if key not in base.fields:
-        raise ValueError(f"the delta patches field {key!r:.80}, which the base lacks")
-    old_elements = base.elements(key)
-    if old_elements is None:
-        raise ValueError(f"the delta patches field {key!r:.80}, which is not an array")
-    if not 0 <= length <= len(old_elements) + len(changes):
-        raise ValueError(f"the delta gives field {key!r:.80} an impossible length {length}")
-    elements = old_elements[:length]
-    for index, element in sorted(changes.items()):
-        if not 0 <= index < length:
-            raise ValueError(f"the delta patches element {index} of {length} in {key!r:.80}")
-        if index < len(elements):
-            elements[index] = element
-        elif index == len(elements):
-            elements.append(element)
-        else:
-            raise ValueError(f"the delta leaves a hole at element {len(elements)} of {key!r:.80}")
-    if len(elements) != length:
-        raise ValueError(f"the delta leaves field {key!r:.80} short of its length {length}")
-    new_elements[key] = elements
-    return _encode_array_header(length) + b"".join(elements)
 
 
 def _split_array(value: bytes) -> list[msgspec.Raw] | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, get_args
+from uuid import UUID
 
 import msgspec
 from typing_extensions import override
@@ -22,7 +24,7 @@ from flowpoint.codec.base import DeltaCheckpointCodec
 from flowpoint.codec.delta import (
     Delta,
     Frame,
-    apply_delta,
+    Rebuild,
     diff_fields,
     join_fields,
     split_fields,
@@ -46,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD_SIZE",
     "DEFAULT_MAX_STATE_SIZE",
     "DELTA_BASE_KEY",
+    "MAX_DELTA_CHAIN",
     "BodyFormat",
     "Compression",
     "SerdeCheckpointCodec",
@@ -59,6 +62,8 @@ DEFAULT_MAX_STATE_SIZE = 256 * 1024 * 1024
 """Bytes of an encoded state (before compression, after decompression), at most."""
 DEFAULT_MAX_DELTA_CHAIN = 64
 """Deltas in a row, at most, before a checkpoint is stored whole again."""
+MAX_DELTA_CHAIN = 256
+"""The most deltas in a row any codec writes: readers refuse longer chains."""
 DELTA_BASE_KEY = "flowpoint.delta_of"
 """The metadata key under which a delta names its base (for listings; reserved)."""
 # Smaller states are stored whole without looking for changes: a delta's own header
@@ -103,8 +108,8 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     a checkpoint of 1 KiB of state or more is stored as its changes to the one
     saved before it in the trace (fields replaced, elements appended to or
     changed in an array) when that is less than half what it would take whole;
-    after ``max_delta_chain`` deltas in a row (default 64; 0 stores every state
-    whole), or once the chain's deltas outweigh twice the whole checkpoint it
+    after ``max_delta_chain`` deltas in a row (default 64, at most 256; 0 stores
+    every state whole), or once the chain's deltas outweigh twice the whole checkpoint it
     starts from, the next one is stored whole. A delta names its base in its
     metadata under ``"flowpoint.delta_of"``; that key is reserved.
 
@@ -158,9 +163,12 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         if (
             isinstance(max_delta_chain, bool)
             or not isinstance(max_delta_chain, int)
-            or max_delta_chain < 0
+            or not 0 <= max_delta_chain <= MAX_DELTA_CHAIN
         ):
-            raise ValueError(f"max_delta_chain must be an int >= 0, not {max_delta_chain!r}")
+            raise ValueError(
+                f"max_delta_chain must be an int from 0 to {MAX_DELTA_CHAIN}, "
+                f"not {max_delta_chain!r}"
+            )
         self.state_type = state_type
         self.format: BodyFormat = format
         self.compression: Compression | None = compression
@@ -347,11 +355,17 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             raise GraphMismatch(expected_hash, header.graph_hash)
         state: memoryview | bytes
         frame: Frame | None
+        body_format = header.body_format
         if known is not None and known.checkpoint_id == blob.checkpoint_id:
-            state, frame, body_format = join_fields(known.fields), known, "msgpack"
+            frame = known
+        elif body_format == "delta":
+            frame = self._rebuilt(self._need_base(blob, base), [self._link(blob, envelope, body)])
         else:
-            state, frame = self._state_bytes(blob, envelope, body, base, frames=frames)
-            body_format = "msgpack" if header.body_format == "delta" else header.body_format
+            frame = None
+        if frame is not None:
+            state, body_format = join_fields(frame.fields), "msgpack"
+        else:
+            state, frame = self._whole(blob, envelope, body, frames=frames)
         value = self._schema.decode(state, body_format, blob.checkpoint_id)
         metadata = header.metadata
         if DELTA_BASE_KEY in metadata:
@@ -384,7 +398,23 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     def read_frame(self, blob: CheckpointBlob, base: Frame | None) -> Frame | None:
         envelope = self._open(blob)
         body = self._plaintext(blob, envelope)
-        return self._state_bytes(blob, envelope, body, base)[1]
+        if envelope.header.body_format == "delta":
+            return self._rebuilt(self._need_base(blob, base), [self._link(blob, envelope, body)])
+        return self._whole(blob, envelope, body)[1]
+
+    @override
+    def follow(self, base: Frame, deltas: Sequence[CheckpointBlob]) -> Frame:
+        def links() -> Iterator[tuple[CheckpointBlob, Delta]]:
+            below: Frame | CheckpointBlob = base
+            for blob in deltas:
+                envelope = self._open(blob)
+                if envelope.header.body_format != "delta":
+                    raise CodecError(f"checkpoint {blob.checkpoint_id} is not stored as changes")
+                self._check_base(blob, envelope.header.base_id, below)
+                yield self._link(blob, envelope, self._plaintext(blob, envelope))
+                below = blob
+
+        return self._rebuilt(base, links())
 
     @override
     def rebase(self, blob: CheckpointBlob, frame: Frame) -> CheckpointBlob:
@@ -403,49 +433,92 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         }
         return self._seal(join_fields(frame.fields), "msgpack", header_fields, None, None)
 
-    def _state_bytes(
+    def _whole(
         self,
         blob: CheckpointBlob,
         envelope: Envelope,
         body: memoryview | bytes,
-        base: Frame | None,
         *,
         frames: bool = True,
     ) -> tuple[memoryview | bytes, Frame | None]:
-        """The whole state's bytes of an opened envelope, and its frame where it has one.
+        """The state's bytes of an opened envelope of a whole state, and its frame if it has one.
 
-        A whole state is split into a frame only if ``frames``; a delta always is.
+        The state is split into a frame only if ``frames``.
         """
         header = envelope.header
         plain = self._zstd.decompress(
             blob.checkpoint_id, header.compression, body, self.max_state_size
         )
-        if header.body_format != "delta":
-            # Any codec reads a chain, whatever format it writes itself.
-            if header.body_format != "msgpack" or not frames:
-                return plain, None
-            fields = split_fields(plain)
-            return plain, None if fields is None else _frame(blob, fields, None, {})
-        if base is None or base.checkpoint_id != header.base_id:
+        # Any codec reads a chain, whatever format it writes itself.
+        if header.body_format != "msgpack" or not frames:
+            return plain, None
+        fields = split_fields(plain)
+        return plain, None if fields is None else _frame(blob, fields, None, {})
+
+    def _need_base(self, blob: CheckpointBlob, base: Frame | None) -> Frame:
+        """``base``, checked to be the base the delta ``blob`` names."""
+        base_id = peek_header(blob).base_id
+        if base is None or base.checkpoint_id != base_id:
             raise CodecError(
                 f"checkpoint {blob.checkpoint_id} is stored as its changes to checkpoint "
-                f"{header.base_id}; read it through a TypedCheckpointStore, which follows "
-                f"the chain"
+                f"{base_id}; read it through a TypedCheckpointStore, which follows the chain"
             )
-        if base.trace_id != blob.trace_id or base.step >= blob.step:
+        self._check_base(blob, base_id, base)
+        return base
+
+    @staticmethod
+    def _check_base(
+        blob: CheckpointBlob, base_id: UUID | None, below: Frame | CheckpointBlob
+    ) -> None:
+        """Refuse a delta read on top of another checkpoint than its base, or a later one."""
+        if below.checkpoint_id != base_id:
+            raise CodecError(
+                f"checkpoint {blob.checkpoint_id} is stored as its changes to checkpoint "
+                f"{base_id}, not to {below.checkpoint_id}"
+            )
+        if below.trace_id != blob.trace_id or below.step >= blob.step:
             raise CorruptCheckpoint(
                 blob.checkpoint_id,
-                f"its base {base.checkpoint_id} is at step {base.step} of trace "
-                f"{base.trace_id!r:.80}, not before step {blob.step} of {blob.trace_id!r:.80}",
+                f"its base {below.checkpoint_id} is at step {below.step} of trace "
+                f"{below.trace_id!r:.80}, not before step {blob.step} of {blob.trace_id!r:.80}",
             )
-        elements: dict[str, list[msgspec.Raw]] = {}
+
+    def _link(
+        self, blob: CheckpointBlob, envelope: Envelope, body: memoryview | bytes
+    ) -> tuple[CheckpointBlob, Delta]:
+        """The delta an opened envelope of a delta holds."""
+        plain = self._zstd.decompress(
+            blob.checkpoint_id, envelope.header.compression, body, self.max_state_size
+        )
         try:
-            delta = _delta_decoder.decode(plain)
-            fields = apply_delta(base, delta, self.max_state_size, elements)
+            return blob, _delta_decoder.decode(plain)
         except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
-        # apply_delta checked that the fields add up to the size the delta states.
-        return join_fields(fields), _frame(blob, fields, base, elements, delta.state_size)
+
+    def _rebuilt(self, base: Frame, links: Iterable[tuple[CheckpointBlob, Delta]]) -> Frame:
+        """The frame of the last of ``links``: ``base`` changed by each delta in turn.
+
+        Each link is checked as it is applied (see :class:`Rebuild`); the state the
+        last one leaves is checked against the hash that delta records.
+        """
+        rebuild = Rebuild(base, self.max_state_size)
+        deltas = deltas_size = 0
+        last: tuple[CheckpointBlob, Delta] | None = None
+        for last in links:
+            blob, delta = last
+            try:
+                rebuild.apply(delta)
+            except ValueError as exc:
+                raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
+            deltas, deltas_size = deltas + 1, deltas_size + len(blob.data)
+        if last is None:
+            return base
+        blob, delta = last
+        try:
+            fields = rebuild.finish(delta.state_hash)
+        except ValueError as exc:
+            raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
+        return _frame(blob, fields, base, {}, delta.state_size, deltas=(deltas, deltas_size))
 
     # -- what rekeying needs: the key of a blob, and re-encryption without decoding --------
 
@@ -535,8 +608,14 @@ def _frame(
     base: Frame | None,
     elements: dict[str, list[msgspec.Raw]],
     size: int | None = None,
+    *,
+    deltas: tuple[int, int] | None = None,
 ) -> Frame:
-    """The frame of ``blob``, whose state has ``fields``: a delta on ``base``, or whole."""
+    """The frame of ``blob``, whose state has ``fields``: whole, or a delta on ``base``.
+
+    ``deltas`` counts the deltas from ``base`` to ``blob`` and their stored bytes,
+    when there are more than ``blob`` itself.
+    """
     if base is None:
         return Frame(
             blob.checkpoint_id,
@@ -550,14 +629,15 @@ def _frame(
             elements=elements,
             size=size,
         )
+    added, added_size = (1, len(blob.data)) if deltas is None else deltas
     return Frame(
         blob.checkpoint_id,
         blob.trace_id,
         blob.step,
         fields,
         chain_start=base.chain_start,
-        chain_length=base.chain_length + 1,
-        chain_size=base.chain_size + len(blob.data),
+        chain_length=base.chain_length + added,
+        chain_size=base.chain_size + added_size,
         keyframe_size=base.keyframe_size,
         stored_ratio=base.stored_ratio,
         elements=elements,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import random
+import tracemalloc
+from collections.abc import Awaitable, Callable
 
+import msgspec
 import pytest
 
 import flowpoint.codec.delta as delta_module
@@ -59,10 +63,11 @@ def test_the_tip_is_the_highest_step_and_a_superseded_tip_goes() -> None:
 
 
 def test_frames_are_evicted_least_recently_used_within_the_budget() -> None:
-    cache = FrameCache(300)
     frames = [frame(f"t{i}", 0) for i in range(3)]
+    cache = FrameCache(3 * frames[0].held)
     for made in frames:
         cache.put(made)
+    assert cache.held == 3 * frames[0].held
     assert cache.get(frames[0].checkpoint_id) is frames[0]  # now the most recent
     cache.put(frame("t3", 0))
     assert ids(cache, frames) == [frames[0].checkpoint_id, frames[2].checkpoint_id]
@@ -70,12 +75,40 @@ def test_frames_are_evicted_least_recently_used_within_the_budget() -> None:
 
 
 def test_a_frame_over_the_budget_is_not_kept() -> None:
-    cache = FrameCache(99)
-    cache.put(frame("t", 0, size=100))
+    made = frame("t", 0, size=100)
+    assert made.held > made.size  # the frame, its dict, its bytes objects
+    cache = FrameCache(made.held - 1)
+    cache.put(made)
     assert cache.tip(TraceId("t")) is None
     nothing = FrameCache(0)
     nothing.put(frame("t", 0, size=10))
     assert nothing.tip(TraceId("t")) is None
+
+
+def test_elements_split_after_a_frame_is_kept_are_counted() -> None:
+    items = msgspec.msgpack.encode(list(range(1000)))
+    made = Frame(
+        new_checkpoint_id(),
+        TraceId("t"),
+        0,
+        {"items": items},
+        chain_start=0,
+        chain_length=0,
+        chain_size=0,
+        keyframe_size=len(items),
+    )
+    other = frame("other", 0)
+    cache = FrameCache(made.held + other.held + 1000)
+    cache.put(other)
+    cache.put(made)
+    lent = cache.tip(TraceId("t"))
+    assert lent is made
+    before = made.held
+    assert made.elements("items") is not None  # as making a delta against it does
+    assert made.held > before + 1000 * 48
+    # Counted again at the next call: the least recently used frames go until it fits.
+    assert cache.get(other.checkpoint_id) is None
+    assert cache.held == 0
 
 
 def test_forgetting() -> None:
@@ -201,3 +234,56 @@ async def test_a_store_that_cannot_rewrite_gets_every_checkpoint_whole() -> None
         await rewritable.save_with_trace("t", checkpoint, 1)
     infos = await rewritable.history("t", 100)
     assert sum(DELTA_BASE_KEY in info.metadata for info in infos) >= 8
+
+
+async def held_by(work: Callable[[], Awaitable[object]]) -> int:
+    """Bytes of memory the object ``work()`` returns holds, measured with tracemalloc."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        kept = await work()
+        gc.collect()
+        with_it = tracemalloc.get_traced_memory()[0]
+        del kept
+        gc.collect()
+        return with_it - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+
+
+async def test_the_frames_kept_stay_within_their_budget() -> None:
+    # Long arrays of small elements: once split for a delta, each element is an
+    # object of its own, far larger than its bytes in the state.
+    budget = 8 * 1024 * 1024
+    blobs = InMemoryBlobStore()
+    rng = random.Random(11)
+    states = {
+        f"t{n}": {"items": [rng.randrange(1 << 20) for _ in range(50_000)]} for n in range(12)
+    }
+    for trace, state in states.items():  # stored before measuring: the store's memory is not
+        first = Checkpoint.first("n", state)
+        await TypedCheckpointStore(blobs).save_with_trace(trace, first, 1)
+
+    async def write() -> TypedCheckpointStore:
+        store = TypedCheckpointStore(blobs, frame_cache_bytes=budget)
+        for trace in states:
+            latest = await store.load_latest(trace, 1)
+            assert latest is not None
+            for step in range(3):
+                items = list(latest.state["items"])
+                items[step * 7] += 1
+                latest = latest.child("n", {"items": items})
+                await store.save_with_trace(trace, latest, 1)
+            infos = await store.history(trace, 1)
+            assert DELTA_BASE_KEY in infos[0].metadata  # patched: both arrays were split
+        return store
+
+    async def read() -> TypedCheckpointStore:
+        store = TypedCheckpointStore(blobs, frame_cache_bytes=budget)
+        for trace in states:  # each latest rebuilt through its chain of patches
+            assert await store.load_latest(trace, 1) is not None
+        return store
+
+    for work in (write, read):
+        held = await held_by(work)
+        assert held < budget * 1.25, f"{work.__name__}: {held / 2**20:.1f} MiB for 8 MiB"

@@ -85,7 +85,11 @@ class FrameCache:
     Each trace's *tip* is the frame of the highest step seen in it: the base the
     next save in that trace is stored against; other frames stay for loads near
     them. Frames are what the codec made or checked itself, so one kept here is
-    as good as one read back. ``max_bytes`` bounds the state bytes kept.
+    as good as one read back. ``max_bytes`` bounds the memory the frames hold
+    (:attr:`Frame.held <flowpoint.codec.delta.Frame.held>`: their fields, and the
+    array elements split out of them). A frame handed out may split an array
+    (when a delta is made against it): what it holds then is counted again at the
+    next call, and the least recently used frames go until the total fits.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_FRAME_CACHE_BYTES) -> None:
@@ -93,14 +97,23 @@ class FrameCache:
             raise ValueError(f"the frame cache size must be an int >= 0, not {max_bytes!r}")
         self.max_bytes = max_bytes
         self._frames: OrderedDict[CheckpointId, Frame] = OrderedDict()
+        self._counted: dict[CheckpointId, int] = {}
         self._tips: dict[TraceId, CheckpointId] = {}
+        self._lent: list[Frame] = []
         self._bytes = 0
+
+    @property
+    def held(self) -> int:
+        """Bytes the kept frames hold, as last counted."""
+        return self._bytes
 
     def get(self, checkpoint_id: CheckpointId) -> Frame | None:
         """The frame of this checkpoint, if it is kept."""
+        self._recount()
         frame = self._frames.get(checkpoint_id)
         if frame is not None:
             self._frames.move_to_end(checkpoint_id)
+            self._lent.append(frame)
         return frame
 
     def tip(self, trace_id: TraceId) -> Frame | None:
@@ -113,22 +126,22 @@ class FrameCache:
 
         A tip that is superseded goes: a run's next save needs only the newest.
         """
-        if frame.size > self.max_bytes:
-            return
         self.forget(frame.checkpoint_id)
+        if frame.held > self.max_bytes:
+            return
         tip = self.tip(frame.trace_id)
         if tip is None or tip.step <= frame.step:
             if tip is not None:
                 self.forget(tip.checkpoint_id)
             self._tips[frame.trace_id] = frame.checkpoint_id
         self._frames[frame.checkpoint_id] = frame
-        self._bytes += frame.size
-        while self._bytes > self.max_bytes:
-            _, oldest = self._frames.popitem(last=False)
-            self._dropped(oldest)
+        self._counted[frame.checkpoint_id] = frame.held
+        self._bytes += frame.held
+        self._evict()
 
     def forget(self, checkpoint_id: CheckpointId) -> None:
         """Drop this checkpoint's frame (it is being deleted)."""
+        self._recount()
         frame = self._frames.pop(checkpoint_id, None)
         if frame is not None:
             self._dropped(frame)
@@ -142,8 +155,24 @@ class FrameCache:
         for checkpoint_id in [i for i, f in self._frames.items() if f.trace_id == trace_id]:
             self.forget(checkpoint_id)
 
+    def _recount(self) -> None:
+        """Count again what the frames handed out since the last call hold now."""
+        lent, self._lent = self._lent, []
+        for frame in lent:
+            counted = self._counted.get(frame.checkpoint_id)
+            if counted is not None and self._frames.get(frame.checkpoint_id) is frame:
+                self._bytes += frame.held - counted
+                self._counted[frame.checkpoint_id] = frame.held
+        if lent:
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes:
+            _, oldest = self._frames.popitem(last=False)
+            self._dropped(oldest)
+
     def _dropped(self, frame: Frame) -> None:
-        self._bytes -= frame.size
+        self._bytes -= self._counted.pop(frame.checkpoint_id)
         if self._tips.get(frame.trace_id) == frame.checkpoint_id:
             del self._tips[frame.trace_id]
 

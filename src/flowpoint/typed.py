@@ -57,8 +57,9 @@ class TypedCheckpointStore(Generic[S]):
     a checkpoint is stored as its changes to the one saved before it in the trace,
     where that pays (see :class:`~flowpoint.SerdeCheckpointCodec`); on any other
     store every checkpoint is stored whole. To compute and read those changes
-    the facade keeps the fields of the checkpoints it saved or loaded lately, up
-    to ``frame_cache_bytes`` of state (64 MiB by default), in memory. Deleting or
+    the facade keeps the fields of the checkpoints it saved or loaded lately in
+    memory, up to ``frame_cache_bytes`` (64 MiB by default) of what they hold,
+    array elements split out of them included. Deleting or
     pruning through the facade first stores whole any checkpoint that depends on
     one being deleted; the blob store's own ``delete`` and ``prune`` do not, so
     delete through the facade.

@@ -55,10 +55,15 @@ class Frame:
     with; ``chain_length`` and ``chain_size`` count the deltas since then and
     their stored bytes; ``keyframe_size`` is the keyframe's stored bytes, and
     ``stored_ratio`` its stored bytes over its state's (what compression made of it).
+    ``size`` is the state's bytes; :attr:`held` the memory the frame holds.
+
+    Array elements split out of a field are views of that field's own bytes, never
+    of another buffer, so that what a frame holds is what :attr:`held` counts.
     """
 
     __slots__ = (
         "_elements",
+        "_held",
         "chain_length",
         "chain_size",
         "chain_start",
@@ -99,6 +104,20 @@ class Frame:
             keyframe_size / max(self.size, 1) if stored_ratio is None else stored_ratio
         )
         self._elements: dict[str, list[msgspec.Raw]] = elements if elements is not None else {}
+        self._held = (
+            _HELD_FRAME
+            + sum(len(value) for value in fields.values())
+            + _HELD_FIELD * len(fields)
+            + sum(_held_elements(split) for split in self._elements.values())
+        )
+
+    @property
+    def held(self) -> int:
+        """Bytes of memory the frame holds: its fields, and the elements split out of them.
+
+        Grows when :meth:`elements` splits an array.
+        """
+        return self._held
 
     def elements(self, key: str) -> list[msgspec.Raw] | None:
         """The elements of array field ``key`` (split once, then kept), or ``None``."""
@@ -107,6 +126,7 @@ class Frame:
             found = _split_array(self.fields[key])
             if found is not None:
                 self._elements[key] = found
+                self._held += _held_elements(found)
         return found
 
     def __repr__(self) -> str:
@@ -114,6 +134,19 @@ class Frame:
             f"Frame({self.checkpoint_id}, step={self.step}, fields={list(self.fields)}, "
             f"chain {self.chain_length} from step {self.chain_start})"
         )
+
+
+# What a frame holds besides the bytes of its fields (CPython 3.11, 64-bit, with
+# room to spare): the frame and its dict of fields; per field, the bytes object's
+# header, its key and its entry; per element split out, a msgspec.Raw and its slot.
+_HELD_FRAME = 512
+_HELD_FIELD = 160
+_HELD_ELEMENT = 64
+_HELD_LIST = 64
+
+
+def _held_elements(elements: list[msgspec.Raw]) -> int:
+    return _HELD_LIST + _HELD_ELEMENT * len(elements)
 
 
 def split_fields(state: bytes | memoryview) -> dict[str, bytes] | None:

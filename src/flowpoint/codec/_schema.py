@@ -17,11 +17,13 @@ import typing
 from typing import Any, Literal
 
 import msgspec
+import msgspec.inspect as inspect
 
+from flowpoint.codec._bounds import PLAIN, Costs
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import CheckpointId
 
-__all__ = ["BodyFormat", "StateSchema", "type_name"]
+__all__ = ["BodyFormat", "StateSchema", "decode_costs", "type_name"]
 
 BodyFormat = Literal["msgpack", "json"]
 
@@ -58,6 +60,7 @@ class StateSchema:
             raise TypeError(
                 f"flowpoint cannot store states of type {type_name(state_type)}: {exc}"
             ) from exc
+        self.costs = decode_costs(wire_type)
 
     def encode(self, state: Any, body_format: BodyFormat) -> bytes:
         value = self._stored_value(state)
@@ -226,6 +229,56 @@ def _runtime_class(state_type: Any) -> type | None:
         return dict
     origin = typing.get_origin(state_type) or state_type
     return origin if isinstance(origin, type) and origin is not typing.Any else None
+
+
+# What a map decoded into a class instance takes, at most, per kind of class: a
+# base and a share per declared field (defaults filled in, factories run).
+_STRUCT, _STRUCT_FIELD = 64, 16
+_DATACLASS, _DATACLASS_FIELD = 128, 16
+_FACTORIES, _FACTORY_FIELD = 512, 96  # a dataclass whose defaults are made by factories
+_MODEL, _MODEL_FIELD = 1024, 64  # pydantic validates a dict into a model
+_SET, _SET_ELEMENT = 256, 96
+
+
+def decode_costs(wire_type: Any) -> Costs:
+    """What the containers of states of ``wire_type`` decode to, at most.
+
+    Maps cost what the largest class the type declares anywhere takes (a plain
+    dict at least), arrays what a set takes where the type holds one.
+    """
+    map_base, array_base, array_element = PLAIN
+    pending: list[Any] = [inspect.type_info(wire_type)]
+    seen: set[int] = set()
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, inspect.StructType):
+            map_base = max(map_base, _STRUCT + _STRUCT_FIELD * len(node.fields))
+        elif isinstance(node, inspect.DataclassType):
+            if any(field.default_factory is not msgspec.NODEFAULT for field in node.fields):
+                map_base = max(map_base, _FACTORIES + _FACTORY_FIELD * len(node.fields))
+            else:
+                map_base = max(map_base, _DATACLASS + _DATACLASS_FIELD * len(node.fields))
+        elif isinstance(node, (inspect.SetType, inspect.FrozenSetType)):
+            array_base, array_element = max(array_base, _SET), max(array_element, _SET_ELEMENT)
+        elif isinstance(node, inspect.CustomType):
+            model = _pydantic_model(node.cls)
+            if model is not None:
+                fields = model.model_fields.values()
+                map_base = max(map_base, _MODEL + _MODEL_FIELD * len(fields))
+                for field in fields:
+                    with contextlib.suppress(TypeError):  # pydantic's own types
+                        pending.append(inspect.type_info(field.annotation))
+        for name in msgspec.structs.fields(type(node)):
+            value = getattr(node, name.name)
+            for child in value if isinstance(value, tuple | list) else (value,):
+                if isinstance(child, inspect.Field):
+                    pending.append(child.type)
+                elif isinstance(child, inspect.Type):
+                    pending.append(child)
+    return Costs(map_base, array_base, array_element)
 
 
 def type_name(tp: Any) -> str:

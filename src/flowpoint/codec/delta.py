@@ -27,9 +27,21 @@ from typing import Final
 import msgspec
 import xxhash
 
+from flowpoint.codec._bounds import element_cost
 from flowpoint.ids import CheckpointId, TraceId
 
-__all__ = ["Delta", "Frame", "apply_delta", "diff_fields", "join_fields", "split_fields"]
+__all__ = [
+    "Budget",
+    "Delta",
+    "Frame",
+    "Rebuild",
+    "apply_delta",
+    "diff_fields",
+    "fields_hash",
+    "join_fields",
+    "split_fields",
+    "state_size",
+]
 
 _MAX_ARRAY: Final = 2**32 - 1
 _field_decoder = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
@@ -119,11 +131,14 @@ class Frame:
         """
         return self._held
 
-    def elements(self, key: str) -> list[msgspec.Raw] | None:
-        """The elements of array field ``key`` (split once, then kept), or ``None``."""
+    def elements(self, key: str, budget: Budget | None = None) -> list[msgspec.Raw] | None:
+        """The elements of array field ``key`` (split once, then kept), or ``None``.
+
+        ``None`` too if splitting them would take more than is left in ``budget``.
+        """
         found = self._elements.get(key)
         if found is None:
-            found = _split_array(self.fields[key])
+            found = _split_array(self.fields[key], budget)
             if found is not None:
                 self._elements[key] = found
                 self._held += _held_elements(found)
@@ -188,10 +203,13 @@ def diff_fields(
     fields: dict[str, bytes],
     new_elements: dict[str, list[msgspec.Raw]],
     size: int | None = None,
+    budget: Budget | None = None,
 ) -> Delta:
     """The delta that turns ``base``'s fields into ``fields`` (of ``size`` bytes, if known).
 
-    Arrays split while diffing are left in ``new_elements``, for the new frame.
+    Arrays split while diffing are left in ``new_elements``, for the new frame. An
+    array whose elements would take more than is left in ``budget`` is replaced
+    whole rather than split.
     """
     replaced: dict[str, msgspec.Raw] = {}
     appended: dict[str, tuple[int, bytes]] = {}
@@ -201,7 +219,7 @@ def diff_fields(
         if old is None:
             replaced[key] = msgspec.Raw(value)
         elif old != value:
-            change = _array_change(base, key, value, new_elements)
+            change = _array_change(base, key, value, new_elements, budget)
             if isinstance(change, tuple):
                 appended[key] = change
             elif isinstance(change, dict):
@@ -246,8 +264,9 @@ class Rebuild:
     from. ``ValueError`` says what does not fit.
     """
 
-    def __init__(self, base: Frame, max_state_size: int) -> None:
+    def __init__(self, base: Frame, max_state_size: int, budget: Budget | None = None) -> None:
         self.max_state_size = max_state_size
+        self._budget = Budget(None) if budget is None else budget
         self._order = list(base.fields)
         self._keys = set(self._order)
         self._values: dict[str, bytes | _Array] = dict(base.fields)
@@ -333,11 +352,40 @@ class Rebuild:
         header = _array_header(value)
         if header is None:
             raise ValueError(f"the delta {action} field {key!r:.80}, which is not an array")
-        array = self._values[key] = _Array(header[0], memoryview(value)[header[1] :])
+        array = self._values[key] = _Array(header[0], memoryview(value)[header[1] :], self._budget)
         return array
 
 
 # -- arrays -----------------------------------------------------------------------------
+
+
+class Budget:
+    """Bytes that array elements split out one by one may still take (``None``: no bound)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+
+    def take(self, count: int) -> bool:
+        """Count ``count`` elements against the budget; ``False`` (counting nothing) if over."""
+        if self.left is None:
+            return True
+        cost = element_cost(count)
+        if cost > self.left:
+            return False
+        self.left -= cost
+        return True
+
+    def split(self, value: bytes) -> list[msgspec.Raw] | None:
+        """The elements of array ``value``; ``ValueError`` if they would pass the budget."""
+        header = _array_header(value)
+        if header is not None and not self.take(header[0]):
+            raise ValueError(
+                f"an array of {header[0]} elements would split into more than is left of "
+                f"max_decoded_size"
+            )
+        return _split_array(value)
 
 
 class _Array:
@@ -348,9 +396,10 @@ class _Array:
     buffer, which would keep the whole delta alive).
     """
 
-    __slots__ = ("body_size", "count", "elements", "pieces")
+    __slots__ = ("body_size", "budget", "count", "elements", "pieces")
 
-    def __init__(self, count: int, body: memoryview) -> None:
+    def __init__(self, count: int, body: memoryview, budget: Budget) -> None:
+        self.budget = budget
         self.count = count
         self.pieces: list[bytes | memoryview] = [body]
         self.elements: list[bytes | msgspec.Raw] | None = None
@@ -364,7 +413,7 @@ class _Array:
         if count < 0 or self.count + count > _MAX_ARRAY:
             raise ValueError(f"the delta appends {count} elements to field {key!r:.80}")
         if self.elements is not None:
-            added = _split_array(_encode_array_header(count) + tail)
+            added = self.budget.split(_encode_array_header(count) + tail)
             if added is None or len(added) != count:
                 raise ValueError(
                     f"the delta appends to field {key!r:.80} what is not {count} elements"
@@ -406,7 +455,7 @@ class _Array:
 
     def _split(self, key: str) -> list[bytes | msgspec.Raw]:
         if self.elements is None:
-            found = _split_array(self.encoded())
+            found = self.budget.split(self.encoded())
             if found is None:
                 raise ValueError(f"the delta patches field {key!r:.80}, which is not an array")
             self.elements = list(found)
@@ -423,7 +472,11 @@ def _value_size(value: bytes | _Array) -> int:
 
 
 def _array_change(
-    base: Frame, key: str, value: bytes, new_elements: dict[str, list[msgspec.Raw]]
+    base: Frame,
+    key: str,
+    value: bytes,
+    new_elements: dict[str, list[msgspec.Raw]],
+    budget: Budget | None,
 ) -> tuple[int, bytes] | dict[int, msgspec.Raw] | None:
     """How array field ``key`` changed: appended elements, patched ones, or ``None``."""
     old = base.fields[key]
@@ -440,8 +493,8 @@ def _array_change(
     # Patching needs both arrays split: worth it only for long arrays.
     if new_count < 16:
         return None
-    old_elements = base.elements(key)
-    elements = _split_array(value)
+    old_elements = base.elements(key, budget)
+    elements = _split_array(value, budget)
     if old_elements is None or elements is None:
         return None
     new_elements[key] = elements
@@ -454,8 +507,9 @@ def _array_change(
     return changes
 
 
-def _split_array(value: bytes) -> list[msgspec.Raw] | None:
-    if _array_header(value) is None:
+def _split_array(value: bytes, budget: Budget | None = None) -> list[msgspec.Raw] | None:
+    header = _array_header(value)
+    if header is None or (budget is not None and not budget.take(header[0])):
         return None
     try:
         return _element_decoder.decode(value)

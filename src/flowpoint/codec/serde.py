@@ -12,6 +12,7 @@ from typing_extensions import override
 
 from flowpoint.blob import CheckpointBlob, Metadata, check_header, validate_metadata
 from flowpoint.checkpoint import Checkpoint, S, State
+from flowpoint.codec._bounds import check_decoded_size
 from flowpoint.codec._compression import (
     COMPRESSION_THRESHOLD,
     MAX_LEVEL,
@@ -22,6 +23,7 @@ from flowpoint.codec._compression import (
 from flowpoint.codec._schema import BodyFormat, StateSchema, type_name
 from flowpoint.codec.base import DeltaCheckpointCodec
 from flowpoint.codec.delta import (
+    Budget,
     Delta,
     Frame,
     Rebuild,
@@ -44,6 +46,7 @@ from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
 __all__ = [
     "COMPRESSION_THRESHOLD",
+    "DEFAULT_MAX_DECODED_SIZE",
     "DEFAULT_MAX_DELTA_CHAIN",
     "DEFAULT_MAX_PAYLOAD_SIZE",
     "DEFAULT_MAX_STATE_SIZE",
@@ -60,6 +63,8 @@ DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024
 """Bytes of a checkpoint's stored data, at most, unless the codec says otherwise."""
 DEFAULT_MAX_STATE_SIZE = 256 * 1024 * 1024
 """Bytes of an encoded state (before compression, after decompression), at most."""
+DEFAULT_MAX_DECODED_SIZE = 1024 * 1024 * 1024
+"""Bytes of memory decoding a state may build, as estimated before it is decoded, at most."""
 DEFAULT_MAX_DELTA_CHAIN = 64
 """Deltas in a row, at most, before a checkpoint is stored whole again."""
 MAX_DELTA_CHAIN = 256
@@ -113,11 +118,16 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     starts from, the next one is stored whole. A delta names its base in its
     metadata under ``"flowpoint.delta_of"``; that key is reserved.
 
-    Limits: saving data longer than ``max_payload_size`` bytes (64 MiB), or a state
-    that encodes to more than ``max_state_size`` bytes (256 MiB), raises
-    :class:`~flowpoint.errors.CodecError`; on load, longer data, or a body that
-    would decompress to more, is :class:`~flowpoint.errors.CorruptCheckpoint`
-    before anything is decoded.
+    Limits: saving data longer than ``max_payload_size`` bytes (64 MiB), a state
+    that encodes to more than ``max_state_size`` bytes (256 MiB), or one whose
+    decoding would build more than ``max_decoded_size`` bytes of objects (1 GiB,
+    estimated from the encoded state: what each value decodes to, containers as
+    the state type declares them) raises :class:`~flowpoint.errors.CodecError`;
+    on load, longer data, a body that would decompress to more, or a state or
+    delta that would decode to more (a few KB of zstd holding millions of empty
+    arrays, say) is :class:`~flowpoint.errors.CorruptCheckpoint` before anything
+    is decoded. Array elements split out for deltas count against
+    ``max_decoded_size`` too.
 
     Configured, not subclassed::
 
@@ -135,6 +145,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         allow_unencrypted: bool = False,
         max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
         max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+        max_decoded_size: int = DEFAULT_MAX_DECODED_SIZE,
         max_delta_chain: int = DEFAULT_MAX_DELTA_CHAIN,
     ) -> None:
         if format not in _BODY_FORMATS:
@@ -157,6 +168,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         for name, value in (
             ("max_payload_size", max_payload_size),
             ("max_state_size", max_state_size),
+            ("max_decoded_size", max_decoded_size),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1 (bytes), not {value!r}")
@@ -177,6 +189,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         self.allow_unencrypted = bool(allow_unencrypted)
         self.max_payload_size = max_payload_size
         self.max_state_size = max_state_size
+        self.max_decoded_size = max_decoded_size
         self.max_delta_chain = max_delta_chain
         # Frames (and so deltas) exist for MessagePack states only.
         self._frames = format == "msgpack"
@@ -220,6 +233,12 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
                 f"the state encodes to {size} bytes, over this codec's "
                 f"max_state_size of {self.max_state_size}"
             )
+        if size * self._schema.costs.per_byte > self.max_decoded_size:
+            # A state no load could decode is not saved.
+            try:
+                self._check_decoded(state or join_fields(fields or {}), self.format)
+            except ValueError as exc:
+                raise CodecError(f"the state is {exc}") from None
         elements: dict[str, list[msgspec.Raw]] = {}
         delta = None
         if (
@@ -276,7 +295,8 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         how its chain's keyframe compressed, and its chain must stay within
         :data:`_CHAIN_TO_KEYFRAME` times that keyframe's stored size.
         """
-        delta = _delta_encoder.encode(diff_fields(base, fields, elements, state_size))
+        budget = Budget(self.max_decoded_size)
+        delta = _delta_encoder.encode(diff_fields(base, fields, elements, state_size, budget))
         if 2 * len(delta) > state_size * min(base.stored_ratio, 1.0):
             return None
         if base.chain_size + len(delta) > _CHAIN_TO_KEYFRAME * base.keyframe_size:
@@ -364,6 +384,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             frame = None
         if frame is not None:
             state, body_format = join_fields(frame.fields), "msgpack"
+            self._check_state(blob, state, body_format)
         else:
             state, frame = self._whole(blob, envelope, body, frames=frames)
         value = self._schema.decode(state, body_format, blob.checkpoint_id)
@@ -449,6 +470,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         plain = self._zstd.decompress(
             blob.checkpoint_id, header.compression, body, self.max_state_size
         )
+        self._check_state(blob, plain, header.body_format)
         # Any codec reads a chain, whatever format it writes itself.
         if header.body_format != "msgpack" or not frames:
             return plain, None
@@ -491,6 +513,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             blob.checkpoint_id, envelope.header.compression, body, self.max_state_size
         )
         try:
+            check_decoded_size(plain, "msgpack", self.max_decoded_size)
             return blob, _delta_decoder.decode(plain)
         except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
@@ -501,7 +524,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         Each link is checked as it is applied (see :class:`Rebuild`); the state the
         last one leaves is checked against the hash that delta records.
         """
-        rebuild = Rebuild(base, self.max_state_size)
+        rebuild = Rebuild(base, self.max_state_size, Budget(self.max_decoded_size))
         deltas = deltas_size = 0
         last: tuple[CheckpointBlob, Delta] | None = None
         for last in links:
@@ -519,6 +542,19 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         except ValueError as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
         return _frame(blob, fields, base, {}, delta.state_size, deltas=(deltas, deltas_size))
+
+    def _check_decoded(self, state: bytes | memoryview, body_format: str) -> None:
+        """``ValueError`` if decoding ``state`` could build more than ``max_decoded_size``."""
+        check_decoded_size(state, body_format, self.max_decoded_size, self._schema.costs)
+
+    def _check_state(
+        self, blob: CheckpointBlob, state: bytes | memoryview, body_format: str
+    ) -> None:
+        """Refuse, as damage, a stored state whose decoding could build too much."""
+        try:
+            self._check_decoded(state, body_format)
+        except ValueError as exc:
+            raise CorruptCheckpoint(blob.checkpoint_id, f"the state is {exc}") from None
 
     # -- what rekeying needs: the key of a blob, and re-encryption without decoding --------
 

@@ -55,7 +55,7 @@ class DelegatingBlobStore(BlobCheckpointStore):
 
 
 class RewritableDelegatingStore(DelegatingBlobStore, RewritableBlobStore):
-    """The same, with the rewrite ability of an inner store that has it."""
+    """The same, with the rewrite ability of an inner store that has it, and its range reads."""
 
     def __init__(self, inner: RewritableBlobStore | None = None) -> None:
         super().__init__(inner)
@@ -65,3 +65,9 @@ class RewritableDelegatingStore(DelegatingBlobStore, RewritableBlobStore):
     async def _rewrite(self, blob: CheckpointBlob) -> bool:
         await self.before("rewrite")
         return await self.rewritable.rewrite(blob)
+
+    async def _load_steps(
+        self, trace_id: TraceId, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        await self.before("load_steps")
+        return await self.inner.load_steps(trace_id, first_step, last_step)

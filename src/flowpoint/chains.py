@@ -62,21 +62,30 @@ _RANGE_READ = 256
 
 
 class MissingBase(CorruptCheckpoint):
-    """A checkpoint in the chain below ``checkpoint_id`` is not in the store.
+    """A checkpoint of the chain below ``checkpoint_id`` is not in the store.
 
-    Damage, unless the chain was rewritten while it was read: the facade reads
-    the checkpoint again before it reports it.
+    ``missing`` is the checkpoint that is not there (``None``: the checkpoint read
+    is gone itself), ``named_by`` the delta that names it as its base. Damage,
+    unless the chain was rewritten while it was read: the facade reads the
+    checkpoint again before it reports it.
     """
 
-    def __init__(self, checkpoint_id: UUID | None, missing: UUID) -> None:
+    def __init__(
+        self, checkpoint_id: UUID | None, missing: UUID | None, named_by: UUID | None = None
+    ) -> None:
         self.missing = missing
-        super().__init__(
-            checkpoint_id,
-            f"it is stored as changes, and checkpoint {missing} in its chain is missing",
+        self.named_by = named_by
+        reason = (
+            "it was deleted while it was read"
+            if missing is None
+            else f"it is stored as changes, and checkpoint {missing} in its chain is missing"
         )
+        super().__init__(checkpoint_id, reason)
 
-    def __reduce__(self) -> tuple[type[MissingBase], tuple[UUID | None, UUID]]:  # type: ignore[override]
-        return (type(self), (self.checkpoint_id, self.missing))
+    def __reduce__(  # type: ignore[override]
+        self,
+    ) -> tuple[type[MissingBase], tuple[UUID | None, UUID | None, UUID | None]]:
+        return (type(self), (self.checkpoint_id, self.missing, self.named_by))
 
 
 class FrameCache:
@@ -212,7 +221,7 @@ async def delta_frame(
         if base is None:  # below where the chain says it starts: look it up by id
             base = await store.load(wanted)
         if base is None:
-            raise MissingBase(blob.checkpoint_id, wanted)
+            raise MissingBase(blob.checkpoint_id, wanted, above.checkpoint_id)
         if (
             base.checkpoint_id != wanted
             or base.trace_id != blob.trace_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -12,6 +12,7 @@ from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.chains import (
     DEFAULT_FRAME_CACHE_BYTES,
     FrameCache,
+    MissingBase,
     delta_frame,
     make_whole,
     read_history,
@@ -26,6 +27,9 @@ from flowpoint.stores.base import RewritableBlobStore
 from flowpoint.stores.registry import DEFAULT_STORE_URL, open_store
 
 __all__ = ["RekeyResult", "TypedCheckpointStore"]
+
+# How often a read whose chain lost a checkpoint reads the checkpoint again.
+_REREADS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,41 +127,94 @@ class TypedCheckpointStore(Generic[S]):
         """The checkpoint with this id, or ``None``.
 
         Raises :class:`~flowpoint.errors.GraphMismatch` if it was written by another
-        graph than ``expected_hash`` (``None`` accepts any graph).
+        graph than ``expected_hash`` (``None`` accepts any graph). A checkpoint
+        deleted while it is read (by a prune, say) gives ``None`` too.
         """
         wanted = coerce_checkpoint_id(checkpoint_id)
-        blob = await self.store.load(wanted)
-        if blob is None:
-            return None
-        if blob.checkpoint_id != wanted:
-            raise CorruptCheckpoint(wanted, f"the store returned checkpoint {blob.checkpoint_id}")
-        return await self.decode(blob, expected_hash)
+
+        async def fetch() -> CheckpointBlob | None:
+            blob = await self.store.load(wanted)
+            if blob is not None and blob.checkpoint_id != wanted:
+                raise CorruptCheckpoint(
+                    wanted, f"the store returned checkpoint {blob.checkpoint_id}"
+                )
+            return blob
+
+        blob = await fetch()
+        return None if blob is None else await self._read(blob, fetch, expected_hash)
 
     async def load_latest(
         self, trace_id: TraceId | str, expected_hash: int | None
     ) -> Checkpoint[S] | None:
         """The checkpoint with the highest step in the trace, or ``None`` for an empty trace.
 
-        Raises :class:`~flowpoint.errors.GraphMismatch` as :meth:`load` does.
+        Raises :class:`~flowpoint.errors.GraphMismatch` as :meth:`load` does. If the
+        latest changes while it is read (a prune deletes the checkpoint it is stored
+        as changes to, say), the new latest is read.
         """
         trace = validate_trace_id(trace_id)
-        blob = await self.store.load_latest(trace)
-        if blob is None:
-            return None
-        if blob.trace_id != trace:
-            raise CorruptCheckpoint(
-                blob.checkpoint_id,
-                f"asked for trace {trace!r}, the store returned {blob.trace_id!r}",
-            )
-        return await self.decode(blob, expected_hash)
+
+        async def fetch() -> CheckpointBlob | None:
+            blob = await self.store.load_latest(trace)
+            if blob is not None and blob.trace_id != trace:
+                raise CorruptCheckpoint(
+                    blob.checkpoint_id,
+                    f"asked for trace {trace!r}, the store returned {blob.trace_id!r}",
+                )
+            return blob
+
+        blob = await fetch()
+        return None if blob is None else await self._read(blob, fetch, expected_hash)
 
     async def decode(self, blob: CheckpointBlob, expected_hash: int | None) -> Checkpoint[S]:
         """Check and decode a blob of this store, reading the chain below it if it is a delta.
 
         What :meth:`load` does once it has the blob; tools that list and read blobs
         themselves use it. Raises as :meth:`load` does, and
-        :class:`~flowpoint.errors.CorruptCheckpoint` for a broken chain.
+        :class:`~flowpoint.errors.CorruptCheckpoint` for a broken chain: a
+        :class:`~flowpoint.chains.MissingBase` if a checkpoint of the chain is not in
+        the store even after the blob's checkpoint was read again (it was deleted
+        meanwhile, or the chain is broken).
         """
+        checkpoint_id = blob.checkpoint_id
+
+        async def fetch() -> CheckpointBlob | None:
+            return await self.store.load(checkpoint_id)
+
+        checkpoint = await self._read(blob, fetch, expected_hash)
+        if checkpoint is None:
+            raise MissingBase(checkpoint_id, None)
+        return checkpoint
+
+    async def _read(
+        self,
+        blob: CheckpointBlob,
+        fetch: Callable[[], Awaitable[CheckpointBlob | None]],
+        expected_hash: int | None,
+    ) -> Checkpoint[S] | None:
+        """Decode ``blob``; if its chain lost a checkpoint meanwhile, decode what ``fetch`` finds.
+
+        A prune or delete stores whole every checkpoint that is changes to one it
+        deletes before it deletes it, so a reader that meets a missing base read the
+        chain in the middle of that: read again, what it finds is whole (or gone:
+        ``None``). A delta that still names a missing base, unchanged, is damage.
+        """
+        rereads = 0
+        while True:
+            try:
+                return await self._decode(blob, expected_hash)
+            except MissingBase as exc:
+                rereads += 1
+                if rereads > _REREADS:
+                    raise
+                again = await fetch()
+                if again is None:
+                    return None
+                if exc.named_by == blob.checkpoint_id and again.data == blob.data:
+                    raise  # the checkpoint itself names a base that is not there
+                blob = again
+
+    async def _decode(self, blob: CheckpointBlob, expected_hash: int | None) -> Checkpoint[S]:
         codec = self.codec
         if not isinstance(codec, DeltaCheckpointCodec):
             return codec.deserialize(blob, expected_hash)

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections.abc
 import contextlib
 import math
+import re
 import sys
+import types
 import typing
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
 import msgspec.inspect as inspect
 
 from flowpoint.codec._bounds import PLAIN, Costs
+from flowpoint.codec.delta import Delta, array_count, encode_array_header, join_fields
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import CheckpointId
 
@@ -61,6 +66,8 @@ class StateSchema:
                 f"flowpoint cannot store states of type {type_name(state_type)}: {exc}"
             ) from exc
         self.costs = decode_costs(wire_type)
+        self.plain = _is_plain(wire_type)
+        self._fields = _FieldChecks.of(wire_type)
 
     def encode(self, state: Any, body_format: BodyFormat) -> bytes:
         value = self._stored_value(state)
@@ -88,6 +95,68 @@ class StateSchema:
             return {key: encode(item) for key, item in value.items()}
         except Exception as exc:  # as in encode
             raise CodecError(f"cannot encode the state: {exc}") from exc
+
+    def check(
+        self,
+        body: bytes | None,
+        fields: dict[str, bytes] | None,
+        body_format: BodyFormat,
+        changed: Delta | None = None,
+    ) -> None:
+        """Raise :class:`CodecError` unless the encoded state decodes back into the state type.
+
+        ``body`` is the whole encoding (``None`` if only ``fields`` were made);
+        ``changed``, for a state stored as changes to one that was checked, says
+        what changed: then only that is checked. Naming the field, and the path to
+        the value inside it, that does not fit.
+        """
+        if self.plain and (fields is not None or body_format == "json"):
+            return  # plain dicts with str keys: anything encodable decodes back
+        checks = self._fields
+        if body is None:
+            body = join_fields(fields or {})
+        split: dict[str, bytes] | dict[str, msgspec.Raw] | None = fields
+        if checks is not None and body_format == "json":
+            split = _json_fields.decode(body)
+        if checks is None or split is None:
+            self._decode_checked(self.decoders[body_format], body, "$")
+            return
+        checks.check_keys(split, self.state_type)
+        for key, value in split.items():
+            field = checks.field(key)
+            where = f"$.{key}"
+            appended = None if changed is None else changed.appended.get(key)
+            patched = None if changed is None else changed.patched.get(key)
+            if appended is not None and field.element is not None:
+                count, tail = appended
+                first = (array_count(bytes(value)) or 0) - count
+                decoder = field.decoder(body_format, "elements")
+                self._decode_checked(decoder, encode_array_header(count) + tail, where, first)
+            elif patched is not None and field.element is not None:
+                decoder = field.decoder(body_format, "element")
+                for index, element in patched[1].items():
+                    self._decode_checked(decoder, element, f"{where}[{index}]")
+            elif changed is None or key in changed.replaced or appended or patched:
+                self._decode_checked(field.decoder(body_format, "whole"), value, where)
+
+    def _decode_checked(
+        self,
+        decoder: msgspec.msgpack.Decoder[Any] | msgspec.json.Decoder[Any],
+        body: bytes | msgspec.Raw,
+        where: str,
+        first_index: int = 0,
+    ) -> None:
+        try:
+            decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise CodecError(
+                f"the state does not fit {type_name(self.state_type)}: "
+                f"{_rebased(str(exc), where, first_index)}"
+            ) from exc
+        except Exception as exc:  # validators of the application's own: whatever they raise
+            raise CodecError(
+                f"the state does not fit {type_name(self.state_type)} at `{where}`: {exc}"
+            ) from exc
 
     def _stored_value(self, state: Any) -> Any:
         """What is stored of ``state``: itself, or its snapshot."""
@@ -130,6 +199,129 @@ class StateSchema:
                 f"{type_name(self.state_type)}.__flowpoint_restore__ refused checkpoint "
                 f"{checkpoint_id}: {exc}"
             ) from exc
+
+
+class _Field:
+    """One top-level field of a state type, checked on its own.
+
+    Its decoders are made when first needed: for the field's type, and, for a
+    field typed ``list[T]`` (no bounds on the list), for ``T`` (elements changed
+    in place) and ``list[T]`` (elements appended).
+    """
+
+    __slots__ = ("_decoders", "element", "hint")
+
+    def __init__(self, annotation: Any) -> None:
+        hint = annotation
+        if typing.get_origin(hint) in (typing.NotRequired, typing.Required):
+            (hint,) = typing.get_args(hint)  # a TypedDict's: about the key, not the value
+        self.hint = hint
+        self.element: Any = None
+        if typing.get_origin(hint) in _SEQUENCES:
+            (self.element,) = typing.get_args(hint) or (Any,)
+        self._decoders: dict[tuple[str, str], _Decoder] = {}
+
+    def decoder(self, body_format: str, which: Literal["whole", "element", "elements"]) -> _Decoder:
+        """A decoder of ``body_format`` for the field, one element of it, or a list of them."""
+        key = (body_format, which)
+        found = self._decoders.get(key)
+        if found is None:
+            if which == "whole":
+                tp = self.hint
+            elif which == "element":
+                tp = self.element
+            else:
+                tp = types.GenericAlias(list, (self.element,))
+            module = msgspec.json if body_format == "json" else msgspec.msgpack
+            found = self._decoders[key] = module.Decoder(tp, dec_hook=_strict_hook)
+        return found
+
+
+class _FieldChecks:
+    """A state type whose top-level fields are checked one by one.
+
+    Dataclasses, ``TypedDict``s and Structs (their declared fields), and dicts of
+    one value type (any key). Other types (pydantic models, which validate the
+    whole model, tagged or array-like Structs, anything else) are checked whole.
+    """
+
+    def __init__(
+        self,
+        fields: dict[str, _Field],
+        required: frozenset[str] = frozenset(),
+        any_key: _Field | None = None,
+    ) -> None:
+        self.fields = fields
+        self.required = required
+        self.any_key = any_key
+
+    @classmethod
+    def of(cls, wire_type: Any) -> _FieldChecks | None:
+        info = inspect.type_info(wire_type)
+        if isinstance(info, inspect.StructType) and (info.array_like or info.tag is not None):
+            return None
+        if isinstance(info, inspect.DataclassType | inspect.TypedDictType | inspect.StructType):
+            try:
+                hints = typing.get_type_hints(wire_type, include_extras=True)
+            except Exception:  # unresolvable annotations: the state is checked whole
+                return None
+            return cls(
+                {field.encode_name: _Field(hints[field.name]) for field in info.fields},
+                frozenset(field.encode_name for field in info.fields if field.required),
+            )
+        if isinstance(info, inspect.DictType) and isinstance(info.key_type, inspect.StrType):
+            return cls({}, any_key=_Field(typing.get_args(wire_type)[1]))
+        return None
+
+    def field(self, key: str) -> _Field:
+        """The checks of field ``key`` (which :meth:`check_keys` let through)."""
+        found = self.fields.get(key, self.any_key)
+        assert found is not None  # check_keys refused keys without checks
+        return found
+
+    def check_keys(self, keys: Iterable[str], state_type: Any) -> None:
+        """Refuse keys the type does not declare (a load would drop them), or lacks."""
+        if self.any_key is not None:
+            return
+        present = set(keys)
+        for key in present - self.fields.keys():
+            raise CodecError(
+                f"the state does not fit {type_name(state_type)}: it holds the key "
+                f"{key!r:.80}, which {type_name(state_type)} does not declare"
+            )
+        for key in self.required - present:
+            raise CodecError(
+                f"the state does not fit {type_name(state_type)}: it lacks the required "
+                f"key {key!r:.80}"
+            )
+
+
+_Decoder = msgspec.msgpack.Decoder[Any] | msgspec.json.Decoder[Any]
+# Field types whose elements are checked one by one when elements are appended or changed.
+_SEQUENCES = (list, collections.abc.Sequence, collections.abc.MutableSequence)
+_json_fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _rebased(message: str, where: str, first_index: int) -> str:
+    """The msgspec ``message`` with its path (``$...``) moved under ``where``, indices offset."""
+    head, found, path = message.rpartition(" - at `$")
+    if not found:
+        return f"{message} - at `{where}`"
+    if first_index:
+        index = re.match(r"\[(\d+)\]", path)
+        if index is not None:
+            path = f"[{int(index.group(1)) + first_index}]{path[index.end() :]}"
+    return f"{head} - at `{where}{path}"
+
+
+def _is_plain(wire_type: Any) -> bool:
+    """Whether every encodable dict with str keys decodes back into ``wire_type``."""
+    if wire_type is Any or wire_type is dict:
+        return True
+    if typing.get_origin(wire_type) is not dict:
+        return False
+    key, value = typing.get_args(wire_type)
+    return key in (Any, str) and value is Any
 
 
 def _pydantic_model(tp: Any) -> Any:

@@ -36,7 +36,9 @@ __all__ = [
     "Frame",
     "Rebuild",
     "apply_delta",
+    "array_count",
     "diff_fields",
+    "encode_array_header",
     "fields_hash",
     "join_fields",
     "split_fields",
@@ -223,7 +225,7 @@ def diff_fields(
             if isinstance(change, tuple):
                 appended[key] = change
             elif isinstance(change, dict):
-                patched[key] = (_array_count(value) or 0, change)
+                patched[key] = (array_count(value) or 0, change)
             else:
                 replaced[key] = msgspec.Raw(value)
     same_order = list(base.fields) == list(fields)
@@ -407,13 +409,13 @@ class _Array:
 
     @property
     def size(self) -> int:
-        return len(_encode_array_header(self.count)) + self.body_size
+        return len(encode_array_header(self.count)) + self.body_size
 
     def append(self, key: str, count: int, tail: bytes) -> None:
         if count < 0 or self.count + count > _MAX_ARRAY:
             raise ValueError(f"the delta appends {count} elements to field {key!r:.80}")
         if self.elements is not None:
-            added = self.budget.split(_encode_array_header(count) + tail)
+            added = self.budget.split(encode_array_header(count) + tail)
             if added is None or len(added) != count:
                 raise ValueError(
                     f"the delta appends to field {key!r:.80} what is not {count} elements"
@@ -451,7 +453,7 @@ class _Array:
 
     def encoded(self) -> bytes:
         parts = self.pieces if self.elements is None else self.elements
-        return b"".join((_encode_array_header(self.count), *parts))
+        return b"".join((encode_array_header(self.count), *parts))
 
     def _split(self, key: str) -> list[bytes | msgspec.Raw]:
         if self.elements is None:
@@ -517,7 +519,8 @@ def _split_array(value: bytes, budget: Budget | None = None) -> list[msgspec.Raw
         return None
 
 
-def _array_count(value: bytes) -> int | None:
+def array_count(value: bytes) -> int | None:
+    """The element count of a MessagePack array, or ``None`` if ``value`` is not one."""
     header = _array_header(value)
     return None if header is None else header[0]
 
@@ -536,7 +539,8 @@ def _array_header(value: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _encode_array_header(count: int) -> bytes:
+def encode_array_header(count: int) -> bytes:
+    """The MessagePack header of an array of ``count`` elements."""
     if count < 16:
         return bytes((0x90 | count,))
     if count < 2**16:

@@ -91,6 +91,12 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     ``UUID`` there returns as a ``str``. A state implementing
     :class:`~flowpoint.WorkflowState` stores only its snapshot.
 
+    A state is checked against ``state_type`` before it is encoded into a blob
+    (only what changed, for a delta; nothing for plain dict states): one that does
+    not fit, or a ``TypedDict`` state with keys its type does not declare, raises
+    :class:`~flowpoint.errors.CodecError` naming the field and the path to the
+    value, and nothing is stored.
+
     ``format`` is ``"msgpack"`` (compact, the default) or ``"json"`` (readable; it
     cannot hold NaN or infinity, and a state holding them is refused). Either
     codec reads data written in either format: the data names its own.
@@ -240,14 +246,19 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             except ValueError as exc:
                 raise CodecError(f"the state is {exc}") from None
         elements: dict[str, list[msgspec.Raw]] = {}
-        delta = None
+        changes = delta = None
         if (
             fields is not None
             and base is not None
             and size >= _MIN_DELTA_STATE
             and self._extends(base, trace, checkpoint)
         ):
-            delta = self._delta(base, fields, elements, size)
+            budget = Budget(self.max_decoded_size)
+            changes = diff_fields(base, fields, elements, size, budget)
+            delta = self._delta(base, changes, size)
+        # Before anything is stored: a state that does not fit its type could never be
+        # loaded. The base was checked when it was saved or loaded: only changes are.
+        self._schema.check(state, fields, self.format, changes)
         metadata: Metadata = dict(checkpoint.metadata)
         if delta is not None and base is not None:
             with_base = {**metadata, DELTA_BASE_KEY: str(base.checkpoint_id)}
@@ -282,21 +293,14 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             and base.chain_length < self.max_delta_chain
         )
 
-    def _delta(
-        self,
-        base: Frame,
-        fields: dict[str, bytes],
-        elements: dict[str, list[msgspec.Raw]],
-        state_size: int,
-    ) -> bytes | None:
-        """The encoded delta from ``base`` to ``fields``, or ``None`` where a whole state pays.
+    def _delta(self, base: Frame, changes: Delta, state_size: int) -> bytes | None:
+        """``changes`` to ``base``, encoded; ``None`` where storing the state whole pays.
 
         A delta must be under half what the whole state would store, estimated from
         how its chain's keyframe compressed, and its chain must stay within
         :data:`_CHAIN_TO_KEYFRAME` times that keyframe's stored size.
         """
-        budget = Budget(self.max_decoded_size)
-        delta = _delta_encoder.encode(diff_fields(base, fields, elements, state_size, budget))
+        delta = _delta_encoder.encode(changes)
         if 2 * len(delta) > state_size * min(base.stored_ratio, 1.0):
             return None
         if base.chain_size + len(delta) > _CHAIN_TO_KEYFRAME * base.keyframe_size:

@@ -105,10 +105,11 @@ class FrameCache:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise ValueError(f"the frame cache size must be an int >= 0, not {max_bytes!r}")
         self.max_bytes = max_bytes
-        self._frames: OrderedDict[CheckpointId, Frame] = OrderedDict()
-        self._counted: dict[CheckpointId, int] = {}
-        self._tips: dict[TraceId, CheckpointId] = {}
-        self._lent: list[Frame] = []
+        # Each frame with what it held when last counted, by its id as an int (a UUID
+        # hashes in Python; an int does not, and every save and load looks frames up).
+        self._frames: OrderedDict[int, _Kept] = OrderedDict()
+        self._tips: dict[TraceId, int] = {}
+        self._lent: list[_Kept] = []
         self._bytes = 0
 
     @property
@@ -118,42 +119,35 @@ class FrameCache:
 
     def get(self, checkpoint_id: CheckpointId) -> Frame | None:
         """The frame of this checkpoint, if it is kept."""
-        self._recount()
-        frame = self._frames.get(checkpoint_id)
-        if frame is not None:
-            self._frames.move_to_end(checkpoint_id)
-            self._lent.append(frame)
-        return frame
+        return self._get(checkpoint_id.int)
 
     def tip(self, trace_id: TraceId) -> Frame | None:
         """The frame of the highest step kept for the trace."""
-        checkpoint_id = self._tips.get(trace_id)
-        return None if checkpoint_id is None else self.get(checkpoint_id)
+        key = self._tips.get(trace_id)
+        return None if key is None else self._get(key)
 
     def put(self, frame: Frame) -> None:
         """Keep ``frame``; it becomes its trace's tip unless the tip has a higher step.
 
         A tip that is superseded goes: a run's next save needs only the newest.
         """
-        self.forget(frame.checkpoint_id)
+        key = frame.checkpoint_id.int
+        self._forget(key)
         if frame.held > self.max_bytes:
             return
-        tip = self.tip(frame.trace_id)
-        if tip is None or tip.step <= frame.step:
-            if tip is not None:
-                self.forget(tip.checkpoint_id)
-            self._tips[frame.trace_id] = frame.checkpoint_id
-        self._frames[frame.checkpoint_id] = frame
-        self._counted[frame.checkpoint_id] = frame.held
+        tip_key = self._tips.get(frame.trace_id)
+        tip = None if tip_key is None else self._frames.get(tip_key)
+        if tip is None or tip.frame.step <= frame.step:
+            if tip_key is not None:
+                self._forget(tip_key)
+            self._tips[frame.trace_id] = key
+        self._frames[key] = _Kept(frame, frame.held)
         self._bytes += frame.held
         self._evict()
 
     def forget(self, checkpoint_id: CheckpointId) -> None:
         """Drop this checkpoint's frame (it is being deleted)."""
-        self._recount()
-        frame = self._frames.pop(checkpoint_id, None)
-        if frame is not None:
-            self._dropped(frame)
+        self._forget(checkpoint_id.int)
 
     def forget_tip(self, trace_id: TraceId) -> None:
         """Store the trace's next checkpoint whole (its saves may have conflicted)."""
@@ -161,29 +155,55 @@ class FrameCache:
 
     def forget_trace(self, trace_id: TraceId) -> None:
         """Drop every frame of the trace."""
-        for checkpoint_id in [i for i, f in self._frames.items() if f.trace_id == trace_id]:
-            self.forget(checkpoint_id)
+        for key in [key for key, kept in self._frames.items() if kept.frame.trace_id == trace_id]:
+            self._forget(key)
+
+    def _get(self, key: int) -> Frame | None:
+        self._recount()
+        kept = self._frames.get(key)
+        if kept is None:
+            return None
+        self._frames.move_to_end(key)
+        self._lent.append(kept)
+        return kept.frame
+
+    def _forget(self, key: int) -> None:
+        self._recount()
+        kept = self._frames.pop(key, None)
+        if kept is not None:
+            self._dropped(key, kept)
 
     def _recount(self) -> None:
         """Count again what the frames handed out since the last call hold now."""
+        if not self._lent:
+            return
         lent, self._lent = self._lent, []
-        for frame in lent:
-            counted = self._counted.get(frame.checkpoint_id)
-            if counted is not None and self._frames.get(frame.checkpoint_id) is frame:
-                self._bytes += frame.held - counted
-                self._counted[frame.checkpoint_id] = frame.held
-        if lent:
-            self._evict()
+        for kept in lent:
+            if kept.counted >= 0 and kept.counted != kept.frame.held:
+                self._bytes += kept.frame.held - kept.counted
+                kept.counted = kept.frame.held
+        self._evict()
 
     def _evict(self) -> None:
         while self._bytes > self.max_bytes:
-            _, oldest = self._frames.popitem(last=False)
-            self._dropped(oldest)
+            key, oldest = self._frames.popitem(last=False)
+            self._dropped(key, oldest)
 
-    def _dropped(self, frame: Frame) -> None:
-        self._bytes -= self._counted.pop(frame.checkpoint_id)
-        if self._tips.get(frame.trace_id) == frame.checkpoint_id:
-            del self._tips[frame.trace_id]
+    def _dropped(self, key: int, kept: _Kept) -> None:
+        self._bytes -= kept.counted
+        kept.counted = -1  # no longer kept: a frame lent before it went is not counted again
+        if self._tips.get(kept.frame.trace_id) == key:
+            del self._tips[kept.frame.trace_id]
+
+
+class _Kept:
+    """A frame the cache keeps, with what it held when the cache last counted it (-1: gone)."""
+
+    __slots__ = ("counted", "frame")
+
+    def __init__(self, frame: Frame, counted: int) -> None:
+        self.frame = frame
+        self.counted = counted
 
 
 async def delta_frame(

@@ -22,9 +22,10 @@ Python for each container with elements or long string.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
-from typing import Final, NamedTuple
+from typing import Final
 
 __all__ = ["PLAIN", "Costs", "check_decoded_size", "element_cost"]
 
@@ -39,26 +40,29 @@ _SMALL = 8  # a value CPython shares (None, bools, small ints, "", 1-character s
 _RAW = 64  # a msgspec.Raw split out of an array, and its slot
 
 
-class Costs(NamedTuple):
+@dataclasses.dataclass(frozen=True, slots=True)
+class Costs:
     """What containers decode to, at most, for one state type (the rest does not depend on it).
 
     ``map_base`` is an empty map (a dict, or the largest class instance the type
     declares, defaults filled in); ``array_base`` an empty array and
     ``array_element`` each element's share (more where the type holds sets).
+    ``per_byte`` is the most an encoded byte can decode to: no body shorter than
+    ``limit / per_byte`` passes ``limit``.
     """
 
     map_base: int
     array_base: int
     array_element: int
+    per_byte: int = dataclasses.field(init=False)
 
-    @property
-    def per_byte(self) -> int:
-        """The most an encoded byte can decode to: no body of ``limit / per_byte`` passes."""
-        return 8 + max(
+    def __post_init__(self) -> None:
+        per_byte = 8 + max(
             self.map_base + _SMALL,
             (self.map_base + _ENTRY + 2 * _SMALL + 1) // 2,  # {0: {0: ...}}: 2 bytes a level
             self.array_base + self.array_element,  # [[...]]: one byte a level
         )
+        object.__setattr__(self, "per_byte", per_byte)
 
 
 PLAIN: Final = Costs(map_base=80, array_base=72, array_element=8)

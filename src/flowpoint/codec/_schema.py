@@ -438,7 +438,7 @@ def decode_costs(wire_type: Any) -> Costs:
     Maps cost what the largest class the type declares anywhere takes (a plain
     dict at least), arrays what a set takes where the type holds one.
     """
-    map_base, array_base, array_element = PLAIN
+    map_base, array_base, array_element = PLAIN.map_base, PLAIN.array_base, PLAIN.array_element
     pending: list[Any] = [inspect.type_info(wire_type)]
     seen: set[int] = set()
     while pending:

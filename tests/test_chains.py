@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import random
 import tracemalloc
@@ -18,7 +19,7 @@ from flowpoint import (
     SerdeCheckpointCodec,
     TypedCheckpointStore,
 )
-from flowpoint.chains import FrameCache
+from flowpoint.chains import FrameCache, MissingBase
 from flowpoint.codec.delta import Frame, state_size
 from flowpoint.codec.serde import DELTA_BASE_KEY, MAX_DELTA_CHAIN
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
@@ -287,3 +288,14 @@ async def test_the_frames_kept_stay_within_their_budget() -> None:
     for work in (write, read):
         held = await held_by(work)
         assert held < budget * 1.25, f"{work.__name__}: {held / 2**20:.1f} MiB for 8 MiB"
+
+
+def test_a_missing_base_keeps_its_facts_across_processes() -> None:
+    ids = [new_checkpoint_id() for _ in range(3)]
+    error = MissingBase(*ids)
+    copied = copy.copy(error)  # through __reduce__, as pickling between processes does
+    assert isinstance(copied, CorruptCheckpoint)
+    assert (copied.checkpoint_id, copied.missing, copied.named_by) == tuple(ids)
+    assert str(copied) == str(error)
+    assert str(ids[1]) in str(error)
+    assert "deleted while it was read" in str(MissingBase(ids[0], None))

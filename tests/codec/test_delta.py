@@ -36,7 +36,7 @@ from flowpoint.codec import KeyRing
 from flowpoint.codec.delta import (
     Delta,
     Frame,
-    apply_delta,
+    Rebuild,
     diff_fields,
     fields_hash,
     join_fields,
@@ -85,6 +85,13 @@ def fields_of(state: Any) -> dict[str, bytes]:
     fields = split_fields(enc(state))
     assert fields is not None
     return fields
+
+
+def apply_delta(base: Frame, delta: Delta, max_state_size: int) -> dict[str, bytes]:
+    """``base`` changed by ``delta`` alone, as the codec reads a chain of one delta."""
+    rebuild = Rebuild(base, max_state_size)
+    rebuild.apply(delta)
+    return rebuild.finish(delta.state_hash)
 
 
 def frame_of(state: Any, step: int = 0, checkpoint_id: CheckpointId | None = None) -> Frame:

@@ -35,7 +35,6 @@ __all__ = [
     "Delta",
     "Frame",
     "Rebuild",
-    "apply_delta",
     "array_count",
     "diff_fields",
     "encode_array_header",
@@ -237,16 +236,6 @@ def diff_fields(
         appended=appended,
         patched=patched,
     )
-
-
-def apply_delta(base: Frame, delta: Delta, max_state_size: int) -> dict[str, bytes]:
-    """``base``'s fields changed as ``delta`` says, checked against its size and hash.
-
-    Raises ``ValueError`` saying what does not fit, as :class:`Rebuild` does.
-    """
-    rebuild = Rebuild(base, max_state_size)
-    rebuild.apply(delta)
-    return rebuild.finish(delta.state_hash)
 
 
 class Rebuild:

@@ -299,3 +299,35 @@ def test_a_missing_base_keeps_its_facts_across_processes() -> None:
     assert str(copied) == str(error)
     assert str(ids[1]) in str(error)
     assert "deleted while it was read" in str(MissingBase(ids[0], None))
+
+
+class Counting(RewritableDelegatingStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def before(self, call: str) -> None:
+        self.calls.append(call)
+
+
+async def test_a_chain_far_apart_costs_one_range_read_then_a_load_by_id() -> None:
+    # Steps far apart (or a header that claims its chain starts far below): the
+    # reader does not read range after empty range down to where the chain starts.
+    store = Counting()
+    writer = TypedCheckpointStore(store)
+    noise = random.Random(4).randbytes(20_000).hex()
+    first = Checkpoint.first("n", {"noise": noise, "count": 0})
+    await writer.save_with_trace("t", first, 1)
+    far = Checkpoint(
+        checkpoint_id=new_checkpoint_id(),
+        step=1_000_000,
+        parent_id=first.checkpoint_id,
+        current_node="n",
+        state={"noise": noise, "count": 1},
+        created_at=first.created_at,
+    )
+    await writer.save_with_trace("t", far, 1)
+    assert DELTA_BASE_KEY in (await writer.history("t", 1))[0].metadata
+    store.calls.clear()
+    assert await TypedCheckpointStore(store).load_latest("t", 1) == far
+    assert store.calls == ["load_latest", "load_steps", "load"]

@@ -227,19 +227,22 @@ async def delta_frame(
     wanted, chain_start = found
     deltas = [blob]  # newest first
     nearby: dict[CheckpointId, CheckpointBlob] = {}
-    unread = blob.step  # steps below this one have not been read yet
+    low = blob.step  # the steps from here up have been read (or cannot hold the chain)
+    looked = False  # whether a range was read for the base wanted now
     above = blob
     while (start := frames.get(wanted)) is None:
         base = nearby.get(wanted)
-        if base is None and unread > chain_start:
-            first = max(chain_start, unread - _RANGE_READ)
-            nearby = {
-                b.checkpoint_id: b for b in await store.load_steps(blob.trace_id, first, unread - 1)
-            }
-            unread = first
+        if base is None and not looked and low > chain_start:
+            first = max(chain_start, low - _RANGE_READ)
+            read = await store.load_steps(blob.trace_id, first, low - 1)
+            nearby = {earlier.checkpoint_id: earlier for earlier in read}
+            low, looked = first, True
             continue
-        if base is None:  # below where the chain says it starts: look it up by id
+        if base is None:
+            # Not where the chain says it is: by id, one call, whatever the header claims.
             base = await store.load(wanted)
+            if base is not None:
+                low = min(low, base.step)
         if base is None:
             raise MissingBase(blob.checkpoint_id, wanted, above.checkpoint_id)
         if (
@@ -261,6 +264,7 @@ async def delta_frame(
                 )
             break
         deltas.append(base)
+        looked = False
         if len(deltas) > MAX_DELTA_CHAIN:
             raise CorruptCheckpoint(
                 blob.checkpoint_id,

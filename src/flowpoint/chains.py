@@ -14,6 +14,8 @@ What is checked where, reading a checkpoint stored as changes:
   authenticated header) is the checkpoint read next, in the same trace at an
   earlier step; a chain holds at most :data:`MAX_DELTA_CHAIN` deltas (no writer
   makes more, so a longer one is damage, and refused before any delta is applied).
+  The walk reads at most one range of steps per link, then looks the base up by
+  id, whatever a header claims about where its chain starts.
 - **Each link's fit**, by the codec as it applies the deltas oldest first: what a
   delta names exists and fits (fields, arrays, element indices), and the state it
   leaves has the size the delta records (kept per field, so this costs what the
@@ -23,6 +25,12 @@ What is checked where, reading a checkpoint stored as changes:
   wrong base or a damaged link either shows there, or was overwritten by a later
   delta (then the state is exactly the one that was saved). Only that state's
   frame is kept; the states in between are never built.
+
+Each link's own hash used to be checked too, which named the link where a wrong
+base crept in, at the cost of hashing the whole state per link. What it guarded
+is kept: a wrong base almost always shows as a size that differs at that very
+link, and otherwise at the end; either way before any state is decoded, and no
+frame that was not checked is ever kept or used as the base of a save.
 
 Deleting a base first makes its dependents whole, so that no delete or prune
 ever leaves a delta without its base. A reader that meets a missing base anyway

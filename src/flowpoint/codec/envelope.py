@@ -18,8 +18,9 @@ checkpoint's own header (id, trace, step, parent, graph hash, time, node,
 metadata) so that bytes stored under the wrong checkpoint are caught. The
 leading 0x89 byte, as in PNG, catches transfers that strip the high bit.
 
-The body is the encoded state, compressed if the header says so, then, if the
-header names a key, encrypted with AES-256-GCM: a 12-byte random nonce, the
+The body is the encoded state (or delta), followed by the runner's cursor in
+MessagePack when the header gives its length, compressed if the header says so,
+then, if the header names a key, encrypted with AES-256-GCM: a 12-byte random nonce, the
 ciphertext, and the 16-byte tag. The associated data is the *head*, bytes 0 to
 9+H: every header field, the compression and the key id are authenticated
 together with the body, so a body moved under another header fails. The
@@ -87,6 +88,9 @@ class EnvelopeHeader(msgspec.Struct, array_like=True, frozen=True, forbid_unknow
     """For a body of format ``"delta"``: the checkpoint whose state the delta changes."""
     chain_start: int | None = None
     """For a body of format ``"delta"``: the step where its chain's full state is."""
+    cursor_length: int | None = None
+    """Bytes at the end of the body (once decrypted and decompressed) that hold the
+    checkpoint's cursor, as MessagePack; ``None`` for a checkpoint without one."""
 
 
 class Envelope(NamedTuple):
@@ -221,6 +225,10 @@ def _decode_header(blob: CheckpointBlob, header_length: int) -> EnvelopeHeader:
             check_key_id(header.key_id)
         except ValueError as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"envelope header: {exc}") from None
+    if header.cursor_length is not None and header.cursor_length < 1:
+        raise CorruptCheckpoint(
+            blob.checkpoint_id, f"envelope header: a cursor of {header.cursor_length} bytes"
+        )
     _check_chain_fields(blob, header)
     return header
 

@@ -39,7 +39,10 @@ class RekeyResult:
     rewritten: int
     """How many checkpoints it re-encrypted under the primary key."""
     skipped: tuple[CheckpointId, ...] = ()
-    """Unencrypted checkpoints it left as they are (see :meth:`~TypedCheckpointStore.rekey`)."""
+    """Unencrypted checkpoints it left as they are (see :meth:`~TypedCheckpointStore.rekey`),
+    and checkpoints whose unencrypted pending writes it left so."""
+    writes: int = 0
+    """How many pending writes it re-encrypted under the primary key."""
 
 
 class TypedCheckpointStore(Generic[S]):
@@ -390,9 +393,10 @@ class TypedCheckpointStore(Generic[S]):
         Each checkpoint encrypted with another key of the codec's key ring is
         decrypted (and so authenticated) and encrypted again under the ring's primary
         key, keeping its header, body format and compression; its state is never
-        decoded. Checkpoints deleted meanwhile are passed over. Run it after making
-        a new key the primary, and remove the old key from the ring only once it
-        rewrites nothing more.
+        decoded. Its pending writes are re-encrypted the same way. Checkpoints
+        deleted meanwhile are passed over. Run it after making a new key the
+        primary, and remove the old key from the ring only once it rewrites nothing
+        more.
 
         An unencrypted checkpoint is left as it is and its id reported in
         :attr:`RekeyResult.skipped`: in a store written with a key ring, only a writer
@@ -419,13 +423,14 @@ class TypedCheckpointStore(Generic[S]):
             )
         primary = codec.encryption.primary
         traces = await store.traces() if trace_id is None else [validate_trace_id(trace_id)]
-        rewritten = 0
+        rewritten = writes = 0
         skipped: list[CheckpointId] = []
         for trace in traces:
             before: int | None = None
             while page := await store.history(trace, 500, before):
                 before = page[-1].step
                 for info in page:
+                    writes += await self._rekey_writes(codec, info.checkpoint_id, skipped)
                     blob = await store.load(info.checkpoint_id)
                     if blob is None:
                         continue  # deleted since the listing
@@ -436,7 +441,26 @@ class TypedCheckpointStore(Generic[S]):
                         skipped.append(blob.checkpoint_id)
                         continue
                     rewritten += await store.rewrite(codec.reseal(blob))
-        return RekeyResult(rewritten, tuple(skipped))
+        return RekeyResult(rewritten, tuple(dict.fromkeys(skipped)), writes)
+
+    async def _rekey_writes(
+        self,
+        codec: SerdeCheckpointCodec[Any],
+        checkpoint_id: CheckpointId,
+        skipped: list[CheckpointId],
+    ) -> int:
+        """Re-encrypt the checkpoint's pending writes that are not under the primary key."""
+        assert codec.encryption is not None
+        resealed = []
+        for write in await self.store.load_writes(checkpoint_id):
+            key_id = codec.key_id_of_write(write)
+            if key_id == codec.encryption.primary:
+                continue
+            if key_id is None and not codec.allow_unencrypted:
+                skipped.append(checkpoint_id)
+                continue
+            resealed.append(codec.reseal_write(write))
+        return await self.store.save_writes(resealed, overwrite=True) if resealed else 0
 
     async def close(self) -> None:
         """Close the blob store."""

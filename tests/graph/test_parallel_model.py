@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated, Any, NotRequired, TypedDict
 
@@ -109,7 +110,22 @@ def state_type(spec: Spec) -> Any:
 # -- the runner's graph -------------------------------------------------------------------
 
 
-def build(spec: Spec) -> Graph[Any]:
+class Calls:
+    """Counts each node's calls; the first call of a node in ``failing`` raises."""
+
+    def __init__(self, failing: frozenset[str] = frozenset()) -> None:
+        self.counts: Counter[str] = Counter()
+        self.failing = failing
+
+    def __call__(self, name: str, value: Any) -> dict[str, Any]:
+        self.counts[name] += 1
+        if name in self.failing and self.counts[name] == 1:
+            raise RuntimeError(f"{name} failed")
+        return node_update(name, value)
+
+
+def build(spec: Spec, calls: Calls | None = None) -> Graph[Any]:
+    run = calls or Calls()
     g: Graph[Any] = Graph("model", state=state_type(spec))
     for i in range(spec.size):
         name = f"n{i}"
@@ -119,11 +135,11 @@ def build(spec: Spec) -> Graph[Any]:
             async def anode(value: Any, name: str = name, yields: int = yields) -> Any:
                 for _ in range(yields):
                     await asyncio.sleep(0)
-                return node_update(name, value)
+                return run(name, value)
 
             g.add_node(name, anode)
         else:
-            g.add_node(name, lambda value, name=name: node_update(name, value))
+            g.add_node(name, lambda value, name=name: run(name, value))
     g.add_edge(START, "n0")
     for source, targets in spec.statics.items():
         for target in targets:
@@ -143,14 +159,16 @@ def build(spec: Spec) -> Graph[Any]:
 # -- the reference interpreter ------------------------------------------------------------
 
 
-def reference(spec: Spec) -> tuple[dict[str, Any], int]:
-    """The final state, and how many supersteps ran."""
+def reference(spec: Spec) -> tuple[dict[str, Any], int, Counter[str]]:
+    """The final state, how many supersteps ran, and how often each node ran."""
     state: dict[str, Any] = {"log": [], "total": 0}
     tasks: list[tuple[str, int, Any]] = [("n0", -1, None)]  # node, Send index (-1: edge), arg
     progress: dict[int, set[str]] = {}
     supersteps = 0
+    runs: Counter[str] = Counter()
     while tasks:
         supersteps += 1
+        runs.update(node for node, _, _ in tasks)
         tasks.sort(key=lambda task: (task[0], task[1]))
         updates = [node_update(node, state if index < 0 else arg) for node, index, arg in tasks]
         for update in updates:
@@ -181,13 +199,13 @@ def reference(spec: Spec) -> tuple[dict[str, Any], int]:
         for node, arg in sends:
             counters[node] = counters.get(node, -1) + 1
             tasks.append((node, counters[node], arg))
-    return state, supersteps
+    return state, supersteps, runs
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_random_parallel_graphs_match_the_reference(spec: Spec) -> None:
-    expected, supersteps = reference(spec)
+    expected, supersteps, _ = reference(spec)
     graph = build(spec).build()
 
     async def run() -> Any:
@@ -199,3 +217,37 @@ def test_random_parallel_graphs_match_the_reference(spec: Spec) -> None:
     assert result.status == "done"
     assert result.state == expected
     assert checkpoints == supersteps + 1  # one checkpoint per superstep, and the input's
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs(), st.data())
+def test_failed_tasks_rerun_alone_and_the_run_ends_as_the_reference(
+    spec: Spec, data: st.DataObject
+) -> None:
+    """Each node in ``failing`` raises at its first call; resumes finish the run.
+
+    A resume runs only the tasks of the superstep whose outputs are not saved: each
+    node runs as often as in the reference, plus once for its failure.
+    """
+    names = [f"n{i}" for i in range(spec.size)]
+    failing = frozenset(data.draw(st.sets(st.sampled_from(names), max_size=3)))
+    expected, _, runs = reference(spec)
+    calls = Calls(failing)
+    graph = build(spec, calls).build()
+
+    async def run() -> Any:
+        runner = Runner(graph, InMemoryBlobStore())
+        try:
+            return await runner.run("model", {"log": [], "total": 0})
+        except RuntimeError:
+            pass
+        for _ in range(len(failing)):
+            try:
+                return await runner.resume("model")
+            except RuntimeError:
+                continue
+        raise AssertionError("the run did not finish")
+
+    result = asyncio.run(run())
+    assert result.state == expected
+    assert calls.counts == runs + Counter(name for name in failing if runs[name])

@@ -399,8 +399,8 @@ class Runner(Generic[S]):
             if self.on_save_error == "raise":
                 raise
             warnings.warn(
-                f"flowpoint: the output of task {writes[0].task_id!r} of trace {step.trace!r} "
-                f"was not saved ({exc}); after a crash it runs again",
+                f"flowpoint: a pending write of task {writes[0].task_id!r} of trace "
+                f"{step.trace!r} was not saved ({exc}); after a crash the task runs again",
                 RuntimeWarning,
                 stacklevel=2,
             )

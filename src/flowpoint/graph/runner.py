@@ -43,9 +43,12 @@ _ERROR_MESSAGE_LIMIT = 4096
 OUTPUT_INDEX = 0
 """The index of a task's update among its pending writes (channel :data:`UPDATE_CHANNEL`)."""
 ERROR_INDEX = -1
-"""The reserved index of the error a task raised (channel :data:`ERROR_CHANNEL`)."""
+"""The reserved index of the error a task raised (channel :data:`ERROR_CHANNEL`); -2 to -4
+are kept for what LangGraph reserves them for (scheduled sends, interrupts, resume values)."""
 UPDATE_CHANNEL = "update"
+"""The channel of a task's update: a dict of fields, as plain data."""
 ERROR_CHANNEL = "__error__"
+"""The channel of what a task raised: ``{"type": "module.Qualname", "message": "..."}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,10 @@ class Runner(Generic[S]):
     again on resume, so make its side effects idempotent, keyed on the
     :attr:`NodeContext.idempotency_key <flowpoint.NodeContext.idempotency_key>` it
     gets by declaring a second parameter. Nodes that finished and were checkpointed
-    never run again.
+    never run again, nor do the tasks of a superstep whose outputs were saved as
+    pending writes (with a codec that stores them, a
+    :class:`~flowpoint.codec.base.WriteCodec` such as the stock one). One runner
+    at a time should drive a trace.
 
     ``on_save_error="raise"`` (the default) fails the run when the store fails;
     ``"warn"`` warns and keeps going without that checkpoint. Conflicts (another

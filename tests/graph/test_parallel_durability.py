@@ -14,6 +14,8 @@ import pytest
 from flowpoint import (
     END,
     START,
+    Checkpoint,
+    CorruptCheckpoint,
     Graph,
     GraphDefinitionError,
     InMemoryBlobStore,
@@ -246,14 +248,36 @@ async def test_a_parallel_checkpoint_forks_with_its_cursor() -> None:
         await smaller.fork(paused.checkpoint.checkpoint_id, "trace-3", allow_graph_change=True)
 
 
-async def test_a_cursor_that_is_not_the_runners_is_refused() -> None:
-    store = InMemoryBlobStore()
-    runner = Runner(fan(Flaky()), store)
-    typed = runner.store
-    bad = {"tasks": [{"node": 3}]}
-    from flowpoint import Checkpoint, CorruptCheckpoint
-
-    checkpoint = Checkpoint.first("plan", Notes(), cursor=bad)
-    await typed.save_with_trace(T, checkpoint, runner.graph.hash_u64())
-    with pytest.raises(CorruptCheckpoint, match="not the runner's"):
+@pytest.mark.parametrize(
+    ("cursor", "error", "message"),
+    [
+        ({"tasks": [{"node": 3}]}, CorruptCheckpoint, "not the runner's"),
+        ({"tasks": "docs"}, CorruptCheckpoint, "not the runner's"),
+        ({"tasks": [{"node": "docs"}, {"node": "docs"}]}, CorruptCheckpoint, "twice"),
+        ({"tasks": [{"node": "docs", "send": -1}]}, CorruptCheckpoint, "below 0"),
+        (
+            {"joins": [{"to": "write", "from": ["docs", "web", "wiki"], "done": ["plan"]}]},
+            CorruptCheckpoint,
+            "progress wrong",
+        ),
+        (
+            {"joins": [{"to": "write", "from": ["docs", "web", "wiki"], "done": []}]},
+            CorruptCheckpoint,
+            "progress wrong",
+        ),
+        ({"tasks": [{"node": "ghost"}]}, GraphDefinitionError, "'ghost'"),
+        (
+            {"joins": [{"to": "plan", "from": ["docs", "web"], "done": ["web"]}]},
+            GraphDefinitionError,
+            "join",
+        ),
+    ],
+)
+async def test_a_cursor_that_is_not_the_runners_is_refused(
+    cursor: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    runner = Runner(fan(Flaky()), InMemoryBlobStore())
+    checkpoint = Checkpoint.first("plan", Notes(), cursor=cursor)
+    await runner.store.save_with_trace(T, checkpoint, runner.graph.hash_u64())
+    with pytest.raises(error, match=message):
         await runner.resume(T)

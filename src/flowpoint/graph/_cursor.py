@@ -127,6 +127,10 @@ class Cursor:
             cursor = cls(tuple(sorted(tasks, key=lambda task: task.order)), joins)
             if len({task.id for task in tasks}) != len(tasks):
                 raise ValueError("the checkpoint's cursor names a task twice")
+            if any(task.send is not None and task.send < 0 for task in tasks):
+                raise ValueError("the checkpoint's cursor numbers a Send below 0")
+            if any(not done or not done <= set(key[1]) for key, done in joins.items()):
+                raise ValueError("the checkpoint's cursor counts a join's progress wrong")
         for task in cursor.tasks:
             if task.node not in graph.nodes:
                 raise GraphDefinitionError(

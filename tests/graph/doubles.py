@@ -19,7 +19,8 @@ class FailingBlobStore(BlockingBlobStore):
     ``fail_prunes`` the prunes of those 1-based numbers; ``fail_writes`` fails
     every ``save_writes``. A failed save stores nothing. ``saved`` lists the blobs
     stored, in order, and ``written`` the pending writes (with ``overwrite``) of
-    every ``save_writes`` call that succeeded. ``save_delay`` makes each save wait
+    every ``save_writes`` call that succeeded (``write_calls`` counts the calls).
+    ``save_delay`` makes each save and each ``save_writes`` wait
     on the event loop (so this double is for async callers only).
     """
 
@@ -44,6 +45,7 @@ class FailingBlobStore(BlockingBlobStore):
         self.prunes = 0
         self.fail_writes = fail_writes
         self.written: list[tuple[PendingWrite, bool]] = []
+        self.write_calls = 0
         self.save_delay = save_delay
 
     @property
@@ -67,8 +69,11 @@ class FailingBlobStore(BlockingBlobStore):
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
         if self.fail_writes:
             raise StorageError("injected failure of save_writes")
+        if self.save_delay:
+            await asyncio.sleep(self.save_delay)
         stored = await self.inner.save_writes(writes, overwrite=overwrite)
         self.written.extend((write, overwrite) for write in writes)
+        self.write_calls += 1
         return stored
 
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:

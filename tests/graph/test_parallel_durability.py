@@ -26,6 +26,7 @@ from flowpoint import (
     TypedCheckpointStore,
 )
 from flowpoint.checkpoint import TaskWrite
+from flowpoint.graph._superstep import GroupCommit
 from flowpoint.graph.runner import ERROR_CHANNEL, ERROR_INDEX, OUTPUT_INDEX, UPDATE_CHANNEL
 from flowpoint.stores.sqlite import SqliteBlobStore
 from tests.graph.doubles import FailingBlobStore
@@ -98,6 +99,35 @@ async def test_a_failed_branch_is_the_only_one_a_resume_runs() -> None:
     assert flaky.calls == Counter({"plan": 1, "docs": 1, "web": 2, "wiki": 1, "write": 1})
     reference = await Runner(fan(Flaky()), InMemoryBlobStore()).run(T, Notes())
     assert result.state == reference.state
+
+
+async def test_outputs_that_come_during_a_save_are_saved_together() -> None:
+    batches: list[list[str]] = []
+
+    async def save(items: list[str]) -> None:
+        batches.append(items)
+        await asyncio.sleep(0.01)
+        if "bad" in items:
+            raise StorageError("injected")
+
+    commit: GroupCommit[str] = GroupCommit(save)
+    await asyncio.gather(*(commit.put(item) for item in "abcde"))
+    assert batches == [["a"], ["b", "c", "d", "e"]]
+    batches.clear()
+    results = await asyncio.gather(
+        *(commit.put(item) for item in ("x", "bad", "y")), return_exceptions=True
+    )
+    assert batches == [["x"], ["bad", "y"]]
+    assert results[0] is None
+    assert all(isinstance(result, StorageError) for result in results[1:])
+
+
+async def test_a_parallel_superstep_commits_its_outputs_in_few_saves() -> None:
+    store = FailingBlobStore(save_delay=0.01)  # a store whose commits take time
+    branches = tuple(f"b{i}" for i in range(8))
+    await Runner(fan(Flaky(), branches), store).run(T, Notes())
+    assert len(store.written) == 8
+    assert store.write_calls < 8
 
 
 async def test_a_second_failure_replaces_the_recorded_error() -> None:

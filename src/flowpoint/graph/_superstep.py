@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from flowpoint.graph._context import NodeContext
 from flowpoint.graph._cursor import Task
 
-__all__ = ["Outcome", "call", "execute"]
+__all__ = ["GroupCommit", "Outcome", "call", "execute"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +81,43 @@ async def call(function: Any, argument: Any, context: NodeContext | None) -> Any
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+@dataclass(eq=False, slots=True)
+class _Entry(Generic[T]):
+    item: T
+    done: bool = False
+    error: BaseException | None = field(default=None)
+
+
+class GroupCommit(Generic[T]):
+    """Saves items as they come; those that come during a save go together in the next one.
+
+    :meth:`put` returns once its item is saved, never later than needed: the first
+    caller saves at once, and callers arriving while a save runs are saved together
+    right after it (one commit, one fsync, for tasks that finish at about the same
+    time). A failed save raises its error in every caller whose item it held.
+    """
+
+    def __init__(self, save: Callable[[list[T]], Awaitable[Any]]) -> None:
+        self._save = save
+        self._lock = asyncio.Lock()
+        self._pending: list[_Entry[T]] = []
+
+    async def put(self, item: T) -> None:
+        """Save ``item`` (with whatever else is waiting); return when it is saved."""
+        entry = _Entry(item)
+        self._pending.append(entry)
+        async with self._lock:
+            if not entry.done:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._save([one.item for one in batch])
+                except BaseException as exc:
+                    for one in batch:
+                        one.done, one.error = True, exc
+                    raise
+                for one in batch:
+                    one.done = True
+        if entry.error is not None:
+            raise entry.error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal
@@ -27,7 +27,7 @@ from flowpoint.errors import (
 )
 from flowpoint.graph._context import NodeContext, input_type, node_context
 from flowpoint.graph._cursor import Cursor, Task, summary
-from flowpoint.graph._superstep import Outcome, call, execute
+from flowpoint.graph._superstep import GroupCommit, Outcome, call, execute
 from flowpoint.graph.builder import END, BuiltGraph, ConditionalEdge, Graph, Send
 from flowpoint.graph.policies import RetentionPolicy, TriggerPolicy
 from flowpoint.graph.state import from_plain, to_plain
@@ -344,6 +344,11 @@ class Runner(Generic[S]):
                 update = self._plain_update(task, update)
             return update
 
+        async def save_outputs(writes: list[TaskWrite]) -> None:
+            await self.store.save_writes(step.trace, step.parent.checkpoint_id, writes)
+
+        outputs = GroupCommit(save_outputs)
+
         async def record(task: Task, update: Any, error: Exception | None) -> Any:
             if error is not None:
                 if durable:
@@ -353,7 +358,7 @@ class Runner(Generic[S]):
                 return update
             if durable:
                 write = TaskWrite(task.id, OUTPUT_INDEX, UPDATE_CHANNEL, update)
-                await self._save_writes(step, [write], overwrite=False)
+                await self._saving(step, task, outputs.put(write))
             return self._state.decode_update(update)
 
         pending = [task for task in tasks if task.id not in restored]
@@ -390,23 +395,24 @@ class Runner(Generic[S]):
             "message": str(error)[:_ERROR_MESSAGE_LIMIT],
         }
         write = TaskWrite(task.id, ERROR_INDEX, ERROR_CHANNEL, value)
+        saving = self.store.save_writes(
+            step.trace, step.parent.checkpoint_id, [write], overwrite=True
+        )
         try:
-            await self._save_writes(step, [write], overwrite=True)
+            await self._saving(step, task, saving)
         except CheckpointStoreError as exc:
             error.add_note(f"flowpoint: the error of task {task.id!r} was not recorded: {exc}")
 
-    async def _save_writes(self, step: _Step, writes: list[TaskWrite], *, overwrite: bool) -> None:
-        """Save pending writes against the superstep's checkpoint, per ``on_save_error``."""
+    async def _saving(self, step: _Step, task: Task, saving: Awaitable[Any]) -> None:
+        """Await a save of pending writes of ``task``, per ``on_save_error``."""
         try:
-            await self.store.save_writes(
-                step.trace, step.parent.checkpoint_id, writes, overwrite=overwrite
-            )
+            await saving
         except StorageError as exc:
             if self.on_save_error == "raise":
                 raise
             warnings.warn(
-                f"flowpoint: a pending write of task {writes[0].task_id!r} of trace "
-                f"{step.trace!r} was not saved ({exc}); after a crash the task runs again",
+                f"flowpoint: a pending write of task {task.id!r} of trace {step.trace!r} was "
+                f"not saved ({exc}); after a crash the task runs again",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -52,6 +52,7 @@ PUBLIC_NAMES = {
     "State",
     "StorageError",
     "SyncCheckpointStore",
+    "TaskWrite",
     "TraceId",
     "TypedCheckpointStore",
     "WorkflowState",

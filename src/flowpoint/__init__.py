@@ -6,7 +6,7 @@ driver only when used.
 """
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
-from flowpoint.checkpoint import Checkpoint, State, WorkflowState
+from flowpoint.checkpoint import Checkpoint, State, TaskWrite, WorkflowState
 from flowpoint.codec import CheckpointCodec, KeyRing, SerdeCheckpointCodec
 from flowpoint.errors import (
     CheckpointConflict,
@@ -77,6 +77,7 @@ __all__ = [
     "State",
     "StorageError",
     "SyncCheckpointStore",
+    "TaskWrite",
     "TraceId",
     "TraceNotFound",
     "TriggerPolicy",

@@ -759,3 +759,16 @@ async def test_each_task_gets_its_own_context() -> None:
     assert {ctx.checkpoint_id for ctx in contexts if ctx.node == "each"} == {
         store.saved[2].checkpoint_id
     }
+
+
+def test_the_new_error_facts_survive_copies() -> None:
+    import copy
+
+    conflict = InvalidUpdate("both wrote", field="text", tasks=("docs", "web"))
+    again = copy.deepcopy(conflict)
+    assert (str(again), again.field, again.tasks) == ("both wrote", "text", ("docs", "web"))
+    assert isinstance(again, TypeError)
+    route = InvalidRoute("plan", [Send("s", 1)], (), reason="cannot be stored")
+    again_route = copy.deepcopy(route)
+    assert (again_route.node, again_route.reason) == ("plan", "cannot be stored")
+    assert str(again_route) == str(route)

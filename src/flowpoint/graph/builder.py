@@ -379,6 +379,14 @@ class Graph(Generic[S]):
         """The fingerprint of the graph as declared so far (it is checked first)."""
         return self.build().hash_u64()
 
+    def to_mermaid(
+        self, *, interrupt_before: Iterable[str] = (), interrupt_after: Iterable[str] = ()
+    ) -> str:
+        """The graph as declared so far (it is checked first): see :meth:`BuiltGraph.to_mermaid`."""
+        return self.build().to_mermaid(
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after
+        )
+
 
 class BuiltGraph(Generic[S]):
     """A checked, frozen graph: what a :class:`~flowpoint.Runner` runs."""
@@ -439,6 +447,28 @@ class BuiltGraph(Generic[S]):
     def hash_u64(self) -> int:
         """The graph's stable fingerprint: the same in every process, Python and machine."""
         return self._hash
+
+    def to_mermaid(
+        self, *, interrupt_before: Iterable[str] = (), interrupt_after: Iterable[str] = ()
+    ) -> str:
+        """The graph as a Mermaid flowchart (``flowchart TD``), the same text for the same graph.
+
+        It shows ``START`` and ``END``, the nodes with their ``version=`` tags,
+        static edges (``-->``), routers' targets (dashed, labelled with the keys
+        of a path map, and ``Send (map)`` when the router's return annotation
+        names :class:`Send`), and joins (a ``join`` circle that the sources lead
+        into). Nodes named in ``interrupt_before``/``interrupt_after`` (a
+        :class:`~flowpoint.Runner`'s) are marked. Node names are shown, escaped,
+        never used as Mermaid identifiers. The order of declarations does not
+        change the text.
+        """
+        # Imported here: the drawing modules read this module's edge classes.
+        from flowpoint.graph._mermaid import mermaid
+        from flowpoint.graph._picture import picture
+
+        return mermaid(
+            picture(self, interrupt_before=interrupt_before, interrupt_after=interrupt_after)
+        )
 
     def edges_after(self, node: str) -> tuple[StaticEdge | ConditionalEdge, ...]:
         """The static and conditional edges leaving ``node``, in declared order."""

@@ -32,6 +32,7 @@ COMMANDS = [
     "copy",
     "export",
     "import",
+    "graph",
 ]
 
 
@@ -129,6 +130,8 @@ def test_boolean_flags_show_as_flags_in_help(command: str | None) -> None:
         (["export"], "Missing argument 'FILE'"),
         (["delete"], "Missing argument 'CHECKPOINT_ID'"),
         (["show", "01a219cb", "--type", "nomodule"], "MODULE:CLASS"),
+        (["graph"], "Missing argument 'MODULE:ATTR'"),
+        (["graph", "nomodule"], "expected MODULE:ATTR"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(args: list[str], fragment: str) -> None:

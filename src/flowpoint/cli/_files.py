@@ -23,6 +23,7 @@ __all__ = [
     "ReplayableInput",
     "archive_input",
     "archive_output",
+    "file_output",
     "read_limited",
 ]
 
@@ -121,12 +122,9 @@ def archive_input(source: str) -> Iterator[ReplayableInput]:
 
 @contextlib.contextmanager
 def archive_output(target: str) -> Iterator[IO[bytes]]:
-    """Where an archive goes: stdout for ``-``, else ``target``, written safely.
+    """Where an archive goes: stdout for ``-``, else the file ``target`` (see :func:`file_output`).
 
-    A regular file (or a new one) is replaced only once the archive is complete
-    and on disk; a FIFO or a device (``/dev/null``, ``/dev/stdout``) is written in
-    place, never replaced; a directory is an error. Stdout is refused when it is a
-    terminal, where an archive would be noise.
+    Stdout is refused when it is a terminal, where an archive would be noise.
     """
     if target == "-":
         if sys.stdout.isatty():
@@ -136,13 +134,25 @@ def archive_output(target: str) -> Iterator[IO[bytes]]:
             )
         yield sys.stdout.buffer
         return
+    with file_output(target, "the archive") as file:
+        yield file
+
+
+@contextlib.contextmanager
+def file_output(target: str, what: str) -> Iterator[IO[bytes]]:
+    """The file ``target`` (``what`` names it in errors), written safely.
+
+    A regular file (or a new one) is replaced only once what is written is
+    complete and on disk; a FIFO or a device (``/dev/null``, ``/dev/stdout``) is
+    written in place, never replaced; a directory is an error.
+    """
     path = Path(os.path.realpath(target))  # through a symbolic link, to what it names
     try:
         mode: int | None = os.stat(path).st_mode
     except FileNotFoundError:
         mode = None
     if mode is not None and stat.S_ISDIR(mode):
-        fail(f"cannot write the archive {target}: it is a directory")
+        fail(f"cannot write {what} {target}: it is a directory")
     if mode is not None and not stat.S_ISREG(mode):
         with open(path, "wb") as special:
             yield special

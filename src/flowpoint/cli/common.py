@@ -37,6 +37,7 @@ __all__ = [
     "StoreOption",
     "TypeOption",
     "command_line",
+    "import_object",
     "import_state_type",
     "load_keyring",
     "make_codec",
@@ -330,24 +331,34 @@ def load_keyring(path: Path) -> KeyRing:
 
 def import_state_type(spec: str) -> Any:
     """The class ``module:Qualified.Name`` names; a usage error (exit 2) if it cannot be had."""
+    return import_object(spec, "'--type'", "MODULE:CLASS (such as 'myapp.states:Research')")
+
+
+def import_object(spec: str, param_hint: str, expected: str) -> Any:
+    """What ``module:Qualified.Name`` names, for the parameter ``param_hint``.
+
+    A ``spec`` of another shape (``expected`` says which), a module that cannot be
+    found or an attribute it lacks is a usage error (exit 2). Any other exception
+    the module raises as it is imported is an error (exit 1) naming the module.
+    """
     module_name, sep, qualname = spec.partition(":")
     if not sep or not module_name or not qualname:
-        raise typer.BadParameter(
-            f"expected MODULE:CLASS (such as 'myapp.states:Research'), not {spec!r}",
-            param_hint="'--type'",
-        )
+        raise typer.BadParameter(f"expected {expected}, not {spec!r}", param_hint=param_hint)
     try:
         # The name comes from the operator's command line, never from stored data.
         target: Any = importlib.import_module(module_name)  # noqa: TID251
-        for part in qualname.split("."):
-            target = getattr(target, part)
     except ImportError as exc:
         raise typer.BadParameter(
-            f"cannot import {module_name!r}: {exc}", param_hint="'--type'"
+            f"cannot import {module_name!r}: {exc}", param_hint=param_hint
         ) from None
+    except (Exception, SystemExit) as exc:
+        fail(f"importing {module_name!r} raised {type(exc).__name__}: {' '.join(str(exc).split())}")
+    try:
+        for part in qualname.split("."):
+            target = getattr(target, part)
     except AttributeError:
         raise typer.BadParameter(
-            f"module {module_name!r} has no {qualname!r}", param_hint="'--type'"
+            f"module {module_name!r} has no {qualname!r}", param_hint=param_hint
         ) from None
     return target
 

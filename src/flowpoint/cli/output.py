@@ -192,16 +192,21 @@ def _route_library_logs(debug: bool) -> None:
         root.addHandler(logging.NullHandler())
 
 
-def run(work: Callable[[], Coroutine[Any, Any, ExitCode | None]], *, debug: bool) -> None:
-    """Run a command's coroutine; turn its outcome into an exit code.
+def run(
+    work: Callable[[], Coroutine[Any, Any, ExitCode | None] | ExitCode | None], *, debug: bool
+) -> None:
+    """Run a command's work (a coroutine, or a function without one); give its exit code.
 
     Any exception becomes one ``error: ...`` line on stderr (plus the traceback
     when ``debug``) and the exit code :func:`exit_code_of` gives. A command that
     returns a non-zero :class:`ExitCode` (``verify`` finding damage) exits with it.
+    Work without a coroutine runs outside any event loop (``graph`` imports a
+    module that may start one of its own).
     """
     _route_library_logs(debug)
     try:
-        code = asyncio.run(work())
+        done = work()
+        code = asyncio.run(done) if isinstance(done, Coroutine) else done
     except (typer.TyperException, typer.Exit, typer.Abort):
         raise  # usage errors (exit 2) and explicit exits: the app reports them
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ from flowpoint import (
     SyncCheckpointStore,
     TypedCheckpointStore,
 )
+from flowpoint.blob import PendingWrite
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import run_in_caller_thread
 
@@ -68,6 +69,14 @@ class AsyncDriverStore(BlobCheckpointStore):
     async def _delete_trace(self, trace_id: TraceId) -> int:
         await self._hop()
         return await self.inner.delete_trace(trace_id)
+
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        await self._hop()
+        return await self.inner.save_writes(writes, overwrite=overwrite)
+
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        await self._hop()
+        return await self.inner.load_writes(checkpoint_id)
 
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
         await self._hop()

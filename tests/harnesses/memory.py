@@ -14,7 +14,11 @@ class MemoryHarness(StoreHarness):
         self.store = InMemoryBlobStore()
 
     async def open(self) -> InMemoryBlobStore:
-        return self.store
+        # Another store object over the same dictionaries and lock: closing one (as
+        # each test's store is closed) leaves the others usable, as with any backend.
+        view = InMemoryBlobStore()
+        vars(view).update((k, v) for k, v in vars(self.store).items() if k != "_closed")
+        return view
 
     async def read_data(self, checkpoint_id: CheckpointId) -> bytes:
         return self.store._by_id[checkpoint_id].data

@@ -7,7 +7,7 @@ import os
 import shutil
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -393,26 +393,6 @@ async def test_closing_twice_is_harmless(db_path: Path) -> None:
     await SqliteBlobStore(db_path).close()  # never used, nothing opened
 
 
-async def test_a_closed_store_refuses_every_call(db_path: Path) -> None:
-    blob = make_blob()
-    store = SqliteBlobStore(db_path)
-    await store.save(blob)
-    await store.close()
-    calls: list[Callable[[], Awaitable[object]]] = [
-        lambda: store.save(make_blob(step=1)),
-        lambda: store.load(blob.checkpoint_id),
-        lambda: store.load_latest("trace"),
-        lambda: store.history("trace"),
-        store.traces,
-        lambda: store.delete(blob.checkpoint_id),
-        lambda: store.delete_trace("trace"),
-        lambda: store.prune("trace", PruneRule(keep_latest=0, older_than=None)),
-    ]
-    for call in calls:
-        with pytest.raises(StorageError, match="closed"):
-            await call()
-
-
 async def test_a_call_made_before_close_finishes(db_path: Path) -> None:
     store = SqliteBlobStore(db_path)
     blob = make_blob()
@@ -491,17 +471,19 @@ def occupy(store: SqliteBlobStore) -> threading.Event:
     return release
 
 
-async def test_saves_queued_together_commit_in_one_transaction(db_path: Path) -> None:
+async def test_saves_queued_together_commit_in_one_transaction(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with SqliteBlobStore(db_path) as store:
         await store.traces()  # open the file
         batches: list[int] = []
-        insert = store._insert_rows
+        insert = sqlite_module._insert_rows
 
         def counting(conn: sqlite3.Connection, rows: list[Any]) -> list[Any]:
             batches.append(len(rows))
             return insert(conn, rows)
 
-        store._insert_rows = counting  # type: ignore[method-assign]
+        monkeypatch.setattr(sqlite_module, "_insert_rows", counting)
         blobs = [make_blob(trace_id=f"t{n % 4}", step=n // 4) for n in range(32)]
         duplicate = make_blob(trace_id="t0", step=0)
         # Keep the store's thread busy so every save is queued before the first commit.
@@ -521,14 +503,16 @@ async def test_saves_queued_together_commit_in_one_transaction(db_path: Path) ->
             assert [i.step for i in await store.history(f"t{n}")] == list(range(7, -1, -1))
 
 
-async def test_a_failed_commit_fails_every_save_of_the_batch(db_path: Path) -> None:
+async def test_a_failed_commit_fails_every_save_of_the_batch(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with SqliteBlobStore(db_path) as store:
         await store.traces()
 
         def broken(conn: sqlite3.Connection, rows: list[Any]) -> list[Any]:
             raise sqlite3.OperationalError("disk I/O error")
 
-        store._insert_rows = broken  # type: ignore[method-assign]
+        monkeypatch.setattr(sqlite_module, "_insert_rows", broken)
         outcomes = await asyncio.gather(
             *(store.save(make_blob(trace_id="t", step=n)) for n in range(5)), return_exceptions=True
         )

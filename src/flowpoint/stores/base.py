@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import functools
 import string
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Executor
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, Literal, ParamSpec, Self, TypeVar
 from uuid import UUID
 
 from flowpoint.blob import (
@@ -29,13 +30,14 @@ from flowpoint.blob import (
     validate_current_node,
     validate_metadata,
 )
-from flowpoint.errors import CheckpointConflict
+from flowpoint.errors import CheckpointConflict, CheckpointStoreError, StorageError
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 
 __all__ = [
     "HISTORY_PAGE",
     "BlobCheckpointStore",
     "BlockingBlobStore",
+    "DriverErrors",
     "PruneRule",
     "RewritableBlobStore",
     "check_writes_trace",
@@ -95,6 +97,36 @@ class PruneRule:
         return [info for info in candidates if info.created_at < cutoff]
 
 
+def _no_conflict(exc: BaseException) -> Literal["step", "id"] | None:
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).split("\n", 1)[0][:300]
+
+
+@dataclass(frozen=True, slots=True)
+class DriverErrors:
+    """A backend's table of its driver's exceptions, which the base class applies.
+
+    An exception of one of the ``failures`` types, raised by anything a call to the
+    backend does, becomes :class:`~flowpoint.errors.StorageError` (``describe``
+    gives the message; the driver's exception is the cause). On a save, one that
+    ``conflict`` names as a refusal of the one-winner rule (``"step"``: the trace's
+    step is taken, ``"id"``: the checkpoint id is) becomes
+    :class:`~flowpoint.errors.CheckpointConflict` instead. Other exceptions pass
+    unchanged. A backend that expects a driver exception as an answer (a
+    conditional write refused) catches that one where it makes the request.
+    """
+
+    failures: tuple[type[BaseException], ...]
+    conflict: Callable[[BaseException], Literal["step", "id"] | None] = _no_conflict
+    describe: Callable[[BaseException], str] = _first_line
+
+
+_NO_DRIVER = DriverErrors(failures=())
+
+
 class BlobCheckpointStore(abc.ABC):
     """Asynchronous storage of encoded checkpoints, indexed by trace and step.
 
@@ -110,7 +142,17 @@ class BlobCheckpointStore(abc.ABC):
     data raises :class:`~flowpoint.errors.CorruptCheckpoint`; a backend failure
     raises :class:`~flowpoint.errors.StorageError` with the driver's exception as
     its cause. No other exception escapes for any stored bytes.
+
+    After :meth:`close`, every method but ``close`` raises
+    :class:`~flowpoint.errors.StorageError` saying the store is closed, and does
+    nothing else; a call already running finishes.
+
+    How a backend's driver exceptions become these errors is declared once per
+    backend (:meth:`_driver_errors`, a :class:`DriverErrors` table) and applied
+    here, around every call to the backend.
     """
+
+    _closed: bool = False
 
     async def save(self, blob: CheckpointBlob) -> None:
         """Store ``blob`` durably; when this returns, the save survives a crash.
@@ -121,19 +163,22 @@ class BlobCheckpointStore(abc.ABC):
         concurrent writers of one ``(trace_id, step)``, in this process or another,
         exactly one succeeds.
         """
-        _check_blob("save", blob)
-        await self._save(blob)
+        with self._calling("save", blob=blob):
+            _check_blob("save", blob)
+            await self._save(blob)
 
     async def load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
         """The blob with this id, or ``None`` if there is none."""
-        return await self._load(coerce_checkpoint_id(checkpoint_id))
+        with self._calling("load"):
+            return await self._load(coerce_checkpoint_id(checkpoint_id))
 
     async def load_latest(self, trace_id: TraceId | str) -> CheckpointBlob | None:
         """The blob with the highest step in the trace, or ``None`` for an empty trace.
 
         "Latest" is the highest step, not the last write to arrive.
         """
-        return await self._load_latest(validate_trace_id(trace_id))
+        with self._calling("load_latest"):
+            return await self._load_latest(validate_trace_id(trace_id))
 
     async def history(
         self, trace_id: TraceId | str, limit: int = 50, before_step: int | None = None
@@ -143,13 +188,15 @@ class BlobCheckpointStore(abc.ABC):
         With ``before_step``, only steps below it: pass the last step of one page
         to get the next. An unknown trace gives an empty list.
         """
-        trace = validate_trace_id(trace_id)
-        check_history_args(limit, before_step)
-        return await self._history(trace, limit, before_step)
+        with self._calling("history"):
+            trace = validate_trace_id(trace_id)
+            check_history_args(limit, before_step)
+            return await self._history(trace, limit, before_step)
 
     async def traces(self) -> list[TraceId]:
         """Every trace that holds at least one checkpoint, sorted."""
-        return await self._traces()
+        with self._calling("traces"):
+            return await self._traces()
 
     async def iter_history(
         self, trace_id: TraceId | str, *, before_step: int | None = None
@@ -159,10 +206,15 @@ class BlobCheckpointStore(abc.ABC):
         Reads :data:`HISTORY_PAGE` headers per :meth:`history` call: this is how
         anything that walks a whole trace pages through it.
         """
-        trace = validate_trace_id(trace_id)
-        check_history_args(1, before_step)
+        with self._calling("history"):
+            trace = validate_trace_id(trace_id)
+            check_history_args(1, before_step)
         before = before_step
-        while page := await self._history(trace, HISTORY_PAGE, before):
+        while True:
+            with self._calling("history"):
+                page = await self._history(trace, HISTORY_PAGE, before)
+            if not page:
+                return
             for info in page:
                 yield info
             before = page[-1].step
@@ -177,16 +229,17 @@ class BlobCheckpointStore(abc.ABC):
         not start an id (not hex digits and dashes, or longer than 36 characters)
         raises ``ValueError``.
         """
-        wanted = prefix.lower() if isinstance(prefix, str) else prefix
-        if (
-            not isinstance(wanted, str)
-            or not 1 <= len(wanted) <= 36
-            or not set(wanted) <= _ID_CHARACTERS
-        ):
-            raise ValueError(f"not the start of a checkpoint id: {prefix!r:.60}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be an int >= 1, not {limit!r}")
-        return await self._ids_with_prefix(wanted, limit)
+        with self._calling("ids_with_prefix"):
+            wanted = prefix.lower() if isinstance(prefix, str) else prefix
+            if (
+                not isinstance(wanted, str)
+                or not 1 <= len(wanted) <= 36
+                or not set(wanted) <= _ID_CHARACTERS
+            ):
+                raise ValueError(f"not the start of a checkpoint id: {prefix!r:.60}")
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+            return await self._ids_with_prefix(wanted, limit)
 
     async def load_steps(
         self, trace_id: TraceId | str, first_step: int, last_step: int
@@ -197,13 +250,14 @@ class BlobCheckpointStore(abc.ABC):
         trace gives an empty list. This is how a checkpoint stored as changes gets
         the checkpoints before it in one call instead of one call each.
         """
-        trace = validate_trace_id(trace_id)
-        for name, value in (("first_step", first_step), ("last_step", last_step)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, not {value!r}")
-        if first_step > last_step:
-            return []
-        return await self._load_steps(trace, first_step, last_step)
+        with self._calling("load_steps"):
+            trace = validate_trace_id(trace_id)
+            for name, value in (("first_step", first_step), ("last_step", last_step)):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{name} must be an int >= 0, not {value!r}")
+            if first_step > last_step:
+                return []
+            return await self._load_steps(trace, first_step, last_step)
 
     async def save_writes(self, writes: Iterable[PendingWrite], *, overwrite: bool = False) -> int:
         """Save task writes against the checkpoint their task ran from; all or none.
@@ -224,22 +278,23 @@ class BlobCheckpointStore(abc.ABC):
         Deleting a checkpoint id (also one that is not stored), its trace, or pruning
         it deletes its writes.
         """
-        batch = list(writes)
-        if not batch:
-            return 0
-        first = batch[0]
-        for write in batch:
-            _check_write(write)
-            if (write.trace_id, write.checkpoint_id) != (first.trace_id, first.checkpoint_id):
-                raise ValueError(
-                    "one save_writes call takes the writes of one checkpoint: "
-                    f"{write.checkpoint_id} of {write.trace_id!r:.80} is not "
-                    f"{first.checkpoint_id} of {first.trace_id!r:.80}"
-                )
-        keys = {(write.task_id, write.index) for write in batch}
-        if len(keys) != len(batch):
-            raise ValueError("one save_writes call names a (task_id, index) twice")
-        return await self._save_writes(batch, overwrite=bool(overwrite))
+        with self._calling("save_writes"):
+            batch = list(writes)
+            if not batch:
+                return 0
+            first = batch[0]
+            for write in batch:
+                _check_write(write)
+                if (write.trace_id, write.checkpoint_id) != (first.trace_id, first.checkpoint_id):
+                    raise ValueError(
+                        "one save_writes call takes the writes of one checkpoint: "
+                        f"{write.checkpoint_id} of {write.trace_id!r:.80} is not "
+                        f"{first.checkpoint_id} of {first.trace_id!r:.80}"
+                    )
+            keys = {(write.task_id, write.index) for write in batch}
+            if len(keys) != len(batch):
+                raise ValueError("one save_writes call names a (task_id, index) twice")
+            return await self._save_writes(batch, overwrite=bool(overwrite))
 
     async def load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
         """The writes saved against the checkpoint, by task id, then index; ``[]`` if none.
@@ -247,7 +302,8 @@ class BlobCheckpointStore(abc.ABC):
         A damaged write record raises :class:`~flowpoint.errors.CorruptCheckpoint`
         naming the checkpoint.
         """
-        writes = await self._load_writes(coerce_checkpoint_id(checkpoint_id))
+        with self._calling("load_writes"):
+            writes = await self._load_writes(coerce_checkpoint_id(checkpoint_id))
         return sorted(writes, key=_write_key)
 
     async def delete(self, checkpoint_id: CheckpointId) -> bool:
@@ -256,7 +312,8 @@ class BlobCheckpointStore(abc.ABC):
         Deleting a trace's newest checkpoint makes the next one down the latest. The
         writes saved against the id go whether or not the checkpoint was stored.
         """
-        return await self._delete(coerce_checkpoint_id(checkpoint_id))
+        with self._calling("delete"):
+            return await self._delete(coerce_checkpoint_id(checkpoint_id))
 
     async def delete_many(self, checkpoint_ids: Iterable[CheckpointId]) -> int:
         """Delete these checkpoints and their writes; return how many checkpoints were there.
@@ -264,26 +321,70 @@ class BlobCheckpointStore(abc.ABC):
         Ids not stored are skipped. Backends that can delete in one transaction
         (and one durable commit) do so; the others delete one by one.
         """
-        wanted = list(dict.fromkeys(coerce_checkpoint_id(one) for one in checkpoint_ids))
-        if not wanted:
-            return 0
-        return await self._delete_many(wanted)
+        with self._calling("delete_many"):
+            wanted = list(dict.fromkeys(coerce_checkpoint_id(one) for one in checkpoint_ids))
+            if not wanted:
+                return 0
+            return await self._delete_many(wanted)
 
     async def delete_trace(self, trace_id: TraceId | str) -> int:
         """Delete every checkpoint of the trace (and every write) and return how many there were."""
-        return await self._delete_trace(validate_trace_id(trace_id))
+        with self._calling("delete_trace"):
+            return await self._delete_trace(validate_trace_id(trace_id))
 
     async def prune(self, trace_id: TraceId | str, rule: PruneRule) -> int:
         """Delete the checkpoints of the trace that ``rule`` selects, with their writes.
 
         Returns how many checkpoints were deleted.
         """
-        if not isinstance(rule, PruneRule):
-            raise TypeError(f"prune takes a PruneRule, not {type(rule).__name__}")
-        return await self._prune(validate_trace_id(trace_id), rule)
+        with self._calling("prune"):
+            if not isinstance(rule, PruneRule):
+                raise TypeError(f"prune takes a PruneRule, not {type(rule).__name__}")
+            return await self._prune(validate_trace_id(trace_id), rule)
 
-    async def close(self) -> None:  # noqa: B027 - a store that holds nothing has nothing to close
-        """Release what the store opened. Closing twice is harmless."""
+    async def close(self) -> None:
+        """Release what the store opened; then every other call is refused. Twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._driver_boundary("close"):
+            await self._close()
+
+    @contextlib.contextmanager
+    def _calling(self, action: str, *, blob: CheckpointBlob | None = None) -> Iterator[None]:
+        """Refuse the call if the store is closed; map driver errors raised inside it.
+
+        ``blob`` is the checkpoint a save stores: a conflict the driver reports
+        becomes its :class:`~flowpoint.errors.CheckpointConflict`.
+        """
+        if self._closed:
+            raise StorageError(f"{self!r} is closed: {action} refused")
+        with self._driver_boundary(action, blob):
+            yield
+
+    @contextlib.contextmanager
+    def _driver_boundary(self, action: str, blob: CheckpointBlob | None = None) -> Iterator[None]:
+        """Where a driver's exception becomes a flowpoint error (see :class:`DriverErrors`)."""
+        try:
+            yield
+        except CheckpointStoreError:
+            raise
+        except Exception as exc:
+            table = self._driver_errors()
+            if not isinstance(exc, table.failures):
+                raise  # not the driver's: a bug, or an argument refused
+            refused = table.conflict(exc) if blob is not None else None
+            if blob is not None and refused is not None:
+                detail = f"checkpoint id {blob.checkpoint_id} exists" if refused == "id" else None
+                raise CheckpointConflict(blob.trace_id, blob.step, detail) from exc
+            raise StorageError(f"{self!r}: {action} failed: {table.describe(exc)}") from exc
+
+    def _driver_errors(self) -> DriverErrors:
+        """The backend's table of driver exceptions; a store without a driver has none."""
+        return _NO_DRIVER
+
+    async def _close(self) -> None:  # noqa: B027 - a store that holds nothing has nothing to close
+        """Release what the backend opened; called once, by :meth:`close`."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -392,8 +493,9 @@ class RewritableBlobStore(BlobCheckpointStore):
         is: a reader sees the old data or the new, never a mix, and when this
         returns the new data survives a crash.
         """
-        _check_blob("rewrite", blob)
-        return await self._rewrite(blob)
+        with self._calling("rewrite"):
+            _check_blob("rewrite", blob)
+            return await self._rewrite(blob)
 
     @abc.abstractmethod
     async def _rewrite(self, blob: CheckpointBlob) -> bool: ...

@@ -43,6 +43,7 @@ from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     BlockingBlobStore,
+    DriverErrors,
     RewritableBlobStore,
     check_writes_trace,
     different_header,
@@ -72,6 +73,9 @@ _MKDIR_ATTEMPTS = 8
 # On macOS fsync() leaves the data in the drive's cache; F_FULLFSYNC flushes it.
 _FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)
 
+
+# The file system's errors are the driver's.
+_DRIVER_ERRORS = DriverErrors(failures=(OSError,), describe=str)
 
 _RECORDS = RecordFormat(b"FPFILE1\n", RecordHeader)
 _WRITES = RecordFormat(b"FPWRIT1\n", WritesHeader)
@@ -123,53 +127,45 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._root!r})"
 
+    def _driver_errors(self) -> DriverErrors:
+        return _DRIVER_ERRORS
+
     # The async interface: each method runs its blocking twin in a thread.
 
     async def _save(self, blob: CheckpointBlob) -> None:
-        with _storage_errors("save"):
-            await self._blocking(self._save_sync, blob)
+        await self._blocking(self._save_sync, blob)
 
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
-        with _storage_errors("load"):
-            return await self._blocking(self._load_sync, checkpoint_id)
+        return await self._blocking(self._load_sync, checkpoint_id)
 
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
-        with _storage_errors("load_latest"):
-            return await self._blocking(self._load_latest_sync, trace_id)
+        return await self._blocking(self._load_latest_sync, trace_id)
 
     async def _history(
         self, trace_id: TraceId, limit: int, before_step: int | None
     ) -> list[CheckpointInfo]:
-        with _storage_errors("history"):
-            return await self._blocking(self._history_sync, trace_id, limit, before_step)
+        return await self._blocking(self._history_sync, trace_id, limit, before_step)
 
     async def _traces(self) -> list[TraceId]:
-        with _storage_errors("traces"):
-            return await self._blocking(self._traces_sync)
+        return await self._blocking(self._traces_sync)
 
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
-        with _storage_errors("delete"):
-            return await self._blocking(self._delete_sync, checkpoint_id)
+        return await self._blocking(self._delete_sync, checkpoint_id)
 
     async def _delete_trace(self, trace_id: TraceId) -> int:
-        with _storage_errors("delete_trace"):
-            return await self._blocking(self._delete_trace_sync, trace_id)
+        return await self._blocking(self._delete_trace_sync, trace_id)
 
     async def _rewrite(self, blob: CheckpointBlob) -> bool:
-        with _storage_errors("rewrite"):
-            return await self._blocking(self._rewrite_sync, blob)
+        return await self._blocking(self._rewrite_sync, blob)
 
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
-        with _storage_errors("save_writes"):
-            return await self._blocking(self._save_writes_sync, writes, overwrite)
+        return await self._blocking(self._save_writes_sync, writes, overwrite)
 
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
-        with _storage_errors("load_writes"):
-            return await self._blocking(self._load_writes_sync, checkpoint_id)
+        return await self._blocking(self._load_writes_sync, checkpoint_id)
 
     async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
-        with _storage_errors("ids_with_prefix"):
-            return await self._blocking(self._ids_with_prefix_sync, prefix, limit)
+        return await self._blocking(self._ids_with_prefix_sync, prefix, limit)
 
     # Blocking implementations.
 
@@ -647,15 +643,6 @@ def _locked(path: str) -> Iterator[IO[bytes] | None]:
         file.close()  # replaced while we waited for the lock: lock the new file
     with file:
         yield file
-
-
-@contextlib.contextmanager
-def _storage_errors(action: str) -> Iterator[None]:
-    """Turn a failed file system call into :class:`StorageError`, the OS error its cause."""
-    try:
-        yield
-    except OSError as exc:
-        raise StorageError(f"file store: {action} failed: {exc}") from exc
 
 
 def _step_file(step: int) -> str:

@@ -45,10 +45,10 @@ import asyncio
 import contextlib
 import re
 import select
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
 
@@ -57,12 +57,12 @@ from typing_extensions import TypeIs, override
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite, validate_metadata
 from flowpoint.errors import (
-    CheckpointConflict,
     CorruptCheckpoint,
     StorageError,
 )
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
+    DriverErrors,
     PruneRule,
     RewritableBlobStore,
     check_writes_trace,
@@ -369,7 +369,6 @@ class PostgresBlobStore(RewritableBlobStore):
         self._migrate = migrate
         self._migrated = False
         self._setup_lock = asyncio.Lock()  # binds to no loop until contended
-        self._closed = False
         self._owns_pool = False
         self._label = f"pool {getattr(pool, 'name', '?')!r}"
         self._pool_loop: asyncio.AbstractEventLoop | None = None
@@ -447,33 +446,37 @@ class PostgresBlobStore(RewritableBlobStore):
         :class:`~flowpoint.errors.StorageError` for a database migrated by a newer
         flowpoint, and on every call after that (nothing is cached).
         """
-        async with self._setup_lock:
-            if self._closed:
-                raise StorageError(f"{self!r} is closed")
-            if self._migrated:
-                return
-            with self._driver_errors("setup"):
+        with self._calling("setup"):
+            async with self._setup_lock:
+                if self._migrated:
+                    return
                 pool = await self._open_pool()
                 async with pool.connection() as conn:
                     await _migrate(conn, self._sql)
-            self._migrated = True
+                self._migrated = True
 
     @override
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
         if not self._owns_pool:
             return
         loop = self._pool_loop
-        with self._driver_errors("close"):
-            if loop is None or loop is asyncio.get_running_loop():
-                await self._pool.close()
-            elif loop.is_running():
-                # Opened on another thread's loop (the blocking facade's): close it there.
-                await asyncio.wrap_future(
-                    asyncio.run_coroutine_threadsafe(self._pool.close(), loop)
-                )
+        if loop is None or loop is asyncio.get_running_loop():
+            await self._pool.close()
+        elif loop.is_running():
+            # Opened on another thread's loop (the blocking facade's): close it there.
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._pool.close(), loop))
+
+    @override
+    def _driver_errors(self) -> DriverErrors:
+        import psycopg
+
+        def conflict(exc: BaseException) -> Literal["step", "id"] | None:
+            if not isinstance(exc, psycopg.errors.UniqueViolation):
+                return None
+            return "id" if exc.diag.constraint_name == self._sql.pkey else "step"
+
+        # The pool's errors (PoolTimeout...) are psycopg's too.
+        return DriverErrors(failures=(psycopg.Error,), conflict=conflict, describe=str)
 
     # -- the interface -------------------------------------------------------------------
 
@@ -491,7 +494,7 @@ class PostgresBlobStore(RewritableBlobStore):
             len(blob.data),
             blob.data,
         )
-        async with self._connection("save", blob) as conn:
+        async with self._connection() as conn:
             await conn.execute(self._sql.insert, params)
 
     @override
@@ -511,7 +514,7 @@ class PostgresBlobStore(RewritableBlobStore):
             blob.current_node,
             _encode_metadata(blob.metadata),
         )
-        async with self._connection("rewrite") as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(self._sql.rewrite, params)
             if cursor.rowcount > 0:
                 return True
@@ -532,12 +535,12 @@ class PostgresBlobStore(RewritableBlobStore):
 
     @override
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
-        rows = await self._fetch("load", self._sql.load, (checkpoint_id,))
+        rows = await self._fetch(self._sql.load, (checkpoint_id,))
         return _blob_from_row(rows[0]) if rows else None
 
     @override
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
-        rows = await self._fetch("load_latest", self._sql.latest, (trace_id,))
+        rows = await self._fetch(self._sql.latest, (trace_id,))
         return _blob_from_row(rows[0]) if rows else None
 
     @override
@@ -545,10 +548,10 @@ class PostgresBlobStore(RewritableBlobStore):
         self, trace_id: TraceId, limit: int, before_step: int | None
     ) -> list[CheckpointInfo]:
         if before_step is None:
-            rows = await self._fetch("history", self._sql.history, (trace_id, limit))
+            rows = await self._fetch(self._sql.history, (trace_id, limit))
         else:
             query = self._sql.history_before
-            rows = await self._fetch("history", query, (trace_id, before_step, limit))
+            rows = await self._fetch(query, (trace_id, before_step, limit))
         return [_info_from_row(row) for row in rows]
 
     @override
@@ -559,12 +562,12 @@ class PostgresBlobStore(RewritableBlobStore):
             return []  # no bigint step is that high
         # Bounds within bigint keep the comparison on the (trace_id, step) index.
         params = (trace_id, first_step, min(last_step, _INT64_MAX))
-        rows = await self._fetch("load_steps", self._sql.steps, params)
+        rows = await self._fetch(self._sql.steps, params)
         return [_blob_from_row(row) for row in rows]
 
     @override
     async def _traces(self) -> list[TraceId]:
-        rows = await self._fetch("traces", self._sql.traces, ())
+        rows = await self._fetch(self._sql.traces, ())
         return [trace_from_text(row[0]) for row in rows]
 
     @override
@@ -574,10 +577,10 @@ class PostgresBlobStore(RewritableBlobStore):
             return []
         low, high = bounds
         if high is None:
-            rows = await self._fetch("ids_with_prefix", self._sql.ids_from, (low, limit))
+            rows = await self._fetch(self._sql.ids_from, (low, limit))
         else:
             query = self._sql.ids_between
-            rows = await self._fetch("ids_with_prefix", query, (low, high, limit))
+            rows = await self._fetch(query, (low, high, limit))
         return [CheckpointId(row[0]) for row in rows]
 
     @override
@@ -593,7 +596,7 @@ class PostgresBlobStore(RewritableBlobStore):
             [write.index for write in writes],
             [bytes(write.data) for write in writes],
         )
-        async with self._connection("save_writes") as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(_LOCK_WRITES_SQL, _writes_lock_key(first.checkpoint_id))
             cursor = await conn.execute(self._sql.writes_trace, (first.checkpoint_id,))
             stored = await cursor.fetchone()
@@ -604,7 +607,7 @@ class PostgresBlobStore(RewritableBlobStore):
 
     @override
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
-        rows = await self._fetch("load_writes", self._sql.load_writes, (checkpoint_id,))
+        rows = await self._fetch(self._sql.load_writes, (checkpoint_id,))
         return [write_from_columns(checkpoint_id, *row) for row in rows]
 
     @override
@@ -614,12 +617,12 @@ class PostgresBlobStore(RewritableBlobStore):
     @override
     async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
         params = {"ids": checkpoint_ids}
-        return await self._modify("delete_many", self._sql.delete_many, params)
+        return await self._modify(self._sql.delete_many, params)
 
     @override
     async def _delete_trace(self, trace_id: TraceId) -> int:
         params = {"trace": trace_id}
-        return await self._modify("delete_trace", self._sql.delete_trace, params)
+        return await self._modify(self._sql.delete_trace, params)
 
     @override
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
@@ -632,52 +635,47 @@ class PostgresBlobStore(RewritableBlobStore):
             query += self._sql.prune_cutoff
             params["cutoff"] = rule.cutoff
         statement = self._sql.prune_with_writes.replace("{prune}", query)
-        rows = await self._fetch("prune", statement, params)
+        rows = await self._fetch(statement, params)
         return int(rows[0][0])
 
     # -- connections -----------------------------------------------------------------------
 
     async def _fetch(
-        self, action: str, query: str, params: Sequence[object] | Mapping[str, object]
+        self, query: str, params: Sequence[object] | Mapping[str, object]
     ) -> list[_Row]:
         from psycopg.rows import tuple_row
 
         # Binary results: bytea arrives as raw bytes, not as hex text to decode.
-        async with self._connection(action) as conn:
+        async with self._connection() as conn:
             cursor = conn.cursor(binary=True, row_factory=tuple_row)
             await cursor.execute(query, params)
             return await cursor.fetchall()
 
-    async def _modify(
-        self, action: str, query: str, params: Sequence[object] | Mapping[str, object]
-    ) -> int:
-        async with self._connection(action) as conn:
+    async def _modify(self, query: str, params: Sequence[object] | Mapping[str, object]) -> int:
+        async with self._connection() as conn:
             cursor = await conn.execute(query, params)
             return cursor.rowcount
 
     @contextlib.asynccontextmanager
-    async def _connection(
-        self, action: str, blob: CheckpointBlob | None = None
-    ) -> AsyncIterator[_Connection]:
-        """A pooled connection for one statement (or one transaction), inside the error boundary.
+    async def _connection(self) -> AsyncIterator[_Connection]:
+        """A pooled connection for one statement (or one transaction).
 
         Outside autocommit mode (an application's pool) the statement gets its
         own transaction, committed when the block ends.
         """
-        with self._driver_errors(action, blob):
-            if self._migrate and not self._migrated:
-                await self.setup()
-            pool = await self._open_pool()
-            await self._take_slot(pool)
-            try:
-                async with pool.connection() as conn:
-                    if conn.autocommit:
+        if self._migrate and not self._migrated:
+            await self.setup()
+        pool = await self._open_pool()
+        await self._take_slot(pool)
+        try:
+            async with pool.connection() as conn:
+                if conn.autocommit:
+                    yield conn
+                else:
+                    async with conn.transaction():
                         yield conn
-                    else:
-                        async with conn.transaction():
-                            yield conn
-            finally:
-                self._slots.release()
+        finally:
+            self._slots.release()
 
     async def _take_slot(self, pool: _Pool) -> None:
         """Wait, up to the pool's timeout, until fewer than ``max_size`` calls run.
@@ -698,8 +696,6 @@ class PostgresBlobStore(RewritableBlobStore):
             raise PoolTimeout(f"couldn't get a connection after {pool.timeout:.2f} sec") from None
 
     async def _open_pool(self) -> _Pool:
-        if self._closed:
-            raise StorageError(f"{self!r} is closed")
         if not self._owns_pool:
             return self._pool
         loop = asyncio.get_running_loop()
@@ -715,27 +711,6 @@ class PostgresBlobStore(RewritableBlobStore):
                 "belongs to that loop (open one store per event loop)"
             )
         return self._pool
-
-    @contextlib.contextmanager
-    def _driver_errors(self, action: str, blob: CheckpointBlob | None = None) -> Iterator[None]:
-        """The error boundary around every driver call.
-
-        A unique violation of a save is a :class:`CheckpointConflict`; every other
-        driver error is a :class:`StorageError` with the driver's error as cause.
-        """
-        import psycopg
-
-        try:
-            yield
-        except psycopg.errors.UniqueViolation as exc:
-            if blob is None:
-                raise StorageError(f"PostgreSQL {self._label}: {action} failed: {exc}") from exc
-            detail = None
-            if exc.diag.constraint_name == self._sql.pkey:
-                detail = f"checkpoint id {blob.checkpoint_id} exists"
-            raise CheckpointConflict(blob.trace_id, blob.step, detail) from exc
-        except psycopg.Error as exc:  # the pool's errors (PoolTimeout...) are psycopg's too
-            raise StorageError(f"PostgreSQL {self._label}: {action} failed: {exc}") from exc
 
 
 # -- setup -------------------------------------------------------------------------------

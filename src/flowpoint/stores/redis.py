@@ -51,8 +51,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -72,6 +71,7 @@ from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, InvalidTrace
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 from flowpoint.stores import _redis_scripts as scripts
 from flowpoint.stores.base import (
+    DriverErrors,
     PruneRule,
     RewritableBlobStore,
     check_writes_trace,
@@ -169,14 +169,10 @@ class RedisBlobStore(RewritableBlobStore):
             raise ValueError(f"prefix must be a non-empty str, not {prefix!r}")
         self._client: Redis = client
         self._owns_client = False
-        self._closed = False
         self._prefix = prefix
         self._ttl_ms = _ttl_ms(trace_ttl)
         self._index_key = f"{prefix}traces"
-        self._driver_errors: tuple[type[BaseException], ...] = (
-            redis.exceptions.RedisError,
-            OSError,
-        )
+        self._errors = DriverErrors(failures=(redis.exceptions.RedisError, OSError))
         self._scripts: dict[str, AsyncScript] = {
             action: client.register_script(scripts.PRELUDE + source)
             for action, source in (
@@ -221,13 +217,13 @@ class RedisBlobStore(RewritableBlobStore):
         return f"{type(self).__name__}({where!r}, prefix={self._prefix!r})"
 
     @override
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
         if self._owns_client:
-            with self._errors("close"):
-                await self._client.aclose()
+            await self._client.aclose()
+
+    @override
+    def _driver_errors(self) -> DriverErrors:
+        return self._errors
 
     # -- keys -------------------------------------------------------------------------
 
@@ -304,12 +300,11 @@ class RedisBlobStore(RewritableBlobStore):
 
     @override
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
-        client = self._open_client()
-        with self._errors("load"):
-            # redis-py leaves execute_command unannotated; HMGET replies a list.
-            values = await client.execute_command(  # type: ignore[no-untyped-call]
-                "HMGET", self._cp_key(checkpoint_id), *_BLOB_FIELDS
-            )
+        client = self._client
+        # redis-py leaves execute_command unannotated; HMGET replies a list.
+        values = await client.execute_command(  # type: ignore[no-untyped-call]
+            "HMGET", self._cp_key(checkpoint_id), *_BLOB_FIELDS
+        )
         if not isinstance(values, list) or len(values) != len(_BLOB_FIELDS):
             raise StorageError(f"Redis load: unexpected reply {values!r:.60}")
         if all(value is None for value in values):
@@ -363,20 +358,19 @@ class RedisBlobStore(RewritableBlobStore):
         # steps, as a save's check of its step), then every hash in one round trip.
         low = f"[{first_step:0{_STEP_WIDTH}d}:"
         high = f"({min(last_step, _INT64_MAX):0{_STEP_WIDTH}d};"
-        client = self._open_client()
-        with self._errors("load_steps"):
-            members = await client.execute_command(  # type: ignore[no-untyped-call]
-                "ZRANGE", self._trace_key(trace_id), low, high, "BYLEX"
-            )
-            if not isinstance(members, list):
-                raise StorageError(f"Redis load_steps: unexpected reply {members!r:.60}")
-            listed = [_parse_member(member) for member in members]
-            if not listed:
-                return []
-            async with client.pipeline(transaction=False) as pipe:
-                for checkpoint_id, _ in listed:
-                    pipe.execute_command("HMGET", self._cp_key(checkpoint_id), *_BLOB_FIELDS)
-                replies = await pipe.execute()
+        client = self._client
+        members = await client.execute_command(  # type: ignore[no-untyped-call]
+            "ZRANGE", self._trace_key(trace_id), low, high, "BYLEX"
+        )
+        if not isinstance(members, list):
+            raise StorageError(f"Redis load_steps: unexpected reply {members!r:.60}")
+        listed = [_parse_member(member) for member in members]
+        if not listed:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for checkpoint_id, _ in listed:
+                pipe.execute_command("HMGET", self._cp_key(checkpoint_id), *_BLOB_FIELDS)
+            replies = await pipe.execute()
         blobs = []
         for (checkpoint_id, step), values in zip(listed, replies, strict=True):
             if not isinstance(values, list) or len(values) != len(_BLOB_FIELDS):
@@ -417,16 +411,14 @@ class RedisBlobStore(RewritableBlobStore):
             args += [_write_field(write.task_id, write.index), bytes(write.data)]
         saved = await self._run("save_writes", keys, args)
         if saved == _OTHER_TRACE:
-            with self._errors("save_writes"):
-                stored = await self._open_client().hget(keys[0], "trace")
+            stored = await self._client.hget(keys[0], "trace")
             check_writes_trace(first, _text(stored))
         return _count(saved, "save_writes")
 
     @override
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
-        client = self._open_client()
-        with self._errors("load_writes"):
-            fields = await client.hgetall(self._writes_key(checkpoint_id))
+        client = self._client
+        fields = await client.hgetall(self._writes_key(checkpoint_id))
         if not isinstance(fields, dict):
             raise StorageError(f"Redis load_writes: unexpected reply {fields!r:.60}")
         return _writes_from(checkpoint_id, fields)
@@ -458,14 +450,13 @@ class RedisBlobStore(RewritableBlobStore):
     @override
     async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
         # The delete script once per checkpoint (each atomic), all in one round trip.
-        client = self._open_client()
+        client = self._client
         script = self._scripts["delete"]
-        with self._errors("delete_many"):
-            async with client.pipeline(transaction=False) as pipe:
-                for checkpoint_id in checkpoint_ids:
-                    keys = [self._cp_key(checkpoint_id), self._index_key]
-                    await script(keys=keys, args=[self._prefix, checkpoint_id.hex], client=pipe)
-                replies = await pipe.execute()
+        async with client.pipeline(transaction=False) as pipe:
+            for checkpoint_id in checkpoint_ids:
+                keys = [self._cp_key(checkpoint_id), self._index_key]
+                await script(keys=keys, args=[self._prefix, checkpoint_id.hex], client=pipe)
+            replies = await pipe.execute()
         return sum(_count(reply, "delete_many") for reply in replies)
 
     @override
@@ -484,24 +475,9 @@ class RedisBlobStore(RewritableBlobStore):
 
     # -- the driver -------------------------------------------------------------------
 
-    def _open_client(self) -> Redis:
-        if self._closed:
-            raise StorageError(f"{self!r} is closed")
-        return self._client
-
     async def _run(self, action: str, keys: list[str], args: Sequence[str | bytes | int]) -> Any:
         """Run the script of ``action`` (EVALSHA, loading it first if the server lacks it)."""
-        client = self._open_client()
-        with self._errors(action):
-            return await self._scripts[action](keys=keys, args=args, client=client)
-
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """The error boundary: every driver or network error becomes a StorageError."""
-        try:
-            yield
-        except self._driver_errors as exc:
-            raise StorageError(f"Redis {action} failed: {exc}") from exc
+        return await self._scripts[action](keys=keys, args=args, client=self._client)
 
 
 # -- URLs -------------------------------------------------------------------------------

@@ -47,11 +47,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import random
 import re
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Iterator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -62,6 +63,7 @@ from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 from flowpoint.stores.base import (
+    DriverErrors,
     PruneRule,
     RewritableBlobStore,
     check_writes_trace,
@@ -231,7 +233,7 @@ class S3BlobStore(RewritableBlobStore):
             import obstore  # noqa: F401 - only to fail early without the driver
         except ImportError as exc:
             raise missing_driver("s3", exc) from None
-        self._store: ObjectStore | None = store
+        self._store: ObjectStore = store
         self._description = repr(store)
 
     @classmethod
@@ -274,23 +276,23 @@ class S3BlobStore(RewritableBlobStore):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._description})"
 
-    async def close(self) -> None:
-        """Refuse further calls; the obstore store itself has nothing to close."""
-        if self._store is None:
-            return
-        self._store = None
+    async def _close(self) -> None:
+        """The obstore store itself has nothing to close."""
         # obstore 0.12 (pyo3-async-runtimes) resolves a future from a tokio thread that
         # then waits for the GIL once more; if the interpreter is finalizing by then,
         # CPython ends that thread and the process aborts (SIGABRT). Releasing the GIL
         # for a moment lets the thread finish before a typical `asyncio.run` returns.
         await asyncio.sleep(0.01)
 
+    def _driver_errors(self) -> DriverErrors:
+        return _driver_error_table()
+
     # The interface.
 
     async def _save(self, blob: CheckpointBlob) -> None:
         import obstore
 
-        store = self._opened()
+        store = self._store
         segment = trace_segment(blob.trace_id)
         key = _checkpoint_key(segment, blob.step)
         id_key = _id_key(blob.checkpoint_id)
@@ -311,8 +313,7 @@ class S3BlobStore(RewritableBlobStore):
         if found is not None and found[0].writer == writer:
             return  # our own PUT, retried after its response was lost
         # Nothing of ours is stored under the step: release the id.
-        with _storage_errors("save"):
-            await obstore.delete_async(store, id_key)
+        await obstore.delete_async(store, id_key)
         raise CheckpointConflict(blob.trace_id, blob.step)
 
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
@@ -386,9 +387,8 @@ class S3BlobStore(RewritableBlobStore):
     async def _traces(self) -> list[TraceId]:
         import obstore
 
-        store = self._opened()
-        with _storage_errors("traces"):
-            listed = await obstore.list_with_delimiter_async(store, _TRACES)
+        store = self._store
+        listed = await obstore.list_with_delimiter_async(store, _TRACES)
         segments = [
             prefix[len(_TRACES) :].rstrip("/")
             for prefix in listed["common_prefixes"]
@@ -540,10 +540,9 @@ class S3BlobStore(RewritableBlobStore):
         else:
             if found is None or found[0].checkpoint_id != checkpoint_id:
                 return False
-        store = self._opened()
-        with _storage_errors("delete"):
-            await obstore.delete_async(store, key)
-            await obstore.delete_async(store, _id_key(checkpoint_id))
+        store = self._store
+        await obstore.delete_async(store, key)
+        await obstore.delete_async(store, _id_key(checkpoint_id))
         return True
 
     async def _rewrite(self, blob: CheckpointBlob) -> bool:
@@ -622,24 +621,15 @@ class S3BlobStore(RewritableBlobStore):
 
     # Requests, each inside the error boundary.
 
-    def _opened(self) -> ObjectStore:
-        if self._store is None:
-            raise StorageError("S3 store: the store is closed")
-        return self._store
-
     async def _create(self, key: str, body: bytes) -> bool:
         """PUT ``body`` if ``key`` does not exist; ``False`` if it does."""
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
-        store = self._opened()
         try:
-            with _storage_errors("save"):
-                await obstore.put_async(store, key, body, mode="create")
-        except StorageError as exc:
-            if isinstance(exc.__cause__, AlreadyExistsError | PreconditionError):
-                return False
-            raise
+            await obstore.put_async(self._store, key, body, mode="create")
+        except (AlreadyExistsError, PreconditionError):
+            return False
         return True
 
     async def _replace(self, key: str, body: bytes, e_tag: str) -> bool:
@@ -647,17 +637,12 @@ class S3BlobStore(RewritableBlobStore):
         import obstore
         from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
 
-        store = self._opened()
         try:
-            with _storage_errors("rewrite"):
-                await obstore.put_async(store, key, body, mode={"e_tag": e_tag})
-        except StorageError as exc:
+            await obstore.put_async(self._store, key, body, mode={"e_tag": e_tag})
+        except (AlreadyExistsError, NotFoundError, PreconditionError, FileNotFoundError):
             # S3 answers 412 for another ETag and 404 for a missing key; obstore reports
             # both (and a 409 of concurrent conditional writes) as a failed precondition.
-            refused = AlreadyExistsError | NotFoundError | PreconditionError | FileNotFoundError
-            if isinstance(exc.__cause__, refused):
-                return False
-            raise
+            return False
         return True
 
     async def _get(self, key: str) -> bytes | None:
@@ -669,36 +654,33 @@ class S3BlobStore(RewritableBlobStore):
         """The whole object and its ETag, or ``None`` if there is none."""
         import obstore
 
-        store = self._opened()
-        with _storage_errors("get"):
-            try:
-                result = await obstore.get_async(store, key)
-                return bytes(await result.bytes_async()), result.meta["e_tag"]
-            except FileNotFoundError:
-                return None
+        store = self._store
+        try:
+            result = await obstore.get_async(store, key)
+            return bytes(await result.bytes_async()), result.meta["e_tag"]
+        except FileNotFoundError:
+            return None
 
     async def _get_range(self, key: str, start: int, end: int) -> tuple[bytes, int] | None:
         """Bytes ``start:end`` of the object and its whole size, or ``None`` if absent."""
         import obstore
 
-        store = self._opened()
-        with _storage_errors("get"):
-            try:
-                result = await obstore.get_async(store, key, options={"range": (start, end)})
-                return bytes(await result.bytes_async()), result.meta["size"]
-            except FileNotFoundError:
-                return None
+        store = self._store
+        try:
+            result = await obstore.get_async(store, key, options={"range": (start, end)})
+            return bytes(await result.bytes_async()), result.meta["size"]
+        except FileNotFoundError:
+            return None
 
     async def _size(self, key: str) -> int | None:
         """The object's size, or ``None`` if there is none."""
         import obstore
 
-        store = self._opened()
-        with _storage_errors("head"):
-            try:
-                return (await obstore.head_async(store, key))["size"]
-            except FileNotFoundError:
-                return None
+        store = self._store
+        try:
+            return (await obstore.head_async(store, key))["size"]
+        except FileNotFoundError:
+            return None
 
     async def _listing(
         self, segment: str, offset: str | None, chunk: int
@@ -706,15 +688,14 @@ class S3BlobStore(RewritableBlobStore):
         """The trace's checkpoint keys in key order (newest first), in batches."""
         import obstore
 
-        store = self._opened()
+        store = self._store
         prefix = f"{_TRACES}{segment}/"
         stream = obstore.list(store, prefix, offset=offset, chunk_size=chunk)
         while True:
-            with _storage_errors("list"):
-                try:
-                    metas = await anext(stream)
-                except StopAsyncIteration:
-                    return
+            try:
+                metas = await anext(stream)
+            except StopAsyncIteration:
+                return
             batch: list[_Listed] = []
             for meta in metas:
                 parsed = _parse_key(meta["path"])
@@ -731,17 +712,16 @@ class S3BlobStore(RewritableBlobStore):
         """
         import obstore
 
-        store = self._opened()
+        store = self._store
         found: list[tuple[str, int]] = []
         # No key equals the offset (ours end in whole ids or names), so none is skipped.
         offset = prefix + start if start else None
         stream = obstore.list(store, prefix, offset=offset, chunk_size=1000)
         while True:
-            with _storage_errors("list"):
-                try:
-                    metas = await anext(stream)
-                except StopAsyncIteration:
-                    return found
+            try:
+                metas = await anext(stream)
+            except StopAsyncIteration:
+                return found
             for meta in metas:
                 if not meta["path"].startswith(prefix + start):
                     return found
@@ -797,12 +777,11 @@ class S3BlobStore(RewritableBlobStore):
         """Delete records, then their id indexes (bulk requests)."""
         import obstore
 
-        store = self._opened()
-        with _storage_errors("delete"):
-            if keys:
-                await obstore.delete_async(store, keys)
-            if id_keys:
-                await obstore.delete_async(store, id_keys)
+        store = self._store
+        if keys:
+            await obstore.delete_async(store, keys)
+        if id_keys:
+            await obstore.delete_async(store, id_keys)
 
     # Reading records.
 
@@ -895,17 +874,12 @@ async def _bounded(calls: list[Awaitable[_T]]) -> list[_T]:
     return list(await asyncio.gather(*(run(call) for call in calls)))
 
 
-@contextlib.contextmanager
-def _storage_errors(action: str) -> Iterator[None]:
-    """Turn an obstore error into :class:`StorageError`, the obstore error its cause."""
+@functools.cache
+def _driver_error_table() -> DriverErrors:
     from obstore.exceptions import BaseError
 
-    try:
-        yield
-    except (BaseError, OSError, ValueError) as exc:
-        # obstore's first line names the request (method, URL, status); never credentials.
-        summary = str(exc).split("\n", 1)[0][:300]
-        raise StorageError(f"S3 store: {action} failed: {summary}") from exc
+    # obstore's first line names the request (method, URL, status); never credentials.
+    return DriverErrors(failures=(BaseError, OSError))
 
 
 # The record format.

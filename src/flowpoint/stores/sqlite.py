@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import math
 import os
 import sqlite3
@@ -46,14 +45,13 @@ from flowpoint.blob import (
     validate_metadata,
 )
 from flowpoint.errors import (
-    CheckpointConflict,
-    CheckpointStoreError,
     CorruptCheckpoint,
     StorageError,
 )
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     BlockingBlobStore,
+    DriverErrors,
     PruneRule,
     RewritableBlobStore,
     check_writes_trace,
@@ -221,7 +219,7 @@ class _NewRow(NamedTuple):
 
 class _PendingSave(NamedTuple):
     row: _NewRow
-    outcome: asyncio.Future[CheckpointStoreError | None]
+    outcome: asyncio.Future[Exception | None]
     loop: asyncio.AbstractEventLoop
 
 
@@ -270,25 +268,24 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         self._worker_threads: ThreadPoolExecutor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="flowpoint-sqlite"
         )
-        self._insert_rows = functools.partial(_insert_rows, self._path)
         # Saves waiting for the store's thread (group commit):
         self._queue_lock = threading.Lock()
         self._queue: list[_PendingSave] = []
         self._flush_scheduled = False
-        self._closing = False  # close() was called: accept no new calls
         # Touched only while holding the lock:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._closed = False  # the connection was closed: never open it again
+        self._disconnected = False  # the connection was closed: never open it again
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, durability={self._durability!r})"
 
     @override
-    async def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
+    def _driver_errors(self) -> DriverErrors:
+        return _DRIVER_ERRORS
+
+    @override
+    async def _close(self) -> None:
         try:
             # Calls submitted before this one finish first: the thread serves in order.
             await self._blocking(self._disconnect)
@@ -301,21 +298,20 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
     @override
     async def _save(self, blob: CheckpointBlob) -> None:
         row = _new_row(blob)
-        if self._closing:
-            raise StorageError(f"{self!r} is closed")
         if in_caller_thread():
-            [outcome] = self._call("save", self._insert_rows, [row])
+            [outcome] = self._call(_insert_rows, [row])
         else:
             outcome = await self._enqueue_save(row)
         if outcome is not None:
             raise outcome
 
-    async def _enqueue_save(self, row: _NewRow) -> CheckpointStoreError | None:
+    async def _enqueue_save(self, row: _NewRow) -> Exception | None:
         """Queue a save for the store's thread and wait until it is committed.
 
         Saves queued while the thread is busy are committed together, in one
         transaction and one fsync (group commit); each save's own conflict still
-        reaches only its caller.
+        reaches only its caller. Returns the error the save met, to raise in the
+        caller's call.
         """
         loop = asyncio.get_running_loop()
         pending = _PendingSave(row, loop.create_future(), loop)
@@ -328,7 +324,7 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
                     self._queue.remove(pending)
                     raise StorageError(f"{self!r} cannot save: {exc}") from exc
                 self._flush_scheduled = True
-        outcome: CheckpointStoreError | None = await pending.outcome
+        outcome: Exception | None = await pending.outcome
         return outcome
 
     def _flush(self) -> None:
@@ -336,10 +332,10 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         with self._queue_lock:
             batch, self._queue = self._queue, []
             self._flush_scheduled = False
-        outcomes: list[CheckpointStoreError | None]
+        outcomes: list[Exception | None]
         try:
-            outcomes = self._call("save", self._insert_rows, [p.row for p in batch])
-        except CheckpointStoreError as exc:  # nothing of the batch was committed
+            outcomes = self._call(_insert_rows, [p.row for p in batch])
+        except Exception as exc:  # nothing of the batch was committed: each caller is told
             outcomes = [exc] * len(batch)
         for pending, outcome in zip(batch, outcomes, strict=True):
             with contextlib.suppress(RuntimeError):  # the caller's loop is closed: no one waits
@@ -448,21 +444,14 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         arg: _A,
     ) -> _T:
         """Run ``fn(connection, arg)`` on the store's thread; one round trip per call."""
-        if self._closing:
-            raise StorageError(f"{self!r} is closed")
         try:
-            return await self._blocking(self._call, action, fn, arg)
+            return await self._blocking(self._call, fn, arg)
         except RuntimeError as exc:  # the thread pool was shut down (interpreter exit)
             raise StorageError(f"{self!r} cannot run {action}: {exc}") from exc
 
-    def _call(
-        self,
-        action: str,
-        fn: Callable[[sqlite3.Connection, _A], _T],
-        arg: _A,
-    ) -> _T:
-        with self._lock, _driver_errors(self._path, action):
-            if self._closed:
+    def _call(self, fn: Callable[[sqlite3.Connection, _A], _T], arg: _A) -> _T:
+        with self._lock:
+            if self._disconnected:
                 raise StorageError(f"{self!r} is closed")
             conn = self._conn
             if conn is None:
@@ -495,31 +484,28 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     def _disconnect(self) -> None:
         with self._lock:
-            self._closed = True
+            self._disconnected = True
             conn, self._conn = self._conn, None
             if conn is not None:
-                with _driver_errors(self._path, "close"):
-                    conn.close()
+                conn.close()
 
 
 # -- work done on the store's thread, given its connection -----------------------------
 
 
-def _insert_rows(
-    path: str, conn: sqlite3.Connection, rows: list[_NewRow]
-) -> list[CheckpointStoreError | None]:
-    """Insert checkpoints in one transaction; return each one's conflict, if any.
+def _insert_rows(conn: sqlite3.Connection, rows: list[_NewRow]) -> list[Exception | None]:
+    """Insert checkpoints in one transaction; return each one's constraint violation, if any.
 
     Each row after the first gets a savepoint, so that one row's conflict undoes
     only that row. Any other failure undoes them all and is raised.
     """
-    outcomes: list[CheckpointStoreError | None] = []
+    outcomes: list[Exception | None] = []
     with _write_transaction(conn):
         if len(rows) == 1:
             try:
                 conn.execute(_INSERT_SQL, rows[0])
             except sqlite3.IntegrityError as exc:
-                return [_conflict(path, exc, rows[0])]
+                return [exc]
             return [None]
         for row in rows:
             conn.execute("SAVEPOINT flowpoint_row")
@@ -527,7 +513,7 @@ def _insert_rows(
                 conn.execute(_INSERT_SQL, row)
             except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK TO flowpoint_row")
-                outcomes.append(_conflict(path, exc, row))
+                outcomes.append(exc)
             else:
                 outcomes.append(None)
             conn.execute("RELEASE flowpoint_row")
@@ -703,35 +689,19 @@ def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-_CONFLICTS: Final = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+# The one-winner rule's refusals: UNIQUE (trace_id, step), and the checkpoint id.
+_CONFLICTS: Final[Mapping[str, Literal["step", "id"]]] = {
+    "SQLITE_CONSTRAINT_UNIQUE": "step",
+    "SQLITE_CONSTRAINT_PRIMARYKEY": "id",
+}
+_DRIVER_ERRORS: Final = DriverErrors(
+    failures=(sqlite3.Error, OSError),
+    conflict=lambda exc: _CONFLICTS.get(getattr(exc, "sqlite_errorname", "")),
+    describe=str,
+)
 
 
-@contextmanager
-def _driver_errors(path: str, action: str) -> Iterator[None]:
-    """The error boundary: every SQLite or OS error becomes a :class:`StorageError`."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise StorageError(f"SQLite database {path}: {action} failed: {exc}") from exc
-
-
-def _conflict(path: str, exc: sqlite3.IntegrityError, row: _NewRow) -> CheckpointStoreError:
-    """A unique violation of a saved row is its :class:`CheckpointConflict`."""
-    error: CheckpointStoreError
-    if exc.sqlite_errorname not in _CONFLICTS:
-        error = StorageError(f"SQLite database {path}: save failed: {exc}")
-    else:
-        detail = None
-        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
-            detail = f"checkpoint id {UUID(bytes=row.checkpoint_id)} exists"
-        error = CheckpointConflict(row.trace_id, row.step, detail)
-    error.__cause__ = exc
-    return error
-
-
-def _settle(
-    outcome: asyncio.Future[CheckpointStoreError | None], error: CheckpointStoreError | None
-) -> None:
+def _settle(outcome: asyncio.Future[Exception | None], error: Exception | None) -> None:
     if not outcome.done():  # a cancelled caller no longer waits
         outcome.set_result(error)
 

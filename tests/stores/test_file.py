@@ -254,6 +254,28 @@ async def test_header_round_trips_exactly(store: FileBlobStore) -> None:
     assert info == blob.info()
 
 
+async def test_a_record_as_the_previous_release_wrote_it_reads(
+    root: Path, store: FileBlobStore
+) -> None:
+    blob = make_blob("t", 3, created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    await store.save(blob)
+    # Its header as flowpoint 0.1.0 wrote it: the time in isoformat with an offset.
+    header = {
+        "checkpoint_id": str(blob.checkpoint_id),
+        "trace_id": "t",
+        "step": 3,
+        "parent_id": None,
+        "graph_hash": blob.graph_hash,
+        "created_at": "2026-01-02T03:04:05.000000+00:00",
+        "current_node": "plan",
+        "metadata": {"source": "test"},
+        "data_length": len(blob.data),
+    }
+    record_path(root, blob.checkpoint_id).write_bytes(join_record(header, blob.data))
+    assert await store.load(blob.checkpoint_id) == blob
+    assert await store.history("t") == [blob.info()]
+
+
 # Temp files and crashes
 
 

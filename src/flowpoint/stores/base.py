@@ -22,13 +22,10 @@ from uuid import UUID
 
 from flowpoint.blob import (
     CheckpointBlob,
+    CheckpointHeader,
     CheckpointInfo,
-    Metadata,
     PendingWrite,
-    check_header,
     check_write_key,
-    validate_current_node,
-    validate_metadata,
 )
 from flowpoint.errors import CheckpointConflict, CheckpointStoreError, StorageError
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
@@ -501,22 +498,9 @@ class RewritableBlobStore(BlobCheckpointStore):
     async def _rewrite(self, blob: CheckpointBlob) -> bool: ...
 
 
-def different_header(stored: CheckpointBlob | CheckpointInfo, new: CheckpointBlob) -> str | None:
-    """The first header field in which ``new`` differs from ``stored``, or ``None``.
-
-    Metadata values must have the same types too (``1`` is not ``1.0`` or ``True``).
-    """
-    fields = (
-        ("checkpoint_id", stored.checkpoint_id == new.checkpoint_id),
-        ("trace_id", stored.trace_id == new.trace_id),
-        ("step", stored.step == new.step),
-        ("parent_id", stored.parent_id == new.parent_id),
-        ("graph_hash", stored.graph_hash == new.graph_hash),
-        ("created_at", stored.created_at == new.created_at),
-        ("current_node", stored.current_node == new.current_node),
-        ("metadata", _same_metadata(stored.metadata, new.metadata)),
-    )
-    return next((name for name, same in fields if not same), None)
+def different_header(stored: CheckpointHeader, new: CheckpointHeader) -> str | None:
+    """The first header field in which ``new`` differs from ``stored``, or ``None``."""
+    return stored.first_difference(new)
 
 
 def rewrite_conflict(new: CheckpointBlob, field: str) -> CheckpointConflict:
@@ -527,18 +511,6 @@ def rewrite_conflict(new: CheckpointBlob, field: str) -> CheckpointConflict:
         f"checkpoint {new.checkpoint_id} is stored with another {field}; "
         f"a rewrite replaces the data only",
     )
-
-
-def _same_metadata(a: Metadata, b: Metadata) -> bool:
-    if len(a) != len(b):
-        return False
-    for key, value in a.items():
-        if key not in b:
-            return False
-        other = b[key]
-        if type(value) is not type(other) or value != other:
-            return False
-    return True
 
 
 def check_writes_trace(write: PendingWrite, stored_trace: str) -> None:
@@ -600,11 +572,9 @@ def _check_write(write: PendingWrite) -> None:
 def _check_blob(action: str, blob: CheckpointBlob) -> None:
     if not isinstance(blob, CheckpointBlob):
         raise TypeError(f"{action} takes a CheckpointBlob, not {type(blob).__name__}")
-    validate_trace_id(blob.trace_id)
-    check_header(blob.step, blob.graph_hash, blob.created_at)
+    validate_trace_id(blob.trace_id)  # InvalidTraceId, as the other methods raise
     try:
-        validate_current_node(blob.current_node)
-        validate_metadata(blob.metadata)
+        blob.check()
     except ValueError as exc:
         raise ValueError(f"cannot store checkpoint {blob.checkpoint_id}: {exc}") from None
 

@@ -7,13 +7,11 @@ functions turn such values into header fields, or raise
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TypeAlias
-
 import msgspec
 
 from flowpoint.blob import (
     CheckpointBlob,
+    CheckpointHeader,
     CheckpointInfo,
     MetadataValue,
     PendingWrite,
@@ -24,7 +22,6 @@ from flowpoint.errors import CorruptCheckpoint, InvalidTraceId
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
 __all__ = [
-    "HeaderFields",
     "blob_with_data",
     "info_with_size",
     "metadata_from_json",
@@ -32,18 +29,6 @@ __all__ = [
     "value_kind",
     "write_from_columns",
 ]
-
-HeaderFields: TypeAlias = tuple[
-    CheckpointId,
-    TraceId,
-    int,
-    CheckpointId | None,
-    int,
-    datetime,
-    str | None,
-    dict[str, MetadataValue],
-]
-"""A header read back: id, trace, step, parent, graph hash, time, node, metadata."""
 
 
 def value_kind(value: object) -> str:
@@ -90,18 +75,22 @@ def trace_from_text(
         raise CorruptCheckpoint(checkpoint_id, f"{where}: {exc}") from exc
 
 
-def blob_with_data(header: HeaderFields, data: object) -> CheckpointBlob:
+def blob_with_data(header: CheckpointHeader, data: object) -> CheckpointBlob:
     """The blob of a header read back, with the stored ``data``, which must be bytes."""
     if type(data) is not bytes:
-        raise CorruptCheckpoint(header[0], f"column data holds {value_kind(data)}, not bytes")
-    return CheckpointBlob(*header, data=data)
+        raise CorruptCheckpoint(
+            header.checkpoint_id, f"column data holds {value_kind(data)}, not bytes"
+        )
+    return header.with_data(data)
 
 
-def info_with_size(header: HeaderFields, size: object) -> CheckpointInfo:
+def info_with_size(header: CheckpointHeader, size: object) -> CheckpointInfo:
     """The listing entry of a header read back, with the stored ``size``."""
     if type(size) is not int or size < 0:
-        raise CorruptCheckpoint(header[0], f"column size holds {value_kind(size)}, not an int >= 0")
-    return CheckpointInfo(*header, size=size)
+        raise CorruptCheckpoint(
+            header.checkpoint_id, f"column size holds {value_kind(size)}, not an int >= 0"
+        )
+    return header.with_size(size)
 
 
 def write_from_columns(

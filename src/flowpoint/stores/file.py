@@ -51,12 +51,12 @@ from flowpoint.stores.base import (
     rewrite_conflict,
 )
 from flowpoint.stores.records import (
-    RecordFormat,
     RecordHeader,
     WritesHeader,
-    record_header,
+    checkpoint_records,
     resolve_writes,
     writes_header,
+    writes_records,
 )
 
 __all__ = ["FileBlobStore", "trace_dir_name"]
@@ -77,8 +77,8 @@ _FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)
 # The file system's errors are the driver's.
 _DRIVER_ERRORS = DriverErrors(failures=(OSError,), describe=str)
 
-_RECORDS = RecordFormat(b"FPFILE1\n", RecordHeader)
-_WRITES = RecordFormat(b"FPWRIT1\n", WritesHeader)
+_RECORDS = checkpoint_records(b"FPFILE1\n")
+_WRITES = writes_records(b"FPWRIT1\n")
 _WRITES_FILE = re.compile(r"[0-9]{20}\.wr\Z")
 _WRITES_LINK_SUFFIX = ".w"
 _ID_HEX = re.compile(r"[0-9a-f]{32}\Z")
@@ -174,7 +174,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         trace_dir = os.path.join(self._traces_root, dir_name)
         final = os.path.join(trace_dir, _step_file(blob.step))
         shard_dir, link = self._id_link(blob.checkpoint_id)
-        record = _RECORDS.encode(record_header(RecordHeader, blob), blob.data)
+        record = _RECORDS.encode(RecordHeader.of(blob), blob.data)
 
         # 1. Claim the id. The link is made first so that a record that survives a
         #    crash can always be found by id; a link without its record reads as absent.
@@ -419,7 +419,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
                     header, _ = self._read(dir_name, step, None, with_data=False)
                 except FileNotFoundError:
                     continue
-                found.append(TraceId(header.trace_id))
+                found.append(header.header.trace_id)
                 break
         return sorted(found)
 
@@ -501,14 +501,14 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         dir_name, step = located
         trace_dir = os.path.join(self._traces_root, dir_name)
         path = os.path.join(trace_dir, _step_file(step))
-        record = _RECORDS.encode(record_header(RecordHeader, blob), blob.data)
+        record = _RECORDS.encode(RecordHeader.of(blob), blob.data)
         with _locked(path) as file:
             if file is None:
                 return False  # deleted
             header = _read_header(file, dir_name, step, blob.checkpoint_id)
             if header.checkpoint_id != blob.checkpoint_id:
                 return False  # deleted, and the step saved again by another checkpoint
-            field = different_header(header.info(), blob)
+            field = different_header(header.header, blob)
             if field is not None:
                 raise rewrite_conflict(blob, field)
             # Write the new record beside the old one, make it durable, then swap it in:
@@ -703,12 +703,12 @@ def _read_header(
     end = _RECORDS.header_end(prefix, where, checkpoint_id, size)
     header = _RECORDS.read_header(prefix + file.read(end - len(prefix)), where, checkpoint_id, size)
     who = checkpoint_id or CheckpointId(header.checkpoint_id)
-    if trace_dir_name(header.trace_id) != dir_name:
+    if trace_dir_name(header.header.trace_id) != dir_name:
         raise CorruptCheckpoint(
-            who, f"{where}: header names trace {header.trace_id!r}, not this directory's"
+            who, f"{where}: header names trace {header.header.trace_id!r}, not this directory's"
         )
-    if header.step != step:
-        raise CorruptCheckpoint(who, f"{where}: header names step {header.step}")
+    if header.header.step != step:
+        raise CorruptCheckpoint(who, f"{where}: header names step {header.header.step}")
     return header
 
 

@@ -55,7 +55,13 @@ from uuid import UUID
 import msgspec
 from typing_extensions import TypeIs, override
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite, validate_metadata
+from flowpoint.blob import (
+    CheckpointBlob,
+    CheckpointHeader,
+    CheckpointInfo,
+    PendingWrite,
+    validate_metadata,
+)
 from flowpoint.errors import (
     CorruptCheckpoint,
     StorageError,
@@ -72,7 +78,6 @@ from flowpoint.stores.base import (
     rewrite_conflict,
 )
 from flowpoint.stores.columns import (
-    HeaderFields,
     blob_with_data,
     info_with_size,
     metadata_from_json,
@@ -906,7 +911,7 @@ def _info_from_row(row: _Row) -> CheckpointInfo:
     return info_with_size(_header_from_row(row), row[8])
 
 
-def _header_from_row(row: _Row) -> HeaderFields:
+def _header_from_row(row: _Row) -> CheckpointHeader:
     raw_id, trace_id, step, parent_id, graph_hash, epoch, current_node, metadata = row[:8]
     if type(raw_id) is not UUID:
         raise CorruptCheckpoint(
@@ -928,15 +933,15 @@ def _header_from_row(row: _Row) -> HeaderFields:
         raise corrupt("graph_hash", graph_hash, "not an int")
     if current_node is not None and type(current_node) is not str:
         raise corrupt("current_node", current_node, "not text or NULL")
-    return (
-        checkpoint_id,
-        trace,
-        step,
-        None if parent_id is None else CheckpointId(parent_id),
-        graph_hash % _UINT64,
-        _created_from_column(checkpoint_id, epoch),
-        current_node,
-        metadata_from_json(checkpoint_id, metadata),
+    return CheckpointHeader(
+        checkpoint_id=checkpoint_id,
+        trace_id=trace,
+        step=step,
+        parent_id=None if parent_id is None else CheckpointId(parent_id),
+        graph_hash=graph_hash % _UINT64,
+        created_at=_created_from_column(checkpoint_id, epoch),
+        current_node=current_node,
+        metadata=metadata_from_json(checkpoint_id, metadata),
     )
 
 

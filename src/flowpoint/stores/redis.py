@@ -62,6 +62,7 @@ from typing_extensions import override
 
 from flowpoint.blob import (
     CheckpointBlob,
+    CheckpointHeader,
     CheckpointInfo,
     PendingWrite,
     check_write_key,
@@ -80,7 +81,7 @@ from flowpoint.stores.base import (
     missing_driver,
     rewrite_conflict,
 )
-from flowpoint.stores.columns import HeaderFields, metadata_from_json
+from flowpoint.stores.columns import metadata_from_json
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -287,7 +288,7 @@ class RedisBlobStore(RewritableBlobStore):
             if len(stored) != len(_HEADER_FIELDS):
                 raise StorageError(f"Redis rewrite: unexpected reply {stored!r:.60}")
             header = _header_from(blob.checkpoint_id, stored)
-            field = different_header(CheckpointBlob(*header, data=b""), blob)
+            field = different_header(header, blob)
             if field is not None:
                 raise rewrite_conflict(blob, field)
             # The same header in other bytes (metadata saved with its keys in another
@@ -343,7 +344,7 @@ class RedisBlobStore(RewritableBlobStore):
                 raise StorageError(f"Redis history: unexpected reply {values!r:.60}")
             if not isinstance(size, int):
                 raise StorageError(f"Redis history: unexpected size {size!r:.60}")
-            info = CheckpointInfo(*_header_from(checkpoint_id, values), size=size)
+            info = _header_from(checkpoint_id, values).with_size(size)
             _check_listed(info, trace_id, step)
             infos.append(info)
         return infos
@@ -579,10 +580,10 @@ def _blob_from(checkpoint_id: CheckpointId, values: _Values) -> CheckpointBlob:
     data = values[len(_HEADER_FIELDS)]
     if type(data) is not bytes:
         raise CorruptCheckpoint(checkpoint_id, f"field data holds {_kind(data)}, not bytes")
-    return CheckpointBlob(*header, data=data)
+    return header.with_data(data)
 
 
-def _header_from(checkpoint_id: CheckpointId, values: _Values) -> HeaderFields:
+def _header_from(checkpoint_id: CheckpointId, values: _Values) -> CheckpointHeader:
     fields = dict(zip(_HEADER_FIELDS, values, strict=False))
 
     def corrupt(name: str, expected: str) -> CorruptCheckpoint:
@@ -615,15 +616,15 @@ def _header_from(checkpoint_id: CheckpointId, values: _Values) -> HeaderFields:
     graph_hash = _match(fields["graph_hash"], _HASH_HEX)
     if graph_hash is None:
         raise corrupt("graph_hash", "16 hex digits")
-    return (
-        checkpoint_id,
-        trace,
-        int(step[0]),
-        parent,
-        int(graph_hash[0], 16),
-        _created_at_from(fields["created_at"], corrupt),
-        _node_from(fields["node"], corrupt),
-        metadata_from_json(checkpoint_id, fields["metadata"], "field metadata", bytes),
+    return CheckpointHeader(
+        checkpoint_id=checkpoint_id,
+        trace_id=trace,
+        step=int(step[0]),
+        parent_id=parent,
+        graph_hash=int(graph_hash[0], 16),
+        created_at=_created_at_from(fields["created_at"], corrupt),
+        current_node=_node_from(fields["node"], corrupt),
+        metadata=metadata_from_json(checkpoint_id, fields["metadata"], "field metadata", bytes),
     )
 
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import random
@@ -56,8 +57,6 @@ from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
-
-import msgspec
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
@@ -76,9 +75,10 @@ from flowpoint.stores.records import (
     RecordFormat,
     RecordHeader,
     WritesHeader,
-    record_header,
+    checkpoint_records,
     resolve_writes,
     writes_header,
+    writes_records,
 )
 
 if TYPE_CHECKING:
@@ -122,18 +122,11 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 _T = TypeVar("_T")
 
 
-class _Header(RecordHeader, forbid_unknown_fields=True):
-    """The record header, with the token of the save call that wrote the record.
-
-    A PUT retried by the client after a lost response meets its own object, which
-    is a success, not a conflict.
-    """
-
-    writer: str
-
-
-_RECORDS = RecordFormat(b"FPS3OB1\n", _Header)
-_WRITES = RecordFormat(b"FPS3WR1\n", WritesHeader)
+# A record's header adds the token of the save call that wrote it ("writer"): a PUT
+# retried by the client after a lost response meets its own object, which is a
+# success, not a conflict.
+_RECORDS = checkpoint_records(b"FPS3OB1\n", extra=("writer",))
+_WRITES = writes_records(b"FPS3WR1\n")
 
 
 def trace_segment(trace_id: str) -> str:
@@ -310,7 +303,7 @@ class S3BlobStore(RewritableBlobStore):
         if await self._create(key, record):
             return
         found = await self._read_header(key, segment, blob.step, blob.checkpoint_id, None)
-        if found is not None and found[0].writer == writer:
+        if found is not None and found[0].extra["writer"] == writer:
             return  # our own PUT, retried after its response was lost
         # Nothing of ours is stored under the step: release the id.
         await obstore.delete_async(store, id_key)
@@ -506,7 +499,7 @@ class S3BlobStore(RewritableBlobStore):
                     break
         return found
 
-    async def _header_of(self, checkpoint_id: CheckpointId) -> _Header | None:
+    async def _header_of(self, checkpoint_id: CheckpointId) -> RecordHeader | None:
         located = await self._locate(checkpoint_id)
         if located is None:
             return None
@@ -561,7 +554,7 @@ class S3BlobStore(RewritableBlobStore):
             header, _ = _decode_record(raw, key, segment, step, blob.checkpoint_id)
             if header.checkpoint_id != blob.checkpoint_id:
                 return False  # deleted, and the step saved again by another checkpoint
-            field = different_header(header.info(), blob)
+            field = different_header(header.header, blob)
             if field is not None:
                 raise rewrite_conflict(blob, field)
             if e_tag is None:
@@ -572,9 +565,7 @@ class S3BlobStore(RewritableBlobStore):
             # The stored header, save token included, stays as it is: only the data
             # (and its length) change.
             record = b"".join(
-                _RECORDS.encode(
-                    msgspec.structs.replace(header, data_length=len(blob.data)), blob.data
-                )
+                _RECORDS.encode(dataclasses.replace(header, data_length=len(blob.data)), blob.data)
             )
             if await self._replace(key, record, e_tag):
                 return True
@@ -807,7 +798,7 @@ class S3BlobStore(RewritableBlobStore):
         step: int,
         checkpoint_id: CheckpointId | None,
         size: int | None,
-    ) -> tuple[_Header, int] | None:
+    ) -> tuple[RecordHeader, int] | None:
         """A record's checked header and the object's size; ``None`` if it is absent.
 
         ``size`` (from a listing) spares a HEAD request: a range of an empty object
@@ -832,10 +823,10 @@ class S3BlobStore(RewritableBlobStore):
         header = _check_header(head, key, segment, step, checkpoint_id, size)
         return header, size
 
-    async def _read_headers(self, segment: str, batch: list[_Listed]) -> list[_Header | None]:
+    async def _read_headers(self, segment: str, batch: list[_Listed]) -> list[RecordHeader | None]:
         """The headers of listed keys, read concurrently; ``None`` where one vanished."""
 
-        async def one(found: _Listed) -> _Header | None:
+        async def one(found: _Listed) -> RecordHeader | None:
             read = await self._read_header(found.key, segment, found.step, None, found.size)
             return None if read is None else read[0]
 
@@ -852,7 +843,7 @@ class S3BlobStore(RewritableBlobStore):
             return trace
         # A hashed segment cannot be reversed: a header says.
         read = await self._read_header(newest.key, segment, newest.step, None, newest.size)
-        return None if read is None else TraceId(read[0].trace_id)
+        return None if read is None else read[0].header.trace_id
 
     async def _id_of(self, segment: str, found: _Listed) -> CheckpointId | None:
         """The checkpoint id in a listed record's header; ``None`` if absent or damaged."""
@@ -887,7 +878,7 @@ def _driver_error_table() -> DriverErrors:
 
 def _encode_record(blob: CheckpointBlob, writer: str) -> bytes:
     """The object of a checkpoint; ``ValueError`` if the header cannot be stored."""
-    return b"".join(_RECORDS.encode(record_header(_Header, blob, writer=writer), blob.data))
+    return b"".join(_RECORDS.encode(RecordHeader.of(blob, writer=writer), blob.data))
 
 
 def _check_header(
@@ -897,20 +888,20 @@ def _check_header(
     step: int,
     checkpoint_id: CheckpointId | None,
     size: int,
-) -> _Header:
+) -> RecordHeader:
     """Check a record's header, and that it belongs under its key."""
     header = _RECORDS.read_header(head, key, checkpoint_id, size)
     who = checkpoint_id or CheckpointId(header.checkpoint_id)
-    if trace_segment(header.trace_id) != segment:
-        raise CorruptCheckpoint(who, f"{key}: header names trace {header.trace_id!r}")
-    if header.step != step:
-        raise CorruptCheckpoint(who, f"{key}: header names step {header.step}")
+    if trace_segment(header.header.trace_id) != segment:
+        raise CorruptCheckpoint(who, f"{key}: header names trace {header.header.trace_id!r}")
+    if header.header.step != step:
+        raise CorruptCheckpoint(who, f"{key}: header names step {header.header.step}")
     return header
 
 
 def _decode_record(
     raw: bytes, key: str, segment: str, step: int, checkpoint_id: CheckpointId | None
-) -> tuple[_Header, bytes]:
+) -> tuple[RecordHeader, bytes]:
     """A whole record's checked header and its data."""
     header = _check_header(raw, key, segment, step, checkpoint_id, len(raw))
     return header, raw[len(raw) - header.data_length :]

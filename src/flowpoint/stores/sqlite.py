@@ -40,6 +40,7 @@ from typing_extensions import override
 
 from flowpoint.blob import (
     CheckpointBlob,
+    CheckpointHeader,
     CheckpointInfo,
     PendingWrite,
     validate_metadata,
@@ -61,7 +62,6 @@ from flowpoint.stores.base import (
     rewrite_conflict,
 )
 from flowpoint.stores.columns import (
-    HeaderFields,
     blob_with_data,
     info_with_size,
     metadata_from_json,
@@ -728,7 +728,7 @@ def _info_from_row(row: _Row) -> CheckpointInfo:
     return info_with_size(_header_from_row(row), row[8])
 
 
-def _header_from_row(row: _Row) -> HeaderFields:
+def _header_from_row(row: _Row) -> CheckpointHeader:
     raw_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata = row[:8]
     checkpoint_id = _id_from_column(raw_id)
     if checkpoint_id is None:
@@ -757,15 +757,15 @@ def _header_from_row(row: _Row) -> HeaderFields:
         raise corrupt("created_at", created_at, "out of the range of datetime") from None
     if current_node is not None and type(current_node) is not str:
         raise corrupt("current_node", current_node, "not TEXT or NULL")
-    return (
-        checkpoint_id,
-        trace,
-        step,
-        parent,
-        graph_hash % _UINT64,
-        created,
-        current_node,
-        metadata_from_json(checkpoint_id, metadata),
+    return CheckpointHeader(
+        checkpoint_id=checkpoint_id,
+        trace_id=trace,
+        step=step,
+        parent_id=parent,
+        graph_hash=graph_hash % _UINT64,
+        created_at=created,
+        current_node=current_node,
+        metadata=metadata_from_json(checkpoint_id, metadata),
     )
 
 

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import msgspec
 
+from flowpoint.errors import CorruptCheckpoint
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "CheckpointBlob",
     "CheckpointHeader",
     "CheckpointInfo",
+    "DamagedRecord",
     "Metadata",
     "MetadataValue",
     "PendingWrite",
@@ -232,6 +234,26 @@ class CheckpointBlob(CheckpointHeader):
     def info(self) -> CheckpointInfo:
         """The header of this blob, with ``size`` set to ``len(data)``."""
         return self.with_size(len(self.data))
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedRecord:
+    """A stored record a listing could not read: what is known of it, and what is wrong.
+
+    Listings that report damage (:meth:`~flowpoint.stores.base.BlobCheckpointStore.history_entries`,
+    :meth:`~flowpoint.stores.base.BlobCheckpointStore.trace_entries`) return one in
+    place of the header or trace id they could not read, and go on. A field is
+    ``None`` where the damage hides it. The record can still be deleted by id.
+    """
+
+    checkpoint_id: CheckpointId | None
+    trace_id: TraceId | None
+    step: int | None
+    reason: str
+
+    def error(self) -> CorruptCheckpoint:
+        """The error a strict listing raises for this record."""
+        return CorruptCheckpoint(self.checkpoint_id, self.reason)
 
 
 def _same_metadata(a: Metadata, b: Metadata) -> bool:

@@ -20,16 +20,22 @@ def every_call(store: BlobCheckpointStore) -> dict[str, Callable[[], Awaitable[A
     blob = make_blob()
     write = PendingWrite("trace", blob.checkpoint_id, "task", 0, b"w")
 
-    async def first_of_iter_history() -> Any:
+    async def walk_history() -> Any:
         return [info async for info in store.iter_history("trace")]
+
+    async def walk_history_entries() -> Any:
+        return [entry async for entry in store.iter_history_entries("trace")]
 
     calls: dict[str, Callable[[], Awaitable[Any]]] = {
         "save": lambda: store.save(make_blob(step=1)),
         "load": lambda: store.load(blob.checkpoint_id),
         "load_latest": lambda: store.load_latest("trace"),
         "history": lambda: store.history("trace"),
-        "iter_history": first_of_iter_history,
+        "history_entries": lambda: store.history_entries("trace"),
+        "iter_history": walk_history,
+        "iter_history_entries": walk_history_entries,
         "traces": store.traces,
+        "trace_entries": store.trace_entries,
         "ids_with_prefix": lambda: store.ids_with_prefix("01"),
         "load_steps": lambda: store.load_steps("trace", 0, 5),
         "save_writes": lambda: store.save_writes([write]),

@@ -27,9 +27,8 @@ class MemoryHarness(StoreHarness):
         self._replace(checkpoint_id, data=data)
 
     async def mangle_header(self, checkpoint_id: CheckpointId) -> None:
-        # Memory holds typed objects, so the only damage possible is a wrong value.
-        blob = self.store._by_id[checkpoint_id]
-        self._replace(checkpoint_id, current_node=(blob.current_node or "") + "-mangled")
+        # Memory holds objects: the damage is a value no header may hold.
+        self._replace(checkpoint_id, metadata={"k": {"nested": [1, 2]}})
 
     def _replace(self, checkpoint_id: CheckpointId, **changes: object) -> None:
         old = self.store._by_id[checkpoint_id]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from flowpoint.blob import CheckpointBlob, PendingWrite
+from flowpoint.blob import CheckpointBlob, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
 from flowpoint.stores.file import FileBlobStore, trace_dir_name
@@ -514,11 +514,33 @@ async def test_damaged_record_raises_corrupt_checkpoint(
         await store.load_latest("t")
     with pytest.raises(CorruptCheckpoint):
         await store.history("t")
-    with pytest.raises(CorruptCheckpoint):
-        await store.traces()
+    [report] = await store.history_entries("t")
+    assert isinstance(report, DamagedRecord)
+    assert (report.trace_id, report.step) == ("t", 0)
+    assert report.checkpoint_id in (blob.checkpoint_id, None)  # where the header shows it
+    assert await store.traces() == ["t"]  # the directory's name says which trace it is
     # A damaged record can still be removed.
     assert await store.delete(blob.checkpoint_id) is True
     assert await store.load(blob.checkpoint_id) is None
+
+
+async def test_a_trace_named_by_damaged_records_only_is_reported(
+    root: Path, store: FileBlobStore
+) -> None:
+    long_trace = "ü" * 200  # its directory's name is cut: only a header names the trace
+    blob = make_blob(long_trace, 0)
+    await store.save(blob)
+    await store.save(make_blob("fine", 0))
+    path = record_path(root, blob.checkpoint_id)
+    path.write_bytes(_rewrite_header(graph_hash="0x1")(path.read_bytes()))
+    with pytest.raises(CorruptCheckpoint):
+        await store.traces()
+    fine, report = await store.trace_entries()
+    assert fine == "fine"
+    assert isinstance(report, DamagedRecord)
+    assert report.checkpoint_id == blob.checkpoint_id
+    assert report.trace_id is None
+    assert "no record in" in report.reason
 
 
 async def test_damaged_record_is_removed_by_delete_trace(root: Path, store: FileBlobStore) -> None:

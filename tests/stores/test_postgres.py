@@ -27,6 +27,7 @@ from tests.blobs import make_blob
 from tests.harnesses.postgres import PostgresHarness, create_database, url_for
 from tests.proxy import OutageProxy
 from tests.stores import upgrade
+from tests.stores.damage import check_a_damaged_trace_id_is_reported
 
 
 @pytest.fixture
@@ -474,6 +475,16 @@ async def test_a_value_of_the_wrong_kind_is_corrupt(
             assert column in caught.value.reason, name
         else:
             await call()  # the damage is in a column this call does not read
+
+
+async def test_a_damaged_trace_id_is_reported_with_its_rows(
+    harness: PostgresHarness, store: PostgresBlobStore
+) -> None:
+    async def damage(trace: str) -> None:
+        sql = "UPDATE flowpoint_checkpoints SET trace_id = %s WHERE trace_id = %s"
+        await harness.execute(sql, ("bell\x07", trace))
+
+    await check_a_damaged_trace_id_is_reported(store, damage)
 
 
 async def test_harness_reaches_under_the_store(harness: PostgresHarness) -> None:

@@ -19,7 +19,7 @@ import redis.asyncio
 import redis.exceptions
 
 from flowpoint import open_store
-from flowpoint.blob import PendingWrite
+from flowpoint.blob import DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import _redis_scripts as redis_scripts
@@ -668,11 +668,20 @@ async def test_damaged_index_entries_are_corrupt(
         await store.load_latest("trace")
     with pytest.raises(CorruptCheckpoint, match="trace index"):
         await store.history("trace")
+    damaged, info = await store.history_entries("trace")
+    assert isinstance(damaged, DamagedRecord)
+    assert (damaged.checkpoint_id, damaged.trace_id, damaged.step) == (None, "trace", None)
+    assert "trace index" in damaged.reason
+    assert info == blob.info()
     # A trace id that is not UTF-8, listed with a sorted set of its own.
     await admin.zadd(prefix + "traces", {b"\xff": 0})
     await admin.zadd(prefix + "trace:%FF", {f"{0:020d}:{blob.checkpoint_id.hex}": 0})
     with pytest.raises(CorruptCheckpoint, match="traces index"):
         await store.traces()
+    trace, report = await store.trace_entries()
+    assert trace == "trace"
+    assert isinstance(report, DamagedRecord)
+    assert "traces index" in report.reason
 
 
 async def test_a_damaged_created_at_is_never_pruned_by_age(

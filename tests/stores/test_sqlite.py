@@ -24,6 +24,7 @@ from tests.blobs import make_blob
 from tests.harnesses.sqlite import SqliteHarness
 from tests.processes import run_processes
 from tests.stores import upgrade
+from tests.stores.damage import check_a_damaged_trace_id_is_reported
 
 
 def connect(path: Path) -> closing[sqlite3.Connection]:
@@ -314,6 +315,17 @@ async def test_harness_mangles_a_header_into_corruption() -> None:
             await store.load(blob.checkpoint_id)
     finally:
         await harness.cleanup()
+
+
+@pytest.mark.parametrize("trace_id", ["tab\there", b"\x00bytes", "x" * 300])
+async def test_a_damaged_trace_id_is_reported_with_its_rows(
+    store: SqliteBlobStore, db_path: Path, trace_id: object
+) -> None:
+    async def damage(trace: str) -> None:
+        sql = "UPDATE flowpoint_checkpoints SET trace_id = ? WHERE trace_id = ?"
+        execute(db_path, sql, (trace_id, trace))
+
+    await check_a_damaged_trace_id_is_reported(store, damage)
 
 
 # -- failures of the database -----------------------------------------------------------

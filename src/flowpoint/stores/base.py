@@ -17,13 +17,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, Self, TypeVar
+from typing import Any, Literal, ParamSpec, Self, TypeVar, cast
 from uuid import UUID
 
 from flowpoint.blob import (
     CheckpointBlob,
     CheckpointHeader,
     CheckpointInfo,
+    DamagedRecord,
     PendingWrite,
     check_write_key,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "HISTORY_PAGE",
     "BlobCheckpointStore",
     "BlockingBlobStore",
+    "DamageReportingBlobStore",
     "DriverErrors",
     "PruneRule",
     "RewritableBlobStore",
@@ -183,38 +185,93 @@ class BlobCheckpointStore(abc.ABC):
         """Up to ``limit`` headers of the trace, newest (highest step) first.
 
         With ``before_step``, only steps below it: pass the last step of one page
-        to get the next. An unknown trace gives an empty list.
+        to get the next. An unknown trace gives an empty list. A damaged record
+        in the page raises :class:`~flowpoint.errors.CorruptCheckpoint`
+        (:meth:`history_entries` lists it and goes on).
         """
         with self._calling("history"):
             trace = validate_trace_id(trace_id)
             check_history_args(limit, before_step)
             return await self._history(trace, limit, before_step)
 
+    async def history_entries(
+        self, trace_id: TraceId | str, limit: int = 50, before_step: int | None = None
+    ) -> list[CheckpointInfo | DamagedRecord]:
+        """:meth:`history`, with a :class:`~flowpoint.blob.DamagedRecord` for each damaged record.
+
+        A record whose header cannot be read (a column of the wrong kind, bad
+        metadata JSON, a broken file header) takes its place in the page as a
+        ``DamagedRecord`` with what is readable of it (its id and step, mostly)
+        and the reason; the other headers are listed as :meth:`history` lists
+        them. Page on with the step of the last entry that has one.
+        """
+        with self._calling("history"):
+            trace = validate_trace_id(trace_id)
+            check_history_args(limit, before_step)
+            return await self._history_entries(trace, limit, before_step)
+
     async def traces(self) -> list[TraceId]:
-        """Every trace that holds at least one checkpoint, sorted."""
+        """Every trace that holds at least one checkpoint, sorted.
+
+        A trace id that cannot be read back raises
+        :class:`~flowpoint.errors.CorruptCheckpoint` (:meth:`trace_entries` lists it).
+        """
         with self._calling("traces"):
             return await self._traces()
+
+    async def trace_entries(self) -> list[TraceId | DamagedRecord]:
+        """:meth:`traces`, then a :class:`~flowpoint.blob.DamagedRecord` for each unreadable one.
+
+        A trace id that cannot be read back (stored damaged, or in a record whose
+        header is damaged) is reported with what is known of where it is stored;
+        the other traces are listed, sorted, before those.
+        """
+        with self._calling("traces"):
+            return await self._trace_entries()
 
     async def iter_history(
         self, trace_id: TraceId | str, *, before_step: int | None = None
     ) -> AsyncGenerator[CheckpointInfo, None]:
         """Every header of the trace (below ``before_step``, if given), newest first.
 
-        Reads :data:`HISTORY_PAGE` headers per :meth:`history` call: this is how
-        anything that walks a whole trace pages through it.
+        Reads :data:`HISTORY_PAGE` headers per call to the backend: this is how
+        anything that walks a whole trace pages through it. A damaged record raises
+        :class:`~flowpoint.errors.CorruptCheckpoint` when the walk reaches it.
+        """
+        entries = self.iter_history_entries(trace_id, before_step=before_step)
+        async with contextlib.aclosing(entries):
+            async for entry in entries:
+                if isinstance(entry, DamagedRecord):
+                    raise entry.error()
+                yield entry
+
+    async def iter_history_entries(
+        self, trace_id: TraceId | str, *, before_step: int | None = None
+    ) -> AsyncGenerator[CheckpointInfo | DamagedRecord, None]:
+        """:meth:`iter_history`, reporting each damaged record as :meth:`history_entries` does.
+
+        The walk goes on past damaged records. One whose step cannot be read is
+        reported once, where the backend sorts it.
         """
         with self._calling("history"):
             trace = validate_trace_id(trace_id)
             check_history_args(1, before_step)
         before = before_step
+        reported: set[tuple[CheckpointId | None, str]] = set()
         while True:
             with self._calling("history"):
-                page = await self._history(trace, HISTORY_PAGE, before)
-            if not page:
-                return
-            for info in page:
-                yield info
-            before = page[-1].step
+                page = await self._history_entries(trace, HISTORY_PAGE, before)
+            for entry in page:
+                if isinstance(entry, DamagedRecord) and entry.step is None:
+                    # A damaged step may sort into the next page too.
+                    if (entry.checkpoint_id, entry.reason) in reported:
+                        continue
+                    reported.add((entry.checkpoint_id, entry.reason))
+                yield entry
+            steps = [entry.step for entry in page if entry.step is not None]
+            if not steps or (before is not None and min(steps) >= before):
+                return  # the end, or a page of nothing but unreadable steps
+            before = min(steps)
 
     async def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[CheckpointId]:
         """Up to ``limit`` stored checkpoint ids whose text starts with ``prefix``, ascending.
@@ -413,6 +470,19 @@ class BlobCheckpointStore(abc.ABC):
     @abc.abstractmethod
     async def _traces(self) -> list[TraceId]: ...
 
+    async def _history_entries(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo | DamagedRecord]:
+        """A page that lists damaged records; a store that cannot tell them apart raises.
+
+        :class:`DamageReportingBlobStore` implements it and derives ``_history``.
+        """
+        return list(await self._history(trace_id, limit, before_step))
+
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
+        """The traces, and damaged ones; a store that cannot tell them apart raises."""
+        return list(await self._traces())
+
     @abc.abstractmethod
     async def _delete(self, checkpoint_id: CheckpointId) -> bool: ...
 
@@ -469,6 +539,42 @@ class BlobCheckpointStore(abc.ABC):
         for info in rule.doomed(infos):
             deleted += await self._delete(info.checkpoint_id)
         return deleted
+
+
+class DamageReportingBlobStore(BlobCheckpointStore):
+    """A store whose listings tell a damaged record from the others: an ability.
+
+    It implements :meth:`_history_entries` and :meth:`_trace_entries`; the strict
+    listings raise for the first damaged record they hold. Every backend of
+    flowpoint has it; a store without it lists nothing past damage.
+    """
+
+    @abc.abstractmethod
+    async def _history_entries(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo | DamagedRecord]: ...
+
+    @abc.abstractmethod
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]: ...
+
+    async def _history(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo]:
+        return _undamaged(await self._history_entries(trace_id, limit, before_step))
+
+    async def _traces(self) -> list[TraceId]:
+        return _undamaged(await self._trace_entries())
+
+
+_E = TypeVar("_E")
+
+
+def _undamaged(entries: list[_E | DamagedRecord]) -> list[_E]:
+    """The entries, or the error of the first damaged record among them."""
+    for entry in entries:
+        if isinstance(entry, DamagedRecord):
+            raise entry.error()
+    return cast("list[_E]", entries)
 
 
 class RewritableBlobStore(BlobCheckpointStore):

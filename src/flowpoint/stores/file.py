@@ -36,13 +36,14 @@ import re
 import uuid
 from collections.abc import Iterator
 from typing import IO
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
-from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 from flowpoint.stores.base import (
     BlockingBlobStore,
+    DamageReportingBlobStore,
     DriverErrors,
     RewritableBlobStore,
     check_writes_trace,
@@ -50,6 +51,7 @@ from flowpoint.stores.base import (
     hex_prefix,
     rewrite_conflict,
 )
+from flowpoint.stores.columns import damaged_id
 from flowpoint.stores.records import (
     RecordHeader,
     WritesHeader,
@@ -108,7 +110,7 @@ def trace_dir_name(trace_id: str) -> str:
     return f"{slug}~{digest}"
 
 
-class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
+class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobStore):
     """Keeps each checkpoint in its own file under ``directory`` (see the module docs).
 
     The constructor touches no file; the directory tree is made by the first save.
@@ -141,12 +143,12 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
         return await self._blocking(self._load_latest_sync, trace_id)
 
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         return await self._blocking(self._history_sync, trace_id, limit, before_step)
 
-    async def _traces(self) -> list[TraceId]:
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
         return await self._blocking(self._traces_sync)
 
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
@@ -392,36 +394,55 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     def _history_sync(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         dir_name = trace_dir_name(trace_id)
         steps = self._steps(dir_name)
         if before_step is not None:
             steps = [step for step in steps if step < before_step]
-        infos: list[CheckpointInfo] = []
+        entries: list[CheckpointInfo | DamagedRecord] = []
         for step in sorted(steps, reverse=True):
             try:
                 header, _ = self._read(dir_name, step, None, with_data=False)
             except FileNotFoundError:
                 continue  # deleted since the listing
-            infos.append(header.info())
-            if len(infos) == limit:
+            except CorruptCheckpoint as exc:
+                entries.append(DamagedRecord(damaged_id(exc), trace_id, step, exc.reason))
+            else:
+                entries.append(header.info())
+            if len(entries) == limit:
                 break
-        return infos
+        return entries
 
-    def _traces_sync(self) -> list[TraceId]:
+    def _traces_sync(self) -> list[TraceId | DamagedRecord]:
         found: list[TraceId] = []
+        damaged: list[DamagedRecord] = []
         for dir_name in _list(self._traces_root):
             if not _TRACE_DIR.match(dir_name):
                 continue
-            # The directory name cannot be reversed (slugs are cut), so one header says.
-            for step in self._steps(dir_name):
+            steps = sorted(self._steps(dir_name))
+            if not steps:
+                continue
+            named = _trace_of_dir_name(dir_name)
+            if named is not None:
+                found.append(named)
+                continue
+            # A slug cut short cannot be reversed: a header says.
+            failure: CorruptCheckpoint | None = None
+            for step in steps:
                 try:
                     header, _ = self._read(dir_name, step, None, with_data=False)
                 except FileNotFoundError:
                     continue
+                except CorruptCheckpoint as exc:
+                    failure = failure or exc
+                    continue
                 found.append(header.header.trace_id)
                 break
-        return sorted(found)
+            else:
+                if failure is not None:
+                    reason = f"no record in {dir_name} can be read: {failure.reason}"
+                    damaged.append(DamagedRecord(damaged_id(failure), None, None, reason))
+        return [*sorted(found), *damaged]
 
     def _delete_sync(self, checkpoint_id: CheckpointId) -> bool:
         deleted = self._delete_record(checkpoint_id)
@@ -643,6 +664,16 @@ def _locked(path: str) -> Iterator[IO[bytes] | None]:
         file.close()  # replaced while we waited for the lock: lock the new file
     with file:
         yield file
+
+
+def _trace_of_dir_name(dir_name: str) -> TraceId | None:
+    """The trace id a directory name spells, unless its slug was cut (or it is not one)."""
+    slug = dir_name.rpartition("~")[0]
+    try:
+        trace_id = validate_trace_id(unquote(slug, errors="strict"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return trace_id if trace_dir_name(trace_id) == dir_name else None
 
 
 def _step_file(step: int) -> str:

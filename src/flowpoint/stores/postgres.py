@@ -48,6 +48,7 @@ import select
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
@@ -59,6 +60,7 @@ from flowpoint.blob import (
     CheckpointBlob,
     CheckpointHeader,
     CheckpointInfo,
+    DamagedRecord,
     PendingWrite,
     validate_metadata,
 )
@@ -68,6 +70,7 @@ from flowpoint.errors import (
 )
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
+    DamageReportingBlobStore,
     DriverErrors,
     PruneRule,
     RewritableBlobStore,
@@ -80,7 +83,9 @@ from flowpoint.stores.base import (
 from flowpoint.stores.columns import (
     blob_with_data,
     info_with_size,
+    listed_entry,
     metadata_from_json,
+    split_traces,
     trace_from_text,
     value_kind,
     write_from_columns,
@@ -225,6 +230,9 @@ _IDS_BETWEEN_SQL: Final = (
     " ORDER BY checkpoint_id LIMIT %s"
 )
 # Each delete takes the writes along in the same statement, so atomically.
+_TRACE_ROWS_SQL: Final = (
+    "SELECT checkpoint_id, step FROM {checkpoints} WHERE trace_id = %s ORDER BY step"
+)
 _DELETE_MANY_SQL: Final = (
     "WITH writes AS (DELETE FROM {writes} WHERE checkpoint_id = ANY(%(ids)s))"
     " DELETE FROM {checkpoints} WHERE checkpoint_id = ANY(%(ids)s)"
@@ -322,6 +330,7 @@ class _Statements:
         self.history = render(_HISTORY_SQL)
         self.history_before = render(_HISTORY_BEFORE_SQL)
         self.traces = render(_TRACES_SQL)
+        self.trace_rows = render(_TRACE_ROWS_SQL)
         self.ids_from = render(_IDS_FROM_SQL)
         self.ids_between = render(_IDS_BETWEEN_SQL)
         self.delete_many = render(_DELETE_MANY_SQL)
@@ -340,7 +349,7 @@ class _Statements:
         self.schema = schema
 
 
-class PostgresBlobStore(RewritableBlobStore):
+class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
     """Checkpoints in a PostgreSQL table, through a psycopg ``AsyncConnectionPool``.
 
     ``pool`` belongs to the application: it must be open, :meth:`close` leaves it
@@ -549,15 +558,15 @@ class PostgresBlobStore(RewritableBlobStore):
         return _blob_from_row(rows[0]) if rows else None
 
     @override
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         if before_step is None:
             rows = await self._fetch(self._sql.history, (trace_id, limit))
         else:
             query = self._sql.history_before
             rows = await self._fetch(query, (trace_id, before_step, limit))
-        return [_info_from_row(row) for row in rows]
+        return [listed_entry(partial(_info_from_row, row), trace_id, row[2]) for row in rows]
 
     @override
     async def _load_steps(
@@ -571,9 +580,14 @@ class PostgresBlobStore(RewritableBlobStore):
         return [_blob_from_row(row) for row in rows]
 
     @override
-    async def _traces(self) -> list[TraceId]:
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
         rows = await self._fetch(self._sql.traces, ())
-        return [trace_from_text(row[0]) for row in rows]
+        traces, damaged = split_traces([row[0] for row in rows])
+        entries: list[TraceId | DamagedRecord] = [*traces]
+        for value, reason in damaged:
+            held = await self._fetch(self._sql.trace_rows, (value,))
+            entries.extend(DamagedRecord(raw_id, None, step, reason) for raw_id, step in held)
+        return entries
 
     @override
     async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:

@@ -53,6 +53,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from uuid import UUID
@@ -64,6 +65,7 @@ from flowpoint.blob import (
     CheckpointBlob,
     CheckpointHeader,
     CheckpointInfo,
+    DamagedRecord,
     PendingWrite,
     check_write_key,
     validate_metadata,
@@ -72,6 +74,7 @@ from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, InvalidTrace
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 from flowpoint.stores import _redis_scripts as scripts
 from flowpoint.stores.base import (
+    DamageReportingBlobStore,
     DriverErrors,
     PruneRule,
     RewritableBlobStore,
@@ -81,7 +84,7 @@ from flowpoint.stores.base import (
     missing_driver,
     rewrite_conflict,
 )
-from flowpoint.stores.columns import metadata_from_json
+from flowpoint.stores.columns import listed_entry, metadata_from_json
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -136,7 +139,7 @@ def trace_key_suffix(trace_id: str) -> str:
     return quote(trace_id, safe="")
 
 
-class RedisBlobStore(RewritableBlobStore):
+class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
     """Checkpoints in Redis through a ``redis.asyncio.Redis`` client (see the module docs).
 
     ``client`` is the application's: the store never closes it. It must return
@@ -327,27 +330,30 @@ class RedisBlobStore(RewritableBlobStore):
         return blob
 
     @override
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         bound = "+" if before_step is None else f"({before_step:0{_STEP_WIDTH}d}"
         keys = [self._trace_key(trace_id), self._index_key]
         args: list[str | bytes | int] = [self._prefix, trace_id, bound, limit, *_HEADER_FIELDS]
         reply = await self._run("history", keys, args)
         if not isinstance(reply, list):
             raise StorageError(f"Redis history: unexpected reply {reply!r:.60}")
-        infos = []
+        entries: list[CheckpointInfo | DamagedRecord] = []
         for entry in reply:
             member, values, size = _unpack(entry, 3, "history")
-            checkpoint_id, step = _parse_member(member)
             if not isinstance(values, list) or len(values) != len(_HEADER_FIELDS):
                 raise StorageError(f"Redis history: unexpected reply {values!r:.60}")
             if not isinstance(size, int):
                 raise StorageError(f"Redis history: unexpected size {size!r:.60}")
-            info = _header_from(checkpoint_id, values).with_size(size)
-            _check_listed(info, trace_id, step)
-            infos.append(info)
-        return infos
+            try:
+                checkpoint_id, step = _parse_member(member)
+            except CorruptCheckpoint as exc:
+                entries.append(DamagedRecord(None, trace_id, None, exc.reason))
+                continue
+            read = partial(_listed_info, checkpoint_id, values, size, trace_id, step)
+            entries.append(listed_entry(read, trace_id, step))
+        return entries
 
     @override
     async def _load_steps(
@@ -384,8 +390,9 @@ class RedisBlobStore(RewritableBlobStore):
         return blobs
 
     @override
-    async def _traces(self) -> list[TraceId]:
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
         traces: list[TraceId] = []
+        damaged: list[DamagedRecord] = []
         after = b"-"
         while True:
             args: list[str | bytes | int] = [self._prefix, after, _TRACES_PAGE]
@@ -393,9 +400,13 @@ class RedisBlobStore(RewritableBlobStore):
             read, live, last = _unpack(reply, 3, "traces")
             if not isinstance(live, list):
                 raise StorageError(f"Redis traces: unexpected reply {reply!r:.60}")
-            traces.extend(_trace_from_index(raw) for raw in live)
+            for raw in live:
+                try:
+                    traces.append(_trace_from_index(raw))
+                except CorruptCheckpoint as exc:
+                    damaged.append(DamagedRecord(None, None, None, exc.reason))
             if read != _TRACES_PAGE or not isinstance(last, bytes):
-                return traces
+                return [*traces, *damaged]
             after = b"(" + last
 
     @override
@@ -710,6 +721,15 @@ def _parse_member(member: object) -> tuple[CheckpointId, int]:
         raise CorruptCheckpoint(None, f"a trace index entry holds {_kind(member)}")
     step, id_hex = parts.groups()
     return CheckpointId(UUID(hex=id_hex.decode())), int(step)
+
+
+def _listed_info(
+    checkpoint_id: CheckpointId, values: _Values, size: int, trace_id: TraceId, step: int
+) -> CheckpointInfo:
+    """The header of a checkpoint a trace's history found, checked against where it was."""
+    info = _header_from(checkpoint_id, values).with_size(size)
+    _check_listed(info, trace_id, step)
+    return info
 
 
 def _check_listed(info: CheckpointInfo, trace_id: TraceId, step: int) -> None:

@@ -58,10 +58,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 from flowpoint.stores.base import (
+    DamageReportingBlobStore,
     DriverErrors,
     PruneRule,
     RewritableBlobStore,
@@ -71,6 +72,7 @@ from flowpoint.stores.base import (
     missing_driver,
     rewrite_conflict,
 )
+from flowpoint.stores.columns import damaged_id
 from flowpoint.stores.records import (
     RecordFormat,
     RecordHeader,
@@ -212,7 +214,7 @@ class _Listed:
     size: int
 
 
-class S3BlobStore(RewritableBlobStore):
+class S3BlobStore(RewritableBlobStore, DamageReportingBlobStore):
     """Keeps each checkpoint in its own object (see the module docs).
 
     ``S3BlobStore(store)`` uses an obstore store the application made (an
@@ -334,23 +336,27 @@ class S3BlobStore(RewritableBlobStore):
             header, data = _decode_record(raw, newest.key, segment, newest.step, None)
             return header.info().with_data(data)
 
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         segment = trace_segment(trace_id)
         # Keys sort newest first: the steps below before_step follow its key.
         offset = None
         if before_step is not None and before_step <= _MAX_STEP:
             offset = _checkpoint_key(segment, before_step)
-        infos: list[CheckpointInfo] = []
+        entries: list[CheckpointInfo | DamagedRecord] = []
         async with contextlib.aclosing(self._listing(segment, offset, limit)) as batches:
             async for batch in batches:
-                for found in await self._read_headers(segment, batch):
-                    if found is not None:
-                        infos.append(found.info())
-                        if len(infos) == limit:
-                            return infos
-        return infos
+                reads = await self._read_headers(segment, batch)
+                for found, read in zip(batch, reads, strict=True):
+                    if isinstance(read, CorruptCheckpoint):
+                        entry = DamagedRecord(damaged_id(read), trace_id, found.step, read.reason)
+                        entries.append(entry)
+                    elif read is not None:
+                        entries.append(read.info())
+                    if len(entries) == limit:
+                        return entries
+        return entries
 
     async def _load_steps(
         self, trace_id: TraceId, first_step: int, last_step: int
@@ -377,7 +383,7 @@ class S3BlobStore(RewritableBlobStore):
         blobs = await _bounded([one(found) for found in reversed(listed)])
         return [blob for blob in blobs if blob is not None]
 
-    async def _traces(self) -> list[TraceId]:
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
         import obstore
 
         store = self._store
@@ -394,7 +400,8 @@ class S3BlobStore(RewritableBlobStore):
                 if _ESCAPED.match(segment) or _HASHED.match(segment)
             ]
         )
-        return sorted(trace for trace in found if trace is not None)
+        traces = sorted(trace for trace in found if isinstance(trace, str))
+        return [*traces, *(entry for entry in found if isinstance(entry, DamagedRecord))]
 
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
         first = writes[0]
@@ -823,17 +830,28 @@ class S3BlobStore(RewritableBlobStore):
         header = _check_header(head, key, segment, step, checkpoint_id, size)
         return header, size
 
-    async def _read_headers(self, segment: str, batch: list[_Listed]) -> list[RecordHeader | None]:
-        """The headers of listed keys, read concurrently; ``None`` where one vanished."""
+    async def _read_headers(
+        self, segment: str, batch: list[_Listed]
+    ) -> list[RecordHeader | CorruptCheckpoint | None]:
+        """The headers of listed keys, read concurrently.
 
-        async def one(found: _Listed) -> RecordHeader | None:
-            read = await self._read_header(found.key, segment, found.step, None, found.size)
+        ``None`` where one vanished, the error where one is damaged.
+        """
+
+        async def one(found: _Listed) -> RecordHeader | CorruptCheckpoint | None:
+            try:
+                read = await self._read_header(found.key, segment, found.step, None, found.size)
+            except CorruptCheckpoint as exc:
+                return exc
             return None if read is None else read[0]
 
         return await _bounded([one(found) for found in batch])
 
-    async def _trace_of(self, segment: str) -> TraceId | None:
-        """The trace a listed segment holds, or ``None`` if it holds no checkpoint."""
+    async def _trace_of(self, segment: str) -> TraceId | DamagedRecord | None:
+        """The trace a listed segment holds, or ``None`` if it holds no checkpoint.
+
+        A hashed segment whose records are all damaged is reported.
+        """
         # Some services (SeaweedFS) keep a prefix listed after its last object is gone.
         newest = await self._first(segment)
         if newest is None:
@@ -842,8 +860,17 @@ class S3BlobStore(RewritableBlobStore):
         if trace is not None:
             return trace
         # A hashed segment cannot be reversed: a header says.
-        read = await self._read_header(newest.key, segment, newest.step, None, newest.size)
-        return None if read is None else read[0].header.trace_id
+        failure: CorruptCheckpoint | None = None
+        async for batch in self._listing(segment, None, 100):
+            for read in await self._read_headers(segment, batch):
+                if isinstance(read, CorruptCheckpoint):
+                    failure = failure or read
+                elif read is not None:
+                    return read.header.trace_id
+        if failure is None:
+            return None
+        reason = f"no record under traces/{segment}/ can be read: {failure.reason}"
+        return DamagedRecord(damaged_id(failure), None, None, reason)
 
     async def _id_of(self, segment: str, found: _Listed) -> CheckpointId | None:
         """The checkpoint id in a listed record's header; ``None`` if absent or damaged."""

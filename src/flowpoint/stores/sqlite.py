@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, TypeVar
 from uuid import UUID
 
@@ -42,6 +43,7 @@ from flowpoint.blob import (
     CheckpointBlob,
     CheckpointHeader,
     CheckpointInfo,
+    DamagedRecord,
     PendingWrite,
     validate_metadata,
 )
@@ -52,6 +54,7 @@ from flowpoint.errors import (
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     BlockingBlobStore,
+    DamageReportingBlobStore,
     DriverErrors,
     PruneRule,
     RewritableBlobStore,
@@ -64,7 +67,9 @@ from flowpoint.stores.base import (
 from flowpoint.stores.columns import (
     blob_with_data,
     info_with_size,
+    listed_entry,
     metadata_from_json,
+    split_traces,
     trace_from_text,
     value_kind,
     write_from_columns,
@@ -165,6 +170,9 @@ _HEADER_BY_ID_SQL: Final = (
     f"SELECT {_HEADER}, size FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
 )
 _TRACES_SQL: Final = "SELECT DISTINCT trace_id FROM flowpoint_checkpoints ORDER BY trace_id"
+_TRACE_ROWS_SQL: Final = (
+    "SELECT checkpoint_id, step FROM flowpoint_checkpoints WHERE trace_id = ? ORDER BY step"
+)
 _IDS_FROM_SQL: Final = (
     "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE checkpoint_id >= ?"
     " ORDER BY checkpoint_id LIMIT ?"
@@ -223,7 +231,7 @@ class _PendingSave(NamedTuple):
     loop: asyncio.AbstractEventLoop
 
 
-class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
+class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobStore):
     """Checkpoints in one SQLite database file, in WAL mode.
 
     ``durability="full"`` (the default) makes each acknowledged save survive a power
@@ -356,16 +364,16 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         return None if row is None else _blob_from_row(row)
 
     @override
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         query: _Query = (
             (_HISTORY_SQL, (trace_id, limit))
             if before_step is None
             else (_HISTORY_BEFORE_SQL, (trace_id, before_step, limit))
         )
         rows = await self._run("history", _fetch_all, query)
-        return [_info_from_row(row) for row in rows]
+        return [listed_entry(partial(_info_from_row, row), trace_id, row[2]) for row in rows]
 
     @override
     async def _load_steps(
@@ -378,9 +386,19 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         return [_blob_from_row(row) for row in rows]
 
     @override
-    async def _traces(self) -> list[TraceId]:
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
         rows = await self._run("traces", _fetch_all, (_TRACES_SQL, ()))
-        return [trace_from_text(row[0]) for row in rows]
+        traces, damaged = split_traces([row[0] for row in rows])
+        entries: list[TraceId | DamagedRecord] = [*traces]
+        for value, reason in damaged:
+            held = await self._run("traces", _fetch_all, (_TRACE_ROWS_SQL, (value,)))
+            entries.extend(
+                DamagedRecord(
+                    _id_from_column(raw_id), None, step if type(step) is int else None, reason
+                )
+                for raw_id, step in held
+            )
+        return entries
 
     @override
     async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
@@ -767,6 +785,10 @@ def _header_from_row(row: _Row) -> CheckpointHeader:
         current_node=current_node,
         metadata=metadata_from_json(checkpoint_id, metadata),
     )
+
+
+def _step_or_none(value: object) -> int | None:
+    return value if type(value) is int and value >= 0 else None
 
 
 def _id_from_column(value: object) -> CheckpointId | None:

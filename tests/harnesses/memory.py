@@ -14,11 +14,26 @@ class MemoryHarness(StoreHarness):
         self.store = InMemoryBlobStore()
 
     async def open(self) -> InMemoryBlobStore:
+        return self._view(InMemoryBlobStore())
+
+    async def open_read_only(self) -> InMemoryBlobStore:
+        return self._view(InMemoryBlobStore(read_only=True))
+
+    def _view(self, view: InMemoryBlobStore) -> InMemoryBlobStore:
         # Another store object over the same dictionaries and lock: closing one (as
         # each test's store is closed) leaves the others usable, as with any backend.
-        view = InMemoryBlobStore()
-        vars(view).update((k, v) for k, v in vars(self.store).items() if k != "_closed")
+        shared = ("_lock", "_by_id", "_by_trace", "_writes", "_writes_by_trace")
+        vars(view).update((name, getattr(self.store, name)) for name in shared)
         return view
+
+    async def snapshot(self) -> object:
+        store = self.store
+        return (
+            dict(store._by_id),
+            {trace: (list(t.steps), dict(t.by_step)) for trace, t in store._by_trace.items()},
+            {checkpoint: dict(writes) for checkpoint, writes in store._writes.items()},
+            {trace: set(ids) for trace, ids in store._writes_by_trace.items()},
+        )
 
     async def read_data(self, checkpoint_id: CheckpointId) -> bytes:
         return self.store._by_id[checkpoint_id].data

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from flowpoint import open_store
 from flowpoint.blob import CheckpointBlob, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
@@ -26,6 +27,7 @@ from tests.harnesses.file import (
     FileHarness,
     join_record,
     split_record,
+    tree_snapshot,
 )
 
 STEP_FILE = re.compile(r"[0-9]{20}\.ckpt")
@@ -684,3 +686,38 @@ async def test_harness_tampers_with_data_but_not_with_the_header() -> None:
     finally:
         await harness.cleanup()
     assert os.path.basename(harness.root) not in os.listdir(os.path.dirname(harness.root))
+
+
+# Read-only opening
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda root: None, "no such directory"),
+        (lambda root: root.mkdir(), "holds no traces/ or ids/"),
+        (lambda root: (root.mkdir(), (root / "notes.txt").write_text("x")), "holds no traces/"),
+        (lambda root: root.write_text("a file"), "no such directory"),
+    ],
+)
+async def test_read_only_opening_refuses_what_is_not_a_store_and_creates_nothing(
+    tmp_path: Path, make: Callable[[Path], object], reason: str
+) -> None:
+    root = tmp_path / "store"
+    make(root)
+    before = tree_snapshot(str(tmp_path))
+    async with open_store(f"file://{root}", read_only=True) as store:
+        with pytest.raises(StorageError, match=f"not a flowpoint store: .*{reason}"):
+            await store.traces()
+        with pytest.raises(StorageError, match="not a flowpoint store"):
+            await store.load(new_checkpoint_id())
+    assert tree_snapshot(str(tmp_path)) == before
+
+
+async def test_a_store_whose_traces_were_all_deleted_is_still_a_store(
+    root: Path, store: FileBlobStore
+) -> None:
+    await store.save(make_blob("t", 0))
+    await store.delete_trace("t")
+    async with FileBlobStore(root, read_only=True) as reader:
+        assert await reader.traces() == []

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -583,3 +584,79 @@ async def until_it_works(call: Callable[[], Awaitable[object]], patience: float 
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
+
+
+# -- a URL that cannot work, and read-only opening -------------------------------------------
+
+
+def _wrong_port(harness: PostgresHarness) -> str:
+    parts = urlsplit(harness.url)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:1"))
+
+
+def _unknown_role(harness: PostgresHarness) -> str:
+    parts = urlsplit(harness.url)
+    return urlunsplit(
+        parts._replace(netloc=f"nobody_{harness.database}@{parts.hostname}:{parts.port}")
+    )
+
+
+def _unknown_database(harness: PostgresHarness) -> str:
+    return url_for(f"{harness.database}_missing")
+
+
+@pytest.mark.parametrize(
+    ("make_url", "reason"),
+    [
+        (_wrong_port, "Connection refused"),
+        (_unknown_role, r'role "nobody_\w+" does not exist'),
+        (_unknown_database, r'database "\w+_missing" does not exist'),
+    ],
+)
+async def test_a_url_that_cannot_work_fails_with_the_servers_reason(
+    harness: PostgresHarness, make_url: Callable[[PostgresHarness], str], reason: str
+) -> None:
+    # A pool that only retried would wait out its timeout (here far longer than the
+    # test's limit) and then know only that it got no connection.
+    async with asyncio.timeout(60):
+        async with PostgresBlobStore.from_url(make_url(harness), timeout=600) as store:
+            with pytest.raises(StorageError, match=reason) as caught:
+                await store.traces()
+            assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+            with pytest.raises(StorageError, match=reason):  # every call says so again
+                await store.load_latest("t")
+
+
+async def test_read_only_opening_of_an_empty_database_says_it_is_not_a_store(
+    harness: PostgresHarness,
+) -> None:
+    before = await harness.snapshot()
+    async with open_store(harness.url, read_only=True) as store:
+        with pytest.raises(StorageError, match="not a flowpoint store: there is no"):
+            await store.traces()
+    assert await harness.snapshot() == before == ([], {})
+
+
+async def test_read_only_reads_the_previous_release_without_upgrading_it(
+    harness: PostgresHarness,
+) -> None:
+    await restore_release_dump(harness)
+    before = await harness.snapshot()
+    blobs = upgrade.release_blobs()
+    async with PostgresBlobStore.from_url(harness.url, read_only=True) as store:
+        assert await store.traces() == sorted(upgrade.TRACES)
+        assert await store.load(blobs[0].checkpoint_id) == blobs[0]
+        assert await store.load_writes(blobs[0].checkpoint_id) == []  # no writes table yet
+    assert await harness.snapshot() == before
+
+
+async def test_a_read_only_stores_sessions_refuse_writes_on_the_server(
+    harness: PostgresHarness, store: PostgresBlobStore
+) -> None:
+    await store.save(make_blob())
+    async with PostgresBlobStore.from_url(harness.url, read_only=True) as reader:
+        await reader.traces()
+        async with reader._connection() as conn:
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                await conn.execute("DELETE FROM flowpoint_checkpoints")
+    assert len(await store.history("trace")) == 1

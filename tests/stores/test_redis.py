@@ -542,6 +542,32 @@ async def test_readers_skip_and_tidy_checkpoints_that_expired(
     assert not await admin.exists(prefix + "traces")
 
 
+async def test_a_read_only_store_skips_what_expired_and_tidies_nothing(
+    admin: redis.asyncio.Redis, prefix: str, store: RedisBlobStore
+) -> None:
+    blobs = [make_blob(step=step) for step in range(4)]
+    for blob in blobs:
+        await store.save(blob)
+    stale = make_blob("stale")
+    await store.save(stale)
+    for gone in (blobs[3], blobs[1], stale):  # their expiry, without waiting for it
+        await admin.delete(f"{prefix}cp:{gone.checkpoint_id.hex}")
+    keys = sorted([key async for key in admin.scan_iter(match=f"{prefix}*")])
+    before = {key: await admin.dump(key) for key in keys}
+    async with RedisBlobStore.from_url(REDIS_URL, prefix=prefix, read_only=True) as reader:
+        assert await reader.load_latest("trace") == blobs[2]
+        assert [info.step for info in await reader.history("trace")] == [2, 0]
+        assert await reader.traces() == ["trace"]
+        assert await reader.load_latest("stale") is None
+    after = sorted([key async for key in admin.scan_iter(match=f"{prefix}*")])
+    assert after == keys
+    assert {key: await admin.dump(key) for key in keys} == before
+    # The same reads by a writable store tidy the indexes.
+    assert await store.traces() == ["trace"]
+    assert await admin.zrange(prefix + "traces", 0, -1) == [b"trace"]
+    assert await admin.zcard(prefix + "trace:trace") == 3  # the top of the trace's, so far
+
+
 # -- rewrites -----------------------------------------------------------------------------
 
 

@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 
+from flowpoint import open_store
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import sqlite as sqlite_module
 from flowpoint.stores.base import PruneRule
 from flowpoint.stores.sqlite import SqliteBlobStore
 from tests.blobs import make_blob
+from tests.harnesses.file import tree_snapshot
 from tests.harnesses.sqlite import SqliteHarness
 from tests.processes import run_processes
 from tests.stores import upgrade
@@ -549,3 +551,76 @@ async def test_a_cancelled_save_does_not_disturb_the_others(db_path: Path) -> No
             await first
         # The cancelled save was queued already: it commits with the other.
         assert [info.step for info in await store.history("t")] == [1, 0]
+
+
+# -- read-only opening -------------------------------------------------------------------
+
+
+async def test_read_only_reads_a_file_of_the_previous_release_without_upgrading_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "release.db"
+    shutil.copyfile(Path(__file__).parent / "data" / "sqlite-v1.db", path)
+    before = path.read_bytes()
+    blobs = upgrade.release_blobs()
+    async with SqliteBlobStore(path, read_only=True) as store:
+        assert await store.traces() == sorted(upgrade.TRACES)
+        assert await store.load(blobs[0].checkpoint_id) == blobs[0]
+        assert await store.load_writes(blobs[0].checkpoint_id) == []  # no writes table yet
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["release.db"]
+    assert execute(path, "SELECT version FROM flowpoint_schema") == [(1,)]
+
+
+def _empty_file(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    return path
+
+
+def _another_applications_database(tmp_path: Path) -> Path:
+    path = tmp_path / "app.db"
+    execute(path, "CREATE TABLE users (name TEXT)")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_path", "reason"),
+    [
+        (lambda tmp_path: tmp_path / "missing.db", "no such file"),
+        (_missing_directory, "no such file"),
+        (_empty_file, "no flowpoint tables"),
+        (_another_applications_database, "no flowpoint tables"),
+        (_not_a_database, "not a database"),
+    ],
+)
+async def test_read_only_opening_refuses_what_is_not_a_store_and_creates_nothing(
+    tmp_path: Path, make_path: Callable[[Path], Path], reason: str
+) -> None:
+    path = make_path(tmp_path)
+    before = tree_snapshot(str(tmp_path))
+    async with open_store(f"sqlite:///{path}", read_only=True) as store:
+        with pytest.raises(StorageError, match=f"is not a flowpoint store: .*{reason}"):
+            await store.traces()
+        with pytest.raises(StorageError, match="not a flowpoint store"):
+            await store.load_latest("t")  # and again: nothing half-open was kept
+    assert tree_snapshot(str(tmp_path)) == before
+
+
+async def test_a_read_only_store_reads_a_file_this_process_may_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "checkpoints.db"
+    async with SqliteBlobStore(path) as writer:
+        await writer.save(make_blob())
+    # The tests may run as root, whom permissions do not stop: say the file is not writable.
+    monkeypatch.setattr(sqlite_module.os, "access", lambda path, mode: mode != os.W_OK)
+    async with SqliteBlobStore(path, read_only=True) as store:
+        assert [info.step for info in await store.history("trace")] == [0]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA query_only=OFF")  # only the open mode is left to refuse
+            conn.execute("CREATE TABLE intruder (x)")
+
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await on_store_thread(store, write)

@@ -46,19 +46,25 @@ end
 local function writes_set_key(prefix, trace)
   return prefix .. 'writes:' .. quoted(trace)
 end
--- The member of the highest step whose checkpoint is still there, or nil; members
--- whose checkpoint expired are dropped on the way.
-local function top_live(zset, prefix)
+-- The member of the highest step whose checkpoint is still there, or nil. With
+-- tidy, members whose checkpoint expired are dropped on the way; a read-only store
+-- (tidy false) steps over them.
+local function top_live(zset, prefix, tidy)
+  local skipped = 0
   while true do
-    local top = redis.call('ZRANGE', zset, '+', '-', 'BYLEX', 'REV', 'LIMIT', 0, 1)
+    local top = redis.call('ZRANGE', zset, '+', '-', 'BYLEX', 'REV', 'LIMIT', skipped, 1)
     if #top == 0 then return nil end
     if redis.call('EXISTS', cp_key(prefix, top[1])) == 1 then return top[1] end
-    redis.call('ZREM', zset, top[1])
+    if tidy then
+      redis.call('ZREM', zset, top[1])
+    else
+      skipped = skipped + 1
+    end
   end
 end
 -- A trace whose sorted set is gone (Redis drops an empty one) leaves the index.
-local function forget_if_empty(zset, index, trace)
-  if redis.call('EXISTS', zset) == 0 then
+local function forget_if_empty(zset, index, trace, tidy)
+  if tidy and redis.call('EXISTS', zset) == 0 then
     redis.call('ZREM', index, trace)
   end
 end
@@ -142,22 +148,26 @@ keep_alive(set, ttl, new_set)
 return saved
 """
 
-# KEYS: trace sorted set, traces index. ARGV: prefix, trace id, fields to read.
+# Reads take a "tidy" argument: "1" lets them drop index entries of checkpoints that
+# expired, "0" (a read-only store) makes them change nothing.
+
+# KEYS: trace sorted set, traces index. ARGV: prefix, trace id, tidy, fields to read.
 # Returns {member, values} of the highest live step, or nil.
 LATEST: Final = r"""
-local top = top_live(KEYS[1], ARGV[1])
+local tidy = ARGV[3] == '1'
+local top = top_live(KEYS[1], ARGV[1], tidy)
 if not top then
-  forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
+  forget_if_empty(KEYS[1], KEYS[2], ARGV[2], tidy)
   return false
 end
-return {top, redis.call('HMGET', cp_key(ARGV[1], top), unpack(ARGV, 3))}
+return {top, redis.call('HMGET', cp_key(ARGV[1], top), unpack(ARGV, 4))}
 """
 
 # KEYS: trace sorted set, traces index.
-# ARGV: prefix, trace id, upper bound ("+" or "(<step>"), limit, fields to read.
+# ARGV: prefix, trace id, upper bound ("+" or "(<step>"), limit, tidy, fields to read.
 # Returns up to limit {member, values, size of data}, highest step first.
 HISTORY: Final = r"""
-local found, bound, limit = {}, ARGV[3], tonumber(ARGV[4])
+local found, bound, limit, tidy = {}, ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
 while #found < limit do
   local page = redis.call(
     'ZRANGE', KEYS[1], bound, '-', 'BYLEX', 'REV', 'LIMIT', 0, limit - #found)
@@ -166,26 +176,27 @@ while #found < limit do
     local key = cp_key(ARGV[1], member)
     if redis.call('EXISTS', key) == 1 then
       found[#found + 1] = {
-        member, redis.call('HMGET', key, unpack(ARGV, 5)), redis.call('HSTRLEN', key, 'data')}
-    else
+        member, redis.call('HMGET', key, unpack(ARGV, 6)), redis.call('HSTRLEN', key, 'data')}
+    elseif tidy then
       redis.call('ZREM', KEYS[1], member)  -- the checkpoint expired
     end
   end
   bound = '(' .. page[#page]
 end
-forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
+forget_if_empty(KEYS[1], KEYS[2], ARGV[2], tidy)
 return found
 """
 
-# KEYS: traces index. ARGV: prefix, lower bound ("-" or "(<trace>"), page size.
+# KEYS: traces index. ARGV: prefix, lower bound ("-" or "(<trace>"), page size, tidy.
 # Returns {entries read, trace ids with a live checkpoint, last entry read}.
 TRACES: Final = r"""
 local page = redis.call('ZRANGE', KEYS[1], ARGV[2], '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
+local tidy = ARGV[4] == '1'
 local live = {}
 for _, trace in ipairs(page) do
-  if top_live(trace_key(ARGV[1], trace), ARGV[1]) then
+  if top_live(trace_key(ARGV[1], trace), ARGV[1], tidy) then
     live[#live + 1] = trace
-  else
+  elseif tidy then
     redis.call('ZREM', KEYS[1], trace)  -- every checkpoint of the trace expired
   end
 end
@@ -222,7 +233,7 @@ local trace, step = fields[1], fields[2]
 if trace and step and string.match(step, '^[0-9]+$') and #step <= 20 then
   local zset = trace_key(ARGV[1], trace)
   redis.call('ZREM', zset, string.rep('0', 20 - #step) .. step .. ':' .. ARGV[2])
-  forget_if_empty(zset, KEYS[2], trace)
+  forget_if_empty(zset, KEYS[2], trace, true)
 end
 return 1
 """
@@ -282,7 +293,7 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[1], '+', '-', 'BYLEX', 'REV'))
     deleted = deleted + 1
   end
 end
-forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
+forget_if_empty(KEYS[1], KEYS[2], ARGV[2], true)
 return deleted
 """
 

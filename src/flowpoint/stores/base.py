@@ -39,6 +39,7 @@ __all__ = [
     "DriverErrors",
     "PruneRule",
     "RewritableBlobStore",
+    "check_read_only",
     "check_writes_trace",
     "different_header",
     "hex_prefix",
@@ -146,12 +147,26 @@ class BlobCheckpointStore(abc.ABC):
     :class:`~flowpoint.errors.StorageError` saying the store is closed, and does
     nothing else; a call already running finishes.
 
+    A store opened read-only (``open_store(url, read_only=True)``, or a backend's
+    ``read_only=True``) changes nothing in its storage: the methods that write
+    (:meth:`save`, :meth:`save_writes`, the deletes, :meth:`prune`, a rewrite)
+    raise :class:`~flowpoint.errors.StorageError` saying so, and the others
+    create no table, file or key. Opening storage that is not a flowpoint store
+    read-only makes the first call raise :class:`~flowpoint.errors.StorageError`
+    saying so, where the backend can tell (see each backend).
+
     How a backend's driver exceptions become these errors is declared once per
     backend (:meth:`_driver_errors`, a :class:`DriverErrors` table) and applied
     here, around every call to the backend.
     """
 
     _closed: bool = False
+    _read_only: bool = False
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened read-only: then every method that writes refuses."""
+        return self._read_only
 
     async def save(self, blob: CheckpointBlob) -> None:
         """Store ``blob`` durably; when this returns, the save survives a crash.
@@ -162,7 +177,7 @@ class BlobCheckpointStore(abc.ABC):
         concurrent writers of one ``(trace_id, step)``, in this process or another,
         exactly one succeeds.
         """
-        with self._calling("save", blob=blob):
+        with self._calling("save", blob=blob, writes=True):
             _check_blob("save", blob)
             await self._save(blob)
 
@@ -332,7 +347,7 @@ class BlobCheckpointStore(abc.ABC):
         Deleting a checkpoint id (also one that is not stored), its trace, or pruning
         it deletes its writes.
         """
-        with self._calling("save_writes"):
+        with self._calling("save_writes", writes=True):
             batch = list(writes)
             if not batch:
                 return 0
@@ -366,7 +381,7 @@ class BlobCheckpointStore(abc.ABC):
         Deleting a trace's newest checkpoint makes the next one down the latest. The
         writes saved against the id go whether or not the checkpoint was stored.
         """
-        with self._calling("delete"):
+        with self._calling("delete", writes=True):
             return await self._delete(coerce_checkpoint_id(checkpoint_id))
 
     async def delete_many(self, checkpoint_ids: Iterable[CheckpointId]) -> int:
@@ -375,7 +390,7 @@ class BlobCheckpointStore(abc.ABC):
         Ids not stored are skipped. Backends that can delete in one transaction
         (and one durable commit) do so; the others delete one by one.
         """
-        with self._calling("delete_many"):
+        with self._calling("delete_many", writes=True):
             wanted = list(dict.fromkeys(coerce_checkpoint_id(one) for one in checkpoint_ids))
             if not wanted:
                 return 0
@@ -383,7 +398,7 @@ class BlobCheckpointStore(abc.ABC):
 
     async def delete_trace(self, trace_id: TraceId | str) -> int:
         """Delete every checkpoint of the trace (and every write) and return how many there were."""
-        with self._calling("delete_trace"):
+        with self._calling("delete_trace", writes=True):
             return await self._delete_trace(validate_trace_id(trace_id))
 
     async def prune(self, trace_id: TraceId | str, rule: PruneRule) -> int:
@@ -391,7 +406,7 @@ class BlobCheckpointStore(abc.ABC):
 
         Returns how many checkpoints were deleted.
         """
-        with self._calling("prune"):
+        with self._calling("prune", writes=True):
             if not isinstance(rule, PruneRule):
                 raise TypeError(f"prune takes a PruneRule, not {type(rule).__name__}")
             return await self._prune(validate_trace_id(trace_id), rule)
@@ -405,14 +420,19 @@ class BlobCheckpointStore(abc.ABC):
             await self._close()
 
     @contextlib.contextmanager
-    def _calling(self, action: str, *, blob: CheckpointBlob | None = None) -> Iterator[None]:
-        """Refuse the call if the store is closed; map driver errors raised inside it.
+    def _calling(
+        self, action: str, *, blob: CheckpointBlob | None = None, writes: bool = False
+    ) -> Iterator[None]:
+        """Refuse the call if the store is closed (or it ``writes`` to a read-only store).
 
-        ``blob`` is the checkpoint a save stores: a conflict the driver reports
-        becomes its :class:`~flowpoint.errors.CheckpointConflict`.
+        Then map the driver errors raised inside it: ``blob`` is the checkpoint a
+        save stores, so that a conflict the driver reports becomes its
+        :class:`~flowpoint.errors.CheckpointConflict`.
         """
         if self._closed:
             raise StorageError(f"{self!r} is closed: {action} refused")
+        if writes and self._read_only:
+            raise StorageError(f"{self!r} is opened read-only: {action} refused")
         with self._driver_boundary(action, blob):
             yield
 
@@ -596,7 +616,7 @@ class RewritableBlobStore(BlobCheckpointStore):
         is: a reader sees the old data or the new, never a mix, and when this
         returns the new data survives a crash.
         """
-        with self._calling("rewrite"):
+        with self._calling("rewrite", writes=True):
             _check_blob("rewrite", blob)
             return await self._rewrite(blob)
 
@@ -732,6 +752,13 @@ def run_in_caller_thread(coroutine: Coroutine[Any, Any, _T]) -> _T:
         _IN_CALLER_THREAD.reset(token)
     coroutine.close()
     raise RuntimeError("a blocking store's coroutine waited on an event loop")
+
+
+def check_read_only(read_only: object) -> bool:
+    """``read_only`` if it is a bool; anything else raises ``ValueError``."""
+    if not isinstance(read_only, bool):
+        raise ValueError(f"read_only must be a bool, not {read_only!r:.40}")
+    return read_only
 
 
 def missing_driver(extra: str, cause: ImportError) -> ImportError:

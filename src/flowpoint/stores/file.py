@@ -34,8 +34,8 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterator
-from typing import IO
+from collections.abc import Callable, Iterator
+from typing import IO, ParamSpec, TypeVar
 from urllib.parse import quote, unquote
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
@@ -46,6 +46,7 @@ from flowpoint.stores.base import (
     DamageReportingBlobStore,
     DriverErrors,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     hex_prefix,
@@ -62,6 +63,9 @@ from flowpoint.stores.records import (
 )
 
 __all__ = ["FileBlobStore", "trace_dir_name"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 # Record: magic, header length (u32 BE), header JSON, CRC32 of the header JSON (u32 BE), data.
 
@@ -117,17 +121,34 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
     Every file system call runs in a worker thread, never on the event loop.
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, read_only: bool = False) -> None:
         path = os.fspath(directory)
         if not isinstance(path, str):
             raise TypeError(f"directory must be a str path, not {type(path).__name__}")
+        self._read_only = check_read_only(read_only)
         self._root = os.path.abspath(path)
         self._traces_root = os.path.join(self._root, "traces")
         self._writes_root = os.path.join(self._root, "writes")
         self._ids_root = os.path.join(self._root, "ids")
+        self._found_store = False  # read-only: the directory was seen to be a store
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._root!r})"
+
+    async def _blocking(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self._read_only and not self._found_store:
+            await super()._blocking(self._check_is_store)
+        return await super()._blocking(fn, *args, **kwargs)
+
+    def _check_is_store(self) -> None:
+        """Refuse a directory that is missing or holds no store (see the module docs)."""
+        if not os.path.isdir(self._root):
+            raise StorageError(f"{self!r} is not a flowpoint store: no such directory")
+        if not (os.path.isdir(self._traces_root) or os.path.isdir(self._ids_root)):
+            raise StorageError(
+                f"{self!r} is not a flowpoint store: the directory holds no traces/ or ids/"
+            )
+        self._found_store = True
 
     def _driver_errors(self) -> DriverErrors:
         return _DRIVER_ERRORS

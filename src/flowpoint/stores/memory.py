@@ -13,6 +13,7 @@ from flowpoint.stores.base import (
     BlockingBlobStore,
     DamageReportingBlobStore,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     rewrite_conflict,
@@ -39,7 +40,8 @@ class InMemoryBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingB
     shared between event loops and threads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, read_only: bool = False) -> None:
+        self._read_only = check_read_only(read_only)
         self._lock = threading.Lock()
         self._by_id: dict[CheckpointId, CheckpointBlob] = {}
         self._by_trace: dict[TraceId, _Trace] = {}

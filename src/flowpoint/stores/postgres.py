@@ -74,6 +74,7 @@ from flowpoint.stores.base import (
     DriverErrors,
     PruneRule,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     id_range,
@@ -356,7 +357,9 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
     open, and its connections may be in autocommit mode or not (outside it, each
     statement gets its own transaction). ``schema`` and ``table_prefix`` name the
     tables (``public.flowpoint_checkpoints`` by default). With ``migrate=True``
-    the first call runs :meth:`setup`. The constructor does no I/O.
+    the first call runs :meth:`setup`. With ``read_only=True`` nothing is created
+    or migrated, and the first call checks that the tables are a flowpoint store's.
+    The constructor does no I/O.
     """
 
     def __init__(
@@ -366,6 +369,7 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         schema: str = "public",
         table_prefix: str = "flowpoint_",
         migrate: bool = True,
+        read_only: bool = False,
     ) -> None:
         _require_driver()
         if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
@@ -377,13 +381,17 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
             )
         if not isinstance(migrate, bool):
             raise ValueError(f"migrate must be a bool, not {migrate!r}")
+        self._read_only = check_read_only(read_only)
         self._sql = _Statements(schema, table_prefix)
         self._pool = pool
         self._table_prefix = table_prefix
-        self._migrate = migrate
+        self._migrate = migrate and not read_only
         self._migrated = False
+        # The schema version found by a read-only store's first call (None: not yet).
+        self._schema_found: int | None = None
         self._setup_lock = asyncio.Lock()  # binds to no loop until contended
         self._owns_pool = False
+        self._conninfo = ""  # of a pool the store made itself
         self._label = f"pool {getattr(pool, 'name', '?')!r}"
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(pool.max_size)  # see _take_slot
@@ -399,6 +407,7 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         schema: str | None = None,
         table_prefix: str | None = None,
         timeout: float | None = None,
+        read_only: bool = False,
     ) -> PostgresBlobStore:
         """A store over a pool of its own, opened on first use and closed by :meth:`close`.
 
@@ -409,7 +418,12 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         raises ``ValueError``. Defaults: ``min_size=1``, ``max_size=10``
         connections; ``migrate=True``; ``schema="public"``;
         ``table_prefix="flowpoint_"``; ``timeout=30.0``, the seconds a call waits
-        for a connection.
+        for a connection. With ``read_only=True`` the pool's sessions are read-only
+        too (``default_transaction_read_only``), so the server refuses any write.
+
+        The first call connects once on its own before it opens the pool: a wrong
+        host, port, role, password or database fails at once with the server's
+        own reason, not after ``timeout``.
         """
         _require_driver()
         from psycopg_pool import AsyncConnectionPool
@@ -432,6 +446,7 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
             max_size=options["max_size"],
             timeout=options["timeout"],
             kwargs={"autocommit": True},
+            configure=_read_only_session if read_only else None,
             check=_check_idle_connection,
             open=False,
             name="flowpoint",
@@ -441,8 +456,10 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
             schema=options["schema"],
             table_prefix=options["table_prefix"],
             migrate=options["migrate"],
+            read_only=read_only,
         )
         store._owns_pool = True
+        store._conninfo = conninfo
         store._label = _redact(url)
         return store
 
@@ -626,6 +643,8 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
 
     @override
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        if self._schema_found == 1:
+            return []  # read-only, on tables older than pending writes
         rows = await self._fetch(self._sql.load_writes, (checkpoint_id,))
         return [write_from_columns(checkpoint_id, *row) for row in rows]
 
@@ -684,6 +703,8 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         """
         if self._migrate and not self._migrated:
             await self.setup()
+        elif self._read_only and self._schema_found is None:
+            await self._check_schema()
         pool = await self._open_pool()
         await self._take_slot(pool)
         try:
@@ -695,6 +716,21 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
                         yield conn
         finally:
             self._slots.release()
+
+    async def _probe(self) -> None:
+        """Connect once, alone, so that a URL that cannot work fails now, saying why.
+
+        The pool retries a failed connection in the background until a call's
+        timeout passes, and then knows only that it got none.
+        """
+        import psycopg
+
+        try:
+            async with asyncio.timeout(self._pool.timeout):
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except TimeoutError:
+            raise StorageError(f"{self!r}: no connection within {self._pool.timeout:g} s") from None
+        await conn.close()
 
     async def _take_slot(self, pool: _Pool) -> None:
         """Wait, up to the pool's timeout, until fewer than ``max_size`` calls run.
@@ -714,12 +750,35 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         except TimeoutError:
             raise PoolTimeout(f"couldn't get a connection after {pool.timeout:.2f} sec") from None
 
+    async def _check_schema(self) -> None:
+        """A read-only store's first look: whose tables are these, of which version."""
+        import psycopg
+
+        pool = await self._open_pool()
+        async with pool.connection() as conn:
+            try:
+                cursor = await conn.execute(self._sql.schema_version)
+            except psycopg.errors.UndefinedTable as exc:
+                raise StorageError(
+                    f"{self!r} is not a flowpoint store: there is no "
+                    f"{self._table_prefix}schema_migrations table in schema {self._sql.schema!r}"
+                ) from exc
+            row = await cursor.fetchone()
+        version = 0 if row is None or row[0] is None else row[0]
+        if not 1 <= version <= len(_MIGRATIONS):
+            raise StorageError(
+                f"{self!r}: the flowpoint tables have schema version {version}; this "
+                f"flowpoint reads versions 1 to {len(_MIGRATIONS)}"
+            )
+        self._schema_found = version
+
     async def _open_pool(self) -> _Pool:
         if not self._owns_pool:
             return self._pool
         loop = asyncio.get_running_loop()
         if self._pool_loop is None:
-            # wait=False: a server that is down now must not close the pool for good;
+            await self._probe()
+            # wait=False: a server that is down later must not close the pool for good;
             # the pool keeps reconnecting and each call waits up to its timeout.
             # Opening an open pool is a no-op, so concurrent first calls are safe.
             await self._pool.open(wait=False)
@@ -771,6 +830,11 @@ async def _migrate(conn: _Connection, statements: _Statements) -> None:
             for statement in statements.migrations[version - 1]:
                 await cursor.execute(statement)
             await cursor.execute(statements.record_migration, (version,))
+
+
+async def _read_only_session(conn: _Connection) -> None:
+    """The pool's setup of a read-only store's connections: the server refuses writes."""
+    await conn.execute("SET default_transaction_read_only = on")
 
 
 async def _check_idle_connection(conn: _Connection) -> None:

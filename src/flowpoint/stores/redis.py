@@ -78,6 +78,7 @@ from flowpoint.stores.base import (
     DriverErrors,
     PruneRule,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     hex_prefix,
@@ -156,6 +157,7 @@ class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         *,
         prefix: str = DEFAULT_PREFIX,
         trace_ttl: timedelta | float | None = None,
+        read_only: bool = False,
     ) -> None:
         try:
             import redis.asyncio
@@ -171,6 +173,9 @@ class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
             )
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"prefix must be a non-empty str, not {prefix!r}")
+        self._read_only = check_read_only(read_only)
+        # Reads drop index entries of checkpoints that expired, unless read-only.
+        self._tidy = "0" if read_only else "1"
         self._client: Redis = client
         self._owns_client = False
         self._prefix = prefix
@@ -194,7 +199,7 @@ class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         }
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisBlobStore:
+    def from_url(cls, url: str, *, read_only: bool = False, **options: Any) -> RedisBlobStore:
         """A store over a client of its own, made from a ``redis://`` or ``rediss://`` URL.
 
         ``redis://[user:password@]host:port/db?prefix=app:&trace_ttl=86400``:
@@ -211,7 +216,7 @@ class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         client = redis.asyncio.Redis.from_url(client_url, **options)
         # Nothing is connected yet: if these refuse, there is nothing to close.
         _check_client_options(client)
-        store = cls(client, **(url_options | store_options))
+        store = cls(client, read_only=read_only, **(url_options | store_options))
         store._owns_client = True
         return store
 
@@ -318,7 +323,8 @@ class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
     @override
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
         keys = [self._trace_key(trace_id), self._index_key]
-        reply = await self._run("load_latest", keys, [self._prefix, trace_id, *_BLOB_FIELDS])
+        args: list[str | bytes | int] = [self._prefix, trace_id, self._tidy, *_BLOB_FIELDS]
+        reply = await self._run("load_latest", keys, args)
         if reply is None:
             return None
         member, values = _unpack(reply, 2, "load_latest")
@@ -335,7 +341,14 @@ class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
     ) -> list[CheckpointInfo | DamagedRecord]:
         bound = "+" if before_step is None else f"({before_step:0{_STEP_WIDTH}d}"
         keys = [self._trace_key(trace_id), self._index_key]
-        args: list[str | bytes | int] = [self._prefix, trace_id, bound, limit, *_HEADER_FIELDS]
+        args: list[str | bytes | int] = [
+            self._prefix,
+            trace_id,
+            bound,
+            limit,
+            self._tidy,
+            *_HEADER_FIELDS,
+        ]
         reply = await self._run("history", keys, args)
         if not isinstance(reply, list):
             raise StorageError(f"Redis history: unexpected reply {reply!r:.60}")
@@ -395,7 +408,7 @@ class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         damaged: list[DamagedRecord] = []
         after = b"-"
         while True:
-            args: list[str | bytes | int] = [self._prefix, after, _TRACES_PAGE]
+            args: list[str | bytes | int] = [self._prefix, after, _TRACES_PAGE, self._tidy]
             reply = await self._run("traces", [self._index_key], args)
             read, live, last = _unpack(reply, 3, "traces")
             if not isinstance(live, list):

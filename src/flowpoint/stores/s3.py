@@ -66,6 +66,7 @@ from flowpoint.stores.base import (
     DriverErrors,
     PruneRule,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     hex_prefix,
@@ -223,16 +224,17 @@ class S3BlobStore(RewritableBlobStore, DamageReportingBlobStore):
     calls, for a store given or made by :meth:`from_url` alike.
     """
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, *, read_only: bool = False) -> None:
         try:
             import obstore  # noqa: F401 - only to fail early without the driver
         except ImportError as exc:
             raise missing_driver("s3", exc) from None
+        self._read_only = check_read_only(read_only)
         self._store: ObjectStore = store
         self._description = repr(store)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> S3BlobStore:
+    def from_url(cls, url: str, *, read_only: bool = False, **options: Any) -> S3BlobStore:
         """Open ``s3://bucket/prefix?endpoint=...&region=...&allow_http=true``.
 
         URL options: ``endpoint``, ``region``, ``access_key_id``,
@@ -266,7 +268,7 @@ class S3BlobStore(RewritableBlobStore, DamageReportingBlobStore):
             raise ValueError(
                 f"cannot configure an S3 store for {_redacted(url)}: {summary}"
             ) from exc
-        return cls(store)
+        return cls(store, read_only=read_only)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._description})"

@@ -28,6 +28,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -58,6 +59,7 @@ from flowpoint.stores.base import (
     DriverErrors,
     PruneRule,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     id_range,
@@ -253,6 +255,7 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
         *,
         busy_timeout: float = 10.0,
         durability: Durability = "full",
+        read_only: bool = False,
     ) -> None:
         raw = os.fspath(path)
         if raw in ("", ":memory:"):
@@ -269,6 +272,7 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
             raise ValueError(f"busy_timeout must be a number of seconds >= 0, not {busy_timeout!r}")
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        self._read_only = check_read_only(read_only)
         # Absolute now: the file is opened later, perhaps after a chdir.
         self._path = os.path.abspath(raw)
         self._busy_timeout = float(busy_timeout)
@@ -284,6 +288,7 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._disconnected = False  # the connection was closed: never open it again
+        self._schema = _SCHEMA_VERSION  # of the file; read-only stores read older ones
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, durability={self._durability!r})"
@@ -425,8 +430,12 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
     @override
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
         query: _Query = (_LOAD_WRITES_SQL, (checkpoint_id.bytes,))
-        rows = await self._run("load_writes", _fetch_all, query)
+        rows = await self._run("load_writes", self._fetch_writes, query)
         return [write_from_columns(checkpoint_id, *row) for row in rows]
+
+    def _fetch_writes(self, conn: sqlite3.Connection, query: _Query) -> list[_Row]:
+        # A read-only store may read a file of schema version 1, which has no writes.
+        return conn.execute(*query).fetchall() if self._schema >= 2 else []
 
     @override
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
@@ -477,6 +486,8 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
             return fn(conn, arg)
 
     def _connect(self) -> sqlite3.Connection:
+        if self._read_only:
+            return self._connect_read_only()
         # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE.
         # timeout= is SQLite's busy timeout, in force from the first statement on.
         # check_same_thread=False: the lock, not the thread, guards the connection.
@@ -495,6 +506,38 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
                 )
             conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
             _set_up_schema(conn, self._path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that creates nothing, to a file that must be a flowpoint store.
+
+        ``mode=rw`` never creates the file, and the last connection to close still
+        removes the WAL files SQLite makes while it reads (``mode=ro`` would leave
+        them behind); a file this process may only read is opened ``mode=ro``.
+        ``query_only`` refuses any write, and nothing is set up or migrated.
+        """
+        if not os.path.isfile(self._path):
+            raise StorageError(f"{self!r} is not a flowpoint store: no such file")
+        mode = "rw" if os.access(self._path, os.W_OK) else "ro"
+        conn = sqlite3.connect(
+            f"file:{urllib.parse.quote(self._path)}?mode={mode}",
+            uri=True,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            try:
+                version = _schema_version(conn, self._path)
+            except sqlite3.DatabaseError as exc:  # not a database at all
+                raise StorageError(f"{self!r} is not a flowpoint store: {exc}") from exc
+            if version == 0:
+                raise StorageError(f"{self!r} is not a flowpoint store: it has no flowpoint tables")
+            self._schema = version
         except BaseException:
             conn.close()
             raise

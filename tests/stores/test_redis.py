@@ -18,8 +18,8 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
-from flowpoint import open_store
-from flowpoint.blob import DamagedRecord, PendingWrite
+from flowpoint import Checkpoint, TypedCheckpointStore, open_store
+from flowpoint.blob import CheckpointBlob, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import _redis_scripts as redis_scripts
@@ -509,6 +509,124 @@ async def test_a_save_never_shortens_a_trace_life(admin: redis.asyncio.Redis, pr
         # ...and a later save with a TTL does not make it mortal again.
         await short.save(make_blob(step=3))
         assert await admin.pttl(trace_key) == -1
+
+
+GRAPH = 0x5EED
+
+
+def delta_on(base: CheckpointBlob, step: int, **changes: Any) -> CheckpointBlob:
+    """A blob whose header says it is stored as changes to ``base`` (a store reads no data)."""
+    return make_blob(
+        base.trace_id, step, metadata={"flowpoint.delta_of": str(base.checkpoint_id)}, **changes
+    )
+
+
+async def test_a_delta_keeps_its_chain_of_bases_alive(
+    admin: redis.asyncio.Redis, prefix: str
+) -> None:
+    async with RedisBlobStore.from_url(REDIS_URL, prefix=prefix, trace_ttl=60) as store:
+        keyframe = make_blob(step=0)
+        first = delta_on(keyframe, 1)
+        second = delta_on(first, 2)
+        await store.save(keyframe)
+        await store.save_writes([PendingWrite("trace", keyframe.checkpoint_id, "t", 0, b"w")])
+        await store.save(first)
+        # Time passes (as if): the keyframe and the first delta have 0.5 s left.
+        for blob in (keyframe, first):
+            await admin.pexpire(f"{prefix}cp:{blob.checkpoint_id.hex}", 500)
+        await admin.pexpire(f"{prefix}w:{keyframe.checkpoint_id.hex}", 500)
+        await store.save(second)
+        newest = await admin.pttl(f"{prefix}cp:{second.checkpoint_id.hex}")
+        for blob in (keyframe, first):
+            assert await admin.pttl(f"{prefix}cp:{blob.checkpoint_id.hex}") >= newest - 1000
+        assert await admin.pttl(f"{prefix}w:{keyframe.checkpoint_id.hex}") >= newest - 1000
+        # A whole checkpoint starts a chain of its own: the old one keeps its timers.
+        await admin.pexpire(f"{prefix}cp:{keyframe.checkpoint_id.hex}", 500)
+        await store.save(make_blob(step=3))
+        assert await admin.pttl(f"{prefix}cp:{keyframe.checkpoint_id.hex}") <= 500
+
+
+async def test_a_live_trace_of_deltas_keeps_loading_past_its_keyframes_timer(
+    admin: redis.asyncio.Redis, prefix: str
+) -> None:
+    ttl = timedelta(milliseconds=700)
+    blobs = RedisBlobStore.from_url(REDIS_URL, prefix=prefix, trace_ttl=ttl)
+    state = {"text": os.urandom(2000).hex(), "turns": []}  # large and incompressible
+    async with TypedCheckpointStore(blobs) as store:
+        checkpoint = Checkpoint.first("chat", state)
+        await store.save_with_trace("chat", checkpoint, GRAPH)
+        keyframe = checkpoint.checkpoint_id
+        for turn in range(8):  # a save every ~0.2 s for ~1.6 s, over twice the TTL
+            await asyncio.sleep(0.2)
+            state = {**state, "turns": [*state["turns"], f"turn {turn}"]}
+            checkpoint = checkpoint.child("chat", state)
+            info = await store.save_with_trace("chat", checkpoint, GRAPH)
+            assert "flowpoint.delta_of" in info.metadata  # a chain on the keyframe
+        assert await admin.exists(f"{prefix}cp:{keyframe.hex}")
+        # A fresh reader (no frames in memory) reads the whole chain back.
+        async with TypedCheckpointStore(RedisBlobStore.from_url(REDIS_URL, prefix=prefix)) as fresh:
+            assert await fresh.load_latest("chat", GRAPH) == checkpoint
+        # Left alone, the trace expires whole, its keyframe with it.
+        await wait_for_expiry(admin, f"{prefix}trace:chat")
+        await wait_for_expiry(admin, f"{prefix}cp:{keyframe.hex}")
+        assert await keys_under(admin, prefix) == {"traces"}
+
+
+async def test_writes_expire_with_their_checkpoint(admin: redis.asyncio.Redis, prefix: str) -> None:
+    async with RedisBlobStore.from_url(
+        REDIS_URL, prefix=prefix, trace_ttl=timedelta(milliseconds=300)
+    ) as store:
+        blob = make_blob()
+        await store.save(blob)
+        await admin.pexpire(f"{prefix}cp:{blob.checkpoint_id.hex}", 60_000)  # kept by a chain
+        await store.save_writes([PendingWrite("trace", blob.checkpoint_id, "t", 0, b"w")])
+        writes_ttl = await admin.pttl(f"{prefix}w:{blob.checkpoint_id.hex}")
+        assert writes_ttl > 30_000  # as long as the checkpoint, not just the trace's TTL
+        assert await admin.pttl(f"{prefix}writes:trace") > 30_000
+        other = make_blob("short")
+        await store.save(other)
+        await store.save_writes([PendingWrite("short", other.checkpoint_id, "t", 0, b"w")])
+        await wait_for_expiry(admin, f"{prefix}cp:{other.checkpoint_id.hex}")
+        await wait_for_expiry(admin, f"{prefix}w:{other.checkpoint_id.hex}")
+        await wait_for_expiry(admin, f"{prefix}writes:short")
+
+
+async def test_a_delta_saved_without_a_ttl_makes_its_bases_permanent(
+    admin: redis.asyncio.Redis, prefix: str
+) -> None:
+    short = RedisBlobStore.from_url(REDIS_URL, prefix=prefix, trace_ttl=60)
+    forever = RedisBlobStore.from_url(REDIS_URL, prefix=prefix)
+    async with short, forever:
+        keyframe = make_blob(step=0)
+        await short.save(keyframe)
+        await forever.save(delta_on(keyframe, 1))
+        assert await admin.pttl(f"{prefix}cp:{keyframe.checkpoint_id.hex}") == -1
+
+
+@pytest.mark.parametrize(
+    "base_metadata",
+    [
+        {"flowpoint.delta_of": "not an id"},
+        {"flowpoint.delta_of": 7},
+        {},
+    ],
+)
+async def test_a_chain_walk_stops_at_what_it_cannot_follow(
+    admin: redis.asyncio.Redis, prefix: str, base_metadata: dict[str, Any]
+) -> None:
+    async with RedisBlobStore.from_url(REDIS_URL, prefix=prefix, trace_ttl=60) as store:
+        root = make_blob(step=0)
+        middle = make_blob(step=1, metadata=base_metadata)
+        await store.save(root)
+        await store.save(middle)
+        await admin.pexpire(f"{prefix}cp:{root.checkpoint_id.hex}", 500)
+        await store.save(delta_on(middle, 2))
+        assert await admin.pttl(f"{prefix}cp:{root.checkpoint_id.hex}") <= 500
+        # A chain that loops back on itself ends too.
+        loop_a, loop_b = make_blob(step=3), make_blob(step=4)
+        await store.save(delta_on(loop_b, 3, checkpoint_id=loop_a.checkpoint_id))
+        await store.save(delta_on(loop_a, 4, checkpoint_id=loop_b.checkpoint_id))
+        await store.save(delta_on(loop_b, 5))
 
 
 async def test_readers_skip_and_tidy_checkpoints_that_expired(

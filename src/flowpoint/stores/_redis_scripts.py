@@ -80,6 +80,28 @@ local function keep_alive(key, ttl, new)
     redis.call('PEXPIRE', key, ttl)
   end
 end
+-- Keep the chain of bases below a delta (and their writes) alive at least as long
+-- as the delta: ttl ms more, or for ever (0). A delta names its base in its metadata
+-- under "flowpoint.delta_of". A base already alive that long ends the walk: every
+-- save keeps each base at least as long-lived as the deltas on it, so its own bases
+-- are too. The walk also ends at a base that is gone, or whose metadata is damaged.
+local function keep_chain_alive(prefix, base_hex, ttl)
+  local seen = {}
+  while base_hex and string.match(base_hex, '^[0-9a-f]+$') and #base_hex == 32
+      and not seen[base_hex] do
+    seen[base_hex] = true
+    local key = prefix .. 'cp:' .. base_hex
+    local left = redis.call('PTTL', key)
+    if left == -2 or left == -1 or (ttl > 0 and left >= ttl) then return end
+    keep_alive(key, ttl, false)
+    keep_alive(prefix .. 'w:' .. base_hex, ttl, false)
+    local ok, metadata = pcall(cjson.decode, redis.call('HGET', key, 'metadata') or '')
+    if not ok or type(metadata) ~= 'table' then return end
+    local base = metadata['flowpoint.delta_of']
+    if type(base) ~= 'string' then return end
+    base_hex = string.gsub(base, '-', '')
+  end
+end
 -- Delete the writes saved against a checkpoint, wherever its trace lists them.
 local function drop_writes(prefix, id_hex)
   local w = prefix .. 'w:' .. id_hex
@@ -91,9 +113,12 @@ local function drop_writes(prefix, id_hex)
 end
 """
 
-# KEYS: checkpoint hash, trace sorted set, traces index.
+# KEYS: checkpoint hash, trace sorted set, traces index, the checkpoint's writes hash,
+#       the trace's writes set.
 # ARGV: lowest and highest member of the step ("[<step>:", "(<step>;"), the member,
-#       trace id, TTL in ms (0: none), save token, then the hash's field/value pairs.
+#       trace id, TTL in ms (0: none), save token, the id (hex) of the base the
+#       checkpoint is a delta on ("": whole), the key prefix, then the hash's
+#       field/value pairs.
 # Returns 0 (saved), 1 (the step is taken), 2 (the checkpoint id is taken).
 SAVE: Final = r"""
 local cp, zset, index = KEYS[1], KEYS[2], KEYS[3]
@@ -106,20 +131,25 @@ if #redis.call('ZRANGE', zset, ARGV[1], ARGV[2], 'BYLEX', 'LIMIT', 0, 1) > 0 the
   return 1
 end
 local new_trace = redis.call('EXISTS', zset) == 0
-redis.call('HSET', cp, 'save_token', ARGV[6], unpack(ARGV, 7))
+redis.call('HSET', cp, 'save_token', ARGV[6], unpack(ARGV, 9))
 redis.call('ZADD', zset, 0, ARGV[3])
 redis.call('ZADD', index, 0, ARGV[4])
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('PEXPIRE', cp, ttl)
 end
--- A checkpoint that never expires needs an index that never expires; otherwise
--- only ever lengthen the trace's life.
+-- Its writes, if any came first, live as long as it does.
+keep_alive(KEYS[4], ttl, false)
+-- A checkpoint that never expires needs indexes that never expire; otherwise only
+-- ever lengthen the trace's life.
 keep_alive(zset, ttl, new_trace)
+keep_alive(KEYS[5], ttl, false)
+-- A base never expires before a delta on it.
+keep_chain_alive(ARGV[8], ARGV[7], ttl)
 return 0
 """
 
-# KEYS: the checkpoint's writes hash, its trace's writes set.
+# KEYS: the checkpoint's writes hash, its trace's writes set, the checkpoint's hash.
 # ARGV: trace id, checkpoint id hex, "1" to overwrite (else "0"), TTL in ms (0: none),
 #       then "<index>:<task id>"/data pairs.
 # Returns how many writes were stored or replaced, or -1 (and changes nothing) when
@@ -142,7 +172,12 @@ if not stored then
 end
 local new_set = redis.call('EXISTS', set) == 0
 redis.call('SADD', set, ARGV[2])
+-- The writes live as long as their checkpoint, and at least ttl ms more (its delta
+-- chain may keep it alive longer); with no ttl, for ever.
 local ttl = tonumber(ARGV[4])
+local left = redis.call('PTTL', KEYS[3])
+if ttl > 0 and left == -1 then ttl = 0 end
+if ttl > 0 and left > ttl then ttl = left end
 keep_alive(w, ttl, not stored)
 keep_alive(set, ttl, new_set)
 return saved

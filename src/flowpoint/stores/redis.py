@@ -11,17 +11,22 @@ Where this backend differs from the
 - **What it needs from the server**: Redis 6.2 or newer, standalone or a primary
   (not Redis Cluster: the scripts reach keys they compute from stored values).
   No ``KEYS`` and no scan of the keyspace: every call touches its own keys.
-- **Concurrency**: every write is one Lua script, so a save, a delete, a prune
-  and a whole-trace delete each happen at once or not at all; of N writers of
-  one ``(trace_id, step)``, in any process or host, exactly one wins. A save the
-  driver resends after a lost reply is recognised as the same save, not reported
-  as a conflict with itself; a save whose caller was cancelled may have happened.
+- **Concurrency**: every write is one Lua script (:mod:`._redis_scripts`), so a
+  save, a ``save_writes`` call, a delete, a prune and a whole-trace delete each
+  happen at once or not at all (unless the server fails inside the script); of
+  N writers of one ``(trace_id, step)``, or of one pending write's key, in any
+  process or host, exactly one wins. A save the driver resends after a lost
+  reply is recognised as the same save, not reported as a conflict with itself;
+  a save whose caller was cancelled may have happened.
 - **Layout** (all keys start with ``prefix``, ``"flowpoint:"`` by default)::
 
-      <prefix>cp:<checkpoint id hex>   hash: trace, step, parent, graph_hash,
-                                       created_at, node, metadata, data, save_token
-      <prefix>trace:<quoted trace id>  sorted set of "<step:020d>:<checkpoint id hex>"
-      <prefix>traces                   sorted set of the trace ids with checkpoints
+      <prefix>cp:<checkpoint id hex>    hash: trace, step, parent, graph_hash,
+                                        created_at, node, metadata, data, save_token
+      <prefix>trace:<quoted trace id>   sorted set of "<step:020d>:<checkpoint id hex>"
+      <prefix>traces                    sorted set of the trace ids with checkpoints
+      <prefix>w:<checkpoint id hex>     hash of a checkpoint's pending writes:
+                                        "<index>:<task id>" -> data, and trace
+      <prefix>writes:<quoted trace id>  set of the checkpoint ids with writes
 
   The trace id is percent-quoted with no safe characters but ``A-Za-z0-9_.~-``,
   so no trace id can spell another key, a glob pattern or a cluster hash tag.
@@ -29,13 +34,24 @@ Where this backend differs from the
   zero-padded step orders exactly over the whole 64-bit range. Latest and a
   page of history cost O(log n) plus the page.
 - **Expiry** (``trace_ttl``, off by default): each save makes its checkpoint
-  expire ``trace_ttl`` after that save, and pushes the trace's index out to at
-  least ``trace_ttl`` after its last save. A trace nobody saves to for
-  ``trace_ttl`` disappears whole; in a trace that keeps running longer, a
-  checkpoint older than ``trace_ttl`` expires as ``prune(older_than=trace_ttl)``
-  would remove it. A save without ``trace_ttl`` makes its trace's index
-  permanent again. Readers skip (and tidy away) index entries whose checkpoint
-  has expired. A save costs O(log n) with or without expiry.
+  expire ``trace_ttl`` after that save, and pushes the trace's indexes out to at
+  least ``trace_ttl`` after its last save. A checkpoint stored as a delta (its
+  metadata names its base under ``"flowpoint.delta_of"``) also pushes the bases
+  below it, down to the whole checkpoint its chain starts from, out to at least
+  as long: a base never expires before a delta on it, so a trace that keeps
+  saving keeps loading. A trace nobody saves to for ``trace_ttl`` disappears
+  whole; in a trace that keeps running longer, a checkpoint older than
+  ``trace_ttl`` on which no live delta builds expires as
+  ``prune(older_than=trace_ttl)`` would remove it. Pending writes live as long
+  as their checkpoint, and at least ``trace_ttl`` after they were saved. A save
+  without ``trace_ttl`` makes its trace's indexes, and the chain below it,
+  permanent again. Readers skip (and, unless read-only, tidy away) index entries
+  whose checkpoint has expired. A save costs O(log n), plus one step for each
+  base of its chain whose expiry it pushes out (a chain is at most the codec's
+  ``max_delta_chain`` long).
+- **Read-only** (``read_only=True``): reads change nothing, not even the index
+  entries of expired checkpoints. Redis cannot tell an empty prefix from one
+  that never held a store: such a store reads as empty.
 - **Rewrites** (:meth:`~flowpoint.stores.base.RewritableBlobStore.rewrite`) are
   one Lua script: it compares the stored header fields byte for byte with the
   blob's, in the form a save writes them, and sets the ``data`` field only (the
@@ -109,6 +125,7 @@ _BLOB_FIELDS: Final = (*_HEADER_FIELDS, "data")
 _STEP_WIDTH: Final = 20
 _INT64_MAX: Final = 2**63 - 1
 _TRACES_PAGE: Final = 1000
+_DELTA_OF: Final = "flowpoint.delta_of"
 # Traces whose sorted sets one ids_with_prefix script reads: it reads every member.
 _IDS_TRACES_PAGE: Final = 100
 
@@ -258,7 +275,13 @@ class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         """Run the save script; ``token`` marks this save so that a resend is recognised."""
         fields = _fields_of(blob)
         step = f"{blob.step:0{_STEP_WIDTH}d}"
-        keys = [self._cp_key(blob.checkpoint_id), self._trace_key(blob.trace_id), self._index_key]
+        keys = [
+            self._cp_key(blob.checkpoint_id),
+            self._trace_key(blob.trace_id),
+            self._index_key,
+            self._writes_key(blob.checkpoint_id),
+            self._writes_set_key(blob.trace_id),
+        ]
         args: list[str | bytes | int] = [
             f"[{step}:",
             f"({step};",  # ";" follows ":": every member of this step lies between
@@ -266,6 +289,8 @@ class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
             blob.trace_id,
             self._ttl_ms,
             token,
+            _base_hex(blob),
+            self._prefix,
         ]
         for name, value in fields.items():
             args += [name, value]
@@ -425,7 +450,11 @@ class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
     @override
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
         first = writes[0]
-        keys = [self._writes_key(first.checkpoint_id), self._writes_set_key(first.trace_id)]
+        keys = [
+            self._writes_key(first.checkpoint_id),
+            self._writes_set_key(first.trace_id),
+            self._cp_key(first.checkpoint_id),
+        ]
         args: list[str | bytes | int] = [
             first.trace_id,
             first.checkpoint_id.hex,
@@ -577,6 +606,21 @@ def _format_created_at(moment: datetime) -> str:
         f"{d.year:04d}-{d.month:02d}-{d.day:02d}T"
         f"{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}Z"
     )
+
+
+def _base_hex(blob: CheckpointBlob) -> str:
+    """The id (hex) of the checkpoint ``blob`` is a delta on, or ``""``.
+
+    The store decodes no data: a delta names its base in its metadata, under the key
+    the README documents (``"flowpoint.delta_of"``), as the canonical text of an id.
+    """
+    base = blob.metadata.get(_DELTA_OF)
+    if not isinstance(base, str):
+        return ""
+    try:
+        return UUID(base).hex
+    except ValueError:
+        return ""
 
 
 def _fields_of(blob: CheckpointBlob) -> dict[str, str | bytes]:

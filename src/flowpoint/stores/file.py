@@ -4,25 +4,49 @@ Where this backend differs from the interface contract:
 
 - **Latest and history cost one listing of the trace's directory** (O(n) in the
   trace's checkpoints) plus one read per checkpoint returned; listings read file
-  headers only, never ``data``.
+  headers only, never ``data``. ``traces()`` reads no file but where a trace id
+  is too long to be spelled out in its directory's name.
 - **Layout**::
 
-      <dir>/traces/<trace-dir>/<step:020d>.ckpt     one record per checkpoint
+      <dir>/traces/<trace-dir>/<step:020d>.ckpt      one record per checkpoint
+      <dir>/writes/<trace-dir>/<id hex>/<n:020d>.wr  one record per save_writes call
       <dir>/ids/<last 2 hex of id>/<id hex>          symlink to ../../traces/<trace-dir>/<step>.ckpt
+      <dir>/ids/<last 2 hex of id>/<id hex>.w        symlink to ../../writes/<trace-dir>/<id hex>
 
   ``<trace-dir>`` is the percent-quoted trace id (at most 120 characters) then ``~``
   and 16 hex digits of its BLAKE2b hash: ``user-42/session-7`` lives in
   ``user-42%2Fsession-7~<hash>``. Names never leave ``<dir>`` and never collide,
-  also on case-insensitive file systems.
-- **Durability**: a record is written to a temp file, fsynced, hard-linked to its
-  final name (the exclusive create that lets one writer per step win, across
-  processes), and the directories are fsynced before ``save`` returns. POSIX only
-  (symlinks, hard links and directory fsync).
+  also on case-insensitive file systems. Record formats: :mod:`.records`.
+- **Durability**: a record is written to a temp file and fsynced; then, holding
+  the advisory ``flock`` of its id's ``ids/`` shard directory, the save claims the
+  id (the symlink) and hard-links the record to its final name (the exclusive
+  create that lets one writer per step win, across processes); the directories
+  are fsynced before ``save`` returns. POSIX only (symlinks, hard links, ``flock``
+  and directory fsync).
+- **Interrupted saves**: a save killed between its claim and its record leaves a
+  claim without a record, which reads as absent. Since every save holds its
+  shard's lock from its claim to its record, and the kernel releases the lock of
+  a process that dies, the next save of that checkpoint (a rerun of ``flowpoint
+  copy`` or ``import``) finds such a claim under the lock, knows no save is
+  behind it, and takes it over; a claim whose save is still running makes it
+  wait for that save, and then conflict with it.
+- **Pending writes**: each :meth:`~flowpoint.stores.base.BlobCheckpointStore.save_writes`
+  call is one record, numbered in the order the calls were made and published
+  with an exclusive ``link()`` of the next number: a call reads the records made
+  before it, stores only the keys they do not hold (all the keys with
+  ``overwrite``), and on losing the number to another call reads that call's
+  record and tries the next. A call is thus all there or not at all, and of any
+  number of writers of a key, in any process, exactly one stores it. Reads apply
+  the records in order, the first write of a key winning unless a later record
+  overwrote it. A delete removes the checkpoint's record, then its writes.
 - **Rewrites** (:meth:`~flowpoint.stores.base.RewritableBlobStore.rewrite`) write
   the new record to a temp file, fsync it, rename it over the old one and fsync
   the directory. Deletes and rewrites take an advisory ``flock`` on the record
   they change (readers never do), so a rewrite never brings back a record that a
   delete removed.
+- **Read-only** (``read_only=True``): the first call refuses a directory that is
+  missing or holds neither ``traces/`` nor ``ids/`` (it is not a store); reads
+  create nothing.
 """
 
 from __future__ import annotations
@@ -197,47 +221,83 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         trace_dir = os.path.join(self._traces_root, dir_name)
         final = os.path.join(trace_dir, _step_file(blob.step))
         shard_dir, link = self._id_link(blob.checkpoint_id)
+        target = _link_target(dir_name, blob.step)
         record = _RECORDS.encode(RecordHeader.of(blob), blob.data)
 
-        # 1. Claim the id. The link is made first so that a record that survives a
-        #    crash can always be found by id; a link without its record reads as absent.
-        _ensure_dir(shard_dir)
+        # 1. Write the whole record to a temp file and make it durable.
+        temp, fd = _create_temp(trace_dir, blob.step)
         try:
-            os.symlink(_link_target(dir_name, blob.step), link)
-        except FileExistsError:
-            raise CheckpointConflict(
-                blob.trace_id, blob.step, f"checkpoint id {blob.checkpoint_id} exists"
-            ) from None
-        linked = False
-        try:
-            _fsync_dir(shard_dir)
-            # 2. Write the whole record to a temp file and make it durable.
-            temp, fd = _create_temp(trace_dir, blob.step)
-            try:
-                with open(fd, "wb") as file:
-                    for part in record:
-                        file.write(part)
-                    file.flush()
-                    _fsync(file.fileno())
-                # 3. Publish it: link() fails if the name exists, so one writer per step wins.
+            with open(fd, "wb") as file:
+                for part in record:
+                    file.write(part)
+                file.flush()
+                _fsync(file.fileno())
+            _ensure_dir(shard_dir)
+            with _locked_dir(shard_dir):
+                # 2. Claim the id, holding the lock of its shard: a claim without its
+                #    record is then one whose save died (SIGKILL, power loss) before
+                #    step 3, and is taken over. The claim comes first so that a record
+                #    that survives a crash can always be found by id.
                 try:
-                    os.link(temp, final)
+                    os.symlink(target, link)
                 except FileExistsError:
-                    raise CheckpointConflict(blob.trace_id, blob.step) from None
-                linked = True
-                os.unlink(temp)
-            finally:
-                if not linked:
+                    if self._claim_holds(blob.checkpoint_id):
+                        raise CheckpointConflict(
+                            blob.trace_id, blob.step, f"checkpoint id {blob.checkpoint_id} exists"
+                        ) from None
+                    _replace_symlink(target, link)
+                try:
+                    _fsync_dir(shard_dir)
+                    # 3. Publish the record: link() fails if the name exists, so one
+                    #    writer per step wins.
+                    try:
+                        os.link(temp, final)
+                    except FileExistsError:
+                        raise CheckpointConflict(blob.trace_id, blob.step) from None
+                except BaseException:
+                    # Nothing of ours is stored: release the id for nobody to find.
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(temp)
-            # 4. Make the new name (and the temp file's removal) durable.
-            _fsync_dir(trace_dir)
-        except BaseException:
-            if not linked:
-                # Nothing of ours is stored: release the id for nobody to find.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(link)
-            raise
+                        os.unlink(link)
+                    raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        # 4. Make the new name (and the temp file's removal) durable.
+        _fsync_dir(trace_dir)
+
+    def _claim_holds(self, checkpoint_id: CheckpointId) -> bool:
+        """Whether the id's link names a record of this checkpoint (or one too damaged to tell).
+
+        Called holding the shard's lock, which every save holds from its claim to its
+        record: no save is between the two, so a link to a missing record, or to
+        another checkpoint's, is left by a save that died there.
+        """
+        located = self._locate(checkpoint_id)
+        if located is None:
+            return False
+        dir_name, step = located
+        try:
+            header, _ = self._read(dir_name, step, checkpoint_id, with_data=False)
+        except FileNotFoundError:
+            return False
+        except CorruptCheckpoint:
+            return True  # a damaged record of this id, perhaps: it stays claimed
+        return header.checkpoint_id == checkpoint_id
+
+    def _release_claim(self, checkpoint_id: CheckpointId, target: str) -> bool:
+        """Remove the id's link if it still names ``target`` and no record of the id is there.
+
+        Holds the shard's lock, so that a save taking the claim over meanwhile keeps it.
+        """
+        shard_dir, link = self._id_link(checkpoint_id)
+        with _locked_dir(shard_dir):
+            try:
+                if os.readlink(link) != target or self._claim_holds(checkpoint_id):
+                    return False
+                os.unlink(link)
+            except FileNotFoundError:
+                return False
+        return True
 
     def _save_writes_sync(self, writes: list[PendingWrite], overwrite: bool) -> int:
         first = writes[0]
@@ -292,17 +352,17 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         target = _writes_target(dir_name, first.checkpoint_id)
         writes_dir = os.path.join(self._writes_root, dir_name, first.checkpoint_id.hex)
         _ensure_dir(shard_dir)
-        try:
-            os.symlink(target, link)
-        except FileExistsError:
-            claimed = self._writes_dir(first.checkpoint_id)
-            if claimed is not None and claimed != writes_dir:
-                records = self._writes_records(claimed)
-                if records:
-                    check_writes_trace(first, self._read_writes(records[0])[0].trace_id)
-                _replace_symlink(target, link)
-                _fsync_dir(shard_dir)
-        else:
+        # After a checkpoint's first call its claim is there: seeing it takes no lock.
+        if self._writes_dir(first.checkpoint_id) != writes_dir:
+            with _locked_dir(shard_dir):
+                claimed = self._writes_dir(first.checkpoint_id)
+                if claimed is None:
+                    os.symlink(target, link)
+                elif claimed != writes_dir:
+                    records = self._writes_records(claimed)
+                    if records:
+                        check_writes_trace(first, self._read_writes(records[0])[0].trace_id)
+                    _replace_symlink(target, link)
             _fsync_dir(shard_dir)
         _ensure_dir(writes_dir)
         return writes_dir
@@ -491,10 +551,8 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
                 return False  # the step belongs to another checkpoint now
             os.unlink(path)
         _fsync_dir(trace_dir)
-        shard_dir, link = self._id_link(checkpoint_id)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
-            _fsync_dir(shard_dir)
+        if self._release_claim(checkpoint_id, _link_target(dir_name, step)):
+            _fsync_dir(self._id_link(checkpoint_id)[0])
         return True
 
     def _delete_trace_sync(self, trace_id: TraceId) -> int:
@@ -514,11 +572,9 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
                 os.unlink(path)
             deleted += 1
             if header is not None:
-                shard_dir, link = self._id_link(CheckpointId(header.checkpoint_id))
-                with contextlib.suppress(FileNotFoundError):
-                    if os.readlink(link) == _link_target(dir_name, step):
-                        os.unlink(link)
-                        shards.add(shard_dir)
+                checkpoint_id = CheckpointId(header.checkpoint_id)
+                if self._release_claim(checkpoint_id, _link_target(dir_name, step)):
+                    shards.add(self._id_link(checkpoint_id)[0])
         if deleted:
             _fsync_dir(trace_dir)
         for shard_dir in sorted(shards):
@@ -651,6 +707,21 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
                 f"{path}: data is {len(data)} bytes, the header says {header.data_length}",
             )
         return header, data
+
+
+@contextlib.contextmanager
+def _locked_dir(path: str) -> Iterator[None]:
+    """Hold the advisory lock of a directory (an ``ids/`` shard) while the block runs.
+
+    The kernel releases it if the process dies, so a save killed while it held the
+    lock leaves it free.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -272,17 +272,10 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         record: no save is between the two, so a link to a missing record, or to
         another checkpoint's, is left by a save that died there.
         """
-        located = self._locate(checkpoint_id)
-        if located is None:
-            return False
-        dir_name, step = located
         try:
-            header, _ = self._read(dir_name, step, checkpoint_id, with_data=False)
-        except FileNotFoundError:
-            return False
+            return self._load_header(checkpoint_id) is not None
         except CorruptCheckpoint:
-            return True  # a damaged record of this id, perhaps: it stays claimed
-        return header.checkpoint_id == checkpoint_id
+            return True  # a damaged link or record of this id, perhaps: it stays claimed
 
     def _release_claim(self, checkpoint_id: CheckpointId, target: str) -> bool:
         """Remove the id's link if it still names ``target`` and no record of the id is there.
@@ -438,6 +431,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         return found
 
     def _load_header(self, checkpoint_id: CheckpointId) -> RecordHeader | None:
+        """The header of the checkpoint's record, or ``None`` if it is not there."""
         located = self._locate(checkpoint_id)
         if located is None:
             return None

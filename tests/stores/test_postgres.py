@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from flowpoint import open_store
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
-from flowpoint.stores import postgres as postgres_module
+from flowpoint.stores import _postgres_sql as postgres_sql
 from flowpoint.stores.base import PruneRule
 from flowpoint.stores.postgres import PostgresBlobStore
 from tests.blobs import make_blob
@@ -163,7 +163,7 @@ async def test_setup_records_each_migration_once(
     async with await harness.open() as other:
         await other.setup()
     rows = await harness.execute("SELECT version FROM flowpoint_schema_migrations ORDER BY 1")
-    assert rows == [(1,), (2,)] == [(n + 1,) for n in range(len(postgres_module._MIGRATIONS))]
+    assert rows == [(1,), (2,)] == [(n + 1,) for n in range(len(postgres_sql.MIGRATIONS))]
 
 
 async def restore_release_dump(harness: PostgresHarness) -> None:
@@ -248,14 +248,13 @@ async def test_queries_use_the_trace_step_index(
     await harness.execute("ANALYZE flowpoint_checkpoints")
     await harness.execute("ANALYZE flowpoint_writes")
     sql = store._sql
-    prune = sql.prune + sql.prune_keep + sql.prune_cutoff
     some_id = new_checkpoint_id()
     cases: list[tuple[str, tuple[Any, ...] | dict[str, Any]]] = [
         (sql.latest, ("t7",)),
         (sql.history, ("t7", 20)),
         (sql.history_before, ("t7", 45, 20)),
         (sql.traces, ()),
-        (sql.prune_with_writes.replace("{prune}", prune), {"trace": "t7", "keep": 3, "cutoff": 0}),
+        (sql.prune(keep=True, cutoff=True), {"trace": "t7", "keep": 3, "cutoff": 0}),
         (sql.delete_trace, {"trace": "t7"}),
     ]
     for query, params in cases:

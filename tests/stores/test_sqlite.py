@@ -18,6 +18,7 @@ import pytest
 from flowpoint import open_store
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
+from flowpoint.stores import _sqlite_sql as sqlite_sql
 from flowpoint.stores import sqlite as sqlite_module
 from flowpoint.stores.base import PruneRule
 from flowpoint.stores.sqlite import SqliteBlobStore
@@ -124,21 +125,19 @@ def query_plan(path: Path, sql: str, params: tuple[object, ...] | dict[str, obje
 @pytest.mark.parametrize(
     ("sql", "params"),
     [
-        (sqlite_module._LATEST_SQL, ("t",)),
-        (sqlite_module._HISTORY_SQL, ("t", 20)),
-        (sqlite_module._HISTORY_BEFORE_SQL, ("t", 10, 20)),
-        (sqlite_module._TRACES_SQL, ()),
-        (sqlite_module._LOAD_SQL, (b"0" * 16,)),
-        (sqlite_module._DELETE_TRACE_SQL, ("t",)),
-        (sqlite_module._IDS_BETWEEN_SQL, (b"0" * 16, b"1" * 16, 2)),
-        (sqlite_module._LOAD_WRITES_SQL, (b"0" * 16,)),
-        (sqlite_module._WRITES_TRACE_SQL, (b"0" * 16,)),
-        (sqlite_module._DELETE_WRITES_SQL, (b"0" * 16,)),
-        (sqlite_module._DELETE_TRACE_WRITES_SQL, ("t",)),
+        (sqlite_sql.LATEST, ("t",)),
+        (sqlite_sql.HISTORY, ("t", 20)),
+        (sqlite_sql.HISTORY_BEFORE, ("t", 10, 20)),
+        (sqlite_sql.TRACES, ()),
+        (sqlite_sql.LOAD, (b"0" * 16,)),
+        (sqlite_sql.DELETE_TRACE, ("t",)),
+        (sqlite_sql.IDS_BETWEEN, (b"0" * 16, b"1" * 16, 2)),
+        (sqlite_sql.LOAD_WRITES, (b"0" * 16,)),
+        (sqlite_sql.WRITES_TRACE, (b"0" * 16,)),
+        (sqlite_sql.DELETE_WRITES, (b"0" * 16,)),
+        (sqlite_sql.DELETE_TRACE_WRITES, ("t",)),
         (
-            sqlite_module._PRUNE_SQL
-            + sqlite_module._PRUNE_KEEP_SQL
-            + sqlite_module._PRUNE_CUTOFF_SQL,
+            sqlite_sql.PRUNE + sqlite_sql.PRUNE_KEEP + sqlite_sql.PRUNE_CUTOFF,
             {"trace": "t", "keep": 3, "cutoff": 0},
         ),
     ],

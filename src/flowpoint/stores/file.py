@@ -53,18 +53,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import IO, ParamSpec, TypeVar
 from urllib.parse import quote, unquote
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.stores import _files as files
 from flowpoint.stores.base import (
     BlockingBlobStore,
     DamageReportingBlobStore,
@@ -98,10 +98,6 @@ _SLUG_SAFE = "-_.@+=,"
 _TRACE_DIR = re.compile(r".*~[0-9a-f]{16}\Z", re.DOTALL)
 _STEP_FILE = re.compile(r"([0-9]{20})\.ckpt\Z")
 _CONTINUATION_ESCAPE = re.compile(r"%[89AB][0-9A-F]")
-_TEMP_PREFIX = ".tmp-"
-_MKDIR_ATTEMPTS = 8
-# On macOS fsync() leaves the data in the drive's cache; F_FULLFSYNC flushes it.
-_FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)
 
 
 # The file system's errors are the driver's.
@@ -225,15 +221,15 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         record = _RECORDS.encode(RecordHeader.of(blob), blob.data)
 
         # 1. Write the whole record to a temp file and make it durable.
-        temp, fd = _create_temp(trace_dir, blob.step)
+        temp, fd = files.create_temp(trace_dir, blob.step)
         try:
             with open(fd, "wb") as file:
                 for part in record:
                     file.write(part)
                 file.flush()
-                _fsync(file.fileno())
-            _ensure_dir(shard_dir)
-            with _locked_dir(shard_dir):
+                files.fsync(file.fileno())
+            files.ensure_dir(shard_dir)
+            with files.locked_dir(shard_dir):
                 # 2. Claim the id, holding the lock of its shard: a claim without its
                 #    record is then one whose save died (SIGKILL, power loss) before
                 #    step 3, and is taken over. The claim comes first so that a record
@@ -245,9 +241,9 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
                         raise CheckpointConflict(
                             blob.trace_id, blob.step, f"checkpoint id {blob.checkpoint_id} exists"
                         ) from None
-                    _replace_symlink(target, link)
+                    files.replace_symlink(target, link)
                 try:
-                    _fsync_dir(shard_dir)
+                    files.fsync_dir(shard_dir)
                     # 3. Publish the record: link() fails if the name exists, so one
                     #    writer per step wins.
                     try:
@@ -263,7 +259,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
         # 4. Make the new name (and the temp file's removal) durable.
-        _fsync_dir(trace_dir)
+        files.fsync_dir(trace_dir)
 
     def _claim_holds(self, checkpoint_id: CheckpointId) -> bool:
         """Whether the id's link names a record of this checkpoint (or one too damaged to tell).
@@ -283,7 +279,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         Holds the shard's lock, so that a save taking the claim over meanwhile keeps it.
         """
         shard_dir, link = self._id_link(checkpoint_id)
-        with _locked_dir(shard_dir):
+        with files.locked_dir(shard_dir):
             try:
                 if os.readlink(link) != target or self._claim_holds(checkpoint_id):
                     return False
@@ -309,13 +305,13 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
                 if not stored:
                     return 0
             header, data = writes_header(stored, overwrite=overwrite)
-            temp, fd = _create_temp(writes_dir, seq)
+            temp, fd = files.create_temp(writes_dir, seq)
             try:
                 with open(fd, "wb") as file:
                     for part in _WRITES.encode(header, data):
                         file.write(part)
                     file.flush()
-                    _fsync(file.fileno())
+                    files.fsync(file.fileno())
                 # 3. Publish it under the next number: link() fails if another call took
                 #    that number; then read what that call stored, and try again.
                 try:
@@ -325,7 +321,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
-            _fsync_dir(writes_dir)
+            files.fsync_dir(writes_dir)
             # 4. A delete of the checkpoint may have taken the claim meanwhile: the
             #    writes just stored stay findable.
             self._claim_writes(first, dir_name)
@@ -344,10 +340,10 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         shard_dir, link = self._writes_link(first.checkpoint_id)
         target = _writes_target(dir_name, first.checkpoint_id)
         writes_dir = os.path.join(self._writes_root, dir_name, first.checkpoint_id.hex)
-        _ensure_dir(shard_dir)
+        files.ensure_dir(shard_dir)
         # After a checkpoint's first call its claim is there: seeing it takes no lock.
         if self._writes_dir(first.checkpoint_id) != writes_dir:
-            with _locked_dir(shard_dir):
+            with files.locked_dir(shard_dir):
                 claimed = self._writes_dir(first.checkpoint_id)
                 if claimed is None:
                     os.symlink(target, link)
@@ -355,9 +351,9 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
                     records = self._writes_records(claimed)
                     if records:
                         check_writes_trace(first, self._read_writes(records[0])[0].trace_id)
-                    _replace_symlink(target, link)
-            _fsync_dir(shard_dir)
-        _ensure_dir(writes_dir)
+                    files.replace_symlink(target, link)
+            files.fsync_dir(shard_dir)
+        files.ensure_dir(writes_dir)
         return writes_dir
 
     def _load_writes_sync(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
@@ -382,7 +378,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
 
     def _remove_writes_dir(self, writes_dir: str, checkpoint_id: CheckpointId) -> None:
         """Remove a checkpoint's writes: records (newest first), directory, then the claim."""
-        for name in sorted(_list(writes_dir), reverse=True):
+        for name in sorted(files.names(writes_dir), reverse=True):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(writes_dir, name))
         try:
@@ -398,12 +394,12 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         with contextlib.suppress(FileNotFoundError, CorruptCheckpoint):
             if self._writes_dir(checkpoint_id) == writes_dir:
                 os.unlink(link)
-                _fsync_dir(shard_dir)
+                files.fsync_dir(shard_dir)
 
     def _delete_trace_writes(self, dir_name: str) -> None:
         """Remove the writes of every checkpoint of a trace, and the trace's writes directory."""
         trace_writes = os.path.join(self._writes_root, dir_name)
-        for name in _list(trace_writes):
+        for name in files.names(trace_writes):
             if _ID_HEX.match(name):
                 checkpoint_id = CheckpointId(uuid.UUID(hex=name))
                 self._remove_writes_dir(os.path.join(trace_writes, name), checkpoint_id)
@@ -417,8 +413,8 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         # Ids are sharded by their last two digits: the start of an id is in any shard.
         candidates = sorted(
             CheckpointId(uuid.UUID(hex=name))
-            for shard in _list(self._ids_root)
-            for name in _list(os.path.join(self._ids_root, shard))
+            for shard in files.names(self._ids_root)
+            for name in files.names(os.path.join(self._ids_root, shard))
             if _ID_HEX.match(name) and name.startswith(wanted)
         )
         found: list[CheckpointId] = []
@@ -491,7 +487,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
     def _traces_sync(self) -> list[TraceId | DamagedRecord]:
         found: list[TraceId] = []
         damaged: list[DamagedRecord] = []
-        for dir_name in _list(self._traces_root):
+        for dir_name in files.names(self._traces_root):
             if not _TRACE_DIR.match(dir_name):
                 continue
             steps = sorted(self._steps(dir_name))
@@ -533,7 +529,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         dir_name, step = located
         trace_dir = os.path.join(self._traces_root, dir_name)
         path = os.path.join(trace_dir, _step_file(step))
-        with _locked(path) as file:
+        with files.locked(path) as file:
             if file is None:
                 return False
             try:
@@ -544,9 +540,9 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
             if header is not None and header.checkpoint_id != checkpoint_id:
                 return False  # the step belongs to another checkpoint now
             os.unlink(path)
-        _fsync_dir(trace_dir)
+        files.fsync_dir(trace_dir)
         if self._release_claim(checkpoint_id, _link_target(dir_name, step)):
-            _fsync_dir(self._id_link(checkpoint_id)[0])
+            files.fsync_dir(self._id_link(checkpoint_id)[0])
         return True
 
     def _delete_trace_sync(self, trace_id: TraceId) -> int:
@@ -556,7 +552,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         shards: set[str] = set()
         for step in self._steps(dir_name):
             path = os.path.join(trace_dir, _step_file(step))
-            with _locked(path) as file:
+            with files.locked(path) as file:
                 if file is None:
                     continue  # deleted concurrently
                 try:
@@ -570,9 +566,9 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
                 if self._release_claim(checkpoint_id, _link_target(dir_name, step)):
                     shards.add(self._id_link(checkpoint_id)[0])
         if deleted:
-            _fsync_dir(trace_dir)
+            files.fsync_dir(trace_dir)
         for shard_dir in sorted(shards):
-            _fsync_dir(shard_dir)
+            files.fsync_dir(shard_dir)
         try:
             os.rmdir(trace_dir)
         except FileNotFoundError:
@@ -582,7 +578,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
         else:
-            _fsync_dir(self._traces_root)
+            files.fsync_dir(self._traces_root)
         self._delete_trace_writes(dir_name)
         return deleted
 
@@ -594,7 +590,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         trace_dir = os.path.join(self._traces_root, dir_name)
         path = os.path.join(trace_dir, _step_file(step))
         record = _RECORDS.encode(RecordHeader.of(blob), blob.data)
-        with _locked(path) as file:
+        with files.locked(path) as file:
             if file is None:
                 return False  # deleted
             header = _read_header(file, dir_name, step, blob.checkpoint_id)
@@ -605,21 +601,21 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
                 raise rewrite_conflict(blob, field)
             # Write the new record beside the old one, make it durable, then swap it in:
             # readers see the old file or the new one, never a mix.
-            temp, fd = _create_temp(trace_dir, step)
+            temp, fd = files.create_temp(trace_dir, step)
             replaced = False
             try:
                 with open(fd, "wb") as out:
                     for part in record:
                         out.write(part)
                     out.flush()
-                    _fsync(out.fileno())
+                    files.fsync(out.fileno())
                 os.replace(temp, path)
                 replaced = True
             finally:
                 if not replaced:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(temp)
-            _fsync_dir(trace_dir)
+            files.fsync_dir(trace_dir)
         return True
 
     # Helpers that know the layout.
@@ -647,7 +643,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
 
     def _writes_records(self, writes_dir: str) -> list[str]:
         """The paths of a checkpoint's writes records, in the order they were made."""
-        names = sorted(name for name in _list(writes_dir) if _WRITES_FILE.match(name))
+        names = sorted(name for name in files.names(writes_dir) if _WRITES_FILE.match(name))
         return [os.path.join(writes_dir, name) for name in names]
 
     def _read_writes(self, path: str, *, with_data: bool = False) -> tuple[WritesHeader, bytes]:
@@ -679,7 +675,7 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
     def _steps(self, dir_name: str) -> list[int]:
         """The steps stored in a trace directory (unsorted); temp files are skipped."""
         steps: list[int] = []
-        for name in _list(os.path.join(self._traces_root, dir_name)):
+        for name in files.names(os.path.join(self._traces_root, dir_name)):
             match = _STEP_FILE.match(name)
             if match:
                 steps.append(int(match.group(1)))
@@ -701,55 +697,6 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
                 f"{path}: data is {len(data)} bytes, the header says {header.data_length}",
             )
         return header, data
-
-
-@contextlib.contextmanager
-def _locked_dir(path: str) -> Iterator[None]:
-    """Hold the advisory lock of a directory (an ``ids/`` shard) while the block runs.
-
-    The kernel releases it if the process dies, so a save killed while it held the
-    lock leaves it free.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _locked(path: str) -> Iterator[IO[bytes] | None]:
-    """Open the record at ``path`` and hold its lock; ``None`` if there is no record.
-
-    Whoever removes or replaces a record file (delete, delete_trace, rewrite) holds
-    the lock of the file that is at its path, so none of them acts on a file another
-    has just removed or replaced; readers never wait for it. Saves only create
-    names, never replace them. Closing the file releases the lock.
-    """
-    while True:
-        try:
-            file = open(path, "rb")  # noqa: SIM115 - kept open while the caller holds the lock
-        except FileNotFoundError:
-            yield None
-            return
-        try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX)
-            opened = os.fstat(file.fileno())
-            try:
-                current = os.stat(path)
-            except FileNotFoundError:
-                file.close()
-                yield None
-                return
-        except BaseException:
-            file.close()
-            raise
-        if (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
-            break
-        file.close()  # replaced while we waited for the lock: lock the new file
-    with file:
-        yield file
 
 
 def _trace_of_dir_name(dir_name: str) -> TraceId | None:
@@ -790,18 +737,6 @@ def _link_parts(checkpoint_id: CheckpointId, link: str, root: str) -> list[str] 
     return parts
 
 
-def _replace_symlink(target: str, link: str) -> None:
-    """Point ``link`` at ``target`` in one step: a new symlink renamed over it."""
-    temp = f"{link}{_TEMP_PREFIX}{uuid.uuid4().hex}"
-    os.symlink(target, temp)
-    try:
-        os.replace(temp, link)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
 def _writes_file(seq: int) -> str:
     return f"{seq:020d}.wr"
 
@@ -827,62 +762,3 @@ def _read_header(
     if header.header.step != step:
         raise CorruptCheckpoint(who, f"{where}: header names step {header.header.step}")
     return header
-
-
-def _list(directory: str) -> list[str]:
-    """The names in a directory; an absent directory is empty."""
-    try:
-        with os.scandir(directory) as entries:
-            return [entry.name for entry in entries]
-    except FileNotFoundError:
-        return []
-
-
-def _create_temp(trace_dir: str, step: int) -> tuple[str, int]:
-    """Create a fresh temp file in the trace directory, making the directory if needed."""
-    for attempt in range(_MKDIR_ATTEMPTS):
-        _ensure_dir(trace_dir)
-        temp = os.path.join(trace_dir, f"{_TEMP_PREFIX}{step}-{uuid.uuid4().hex}")
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except FileNotFoundError:
-            # delete_trace removed the (empty) directory between our mkdir and open.
-            if attempt == _MKDIR_ATTEMPTS - 1:
-                raise
-            continue
-        return temp, fd
-    raise AssertionError("unreachable")
-
-
-def _ensure_dir(path: str) -> None:
-    """Make ``path`` and its missing parents, fsyncing each parent that gained an entry.
-
-    Safe against concurrent creators; a non-directory in the way raises an ``OSError``.
-    """
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent != path:
-        _ensure_dir(parent)
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        if os.path.isdir(path):
-            return  # made by a concurrent writer
-        raise
-    _fsync_dir(parent)
-
-
-def _fsync(fd: int) -> None:
-    if _FULLFSYNC is not None:
-        fcntl.fcntl(fd, _FULLFSYNC)
-    else:
-        os.fsync(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        _fsync(fd)
-    finally:
-        os.close(fd)

@@ -53,6 +53,7 @@ from flowpoint.errors import (
     StorageError,
 )
 from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.stores import _sqlite_sql as sql
 from flowpoint.stores.base import (
     BlockingBlobStore,
     DamageReportingBlobStore,
@@ -90,123 +91,6 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _INT64_MAX: Final = 2**63 - 1
 _UINT64: Final = 2**64
-
-# -- SQL -------------------------------------------------------------------------------
-
-_CREATE_SCHEMA_TABLE: Final = (
-    "CREATE TABLE IF NOT EXISTS flowpoint_schema (version INTEGER NOT NULL)"
-)
-# Migration N (1-based) is _MIGRATIONS[N - 1]; a database records each one it got in
-# flowpoint_schema. Released migrations never change: add a new one instead.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    # 1: the checkpoints. `data` is the last column, so reading the header columns
-    # (and `size`) of a row never touches the overflow pages that hold a large `data`.
-    (
-        """
-        CREATE TABLE flowpoint_checkpoints (
-            checkpoint_id BLOB PRIMARY KEY,
-            trace_id      TEXT NOT NULL,
-            step          INTEGER NOT NULL,
-            parent_id     BLOB,
-            graph_hash    INTEGER NOT NULL,
-            created_at    INTEGER NOT NULL,
-            current_node  TEXT,
-            metadata      TEXT NOT NULL,
-            size          INTEGER NOT NULL,
-            data          BLOB NOT NULL,
-            UNIQUE (trace_id, step)
-        )
-        """,
-    ),
-    # 2: pending writes, keyed as the interface keys them; by trace for delete_trace.
-    (
-        """
-        CREATE TABLE flowpoint_writes (
-            checkpoint_id BLOB NOT NULL,
-            task_id       TEXT NOT NULL,
-            idx           INTEGER NOT NULL,
-            trace_id      TEXT NOT NULL,
-            data          BLOB NOT NULL,
-            PRIMARY KEY (checkpoint_id, task_id, idx)
-        )
-        """,
-        "CREATE INDEX flowpoint_writes_trace ON flowpoint_writes (trace_id)",
-    ),
-)
-_SCHEMA_VERSION: Final = len(_MIGRATIONS)
-
-_HEADER: Final = (
-    "checkpoint_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata"
-)
-_INSERT_SQL: Final = (
-    f"INSERT INTO flowpoint_checkpoints ({_HEADER}, size, data) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_LOAD_SQL: Final = f"SELECT {_HEADER}, data FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
-_LATEST_SQL: Final = (
-    f"SELECT {_HEADER}, data FROM flowpoint_checkpoints "
-    "WHERE trace_id = ? ORDER BY step DESC LIMIT 1"
-)
-_STEPS_SQL: Final = (
-    f"SELECT {_HEADER}, data FROM flowpoint_checkpoints "
-    "WHERE trace_id = ? AND step BETWEEN ? AND ? ORDER BY step"
-)
-_HISTORY_SQL: Final = (
-    f"SELECT {_HEADER}, size FROM flowpoint_checkpoints "
-    "WHERE trace_id = ? ORDER BY step DESC LIMIT ?"
-)
-_HISTORY_BEFORE_SQL: Final = (
-    f"SELECT {_HEADER}, size FROM flowpoint_checkpoints "
-    "WHERE trace_id = ? AND step < ? ORDER BY step DESC LIMIT ?"
-)
-# A rewrite replaces the data of the row whose whole header matches.
-_REWRITE_SQL: Final = (
-    "UPDATE flowpoint_checkpoints SET size = ?, data = ? WHERE checkpoint_id = ?"
-    " AND trace_id = ? AND step = ? AND parent_id IS ? AND graph_hash = ?"
-    " AND created_at = ? AND current_node IS ? AND metadata = ?"
-)
-_REWRITE_BY_ID_SQL: Final = (
-    "UPDATE flowpoint_checkpoints SET size = ?, data = ? WHERE checkpoint_id = ?"
-)
-_HEADER_BY_ID_SQL: Final = (
-    f"SELECT {_HEADER}, size FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
-)
-_TRACES_SQL: Final = "SELECT DISTINCT trace_id FROM flowpoint_checkpoints ORDER BY trace_id"
-_TRACE_ROWS_SQL: Final = (
-    "SELECT checkpoint_id, step FROM flowpoint_checkpoints WHERE trace_id = ? ORDER BY step"
-)
-_IDS_FROM_SQL: Final = (
-    "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE checkpoint_id >= ?"
-    " ORDER BY checkpoint_id LIMIT ?"
-)
-_IDS_BETWEEN_SQL: Final = (
-    "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE checkpoint_id >= ?"
-    " AND checkpoint_id < ? ORDER BY checkpoint_id LIMIT ?"
-)
-_DELETE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
-_DELETE_TRACE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE trace_id = ?"
-_PRUNE_SQL: Final = "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE trace_id = :trace"
-_WRITES_TRACE_SQL: Final = "SELECT trace_id FROM flowpoint_writes WHERE checkpoint_id = ? LIMIT 1"
-_INSERT_WRITE_SQL: Final = (
-    "INSERT INTO flowpoint_writes (checkpoint_id, task_id, idx, trace_id, data)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, task_id, idx) DO NOTHING"
-)
-_UPSERT_WRITE_SQL: Final = (
-    "INSERT INTO flowpoint_writes (checkpoint_id, task_id, idx, trace_id, data)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, task_id, idx)"
-    " DO UPDATE SET data = excluded.data"
-)
-_LOAD_WRITES_SQL: Final = (
-    "SELECT task_id, idx, trace_id, data FROM flowpoint_writes WHERE checkpoint_id = ?"
-)
-_DELETE_WRITES_SQL: Final = "DELETE FROM flowpoint_writes WHERE checkpoint_id = ?"
-_DELETE_TRACE_WRITES_SQL: Final = "DELETE FROM flowpoint_writes WHERE trace_id = ?"
-# Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
-_PRUNE_KEEP_SQL: Final = (
-    " AND step <= (SELECT step FROM flowpoint_checkpoints WHERE trace_id = :trace"
-    " ORDER BY step DESC LIMIT 1 OFFSET :keep)"
-)
-_PRUNE_CUTOFF_SQL: Final = " AND created_at < :cutoff"
 
 _Query: TypeAlias = tuple[str, Sequence[object] | Mapping[str, object]]
 _Row: TypeAlias = Sequence[Any]
@@ -288,7 +172,7 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._disconnected = False  # the connection was closed: never open it again
-        self._schema = _SCHEMA_VERSION  # of the file; read-only stores read older ones
+        self._schema = sql.SCHEMA_VERSION  # of the file; read-only stores read older ones
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, durability={self._durability!r})"
@@ -360,12 +244,12 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
 
     @override
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
-        row = await self._run("load", _fetch_one, (_LOAD_SQL, (checkpoint_id.bytes,)))
+        row = await self._run("load", _fetch_one, (sql.LOAD, (checkpoint_id.bytes,)))
         return None if row is None else _blob_from_row(row)
 
     @override
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
-        row = await self._run("load_latest", _fetch_one, (_LATEST_SQL, (trace_id,)))
+        row = await self._run("load_latest", _fetch_one, (sql.LATEST, (trace_id,)))
         return None if row is None else _blob_from_row(row)
 
     @override
@@ -373,9 +257,9 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
         self, trace_id: TraceId, limit: int, before_step: int | None
     ) -> list[CheckpointInfo | DamagedRecord]:
         query: _Query = (
-            (_HISTORY_SQL, (trace_id, limit))
+            (sql.HISTORY, (trace_id, limit))
             if before_step is None
-            else (_HISTORY_BEFORE_SQL, (trace_id, before_step, limit))
+            else (sql.HISTORY_BEFORE, (trace_id, before_step, limit))
         )
         rows = await self._run("history", _fetch_all, query)
         return [listed_entry(partial(_info_from_row, row), trace_id, row[2]) for row in rows]
@@ -386,17 +270,17 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
     ) -> list[CheckpointBlob]:
         if first_step > _INT64_MAX:
             return []  # no step is that high; and SQLite cannot bind the number
-        query: _Query = (_STEPS_SQL, (trace_id, first_step, min(last_step, _INT64_MAX)))
+        query: _Query = (sql.STEPS, (trace_id, first_step, min(last_step, _INT64_MAX)))
         rows = await self._run("load_steps", _fetch_all, query)
         return [_blob_from_row(row) for row in rows]
 
     @override
     async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
-        rows = await self._run("traces", _fetch_all, (_TRACES_SQL, ()))
+        rows = await self._run("traces", _fetch_all, (sql.TRACES, ()))
         traces, damaged = split_traces([row[0] for row in rows])
         entries: list[TraceId | DamagedRecord] = [*traces]
         for value, reason in damaged:
-            held = await self._run("traces", _fetch_all, (_TRACE_ROWS_SQL, (value,)))
+            held = await self._run("traces", _fetch_all, (sql.TRACE_ROWS, (value,)))
             entries.extend(
                 DamagedRecord(
                     _id_from_column(raw_id), None, step if type(step) is int else None, reason
@@ -412,9 +296,9 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
             return []
         low, high = bounds
         query: _Query = (
-            (_IDS_FROM_SQL, (low.bytes, limit))
+            (sql.IDS_FROM, (low.bytes, limit))
             if high is None
-            else (_IDS_BETWEEN_SQL, (low.bytes, high.bytes, limit))
+            else (sql.IDS_BETWEEN, (low.bytes, high.bytes, limit))
         )
         rows = await self._run("ids_with_prefix", _fetch_all, query)
         # A damaged key (not 16 bytes) may sort inside the range: it names no id.
@@ -429,7 +313,7 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
 
     @override
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
-        query: _Query = (_LOAD_WRITES_SQL, (checkpoint_id.bytes,))
+        query: _Query = (sql.LOAD_WRITES, (checkpoint_id.bytes,))
         rows = await self._run("load_writes", self._fetch_writes, query)
         return [write_from_columns(checkpoint_id, *row) for row in rows]
 
@@ -452,15 +336,15 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
 
     @override
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
-        sql = _PRUNE_SQL
+        select = sql.PRUNE
         params: dict[str, object] = {"trace": trace_id}
         if rule.keep_latest is not None:
-            sql += _PRUNE_KEEP_SQL
+            select += sql.PRUNE_KEEP
             params["keep"] = rule.keep_latest
         if rule.cutoff is not None:
-            sql += _PRUNE_CUTOFF_SQL
+            select += sql.PRUNE_CUTOFF
             params["cutoff"] = (rule.cutoff - _EPOCH) // _MICROSECOND
-        return await self._run("prune", _delete_selected, (sql, params))
+        return await self._run("prune", _delete_selected, (select, params))
 
     # -- the thread that owns the connection -------------------------------------------
 
@@ -564,14 +448,14 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[_NewRow]) -> list[Exceptio
     with _write_transaction(conn):
         if len(rows) == 1:
             try:
-                conn.execute(_INSERT_SQL, rows[0])
+                conn.execute(sql.INSERT, rows[0])
             except sqlite3.IntegrityError as exc:
                 return [exc]
             return [None]
         for row in rows:
             conn.execute("SAVEPOINT flowpoint_row")
             try:
-                conn.execute(_INSERT_SQL, row)
+                conn.execute(sql.INSERT, row)
             except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK TO flowpoint_row")
                 outcomes.append(exc)
@@ -603,7 +487,7 @@ def _rewrite_row(conn: sqlite3.Connection, arg: tuple[_NewRow, CheckpointBlob]) 
     row, blob = arg
     with _write_transaction(conn):
         updated = conn.execute(
-            _REWRITE_SQL,
+            sql.REWRITE,
             (
                 row.size,
                 row.data,
@@ -621,13 +505,13 @@ def _rewrite_row(conn: sqlite3.Connection, arg: tuple[_NewRow, CheckpointBlob]) 
             return True
         # No row with this exact header: absent, another header, or the same metadata
         # written in another key order (the column holds JSON text).
-        stored = conn.execute(_HEADER_BY_ID_SQL, (row.checkpoint_id,)).fetchone()
+        stored = conn.execute(sql.HEADER_BY_ID, (row.checkpoint_id,)).fetchone()
         if stored is None:
             return False
         field = different_header(_info_from_row(stored), blob)
         if field is not None:
             raise rewrite_conflict(blob, field)
-        conn.execute(_REWRITE_BY_ID_SQL, (row.size, row.data, row.checkpoint_id))
+        conn.execute(sql.REWRITE_BY_ID, (row.size, row.data, row.checkpoint_id))
         return True
 
 
@@ -646,33 +530,33 @@ def _insert_writes(
     """Insert one call's writes in one write transaction; return how many were stored."""
     first, rows, overwrite = arg
     with _write_transaction(conn):
-        stored = conn.execute(_WRITES_TRACE_SQL, (first.checkpoint_id.bytes,)).fetchone()
+        stored = conn.execute(sql.WRITES_TRACE, (first.checkpoint_id.bytes,)).fetchone()
         if stored is not None:
             check_writes_trace(first, stored[0])
-        sql = _UPSERT_WRITE_SQL if overwrite else _INSERT_WRITE_SQL
-        return conn.executemany(sql, rows).rowcount
+        insert = sql.UPSERT_WRITE if overwrite else sql.INSERT_WRITE
+        return conn.executemany(insert, rows).rowcount
 
 
 def _delete_by_ids(conn: sqlite3.Connection, ids: list[bytes]) -> int:
     """Delete checkpoints by id with their writes, in one write transaction (one commit)."""
     params = [(checkpoint_id,) for checkpoint_id in ids]
     with _write_transaction(conn):
-        conn.executemany(_DELETE_WRITES_SQL, params)
-        return conn.executemany(_DELETE_SQL, params).rowcount
+        conn.executemany(sql.DELETE_WRITES, params)
+        return conn.executemany(sql.DELETE, params).rowcount
 
 
 def _delete_trace_rows(conn: sqlite3.Connection, trace_id: str) -> int:
     with _write_transaction(conn):
-        conn.execute(_DELETE_TRACE_WRITES_SQL, (trace_id,))
-        return conn.execute(_DELETE_TRACE_SQL, (trace_id,)).rowcount
+        conn.execute(sql.DELETE_TRACE_WRITES, (trace_id,))
+        return conn.execute(sql.DELETE_TRACE, (trace_id,)).rowcount
 
 
 def _delete_selected(conn: sqlite3.Connection, query: _Query) -> int:
     """Delete the checkpoints ``query`` selects, with their writes, in one transaction."""
     with _write_transaction(conn):
         params = conn.execute(*query).fetchall()
-        conn.executemany(_DELETE_WRITES_SQL, params)
-        return conn.executemany(_DELETE_SQL, params).rowcount
+        conn.executemany(sql.DELETE_WRITES, params)
+        return conn.executemany(sql.DELETE, params).rowcount
 
 
 def _set_wal_mode(conn: sqlite3.Connection, busy_timeout: float) -> object:
@@ -703,12 +587,12 @@ def _set_up_schema(conn: sqlite3.Connection, path: str) -> None:
     and the others find it done.
     """
     # A read first: a file that is up to date (the usual case) is not write-locked.
-    if _schema_version(conn, path) == _SCHEMA_VERSION:
+    if _schema_version(conn, path) == sql.SCHEMA_VERSION:
         return
     with _write_transaction(conn):
-        conn.execute(_CREATE_SCHEMA_TABLE)
-        for version in range(_schema_version(conn, path) + 1, _SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[version - 1]:
+        conn.execute(sql.CREATE_SCHEMA_TABLE)
+        for version in range(_schema_version(conn, path) + 1, sql.SCHEMA_VERSION + 1):
+            for statement in sql.MIGRATIONS[version - 1]:
                 conn.execute(statement)
             conn.execute("INSERT INTO flowpoint_schema (version) VALUES (?)", (version,))
 
@@ -727,10 +611,10 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int:
         raise StorageError(
             f"SQLite database {path}: unrecognised flowpoint schema version {version!r}"
         )
-    if version > _SCHEMA_VERSION:
+    if version > sql.SCHEMA_VERSION:
         raise StorageError(
             f"SQLite database {path} has schema version {version}, written by a newer "
-            f"flowpoint (this one reads up to version {_SCHEMA_VERSION}); upgrade flowpoint"
+            f"flowpoint (this one reads up to version {sql.SCHEMA_VERSION}); upgrade flowpoint"
         )
     return version
 

@@ -6,12 +6,25 @@ contract:
 - **Needs** PostgreSQL 14 or newer, a database in the UTF8 encoding, and (for
   ``migrate=True``) the right to create tables in ``schema``. Install the driver
   with ``pip install 'flowpoint[postgres]'``.
-- **The schema is versioned**: table ``<prefix>schema_migrations`` records the
-  migrations applied. :meth:`PostgresBlobStore.setup` applies the missing ones in
-  one transaction under a transaction-level advisory lock, so that processes
-  starting at once are safe; it runs on first use unless ``migrate=False``. A
+- **The schema is versioned** (:mod:`._postgres_sql`): table
+  ``<prefix>schema_migrations`` records the migrations applied (version 2 adds
+  the pending writes' table, ``<prefix>writes``). :meth:`PostgresBlobStore.setup`
+  applies the missing ones in one transaction under a transaction-level advisory
+  lock, so that processes starting at once are safe, and a database of an older
+  release is upgraded in place; it runs on first use unless ``migrate=False``. A
   database migrated by a newer flowpoint is refused with
   :class:`~flowpoint.errors.StorageError` rather than misread.
+- **Pending writes** are saved in one transaction that holds a transaction-level
+  advisory lock on their checkpoint (so that the check of their trace holds),
+  with one ``INSERT ... ON CONFLICT`` of the whole call. Each delete takes the
+  writes of what it deletes along in the same statement.
+- **A URL that cannot work** fails on the first call with the server's reason:
+  a store made from a URL connects once on its own before it opens its pool.
+- **Read-only** (``read_only=True``): nothing is created or migrated; the first
+  call checks that the migrations table is there (else the database is not a
+  flowpoint store), and a pool made from a URL sets
+  ``default_transaction_read_only`` on its sessions, so the server refuses
+  writes too.
 - **Concurrency**: every call borrows a connection of an
   ``AsyncConnectionPool`` for one statement (or one transaction), so calls run
   in parallel up to the pool's ``max_size`` and queue beyond it; a save is one
@@ -209,8 +222,8 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         too (``default_transaction_read_only``), so the server refuses any write.
 
         The first call connects once on its own before it opens the pool: a wrong
-        host, port, role, password or database fails at once with the server's
-        own reason, not after ``timeout``.
+        port, role or database (anything the server refuses) fails at once with the
+        server's own reason, not after ``timeout``.
         """
         _require_driver()
         from psycopg_pool import AsyncConnectionPool

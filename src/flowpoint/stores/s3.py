@@ -22,6 +22,8 @@ differs from the interface contract:
 
       traces/<trace>/<2**63-1 - step:020d>.ckpt   one record per checkpoint
       ids/<last 2 hex of id>/<id hex>              the key of the id's record
+      writes/<trace>/<id hex>/<n:020d>.wr           one record per save_writes call
+      ids/<last 2 hex of id>/<id hex>.w            the key prefix of the id's writes
 
   Step keys sort newest first, so the latest checkpoint is the first key of one
   small LIST request, then one GET; ``history`` pages on with the LIST offset and
@@ -31,9 +33,16 @@ differs from the interface contract:
   (``user-42/session-7`` is ``user-42_2Fsession-7``); ids whose escaped form
   would exceed 400 characters keep the first 300, then ``~`` and 32 hex digits of
   their BLAKE2b hash, and :meth:`~S3BlobStore.traces` reads their exact id from a
-  header.
+  header. Record formats: :mod:`.records`. ``ids_with_prefix`` LISTs each id
+  shard from the first key the prefix allows (256 small LISTs, whatever the
+  store's size), then checks the few ids found.
 - **Concurrency**: of N writers of one step, across processes and hosts, the
-  service lets exactly one create the key. ``delete`` checks the id in the
+  service lets exactly one create the key. A ``save_writes`` call reads the
+  writes records made before it, stores only the keys they do not hold (all the
+  keys with ``overwrite``) in one record, created with a create-only PUT of the
+  next number; a call that loses the number reads the winner's record and tries
+  the next. So a call is all there or not at all, and of N writers of one key
+  exactly one stores it; reads apply the records in order. ``delete`` checks the id in the
   record's header, then deletes the key: S3 has no conditional delete, so a
   delete that races a re-save of the same step may remove the new checkpoint. A
   rewrite is conditional (see above) and never brings a deleted record back.
@@ -41,6 +50,8 @@ differs from the interface contract:
   durable as the service makes an acknowledged object (S3: stored redundantly
   before it answers). A save that fails with :class:`~flowpoint.errors.StorageError`
   may or may not have stored the checkpoint; its id then stays claimed.
+- **Read-only** (``read_only=True``): reads never write; S3 cannot tell an empty
+  prefix from one that never held a store, so such a store reads as empty.
 """
 
 from __future__ import annotations

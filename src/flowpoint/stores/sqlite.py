@@ -14,9 +14,19 @@ contract:
   constraint picks the one winner of a race. Nothing read is cached between
   calls, so every store sees the others' commits at once. The file must be on a
   local disk: SQLite's WAL mode does not work over network filesystems.
-- **The schema is versioned** (table ``flowpoint_schema``). A new file is set up
-  on first use; a file written by a newer flowpoint is refused with
+- **The schema is versioned** (table ``flowpoint_schema``, :mod:`._sqlite_sql`).
+  A new file is set up on first use, and a file of an older release upgraded in
+  place (version 2 adds the pending writes' table, ``flowpoint_writes``), in one
+  write transaction; a file written by a newer flowpoint is refused with
   :class:`~flowpoint.errors.StorageError` rather than misread.
+- **Pending writes** and deletes take the writes along in the same transactions
+  (one commit) as the checkpoints.
+- **Read-only** (``read_only=True``): the file is opened ``mode=rw`` (never
+  created; the last connection still removes the WAL files SQLite makes while it
+  reads), or ``mode=ro`` if this process may not write it (SQLite may then leave
+  its WAL files), with ``query_only`` set; nothing is set up or migrated, and a
+  file without flowpoint's tables is refused on the first call. A file of schema
+  version 1 reads as it is, without pending writes.
 """
 
 from __future__ import annotations

@@ -99,12 +99,6 @@ class FailingBlobStore(BlockingBlobStore):
     async def _delete_trace(self, trace_id: TraceId) -> int:
         return await self.inner.delete_trace(trace_id)
 
-    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
-        return await self.inner.save_writes(writes, overwrite=overwrite)
-
-    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
-        return await self.inner.load_writes(checkpoint_id)
-
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
         self._count_prune()
         return await self.inner.prune(trace_id, rule)

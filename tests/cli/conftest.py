@@ -7,23 +7,27 @@ import base64
 import io
 import json
 import os
-import re
+import random
+import secrets
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from flowpoint import Checkpoint, KeyRing, SyncCheckpointStore
+from flowpoint import Checkpoint, CheckpointBlob, KeyRing, SyncCheckpointStore, open_store
 from flowpoint.cli.app import app
 from flowpoint.cli.demo import run_demo
+from tests.harnesses.base import unavailable
 
 GRAPH = 0x5EA7C0DE0BADF00D
 TRACES = {"alpha": 3, "beta/one": 2}
@@ -36,6 +40,32 @@ def _no_global_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FLOWPOINT_STORE", raising=False)
     monkeypatch.delenv("FLOWPOINT_KEYRING", raising=False)
     monkeypatch.delenv("COLUMNS", raising=False)
+
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "FLOWPOINT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A scratch PostgreSQL database, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    from psycopg import sql
+
+    def admin(statement: sql.Composed) -> None:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(statement)
+
+    name = f"flowpoint_cli_{secrets.token_hex(6)}"
+    try:
+        admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable: {exc}")
+    try:
+        yield urlunsplit(urlsplit(POSTGRES_ADMIN_URL)._replace(path=f"/{name}"))
+    finally:
+        admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def invoke(*args: str, env: dict[str, str] | None = None, input: bytes | None = None) -> Result:
@@ -115,6 +145,76 @@ def make_store(
     return ids
 
 
+def blobs_of(url: str) -> dict[UUID, CheckpointBlob]:
+    """Every checkpoint of the store, loaded as stored."""
+
+    async def load_all() -> dict[UUID, CheckpointBlob]:
+        found: dict[UUID, CheckpointBlob] = {}
+        async with open_store(url) as store:
+            for trace in await store.traces():
+                for info in await store.history(trace, limit=1000):
+                    loaded = await store.load(info.checkpoint_id)
+                    assert loaded is not None
+                    found[info.checkpoint_id] = loaded
+        return found
+
+    return asyncio.run(load_all())
+
+
+DELTA_OF = "flowpoint.delta_of"
+"""The metadata key that names the checkpoint a checkpoint is stored as changes to."""
+
+
+@dataclass
+class Chain:
+    """A trace ``chat`` whose later checkpoints are stored as changes to earlier ones."""
+
+    url: str
+    ids: list[UUID]
+    states: dict[UUID, dict[str, Any]]
+    delta_of: dict[UUID, UUID]
+    """Each checkpoint stored as changes, and the checkpoint it is stored as changes to."""
+
+
+def make_chain(url: str, ring: KeyRing | None = None, turns: int = 6) -> Chain:
+    """A chat that grows by a message a turn: big enough to be stored as changes."""
+    rng = random.Random(7)
+
+    def words(count: int) -> str:
+        return " ".join("".join(rng.choices("abcdefghij", k=6)) for _ in range(count))
+
+    options: dict[str, Any] = {} if ring is None else {"encryption": ring}
+    states: dict[UUID, dict[str, Any]] = {}
+    with SyncCheckpointStore.open(url, dict, **options) as store:
+        state: dict[str, Any] = {"profile": words(200), "messages": []}
+        checkpoint = Checkpoint.first("agent", state)
+        store.save_with_trace("chat", checkpoint, GRAPH)
+        states[checkpoint.checkpoint_id] = state
+        for _ in range(turns - 1):
+            state = {**state, "messages": [*state["messages"], words(30)]}
+            checkpoint = checkpoint.child("agent", state)
+            store.save_with_trace("chat", checkpoint, GRAPH)
+            states[checkpoint.checkpoint_id] = state
+        infos = store.history("chat")
+    delta_of = {
+        info.checkpoint_id: UUID(str(info.metadata[DELTA_OF]))
+        for info in infos
+        if DELTA_OF in info.metadata
+    }
+    assert delta_of, "the chain holds no checkpoint stored as changes"
+    return Chain(url, [info.checkpoint_id for info in reversed(infos)], states, delta_of)
+
+
+def unique_start(wanted: UUID, among: list[UUID]) -> str:
+    """The shortest start of ``wanted``'s id (8 characters at least) no other id has."""
+    text = str(wanted)
+    for length in range(8, 36):
+        start = text[:length]
+        if not start.endswith("-") and [str(o).startswith(start) for o in among].count(True) == 1:
+            return start
+    return text
+
+
 def run_demo_quietly(url: str) -> None:
     asyncio.run(run_demo(url, Console(file=io.StringIO())))
 
@@ -151,6 +251,16 @@ def damage_sqlite(path: Path, checkpoint_id: UUID) -> None:
         assert updated.rowcount == 1
 
 
+def damage_sqlite_metadata(path: Path, checkpoint_id: UUID) -> None:
+    """Make a checkpoint's metadata column unreadable, underneath the store."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        updated = conn.execute(
+            "UPDATE flowpoint_checkpoints SET metadata = '{not json' WHERE checkpoint_id = ?",
+            (checkpoint_id.bytes,),
+        )
+        assert updated.rowcount == 1
+
+
 def write_keyring(path: Path, keys: dict[str, bytes], primary: str) -> Path:
     document = {
         "primary": primary,
@@ -170,5 +280,5 @@ def one_line_error(stderr: str) -> str:
 
 
 def usage_error(stderr: str) -> str:
-    """The text of typer's boxed usage error, box and line breaks removed."""
-    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", stderr).split())
+    """The single ``error: ...`` line of a usage error (which exits 2, as the caller checks)."""
+    return one_line_error(stderr)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import doctest
 import json
+import re
+import subprocess
+import sys
 from types import ModuleType
 
 import pytest
+import typer
 
 from flowpoint.cli import common, jsondiff, maintain
+from flowpoint.cli.app import app
 from flowpoint.cli.common import shown
 from flowpoint.cli.jsondiff import Change, diff_values, same_value
 from flowpoint.cli.output import ExitCode, exit_code_of
 from flowpoint.errors import CheckpointConflict, CodecError, CorruptCheckpoint, StorageError
-from tests.cli.conftest import Seeded, flowpoint, invoke, one_line_error
+from tests.cli.conftest import Seeded, flowpoint, invoke, one_line_error, usage_error
 
 COMMANDS = [
     "demo",
@@ -23,6 +28,7 @@ COMMANDS = [
     "diff",
     "verify",
     "prune",
+    "delete",
     "copy",
     "export",
     "import",
@@ -57,7 +63,91 @@ def test_every_command_has_help(command: str) -> None:
 
 def test_no_command_shows_help() -> None:
     result = invoke()
-    assert "Usage:" in result.output
+    assert result.exit_code == ExitCode.USAGE
+    assert "Usage: flowpoint [OPTIONS] COMMAND" in result.stdout
+
+
+def test_python_dash_m_flowpoint_is_the_command(seeded: Seeded) -> None:
+    """``python -m flowpoint`` runs the same app, under the same name."""
+    version = subprocess.run(
+        [sys.executable, "-m", "flowpoint", "--version"], capture_output=True, text=True
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("flowpoint ")
+    listed = subprocess.run(
+        [sys.executable, "-m", "flowpoint", "traces", "--json", "--store", seeded.url],
+        capture_output=True,
+        text=True,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [row["trace_id"] for row in json.loads(listed.stdout)["traces"]] == ["alpha", "beta/one"]
+    helped = subprocess.run(
+        [sys.executable, "-m", "flowpoint", "show", "--help"], capture_output=True, text=True
+    )
+    assert helped.stdout.startswith("Usage: flowpoint show ")
+
+
+def _flags(command: str | None) -> list[str]:
+    """The boolean flags of ``flowpoint [COMMAND]``, as the app declares them."""
+    group = typer.main.get_command(app)
+    target = group if command is None else group.commands[command]  # type: ignore[attr-defined]
+    return [
+        name for param in target.params if getattr(param, "is_flag", False) for name in param.opts
+    ]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_boolean_flags_show_as_flags_in_help(command: str | None) -> None:
+    args = ["--help"] if command is None else [command, "--help"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    flags = _flags(command)
+    assert "--json" in flags or command is None or command == "demo"
+    assert "--debug" in flags or command == "demo"
+    assert "<bool>" not in result.stdout
+    assert "--no-" not in result.stdout
+    for flag in [*flags, "--help"]:
+        # The flag alone, then its help: no value, no "/ --no-flag", no type.
+        assert re.search(rf"^  {flag}(  +\S|$)", result.stdout, re.MULTILINE), (flag, result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["frobnicate"], "No such command 'frobnicate'"),
+        (["--bogus", "traces"], "No such option: --bogus"),
+        (["traces", "--limit", "3"], "No such option: --limit"),
+        (["history"], "Missing argument 'TRACE'"),
+        (["history", "t", "--limit", "0"], "Invalid value for '--limit'"),
+        (["history", "t", "--limit", "many"], "Invalid value for '--limit'"),
+        (["show", "not-an-id"], "not a checkpoint id or the start of one"),
+        (["diff", "01a219cb"], "Missing argument 'ID2'"),
+        (["prune", "t"], "give --keep-latest N, --older-than AGE, or both"),
+        (["prune", "t", "--all", "--keep-latest", "1"], "give a TRACE or --all (not both)"),
+        (["prune", "--all", "--older-than", "soon"], "whole number and a unit"),
+        (["copy", "memory://"], "Missing argument 'DST_URL'"),
+        (["export"], "Missing argument 'FILE'"),
+        (["delete"], "Missing argument 'CHECKPOINT_ID'"),
+        (["show", "01a219cb", "--type", "nomodule"], "MODULE:CLASS"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], fragment: str) -> None:
+    done = flowpoint("--store", "memory://", *args)
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    line = usage_error(done.stderr)
+    assert fragment in line
+    assert re.search(r"\(see 'flowpoint( [a-z]+)? --help'\)$", line), line
+    assert done.stdout == ""
+
+
+def test_a_type_the_codec_cannot_hold_is_a_usage_error(seeded: Seeded) -> None:
+    done = flowpoint(
+        "show", str(seeded.ids["alpha"][0]), "--type", "json:loads", "--store", seeded.url
+    )
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    line = usage_error(done.stderr)
+    assert "--type" in line
+    assert "cannot store states of type" in line
 
 
 def test_debug_prints_the_traceback(seeded: Seeded) -> None:

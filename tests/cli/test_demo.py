@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +65,46 @@ def test_a_bad_store_is_one_line_and_exit_1(url: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_demo_errors_take_debug_like_every_command() -> None:
+    plain = subprocess.run(
+        [sys.executable, "-m", "flowpoint", "demo", "--store", "nosuch://x"],
+        capture_output=True,
+        text=True,
+    )
+    assert plain.returncode == 1
+    assert plain.stderr.startswith("error: unknown store URL 'nosuch://x'")
+    debug = subprocess.run(
+        [sys.executable, "-m", "flowpoint", "--debug", "demo", "--store", "nosuch://x"],
+        capture_output=True,
+        text=True,
+    )
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+
+
 def test_version() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("flowpoint ")
+
+
+def test_the_demo_prints_ids_the_commands_take(tmp_path: Path) -> None:
+    """Each id in the demo's table names its checkpoint; the command it suggests runs."""
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = CliRunner().invoke(app, ["demo", "--store", url], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"^│ (\d+) .*│ ([0-9a-f-]+) +│$", result.stdout, re.MULTILINE)
+    assert [int(step) for step, _ in rows] == list(range(11))
+    for step, printed in rows:
+        shown = CliRunner().invoke(app, ["show", printed, "--json", "--store", url])
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["checkpoint"]["step"] == int(step)
+    (suggested,) = [line for line in result.stdout.splitlines() if "flowpoint diff" in line]
+    words = shlex.split(suggested)
+    assert words[:2] == ["flowpoint", "diff"]
+    assert words[2:4] == [rows[8][1], rows[9][1]]  # before and after the human's update
+    assert words[4:] == ["--store", url]
+    diff = CliRunner().invoke(app, words[1:])
+    assert diff.exit_code == 0, diff.output
+    assert "~ $.approved: false -> true" in diff.stdout

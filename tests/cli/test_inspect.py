@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from tests.cli.conftest import (
     Seeded,
     flowpoint,
     invoke,
+    make_store,
     one_line_error,
     run_demo_quietly,
     sqlite_url,
+    unique_start,
     usage_error,
 )
 
@@ -155,12 +158,58 @@ def test_history_pages_newest_first(tmp_path: Path) -> None:
     }
 
 
-def test_history_table_says_how_to_see_older_checkpoints(seeded: Seeded) -> None:
+def _older(stdout: str) -> list[str]:
+    """The command the ``older:`` hint of a history page gives, as its words."""
+    (hint,) = [line for line in stdout.splitlines() if line.startswith("older: ")]
+    words = shlex.split(hint.removeprefix("older: "))
+    assert words[0] == "flowpoint"
+    return words[1:]
+
+
+def test_history_table_says_how_to_see_older_checkpoints(seeded: Seeded, tmp_path: Path) -> None:
     result = invoke("history", "alpha", "--limit", "2", "--store", seeded.url)
     assert result.exit_code == 0, result.output
     assert str(seeded.ids["alpha"][2]) in result.stdout
     assert str(seeded.ids["alpha"][0]) not in result.stdout
-    assert 'older: flowpoint history "alpha" --before 1' in result.stdout
+    older = _older(result.stdout)
+    assert older == ["history", "alpha", "--limit", "2", "--before", "1", "--store", seeded.url]
+    # Run as printed, from anywhere, it shows the next page of the same store.
+    (tmp_path / "elsewhere").mkdir()
+    done = flowpoint(*older, cwd=tmp_path / "elsewhere")
+    assert done.returncode == 0, done.stderr
+    assert str(seeded.ids["alpha"][0]) in done.stdout
+    assert "older:" not in done.stdout
+
+
+def test_the_history_hint_keeps_the_global_store_and_quotes_the_trace(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "odd.db")
+    make_store(url, {"user 42's $HOME": 3})
+    result = invoke("--store", url, "history", "user 42's $HOME", "--limit", "1")
+    assert result.exit_code == 0, result.output
+    older = _older(result.stdout)
+    assert older[:2] == ["history", "user 42's $HOME"]
+    assert older[-2:] == ["--store", url]
+    page = flowpoint(*older, cwd=tmp_path)
+    assert page.returncode == 0, page.stderr
+    assert _older(page.stdout)[-4:] == ["--before", "1", "--store", url]
+
+
+def test_the_history_hint_leaves_out_what_the_environment_gives(seeded: Seeded) -> None:
+    """A store from FLOWPOINT_STORE stays there: the hint works in the same environment."""
+    environment = {"FLOWPOINT_STORE": seeded.url}
+    result = invoke("history", "alpha", "--limit", "1", env=environment)
+    assert result.exit_code == 0, result.output
+    assert _older(result.stdout) == ["history", "alpha", "--limit", "1", "--before", "2"]
+
+
+def test_the_history_hint_masks_a_password() -> None:
+    from flowpoint.cli.common import Settings, command_line
+
+    settings = Settings(store="postgresql://app:hunter2@db/runs", keyring=Path("ring.json"))
+    line = command_line(settings, "history", "t", "--before", "3")
+    assert line == (
+        "flowpoint history t --before 3 --store 'postgresql://app:***@db/runs' --keyring ring.json"
+    )
 
 
 def test_history_of_a_missing_trace_exits_4(seeded: Seeded) -> None:
@@ -249,10 +298,50 @@ def test_show_a_missing_checkpoint_exits_4(seeded: Seeded) -> None:
     assert f"no checkpoint {missing}" in one_line_error(done.stderr)
 
 
-def test_show_a_malformed_id_is_a_usage_error(seeded: Seeded) -> None:
-    result = invoke("show", "not-a-uuid", "--store", seeded.url)
+@pytest.mark.parametrize("text", ["not-a-uuid", "01a2x", "01a219cbc63a", "01a219cb--c63a", " "])
+def test_show_a_malformed_id_is_a_usage_error(seeded: Seeded, text: str) -> None:
+    result = invoke("show", text, "--store", seeded.url)
     assert result.exit_code == 2
-    assert "not a checkpoint id" in usage_error(result.stderr)
+    assert "not a checkpoint id or the start of one" in usage_error(result.stderr)
+
+
+def test_show_and_diff_take_the_start_of_an_id(seeded: Seeded) -> None:
+    everything = [one for ids in seeded.ids.values() for one in ids]
+    old, new = seeded.ids["alpha"][1], seeded.ids["alpha"][2]
+    whole = invoke("show", str(new), "--store", seeded.url, "--json")
+    start = unique_start(new, everything)
+    for text in (start, start.upper(), f"  {start}"):
+        by_start = invoke("show", text, "--store", seeded.url, "--json")
+        assert by_start.exit_code == 0, by_start.output
+        assert json.loads(by_start.stdout) == json.loads(whole.stdout)
+    changed = invoke("diff", unique_start(old, everything), start, "--store", seeded.url, "--json")
+    assert changed.exit_code == 0, changed.output
+    document = json.loads(changed.stdout)
+    assert (document["from"]["checkpoint_id"], document["to"]["checkpoint_id"]) == (
+        str(old),
+        str(new),
+    )
+
+
+def test_an_ambiguous_start_is_a_usage_error_naming_the_ids(seeded: Seeded) -> None:
+    alpha = seeded.ids["alpha"]
+    start = str(alpha[0])[:8]
+    assert all(str(one).startswith(start) for one in alpha)
+    for args in (["show", start], ["diff", start, str(alpha[0])]):
+        done = flowpoint(*args, "--store", seeded.url)
+        assert done.returncode == 2, done.stderr
+        line = usage_error(done.stderr)
+        assert f"'{start}' starts more than one checkpoint id" in line
+        assert str(alpha[0]) in line
+        assert str(alpha[1]) in line
+
+
+def test_a_start_no_id_has_exits_4(seeded: Seeded) -> None:
+    done = flowpoint("show", "ffffffff-ff", "--store", seeded.url)
+    assert done.returncode == 4, done.stderr
+    assert "no checkpoint id starts with 'ffffffff-ff'" in one_line_error(done.stderr)
+    other = flowpoint("diff", str(seeded.ids["alpha"][0]), "fff", "--store", seeded.url)
+    assert other.returncode == 4, other.stderr
 
 
 def test_show_as_a_subprocess(seeded: Seeded) -> None:

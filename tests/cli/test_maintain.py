@@ -1,15 +1,31 @@
-"""``prune``: rules, dry runs, and the refusals."""
+"""``prune`` and ``delete``: rules, dry runs, chains kept whole, keys, and the refusals."""
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from uuid import UUID
 
 import pytest
 
-from flowpoint import SyncCheckpointStore
+from flowpoint import KeyRing, SyncCheckpointStore
 from flowpoint.cli.maintain import parse_duration
-from tests.cli.conftest import TRACES, Seeded, flowpoint, invoke, one_line_error, usage_error
+from tests.cli.conftest import (
+    TRACES,
+    Chain,
+    Seeded,
+    flowpoint,
+    invoke,
+    make_chain,
+    one_line_error,
+    sqlite_url,
+    unique_start,
+    usage_error,
+    write_keyring,
+)
 
 
 def steps(url: str, trace: str) -> list[int]:
@@ -109,3 +125,128 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="whole number and a unit"):
         parse_duration(text)
+
+
+# -- delete --------------------------------------------------------------------------------
+
+
+def test_delete_one_checkpoint_by_its_id(seeded: Seeded) -> None:
+    doomed = seeded.ids["alpha"][1]
+    done = flowpoint("delete", str(doomed), "--store", seeded.url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        f"deleted checkpoint {doomed} (trace 'alpha', step 1) from {seeded.url}"
+    )
+    assert steps(seeded.url, "alpha") == [2, 0]
+    assert steps(seeded.url, "beta/one") == [1, 0]
+
+
+def test_delete_by_the_start_of_an_id_in_json(seeded: Seeded) -> None:
+    everything = [one for ids in seeded.ids.values() for one in ids]
+    doomed = seeded.ids["alpha"][2]
+    result = invoke("delete", unique_start(doomed, everything), "--json", "--store", seeded.url)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["store"] == seeded.url
+    assert document["deleted"]["checkpoint_id"] == str(doomed)
+    assert (document["deleted"]["trace_id"], document["deleted"]["step"]) == ("alpha", 2)
+    # Deleting the newest made the one below it the latest.
+    with SyncCheckpointStore.open(seeded.url) as store:
+        latest = store.load_latest("alpha", None)
+        assert latest is not None
+        assert latest.checkpoint_id == seeded.ids["alpha"][1]
+
+
+def test_delete_what_is_not_there_exits_4(seeded: Seeded) -> None:
+    for missing in ("01a219c6-c3ee-74c4-9917-b9fd04568000", "ffff"):
+        done = flowpoint("delete", missing, "--store", seeded.url)
+        assert done.returncode == 4, done.stderr
+        assert missing in one_line_error(done.stderr)
+    assert steps(seeded.url, "alpha") == [2, 1, 0]
+
+
+def test_delete_refuses_an_ambiguous_start_and_names_the_ids(seeded: Seeded) -> None:
+    first, second = seeded.ids["alpha"][:2]
+    common = str(first)[:8]  # ids made within a minute start alike
+    assert str(second).startswith(common)
+    done = flowpoint("delete", common, "--store", seeded.url)
+    assert done.returncode == 2, done.stderr
+    line = usage_error(done.stderr)
+    assert str(first) in line
+    assert str(second) in line
+    assert steps(seeded.url, "alpha") == [2, 1, 0]
+
+
+def test_delete_keeps_what_is_stored_as_changes_to_it(tmp_path: Path) -> None:
+    chain = make_chain(sqlite_url(tmp_path / "chat.db"))
+    dependent, base = next(iter(chain.delta_of.items()))
+    done = flowpoint("delete", str(base), "--store", chain.url)
+    assert done.returncode == 0, done.stderr
+    with SyncCheckpointStore.open(chain.url, dict) as store:
+        assert store.load(base, None) is None
+        loaded = store.load(dependent, None)
+        assert loaded is not None
+        assert loaded.state == chain.states[dependent]
+        assert len(store.history("chat")) == len(chain.ids) - 1
+    shown = json.loads(flowpoint("show", str(dependent), "--json", "--store", chain.url).stdout)
+    assert shown["encoding"]["delta_of"] != str(base)  # its data no longer needs the base
+    verified = flowpoint("verify", "--store", chain.url)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@dataclass
+class Encrypted:
+    chain: Chain
+    ring: KeyRing
+    ring_file: Path
+
+    def stored(self) -> dict[UUID, object]:
+        """The state of each checkpoint the store holds, newest first."""
+        with SyncCheckpointStore.open(self.chain.url, dict, encryption=self.ring) as store:
+            found = {}
+            for info in store.history("chat"):
+                loaded = store.load(info.checkpoint_id, None)
+                assert loaded is not None
+                found[info.checkpoint_id] = loaded.state
+            return found
+
+
+@pytest.fixture
+def encrypted(tmp_path: Path) -> Encrypted:
+    key = os.urandom(32)
+    ring = KeyRing({"k1": key}, primary="k1")
+    chain = make_chain(sqlite_url(tmp_path / "secret.db"), ring)
+    return Encrypted(chain, ring, write_keyring(tmp_path / "ring.json", {"k1": key}, "k1"))
+
+
+def test_delete_in_an_encrypted_store_takes_the_key_ring(encrypted: Encrypted) -> None:
+    chain = encrypted.chain
+    dependent, base = next(iter(chain.delta_of.items()))
+    refused = flowpoint("delete", str(base), "--store", chain.url)
+    assert refused.returncode == 1, refused.stderr
+    line = one_line_error(refused.stderr)
+    assert "'k1'" in line
+    assert "--keyring FILE" in line
+    assert base in encrypted.stored()  # nothing was deleted
+    ring = str(encrypted.ring_file)
+    done = flowpoint("delete", str(base), "--store", chain.url, "--keyring", ring)
+    assert done.returncode == 0, done.stderr
+    stored = encrypted.stored()
+    assert base not in stored
+    assert stored[dependent] == chain.states[dependent]
+
+
+def test_prune_takes_the_key_ring_after_the_command(encrypted: Encrypted) -> None:
+    chain = encrypted.chain
+    newest_base = max(chain.delta_of.values(), key=chain.ids.index)
+    keep = len(chain.ids) - chain.ids.index(newest_base) - 1  # the base goes, its delta stays
+    prune = ["prune", "chat", "--keep-latest", str(keep), "--store", chain.url]
+    refused = flowpoint(*prune)
+    assert refused.returncode == 1, refused.stderr
+    assert "--keyring FILE" in one_line_error(refused.stderr)
+    assert len(encrypted.stored()) == len(chain.ids)
+    done = flowpoint(*prune, "--keyring", str(encrypted.ring_file))
+    assert done.returncode == 0, done.stderr
+    stored = encrypted.stored()
+    assert list(stored) == chain.ids[::-1][:keep]
+    assert all(stored[one] == chain.states[one] for one in stored)

@@ -3,41 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import pytest
 
 from flowpoint.cli.demo import TRACE
 from tests.cli.conftest import flowpoint, invoke, make_store, run_demo_quietly, sqlite_url
-from tests.harnesses.base import unavailable
-
-psycopg = pytest.importorskip("psycopg")
-from psycopg import sql  # noqa: E402 - after the driver is known to be there
-
-ADMIN_URL = os.environ.get("FLOWPOINT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _admin(statement: sql.Composed) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(statement)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A scratch database, dropped afterwards."""
-    name = f"flowpoint_cli_{secrets.token_hex(6)}"
-    try:
-        _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL at {ADMIN_URL} is unreachable: {exc}")
-    try:
-        yield urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
-    finally:
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_copy_sqlite_to_postgres_and_verify_both(tmp_path: Path, postgres_url: str) -> None:

@@ -26,7 +26,9 @@ from tests.cli.conftest import (
     GRAPH,
     TRACES,
     Seeded,
+    blobs_of,
     damage_sqlite,
+    damage_sqlite_metadata,
     flowpoint,
     flowpoint_bytes,
     invoke,
@@ -35,22 +37,6 @@ from tests.cli.conftest import (
     sqlite_url,
     write_keyring,
 )
-
-
-def blobs_of(url: str) -> dict[UUID, CheckpointBlob]:
-    """Every checkpoint of the store, loaded as stored."""
-
-    async def load_all() -> dict[UUID, CheckpointBlob]:
-        found: dict[UUID, CheckpointBlob] = {}
-        async with open_store(url) as store:
-            for trace in await store.traces():
-                for info in await store.history(trace, limit=1000):
-                    loaded = await store.load(info.checkpoint_id)
-                    assert loaded is not None
-                    found[info.checkpoint_id] = loaded
-        return found
-
-    return asyncio.run(load_all())
 
 
 def save_blob(url: str, item: CheckpointBlob) -> None:
@@ -148,6 +134,82 @@ def test_copy_stops_at_a_corrupt_source_checkpoint(seeded: Seeded, tmp_path: Pat
     done = flowpoint("copy", seeded.url, sqlite_url(tmp_path / "target.db"))
     assert done.returncode == 3
     assert str(seeded.ids["alpha"][2]) in one_line_error(done.stderr)
+
+
+def test_copy_stops_at_corruption_and_says_how_to_go_on(seeded: Seeded, tmp_path: Path) -> None:
+    damage_sqlite(seeded.path, seeded.ids["alpha"][1])
+    result = invoke("copy", seeded.url, sqlite_url(tmp_path / "target.db"))
+    assert result.exit_code == 3
+    line = one_line_error(result.stderr)
+    assert f"checkpoint {seeded.ids['alpha'][1]} (trace 'alpha', step 1) is corrupt" in line
+    assert f"flowpoint verify --store {seeded.url}" in line
+    assert "--skip-corrupt" in line
+
+
+def test_copy_skip_corrupt_copies_the_rest_and_exits_3(seeded: Seeded, tmp_path: Path) -> None:
+    damaged = seeded.ids["alpha"][1]
+    damage_sqlite(seeded.path, damaged)
+    target = sqlite_url(tmp_path / "target.db")
+    done = flowpoint("copy", seeded.url, target, "--skip-corrupt")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.strip() == (
+        "copied 4 checkpoint(s) of 2 trace(s), verified 4 (read back byte for byte), "
+        "skipped 0 (already there, identical), skipped 1 corrupt"
+    )
+    warning, error = done.stderr.strip().splitlines()
+    assert warning.startswith(
+        f"warning: skipped: checkpoint {damaged} (trace 'alpha', step 1) is corrupt: "
+    )
+    assert error == (
+        f"error: 1 corrupt checkpoint(s) or trace(s) of {seeded.url} skipped; all the rest was done"
+    )
+    source = blobs_of(seeded.url)
+    del source[damaged]
+    assert blobs_of(target) == source
+    # Run again, in JSON: the rest is there already; the damage is still reported.
+    again = invoke("copy", seeded.url, target, "--skip-corrupt", "--json")
+    assert again.exit_code == 3
+    report = json.loads(again.stdout)
+    assert (report["copied"], report["skipped"], report["skipped_corrupt"]) == (0, 4, 1)
+    (corrupt,) = report["corrupt"]
+    assert (corrupt["checkpoint_id"], corrupt["trace_id"], corrupt["step"]) == (
+        str(damaged),
+        "alpha",
+        1,
+    )
+    assert corrupt["reason"]
+    assert "warning:" not in again.stderr  # the document lists the damage
+
+
+def test_copy_skip_corrupt_skips_a_trace_it_cannot_list(seeded: Seeded, tmp_path: Path) -> None:
+    damage_sqlite_metadata(seeded.path, seeded.ids["beta/one"][0])
+    target = sqlite_url(tmp_path / "target.db")
+    stopped = invoke("copy", seeded.url, target)
+    assert stopped.exit_code == 3
+    assert "trace 'beta/one' cannot be listed" in one_line_error(stopped.stderr)
+    result = invoke("copy", seeded.url, target, "--skip-corrupt", "--json")
+    assert result.exit_code == 3
+    report = json.loads(result.stdout)
+    assert (report["copied"], report["skipped_corrupt"]) == (3, 1)
+    assert report["corrupt"][0]["trace_id"] == "beta/one"
+    assert report["corrupt"][0]["checkpoint_id"] is None
+    with SyncCheckpointStore.open(target) as store:
+        assert store.traces() == ["alpha"]
+
+
+def test_skip_corrupt_without_damage_is_a_plain_success(seeded: Seeded, tmp_path: Path) -> None:
+    archive = tmp_path / "store.fpa"
+    exported = invoke("export", str(archive), "--skip-corrupt", "--store", seeded.url)
+    assert exported.exit_code == 0, exported.output
+    copied = invoke("copy", seeded.url, sqlite_url(tmp_path / "t.db"), "--skip-corrupt", "--json")
+    assert copied.exit_code == 0, copied.output
+    assert json.loads(copied.stdout)["skipped_corrupt"] == 0
+
+
+def test_copy_into_a_missing_directory_says_so(seeded: Seeded, tmp_path: Path) -> None:
+    result = invoke("copy", seeded.url, sqlite_url(tmp_path / "no" / "such" / "dir.db"))
+    assert result.exit_code == 1
+    assert f"no directory {tmp_path / 'no' / 'such'}" in one_line_error(result.stderr)
 
 
 def test_copy_moves_encrypted_data_without_a_key(tmp_path: Path) -> None:
@@ -259,6 +321,30 @@ def test_export_stops_at_a_corrupt_checkpoint_and_leaves_no_file(
     assert result.exit_code == 3
     assert str(seeded.ids["beta/one"][0]) in one_line_error(result.stderr)
     assert list(tmp_path.glob("*.fpa*")) == []
+
+
+def test_export_skip_corrupt_writes_the_rest(seeded: Seeded, tmp_path: Path) -> None:
+    damaged = seeded.ids["beta/one"][0]
+    damage_sqlite(seeded.path, damaged)
+    archive = tmp_path / "store.fpa"
+    done = flowpoint("export", str(archive), "--skip-corrupt", "--store", seeded.url)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.strip() == (
+        f"exported 4 checkpoint(s) of 2 trace(s) to {archive}, skipped 1 corrupt"
+    )
+    assert f"warning: skipped: checkpoint {damaged}" in done.stderr
+    assert one_line_error(done.stderr.splitlines()[-1]).endswith("all the rest was done")
+    target = sqlite_url(tmp_path / "back.db")
+    assert invoke("import", str(archive), "--store", target).exit_code == 0
+    source = blobs_of(seeded.url)
+    del source[damaged]
+    assert blobs_of(target) == source
+    piped = flowpoint_bytes("export", "-", "--skip-corrupt", "--json", "--store", seeded.url)
+    assert piped.returncode == 3
+    assert scan_archive(io.BytesIO(piped.stdout)).checkpoints == 4
+    document = json.loads(piped.stderr.decode().rsplit("\nerror: ", 1)[0])
+    assert (document["checkpoints"], document["skipped_corrupt"]) == (4, 1)
+    assert document["corrupt"][0]["checkpoint_id"] == str(damaged)
 
 
 # -- the archive format --------------------------------------------------------------------

@@ -9,27 +9,73 @@ may be given before the command (``flowpoint --store URL traces``) or after it
 
 from __future__ import annotations
 
-import asyncio
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
-from flowpoint import CheckpointStoreError, __version__
+from flowpoint import __version__
 from flowpoint.cli import inspect, maintain, transfer, verify
-from flowpoint.cli.common import Settings, StoreOption
+from flowpoint.cli.common import PROGRAM, DebugOption, Settings, StoreOption
 from flowpoint.cli.demo import run_demo
-from flowpoint.cli.output import EXIT_CODES_HELP
+from flowpoint.cli.output import EXIT_CODES_HELP, ExitCode, print_error, run
 from flowpoint.stores.registry import DEFAULT_STORE_URL
 
+
+class _Flowpoint(TyperGroup):
+    """The command group, reporting usage errors as one line like every other error.
+
+    Help is plain text, so that a flag reads as a flag (``--json``), not as an
+    option taking a value. However it is started (``flowpoint``, ``python -m
+    flowpoint``), the program calls itself ``flowpoint``.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command; exit with its code (see :class:`~flowpoint.cli.output.ExitCode`)."""
+        prog_name = PROGRAM if prog_name in (None, "root") else prog_name
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except typer.Abort:
+            _exit_with_error("aborted", ExitCode.ERROR)
+        except typer.TyperException as exc:  # a usage error: typer's own, or a command's
+            _exit_with_error(_usage_message(exc, prog_name), getattr(exc, "exit_code", 2))
+        sys.exit(code if isinstance(code, int) else ExitCode.OK)
+
+
+def _usage_message(exc: typer.TyperException, prog_name: str) -> str:
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    context = getattr(exc, "ctx", None)
+    path = prog_name if context is None else context.command_path
+    return f"{message} (see '{path} --help')"
+
+
+def _exit_with_error(message: str, code: int) -> NoReturn:
+    print_error(message)
+    sys.exit(code)
+
+
 app = typer.Typer(
-    name="flowpoint",
+    name=PROGRAM,
+    cls=_Flowpoint,
     help="Durable graph workflows: typed, verified checkpoints.",
     epilog=EXIT_CODES_HELP,
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
 )
 
 
@@ -77,17 +123,16 @@ def _root(
 ) -> None:
     """Durable graph workflows: typed, verified checkpoints."""
     ctx.obj = Settings(store=store, json=as_json, debug=debug, keyring=keyring)
+    if ctx.invoked_subcommand is None:  # no command: the help, which lists them
+        typer.echo(ctx.get_help())
+        raise typer.Exit(ExitCode.USAGE)
 
 
 @app.command()
-def demo(ctx: typer.Context, store: StoreOption = None) -> None:
+def demo(ctx: typer.Context, store: StoreOption = None, debug: DebugOption = False) -> None:
     """Run a research agent that pauses for approval, resume it, and refuse a changed graph."""
-    url = Settings.of(ctx, store=store).store
-    try:
-        asyncio.run(run_demo(url))
-    except (CheckpointStoreError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+    settings = Settings.of(ctx, store=store, debug=debug)
+    run(lambda: run_demo(settings.store), debug=settings.debug)
 
 
 app.command("traces")(inspect.traces)
@@ -96,6 +141,7 @@ app.command("show")(inspect.show)
 app.command("diff")(inspect.diff)
 app.command("verify")(verify.verify)
 app.command("prune")(maintain.prune)
+app.command("delete")(maintain.delete)
 app.command("copy")(transfer.copy)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)

@@ -24,12 +24,13 @@ import hashlib
 import struct
 from collections.abc import Generator
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, Protocol
 from uuid import UUID
 
 import msgspec
 
 from flowpoint.blob import (
+    MAX_METADATA_SIZE,
     CheckpointBlob,
     MetadataValue,
     check_header,
@@ -45,6 +46,7 @@ __all__ = [
     "ArchiveError",
     "ArchiveSummary",
     "ArchiveWriter",
+    "ByteSource",
     "read_archive",
     "scan_archive",
 ]
@@ -55,6 +57,16 @@ _PREFIX = struct.Struct(">8sH")
 _LENGTH = struct.Struct(">I")
 MAX_RECORD_SIZE = DEFAULT_MAX_PAYLOAD_SIZE + 128 * 1024
 """A record holds one checkpoint's data (64 MiB at most) and its header."""
+MAX_RECORD_METADATA_SIZE = 2 * MAX_METADATA_SIZE
+"""Encoded metadata larger than this cannot hold valid metadata; it is refused unread."""
+
+
+class ByteSource(Protocol):
+    """What an archive is read from: a binary file, or anything with its ``read``."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes; fewer only at the end."""
+        ...
 
 
 class ArchiveError(ValueError):
@@ -73,7 +85,9 @@ class _Checkpoint(msgspec.Struct, tag="checkpoint", forbid_unknown_fields=True):
     graph_hash: int
     created_at: datetime
     current_node: str | None
-    metadata: dict[str, MetadataValue]
+    # Kept encoded until its size is checked: a map of millions of tiny entries
+    # fits in a record, and would cost gigabytes as Python objects.
+    metadata: msgspec.Raw
     data: bytes
 
 
@@ -92,6 +106,7 @@ class ArchiveSummary(msgspec.Struct, frozen=True):
 
 _encoder = msgspec.msgpack.Encoder(order="deterministic")
 _decoder = msgspec.msgpack.Decoder(_Checkpoint | _Trailer)
+_metadata_decoder = msgspec.msgpack.Decoder(dict[str, MetadataValue])
 
 
 def _sort_key(blob: CheckpointBlob) -> tuple[str, int]:
@@ -138,7 +153,7 @@ class ArchiveWriter:
             graph_hash=blob.graph_hash,
             created_at=blob.created_at.astimezone(UTC),
             current_node=blob.current_node,
-            metadata=dict(blob.metadata),
+            metadata=msgspec.Raw(_encoder.encode(dict(blob.metadata))),
             data=bytes(blob.data),
         )
         self._put(self._record(record))
@@ -151,7 +166,7 @@ class ArchiveWriter:
         return ArchiveSummary(self._traces, self._checkpoints)
 
 
-def _read_exactly(stream: IO[bytes], size: int, what: str) -> bytes:
+def _read_exactly(stream: ByteSource, size: int, what: str) -> bytes:
     chunk = stream.read(size)
     if len(chunk) != size:
         raise ArchiveError(f"the archive is truncated (in {what})", corrupt=True)
@@ -164,8 +179,13 @@ def _blob(record: _Checkpoint) -> CheckpointBlob:
         trace = validate_trace_id(record.trace_id)
         check_header(record.step, record.graph_hash, record.created_at)
         node = validate_current_node(record.current_node)
-        metadata = validate_metadata(record.metadata)
-    except ValueError as exc:
+        if len(record.metadata) > MAX_RECORD_METADATA_SIZE:
+            raise ValueError(
+                f"its metadata takes {len(record.metadata)} bytes, over the limit of "
+                f"{MAX_RECORD_METADATA_SIZE}"
+            )
+        metadata = validate_metadata(_metadata_decoder.decode(record.metadata))
+    except ValueError as exc:  # msgspec.DecodeError included
         raise ArchiveError(
             f"checkpoint {record.checkpoint_id} in the archive has an impossible header: {exc}",
             corrupt=True,
@@ -183,7 +203,7 @@ def _blob(record: _Checkpoint) -> CheckpointBlob:
     )
 
 
-def read_archive(stream: IO[bytes]) -> Generator[CheckpointBlob, None, ArchiveSummary]:
+def read_archive(stream: ByteSource) -> Generator[CheckpointBlob, None, ArchiveSummary]:
     """The checkpoints of an archive, in order; checks the trailer at the end.
 
     Raises :class:`ArchiveError`: not ``corrupt`` for a stream that is not a
@@ -252,7 +272,7 @@ def read_archive(stream: IO[bytes]) -> Generator[CheckpointBlob, None, ArchiveSu
     return ArchiveSummary(traces, checkpoints)
 
 
-def scan_archive(stream: IO[bytes]) -> ArchiveSummary:
+def scan_archive(stream: ByteSource) -> ArchiveSummary:
     """Read a whole archive, checking everything :func:`read_archive` checks; keep nothing."""
     reader = read_archive(stream)
     while True:

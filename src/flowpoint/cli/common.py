@@ -8,6 +8,8 @@ import importlib
 import json
 import os
 import re
+import shlex
+import string
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 import typer
 
 from flowpoint.blob import CheckpointInfo
+from flowpoint.cli._files import MAX_KEY_RING_SIZE, read_limited
 from flowpoint.cli.output import ExitCode, fail
 from flowpoint.codec import KeyRing, SerdeCheckpointCodec
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id
@@ -25,24 +28,29 @@ from flowpoint.stores.base import BlobCheckpointStore
 from flowpoint.stores.registry import DEFAULT_STORE_URL, open_store
 
 __all__ = [
+    "PROGRAM",
+    "CheckpointRef",
     "DebugOption",
     "JsonOption",
     "KeyringOption",
     "Settings",
     "StoreOption",
     "TypeOption",
+    "command_line",
     "import_state_type",
     "load_keyring",
     "make_codec",
     "opened_store",
-    "parse_checkpoint_id",
+    "parse_checkpoint_ref",
     "require_trace",
+    "resolve_checkpoint",
     "shown",
+    "unique_prefixes",
     "whole_trace",
 ]
 
-PAGE = 500
-"""Headers read per history call when a command walks a whole trace."""
+PROGRAM = "flowpoint"
+"""What the command calls itself, however it was started."""
 
 StoreOption = Annotated[
     str | None,
@@ -150,24 +158,25 @@ async def opened_store(url: str, *, must_exist: bool = True) -> AsyncIterator[Bl
 
     With ``must_exist`` (every command that reads), a SQLite file or store directory
     that is not there is an error rather than a new, empty store made by a typo.
+    Without it, a SQLite file may be new, but its directory must be there.
     """
     store = open_store(url)  # an unknown scheme or a malformed URL: ValueError, exit 1
     async with store:
         path = _local_path(url)
-        # A local stat: blocking, and as quick as anything the store does next.
-        if must_exist and path is not None and not os.path.exists(path):  # noqa: ASYNC240
-            fail(f"no store at {shown(url)}: {path} does not exist")
+        # Local stats: blocking, and as quick as anything the store does next.
+        if path is not None and not os.path.exists(path):  # noqa: ASYNC240
+            if must_exist:
+                fail(f"no store at {shown(url)}: {path} does not exist")
+            parent = os.path.dirname(path) or "."
+            sqlite = urlsplit(url).scheme.lower() == "sqlite"
+            if sqlite and not os.path.isdir(parent):  # noqa: ASYNC240
+                fail(f"cannot make a store at {shown(url)}: no directory {parent}")
         yield store
 
 
 async def whole_trace(store: BlobCheckpointStore, trace: TraceId | str) -> list[CheckpointInfo]:
-    """Every header of the trace, newest first, read a page at a time."""
-    infos: list[CheckpointInfo] = []
-    before: int | None = None
-    while page := await store.history(trace, PAGE, before):
-        infos.extend(page)
-        before = page[-1].step
-    return infos
+    """Every header of the trace, newest first."""
+    return [info async for info in store.iter_history(trace)]
 
 
 async def require_trace(store: BlobCheckpointStore, trace: str, url: str) -> None:
@@ -176,28 +185,125 @@ async def require_trace(store: BlobCheckpointStore, trace: str, url: str) -> Non
         fail(f"no trace {trace!r} in {shown(url)}", ExitCode.NOT_FOUND)
 
 
-def parse_checkpoint_id(value: str, param_hint: str) -> CheckpointId:
-    """``value`` as a checkpoint id; a usage error (exit 2) if it is not a UUID."""
+def command_line(settings: Settings, *words: str, store: str | None = None) -> str:
+    """``flowpoint WORDS`` as a shell command that reads the same store as this one.
+
+    It names the store (``store``, by default the command's), and the key ring,
+    unless they are what the command would read anyway (the default, or the
+    environment's ``FLOWPOINT_STORE`` and ``FLOWPOINT_KEYRING``); a password in the
+    store URL is masked, never printed.
+    """
+    parts = [PROGRAM, *words]
+    url = settings.store if store is None else store
+    if url != os.environ.get("FLOWPOINT_STORE", DEFAULT_STORE_URL):
+        parts += ["--store", shown(url)]
+    if settings.keyring is not None and str(settings.keyring) != os.environ.get(
+        "FLOWPOINT_KEYRING"
+    ):
+        parts += ["--keyring", str(settings.keyring)]
+    return shlex.join(parts)
+
+
+_ID_SHAPE = "hhhhhhhh-hhhh-hhhh-hhhh-hhhhhhhhhhhh"
+"""Where a checkpoint id's text has hex digits and where it has dashes."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRef:
+    """A checkpoint as a person names it: its whole id, or the start of its id."""
+
+    text: str
+    whole: CheckpointId | None
+
+    @property
+    def prefix(self) -> str:
+        """The start of the id, lowercase, as ``BlobCheckpointStore.ids_with_prefix`` takes it."""
+        return self.text.lower()
+
+
+def parse_checkpoint_ref(value: str, param_hint: str) -> CheckpointRef:
+    """``value`` as a whole checkpoint id or the start of one (``01a219cb-c63a``).
+
+    Anything else is a usage error (exit 2): an id's start has its hex digits and
+    dashes where an id has them.
+    """
+    text = value.strip()
     try:
-        return coerce_checkpoint_id(value.strip())
+        return CheckpointRef(text, coerce_checkpoint_id(text))
     except ValueError:
-        raise typer.BadParameter(
-            f"not a checkpoint id: {value!r:.60}", param_hint=param_hint
-        ) from None
+        pass
+    if 0 < len(text) < len(_ID_SHAPE) and all(
+        char == "-" if shape == "-" else char in string.hexdigits
+        for char, shape in zip(text, _ID_SHAPE, strict=False)
+    ):
+        return CheckpointRef(text, None)
+    raise typer.BadParameter(
+        f"not a checkpoint id or the start of one: {value!r:.60} "
+        f"(ids read like 01a219cb-c63a-7371-abb7-04e9e3769072)",
+        param_hint=param_hint,
+    )
+
+
+_NAMED_CANDIDATES = 5
+"""How many of the ids that an ambiguous start matches an error names."""
+
+
+async def resolve_checkpoint(
+    store: BlobCheckpointStore, ref: CheckpointRef, url: str
+) -> CheckpointId:
+    """The id ``ref`` names; a whole id is taken as it is, whether stored or not.
+
+    The start of an id must be the start of exactly one stored id: none is "not
+    found" (exit 4), several a usage error (exit 2) that names them.
+    """
+    if ref.whole is not None:
+        return ref.whole
+    found = await store.ids_with_prefix(ref.prefix, limit=2)
+    if not found:
+        fail(f"no checkpoint id starts with {ref.text!r} in {shown(url)}", ExitCode.NOT_FOUND)
+    if len(found) > 1:
+        some = await store.ids_with_prefix(ref.prefix, limit=_NAMED_CANDIDATES + 1)
+        named = ", ".join(str(one) for one in some[:_NAMED_CANDIDATES])
+        fail(
+            f"{ref.text!r} starts more than one checkpoint id ({named}"
+            f"{', ...' if len(some) > _NAMED_CANDIDATES else ''}): give more of the id",
+            ExitCode.USAGE,
+        )
+    return found[0]
+
+
+async def unique_prefixes(
+    store: BlobCheckpointStore, ids: list[CheckpointId], shortest: int = 8
+) -> dict[CheckpointId, str]:
+    """For each of ``ids``, the shortest start of it that no other id in the store has.
+
+    What a command prints for a person to copy: any command that takes a checkpoint
+    id takes it. An id the store does not hold (deleted meanwhile) is given whole.
+    """
+    prefixes: dict[CheckpointId, str] = {}
+    for checkpoint_id in ids:
+        text = str(checkpoint_id)
+        length = shortest
+        while length < len(text):
+            # A start that ends in a dash is never the shortest.
+            found = [] if text[length - 1] == "-" else await store.ids_with_prefix(text[:length])
+            if found == [checkpoint_id]:
+                break
+            length += 1
+        prefixes[checkpoint_id] = text[:length]
+    return prefixes
 
 
 def load_keyring(path: Path) -> KeyRing:
     """Read a key ring file: ``{"primary": "id", "keys": {"id": "<base64 of 32 bytes>"}}``.
 
+    The file is read only up to :data:`~flowpoint.cli._files.MAX_KEY_RING_SIZE`.
     Errors name the file and the key id, never a key.
     """
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        fail(f"cannot read key ring {path}: {exc.strerror or exc}")
+    raw = read_limited(path, MAX_KEY_RING_SIZE, "key ring")
     try:
         document = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         fail(f'key ring {path} is not JSON: expected {{"primary": ..., "keys": {{...}}}}')
     if (
         not isinstance(document, dict)
@@ -259,4 +365,4 @@ def make_codec(
             state_type, encryption=ring, allow_unencrypted=allow_unencrypted
         )
     except TypeError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--type'") from None
+        fail(f"invalid value for '--type': {exc}", ExitCode.USAGE)

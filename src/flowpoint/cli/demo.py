@@ -13,6 +13,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from flowpoint.cli.common import Settings, command_line, shown, unique_prefixes
 from flowpoint.errors import GraphMismatch
 from flowpoint.graph import END, START, BuiltGraph, Graph, Runner
 from flowpoint.typed import TypedCheckpointStore
@@ -97,7 +98,7 @@ async def run_demo(url: str, console: Console | None = None) -> None:
         graph = build_graph(console)
         runner = Runner(graph, store, interrupt_before=["publish"])
         console.print(
-            f"[bold]flowpoint demo[/] · store {url} · trace {TRACE!r} · "
+            f"[bold]flowpoint demo[/] · store {shown(url)} · trace {TRACE!r} · "
             f"graph {graph.name!r} 0x{graph.hash_u64():016x}\n"
         )
 
@@ -117,7 +118,9 @@ async def run_demo(url: str, console: Console | None = None) -> None:
             "[bold]3. The trace's history, oldest first (headers only: no state decoded)[/]"
         )
         table = Table("step", "after", "next", "saved because", "bytes", "checkpoint id")
-        for info in reversed(await store.history(TRACE, limit=50)):
+        infos = list(reversed(await store.history(TRACE, limit=50)))
+        short = await unique_prefixes(store.store, [info.checkpoint_id for info in infos])
+        for info in infos:
             source = info.metadata.get("source")
             reason = {"input": "the run started", "node": "a node finished"}.get(
                 str(source), f"a human's update {info.metadata.get('update')}"
@@ -128,9 +131,19 @@ async def run_demo(url: str, console: Console | None = None) -> None:
                 info.current_node or "END",
                 reason,
                 str(info.size),
-                str(info.checkpoint_id)[:13] + "…",
+                short[info.checkpoint_id],
             )
         console.print(table)
+        approval = next(info for info in infos if info.metadata.get("source") == "update")
+        before = next(info for info in infos if info.step == approval.step - 1)
+        look = command_line(
+            Settings(store=url),
+            "diff",
+            short[before.checkpoint_id],
+            short[approval.checkpoint_id],
+        )
+        console.print("  flowpoint's commands take these ids. What the human's update changed:")
+        console.print(f"    {look}\n", markup=False, style="bold", soft_wrap=True)
         console.print("[bold]Final state[/]")
         console.print_json(msgspec.json.encode(done.state).decode())
 

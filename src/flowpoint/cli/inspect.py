@@ -18,17 +18,20 @@ from rich.text import Text
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.checkpoint import Checkpoint
 from flowpoint.cli.common import (
+    CheckpointRef,
     DebugOption,
     JsonOption,
     KeyringOption,
     Settings,
     StoreOption,
     TypeOption,
+    command_line,
     import_state_type,
     make_codec,
     opened_store,
-    parse_checkpoint_id,
+    parse_checkpoint_ref,
     require_trace,
+    resolve_checkpoint,
     shown,
     whole_trace,
 )
@@ -49,11 +52,14 @@ from flowpoint.cli.output import (
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.codec.envelope import open_envelope
 from flowpoint.errors import CodecError
-from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.ids import TraceId
 from flowpoint.stores.base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
 
 __all__ = ["TraceSummary", "diff", "history", "show", "summarize", "traces"]
+
+DEFAULT_PAGE = 20
+"""Checkpoints per ``history`` page unless ``--limit`` says otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +173,9 @@ def history(
     trace: Annotated[
         str, typer.Argument(metavar="TRACE", help="The trace id.", show_default=False)
     ],
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Checkpoints per page.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, metavar="N", help="Checkpoints per page.")
+    ] = DEFAULT_PAGE,
     before: Annotated[
         int | None,
         typer.Option(
@@ -225,10 +233,9 @@ async def _history(settings: Settings, trace: str, limit: int, before: int | Non
     console = stdout_console()
     console.print(grid)
     if next_before is not None:
-        console.print(
-            f"older: flowpoint history {json.dumps(trace)} --before {next_before}",
-            markup=False,
-        )
+        size = [] if limit == DEFAULT_PAGE else ["--limit", str(limit)]
+        hint = command_line(settings, "history", trace, *size, "--before", str(next_before))
+        console.print(f"older: {hint}", markup=False)
 
 
 # -- show ------------------------------------------------------------------------------
@@ -237,7 +244,10 @@ async def _history(settings: Settings, trace: str, limit: int, before: int | Non
 def show(
     ctx: typer.Context,
     checkpoint_id: Annotated[
-        str, typer.Argument(metavar="CHECKPOINT_ID", help="The checkpoint id (a UUID).")
+        str,
+        typer.Argument(
+            metavar="CHECKPOINT_ID", help="The checkpoint's id, or the start of it (unique)."
+        ),
     ],
     type_: TypeOption = None,
     store: StoreOption = None,
@@ -247,12 +257,12 @@ def show(
 ) -> None:
     """Show one checkpoint: its header, how it is stored, and its decoded state."""
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
-    wanted = parse_checkpoint_id(checkpoint_id, "'CHECKPOINT_ID'")
+    wanted = parse_checkpoint_ref(checkpoint_id, "'CHECKPOINT_ID'")
     state_type = Any if type_ is None else import_state_type(type_)
     run(lambda: _show(settings, wanted, state_type), debug=settings.debug)
 
 
-async def _show(settings: Settings, wanted: CheckpointId, state_type: Any) -> None:
+async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> None:
     codec = make_codec(settings, state_type, allow_unencrypted=True)
     async with opened_store(settings.store) as store:
         blob, checkpoint = await decode(store, settings, codec, wanted)
@@ -297,13 +307,14 @@ async def decode(
     store: BlobCheckpointStore,
     settings: Settings,
     codec: SerdeCheckpointCodec[Any],
-    wanted: CheckpointId,
+    ref: CheckpointRef,
 ) -> tuple[CheckpointBlob, Checkpoint[Any]]:
-    """Load and decode one checkpoint, without a graph check.
+    """Load and decode one checkpoint, named by its id or the start of it, without a graph check.
 
     Exits 4 if it is not there; an encrypted checkpoint without ``--keyring`` is an
     error (exit 1) that names its key id.
     """
+    wanted = await resolve_checkpoint(store, ref, settings.store)
     blob = await store.load(wanted)
     if blob is None:
         fail(f"no checkpoint {wanted} in {shown(settings.store)}", ExitCode.NOT_FOUND)
@@ -324,8 +335,12 @@ async def decode(
 
 def diff(
     ctx: typer.Context,
-    old_id: Annotated[str, typer.Argument(metavar="ID1", help="The checkpoint to compare from.")],
-    new_id: Annotated[str, typer.Argument(metavar="ID2", help="The checkpoint to compare to.")],
+    old_id: Annotated[
+        str, typer.Argument(metavar="ID1", help="The checkpoint to compare from (its id's start).")
+    ],
+    new_id: Annotated[
+        str, typer.Argument(metavar="ID2", help="The checkpoint to compare to (its id's start).")
+    ],
     type_: TypeOption = None,
     store: StoreOption = None,
     as_json: JsonOption = False,
@@ -338,8 +353,8 @@ def diff(
     code is 0 whether or not anything changed.
     """
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
-    old = parse_checkpoint_id(old_id, "'ID1'")
-    new = parse_checkpoint_id(new_id, "'ID2'")
+    old = parse_checkpoint_ref(old_id, "'ID1'")
+    new = parse_checkpoint_ref(new_id, "'ID2'")
     state_type = Any if type_ is None else import_state_type(type_)
     run(lambda: _diff(settings, old, new, state_type), debug=settings.debug)
 
@@ -355,7 +370,9 @@ def _side(info: CheckpointInfo) -> dict[str, Any]:
     }
 
 
-async def _diff(settings: Settings, old: CheckpointId, new: CheckpointId, state_type: Any) -> None:
+async def _diff(
+    settings: Settings, old: CheckpointRef, new: CheckpointRef, state_type: Any
+) -> None:
     codec = make_codec(settings, state_type, allow_unencrypted=True)
     async with opened_store(settings.store) as store:
         old_blob, old_checkpoint = await decode(store, settings, codec, old)

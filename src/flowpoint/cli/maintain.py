@@ -1,30 +1,50 @@
-"""``prune``: delete old checkpoints by rule, or list what a prune would delete."""
+"""``prune`` and ``delete``: delete old checkpoints by rule, or one checkpoint by id.
+
+Both delete through the typed facade, so a checkpoint stored as changes to one
+that goes is first stored whole: what stays keeps its state.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 
 from flowpoint.cli.common import (
+    CheckpointRef,
     DebugOption,
     JsonOption,
+    KeyringOption,
     Settings,
     StoreOption,
     make_codec,
     opened_store,
+    parse_checkpoint_ref,
     require_trace,
+    resolve_checkpoint,
     shown,
     whole_trace,
 )
-from flowpoint.cli.output import emit_json, format_time, info_json, run, stdout_console, table
+from flowpoint.cli.output import (
+    ExitCode,
+    emit_json,
+    fail,
+    format_time,
+    info_json,
+    run,
+    stdout_console,
+    table,
+)
+from flowpoint.errors import CodecError
 from flowpoint.ids import TraceId
-from flowpoint.stores.base import PruneRule
+from flowpoint.stores.base import BlobCheckpointStore, PruneRule
 from flowpoint.typed import TypedCheckpointStore
 
-__all__ = ["parse_duration", "prune"]
+__all__ = ["delete", "parse_duration", "prune"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)([smhdw])\Z")
@@ -75,6 +95,7 @@ def prune(
     store: StoreOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
+    keyring: KeyringOption = None,
 ) -> None:
     """Delete old checkpoints of TRACE (or of every trace, with --all).
 
@@ -82,7 +103,7 @@ def prune(
     newest --keep-latest N, and it is older than --older-than. At least one rule is
     required. Prints how many checkpoints each trace lost (or would lose).
     """
-    settings = Settings.of(ctx, store=store, json=as_json, debug=debug)
+    settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
     if (trace is None) == (not every_trace):
         raise typer.BadParameter("give a TRACE or --all (not both)", param_hint="'TRACE'")
     if keep_latest is None and older_than is None:
@@ -100,7 +121,7 @@ def prune(
 async def _prune(settings: Settings, only: str | None, rule: PruneRule, dry_run: bool) -> None:
     rows: list[dict[str, Any]] = []
     async with opened_store(settings.store) as store:
-        facade = TypedCheckpointStore(store, make_codec(settings, Any, allow_unencrypted=True))
+        facade = _deleter(store, settings)
         if only is not None:
             await require_trace(store, only, settings.store)
         names = [TraceId(only)] if only is not None else sorted(await store.traces())
@@ -108,11 +129,12 @@ async def _prune(settings: Settings, only: str | None, rule: PruneRule, dry_run:
             infos = await whole_trace(store, trace)
             doomed = rule.doomed(infos)
             # Through the typed facade: what depends on a doomed checkpoint is made whole.
-            deleted = (
-                len(doomed)
-                if dry_run or not doomed
-                else await facade.delete_checkpoints(trace, [i.checkpoint_id for i in doomed])
-            )
+            if dry_run or not doomed:
+                deleted = len(doomed)
+            else:
+                with _keyring_advice(settings):
+                    ids = [info.checkpoint_id for info in doomed]
+                    deleted = await facade.delete_checkpoints(trace, ids)
             row: dict[str, Any] = {
                 "trace_id": trace,
                 "checkpoints": len(infos),
@@ -154,5 +176,80 @@ async def _prune(settings: Settings, only: str | None, rule: PruneRule, dry_run:
     console.print(
         f"{verb} {total} checkpoint(s) in {len(rows)} trace(s)"
         + (" (dry run: nothing deleted)" if dry_run else ""),
+        markup=False,
+    )
+
+
+def _deleter(store: BlobCheckpointStore, settings: Settings) -> TypedCheckpointStore[Any]:
+    """The facade that deletes: it stores whole what is stored as changes to what goes.
+
+    Making a checkpoint whole decrypts it in an encrypted store (with ``--keyring``);
+    unencrypted checkpoints among encrypted ones are taken as they are.
+    """
+    return TypedCheckpointStore(store, make_codec(settings, Any, allow_unencrypted=True))
+
+
+@contextmanager
+def _keyring_advice(settings: Settings) -> Iterator[None]:
+    """Explain a checkpoint that could not be made whole for want of ``--keyring``."""
+    try:
+        yield
+    except CodecError as exc:
+        if settings.keyring is not None:
+            raise
+        fail(
+            f"{exc}. A checkpoint stored as changes to one being deleted is first stored "
+            f"whole, which in an encrypted store takes its key: pass --keyring FILE (or set "
+            f"FLOWPOINT_KEYRING); stopped before deleting"
+        )
+
+
+# -- delete ----------------------------------------------------------------------------
+
+
+def delete(
+    ctx: typer.Context,
+    checkpoint_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="CHECKPOINT_ID",
+            help="The checkpoint's id, or the start of it (unique).",
+            show_default=False,
+        ),
+    ],
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+    keyring: KeyringOption = None,
+) -> None:
+    """Delete one checkpoint; the ones stored as changes to it are first stored whole.
+
+    Exits 4 if there is no such checkpoint. In an encrypted store, storing a
+    checkpoint whole takes the key ring (--keyring). Deleting a trace's latest
+    checkpoint makes the one below it the latest: a resume starts from there.
+    """
+    settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
+    wanted = parse_checkpoint_ref(checkpoint_id, "'CHECKPOINT_ID'")
+    run(lambda: _delete(settings, wanted), debug=settings.debug)
+
+
+async def _delete(settings: Settings, ref: CheckpointRef) -> None:
+    async with opened_store(settings.store) as store:
+        facade = _deleter(store, settings)
+        wanted = await resolve_checkpoint(store, ref, settings.store)
+        blob = await store.load(wanted)
+        deleted = False
+        if blob is not None:
+            with _keyring_advice(settings):
+                deleted = await facade.delete(wanted)
+    if blob is None or not deleted:  # not there, or deleted by another process meanwhile
+        fail(f"no checkpoint {wanted} in {shown(settings.store)}", ExitCode.NOT_FOUND)
+    info = blob.info()
+    if settings.json:
+        emit_json({"store": shown(settings.store), "deleted": info_json(info)})
+        return
+    stdout_console().print(
+        f"deleted checkpoint {info.checkpoint_id} (trace {info.trace_id!r}, step {info.step}) "
+        f"from {shown(settings.store)}",
         markup=False,
     )

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO, cast
 
-import click
 import msgspec
 import typer
 from rich import box
@@ -51,6 +50,7 @@ __all__ = [
     "format_time",
     "info_json",
     "print_error",
+    "print_warning",
     "progressbar",
     "run",
     "stderr_console",
@@ -202,8 +202,8 @@ def run(work: Callable[[], Coroutine[Any, Any, ExitCode | None]], *, debug: bool
     _route_library_logs(debug)
     try:
         code = asyncio.run(work())
-    except (click.ClickException, click.exceptions.Exit):
-        raise  # usage errors (exit 2) and explicit exits: click reports them
+    except (typer.TyperException, typer.Exit, typer.Abort):
+        raise  # usage errors (exit 2) and explicit exits: the app reports them
     except KeyboardInterrupt:
         print_error("interrupted")
         raise typer.Exit(130) from None
@@ -219,6 +219,11 @@ def run(work: Callable[[], Coroutine[Any, Any, ExitCode | None]], *, debug: bool
 def print_error(message: str) -> None:
     """Print ``error: message`` on stderr as one line, however long."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+
+
+def print_warning(message: str) -> None:
+    """Print ``warning: message`` on stderr as one line: something skipped, the run goes on."""
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
 
 
 def emit_json(document: object, *, err: bool = False) -> None:

@@ -6,30 +6,31 @@ checkpoint the destination already holds with the same header and data is
 skipped; a different one in its place (same id, or same trace and step) stops the
 run, and nothing is ever overwritten. Each trace written is then read back from
 the destination and compared with what was sent.
+
+A checkpoint of the source that cannot be read (damaged data, or a damaged header
+row) stops a copy or an export (exit 3); with ``--skip-corrupt`` it is reported
+and skipped, the run goes on, and it exits 3 once everything else is done.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import shutil
-import sys
-import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.cli._files import archive_input, archive_output
 from flowpoint.cli.archive import ArchiveError, ArchiveWriter, read_archive, scan_archive
 from flowpoint.cli.common import (
     DebugOption,
     JsonOption,
     Settings,
     StoreOption,
+    command_line,
     opened_store,
     require_trace,
     shown,
@@ -39,6 +40,8 @@ from flowpoint.cli.output import (
     ExitCode,
     emit_json,
     fail,
+    print_error,
+    print_warning,
     progressbar,
     run,
     stderr_console,
@@ -46,45 +49,150 @@ from flowpoint.cli.output import (
 )
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint
-from flowpoint.ids import TraceId
+from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import BlobCheckpointStore, different_header
 
-__all__ = ["TransferReport", "TransferWriter", "copy", "export", "import_", "source_blobs"]
+__all__ = [
+    "Damaged",
+    "Source",
+    "TransferReport",
+    "TransferWriter",
+    "Vanished",
+    "copy",
+    "export",
+    "import_",
+]
 
 # Checks framing, checksum and header agreement without decrypting or decoding.
 _ENVELOPE_CHECK: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec()
 
+SkipCorruptOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-corrupt",
+        help="Report each checkpoint that cannot be read, skip it, and go on "
+        "(then exit 3 once the rest is done).",
+    ),
+]
 
-def check_envelope(blob: CheckpointBlob, where: str) -> None:
-    """Exit 3 unless ``blob``'s data is intact: nothing damaged is passed on."""
+
+def _envelope_damage(blob: CheckpointBlob) -> str | None:
+    """Why ``blob``'s data is not intact, or ``None``: nothing damaged is passed on."""
     try:
         _ENVELOPE_CHECK.key_id_of(blob)
     except CorruptCheckpoint as exc:
-        fail(
-            f"checkpoint {blob.checkpoint_id} (trace {blob.trace_id!r}, step {blob.step}) "
-            f"in {where} is corrupt: {exc.reason}; stopped (run flowpoint verify)",
-            ExitCode.CORRUPT,
+        return exc.reason
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Damaged:
+    """What the source holds but cannot be read: a checkpoint, or a trace it cannot list."""
+
+    trace_id: str
+    reason: str
+    checkpoint_id: CheckpointId | None = None
+    step: int | None = None
+
+    def describe(self) -> str:
+        """What is damaged, and why, for people."""
+        if self.checkpoint_id is None:
+            return f"trace {self.trace_id!r} cannot be listed: {self.reason}"
+        return (
+            f"checkpoint {self.checkpoint_id} (trace {self.trace_id!r}, step {self.step}) "
+            f"is corrupt: {self.reason}"
         )
+
+    def as_json(self) -> dict[str, Any]:
+        """The damage as JSON-ready values, in a fixed key order."""
+        return {
+            "checkpoint_id": None if self.checkpoint_id is None else str(self.checkpoint_id),
+            "trace_id": self.trace_id,
+            "step": self.step,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Vanished:
+    """A listed checkpoint that was deleted from the source before it was read."""
+
+    info: CheckpointInfo
+
+
+@dataclass(slots=True)
+class Source:
+    """What a copy or an export reads: the checkpoints of some traces, and what is damaged.
+
+    Traces come sorted by code point, each oldest step first. This is the one
+    place where reading the source meets damage: whatever cannot be listed or read
+    comes out of :meth:`items` as :class:`Damaged`, in its place.
+    """
+
+    store: BlobCheckpointStore
+    listings: dict[TraceId, list[CheckpointInfo]]
+    unlisted: list[Damaged]
+
+    @classmethod
+    async def of(cls, store: BlobCheckpointStore, traces: list[TraceId]) -> Source:
+        """List ``traces`` of ``store`` (their headers only)."""
+        listings: dict[TraceId, list[CheckpointInfo]] = {}
+        unlisted: list[Damaged] = []
+        for trace in sorted(traces):
+            try:
+                infos = await whole_trace(store, trace)
+            except CorruptCheckpoint as exc:  # a damaged header row hides the whole trace
+                unlisted.append(Damaged(trace, exc.reason))
+                continue
+            if infos:  # an empty listing: the trace was deleted meanwhile
+                listings[trace] = infos[::-1]
+        return cls(store, listings, unlisted)
+
+    @property
+    def checkpoints(self) -> int:
+        """How many checkpoints were listed."""
+        return sum(len(infos) for infos in self.listings.values())
+
+    async def items(self) -> AsyncIterator[CheckpointBlob | Damaged | Vanished]:
+        """Each listed checkpoint, loaded and its data checked, after what could not be listed."""
+        for damaged in self.unlisted:
+            yield damaged
+        for infos in self.listings.values():
+            for info in infos:
+                try:
+                    blob = await self.store.load(info.checkpoint_id)
+                except CorruptCheckpoint as exc:  # a damaged header row
+                    yield Damaged(info.trace_id, exc.reason, info.checkpoint_id, info.step)
+                    continue
+                if blob is None:
+                    yield Vanished(info)
+                elif (reason := _envelope_damage(blob)) is not None:
+                    yield Damaged(blob.trace_id, reason, blob.checkpoint_id, blob.step)
+                else:
+                    yield blob
 
 
 @dataclass(slots=True)
 class TransferReport:
-    """Counts of a copy or an import."""
+    """Counts of a copy, an export or an import, and the damage skipped."""
 
     traces: int = 0
     copied: int = 0
     skipped: int = 0
     verified: int = 0
     vanished: int = 0
+    corrupt: list[Damaged] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, int]:
-        """The counts, in a fixed key order."""
+    def as_json(self) -> dict[str, Any]:
+        """The counts, in a fixed key order; the damage skipped, if any was."""
         return {
             "traces": self.traces,
             "copied": self.copied,
             "skipped": self.skipped,
             "verified": self.verified,
             "vanished": self.vanished,
+            "skipped_corrupt": len(self.corrupt),
+            "corrupt": [damaged.as_json() for damaged in self.corrupt],
         }
 
     def describe(self) -> str:
@@ -94,9 +202,39 @@ class TransferReport:
             f"verified {self.verified} (read back byte for byte), "
             f"skipped {self.skipped} (already there, identical)"
         )
+        return line + self.describe_skipped()
+
+    def describe_skipped(self) -> str:
+        """What the line for people adds about damage skipped and checkpoints deleted."""
+        line = ""
+        if self.corrupt:
+            line += f", skipped {len(self.corrupt)} corrupt"
         if self.vanished:
             line += f", {self.vanished} deleted from the source meanwhile"
         return line
+
+    def damage_met(self, damaged: Damaged, settings: Settings, *, skip: bool, source: str) -> None:
+        """Stop at ``damaged`` (exit 3); with ``skip``, say what is skipped and go on."""
+        if not skip:
+            verify = command_line(settings, "verify", store=source)
+            fail(
+                f"{damaged.describe()}; stopped (run {verify} to see all damage, or pass "
+                f"--skip-corrupt to go on without it)",
+                ExitCode.CORRUPT,
+            )
+        self.corrupt.append(damaged)
+        if not settings.json:  # the JSON document lists it
+            print_warning(f"skipped: {damaged.describe()}")
+
+    def exit_code(self, source: str) -> ExitCode:
+        """3 if damage was skipped, after the line that says so; else 0."""
+        if not self.corrupt:
+            return ExitCode.OK
+        print_error(
+            f"{len(self.corrupt)} corrupt checkpoint(s) or trace(s) of {shown(source)} "
+            f"skipped; all the rest was done"
+        )
+        return ExitCode.CORRUPT
 
 
 @dataclass(slots=True)
@@ -168,17 +306,29 @@ class TransferWriter:
             )
 
 
-async def source_blobs(
-    store: BlobCheckpointStore, traces: list[TraceId], report: TransferReport
-) -> dict[TraceId, list[CheckpointInfo]]:
-    """The headers of ``traces`` (sorted by code point), each trace oldest step first."""
-    listings: dict[TraceId, list[CheckpointInfo]] = {}
-    for trace in sorted(traces):
-        infos = await whole_trace(store, trace)
-        if infos:
-            listings[trace] = infos[::-1]
-    report.traces = len(listings)
-    return listings
+async def _readable(
+    reading: Source,
+    report: TransferReport,
+    settings: Settings,
+    skip_corrupt: bool,
+    source: str,
+    doing: str,
+) -> AsyncGenerator[CheckpointBlob, None]:
+    """The checkpoints of ``reading`` that can be read, under a progress bar.
+
+    Damage stops the run, or is reported and skipped with ``skip_corrupt``;
+    checkpoints deleted since the listing are counted.
+    """
+    with progressbar(reading.checkpoints, doing, enabled=not settings.json) as bar:
+        async for item in reading.items():
+            if isinstance(item, Damaged):
+                report.damage_met(item, settings, skip=skip_corrupt, source=source)
+            elif isinstance(item, Vanished):
+                report.vanished += 1
+            else:
+                yield item
+            if not isinstance(item, Damaged) or item.checkpoint_id is not None:
+                bar.advance()  # a trace that cannot be listed was never counted
 
 
 # -- copy ------------------------------------------------------------------------------
@@ -194,6 +344,7 @@ def copy(
         str | None,
         typer.Option("--trace", metavar="TRACE", help="Copy only this trace.", show_default=False),
     ] = None,
+    skip_corrupt: SkipCorruptOption = False,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -201,13 +352,24 @@ def copy(
 
     Safe to run again after an interruption: checkpoints already copied are
     skipped. A different checkpoint in the way stops the copy (exit 1); nothing is
-    overwritten. Everything copied is read back from DST_URL and compared.
+    overwritten. Everything copied is read back from DST_URL and compared. A
+    corrupt checkpoint stops the copy (exit 3) unless --skip-corrupt is given.
     """
     settings = Settings.of(ctx, json=as_json, debug=debug)
-    run(lambda: _copy(settings, source, destination, trace), debug=settings.debug)
+    run(lambda: _copy(settings, source, destination, trace, skip_corrupt), debug=settings.debug)
 
 
-async def _copy(settings: Settings, source: str, destination: str, only: str | None) -> None:
+async def _names(store: BlobCheckpointStore, only: str | None, url: str) -> list[TraceId]:
+    """The trace ``--trace`` names (exit 4 if the store lacks it), or every trace."""
+    if only is None:
+        return await store.traces()
+    await require_trace(store, only, url)
+    return [TraceId(only)]
+
+
+async def _copy(
+    settings: Settings, source: str, destination: str, only: str | None, skip_corrupt: bool
+) -> ExitCode:
     if source == destination:
         fail(f"the source and the destination are the same store: {shown(source)}")
     report = TransferReport()
@@ -215,49 +377,26 @@ async def _copy(settings: Settings, source: str, destination: str, only: str | N
         opened_store(source) as src,
         opened_store(destination, must_exist=False) as dst,
     ):
-        if only is not None:
-            await require_trace(src, only, source)
-        names = [TraceId(only)] if only is not None else await src.traces()
-        listings = await source_blobs(src, names, report)
+        reading = await Source.of(src, await _names(src, only, source))
+        report.traces = len(reading.listings)
         writer = TransferWriter(dst, destination, report)
-        total = sum(len(infos) for infos in listings.values())
-        with progressbar(total, "copying", enabled=not settings.json) as bar:
-            for infos in listings.values():
-                for info in infos:
-                    blob = await src.load(info.checkpoint_id)
-                    if blob is None:
-                        report.vanished += 1
-                    else:
-                        check_envelope(blob, shown(source))
-                        await writer.put(blob)
-                    bar.advance()
-                await writer.verify()
+        last_trace: str | None = None
+        blobs = _readable(reading, report, settings, skip_corrupt, source, "copying")
+        async with aclosing(blobs):
+            async for blob in blobs:
+                if blob.trace_id != last_trace:  # read back each trace once it is written
+                    await writer.verify()
+                    last_trace = blob.trace_id
+                await writer.put(blob)
+        await writer.verify()
     if settings.json:
         emit_json({"source": shown(source), "destination": shown(destination), **report.as_json()})
     else:
         stdout_console().print(report.describe(), markup=False)
+    return report.exit_code(source)
 
 
 # -- export ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _output_file(target: str) -> Iterator[IO[bytes]]:
-    """Where an archive goes: stdout for ``-``, else a file replaced only on success."""
-    if target == "-":
-        yield sys.stdout.buffer
-        return
-    path = Path(target)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
 
 
 def export(
@@ -271,6 +410,7 @@ def export(
             "--trace", metavar="TRACE", help="Export only this trace.", show_default=False
         ),
     ] = None,
+    skip_corrupt: SkipCorruptOption = False,
     store: StoreOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
@@ -278,36 +418,28 @@ def export(
     """Write the store's checkpoints to a portable archive (data untouched).
 
     The same checkpoints give a byte-identical archive from any backend. With FILE
-    '-' the archive goes to stdout and the summary to stderr.
+    '-' the archive goes to stdout and the summary to stderr. A corrupt checkpoint
+    stops the export, leaving no archive (exit 3), unless --skip-corrupt is given.
     """
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug)
-    run(lambda: _export(settings, target, trace), debug=settings.debug)
+    run(lambda: _export(settings, target, trace, skip_corrupt), debug=settings.debug)
 
 
-async def _export(settings: Settings, target: str, only: str | None) -> None:
+async def _export(
+    settings: Settings, target: str, only: str | None, skip_corrupt: bool
+) -> ExitCode:
     report = TransferReport()
-    async with opened_store(settings.store) as src:
-        if only is not None:
-            await require_trace(src, only, settings.store)
-        names = [TraceId(only)] if only is not None else await src.traces()
-        listings = await source_blobs(src, names, report)
-        total = sum(len(infos) for infos in listings.values())
+    src_url = settings.store
+    async with opened_store(src_url) as src:
+        reading = await Source.of(src, await _names(src, only, src_url))
         try:
-            with (
-                _output_file(target) as stream,
-                progressbar(total, "exporting", enabled=not settings.json) as bar,
-            ):
+            with archive_output(target) as stream:
                 writer = ArchiveWriter(stream)
-                for infos in listings.values():
-                    for info in infos:
-                        blob = await src.load(info.checkpoint_id)
-                        if blob is None:
-                            report.vanished += 1
-                        else:
-                            check_envelope(blob, shown(settings.store))
-                            writer.write(blob)
-                            report.copied += 1
-                        bar.advance()
+                blobs = _readable(reading, report, settings, skip_corrupt, src_url, "exporting")
+                async with aclosing(blobs):
+                    async for blob in blobs:
+                        writer.write(blob)
+                        report.copied += 1
                 summary = writer.finish()
         except OSError as exc:
             fail(f"cannot write the archive {target}: {exc.strerror or exc}")
@@ -317,6 +449,8 @@ async def _export(settings: Settings, target: str, only: str | None) -> None:
         "traces": summary.traces,
         "checkpoints": summary.checkpoints,
         "vanished": report.vanished,
+        "skipped_corrupt": len(report.corrupt),
+        "corrupt": [damaged.as_json() for damaged in report.corrupt],
     }
     if settings.json:
         emit_json(document, err=target == "-")
@@ -324,29 +458,13 @@ async def _export(settings: Settings, target: str, only: str | None) -> None:
         console = stderr_console() if target == "-" else stdout_console()
         console.print(
             f"exported {summary.checkpoints} checkpoint(s) of {summary.traces} trace(s) "
-            f"to {'stdout' if target == '-' else target}",
+            f"to {'stdout' if target == '-' else target}{report.describe_skipped()}",
             markup=False,
         )
+    return report.exit_code(settings.store)
 
 
 # -- import ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _input_file(source: str) -> Iterator[IO[bytes]]:
-    """The archive to read, seekable: stdin (``-``) is spooled to a temporary file first."""
-    if source == "-":
-        with tempfile.TemporaryFile() as spool:
-            shutil.copyfileobj(sys.stdin.buffer, spool)
-            spool.seek(0)
-            yield spool
-        return
-    try:
-        file = open(source, "rb")  # noqa: SIM115 - closed below, after the yield
-    except OSError as exc:
-        fail(f"cannot read the archive {source}: {exc.strerror or exc}")
-    with file:
-        yield file
 
 
 def import_(
@@ -369,10 +487,10 @@ def import_(
 
 async def _import(settings: Settings, source: str) -> None:
     report = TransferReport()
-    with _input_file(source) as stream:
+    with archive_input(source) as archive:
         try:
-            summary = scan_archive(stream)
-            stream.seek(0)
+            summary = scan_archive(archive.first_pass())
+            stream = archive.second_pass()
             async with opened_store(settings.store, must_exist=False) as dst:
                 writer = TransferWriter(dst, settings.store, report)
                 report.traces = summary.traces
@@ -384,7 +502,12 @@ async def _import(settings: Settings, source: str) -> None:
                         if blob.trace_id != last_trace:
                             await writer.verify()
                             last_trace = blob.trace_id
-                        check_envelope(blob, source)
+                        if (reason := _envelope_damage(blob)) is not None:
+                            fail(
+                                f"archive {source}: checkpoint {blob.checkpoint_id} (trace "
+                                f"{blob.trace_id!r}, step {blob.step}) is corrupt: {reason}",
+                                ExitCode.CORRUPT,
+                            )
                         await writer.put(blob)
                         bar.advance()
                     await writer.verify()

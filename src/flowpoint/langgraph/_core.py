@@ -40,6 +40,7 @@ from flowpoint.langgraph._layout import (
     header_metadata,
     header_value,
     lg_id_of,
+    next_nodes,
 )
 from flowpoint.langgraph._threads import thread_key, thread_of, trace_for
 from flowpoint.langgraph._tips import Tip, Tips
@@ -236,6 +237,7 @@ class Core:
         )
         state = {key: msgspec.Raw(value) for key, value in fields.items()}
         created_at = _created_at(checkpoint.get("ts"))
+        current_node = next_nodes(checkpoint)
         derived = False
         for _ in range(_SAVE_ATTEMPTS):
             tip = await self._tip(where.trace)
@@ -254,7 +256,7 @@ class Core:
                 checkpoint_id=checkpoint_id,
                 step=step,
                 parent_id=None if parent is None else parent.checkpoint_id,
-                current_node=None,
+                current_node=current_node,
                 state=state,
                 created_at=created_at,
                 metadata=header_metadata(

@@ -37,10 +37,10 @@ import msgspec
 from langgraph.checkpoint.base import Checkpoint as LangGraphCheckpoint
 from langgraph.checkpoint.base import CheckpointMetadata
 
-from flowpoint.blob import MAX_METADATA_KEY_LENGTH, MetadataValue
+from flowpoint.blob import MAX_METADATA_KEY_LENGTH, MAX_NODE_LENGTH, MetadataValue
 from flowpoint.errors import CorruptCheckpoint
 from flowpoint.ids import CheckpointId
-from flowpoint.langgraph._values import ValueCodec
+from flowpoint.langgraph._values import Tagged, ValueCodec
 
 __all__ = [
     "ADAPTER_GRAPH_HASH",
@@ -52,6 +52,7 @@ __all__ = [
     "header_metadata",
     "header_value",
     "lg_id_of",
+    "next_nodes",
 ]
 
 ADAPTER_GRAPH_HASH: Final = int.from_bytes(
@@ -208,6 +209,44 @@ class Layout:
         if type(found) is not dict:
             raise CorruptCheckpoint(checkpoint_id, f"the stored {key} is not a map")
         return found
+
+
+_BRANCH: Final = "branch:to:"
+_START: Final = "__start__"
+_TASKS: Final = "__pregel_tasks"
+
+
+def next_nodes(checkpoint: Mapping[str, Any]) -> str | None:
+    """The nodes a LangGraph checkpoint runs next, for the header's "next node", or ``None``.
+
+    A node is next when a channel that triggers it (``branch:to:<node>``, or
+    ``__start__`` for the input) holds a value of a version the node has not seen,
+    or when a pending ``Send`` names it. Only a label for operators: LangGraph
+    decides what runs from the whole checkpoint and its pending writes.
+    """
+    values = checkpoint.get("channel_values") or {}
+    versions = checkpoint.get("channel_versions") or {}
+    seen = checkpoint.get("versions_seen") or {}
+    found: set[str] = set()
+    for channel in values:
+        if not isinstance(channel, str):
+            continue
+        if channel != _START and not channel.startswith(_BRANCH):
+            continue
+        node = _START if channel == _START else channel[len(_BRANCH) :]
+        node_seen = seen.get(node)
+        if not isinstance(node_seen, Mapping) or node_seen.get(channel) != versions.get(channel):
+            found.add(node)
+    for send in values.get(_TASKS) or ():
+        # A Send, or one read from another saver's data and not built (an import's).
+        data = send.data if isinstance(send, Tagged) else None
+        target = data.get("node") if isinstance(data, dict) else getattr(send, "node", None)
+        if isinstance(target, str):
+            found.add(target)
+    if not found:
+        return None
+    text = ", ".join(sorted(found))
+    return text if len(text) <= MAX_NODE_LENGTH else text[: MAX_NODE_LENGTH - 3] + "..."
 
 
 def header_metadata(

@@ -8,9 +8,14 @@ cache is ever used from two places at once:
 - over a store of blocking calls (memory, file, SQLite), the coroutine runs to its
   end in one thread, under one lock: the caller's thread for a blocking method, a
   worker thread for an async one (so the event loop never waits on I/O);
-- over a store with an async driver (PostgreSQL, Redis, S3), every coroutine runs on
-  the saver's own event loop, in a thread of its own, so that the driver's
-  connections belong to one loop whichever loop or thread calls.
+- over a store with an async driver (PostgreSQL, Redis, S3) that the saver opened
+  itself (``from_url``), every coroutine runs on the saver's own event loop, in a
+  thread of its own, so that the driver's connections belong to one loop whichever
+  loop or thread calls;
+- over such a store the application gave, whose connections may belong to the
+  application's loop already, an async method runs on the caller's loop, and a
+  blocking one on the loop of the last async call when that loop runs in another
+  thread (as LangGraph's own async savers do), else on the saver's own loop.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ _T = TypeVar("_T")
 class Runner:
     """Runs the saver's coroutines: :meth:`run` blocks, :meth:`arun` awaits."""
 
-    def __init__(self, store: BlobCheckpointStore) -> None:
+    def __init__(self, store: BlobCheckpointStore, *, owned: bool) -> None:
         self.blocking = isinstance(store, BlockingBlobStore)
+        self._owned = owned
+        self._home: asyncio.AbstractEventLoop | None = None
         self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -44,10 +51,15 @@ class Runner:
             raise RuntimeError("this FlowpointSaver is closed")
         if self.blocking:
             return self._run_here(coroutine)
-        loop = self._own_loop()
-        if threading.current_thread() is self._thread:
+        loop = self._home if not self._owned else None
+        if loop is None or loop.is_closed() or not loop.is_running():
+            loop = self._own_loop()
+        if _running_loop() is loop:
             coroutine.close()
-            raise RuntimeError("a FlowpointSaver's blocking methods cannot run on its own loop")
+            raise RuntimeError(
+                "a FlowpointSaver's blocking methods cannot wait on the event loop they run "
+                "in: use the async methods (aget_tuple, aput, ...) there"
+            )
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
     async def arun(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
@@ -57,6 +69,9 @@ class Runner:
             raise RuntimeError("this FlowpointSaver is closed")
         if self.blocking:
             return await asyncio.get_running_loop().run_in_executor(None, self._run_here, coroutine)
+        if not self._owned:
+            self._home = asyncio.get_running_loop()
+            return await coroutine
         loop = self._own_loop()
         if asyncio.get_running_loop() is loop:
             return await coroutine
@@ -78,6 +93,7 @@ class Runner:
             return run_in_caller_thread(coroutine)
 
     def _own_loop(self) -> asyncio.AbstractEventLoop:
+        """The saver's own loop, started on first use in a daemon thread."""
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
@@ -87,3 +103,10 @@ class Runner:
                 thread.start()
                 self._loop, self._thread = loop, thread
             return self._loop
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -53,9 +53,12 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
     mapping of stored names to classes. ``frame_cache_bytes`` bounds the state
     bytes kept in memory to store and read checkpoints as changes.
 
-    Every method has its blocking and its async form, and both work from any
-    thread or event loop: see :mod:`~flowpoint.langgraph._runner`. Use the saver
-    as ``with`` or ``async with``, or call :meth:`close`.
+    Every method has its blocking and its async form. Over a store the saver
+    opened (``from_url``) both work from any thread or event loop; over a store of
+    an async driver that the application gave, the async methods run on the
+    caller's loop and the blocking ones must be called from another thread than
+    that loop's (see :mod:`~flowpoint.langgraph._runner`). Use the saver as
+    ``with`` or ``async with``, or call :meth:`close`.
     """
 
     def __init__(
@@ -82,7 +85,7 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
             copy_metadata=codec.encryption is None,
             tip_bytes=frame_cache_bytes,
         )
-        self._runner = Runner(store)
+        self._runner = Runner(store, owned=False)
 
     @classmethod
     def from_url(
@@ -97,7 +100,11 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
         ``codec_options`` and ``allowed_types`` are as for the constructor. The store
         connects on first use; the saver closes it.
         """
-        return cls(open_store(url), allowed_types=allowed_types, **codec_options)
+        store = open_store(url)
+        saver = cls(store, allowed_types=allowed_types, **codec_options)
+        # Its connections are the saver's alone: every call can run on the saver's loop.
+        saver._runner = Runner(store, owned=True)
+        return saver
 
     @property
     def store(self) -> TypedCheckpointStore[State]:

@@ -45,7 +45,7 @@ from langgraph.types import Command, Interrupt, Overwrite, Send, TimeoutPolicy
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import CheckpointId
 
-__all__ = ["TAG", "TypeRegistry", "ValueCodec", "registry_name"]
+__all__ = ["TAG", "Tagged", "TypeRegistry", "ValueCodec", "registry_name"]
 
 TAG: Final = "$type"
 _VALUE: Final = "$value"
@@ -61,6 +61,19 @@ _OPTIONS: Final = (
 )
 _INT64 = range(-(2**63), 2**64)
 _decoder = msgspec.msgpack.Decoder()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tagged:
+    """A value of class ``name`` given as its stored ``data``: stored as such, never built.
+
+    What reading another serializer's data yields for a class it names (see
+    :mod:`~flowpoint.langgraph._lgformat`); a load builds it if the registry holds
+    ``name``. ``data`` is plain data, and may hold other tagged values.
+    """
+
+    name: str
+    data: Any
 
 
 class _Kind(NamedTuple):
@@ -94,12 +107,17 @@ class TypeRegistry:
         self._by_name: dict[str, _Kind] = {}
         for kind in _builtin_kinds():
             self._add(kind)
-        pairs = (
-            allowed.items()
+        if isinstance(allowed, str | bytes):
+            raise TypeError(f"allowed_types takes classes, not {allowed!r:.60}")
+        pairs: list[tuple[str | None, object]] = (
+            list(allowed.items())
             if isinstance(allowed, Mapping)
-            else ((registry_name(cls), cls) for cls in allowed)
+            else [(None, cls) for cls in allowed]
         )
-        for name, cls in pairs:
+        for given, cls in pairs:
+            if not isinstance(cls, type):
+                raise TypeError(f"allowed_types takes classes, not {cls!r:.60}")
+            name = registry_name(cls) if given is None else given
             if not isinstance(name, str) or "." not in name:
                 raise TypeError(
                     f"register {cls!r} under a name with a dot (such as 'app.Invoice'), "
@@ -120,6 +138,12 @@ class TypeRegistry:
     def names(self) -> list[str]:
         """Every name this registry builds values of, sorted."""
         return sorted(self._by_name)
+
+    def names_by_class_path(self) -> dict[tuple[str, str], str]:
+        """Each class's ``(module, name)``, as other serializers name it, to its name here."""
+        return {
+            (kind.cls.__module__, kind.cls.__name__): kind.name for kind in self._by_name.values()
+        }
 
     def kind_of(self, cls: type) -> _Kind | None:
         return self._by_class.get(cls)
@@ -219,6 +243,10 @@ class ValueCodec:
         kind = self.registry.kind_of(cls)
         if kind is not None:
             return {TAG: kind.name, _VALUE: kind.to_data(obj)}
+        if cls is Tagged:
+            if not isinstance(obj.name, str) or obj.name == "dict":
+                raise _Refused(f"a tagged value cannot be named {obj.name!r:.60}")
+            return {TAG: obj.name, _VALUE: obj.data}
         if cls is tuple:
             return list(obj)
         if isinstance(obj, BaseException):

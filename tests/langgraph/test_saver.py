@@ -297,15 +297,25 @@ async def test_a_forged_checkpoint_is_refused_without_calling_what_it_names(
     read = await typed.load(info.checkpoint_id, ADAPTER_GRAPH_HASH)
     assert read is not None
     forged_value = ormsgpack.packb({"$type": "os.system", "$value": "echo forged"})
-    forged_state = {**read.state, "x": msgspec.Raw(forged_value)}
-    await typed.delete_trace("t")
-    await typed.save_with_trace(
-        "t", FlowpointCheckpoint(**{**_fields(read), "state": forged_state}), ADAPTER_GRAPH_HASH
-    )
+
+    async def store_forged(tagged: list[str]) -> None:
+        state = {**read.state, "x": msgspec.Raw(forged_value)}
+        state["$tagged"] = msgspec.Raw(ormsgpack.packb(tagged))
+        await typed.delete_trace("t")
+        forged = FlowpointCheckpoint(**{**_fields(read), "state": state})
+        await typed.save_with_trace("t", forged, ADAPTER_GRAPH_HASH)
+
+    # The field says it holds tagged values: the name is refused, nothing is called.
+    await store_forged(["x"])
     with pytest.raises(CorruptCheckpoint, match=r"os\.system"):
         await memory_saver.aget_tuple(config("t"))
     with pytest.raises(CorruptCheckpoint):
         [t async for t in memory_saver.alist(config("t"))]
+    # A field that says it is plain data is read as data: a "$type" key there names nothing.
+    await store_forged([])
+    got = await memory_saver.aget_tuple(config("t"))
+    assert got is not None
+    assert got.checkpoint["channel_values"]["x"] == {"$type": "os.system", "$value": "echo forged"}
 
 
 def _fields(checkpoint: FlowpointCheckpoint[Any]) -> dict[str, Any]:

@@ -63,6 +63,11 @@ def codec() -> ValueCodec:
     return ValueCodec(TypeRegistry([Color, Point, Pair, Invoice, Refuses]))
 
 
+def _round_trip(codec: ValueCodec, value: Any) -> Any:
+    encoded = codec.encode(value)
+    return codec.decode(encoded.data, None, tagged=encoded.tagged)
+
+
 ROUND_TRIPS: list[Any] = [
     None,
     True,
@@ -110,22 +115,32 @@ ROUND_TRIPS: list[Any] = [
 
 @pytest.mark.parametrize("value", ROUND_TRIPS, ids=lambda value: type(value).__name__)
 def test_values_come_back_as_they_were(codec: ValueCodec, value: Any) -> None:
-    back = codec.decode(codec.encode(value), None)
+    back = _round_trip(codec, value)
     assert back == value
     assert type(back) is type(value)
+
+
+def test_values_read_without_knowing_whether_they_hold_tags(codec: ValueCodec) -> None:
+    value = {"messages": [HumanMessage("a")], "plain": {"b": 1}}
+    assert codec.decode(codec.encode(value).data, None) == value
+    # A map of the application's own with a "$type" key, stored plain (no tag beside it),
+    # reads back as it is when the reader is told it is plain.
+    own = {TAG: "app.Evil", "$value": 1}
+    assert codec.encode(own) == (ormsgpack.packb(own), False)
 
 
 def test_as_langgraphs_serializer_tuples_are_lists_and_errors_their_repr(
     codec: ValueCodec,
 ) -> None:
-    assert codec.decode(codec.encode((1, (2, 3))), None) == [1, [2, 3]]
-    assert codec.decode(codec.encode(ValueError("boom")), None) == "ValueError('boom')"
-    assert codec.decode(codec.encode(bytearray(b"x")), None) == b"x"
+    assert _round_trip(codec, (1, (2, 3))) == [1, [2, 3]]
+    assert _round_trip(codec, ValueError("boom")) == "ValueError('boom')"
+    assert _round_trip(codec, bytearray(b"x")) == b"x"
 
 
 def test_plain_data_is_stored_as_plain_msgpack(codec: ValueCodec) -> None:
     value = {"messages": [{"role": "user", "content": "hi"}], "turn": 3}
-    assert codec.encode(value) == ormsgpack.packb(value)
+    assert codec.encode(value) == (ormsgpack.packb(value), False)
+    assert codec.encode({"k": [HumanMessage("x")]}).tagged
 
 
 class Unlisted(NamedTuple):
@@ -156,7 +171,7 @@ def test_classes_are_registered_by_name() -> None:
     assert "billing.Invoice" in registry.names
     assert "HumanMessage" in registry.names
     codec = ValueCodec(registry)
-    data = codec.encode(Invoice(number=1, due=dt.date(2026, 1, 1)))
+    data = codec.encode(Invoice(number=1, due=dt.date(2026, 1, 1))).data
     assert b"billing.Invoice" in data
     assert codec.decode(data, None) == Invoice(number=1, due=dt.date(2026, 1, 1))
     with pytest.raises(TypeError, match="with a dot"):
@@ -193,6 +208,8 @@ def test_a_forged_payload_is_refused_and_calls_nothing(
     monkeypatch.setattr(os, "system", never)
     with pytest.raises(CorruptCheckpoint):
         codec.decode(ormsgpack.packb(forged), None)
+    with pytest.raises(CorruptCheckpoint):
+        codec.decode(ormsgpack.packb(forged), None, tagged=True)
 
 
 def test_stored_data_a_registered_class_refuses_is_a_codec_error(codec: ValueCodec) -> None:
@@ -222,11 +239,9 @@ def test_depth_is_bounded_both_ways(codec: ValueCodec) -> None:
 
 
 def test_a_tagged_value_given_as_data_is_stored_under_its_name(codec: ValueCodec) -> None:
-    data = codec.encode([Tagged("app.Unknown", {"a": 1})])
+    data = codec.encode([Tagged("app.Unknown", {"a": 1})]).data
     with pytest.raises(CorruptCheckpoint, match=r"app\.Unknown"):
         codec.decode(data, None)
-    assert codec.decode(codec.encode(Tagged("uuid", str(uuid.UUID(int=1)))), None) == uuid.UUID(
-        int=1
-    )
+    assert _round_trip(codec, Tagged("uuid", str(uuid.UUID(int=1)))) == uuid.UUID(int=1)
     with pytest.raises(CodecError):
         codec.encode(Tagged("dict", []))

@@ -184,14 +184,7 @@ class Core:
 
     async def read(self, where: Where, blob: CheckpointBlob) -> Stored:
         """Check and decode a blob of the store (its chain too, for a delta)."""
-        checkpoint = await self.store.decode(blob, ADAPTER_GRAPH_HASH)
-        stored = Stored(where, checkpoint)
-        if self.layout.lg_id(stored.fields, checkpoint.checkpoint_id) != stored.lg_id:
-            raise CorruptCheckpoint(
-                checkpoint.checkpoint_id,
-                "the stored checkpoint's id is not the one its header names",
-            )
-        return stored
+        return Stored(where, await self.store.decode(blob, ADAPTER_GRAPH_HASH))
 
     def to_tuple(
         self,
@@ -201,12 +194,16 @@ class Core:
     ) -> CheckpointTuple:
         """The LangGraph tuple of a stored checkpoint; ``config`` is returned as it is, if given."""
         cid = stored.checkpoint.checkpoint_id
-        checkpoint, parent = self.layout.checkpoint(stored.fields, cid)
+        checkpoint, metadata, parent = self.layout.read(stored.fields, cid)
+        if checkpoint["id"] != stored.lg_id:
+            raise CorruptCheckpoint(
+                cid, "the stored checkpoint's id is not the one its header names"
+            )
         where = stored.where
         return CheckpointTuple(
             config=config or where.config(checkpoint["id"]),
             checkpoint=checkpoint,
-            metadata=self.layout.metadata(stored.fields, cid),
+            metadata=metadata,
             parent_config=None if parent is None else where.config(parent),
             pending_writes=pending_writes,
         )
@@ -298,7 +295,10 @@ class Core:
         """What a checkpoint following ``lg_id`` may take from it; ``None`` if it is not stored."""
         tip = self.tips.get(where.trace)
         if tip is not None and tip.lg_id == lg_id and tip.fields is not None:
-            return Parent(lg_id, tip.checkpoint_id, tip.fields, tip.versions or {})
+            versions = tip.versions
+            if versions is None:
+                versions = self.layout.versions(tip.fields, tip.checkpoint_id)
+            return Parent(lg_id, tip.checkpoint_id, tip.fields, versions)
         blob = await self.locate(where.trace, lg_id)
         if blob is None:
             return None
@@ -315,14 +315,8 @@ class Core:
         return {key: bytes(value) for key, value in stored.fields.items()} == dict(fields)
 
     def _keep_tip(self, stored: Stored) -> None:
-        cid = stored.checkpoint.checkpoint_id
-        tip = Tip(
-            cid,
-            stored.lg_id,
-            stored.checkpoint.step,
-            stored.fields,
-            self.layout.versions(stored.fields, cid),
-        )
+        checkpoint = stored.checkpoint
+        tip = Tip(checkpoint.checkpoint_id, stored.lg_id, checkpoint.step, stored.fields)
         self.tips.put(stored.where.trace, tip)
 
     # -- threads ------------------------------------------------------------------------

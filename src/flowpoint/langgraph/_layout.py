@@ -11,6 +11,8 @@ checkpoint as what changed since the one before it:
 ``$versions``       ``channel_versions``
 ``$seen``           ``versions_seen``
 ``$metadata``       LangGraph's metadata, whole (it is nested JSON)
+``$tagged``         the fields that hold tagged values (classes to build on load);
+                    the others are plain data, read as they are
 *channel*           one field per channel with a value, named as the channel
                     (``$name`` is written ``$$name``): a list stays a list, so
                     a message appended is an element appended
@@ -40,7 +42,7 @@ from langgraph.checkpoint.base import CheckpointMetadata
 from flowpoint.blob import MAX_METADATA_KEY_LENGTH, MAX_NODE_LENGTH, MetadataValue
 from flowpoint.errors import CorruptCheckpoint
 from flowpoint.ids import CheckpointId
-from flowpoint.langgraph._values import Tagged, ValueCodec
+from flowpoint.langgraph._values import Encoded, Tagged, ValueCodec
 
 __all__ = [
     "ADAPTER_GRAPH_HASH",
@@ -65,7 +67,7 @@ PARENT: Final = "$parent"
 VERSIONS: Final = "$versions"
 SEEN: Final = "$seen"
 METADATA: Final = "$metadata"
-_LAYOUT_KEYS: Final = frozenset({CHECKPOINT, PARENT, VERSIONS, SEEN, METADATA})
+TAGGED: Final = "$tagged"
 _OWN_FIELDS: Final = ("channel_values", "channel_versions", "versions_seen")
 
 LANGGRAPH_ID_KEY: Final = "langgraph:id"
@@ -128,13 +130,14 @@ class Layout:
         encode = self.values.encode
         versions = dict(checkpoint.get("channel_versions") or {})
         own = {key: value for key, value in checkpoint.items() if key not in _OWN_FIELDS}
-        fields = {
+        encoded = {
             CHECKPOINT: encode(own),
             PARENT: encode(parent_lg_id),
             VERSIONS: encode(versions),
             SEEN: encode(checkpoint.get("versions_seen") or {}),
             METADATA: encode(dict(metadata)),
         }
+        kept_tagged = set() if parent is None else self._tagged_keys(parent.fields, None)
         values = checkpoint.get("channel_values") or {}
         for channel, version in versions.items():
             key = channel_key(channel)
@@ -145,32 +148,48 @@ class Layout:
             ):
                 kept = parent.fields.get(key)
                 if kept is not None:
-                    fields[key] = bytes(kept)
+                    encoded[key] = Encoded(bytes(kept), kept_tagged is None or key in kept_tagged)
                 continue
             if channel in values:
-                fields[key] = encode(values[channel])
+                encoded[key] = encode(values[channel])
+        fields = {key: one.data for key, one in encoded.items()}
+        fields[TAGGED] = encode(sorted(key for key, one in encoded.items() if one.tagged)).data
         return fields
 
-    def checkpoint(
+    def read(
         self, fields: Fields, checkpoint_id: CheckpointId
-    ) -> tuple[LangGraphCheckpoint, str | None]:
-        """The LangGraph checkpoint the fields hold, and its parent's LangGraph id."""
-        own = self._mapping(fields, CHECKPOINT, checkpoint_id)
+    ) -> tuple[LangGraphCheckpoint, CheckpointMetadata, str | None]:
+        """The LangGraph checkpoint the fields hold, its metadata and its parent's id."""
+        tagged = self._tagged_keys(fields, checkpoint_id)
+        decode = self.values.decode
+
+        def field(key: str) -> Any:
+            raw = fields.get(key)
+            if raw is None:
+                raise CorruptCheckpoint(checkpoint_id, f"the stored checkpoint has no {key}")
+            return decode(raw, checkpoint_id, tagged=None if tagged is None else key in tagged)
+
+        own, versions, seen, metadata = (
+            _mapping_of(field(key), key, checkpoint_id)
+            for key in (CHECKPOINT, VERSIONS, SEEN, METADATA)
+        )
         if not isinstance(own.get("id"), str):
             raise CorruptCheckpoint(checkpoint_id, "the stored checkpoint has no id")
-        parent = self.parent(fields, checkpoint_id)
+        parent = field(PARENT)
+        if parent is not None and not isinstance(parent, str):
+            raise CorruptCheckpoint(checkpoint_id, "the stored parent id is not a string")
         values = {
-            channel: self.values.decode(raw, checkpoint_id)
+            channel: decode(raw, checkpoint_id, tagged=None if tagged is None else key in tagged)
             for key, raw in fields.items()
             if (channel := _channel_of(key)) is not None
         }
         checkpoint = {
             **own,
             "channel_values": values,
-            "channel_versions": self._mapping(fields, VERSIONS, checkpoint_id),
-            "versions_seen": self._mapping(fields, SEEN, checkpoint_id),
+            "channel_versions": versions,
+            "versions_seen": seen,
         }
-        return checkpoint, parent  # type: ignore[return-value]
+        return checkpoint, metadata, parent  # type: ignore[return-value]
 
     def parent(self, fields: Fields, checkpoint_id: CheckpointId) -> str | None:
         """The LangGraph id of the checkpoint's parent, or ``None``."""
@@ -178,13 +197,6 @@ class Layout:
         if parent is not None and not isinstance(parent, str):
             raise CorruptCheckpoint(checkpoint_id, "the stored parent id is not a string")
         return parent
-
-    def lg_id(self, fields: Fields, checkpoint_id: CheckpointId) -> str:
-        """The LangGraph id the fields hold."""
-        found = self._mapping(fields, CHECKPOINT, checkpoint_id).get("id")
-        if not isinstance(found, str):
-            raise CorruptCheckpoint(checkpoint_id, "the stored checkpoint has no id")
-        return found
 
     def metadata(self, fields: Fields, checkpoint_id: CheckpointId) -> CheckpointMetadata:
         """LangGraph's metadata of the checkpoint."""
@@ -198,17 +210,33 @@ class Layout:
         """Whether the checkpoint stores a value of ``channel``."""
         return channel_key(channel) in fields
 
+    def _tagged_keys(self, fields: Fields, checkpoint_id: CheckpointId | None) -> set[str] | None:
+        """The fields that hold tagged values; ``None`` if the checkpoint does not say."""
+        raw = fields.get(TAGGED)
+        if raw is None:
+            return None
+        keys = self.values.decode(raw, checkpoint_id, tagged=False)
+        if type(keys) is not list or not all(type(key) is str for key in keys):
+            raise CorruptCheckpoint(checkpoint_id, f"the stored {TAGGED} is not a list of names")
+        return set(keys)
+
     def _field(self, fields: Fields, key: str, checkpoint_id: CheckpointId) -> Any:
         raw = fields.get(key)
         if raw is None:
             raise CorruptCheckpoint(checkpoint_id, f"the stored checkpoint has no {key} field")
-        return self.values.decode(raw, checkpoint_id)
+        tagged = self._tagged_keys(fields, checkpoint_id)
+        return self.values.decode(
+            raw, checkpoint_id, tagged=None if tagged is None else key in tagged
+        )
 
     def _mapping(self, fields: Fields, key: str, checkpoint_id: CheckpointId) -> dict[str, Any]:
-        found = self._field(fields, key, checkpoint_id)
-        if type(found) is not dict:
-            raise CorruptCheckpoint(checkpoint_id, f"the stored {key} is not a map")
-        return found
+        return _mapping_of(self._field(fields, key, checkpoint_id), key, checkpoint_id)
+
+
+def _mapping_of(found: Any, key: str, checkpoint_id: CheckpointId) -> dict[str, Any]:
+    if type(found) is not dict:
+        raise CorruptCheckpoint(checkpoint_id, f"the stored {key} is not a map")
+    return found
 
 
 _BRANCH: Final = "branch:to:"
@@ -301,9 +329,9 @@ def _copied_size(key: object, value: object) -> int | None:
             return None
     else:
         return None
-    try:
-        return len(json.dumps({key: value}, ensure_ascii=False).encode("utf-8"))
-    except UnicodeEncodeError:  # a lone surrogate
+    try:  # measured as flowpoint measures metadata: compact JSON
+        return len(msgspec.json.encode({key: value}))
+    except (msgspec.EncodeError, UnicodeEncodeError):  # a lone surrogate
         return None
 
 

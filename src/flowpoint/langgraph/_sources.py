@@ -91,6 +91,26 @@ class Source(abc.ABC):
         except UnreadableValue as exc:
             raise UnreadableSource(f"{where}: {exc}") from None
 
+    def _made(
+        self,
+        where: str,
+        key: tuple[Any, Any, Any, Any],
+        checkpoint: dict[str, Any],
+        metadata: object,
+        writes: list[tuple[Any, ...]],
+    ) -> SourceCheckpoint:
+        """A checkpoint of a row keyed ``(thread, namespace, id, parent id)``."""
+        thread_id, ns, checkpoint_id, parent_id = key
+        return SourceCheckpoint(
+            str(thread_id),
+            str(ns),
+            str(checkpoint_id),
+            None if parent_id is None else str(parent_id),
+            checkpoint,
+            _metadata(where, metadata),
+            self._writes(where, writes),
+        )
+
     def _writes(self, where: str, rows: list[tuple[Any, ...]]) -> list[SourceWrite]:
         writes = [
             SourceWrite(
@@ -165,14 +185,8 @@ class _SqliteSource(Source):
                 "WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
                 (thread_id, ns, checkpoint_id),
             ).fetchall()
-            yield SourceCheckpoint(
-                thread_id,
-                str(ns),
-                str(checkpoint_id),
-                None if parent_id is None else str(parent_id),
-                checkpoint,
-                _metadata(where, metadata),
-                self._writes(where, writes),
+            yield self._made(
+                where, (thread_id, ns, checkpoint_id, parent_id), checkpoint, metadata, writes
             )
 
     def close(self) -> None:
@@ -235,14 +249,8 @@ class _PostgresSource(Source):
                 "WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s",
                 (thread_id, ns, checkpoint_id),
             ).fetchall()
-            yield SourceCheckpoint(
-                thread_id,
-                str(ns),
-                str(checkpoint_id),
-                None if parent_id is None else str(parent_id),
-                checkpoint,
-                _metadata(where, metadata),
-                self._writes(where, writes),
+            yield self._made(
+                where, (thread_id, ns, checkpoint_id, parent_id), checkpoint, metadata, writes
             )
 
     def _migrate_sends(

@@ -30,6 +30,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, NamedTuple
@@ -45,7 +46,7 @@ from langgraph.types import Command, Interrupt, Overwrite, Send, TimeoutPolicy
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import CheckpointId
 
-__all__ = ["TAG", "Tagged", "TypeRegistry", "ValueCodec", "registry_name"]
+__all__ = ["TAG", "Encoded", "Tagged", "TypeRegistry", "ValueCodec", "registry_name"]
 
 TAG: Final = "$type"
 _VALUE: Final = "$value"
@@ -60,7 +61,14 @@ _OPTIONS: Final = (
     | ormsgpack.OPT_PASSTHROUGH_UUID
 )
 _INT64 = range(-(2**63), 2**64)
-_decoder = msgspec.msgpack.Decoder()
+_TAG_PATTERN: Final = re.compile(re.escape(_TAG_BYTES))
+
+
+class Encoded(NamedTuple):
+    """A value's bytes, and whether they hold tagged values (else: plain data)."""
+
+    data: bytes
+    tagged: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -170,12 +178,14 @@ class ValueCodec:
     def __init__(self, registry: TypeRegistry) -> None:
         self.registry = registry
 
-    def encode(self, value: Any) -> bytes:
+    def encode(self, value: Any) -> Encoded:
         """``value`` as MessagePack; :class:`~flowpoint.errors.CodecError` if it cannot be.
 
         A value of plain data, or of registered classes, costs one pass in
         ormsgpack; a map of its own with ``"$type"`` or non-string keys, a lone
-        surrogate or an exotic subclass takes a slower pass that tags them.
+        surrogate or an exotic subclass takes a slower pass that tags them. Bytes
+        that hold no tagged value are plain data, whatever keys its maps have:
+        :meth:`decode` given ``tagged=False`` reads them as they are.
         """
         tags = 0
         refused: list[_Refused] = []
@@ -197,28 +207,31 @@ class ValueCodec:
             if refused:
                 raise CodecError(str(refused[0])) from None
             return self._encode_slowly(value)
-        # Each tag this pass made is one "$type" key; any other occurrence is
-        # the application's own (a key, or bytes in a string) and needs escaping.
-        if data.count(_TAG_BYTES) != tags:
+        # Each tag this pass made is one "$type" key; any other occurrence is the
+        # application's own (a key, or bytes in a string) and, beside tags, needs escaping.
+        if tags and data.count(_TAG_BYTES) != tags:
             return self._encode_slowly(value)
-        return data
+        return Encoded(data, tags > 0)
 
     def decode(
-        self, data: bytes | memoryview | msgspec.Raw, checkpoint_id: CheckpointId | None
+        self,
+        data: bytes | memoryview | msgspec.Raw,
+        checkpoint_id: CheckpointId | None,
+        *,
+        tagged: bool | None = None,
     ) -> Any:
-        """The value ``data`` holds.
+        """The value ``data`` holds; ``tagged`` as :meth:`encode` said (``None``: unknown).
 
         Raises :class:`~flowpoint.errors.CorruptCheckpoint` for bytes that are not
         such data or name a type the registry does not hold, and
         :class:`~flowpoint.errors.CodecError` when a registered class refuses its data.
         """
-        if type(data) is not bytes:
-            data = bytes(memoryview(data))
+        view = data if isinstance(data, bytes) else memoryview(data)
         try:
-            value = _decoder.decode(data)
-        except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
+            value = ormsgpack.unpackb(view)
+        except (ormsgpack.MsgpackDecodeError, ValueError, TypeError, RecursionError) as exc:
             raise CorruptCheckpoint(checkpoint_id, f"unreadable value: {exc}") from None
-        if _TAG_BYTES not in data:
+        if tagged is False or (tagged is None and _TAG_PATTERN.search(view) is None):
             return value
         try:
             return self._untag(value)
@@ -261,9 +274,9 @@ class ValueCodec:
             f"(pydantic models, dataclasses, enums and named tuples can be)"
         )
 
-    def _encode_slowly(self, value: Any) -> bytes:
+    def _encode_slowly(self, value: Any) -> Encoded:
         try:
-            return ormsgpack.packb(self._plain(value, 0))
+            return Encoded(ormsgpack.packb(self._plain(value, 0)), True)
         except _Refused as exc:
             raise CodecError(str(exc)) from None
         except (ormsgpack.MsgpackEncodeError, TypeError, ValueError, RecursionError) as exc:

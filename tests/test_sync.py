@@ -11,67 +11,29 @@ from typing import Any
 import pytest
 
 from flowpoint import (
-    BlobCheckpointStore,
     Checkpoint,
-    CheckpointBlob,
     CheckpointConflict,
-    CheckpointInfo,
     InMemoryBlobStore,
-    PruneRule,
     SyncCheckpointStore,
     TypedCheckpointStore,
 )
-from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import run_in_caller_thread
+from tests.doubles import DelegatingBlobStore
 
 GRAPH = 7
 
 
-class AsyncDriverStore(BlobCheckpointStore):
+class AsyncDriverStore(DelegatingBlobStore):
     """Stands for a backend with a real async driver: every call suspends once, and
     each call records the thread it ran on."""
 
     def __init__(self) -> None:
-        self.inner = InMemoryBlobStore()
+        super().__init__()
         self.threads: set[str] = set()
 
-    async def _hop(self) -> None:
+    async def before(self, call: str) -> None:
         self.threads.add(threading.current_thread().name)
         await asyncio.sleep(0)
-
-    async def _save(self, blob: CheckpointBlob) -> None:
-        await self._hop()
-        await self.inner.save(blob)
-
-    async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
-        await self._hop()
-        return await self.inner.load(checkpoint_id)
-
-    async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
-        await self._hop()
-        return await self.inner.load_latest(trace_id)
-
-    async def _history(
-        self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
-        await self._hop()
-        return await self.inner.history(trace_id, limit, before_step)
-
-    async def _traces(self) -> list[TraceId]:
-        await self._hop()
-        return await self.inner.traces()
-
-    async def _delete(self, checkpoint_id: CheckpointId) -> bool:
-        await self._hop()
-        return await self.inner.delete(checkpoint_id)
-
-    async def _delete_trace(self, trace_id: TraceId) -> int:
-        await self._hop()
-        return await self.inner.delete_trace(trace_id)
-
-    async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
-        await self._hop()
-        return await self.inner.prune(trace_id, rule)
 
 
 def test_a_store_with_an_async_driver_runs_on_the_facades_own_loop() -> None:

@@ -2,28 +2,98 @@
 
 A checkpoint stored as a delta names its base; reading it means reading the
 chain of bases down to a whole checkpoint (or to a frame kept in memory), then
-applying the deltas forward. Deleting a base first makes its dependents whole,
-so that no delete or prune ever leaves a delta without its base.
+applying the deltas forward. This module is where chains are walked: which
+checkpoints are read, in what order, and how far; the codec applies them.
+
+What is checked where, reading a checkpoint stored as changes:
+
+- **Each link's bytes**, when the codec opens it: the checksum, the header against
+  the store's own copy and, if encrypted, authentication. Every link, whatever
+  else happens, before anything of it is used.
+- **Each link's place**, here while walking down: the base a delta names (in its
+  authenticated header) is the checkpoint read next, in the same trace at an
+  earlier step; a chain holds at most :data:`MAX_DELTA_CHAIN` deltas (no writer
+  makes more, so a longer one is damage, and refused before any delta is applied).
+  The walk reads at most one range of steps per link, then looks the base up by
+  id, whatever a header claims about where its chain starts.
+- **Each link's fit**, by the codec as it applies the deltas oldest first: what a
+  delta names exists and fits (fields, arrays, element indices), and the state it
+  leaves has the size the delta records (kept per field, so this costs what the
+  delta holds, not the state).
+- **The state read**, once: the state the last delta leaves is checked against
+  the size and XXH3-64 hash that delta records, before anything is decoded. A
+  wrong base or a damaged link either shows there, or was overwritten by a later
+  delta (then the state is exactly the one that was saved). Only that state's
+  frame is kept; the states in between are never built.
+
+Each link's own hash used to be checked too, which named the link where a wrong
+base crept in, at the cost of hashing the whole state per link. What it guarded
+is kept: a wrong base almost always shows as a size that differs at that very
+link, and otherwise at the end; either way before any state is decoded, and no
+frame that was not checked is ever kept or used as the base of a save.
+
+Deleting a base first makes its dependents whole, so that no delete or prune
+ever leaves a delta without its base. A reader that meets a missing base anyway
+(the base was deleted after it read the delta, by a prune that had made the
+delta whole first) gets :class:`MissingBase`, which the facade answers by reading
+the checkpoint again.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from uuid import UUID
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.codec.base import DeltaCheckpointCodec
 from flowpoint.codec.delta import Frame
-from flowpoint.codec.serde import DELTA_BASE_KEY
+from flowpoint.codec.serde import DELTA_BASE_KEY, MAX_DELTA_CHAIN
 from flowpoint.errors import CorruptCheckpoint
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import BlobCheckpointStore, RewritableBlobStore
 
-__all__ = ["DEFAULT_FRAME_CACHE_BYTES", "FrameCache", "base_frame", "make_whole", "read_history"]
+__all__ = [
+    "DEFAULT_FRAME_CACHE_BYTES",
+    "MAX_DELTA_CHAIN",
+    "FrameCache",
+    "MissingBase",
+    "delta_frame",
+    "make_whole",
+    "read_history",
+]
 
 DEFAULT_FRAME_CACHE_BYTES = 64 * 1024 * 1024
-"""State bytes the frames a facade keeps may hold, by default."""
-_MAX_RANGE_READ = 256
+"""Bytes of memory the frames a facade keeps may hold, by default."""
+# Steps read at once while walking down a chain.
+_RANGE_READ = 256
+
+
+class MissingBase(CorruptCheckpoint):
+    """A checkpoint of the chain below ``checkpoint_id`` is not in the store.
+
+    ``missing`` is the checkpoint that is not there (``None``: the checkpoint read
+    is gone itself), ``named_by`` the delta that names it as its base. Damage,
+    unless the chain was rewritten while it was read: the facade reads the
+    checkpoint again before it reports it.
+    """
+
+    def __init__(
+        self, checkpoint_id: UUID | None, missing: UUID | None, named_by: UUID | None = None
+    ) -> None:
+        self.missing = missing
+        self.named_by = named_by
+        reason = (
+            "it was deleted while it was read"
+            if missing is None
+            else f"it is stored as changes, and checkpoint {missing} in its chain is missing"
+        )
+        super().__init__(checkpoint_id, reason)
+
+    def __reduce__(  # type: ignore[override]
+        self,
+    ) -> tuple[type[MissingBase], tuple[UUID | None, UUID | None, UUID | None]]:
+        return (type(self), (self.checkpoint_id, self.missing, self.named_by))
 
 
 class FrameCache:
@@ -32,53 +102,60 @@ class FrameCache:
     Each trace's *tip* is the frame of the highest step seen in it: the base the
     next save in that trace is stored against; other frames stay for loads near
     them. Frames are what the codec made or checked itself, so one kept here is
-    as good as one read back. ``max_bytes`` bounds the state bytes kept.
+    as good as one read back. ``max_bytes`` bounds the memory the frames hold
+    (:attr:`Frame.held <flowpoint.codec.delta.Frame.held>`: their fields, and the
+    array elements split out of them). A frame handed out may split an array
+    (when a delta is made against it): what it holds then is counted again at the
+    next call, and the least recently used frames go until the total fits.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_FRAME_CACHE_BYTES) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise ValueError(f"the frame cache size must be an int >= 0, not {max_bytes!r}")
         self.max_bytes = max_bytes
-        self._frames: OrderedDict[CheckpointId, Frame] = OrderedDict()
-        self._tips: dict[TraceId, CheckpointId] = {}
+        # Each frame with what it held when last counted, by its id as an int (a UUID
+        # hashes in Python; an int does not, and every save and load looks frames up).
+        self._frames: OrderedDict[int, _Kept] = OrderedDict()
+        self._tips: dict[TraceId, int] = {}
+        self._lent: list[_Kept] = []
         self._bytes = 0
+
+    @property
+    def held(self) -> int:
+        """Bytes the kept frames hold, as last counted."""
+        return self._bytes
 
     def get(self, checkpoint_id: CheckpointId) -> Frame | None:
         """The frame of this checkpoint, if it is kept."""
-        frame = self._frames.get(checkpoint_id)
-        if frame is not None:
-            self._frames.move_to_end(checkpoint_id)
-        return frame
+        return self._get(checkpoint_id.int)
 
     def tip(self, trace_id: TraceId) -> Frame | None:
         """The frame of the highest step kept for the trace."""
-        checkpoint_id = self._tips.get(trace_id)
-        return None if checkpoint_id is None else self.get(checkpoint_id)
+        key = self._tips.get(trace_id)
+        return None if key is None else self._get(key)
 
     def put(self, frame: Frame) -> None:
         """Keep ``frame``; it becomes its trace's tip unless the tip has a higher step.
 
         A tip that is superseded goes: a run's next save needs only the newest.
         """
-        if frame.size > self.max_bytes:
+        key = frame.checkpoint_id.int
+        self._forget(key)
+        if frame.held > self.max_bytes:
             return
-        self.forget(frame.checkpoint_id)
-        tip = self.tip(frame.trace_id)
-        if tip is None or tip.step <= frame.step:
-            if tip is not None:
-                self.forget(tip.checkpoint_id)
-            self._tips[frame.trace_id] = frame.checkpoint_id
-        self._frames[frame.checkpoint_id] = frame
-        self._bytes += frame.size
-        while self._bytes > self.max_bytes:
-            _, oldest = self._frames.popitem(last=False)
-            self._dropped(oldest)
+        tip_key = self._tips.get(frame.trace_id)
+        tip = None if tip_key is None else self._frames.get(tip_key)
+        if tip is None or tip.frame.step <= frame.step:
+            if tip_key is not None:
+                self._forget(tip_key)
+            self._tips[frame.trace_id] = key
+        self._frames[key] = _Kept(frame, frame.held)
+        self._bytes += frame.held
+        self._evict()
 
     def forget(self, checkpoint_id: CheckpointId) -> None:
         """Drop this checkpoint's frame (it is being deleted)."""
-        frame = self._frames.pop(checkpoint_id, None)
-        if frame is not None:
-            self._dropped(frame)
+        self._forget(checkpoint_id.int)
 
     def forget_tip(self, trace_id: TraceId) -> None:
         """Store the trace's next checkpoint whole (its saves may have conflicted)."""
@@ -86,53 +163,96 @@ class FrameCache:
 
     def forget_trace(self, trace_id: TraceId) -> None:
         """Drop every frame of the trace."""
-        for checkpoint_id in [i for i, f in self._frames.items() if f.trace_id == trace_id]:
-            self.forget(checkpoint_id)
+        for key in [key for key, kept in self._frames.items() if kept.frame.trace_id == trace_id]:
+            self._forget(key)
 
-    def _dropped(self, frame: Frame) -> None:
-        self._bytes -= frame.size
-        if self._tips.get(frame.trace_id) == frame.checkpoint_id:
-            del self._tips[frame.trace_id]
+    def _get(self, key: int) -> Frame | None:
+        self._recount()
+        kept = self._frames.get(key)
+        if kept is None:
+            return None
+        self._frames.move_to_end(key)
+        self._lent.append(kept)
+        return kept.frame
+
+    def _forget(self, key: int) -> None:
+        self._recount()
+        kept = self._frames.pop(key, None)
+        if kept is not None:
+            self._dropped(key, kept)
+
+    def _recount(self) -> None:
+        """Count again what the frames handed out since the last call hold now."""
+        if not self._lent:
+            return
+        lent, self._lent = self._lent, []
+        for kept in lent:
+            if kept.counted >= 0 and kept.counted != kept.frame.held:
+                self._bytes += kept.frame.held - kept.counted
+                kept.counted = kept.frame.held
+        self._evict()
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes:
+            key, oldest = self._frames.popitem(last=False)
+            self._dropped(key, oldest)
+
+    def _dropped(self, key: int, kept: _Kept) -> None:
+        self._bytes -= kept.counted
+        kept.counted = -1  # no longer kept: a frame lent before it went is not counted again
+        if self._tips.get(kept.frame.trace_id) == key:
+            del self._tips[kept.frame.trace_id]
 
 
-async def base_frame(
+class _Kept:
+    """A frame the cache keeps, with what it held when the cache last counted it (-1: gone)."""
+
+    __slots__ = ("counted", "frame")
+
+    def __init__(self, frame: Frame, counted: int) -> None:
+        self.frame = frame
+        self.counted = counted
+
+
+async def delta_frame(
     store: BlobCheckpointStore,
     codec: DeltaCheckpointCodec[object],
     frames: FrameCache,
     blob: CheckpointBlob,
-) -> Frame | None:
-    """The frame of the base ``blob`` is a delta on, or ``None`` if ``blob`` is whole.
+) -> Frame:
+    """The frame of ``blob``, a delta: its state rebuilt through the chain below it, checked.
 
-    Reads the chain below it in one range read where the frames kept do not
-    reach. Raises :class:`CorruptCheckpoint` for a chain that is broken (a base
-    missing, in another trace, or not below its delta) or damaged.
+    Reads the chain down to a whole checkpoint or a frame kept in ``frames``, a
+    range of steps at a time, and keeps the frame it returns. Raises
+    :class:`MissingBase` if a checkpoint of the chain is not in the store, and
+    :class:`CorruptCheckpoint` for a chain that is otherwise broken (a base in
+    another trace or not below its delta, more than :data:`MAX_DELTA_CHAIN`
+    deltas) or damaged.
     """
     found = codec.base_of(blob)
     if found is None:
-        return None
+        raise ValueError(f"checkpoint {blob.checkpoint_id} is stored whole")
     wanted, chain_start = found
-    frame = frames.get(wanted)
-    if frame is not None:
-        return frame
-    # The range read is bounded whatever the header claims; a longer chain reads on
-    # one checkpoint at a time below it.
-    first = max(chain_start, blob.step - _MAX_RANGE_READ)
-    nearby = {
-        earlier.checkpoint_id: earlier
-        for earlier in await store.load_steps(blob.trace_id, first, blob.step - 1)
-    }
-    chain: list[CheckpointBlob] = []
+    deltas = [blob]  # newest first
+    nearby: dict[CheckpointId, CheckpointBlob] = {}
+    low = blob.step  # the steps from here up have been read (or cannot hold the chain)
+    looked = False  # whether a range was read for the base wanted now
     above = blob
-    while True:
-        frame = frames.get(wanted)
-        if frame is not None:
-            break
-        base = nearby.get(wanted) or await store.load(wanted)
+    while (start := frames.get(wanted)) is None:
+        base = nearby.get(wanted)
+        if base is None and not looked and low > chain_start:
+            first = max(chain_start, low - _RANGE_READ)
+            read = await store.load_steps(blob.trace_id, first, low - 1)
+            nearby = {earlier.checkpoint_id: earlier for earlier in read}
+            low, looked = first, True
+            continue
         if base is None:
-            raise CorruptCheckpoint(
-                blob.checkpoint_id,
-                f"it is stored as changes, and checkpoint {wanted} in its chain is missing",
-            )
+            # Not where the chain says it is: by id, one call, whatever the header claims.
+            base = await store.load(wanted)
+            if base is not None:
+                low = min(low, base.step)
+        if base is None:
+            raise MissingBase(blob.checkpoint_id, wanted, above.checkpoint_id)
         if (
             base.checkpoint_id != wanted
             or base.trace_id != blob.trace_id
@@ -143,19 +263,24 @@ async def base_frame(
                 f"its base {wanted} is stored as step {base.step} of trace "
                 f"{base.trace_id!r:.80}, not below step {above.step} of {blob.trace_id!r:.80}",
             )
-        chain.append(base)
-        next_base = codec.base_of(base)
-        if next_base is None:
+        below = codec.base_of(base)
+        if below is None:
+            start = codec.read_frame(base, None)
+            if start is None:
+                raise CorruptCheckpoint(
+                    base.checkpoint_id, "a delta is stored on it, but its state has no fields"
+                )
             break
-        wanted, above = next_base[0], base
-    for base in reversed(chain):
-        frame = codec.read_frame(base, frame)
-        if frame is None:
+        deltas.append(base)
+        looked = False
+        if len(deltas) > MAX_DELTA_CHAIN:
             raise CorruptCheckpoint(
-                base.checkpoint_id, "a delta is stored on it, but its state has no fields"
+                blob.checkpoint_id,
+                f"its chain holds more than {MAX_DELTA_CHAIN} deltas, more than any writer makes",
             )
-    if frame is not None:
-        frames.put(frame)
+        wanted, above = below[0], base
+    frame = codec.follow(start, deltas[::-1])
+    frames.put(frame)
     return frame
 
 
@@ -195,8 +320,6 @@ async def make_whole(
                 f"{type(store).__name__} cannot rewrite checkpoint {info.checkpoint_id}, "
                 f"which is stored as changes to one being deleted"
             )
-        frame = codec.read_frame(blob, await base_frame(store, codec, frames, blob))
-        if frame is None:  # a delta always has fields
-            raise CorruptCheckpoint(blob.checkpoint_id, "a delta without fields")
+        frame = await delta_frame(store, codec, frames, blob)
         rewritten += await store.rewrite(codec.rebase(blob, frame))
     return rewritten

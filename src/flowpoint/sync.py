@@ -14,7 +14,7 @@ from flowpoint.checkpoint import Checkpoint, S, State
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import BlockingBlobStore, run_in_caller_thread
 from flowpoint.stores.registry import DEFAULT_STORE_URL
-from flowpoint.typed import TypedCheckpointStore
+from flowpoint.typed import RekeyResult, TypedCheckpointStore
 
 __all__ = ["SyncCheckpointStore"]
 
@@ -164,7 +164,7 @@ class SyncCheckpointStore(Generic[S]):
             self.store.prune(trace_id, keep_latest=keep_latest, older_than=older_than)
         )
 
-    def rekey(self, trace_id: TraceId | str | None = None) -> int:
+    def rekey(self, trace_id: TraceId | str | None = None) -> RekeyResult:
         """See :meth:`TypedCheckpointStore.rekey`."""
         return self._runner.run(self.store.rekey(trace_id))
 

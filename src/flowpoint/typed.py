@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, overload
@@ -11,7 +12,8 @@ from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.chains import (
     DEFAULT_FRAME_CACHE_BYTES,
     FrameCache,
-    base_frame,
+    MissingBase,
+    delta_frame,
     make_whole,
     read_history,
 )
@@ -24,7 +26,20 @@ from flowpoint.stores import BlobCheckpointStore, PruneRule
 from flowpoint.stores.base import RewritableBlobStore
 from flowpoint.stores.registry import DEFAULT_STORE_URL, open_store
 
-__all__ = ["TypedCheckpointStore"]
+__all__ = ["RekeyResult", "TypedCheckpointStore"]
+
+# How often a read whose chain lost a checkpoint reads the checkpoint again.
+_REREADS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyResult:
+    """What :meth:`TypedCheckpointStore.rekey` did."""
+
+    rewritten: int
+    """How many checkpoints it re-encrypted under the primary key."""
+    skipped: tuple[CheckpointId, ...] = ()
+    """Unencrypted checkpoints it left as they are (see :meth:`~TypedCheckpointStore.rekey`)."""
 
 
 class TypedCheckpointStore(Generic[S]):
@@ -41,11 +56,14 @@ class TypedCheckpointStore(Generic[S]):
 
     Closing this facade closes the blob store it wraps.
 
-    With the stock codec, a checkpoint is stored as its changes to the one saved
-    before it in the trace, where that pays (see
-    :class:`~flowpoint.SerdeCheckpointCodec`). To compute and read those changes
-    the facade keeps the fields of the checkpoints it saved or loaded lately, up
-    to ``frame_cache_bytes`` of state (64 MiB by default), in memory. Deleting or
+    With the stock codec and a store that can rewrite data
+    (:class:`~flowpoint.stores.base.RewritableBlobStore`: every built-in backend),
+    a checkpoint is stored as its changes to the one saved before it in the trace,
+    where that pays (see :class:`~flowpoint.SerdeCheckpointCodec`); on any other
+    store every checkpoint is stored whole. To compute and read those changes
+    the facade keeps the fields of the checkpoints it saved or loaded lately in
+    memory, up to ``frame_cache_bytes`` (64 MiB by default) of what they hold,
+    array elements split out of them included. Deleting or
     pruning through the facade first stores whole any checkpoint that depends on
     one being deleted; the blob store's own ``delete`` and ``prune`` do not, so
     delete through the facade.
@@ -63,6 +81,9 @@ class TypedCheckpointStore(Generic[S]):
         self.store = store
         self.codec: CheckpointCodec[S] = codec if codec is not None else SerdeCheckpointCodec()
         self._frames = FrameCache(frame_cache_bytes)
+        # Deleting a checkpoint that others are stored as changes to means rewriting
+        # them whole first: a store that cannot rewrite gets every checkpoint whole.
+        self._deltas = isinstance(store, RewritableBlobStore)
 
     @overload
     @classmethod
@@ -95,7 +116,8 @@ class TypedCheckpointStore(Generic[S]):
             blob = codec.serialize(checkpoint, graph_hash, trace)
             await self.store.save(blob)
             return blob.info()
-        blob, frame = codec.encode(checkpoint, graph_hash, trace, self._frames.tip(trace))
+        base = self._frames.tip(trace) if self._deltas else None
+        blob, frame = codec.encode(checkpoint, graph_hash, trace, base)
         try:
             await self.store.save(blob)
         except CheckpointConflict:
@@ -113,41 +135,94 @@ class TypedCheckpointStore(Generic[S]):
         """The checkpoint with this id, or ``None``.
 
         Raises :class:`~flowpoint.errors.GraphMismatch` if it was written by another
-        graph than ``expected_hash`` (``None`` accepts any graph).
+        graph than ``expected_hash`` (``None`` accepts any graph). A checkpoint
+        deleted while it is read (by a prune, say) gives ``None`` too.
         """
         wanted = coerce_checkpoint_id(checkpoint_id)
-        blob = await self.store.load(wanted)
-        if blob is None:
-            return None
-        if blob.checkpoint_id != wanted:
-            raise CorruptCheckpoint(wanted, f"the store returned checkpoint {blob.checkpoint_id}")
-        return await self.decode(blob, expected_hash)
+
+        async def fetch() -> CheckpointBlob | None:
+            blob = await self.store.load(wanted)
+            if blob is not None and blob.checkpoint_id != wanted:
+                raise CorruptCheckpoint(
+                    wanted, f"the store returned checkpoint {blob.checkpoint_id}"
+                )
+            return blob
+
+        blob = await fetch()
+        return None if blob is None else await self._read(blob, fetch, expected_hash)
 
     async def load_latest(
         self, trace_id: TraceId | str, expected_hash: int | None
     ) -> Checkpoint[S] | None:
         """The checkpoint with the highest step in the trace, or ``None`` for an empty trace.
 
-        Raises :class:`~flowpoint.errors.GraphMismatch` as :meth:`load` does.
+        Raises :class:`~flowpoint.errors.GraphMismatch` as :meth:`load` does. If the
+        latest changes while it is read (a prune deletes the checkpoint it is stored
+        as changes to, say), the new latest is read.
         """
         trace = validate_trace_id(trace_id)
-        blob = await self.store.load_latest(trace)
-        if blob is None:
-            return None
-        if blob.trace_id != trace:
-            raise CorruptCheckpoint(
-                blob.checkpoint_id,
-                f"asked for trace {trace!r}, the store returned {blob.trace_id!r}",
-            )
-        return await self.decode(blob, expected_hash)
+
+        async def fetch() -> CheckpointBlob | None:
+            blob = await self.store.load_latest(trace)
+            if blob is not None and blob.trace_id != trace:
+                raise CorruptCheckpoint(
+                    blob.checkpoint_id,
+                    f"asked for trace {trace!r}, the store returned {blob.trace_id!r}",
+                )
+            return blob
+
+        blob = await fetch()
+        return None if blob is None else await self._read(blob, fetch, expected_hash)
 
     async def decode(self, blob: CheckpointBlob, expected_hash: int | None) -> Checkpoint[S]:
         """Check and decode a blob of this store, reading the chain below it if it is a delta.
 
         What :meth:`load` does once it has the blob; tools that list and read blobs
         themselves use it. Raises as :meth:`load` does, and
-        :class:`~flowpoint.errors.CorruptCheckpoint` for a broken chain.
+        :class:`~flowpoint.errors.CorruptCheckpoint` for a broken chain: a
+        :class:`~flowpoint.chains.MissingBase` if a checkpoint of the chain is not in
+        the store even after the blob's checkpoint was read again (it was deleted
+        meanwhile, or the chain is broken).
         """
+        checkpoint_id = blob.checkpoint_id
+
+        async def fetch() -> CheckpointBlob | None:
+            return await self.store.load(checkpoint_id)
+
+        checkpoint = await self._read(blob, fetch, expected_hash)
+        if checkpoint is None:
+            raise MissingBase(checkpoint_id, None)
+        return checkpoint
+
+    async def _read(
+        self,
+        blob: CheckpointBlob,
+        fetch: Callable[[], Awaitable[CheckpointBlob | None]],
+        expected_hash: int | None,
+    ) -> Checkpoint[S] | None:
+        """Decode ``blob``; if its chain lost a checkpoint meanwhile, decode what ``fetch`` finds.
+
+        A prune or delete stores whole every checkpoint that is changes to one it
+        deletes before it deletes it, so a reader that meets a missing base read the
+        chain in the middle of that: read again, what it finds is whole (or gone:
+        ``None``). A delta that still names a missing base, unchanged, is damage.
+        """
+        rereads = 0
+        while True:
+            try:
+                return await self._decode(blob, expected_hash)
+            except MissingBase as exc:
+                rereads += 1
+                if rereads > _REREADS:
+                    raise
+                again = await fetch()
+                if again is None:
+                    return None
+                if exc.named_by == blob.checkpoint_id and again.data == blob.data:
+                    raise  # the checkpoint itself names a base that is not there
+                blob = again
+
+    async def _decode(self, blob: CheckpointBlob, expected_hash: int | None) -> Checkpoint[S]:
         codec = self.codec
         if not isinstance(codec, DeltaCheckpointCodec):
             return codec.deserialize(blob, expected_hash)
@@ -156,10 +231,9 @@ class TypedCheckpointStore(Generic[S]):
             codec.decode(blob, expected_hash, None)
             raise GraphMismatch(expected_hash, blob.graph_hash)
         known = self._frames.get(blob.checkpoint_id)
-        base = (
-            None if known is not None else await base_frame(self.store, codec, self._frames, blob)
-        )
-        checkpoint, frame = codec.decode(blob, expected_hash, base, known=known)
+        if known is None and codec.base_of(blob) is not None:
+            known = await delta_frame(self.store, codec, self._frames, blob)
+        checkpoint, frame = codec.decode(blob, expected_hash, None, known=known)
         if frame is not None and frame is not known:
             self._frames.put(frame)
         return checkpoint
@@ -254,18 +328,22 @@ class TypedCheckpointStore(Generic[S]):
             infos = await read_history(self.store, trace)
         await make_whole(self.store, codec, self._frames, infos, set(doomed))
 
-    async def rekey(self, trace_id: TraceId | str | None = None) -> int:
+    async def rekey(self, trace_id: TraceId | str | None = None) -> RekeyResult:
         """Re-encrypt the trace's checkpoints (every trace's, by default) under the primary key.
 
-        Each checkpoint encrypted with another key of the codec's key ring, or not
-        encrypted at all, is decrypted and encrypted again under the ring's primary
+        Each checkpoint encrypted with another key of the codec's key ring is
+        decrypted (and so authenticated) and encrypted again under the ring's primary
         key, keeping its header, body format and compression; its state is never
-        decoded. Returns how many checkpoints were rewritten; checkpoints deleted
-        meanwhile are skipped. Run it after making a new key the primary, and remove
-        the old key from the ring only once it returns for every trace.
+        decoded. Checkpoints deleted meanwhile are passed over. Run it after making
+        a new key the primary, and remove the old key from the ring only once it
+        rewrites nothing more.
 
-        An unencrypted checkpoint is taken as it is and then authenticated, so rekey
-        a store whose unencrypted checkpoints you trust (see SECURITY.md).
+        An unencrypted checkpoint is left as it is and its id reported in
+        :attr:`RekeyResult.skipped`: in a store written with a key ring, only a writer
+        without the key could have put it there, and encrypting it would vouch for
+        it. A codec with ``allow_unencrypted=True`` (while turning encryption on for
+        a store written before) encrypts those too: rekey such a store only when you
+        trust what it holds.
 
         Raises ``TypeError`` if the store cannot rewrite data
         (:class:`~flowpoint.stores.base.RewritableBlobStore`) or the codec is not a
@@ -286,6 +364,7 @@ class TypedCheckpointStore(Generic[S]):
         primary = codec.encryption.primary
         traces = await store.traces() if trace_id is None else [validate_trace_id(trace_id)]
         rewritten = 0
+        skipped: list[CheckpointId] = []
         for trace in traces:
             before: int | None = None
             while page := await store.history(trace, 500, before):
@@ -294,10 +373,14 @@ class TypedCheckpointStore(Generic[S]):
                     blob = await store.load(info.checkpoint_id)
                     if blob is None:
                         continue  # deleted since the listing
-                    if codec.key_id_of(blob) == primary:
+                    key_id = codec.key_id_of(blob)
+                    if key_id == primary:
+                        continue
+                    if key_id is None and not codec.allow_unencrypted:
+                        skipped.append(blob.checkpoint_id)
                         continue
                     rewritten += await store.rewrite(codec.reseal(blob))
-        return rewritten
+        return RekeyResult(rewritten, tuple(skipped))
 
     async def close(self) -> None:
         """Close the blob store."""

@@ -36,7 +36,7 @@ from flowpoint.codec import KeyRing
 from flowpoint.codec.delta import (
     Delta,
     Frame,
-    apply_delta,
+    Rebuild,
     diff_fields,
     fields_hash,
     join_fields,
@@ -85,6 +85,13 @@ def fields_of(state: Any) -> dict[str, bytes]:
     fields = split_fields(enc(state))
     assert fields is not None
     return fields
+
+
+def apply_delta(base: Frame, delta: Delta, max_state_size: int) -> dict[str, bytes]:
+    """``base`` changed by ``delta`` alone, as the codec reads a chain of one delta."""
+    rebuild = Rebuild(base, max_state_size)
+    rebuild.apply(delta)
+    return rebuild.finish(delta.state_hash)
 
 
 def frame_of(state: Any, step: int = 0, checkpoint_id: CheckpointId | None = None) -> Frame:
@@ -874,7 +881,7 @@ HOSTILE_DELTAS: list[tuple[str, dict[str, Any], str]] = [
     (
         "append to a missing field",
         {"keys": [*HOSTILE_KEYS, "ghost"], "appended": {"ghost": (1, enc(2))}},
-        "not an array",
+        "lacks",
     ),
     ("append a negative count", {"appended": {"items": (-1, b"")}}, "appends -1"),
     ("append past the array limit", {"appended": {"items": (2**32 - 20, b"")}}, "appends"),

@@ -22,7 +22,10 @@ from flowpoint import (
     CodecError,
     CorruptCheckpoint,
     GraphMismatch,
+    InMemoryBlobStore,
     SerdeCheckpointCodec,
+    SyncCheckpointStore,
+    TypedCheckpointStore,
 )
 from flowpoint.blob import (
     MAX_METADATA_KEY_LENGTH,
@@ -34,6 +37,7 @@ from flowpoint.blob import (
 )
 from flowpoint.codec import KeyRing
 from flowpoint.codec.envelope import MAX_HEADER_LENGTH
+from flowpoint.typed import RekeyResult
 from tests.codec.test_serde import reframe
 
 GRAPH = 0x0123456789ABCDEF
@@ -282,11 +286,43 @@ def test_rotation_reads_old_keys_and_reseal_moves_to_the_primary() -> None:
     assert resealed.info() != blob.info() or resealed.data != blob.data
     new_only = codec(encryption=KeyRing({"k2": K2}, primary="k2"))
     assert new_only.deserialize(resealed, GRAPH) == checkpoint
-    # Unencrypted data is sealed too, and a codec without keys cannot reseal.
+    # Unencrypted data is sealed only by a codec told to take it; one without keys cannot reseal.
     plain, checkpoint = save({"a": 1})
-    assert new_only.deserialize(new_only.reseal(plain), GRAPH) == checkpoint
+    with pytest.raises(CodecError, match="not encrypted"):
+        new_only.reseal(plain)
+    migrating = codec(encryption=new_only.encryption, allow_unencrypted=True)
+    assert new_only.deserialize(migrating.reseal(plain), GRAPH) == checkpoint
     with pytest.raises(TypeError, match="key ring"):
         codec().reseal(plain)
+
+
+async def test_rekey_never_vouches_for_an_unencrypted_checkpoint() -> None:
+    # A writer of the store without the key puts an unencrypted checkpoint in a trace.
+    blobs = InMemoryBlobStore()
+    keys = KeyRing({"k1": K1, "k2": K2}, primary="k2")
+    owner = TypedCheckpointStore(blobs, codec(encryption=KeyRing({"k1": K1}, primary="k1")))
+    first = Checkpoint.first("n", {"amount": 10})
+    await owner.save_with_trace("t", first, GRAPH)
+    forged = first.child("n", {"amount": 1_000_000})
+    await TypedCheckpointStore(blobs, codec()).save_with_trace("t", forged, GRAPH)
+    rotated = TypedCheckpointStore(blobs, codec(encryption=keys))
+    with pytest.raises(CodecError, match="not encrypted"):
+        await rotated.load_latest("t", GRAPH)
+
+    result = await rotated.rekey()
+    assert result == RekeyResult(rewritten=1, skipped=(forged.checkpoint_id,))
+    assert await rotated.rekey("t") == RekeyResult(0, (forged.checkpoint_id,))
+    with pytest.raises(CodecError, match="not encrypted"):
+        await rotated.load_latest("t", GRAPH)
+    assert await rotated.load(first.checkpoint_id, GRAPH) == first
+    # The blocking facade reports the same.
+    with SyncCheckpointStore(rotated) as sync:
+        assert sync.rekey() == RekeyResult(0, (forged.checkpoint_id,))
+
+    # Turning encryption on for a store you trust: allow_unencrypted encrypts them.
+    migrating = TypedCheckpointStore(blobs, codec(encryption=keys, allow_unencrypted=True))
+    assert await migrating.rekey() == RekeyResult(rewritten=1)
+    assert await rotated.load_latest("t", GRAPH) == forged
 
 
 def test_reseal_keeps_states_the_codec_type_cannot_decode() -> None:

@@ -266,3 +266,27 @@ def test_pydantic_fields_msgspec_does_not_know_are_left_to_pydantic() -> None:
     for body_format in ("msgpack", "json"):
         blob = encode(state, Link, format=body_format)
         assert SerdeCheckpointCodec(Link).deserialize(blob, GRAPH).state == state
+
+
+def test_the_codec_module_is_split_by_concern() -> None:
+    import flowpoint.codec._compression as compression
+    import flowpoint.codec._schema as schema
+    import flowpoint.codec.serde as serde
+
+    # What other modules import from serde stays there.
+    for name in (
+        "DELTA_BASE_KEY",
+        "DEFAULT_MAX_PAYLOAD_SIZE",
+        "DEFAULT_MAX_STATE_SIZE",
+        "DEFAULT_MAX_DELTA_CHAIN",
+        "COMPRESSION_THRESHOLD",
+        "SerdeCheckpointCodec",
+    ):
+        assert name in serde.__all__
+        assert hasattr(serde, name)
+    # The state schema and zstd live in their own modules; serde is the codec class.
+    assert serde.COMPRESSION_THRESHOLD is compression.COMPRESSION_THRESHOLD
+    assert "zstandard" not in vars(serde)
+    assert not any(name in vars(serde) for name in ("_strict_hook", "_validate_pydantic"))
+    assert callable(schema.StateSchema)
+    assert callable(compression.Zstd)

@@ -226,7 +226,7 @@ async def test_encrypted_deltas_read_back_and_rekey(
     assert sum(is_delta(info.metadata) for info in await store.history("t", 10)) >= 5
     rotated = SerdeCheckpointCodec(encryption=KeyRing({"old": old, "new": new}, primary="new"))
     rekeyed = TypedCheckpointStore(blob_store, rotated)
-    assert await rekeyed.rekey("t") == 8
+    assert (await rekeyed.rekey("t")).rewritten == 8
     only_new = SerdeCheckpointCodec(encryption=KeyRing({"new": new}, primary="new"))
     await assert_all_load(harness, checkpoints, only_new)
 

@@ -20,6 +20,7 @@ from flowpoint import (
 )
 from flowpoint.codec import KeyRing
 from flowpoint.stores.base import RewritableBlobStore
+from flowpoint.typed import RekeyResult
 from tests.harnesses.base import StoreHarness
 
 GRAPH = 0x5EC0DE
@@ -190,10 +191,14 @@ async def test_rekey_moves_every_checkpoint_to_the_primary_key(
     rotated = typed(rewritable, ROTATED)
     infos_before = {i.checkpoint_id: i for t in ("one", "two") for i in await rotated.history(t)}
 
-    assert await rotated.rekey("one") == 3
-    assert await rotated.rekey("one") == 0
-    assert await rotated.rekey() == 4  # the rest of "two", and the unencrypted trace
-    assert await rotated.rekey() == 0
+    assert (await rotated.rekey("one")).rewritten == 3
+    assert (await rotated.rekey("one")).rewritten == 0
+    # The rest of "two"; unencrypted checkpoints only with allow_unencrypted.
+    plain_ids = tuple(checkpoint.checkpoint_id for checkpoint in reversed(plain))
+    assert await rotated.rekey() == RekeyResult(rewritten=2, skipped=plain_ids)
+    migrating = SerdeCheckpointCodec(dict, encryption=ROTATED, allow_unencrypted=True)
+    assert await TypedCheckpointStore(rewritable, migrating).rekey() == RekeyResult(2)
+    assert await rotated.rekey() == RekeyResult(0)
 
     fresh = typed(rewritable, NEW_ONLY)
     for trace, checkpoints in (("one", one), ("two", two), ("plain", plain)):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from flowpoint.blob import CheckpointInfo
+from flowpoint.chains import MissingBase
 from flowpoint.cli.common import (
     DebugOption,
     JsonOption,
@@ -100,8 +101,9 @@ async def check_checkpoint(
 ) -> Problem | Literal["vanished"] | None:
     """Load one listed checkpoint and decode it (and its chain) without a graph check.
 
-    ``None`` if it is intact; ``"vanished"`` if it was deleted since the listing;
-    otherwise the :class:`Problem`. Storage failures are not caught: they stop the run.
+    ``None`` if it is intact; ``"vanished"`` if it was deleted since the listing
+    (also while its chain was read); otherwise the :class:`Problem`. Storage
+    failures are not caught: they stop the run.
     """
 
     def problem(kind: ProblemKind, reason: str) -> Problem:
@@ -118,6 +120,9 @@ async def check_checkpoint(
             )
         await reader.decode(blob, None)
     except CorruptCheckpoint as exc:
+        # A chain read while a prune rewrote it: damage only if the checkpoint is still there.
+        if isinstance(exc, MissingBase) and await reader.store.load(info.checkpoint_id) is None:
+            return "vanished"
         return problem("corrupt", exc.reason)
     except CodecError as exc:
         return problem("undecodable", str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Generic
 
 from flowpoint.blob import CheckpointBlob
@@ -77,7 +78,22 @@ class DeltaCheckpointCodec(CheckpointCodec[S], Generic[S]):
 
     @abc.abstractmethod
     def read_frame(self, blob: CheckpointBlob, base: Frame | None) -> Frame | None:
-        """The frame of ``blob`` (given its base's, for a delta), without decoding the state."""
+        """The frame of ``blob`` (given its base's, for a delta), without decoding the state.
+
+        ``None`` for a whole state that cannot be split into fields.
+        """
+
+    @abc.abstractmethod
+    def follow(self, base: Frame, deltas: Sequence[CheckpointBlob]) -> Frame:
+        """The frame of the last of ``deltas``, a chain on ``base`` listed oldest first.
+
+        Each delta must name the checkpoint before it (the first, ``base``), in the
+        same trace at an earlier step. Each is checked as it is applied; the state the
+        last leaves is checked against the size and hash it records, before it is
+        returned. Raises :class:`~flowpoint.errors.CorruptCheckpoint` for any link
+        that does not fit. The cost is what the deltas hold, plus one pass over the
+        state the last one leaves.
+        """
 
     @abc.abstractmethod
     def decode(

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import dataclasses
-import math
-import sys
-import threading
-import typing
-from typing import Any, Generic, Literal, get_args
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Generic, get_args, overload
+from uuid import UUID
 
 import msgspec
-import zstandard
 from typing_extensions import override
 
 from flowpoint.blob import CheckpointBlob, Metadata, check_header, validate_metadata
 from flowpoint.checkpoint import Checkpoint, S, State
+from flowpoint.codec._bounds import check_decoded_size
+from flowpoint.codec._compression import (
+    COMPRESSION_THRESHOLD,
+    MAX_LEVEL,
+    MIN_LEVEL,
+    Compression,
+    Zstd,
+)
+from flowpoint.codec._schema import BodyFormat, StateSchema, type_name
 from flowpoint.codec.base import DeltaCheckpointCodec
 from flowpoint.codec.delta import (
+    Budget,
     Delta,
     Frame,
-    apply_delta,
+    Rebuild,
     diff_fields,
     join_fields,
     split_fields,
@@ -42,27 +46,29 @@ from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
 __all__ = [
     "COMPRESSION_THRESHOLD",
+    "DEFAULT_MAX_DECODED_SIZE",
     "DEFAULT_MAX_DELTA_CHAIN",
     "DEFAULT_MAX_PAYLOAD_SIZE",
     "DEFAULT_MAX_STATE_SIZE",
     "DELTA_BASE_KEY",
+    "MAX_DELTA_CHAIN",
     "BodyFormat",
     "Compression",
     "SerdeCheckpointCodec",
 ]
 
-BodyFormat = Literal["msgpack", "json"]
 _BODY_FORMATS: tuple[BodyFormat, ...] = get_args(BodyFormat)
-Compression = Literal["zstd"]
 
 DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024
 """Bytes of a checkpoint's stored data, at most, unless the codec says otherwise."""
 DEFAULT_MAX_STATE_SIZE = 256 * 1024 * 1024
 """Bytes of an encoded state (before compression, after decompression), at most."""
-COMPRESSION_THRESHOLD = 512
-"""Bodies shorter than this are never compressed: zstd's frame would eat the gain."""
+DEFAULT_MAX_DECODED_SIZE = 1024 * 1024 * 1024
+"""Bytes of memory decoding a state may build, as estimated before it is decoded, at most."""
 DEFAULT_MAX_DELTA_CHAIN = 64
 """Deltas in a row, at most, before a checkpoint is stored whole again."""
+MAX_DELTA_CHAIN = 256
+"""The most deltas in a row any codec writes: readers refuse longer chains."""
 DELTA_BASE_KEY = "flowpoint.delta_of"
 """The metadata key under which a delta names its base (for listings; reserved)."""
 # Smaller states are stored whole without looking for changes: a delta's own header
@@ -72,14 +78,6 @@ _MIN_DELTA_STATE = 1024
 # times the bytes of the whole checkpoint it starts from: reading a checkpoint then costs
 # at most about this many whole ones, and storage grows with what steps add.
 _CHAIN_TO_KEYFRAME = 2
-
-_MIB = 1024 * 1024
-# Windows above this are refused when decompressing: zstd levels up to 19 never use more,
-# and a frame asking for a huge window would make the decoder allocate it.
-_MAX_WINDOW_SIZE = 8 * _MIB
-_MIN_LEVEL, _MAX_LEVEL = -7, 19
-# Frames that do not declare their size are decompressed this much at a time.
-_STREAM_CHUNK = _MIB
 
 
 class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
@@ -92,6 +90,12 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     ``Any`` (as in a plain dict state) comes back as the format's own type, so a
     ``UUID`` there returns as a ``str``. A state implementing
     :class:`~flowpoint.WorkflowState` stores only its snapshot.
+
+    A state is checked against ``state_type`` before it is encoded into a blob
+    (only what changed, for a delta; nothing for plain dict states): one that does
+    not fit, or a ``TypedDict`` state with keys its type does not declare, raises
+    :class:`~flowpoint.errors.CodecError` naming the field and the path to the
+    value, and nothing is stored.
 
     ``format`` is ``"msgpack"`` (compact, the default) or ``"json"`` (readable; it
     cannot hold NaN or infinity, and a state holding them is refused). Either
@@ -111,27 +115,32 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
 
     Deltas (MessagePack states whose top level is a map: dicts, dataclasses,
     Structs, pydantic models): saved through a
-    :class:`~flowpoint.TypedCheckpointStore`, a checkpoint of 1 KiB of state or
-    more is stored as its changes to the one saved before it in the trace (fields
-    replaced, elements appended to or changed in an array) when that is less than
-    half what it would take whole; after
-    ``max_delta_chain`` deltas in a row (default 64; 0 stores every state whole),
-    or once the chain's deltas outweigh twice the whole checkpoint it starts from,
-    the next one is stored whole. A delta names its base in its metadata under
-    ``"flowpoint.delta_of"``; that key is reserved.
+    :class:`~flowpoint.TypedCheckpointStore` over a store that can rewrite data,
+    a checkpoint of 1 KiB of state or more is stored as its changes to the one
+    saved before it in the trace (fields replaced, elements appended to or
+    changed in an array) when that is less than half what it would take whole;
+    after ``max_delta_chain`` deltas in a row (default 64, at most 256; 0 stores
+    every state whole), or once the chain's deltas outweigh twice the whole checkpoint it
+    starts from, the next one is stored whole. A delta names its base in its
+    metadata under ``"flowpoint.delta_of"``; that key is reserved.
 
-    Limits: saving data longer than ``max_payload_size`` bytes (64 MiB), or a state
-    that encodes to more than ``max_state_size`` bytes (256 MiB), raises
-    :class:`~flowpoint.errors.CodecError`; on load, longer data, or a body that
-    would decompress to more, is :class:`~flowpoint.errors.CorruptCheckpoint`
-    before anything is decoded.
+    Limits: saving data longer than ``max_payload_size`` bytes (64 MiB), a state
+    that encodes to more than ``max_state_size`` bytes (256 MiB), or one whose
+    decoding would build more than ``max_decoded_size`` bytes of objects (1 GiB,
+    estimated from the encoded state: what each value decodes to, containers as
+    the state type declares them) raises :class:`~flowpoint.errors.CodecError`;
+    on load, longer data, a body that would decompress to more, or a state or
+    delta that would decode to more (a few KB of zstd holding millions of empty
+    arrays, say) is :class:`~flowpoint.errors.CorruptCheckpoint` before anything
+    is decoded. Array elements split out for deltas count against
+    ``max_decoded_size`` too.
 
     Configured, not subclassed::
 
         codec = SerdeCheckpointCodec(ResearchState, format="json")
     """
 
-    @typing.overload
+    @overload
     def __init__(
         self,
         state_type: type[S] = ...,
@@ -143,9 +152,10 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         allow_unencrypted: bool = ...,
         max_payload_size: int = ...,
         max_state_size: int = ...,
+        max_decoded_size: int = ...,
         max_delta_chain: int = ...,
     ) -> None: ...
-    @typing.overload
+    @overload
     def __init__(
         self: SerdeCheckpointCodec[Any],
         state_type: Any,
@@ -157,6 +167,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         allow_unencrypted: bool = ...,
         max_payload_size: int = ...,
         max_state_size: int = ...,
+        max_decoded_size: int = ...,
         max_delta_chain: int = ...,
     ) -> None: ...
     def __init__(
@@ -170,6 +181,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         allow_unencrypted: bool = False,
         max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
         max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+        max_decoded_size: int = DEFAULT_MAX_DECODED_SIZE,
         max_delta_chain: int = DEFAULT_MAX_DELTA_CHAIN,
     ) -> None:
         if format not in _BODY_FORMATS:
@@ -179,10 +191,10 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         if (
             isinstance(compression_level, bool)
             or not isinstance(compression_level, int)
-            or not _MIN_LEVEL <= compression_level <= _MAX_LEVEL
+            or not MIN_LEVEL <= compression_level <= MAX_LEVEL
         ):
             raise ValueError(
-                f"compression_level must be an int from {_MIN_LEVEL} to {_MAX_LEVEL}, "
+                f"compression_level must be an int from {MIN_LEVEL} to {MAX_LEVEL}, "
                 f"not {compression_level!r}"
             )
         if encryption is not None and not isinstance(encryption, KeyRing):
@@ -192,15 +204,19 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         for name, value in (
             ("max_payload_size", max_payload_size),
             ("max_state_size", max_state_size),
+            ("max_decoded_size", max_decoded_size),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1 (bytes), not {value!r}")
         if (
             isinstance(max_delta_chain, bool)
             or not isinstance(max_delta_chain, int)
-            or max_delta_chain < 0
+            or not 0 <= max_delta_chain <= MAX_DELTA_CHAIN
         ):
-            raise ValueError(f"max_delta_chain must be an int >= 0, not {max_delta_chain!r}")
+            raise ValueError(
+                f"max_delta_chain must be an int from 0 to {MAX_DELTA_CHAIN}, "
+                f"not {max_delta_chain!r}"
+            )
         self.state_type = state_type
         self.format: BodyFormat = format
         self.compression: Compression | None = compression
@@ -209,17 +225,16 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         self.allow_unencrypted = bool(allow_unencrypted)
         self.max_payload_size = max_payload_size
         self.max_state_size = max_state_size
+        self.max_decoded_size = max_decoded_size
         self.max_delta_chain = max_delta_chain
         # Frames (and so deltas) exist for MessagePack states only.
         self._frames = format == "msgpack"
-        self._schema = _StateSchema(state_type, allow_secrets=encryption is not None)
-        # zstd contexts are not thread-safe, and making one costs about as much as
-        # compressing a small state: each thread keeps its own.
-        self._zstd = threading.local()
+        self._schema = StateSchema(state_type, allow_secrets=encryption is not None)
+        self._zstd = Zstd(compression_level)
 
     def __repr__(self) -> str:
         return (
-            f"SerdeCheckpointCodec({_type_name(self.state_type)}, format={self.format!r}, "
+            f"SerdeCheckpointCodec({type_name(self.state_type)}, format={self.format!r}, "
             f"compression={self.compression!r}, encryption={self.encryption!r})"
         )
 
@@ -254,15 +269,26 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
                 f"the state encodes to {size} bytes, over this codec's "
                 f"max_state_size of {self.max_state_size}"
             )
+        if size * self._schema.costs.per_byte > self.max_decoded_size:
+            # A state no load could decode is not saved.
+            try:
+                self._check_decoded(state or join_fields(fields or {}), self.format)
+            except ValueError as exc:
+                raise CodecError(f"the state is {exc}") from None
         elements: dict[str, list[msgspec.Raw]] = {}
-        delta = None
+        changes = delta = None
         if (
             fields is not None
             and base is not None
             and size >= _MIN_DELTA_STATE
             and self._extends(base, trace, checkpoint)
         ):
-            delta = self._delta(base, fields, elements, size)
+            budget = Budget(self.max_decoded_size)
+            changes = diff_fields(base, fields, elements, size, budget)
+            delta = self._delta(base, changes, size)
+        # Before anything is stored: a state that does not fit its type could never be
+        # loaded. The base was checked when it was saved or loaded: only changes are.
+        self._schema.check(state, fields, self.format, changes)
         metadata: Metadata = dict(checkpoint.metadata)
         if delta is not None and base is not None:
             with_base = {**metadata, DELTA_BASE_KEY: str(base.checkpoint_id)}
@@ -297,20 +323,14 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             and base.chain_length < self.max_delta_chain
         )
 
-    def _delta(
-        self,
-        base: Frame,
-        fields: dict[str, bytes],
-        elements: dict[str, list[msgspec.Raw]],
-        state_size: int,
-    ) -> bytes | None:
-        """The encoded delta from ``base`` to ``fields``, or ``None`` where a whole state pays.
+    def _delta(self, base: Frame, changes: Delta, state_size: int) -> bytes | None:
+        """``changes`` to ``base``, encoded; ``None`` where storing the state whole pays.
 
         A delta must be under half what the whole state would store, estimated from
         how its chain's keyframe compressed, and its chain must stay within
         :data:`_CHAIN_TO_KEYFRAME` times that keyframe's stored size.
         """
-        delta = _delta_encoder.encode(diff_fields(base, fields, elements, state_size))
+        delta = _delta_encoder.encode(changes)
         if 2 * len(delta) > state_size * min(base.stored_ratio, 1.0):
             return None
         if base.chain_size + len(delta) > _CHAIN_TO_KEYFRAME * base.keyframe_size:
@@ -327,9 +347,9 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     ) -> CheckpointBlob:
         """Compress, encrypt and frame ``body`` under a header of ``header_fields``."""
         compression: Compression | None = None
-        if self.compression == "zstd" and len(body) >= COMPRESSION_THRESHOLD:
-            compressed = self._compressor().compress(body)
-            if len(compressed) < len(body):
+        if self.compression == "zstd":
+            compressed = self._zstd.compress(body)
+            if compressed is not None:
                 body, compression = compressed, "zstd"
         header = EnvelopeHeader(
             body_format=body_format,
@@ -389,11 +409,18 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
             raise GraphMismatch(expected_hash, header.graph_hash)
         state: memoryview | bytes
         frame: Frame | None
+        body_format = header.body_format
         if known is not None and known.checkpoint_id == blob.checkpoint_id:
-            state, frame, body_format = join_fields(known.fields), known, "msgpack"
+            frame = known
+        elif body_format == "delta":
+            frame = self._rebuilt(self._need_base(blob, base), [self._link(blob, envelope, body)])
         else:
-            state, frame = self._state_bytes(blob, envelope, body, base, frames=frames)
-            body_format = "msgpack" if header.body_format == "delta" else header.body_format
+            frame = None
+        if frame is not None:
+            state, body_format = join_fields(frame.fields), "msgpack"
+            self._check_state(blob, state, body_format)
+        else:
+            state, frame = self._whole(blob, envelope, body, frames=frames)
         value = self._schema.decode(state, body_format, blob.checkpoint_id)
         metadata = header.metadata
         if DELTA_BASE_KEY in metadata:
@@ -426,7 +453,23 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     def read_frame(self, blob: CheckpointBlob, base: Frame | None) -> Frame | None:
         envelope = self._open(blob)
         body = self._plaintext(blob, envelope)
-        return self._state_bytes(blob, envelope, body, base)[1]
+        if envelope.header.body_format == "delta":
+            return self._rebuilt(self._need_base(blob, base), [self._link(blob, envelope, body)])
+        return self._whole(blob, envelope, body)[1]
+
+    @override
+    def follow(self, base: Frame, deltas: Sequence[CheckpointBlob]) -> Frame:
+        def links() -> Iterator[tuple[CheckpointBlob, Delta]]:
+            below: Frame | CheckpointBlob = base
+            for blob in deltas:
+                envelope = self._open(blob)
+                if envelope.header.body_format != "delta":
+                    raise CodecError(f"checkpoint {blob.checkpoint_id} is not stored as changes")
+                self._check_base(blob, envelope.header.base_id, below)
+                yield self._link(blob, envelope, self._plaintext(blob, envelope))
+                below = blob
+
+        return self._rebuilt(base, links())
 
     @override
     def rebase(self, blob: CheckpointBlob, frame: Frame) -> CheckpointBlob:
@@ -445,47 +488,107 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
         }
         return self._seal(join_fields(frame.fields), "msgpack", header_fields, None, None)
 
-    def _state_bytes(
+    def _whole(
         self,
         blob: CheckpointBlob,
         envelope: Envelope,
         body: memoryview | bytes,
-        base: Frame | None,
         *,
         frames: bool = True,
     ) -> tuple[memoryview | bytes, Frame | None]:
-        """The whole state's bytes of an opened envelope, and its frame where it has one.
+        """The state's bytes of an opened envelope of a whole state, and its frame if it has one.
 
-        A whole state is split into a frame only if ``frames``; a delta always is.
+        The state is split into a frame only if ``frames``.
         """
         header = envelope.header
-        plain = self._decompress(blob.checkpoint_id, header.compression, body)
-        if header.body_format != "delta":
-            # Any codec reads a chain, whatever format it writes itself.
-            if header.body_format != "msgpack" or not frames:
-                return plain, None
-            fields = split_fields(plain)
-            return plain, None if fields is None else _frame(blob, fields, None, {})
-        if base is None or base.checkpoint_id != header.base_id:
+        plain = self._zstd.decompress(
+            blob.checkpoint_id, header.compression, body, self.max_state_size
+        )
+        self._check_state(blob, plain, header.body_format)
+        # Any codec reads a chain, whatever format it writes itself.
+        if header.body_format != "msgpack" or not frames:
+            return plain, None
+        fields = split_fields(plain)
+        return plain, None if fields is None else _frame(blob, fields, None, {})
+
+    def _need_base(self, blob: CheckpointBlob, base: Frame | None) -> Frame:
+        """``base``, checked to be the base the delta ``blob`` names."""
+        base_id = peek_header(blob).base_id
+        if base is None or base.checkpoint_id != base_id:
             raise CodecError(
                 f"checkpoint {blob.checkpoint_id} is stored as its changes to checkpoint "
-                f"{header.base_id}; read it through a TypedCheckpointStore, which follows "
-                f"the chain"
+                f"{base_id}; read it through a TypedCheckpointStore, which follows the chain"
             )
-        if base.trace_id != blob.trace_id or base.step >= blob.step:
+        self._check_base(blob, base_id, base)
+        return base
+
+    @staticmethod
+    def _check_base(
+        blob: CheckpointBlob, base_id: UUID | None, below: Frame | CheckpointBlob
+    ) -> None:
+        """Refuse a delta read on top of another checkpoint than its base, or a later one."""
+        if below.checkpoint_id != base_id:
+            raise CodecError(
+                f"checkpoint {blob.checkpoint_id} is stored as its changes to checkpoint "
+                f"{base_id}, not to {below.checkpoint_id}"
+            )
+        if below.trace_id != blob.trace_id or below.step >= blob.step:
             raise CorruptCheckpoint(
                 blob.checkpoint_id,
-                f"its base {base.checkpoint_id} is at step {base.step} of trace "
-                f"{base.trace_id!r:.80}, not before step {blob.step} of {blob.trace_id!r:.80}",
+                f"its base {below.checkpoint_id} is at step {below.step} of trace "
+                f"{below.trace_id!r:.80}, not before step {blob.step} of {blob.trace_id!r:.80}",
             )
-        elements: dict[str, list[msgspec.Raw]] = {}
+
+    def _link(
+        self, blob: CheckpointBlob, envelope: Envelope, body: memoryview | bytes
+    ) -> tuple[CheckpointBlob, Delta]:
+        """The delta an opened envelope of a delta holds."""
+        plain = self._zstd.decompress(
+            blob.checkpoint_id, envelope.header.compression, body, self.max_state_size
+        )
         try:
-            delta = _delta_decoder.decode(plain)
-            fields = apply_delta(base, delta, self.max_state_size, elements)
+            check_decoded_size(plain, "msgpack", self.max_decoded_size)
+            return blob, _delta_decoder.decode(plain)
         except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
-        # apply_delta checked that the fields add up to the size the delta states.
-        return join_fields(fields), _frame(blob, fields, base, elements, delta.state_size)
+
+    def _rebuilt(self, base: Frame, links: Iterable[tuple[CheckpointBlob, Delta]]) -> Frame:
+        """The frame of the last of ``links``: ``base`` changed by each delta in turn.
+
+        Each link is checked as it is applied (see :class:`Rebuild`); the state the
+        last one leaves is checked against the hash that delta records.
+        """
+        rebuild = Rebuild(base, self.max_state_size, Budget(self.max_decoded_size))
+        deltas = deltas_size = 0
+        last: tuple[CheckpointBlob, Delta] | None = None
+        for last in links:
+            blob, delta = last
+            try:
+                rebuild.apply(delta)
+            except ValueError as exc:
+                raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
+            deltas, deltas_size = deltas + 1, deltas_size + len(blob.data)
+        if last is None:
+            return base
+        blob, delta = last
+        try:
+            fields = rebuild.finish(delta.state_hash)
+        except ValueError as exc:
+            raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
+        return _frame(blob, fields, base, {}, delta.state_size, deltas=(deltas, deltas_size))
+
+    def _check_decoded(self, state: bytes | memoryview, body_format: str) -> None:
+        """``ValueError`` if decoding ``state`` could build more than ``max_decoded_size``."""
+        check_decoded_size(state, body_format, self.max_decoded_size, self._schema.costs)
+
+    def _check_state(
+        self, blob: CheckpointBlob, state: bytes | memoryview, body_format: str
+    ) -> None:
+        """Refuse, as damage, a stored state whose decoding could build too much."""
+        try:
+            self._check_decoded(state, body_format)
+        except ValueError as exc:
+            raise CorruptCheckpoint(blob.checkpoint_id, f"the state is {exc}") from None
 
     # -- what rekeying needs: the key of a blob, and re-encryption without decoding --------
 
@@ -500,17 +603,18 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
     def reseal(self, blob: CheckpointBlob) -> CheckpointBlob:
         """``blob`` with its data encrypted under the key ring's primary key.
 
-        The data is decrypted (or taken as it is, if it was not encrypted) and
-        encrypted again with the same header, body format and compression; the
-        state is never decoded, so this works for states the codec's type no longer
-        fits. Raises ``TypeError`` for a codec without a key ring,
-        :class:`~flowpoint.errors.CodecError` if the ring lacks the data's key,
+        The data is decrypted (or, with ``allow_unencrypted=True``, taken as it is
+        if it was not encrypted) and encrypted again with the same header, body
+        format and compression; the state is never decoded, so this works for
+        states the codec's type no longer fits. Raises ``TypeError`` for a codec
+        without a key ring, :class:`~flowpoint.errors.CodecError` if the ring lacks
+        the data's key or the data is unencrypted and not allowed to be,
         :class:`~flowpoint.errors.CorruptCheckpoint` if it fails authentication.
         """
         if self.encryption is None:
             raise TypeError("reseal needs a codec with a key ring (encryption=KeyRing(...))")
         envelope = self._open(blob)
-        body = self._plaintext(blob, envelope, rekeying=True)
+        body = self._plaintext(blob, envelope)
         header = msgspec.structs.replace(envelope.header, key_id=self.encryption.primary)
         try:
             head = encode_head(header)
@@ -533,18 +637,15 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
                 f"{self.max_payload_size}",
             )
 
-    def _plaintext(
-        self, blob: CheckpointBlob, envelope: Envelope, *, rekeying: bool = False
-    ) -> memoryview | bytes:
+    def _plaintext(self, blob: CheckpointBlob, envelope: Envelope) -> memoryview | bytes:
         """The body of ``envelope``, decrypted and authenticated if it is encrypted.
 
-        Refuses unencrypted data when the codec has a key ring, unless it allows
-        it or is ``rekeying`` (taking such data to encrypt it).
+        Refuses unencrypted data when the codec has a key ring, unless it allows it.
         """
         checkpoint_id = blob.checkpoint_id
         key_id = envelope.header.key_id
         if key_id is None:
-            if self.encryption is not None and not (self.allow_unencrypted or rekeying):
+            if self.encryption is not None and not self.allow_unencrypted:
                 raise CodecError(
                     f"checkpoint {checkpoint_id} is not encrypted, and this codec reads "
                     f"encrypted checkpoints only (anyone who can write to the store could "
@@ -570,68 +671,6 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], Generic[S]):
                 f"authentication with key {key_id!r} failed: wrong key, or the data was changed",
             ) from None
 
-    def _decompress(
-        self, checkpoint_id: CheckpointId, compression: str | None, body: memoryview | bytes
-    ) -> memoryview | bytes:
-        limit = self.max_state_size
-        if compression is None:
-            if len(body) > limit:
-                raise CorruptCheckpoint(
-                    checkpoint_id, f"the state is {len(body)} bytes, over max_state_size {limit}"
-                )
-            return body
-        if compression != "zstd":
-            raise CodecError(
-                f"checkpoint {checkpoint_id} is compressed with {compression!r:.40}, which this "
-                f"codec does not read"
-            )
-
-        def corrupt(reason: str) -> CorruptCheckpoint:
-            return CorruptCheckpoint(checkpoint_id, f"zstd body: {reason}")
-
-        try:
-            size = zstandard.frame_content_size(body)
-        except zstandard.ZstdError as exc:
-            raise corrupt(str(exc)) from None
-        if size > limit:
-            # Checked before anything is allocated: a frame may claim any size.
-            raise corrupt(f"it would decompress to {size} bytes, over max_state_size {limit}")
-        decompressor = self._decompressor()
-        try:
-            if size >= 0:
-                # Exactly one frame, exactly the size it declares.
-                return decompressor.decompress(body, allow_extra_data=False)
-            # No declared size (flowpoint always declares it): decompress a chunk at a
-            # time up to the limit, then once more with the size now known.
-            found = 0
-            with decompressor.stream_reader(body, read_across_frames=False) as reader:
-                while chunk := reader.read(min(_STREAM_CHUNK, limit + 1 - found)):
-                    found += len(chunk)
-                    if found > limit:
-                        raise corrupt(f"it decompresses to over max_state_size {limit} bytes")
-            # This pass also catches a truncated frame, which the stream reader does not.
-            return decompressor.decompress(
-                body, max_output_size=max(found, 1), allow_extra_data=False
-            )
-        except zstandard.ZstdError as exc:
-            raise corrupt(str(exc)) from None
-
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        compressor: zstandard.ZstdCompressor | None = getattr(self._zstd, "compressor", None)
-        if compressor is None:
-            compressor = self._zstd.compressor = zstandard.ZstdCompressor(
-                level=self.compression_level, write_content_size=True
-            )
-        return compressor
-
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        decompressor: zstandard.ZstdDecompressor | None = getattr(self._zstd, "decompressor", None)
-        if decompressor is None:
-            decompressor = self._zstd.decompressor = zstandard.ZstdDecompressor(
-                max_window_size=_MAX_WINDOW_SIZE
-            )
-        return decompressor
-
 
 def _frame(
     blob: CheckpointBlob,
@@ -639,8 +678,14 @@ def _frame(
     base: Frame | None,
     elements: dict[str, list[msgspec.Raw]],
     size: int | None = None,
+    *,
+    deltas: tuple[int, int] | None = None,
 ) -> Frame:
-    """The frame of ``blob``, whose state has ``fields``: a delta on ``base``, or whole."""
+    """The frame of ``blob``, whose state has ``fields``: whole, or a delta on ``base``.
+
+    ``deltas`` counts the deltas from ``base`` to ``blob`` and their stored bytes,
+    when there are more than ``blob`` itself.
+    """
     if base is None:
         return Frame(
             blob.checkpoint_id,
@@ -654,233 +699,21 @@ def _frame(
             elements=elements,
             size=size,
         )
+    added, added_size = (1, len(blob.data)) if deltas is None else deltas
     return Frame(
         blob.checkpoint_id,
         blob.trace_id,
         blob.step,
         fields,
         chain_start=base.chain_start,
-        chain_length=base.chain_length + 1,
-        chain_size=base.chain_size + len(blob.data),
+        chain_length=base.chain_length + added,
+        chain_size=base.chain_size + added_size,
         keyframe_size=base.keyframe_size,
         stored_ratio=base.stored_ratio,
         elements=elements,
         size=size,
     )
 
-
-class _StateSchema:
-    """How one state type is encoded and decoded."""
-
-    def __init__(self, state_type: Any, *, allow_secrets: bool) -> None:
-        self.state_type = state_type
-        self.encoders = _SECRET_ENCODERS if allow_secrets else _ENCODERS
-        self.runtime_class = _runtime_class(state_type)
-        snapshot = getattr(state_type, "__flowpoint_snapshot__", None)
-        restore = getattr(state_type, "__flowpoint_restore__", None)
-        self.projected = callable(snapshot) and callable(restore)
-        wire_type: Any = state_type
-        if self.projected:
-            try:
-                wire_type = typing.get_type_hints(snapshot).get("return", Any)
-            except Exception as exc:  # unresolvable annotations: a configuration error
-                raise TypeError(
-                    f"cannot read the return annotation of "
-                    f"{_type_name(state_type)}.__flowpoint_snapshot__: {exc}"
-                ) from exc
-        try:
-            self.decoders: dict[str, msgspec.msgpack.Decoder[Any] | msgspec.json.Decoder[Any]] = {
-                "msgpack": msgspec.msgpack.Decoder(wire_type, dec_hook=_strict_hook),
-                "json": msgspec.json.Decoder(wire_type, dec_hook=_strict_hook),
-            }
-        except TypeError as exc:
-            raise TypeError(
-                f"flowpoint cannot store states of type {_type_name(state_type)}: {exc}"
-            ) from exc
-
-    def encode(self, state: Any, body_format: BodyFormat) -> bytes:
-        value = self._stored_value(state)
-        try:
-            body = self.encoders[body_format].encode(value)
-        except Exception as exc:  # msgspec raises TypeError, OverflowError, RecursionError...
-            raise CodecError(f"cannot encode the state: {exc}") from exc
-        # JSON writes NaN and infinity as null; refuse rather than lose them. A
-        # state without nulls cannot hold either, so most states skip the walk.
-        if body_format == "json" and b"null" in body:
-            _reject_non_finite(value, self.encoders[body_format].enc_hook)
-        return body
-
-    def encode_fields(self, state: Any) -> dict[str, bytes] | None:
-        """A dict state's fields, each encoded to MessagePack on its own; ``None`` for others.
-
-        The same bytes :func:`~flowpoint.codec.delta.split_fields` would cut out of
-        the whole encoding, without encoding it whole and cutting it up again.
-        """
-        value = self._stored_value(state)
-        if type(value) is not dict or not all(type(key) is str for key in value):
-            return None
-        encode = self.encoders["msgpack"].encode
-        try:
-            return {key: encode(item) for key, item in value.items()}
-        except Exception as exc:  # as in encode
-            raise CodecError(f"cannot encode the state: {exc}") from exc
-
-    def _stored_value(self, state: Any) -> Any:
-        """What is stored of ``state``: itself, or its snapshot."""
-        if self.runtime_class is not None and not isinstance(state, self.runtime_class):
-            raise CodecError(
-                f"the state is a {type(state).__qualname__}, but this codec stores "
-                f"{_type_name(self.state_type)}"
-            )
-        if not self.projected:
-            return state
-        try:
-            return state.__flowpoint_snapshot__()
-        except Exception as exc:  # user code: whatever it raises, the state cannot be stored
-            raise CodecError(f"cannot encode the state: {exc}") from exc
-
-    def decode(
-        self, body: memoryview | bytes, body_format: str, checkpoint_id: CheckpointId
-    ) -> Any:
-        decoder = self.decoders.get(body_format)
-        if decoder is None:
-            raise CodecError(
-                f"checkpoint {checkpoint_id} holds a {body_format!r} body, which this codec "
-                f"does not read"
-            )
-        try:
-            value = decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            raise CodecError(
-                f"checkpoint {checkpoint_id} does not fit {_type_name(self.state_type)}: {exc}"
-            ) from exc
-        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
-            # ValueError: msgspec lets UnicodeDecodeError through for invalid UTF-8.
-            raise CorruptCheckpoint(checkpoint_id, f"unreadable state: {exc}") from exc
-        if not self.projected:
-            return value
-        try:
-            return self.state_type.__flowpoint_restore__(value)
-        except Exception as exc:  # user code: whatever it raises, the data did not fit
-            raise CodecError(
-                f"{_type_name(self.state_type)}.__flowpoint_restore__ refused checkpoint "
-                f"{checkpoint_id}: {exc}"
-            ) from exc
-
-
-def _pydantic_model(tp: Any) -> Any:
-    """``tp`` if it is a pydantic model class, else ``None`` (pydantic is never imported here)."""
-    pydantic = sys.modules.get("pydantic")
-    if pydantic is not None and isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
-        return tp
-    return None
-
-
-def _enc_hook(value: Any) -> Any:
-    return _encode_other(value, reveal_secrets=False)
-
-
-def _secret_enc_hook(value: Any) -> Any:
-    return _encode_other(value, reveal_secrets=True)
-
-
-def _encode_other(value: Any, *, reveal_secrets: bool) -> Any:
-    pydantic = sys.modules.get("pydantic")
-    if pydantic is not None:
-        if isinstance(value, pydantic.BaseModel):
-            return value.model_dump(mode="python", by_alias=True)
-        if isinstance(value, (pydantic.SecretStr, pydantic.SecretBytes)):
-            if reveal_secrets:  # the codec encrypts: the secret is stored, sealed
-                return value.get_secret_value()
-            raise TypeError(
-                f"a pydantic {type(value).__name__} is not stored in clear text: give the "
-                f"codec a key ring (encryption=KeyRing(...)) to store it encrypted, or keep "
-                f"secrets out of the state"
-            )
-        # Types pydantic defines (URLs, emails, ...) go as pydantic serializes them to
-        # JSON; the model's validation turns them back into themselves on load.
-        try:
-            return sys.modules["pydantic_core"].to_jsonable_python(value)
-        except ValueError:  # PydanticSerializationError: pydantic does not know it either
-            pass
-    raise TypeError(f"flowpoint cannot store a value of type {type(value).__qualname__}")
-
-
-def _strict_hook(tp: Any, raw: Any) -> Any:
-    """Msgspec's hook for types it does not know: pydantic models and secrets, nothing else."""
-    model = _pydantic_model(tp)
-    if model is not None:
-        return _validate_pydantic(model, raw)
-    pydantic = sys.modules.get("pydantic")
-    if pydantic is not None and tp is pydantic.SecretStr:
-        if not isinstance(raw, str):
-            raise TypeError(f"expected a str for SecretStr, got {type(raw).__name__}")
-        return pydantic.SecretStr(raw)
-    if pydantic is not None and tp is pydantic.SecretBytes:
-        if isinstance(raw, str):  # JSON holds bytes as base64
-            try:
-                raw = base64.b64decode(raw, validate=True)
-            except binascii.Error as exc:
-                raise ValueError(f"invalid base64 for SecretBytes: {exc}") from None
-        if not isinstance(raw, bytes):
-            raise TypeError(f"expected bytes for SecretBytes, got {type(raw).__name__}")
-        return pydantic.SecretBytes(raw)
-    raise TypeError(f"flowpoint does not know how to decode {_type_name(tp)}")
-
-
-def _validate_pydantic(model: Any, raw: Any) -> Any:
-    # Each field is first converted by msgspec, guided by the field's annotation, so
-    # that format-level encodings (base64 bytes in JSON, ISO strings for times) come
-    # back as their types; pydantic then validates the whole model.
-    if not isinstance(raw, dict):
-        raise ValueError(f"expected an object for {model.__name__}, got {type(raw).__name__}")
-    values = dict(raw)
-    for name, field in model.model_fields.items():
-        key = field.alias or name
-        if key in values:
-            # A type msgspec does not know (a URL, an email...): pydantic validates the
-            # raw value, and refuses it if it does not fit.
-            with contextlib.suppress(TypeError, msgspec.ValidationError):
-                values[key] = msgspec.convert(values[key], field.annotation, dec_hook=_strict_hook)
-    return model.model_validate(values)
-
-
-def _reject_non_finite(value: Any, enc_hook: Any) -> None:
-    pending = [msgspec.to_builtins(value, enc_hook=enc_hook)]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            raise CodecError(
-                f"the state holds {item!r}, which JSON cannot represent; use format='msgpack'"
-            )
-        if isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-
-
-def _runtime_class(state_type: Any) -> type | None:
-    """The class every state of ``state_type`` is an instance of, where there is one."""
-    if typing.is_typeddict(state_type):
-        return dict
-    origin = typing.get_origin(state_type) or state_type
-    return origin if isinstance(origin, type) and origin is not typing.Any else None
-
-
-def _type_name(tp: Any) -> str:
-    return tp.__qualname__ if isinstance(tp, type) else repr(tp)
-
-
-_Encoders = dict[BodyFormat, msgspec.msgpack.Encoder | msgspec.json.Encoder]
-_ENCODERS: _Encoders = {
-    "msgpack": msgspec.msgpack.Encoder(enc_hook=_enc_hook),
-    "json": msgspec.json.Encoder(enc_hook=_enc_hook),
-}
-# For codecs that encrypt: pydantic secrets are stored (sealed with the rest).
-_SECRET_ENCODERS: _Encoders = {
-    "msgpack": msgspec.msgpack.Encoder(enc_hook=_secret_enc_hook),
-    "json": msgspec.json.Encoder(enc_hook=_secret_enc_hook),
-}
 
 _delta_encoder = msgspec.msgpack.Encoder()
 _delta_decoder = msgspec.msgpack.Decoder(Delta)

@@ -16,7 +16,13 @@ from langgraph.checkpoint.base.id import uuid6
 from flowpoint import Checkpoint as FlowpointCheckpoint
 from flowpoint import InMemoryBlobStore, TypedCheckpointStore
 from flowpoint.codec import KeyRing
-from flowpoint.errors import CheckpointConflict, CodecError, CorruptCheckpoint, InvalidTraceId
+from flowpoint.errors import (
+    CheckpointConflict,
+    CodecError,
+    CorruptCheckpoint,
+    InvalidTraceId,
+    StorageError,
+)
 from flowpoint.langgraph import FlowpointSaver
 from flowpoint.langgraph._layout import ADAPTER_GRAPH_HASH
 from flowpoint.langgraph._threads import trace_for
@@ -394,3 +400,15 @@ async def test_with_allowlist_adds_classes_of_loaded_modules(memory_saver: Flowp
 
 def test_new_ids_sort_after_older_ones() -> None:
     assert str(uuid6(clock_seq=-1)) < str(uuid6(clock_seq=-1))
+
+
+async def test_a_given_store_stays_open_and_an_opened_one_is_closed(tmp_path: Any) -> None:
+    store = InMemoryBlobStore()
+    async with FlowpointSaver(store) as saver:
+        await _put(saver, "t", {"x": 1})
+    assert len(await store.history("t")) == 1
+    opened = FlowpointSaver.from_url(f"sqlite:///{tmp_path}/t.db")
+    blobs = opened.store.store
+    opened.close()
+    with pytest.raises(StorageError):
+        await blobs.history("t")

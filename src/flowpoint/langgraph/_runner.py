@@ -37,7 +37,7 @@ class Runner:
 
     def __init__(self, store: BlobCheckpointStore, *, owned: bool) -> None:
         self.blocking = isinstance(store, BlockingBlobStore)
-        self._owned = owned
+        self.owned = owned
         self._home: asyncio.AbstractEventLoop | None = None
         self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -51,7 +51,7 @@ class Runner:
             raise RuntimeError("this FlowpointSaver is closed")
         if self.blocking:
             return self._run_here(coroutine)
-        loop = self._home if not self._owned else None
+        loop = self._home if not self.owned else None
         if loop is None or loop.is_closed() or not loop.is_running():
             loop = self._own_loop()
         if _running_loop() is loop:
@@ -69,7 +69,7 @@ class Runner:
             raise RuntimeError("this FlowpointSaver is closed")
         if self.blocking:
             return await asyncio.get_running_loop().run_in_executor(None, self._run_here, coroutine)
-        if not self._owned:
+        if not self.owned:
             self._home = asyncio.get_running_loop()
             return await coroutine
         loop = self._own_loop()

@@ -42,8 +42,9 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
         saver = FlowpointSaver.from_url("sqlite:///agent.db")
         graph = builder.compile(checkpointer=saver)
 
-    ``store`` is any :class:`~flowpoint.BlobCheckpointStore`; the saver closes it
-    when it is closed. ``codec_options`` go to the
+    ``store`` is any :class:`~flowpoint.BlobCheckpointStore`, which stays open when
+    the saver is closed (a saver closes the store only when it opened it:
+    :meth:`from_url`). ``codec_options`` go to the
     :class:`~flowpoint.SerdeCheckpointCodec` (``compression``,
     ``encryption=KeyRing(...)``, ``allow_unencrypted``, ``max_payload_size``,
     ``max_state_size``, ``max_delta_chain``); the format is always MessagePack.
@@ -98,7 +99,7 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
         """A saver over the store ``url`` names (``sqlite:///agent.db``, ``postgresql://...``).
 
         ``codec_options`` and ``allowed_types`` are as for the constructor. The store
-        connects on first use; the saver closes it.
+        connects on first use, and closes when the saver does.
         """
         store = open_store(url)
         saver = cls(store, allowed_types=allowed_types, **codec_options)
@@ -265,11 +266,15 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the store. Closing twice is harmless."""
+        """Close the store if the saver opened it; later calls raise ``RuntimeError``.
+
+        Closing twice is harmless.
+        """
         if self._runner.closed:
             return
         try:
-            self._runner.run(self._core.store.close())
+            if self._runner.owned:
+                self._runner.run(self._core.store.close())
         finally:
             self._runner.stop()
 
@@ -278,7 +283,8 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
         if self._runner.closed:
             return
         try:
-            await self._runner.arun(self._core.store.close())
+            if self._runner.owned:
+                await self._runner.arun(self._core.store.close())
         finally:
             self._runner.stop()
 

@@ -31,8 +31,8 @@ def _csv(value: str) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="flowpoint against LangGraph's checkpointers: workloads W1, W2, W3 of "
-        "docs/workloads.md, same machine, same run.",
+        description="flowpoint against LangGraph's checkpointers (W1, W2, W3) and LangGraph's "
+        "runtime (W4): the workloads of docs/workloads.md, same machine, same run.",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes, one repeat: a few seconds"
@@ -72,7 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if unknown or not args.only:
             parser.error(f"--only takes workloads among {', '.join(WORKLOADS)}, not {unknown}")
         args.only = [key.upper() for key in args.only]
-    known = {spec.name for spec in SUBJECTS}
+    known = {spec.name for spec in SUBJECTS} | {
+        name for workload in WORKLOADS.values() for name in workload.engines or ()
+    }
     if args.subjects is not None:
         unknown = [name for name in args.subjects if name not in known]
         if unknown or not args.subjects:
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             "text": compression_ratio(sizes.seed),
             "workdir": str(workspace.root),
         }
-        results = Runner(sizes, workloads, specs, workspace, postgres).run()
+        engines = None if args.subjects is None else list(args.subjects)
+        results = Runner(sizes, workloads, specs, workspace, postgres, engines).run()
     finally:
         workspace.cleanup()
     meta["duration_s"] = perf_counter() - started
@@ -128,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
             if settings and "settings" not in entry:
                 entry["settings"] = settings
         subjects[spec.name] = entry
+    for workload in workloads:
+        for name, (label, _) in (workload.engines or {}).items():
+            found = results[workload.key]["subjects"].get(name)
+            if found is None:
+                continue
+            entry = {"label": label, "family": name.split(".")[0], "backend": "sqlite"}
+            settings = (found.get("median") or {}).get("settings")
+            if settings:
+                entry["settings"] = settings
+            subjects[name] = entry
 
     document = {
         "meta": meta,

@@ -26,6 +26,9 @@ class Sizes:
     w3_records: int = 4000  # about 250 B each in MessagePack: about 1 MB
     w3_changed_per_step: float = 0.01  # share of records replaced at each step
     w3_memory_steps: int = 3  # steps of the separate tracemalloc pass
+    # W4 fan-out agent step: agent -> 8 tools -> join, run by flowpoint and by LangGraph.
+    w4_supersteps: int = 200
+    w4_message_chars: int = 200
     # Everything.
     repeat: int = 3
     seed: int = 20_260_101
@@ -51,5 +54,6 @@ SMOKE = Sizes(
     w3_steps=2,
     w3_records=200,  # about 50 KB
     w3_memory_steps=2,
+    w4_supersteps=10,
     repeat=1,
 )

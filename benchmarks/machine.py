@@ -17,6 +17,7 @@ from benchmarks.stats import latency_ms
 PACKAGES = (
     "flowpoint",
     "msgspec",
+    "langgraph",
     "langgraph-checkpoint",
     "langgraph-checkpoint-sqlite",
     "langgraph-checkpoint-postgres",

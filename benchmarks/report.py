@@ -211,6 +211,47 @@ def _w3_tables(section: dict[str, Any]) -> list[str]:
     return [*lines, *_table(header, rows)]
 
 
+def _w4_tables(section: dict[str, Any]) -> list[str]:
+    p = section["params"]
+    lines = [
+        f"## W4 fan-out agent step (1 node -> {p['tools']} parallel tool nodes -> join, "
+        f"{p['supersteps']} supersteps; messages of {p['message_chars']} characters)",
+        "",
+        "The same graph run whole by each engine on SQLite (WAL, synchronous=FULL). A round "
+        "is one agent superstep and one superstep of the tools: the time between two calls "
+        "of the agent.",
+        "",
+    ]
+    peer = _get(section["subjects"].get("lg.StateGraph.SqliteSaver", {}), "bytes_at_rest")
+    rows: list[list[str]] = []
+    for name, entry in section["subjects"].items():
+        if entry.get("status") != "ok":
+            rows.append([f"`{name}`", entry.get("status", ""), *["-"] * 5])
+            continue
+        value = _get(entry, "bytes_at_rest")
+        rows.append(
+            [
+                f"`{name}`",
+                _num(_get(entry, "superstep_ms")),
+                _num(_get(entry, "round_ms", "p50")),
+                _num(_get(entry, "round_ms", "p90")),
+                _num(_get(entry, "wall_s")),
+                _mb(value),
+                f"{value / peer:.3f}" if value and peer else "-",
+            ]
+        )
+    header = [
+        "engine",
+        "ms per superstep",
+        "round p50 ms",
+        "round p90 ms",
+        "run s",
+        "MB at rest",
+        "÷ LangGraph",
+    ]
+    return lines + _table(header, rows)
+
+
 def _targets_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Targets",
@@ -261,7 +302,7 @@ def markdown(document: dict[str, Any]) -> str:
         "",
     ]
     workloads = document["workloads"]
-    writers = {"W1": _w1_tables, "W2": _w2_tables, "W3": _w3_tables}
+    writers = {"W1": _w1_tables, "W2": _w2_tables, "W3": _w3_tables, "W4": _w4_tables}
     for key, writer in writers.items():
         if key in workloads:
             lines += writer(workloads[key])
@@ -285,7 +326,7 @@ def markdown(document: dict[str, Any]) -> str:
             for k, v in settings.items()
             if k in ("journal_mode", "synchronous", "durability", "synchronous_commit")
         )
-        rows.append([f"`{name}`", entry["label"], shown or "-"])
+        rows.append([f"`{name}`", entry.get("label", ""), shown or "-"])
     lines += _table(["subject", "what", "settings"], rows)
     return "\n".join(lines) + "\n"
 

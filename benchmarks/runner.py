@@ -18,10 +18,11 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from benchmarks import floors, w1, w2, w3
+from benchmarks import floors, w1, w2, w3, w4
 from benchmarks.config import Sizes
 from benchmarks.places import Place, PostgresServer, Workspace
 from benchmarks.stats import median_of_runs
@@ -38,8 +39,13 @@ class Workload:
     run_sync: Callable[..., Any] | None  # None: async subjects only
     floors: Callable[..., dict[str, Any]] | None
     params: Callable[[Sizes], dict[str, Any]]
+    # A workload of whole graph runs compares engines (a runner and its store), not the
+    # checkpointers of SUBJECTS: name -> (label, run(sizes, directory)).
+    engines: dict[str, tuple[str, Callable[[Sizes, Path], dict[str, Any]]]] | None = None
 
     def applies(self, spec: SubjectSpec) -> bool:
+        if self.engines is not None:
+            return False
         return spec.api == "async" or self.run_sync is not None
 
 
@@ -78,10 +84,24 @@ def _w3_params(s: Sizes) -> dict[str, Any]:
     }
 
 
+def _w4_params(s: Sizes) -> dict[str, Any]:
+    return {
+        "supersteps": 2 * w4.rounds_of(s) + 1,
+        "rounds": w4.rounds_of(s),
+        "tools": len(w4.TOOLS),
+        "message_chars": s.w4_message_chars,
+    }
+
+
+def _no_run(*args: Any) -> Any:
+    raise AssertionError("W4 runs engines, not subjects")
+
+
 WORKLOADS: dict[str, Workload] = {
     "W1": Workload("W1", "chat-300", w1.run_async, w1.run_sync, floors.run_w1, _w1_params),
     "W2": Workload("W2", "fan-out", w2.run_async, None, None, _w2_params),
     "W3": Workload("W3", "large state", w3.run_async, w3.run_sync, floors.run_w3, _w3_params),
+    "W4": Workload("W4", "fan-out agent step", _no_run, None, None, _w4_params, engines=w4.ENGINES),
 }
 
 
@@ -97,10 +117,12 @@ class Runner:
         specs: list[SubjectSpec],
         workspace: Workspace,
         postgres: PostgresServer,
+        engines: list[str] | None = None,
     ) -> None:
         self.sizes = sizes
         self.workloads = workloads
         self.specs = specs
+        self.engines = engines  # None: every engine of a workload that has them
         self.workspace = workspace
         self.postgres = postgres
 
@@ -150,6 +172,24 @@ class Runner:
             _log(f"    floors failed: {type(exc).__name__}: {exc}")
             return {"error": f"{type(exc).__name__}: {exc}"}
 
+    def _run_engine(
+        self, name: str, run: Callable[[Sizes, Path], dict[str, Any]]
+    ) -> dict[str, Any]:
+        gc.collect()
+        try:
+            with self.workspace.directory(name) as directory:
+                return run(self.sizes, directory)
+        except Exception as exc:
+            _log(f"    {name} failed: {type(exc).__name__}: {exc}")
+            return {
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=8),
+            }
+
+    def _engines_of(self, workload: Workload) -> list[str]:
+        found = list(workload.engines or ())
+        return [name for name in found if self.engines is None or name in self.engines]
+
     def _skip_reason(self, spec: SubjectSpec) -> str | None:
         if spec.needs_postgres and self.postgres.unavailable:
             return self.postgres.unavailable
@@ -171,6 +211,11 @@ class Runner:
             }
             runs[workload.key] = {}
             floor_runs[workload.key] = []
+            for name in self._engines_of(workload):
+                assert workload.engines is not None
+                label = workload.engines[name][0]
+                results[workload.key]["subjects"][name] = {"label": label, "status": "pending"}
+                runs[workload.key][name] = []
             for spec in self.specs:
                 if not workload.applies(spec):
                     continue
@@ -193,12 +238,18 @@ class Runner:
                 order: list[SubjectSpec | str] = [
                     spec for spec in self.specs if spec.name in runs[workload.key]
                 ]
+                order += self._engines_of(workload)
                 if workload.floors is not None:
                     order.append(FLOORS)
                 shift = repeat % len(order) if order else 0
                 for item in order[shift:] + order[:shift]:
                     started = perf_counter()
-                    if isinstance(item, str):
+                    if isinstance(item, str) and workload.engines is not None:
+                        name = item
+                        runs[workload.key][name].append(
+                            self._run_engine(name, workload.engines[name][1])
+                        )
+                    elif isinstance(item, str):
                         assert workload.floors is not None
                         floor_runs[workload.key].append(self._run_floors(workload.floors))
                         name = FLOORS

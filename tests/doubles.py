@@ -7,6 +7,7 @@ subclasses use to suspend, record or pause a call.
 from __future__ import annotations
 
 from flowpoint import BlobCheckpointStore, CheckpointBlob, CheckpointInfo, InMemoryBlobStore
+from flowpoint.blob import PendingWrite
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import RewritableBlobStore
 
@@ -49,6 +50,14 @@ class DelegatingBlobStore(BlobCheckpointStore):
     async def _delete_trace(self, trace_id: TraceId) -> int:
         await self.before("delete_trace")
         return await self.inner.delete_trace(trace_id)
+
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        await self.before("save_writes")
+        return await self.inner.save_writes(writes, overwrite=overwrite)
+
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        await self.before("load_writes")
+        return await self.inner.load_writes(checkpoint_id)
 
     async def close(self) -> None:
         await self.inner.close()

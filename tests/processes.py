@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import queue
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from flowpoint import CheckpointBlob, CheckpointConflict, open_store
+from flowpoint import BlobCheckpointStore, CheckpointBlob, CheckpointConflict, open_store
+from flowpoint.blob import PendingWrite
 
 PROCESSES = 8
 SPAWN = multiprocessing.get_context("spawn")
@@ -22,14 +23,41 @@ def save_after_barrier(url: str, barrier: Any, results: Any, blobs: list[Checkpo
     Puts ``"saved"``, ``"conflict"`` or ``"error: ..."`` on ``results``.
     """
 
-    async def run() -> str:
+    async def save(store: BlobCheckpointStore) -> str:
+        for blob in blobs:
+            await store.save(blob)
+        return "saved"
+
+    _after_barrier(url, barrier, results, save)
+
+
+def save_writes_after_barrier(
+    url: str, barrier: Any, results: Any, writes: list[PendingWrite]
+) -> None:
+    """Run in a child process: like :func:`save_after_barrier`, for one ``save_writes`` call.
+
+    Puts ``(the last write's task id, how many writes the call stored)`` on ``results``.
+    """
+
+    async def save_writes(store: BlobCheckpointStore) -> tuple[str, int]:
+        return writes[-1].task_id, await store.save_writes(writes)
+
+    _after_barrier(url, barrier, results, save_writes)
+
+
+def _after_barrier(
+    url: str,
+    barrier: Any,
+    results: Any,
+    work: Callable[[BlobCheckpointStore], Awaitable[object]],
+) -> None:
+    async def run() -> object:
         async with open_store(url) as store:
             await store.traces()  # connected and set up before the race
             barrier.wait()
-            for blob in blobs:
-                await store.save(blob)
-        return "saved"
+            return await work(store)
 
+    outcome: object
     try:
         outcome = asyncio.run(run())
     except CheckpointConflict:

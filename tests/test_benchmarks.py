@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from benchmarks.report import charts_available
 from benchmarks.subjects import SUBJECTS
+from benchmarks.w4 import ENGINES
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = ("W1", "W2", "W3")
@@ -85,6 +86,23 @@ def test_json_has_every_workload_and_subject(
     assert {"floor.msgspec", "floor.sqlite"} <= document["workloads"]["W3"]["floors"].keys()
     assert w1["bytes_by_step"], "bytes at rest by step are missing"
     assert document["targets"], "no targets were evaluated"
+
+
+def test_w4_runs_the_same_graph_on_both_engines(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, _ = smoke_run
+    document = json.loads((out / "results.json").read_text())
+    section = document["workloads"]["W4"]
+    assert set(section["subjects"]) == set(ENGINES)
+    for name, entry in section["subjects"].items():
+        assert entry["status"] == "ok", (name, entry.get("reason"))
+        median = entry["median"]
+        assert median["supersteps"] == section["params"]["supersteps"]
+        assert median["superstep_ms"] > 0
+        assert median["bytes_at_rest"] > 0
+        assert median["settings"]["synchronous_full"], name
+    assert "## W4 " in (out / "results.md").read_text()
 
 
 def test_markdown_has_the_targets_table(

@@ -6,7 +6,7 @@ driver only when used.
 """
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
-from flowpoint.checkpoint import Checkpoint, State, WorkflowState
+from flowpoint.checkpoint import Checkpoint, State, TaskWrite, WorkflowState
 from flowpoint.codec import CheckpointCodec, KeyRing, SerdeCheckpointCodec
 from flowpoint.errors import (
     CheckpointConflict,
@@ -32,6 +32,7 @@ from flowpoint.graph import (
     RetentionPolicy,
     Runner,
     RunResult,
+    Send,
     TriggerPolicy,
 )
 from flowpoint.ids import CheckpointId, TraceId
@@ -71,10 +72,12 @@ __all__ = [
     "RetentionPolicy",
     "RunResult",
     "Runner",
+    "Send",
     "SerdeCheckpointCodec",
     "State",
     "StorageError",
     "SyncCheckpointStore",
+    "TaskWrite",
     "TraceId",
     "TraceNotFound",
     "TriggerPolicy",

@@ -17,10 +17,13 @@ __all__ = [
     "MAX_METADATA_SIZE",
     "MAX_METADATA_STRING_LENGTH",
     "MAX_NODE_LENGTH",
+    "MAX_TASK_ID_LENGTH",
     "CheckpointBlob",
     "CheckpointInfo",
     "Metadata",
     "MetadataValue",
+    "PendingWrite",
+    "check_write_key",
     "validate_current_node",
     "validate_metadata",
 ]
@@ -40,6 +43,8 @@ MAX_METADATA_STRING_LENGTH = 4096
 """Characters in a metadata string value, at most."""
 MAX_METADATA_SIZE = 16 * 1024
 """Bytes of the whole metadata encoded as compact JSON (UTF-8), at most."""
+MAX_TASK_ID_LENGTH = 256
+"""Characters in a pending write's ``task_id``, at most."""
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -200,3 +205,44 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("datetimes must be timezone-aware")
     return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    """What one task of a superstep wrote, saved against the checkpoint it ran from.
+
+    Parallel tasks save their outputs as they finish, before the superstep's own
+    checkpoint exists; after a crash, the tasks whose writes are saved need not
+    run again. A store keys each write by ``(checkpoint_id, task_id, index)`` and
+    never decodes ``data``, which is self-describing like a checkpoint's.
+    ``index`` orders a task's writes; it may be negative (kinds of writes that
+    are not outputs, such as an error, use reserved negative indexes).
+    """
+
+    trace_id: TraceId
+    checkpoint_id: CheckpointId
+    task_id: str
+    index: int
+    data: bytes
+
+
+def check_write_key(task_id: object, index: object) -> None:
+    """Raise ``ValueError`` unless ``task_id`` and ``index`` can key a pending write.
+
+    A task id is printable text of 1 to :data:`MAX_TASK_ID_LENGTH` characters; an
+    index is a signed 64-bit int.
+    """
+    if not isinstance(task_id, str) or not task_id:
+        raise ValueError(f"a task id must be a non-empty str, not {task_id!r:.40}")
+    if len(task_id) > MAX_TASK_ID_LENGTH:
+        raise ValueError(
+            f"a task id has at most {MAX_TASK_ID_LENGTH} characters, this one has {len(task_id)}"
+        )
+    if not task_id.isprintable():
+        raise ValueError(f"a task id must be printable text, not {task_id[:40]!r}")
+    if (
+        isinstance(index, bool)
+        or not isinstance(index, int)
+        or not _INT64_MIN <= index <= _INT64_MAX
+    ):
+        raise ValueError(f"a write's index must be a signed 64-bit int, not {index!r:.40}")

@@ -15,7 +15,7 @@ Every error a load or a save can raise, for any bytes a store returns, is a
      ├── GraphDefinitionError also a ValueError: the graph cannot be built as declared
      ├── InvalidRoute         a router returned a target it did not declare
      ├── InvalidUpdate        a node or a resume returned an update that does not fit the state
-     ├── RecursionLimitReached a run executed more nodes than its limit allows
+     ├── RecursionLimitReached a run executed more supersteps than its limit allows
      └── TraceNotFound        also a LookupError: nothing to resume or fork
 
 Errors carry the facts as attributes; their messages are built from them.
@@ -23,6 +23,7 @@ Errors carry the facts as attributes; their messages are built from them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from uuid import UUID
 
 __all__ = [
@@ -119,27 +120,66 @@ class GraphDefinitionError(WorkflowError, ValueError):
 
 
 class InvalidRoute(WorkflowError):
-    """A router returned a target that is not among those it declared."""
+    """A router returned a target it did not declare, or a ``Send`` that cannot run.
 
-    def __init__(self, node: str, route: object, targets: tuple[str, ...]) -> None:
+    ``reason`` says what is wrong with a route that names a declared target (a
+    ``Send`` whose argument cannot be stored or does not fit the node); it is
+    ``None`` for an undeclared target.
+    """
+
+    def __init__(
+        self, node: str, route: object, targets: tuple[str, ...], reason: str | None = None
+    ) -> None:
         self.node = node
         self.route = route
         self.targets = targets
-        super().__init__(
-            f"the router after node {node!r} returned {route!r:.80}, which is not one of its "
-            f"declared targets {list(targets)}"
-        )
+        self.reason = reason
+        if reason is None:
+            message = (
+                f"the router after node {node!r} returned {route!r:.80}, which is not one of "
+                f"its declared targets {list(targets)}"
+            )
+        else:
+            message = f"the router after node {node!r} returned {route!r:.80}: {reason}"
+        super().__init__(message)
 
-    def __reduce__(self) -> tuple[type[InvalidRoute], tuple[str, object, tuple[str, ...]]]:
-        return (type(self), (self.node, self.route, self.targets))
+    def __reduce__(
+        self,
+    ) -> tuple[type[InvalidRoute], tuple[str, object, tuple[str, ...], str | None]]:
+        return (type(self), (self.node, self.route, self.targets, self.reason))
 
 
 class InvalidUpdate(WorkflowError, TypeError):
-    """A node's return value or a resume's update does not fit the state type."""
+    """A node's return value or a resume's update does not fit the state type.
+
+    When two tasks of one superstep write the same field and the field has no
+    reducer, ``field`` names it and ``tasks`` the two tasks (``"web"``, or
+    ``"summarise#3"`` for a ``Send``); otherwise they are ``None`` and ``()``.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, tasks: tuple[str, ...] = ()
+    ) -> None:
+        self.field = field
+        self.tasks = tasks
+        super().__init__(message)
+
+    def __reduce__(
+        self,
+    ) -> tuple[Callable[..., InvalidUpdate], tuple[str, str | None, tuple[str, ...]]]:
+        return (_invalid_update, (str(self), self.field, self.tasks))
+
+
+def _invalid_update(message: str, field: str | None, tasks: tuple[str, ...]) -> InvalidUpdate:
+    return InvalidUpdate(message, field=field, tasks=tasks)
 
 
 class RecursionLimitReached(WorkflowError):
-    """A run executed as many nodes as its limit allows without reaching the end.
+    """A run executed as many supersteps as its limit allows without reaching the end.
+
+    A superstep runs the tasks that are ready together (one node, in a graph
+    without parallel branches); ``node`` names what would have run next (the
+    node, or a summary such as ``"docs, web"`` when several would).
 
     The position is saved before this is raised (unless the store failed under
     ``on_save_error="warn"``): resume the trace to continue with a new budget.
@@ -150,7 +190,7 @@ class RecursionLimitReached(WorkflowError):
         self.limit = limit
         self.node = node
         super().__init__(
-            f"trace {trace_id!r} ran {limit} nodes without reaching END (next: {node!r}); "
+            f"trace {trace_id!r} ran {limit} steps without reaching END (next: {node!r}); "
             f"a loop may not terminate. Fix the graph or raise recursion_limit, then resume "
             f"the trace: it continues from its latest checkpoint"
         )

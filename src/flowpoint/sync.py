@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
 from flowpoint.blob import CheckpointInfo
-from flowpoint.checkpoint import Checkpoint, S, State
+from flowpoint.checkpoint import Checkpoint, S, State, TaskWrite
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import BlockingBlobStore, run_in_caller_thread
 from flowpoint.stores.registry import DEFAULT_STORE_URL
@@ -137,6 +137,23 @@ class SyncCheckpointStore(Generic[S]):
     def traces(self) -> list[TraceId]:
         """See :meth:`TypedCheckpointStore.traces`."""
         return self._runner.run(self.store.traces())
+
+    def save_writes(
+        self,
+        trace_id: TraceId | str,
+        checkpoint_id: CheckpointId | str,
+        writes: Iterable[TaskWrite],
+        *,
+        overwrite: bool = False,
+    ) -> int:
+        """See :meth:`TypedCheckpointStore.save_writes`."""
+        return self._runner.run(
+            self.store.save_writes(trace_id, checkpoint_id, writes, overwrite=overwrite)
+        )
+
+    def load_writes(self, checkpoint_id: CheckpointId | str) -> list[TaskWrite]:
+        """See :meth:`TypedCheckpointStore.load_writes`."""
+        return self._runner.run(self.store.load_writes(checkpoint_id))
 
     def delete(self, checkpoint_id: CheckpointId | str) -> bool:
         """See :meth:`TypedCheckpointStore.delete`."""

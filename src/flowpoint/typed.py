@@ -17,9 +17,9 @@ from flowpoint.chains import (
     make_whole,
     read_history,
 )
-from flowpoint.checkpoint import Checkpoint, S, State
+from flowpoint.checkpoint import Checkpoint, S, State, TaskWrite
 from flowpoint.codec import CheckpointCodec, SerdeCheckpointCodec
-from flowpoint.codec.base import DeltaCheckpointCodec
+from flowpoint.codec.base import DeltaCheckpointCodec, WriteCodec
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, GraphMismatch
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 from flowpoint.stores import BlobCheckpointStore, PruneRule
@@ -39,7 +39,10 @@ class RekeyResult:
     rewritten: int
     """How many checkpoints it re-encrypted under the primary key."""
     skipped: tuple[CheckpointId, ...] = ()
-    """Unencrypted checkpoints it left as they are (see :meth:`~TypedCheckpointStore.rekey`)."""
+    """Unencrypted checkpoints it left as they are (see :meth:`~TypedCheckpointStore.rekey`),
+    and checkpoints whose unencrypted pending writes it left so."""
+    writes: int = 0
+    """How many pending writes it re-encrypted under the primary key."""
 
 
 class TypedCheckpointStore(Generic[S]):
@@ -251,6 +254,62 @@ class TypedCheckpointStore(Generic[S]):
         """Every trace holding at least one checkpoint, sorted."""
         return await self.store.traces()
 
+    async def save_writes(
+        self,
+        trace_id: TraceId | str,
+        checkpoint_id: CheckpointId | str,
+        writes: Iterable[TaskWrite],
+        *,
+        overwrite: bool = False,
+    ) -> int:
+        """Encode and save task writes against the checkpoint the tasks ran from; all or none.
+
+        A write is keyed by ``(checkpoint_id, task_id, index)``. Without
+        ``overwrite`` the first write of a key wins (a rerun's copy is dropped, and
+        that is not an error); with it, the new data replaces the old (an error
+        recorded again, a reserved channel). Returns how many were stored or
+        replaced. Raises :class:`~flowpoint.errors.CodecError` for a value the codec
+        cannot encode, and ``TypeError`` if the codec cannot store writes.
+
+        A LangGraph saver's ``put_writes(config, writes, task_id, task_path)`` is
+        ``save_writes(thread, checkpoint, [TaskWrite(task_id, WRITES_IDX_MAP.get(channel,
+        i), channel, value, task_path) for i, (channel, value) in enumerate(writes)],
+        overwrite=all(channel in WRITES_IDX_MAP for channel, _ in writes))``.
+        """
+        trace = validate_trace_id(trace_id)
+        checkpoint = coerce_checkpoint_id(checkpoint_id)
+        codec = self._write_codec()
+        encoded = []
+        for write in writes:
+            if not isinstance(write, TaskWrite):
+                raise TypeError(f"save_writes takes TaskWrite objects, not {type(write).__name__}")
+            encoded.append(codec.encode_write(trace, checkpoint, write))
+        return await self.store.save_writes(encoded, overwrite=overwrite)
+
+    async def load_writes(self, checkpoint_id: CheckpointId | str) -> list[TaskWrite]:
+        """The writes saved against the checkpoint, by task id, then index; ``[]`` if none.
+
+        Values come back as plain data. Raises
+        :class:`~flowpoint.errors.CorruptCheckpoint` for damaged data, or data that
+        belongs to another checkpoint, task or index than it is stored under.
+        """
+        checkpoint = coerce_checkpoint_id(checkpoint_id)
+        codec = self._write_codec()
+        writes = []
+        for stored in await self.store.load_writes(checkpoint):
+            if stored.checkpoint_id != checkpoint:
+                raise CorruptCheckpoint(
+                    checkpoint, f"the store returned a write of checkpoint {stored.checkpoint_id}"
+                )
+            writes.append(codec.decode_write(stored))
+        return writes
+
+    def _write_codec(self) -> WriteCodec:
+        codec = self.codec
+        if not isinstance(codec, WriteCodec):
+            raise TypeError(f"{type(codec).__name__} cannot store pending writes (a WriteCodec)")
+        return codec
+
     async def delete(self, checkpoint_id: CheckpointId | str) -> bool:
         """Delete one checkpoint; ``False`` if it was not there.
 
@@ -334,9 +393,10 @@ class TypedCheckpointStore(Generic[S]):
         Each checkpoint encrypted with another key of the codec's key ring is
         decrypted (and so authenticated) and encrypted again under the ring's primary
         key, keeping its header, body format and compression; its state is never
-        decoded. Checkpoints deleted meanwhile are passed over. Run it after making
-        a new key the primary, and remove the old key from the ring only once it
-        rewrites nothing more.
+        decoded. Its pending writes are re-encrypted the same way. Checkpoints
+        deleted meanwhile are passed over. Run it after making a new key the
+        primary, and remove the old key from the ring only once it rewrites nothing
+        more.
 
         An unencrypted checkpoint is left as it is and its id reported in
         :attr:`RekeyResult.skipped`: in a store written with a key ring, only a writer
@@ -363,13 +423,14 @@ class TypedCheckpointStore(Generic[S]):
             )
         primary = codec.encryption.primary
         traces = await store.traces() if trace_id is None else [validate_trace_id(trace_id)]
-        rewritten = 0
+        rewritten = writes = 0
         skipped: list[CheckpointId] = []
         for trace in traces:
             before: int | None = None
             while page := await store.history(trace, 500, before):
                 before = page[-1].step
                 for info in page:
+                    writes += await self._rekey_writes(codec, info.checkpoint_id, skipped)
                     blob = await store.load(info.checkpoint_id)
                     if blob is None:
                         continue  # deleted since the listing
@@ -380,7 +441,26 @@ class TypedCheckpointStore(Generic[S]):
                         skipped.append(blob.checkpoint_id)
                         continue
                     rewritten += await store.rewrite(codec.reseal(blob))
-        return RekeyResult(rewritten, tuple(skipped))
+        return RekeyResult(rewritten, tuple(dict.fromkeys(skipped)), writes)
+
+    async def _rekey_writes(
+        self,
+        codec: SerdeCheckpointCodec[Any],
+        checkpoint_id: CheckpointId,
+        skipped: list[CheckpointId],
+    ) -> int:
+        """Re-encrypt the checkpoint's pending writes that are not under the primary key."""
+        assert codec.encryption is not None
+        resealed = []
+        for write in await self.store.load_writes(checkpoint_id):
+            key_id = codec.key_id_of_write(write)
+            if key_id == codec.encryption.primary:
+                continue
+            if key_id is None and not codec.allow_unencrypted:
+                skipped.append(checkpoint_id)
+                continue
+            resealed.append(codec.reseal_write(write))
+        return await self.store.save_writes(resealed, overwrite=True) if resealed else 0
 
     async def close(self) -> None:
         """Close the blob store."""

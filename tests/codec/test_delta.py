@@ -794,7 +794,7 @@ def test_rebase_makes_a_delta_whole_with_the_same_header(options: dict[str, Any]
         assert whole.metadata[DELTA_BASE_KEY] == str(saved[index - 1].checkpoint.checkpoint_id)
         header, _ = head_and_body(whole)
         assert header[0] == "msgpack"
-        assert header[11:] == [None, None]
+        assert header[11:] == [None, None, None]  # no base, no chain, no cursor
         assert header[2] == ("k1" if options.get("encryption") else None)
         assert codec.base_of(whole) is None
         checkpoint, rebuilt = codec.decode(whole, GRAPH, None)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable
 
 from flowpoint import InMemoryBlobStore, StorageError
-from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import BlockingBlobStore, PruneRule
 
@@ -16,9 +16,12 @@ class FailingBlobStore(BlockingBlobStore):
 
     ``fail_saves`` holds the 1-based numbers of the save attempts to fail;
     ``fail_all`` fails every save; ``fail_prune`` fails every prune,
-    ``fail_prunes`` the prunes of those 1-based numbers. A failed save
-    stores nothing. ``saved`` lists the blobs stored, in order. ``save_delay``
-    makes each save wait on the event loop (so this double is for async callers only).
+    ``fail_prunes`` the prunes of those 1-based numbers; ``fail_writes`` fails
+    every ``save_writes``. A failed save stores nothing. ``saved`` lists the blobs
+    stored, in order, and ``written`` the pending writes (with ``overwrite``) of
+    every ``save_writes`` call that succeeded (``write_calls`` counts the calls).
+    ``save_delay`` makes each save and each ``save_writes`` wait
+    on the event loop (so this double is for async callers only).
     """
 
     def __init__(
@@ -28,6 +31,7 @@ class FailingBlobStore(BlockingBlobStore):
         fail_all: bool = False,
         fail_prune: bool = False,
         fail_prunes: Iterable[int] = (),
+        fail_writes: bool = False,
         save_delay: float = 0.0,
     ) -> None:
         self.inner = InMemoryBlobStore()
@@ -39,6 +43,9 @@ class FailingBlobStore(BlockingBlobStore):
         self.failures = 0
         self.saved: list[CheckpointBlob] = []
         self.prunes = 0
+        self.fail_writes = fail_writes
+        self.written: list[tuple[PendingWrite, bool]] = []
+        self.write_calls = 0
         self.save_delay = save_delay
 
     @property
@@ -58,6 +65,19 @@ class FailingBlobStore(BlockingBlobStore):
             await asyncio.sleep(self.save_delay)  # a slow store: the runner must wait for it
         await self.inner.save(blob)
         self.saved.append(blob)
+
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        if self.fail_writes:
+            raise StorageError("injected failure of save_writes")
+        if self.save_delay:
+            await asyncio.sleep(self.save_delay)
+        stored = await self.inner.save_writes(writes, overwrite=overwrite)
+        self.written.extend((write, overwrite) for write in writes)
+        self.write_calls += 1
+        return stored
+
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        return await self.inner.load_writes(checkpoint_id)
 
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
         return await self.inner.load(checkpoint_id)

@@ -172,6 +172,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
         ]
     },
     "start changed": {"start": "act"},
+    "fan-out added": {
+        "edges": [("plan", "act"), ("plan", "check"), ("act", "check"), ("check", ["plan", END])]
+    },
+    "fan-out as a router": {
+        "edges": [("plan", "act"), ("plan", ["check"]), ("act", "check"), ("check", ["plan", END])]
+    },
+    "join added": {
+        "edges": [("plan", "act"), (["plan", "act"], "check"), ("check", ["plan", "act", END])]
+    },
+    "join of other sources": {
+        "edges": [
+            ("plan", "act"),
+            ("plan", "check"),
+            (["plan", "check"], "act"),
+            ("act", "check"),
+            ("check", ["plan", "act", END]),
+        ]
+    },
+    "join retargeted": {
+        "edges": [("plan", "act"), (["plan", "act"], END), ("act", "check"), ("check", [END])]
+    },
     "state field added": {"state": StateFieldAdded},
     "state field removed": {"state": StateFieldRemoved},
     "state field retyped": {"state": StateFieldRetyped},
@@ -243,6 +264,19 @@ SAME: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "async router": ({}, {"router": async_body}),
     "state renamed, with defaults and docstring": ({"state": RenamedAndDocumented}, {}),
 }
+
+JOINED = [("plan", "act"), (["plan", "act"], "check"), ("check", ["plan", "act", END])]
+
+
+def test_a_join_is_a_set_of_sources() -> None:
+    swapped = [("plan", "act"), (["act", "plan"], "check"), ("check", ["plan", "act", END])]
+    assert make_graph({"edges": swapped}).hash_u64() == make_graph({"edges": JOINED}).hash_u64()
+
+
+def test_a_graph_without_parallel_edges_keeps_its_hash() -> None:
+    # Fan-out and joins add edges of their own kind: the base graph's description,
+    # and so every stored run's fingerprint, is what it was.
+    assert make_graph({}).hash_u64() == 0xF4ED7FD20800AAD8
 
 
 @pytest.mark.parametrize("case", sorted(SAME))

@@ -14,14 +14,15 @@ from tests.harnesses.base import StoreHarness
 # The record format, spelled out again here so the harness reads files without the store:
 # magic, header length (u32 BE), header JSON, CRC32 of the header JSON (u32 BE), data.
 MAGIC = b"FPFILE1\n"
+WRITES = b"FPWRIT1\n"
 PREFIX = struct.Struct(">8sI")
 CRC = struct.Struct(">I")
 
 
-def split_record(raw: bytes) -> tuple[dict[str, object], bytes]:
+def split_record(raw: bytes, magic: bytes = MAGIC) -> tuple[dict[str, object], bytes]:
     """The header (as a dict) and the data of an intact record file."""
-    magic, length = PREFIX.unpack_from(raw)
-    assert magic == MAGIC
+    found, length = PREFIX.unpack_from(raw)
+    assert found == magic
     header_json = raw[PREFIX.size : PREFIX.size + length]
     (crc,) = CRC.unpack_from(raw, PREFIX.size + length)
     assert crc == zlib.crc32(header_json)

@@ -1,4 +1,7 @@
-"""A writer SIGKILLed at random moments, many times, never leaves a corrupt store."""
+"""A writer SIGKILLed at random moments, many times, never leaves a corrupt store.
+
+Nor a call of pending writes half stored: each is all there or not at all.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from flowpoint import SyncCheckpointStore
-from tests.stores.crash_child import GRAPH, TRACE
+from flowpoint import Checkpoint, SyncCheckpointStore
+from flowpoint.stores.base import run_in_caller_thread
+from tests.stores.crash_child import CALLS, GRAPH, TRACE, WRITES_PER_CALL, writes_of
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("FLOWPOINT_CRASH_KILLS", "30"))
@@ -39,7 +44,21 @@ def _check_consistent(url: str) -> int:
             assert checkpoint is not None
             assert checkpoint.state["step"] == info.step
             assert checkpoint.parent_id == ids.get(info.step - 1)
+            _check_writes(store, checkpoint, latest=info.step == latest.step)
         return latest.step
+
+
+def _check_writes(store: SyncCheckpointStore[Any], checkpoint: Checkpoint, *, latest: bool) -> None:
+    """Each call's writes are all there or none; the calls there are the first ones made.
+
+    Every checkpoint but the latest has all its calls: the writer made them before
+    its next checkpoint, or sent them again when it started.
+    """
+    blobs = store.store.store
+    loaded = run_in_caller_thread(blobs.load_writes(checkpoint.checkpoint_id))
+    calls = len(loaded) // WRITES_PER_CALL
+    assert loaded == [w for call in range(calls) for w in writes_of(checkpoint, call)]
+    assert calls == CALLS or (latest and calls < CALLS)
 
 
 @pytest.mark.slow
@@ -47,7 +66,8 @@ def _check_consistent(url: str) -> int:
 def test_sigkill_never_corrupts(tmp_path: Path, scheme: str) -> None:
     url = f"file://{tmp_path / 'store'}" if scheme == "file" else f"sqlite:///{tmp_path / 'c.db'}"
     rng = random.Random(f"{scheme}-crash")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The sources of this tree first, as in the test run itself.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     progress = []
     for _ in range(KILLS):
         child = subprocess.Popen(

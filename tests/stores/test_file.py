@@ -14,11 +14,19 @@ from typing import Any
 
 import pytest
 
-from flowpoint.blob import CheckpointBlob
+from flowpoint.blob import CheckpointBlob, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
 from flowpoint.stores.file import FileBlobStore, trace_dir_name
-from tests.harnesses.file import CRC, MAGIC, PREFIX, FileHarness, join_record, split_record
+from tests.harnesses.file import (
+    CRC,
+    MAGIC,
+    PREFIX,
+    WRITES,
+    FileHarness,
+    join_record,
+    split_record,
+)
 
 STEP_FILE = re.compile(r"[0-9]{20}\.ckpt")
 
@@ -88,6 +96,72 @@ async def test_layout_is_readable_with_ls(root: Path, store: FileBlobStore) -> N
         assert link.is_symlink()
         assert os.readlink(link) == f"../../traces/{trace_dir}/{blob.step:020d}.ckpt"
         assert link.resolve() == (root / "traces" / trace_dir / f"{blob.step:020d}.ckpt")
+
+
+async def test_writes_are_one_record_per_call_under_the_trace(
+    root: Path, store: FileBlobStore
+) -> None:
+    blob = make_blob("user-42/session-7", 0)
+    await store.save(blob)
+    first = [PendingWrite(blob.trace_id, blob.checkpoint_id, "web", 0, b"w0")]
+    second = [PendingWrite(blob.trace_id, blob.checkpoint_id, "docs", -3, b"error")]
+    await store.save_writes(first)
+    await store.save_writes(first)  # stores nothing new: no record
+    await store.save_writes(second, overwrite=True)
+    trace_dir = trace_dir_name("user-42/session-7")
+    hex_id = blob.checkpoint_id.hex
+    writes_dir = root / "writes" / trace_dir / hex_id
+    assert sorted(os.listdir(writes_dir)) == ["00000000000000000000.wr", "00000000000000000001.wr"]
+    link = root / "ids" / hex_id[-2:] / f"{hex_id}.w"
+    assert os.readlink(link) == f"../../writes/{trace_dir}/{hex_id}"
+    header, data = split_record((writes_dir / "00000000000000000001.wr").read_bytes(), WRITES)
+    assert header == {
+        "trace_id": "user-42/session-7",
+        "checkpoint_id": str(blob.checkpoint_id),
+        "overwrite": True,
+        "writes": [["docs", -3, 5]],
+        "data_length": 5,
+    }
+    assert data == b"error"
+    assert await store.delete(blob.checkpoint_id)
+    assert not writes_dir.exists()
+    assert not link.is_symlink()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw[:-1],
+        lambda raw: raw[:10],
+        lambda raw: raw.replace(b'"web"', b'"w\\t"'),
+        lambda raw: b"FPFILE1\n" + raw[8:],
+    ],
+)
+async def test_a_damaged_writes_record_is_corrupt(
+    root: Path, store: FileBlobStore, damage: Callable[[bytes], bytes]
+) -> None:
+    checkpoint_id = new_checkpoint_id()
+    await store.save_writes([PendingWrite("t", checkpoint_id, "web", 0, b"w0")])
+    [path] = (root / "writes").glob("*/*/*.wr")
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CorruptCheckpoint):
+        await store.load_writes(checkpoint_id)
+    assert await store.delete_trace("t") == 0  # damaged writes are deleted all the same
+    assert await store.load_writes(checkpoint_id) == []
+
+
+async def test_a_claim_of_another_trace_without_records_is_taken_over(
+    root: Path, store: FileBlobStore
+) -> None:
+    # A call that died after it claimed the checkpoint's writes for trace "a".
+    checkpoint_id = new_checkpoint_id()
+    hex_id = checkpoint_id.hex
+    (root / "ids" / hex_id[-2:]).mkdir(parents=True)
+    target = f"../../writes/{trace_dir_name('a')}/{hex_id}"
+    os.symlink(target, root / "ids" / hex_id[-2:] / f"{hex_id}.w")
+    write = PendingWrite("b", checkpoint_id, "t", 0, b"x")
+    assert await store.save_writes([write]) == 1
+    assert await store.load_writes(checkpoint_id) == [write]
 
 
 def test_trace_dir_name_is_a_slug_and_a_hash() -> None:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,6 +26,7 @@ from flowpoint.stores.postgres import PostgresBlobStore
 from tests.blobs import make_blob
 from tests.harnesses.postgres import PostgresHarness, create_database, url_for
 from tests.proxy import OutageProxy
+from tests.stores import upgrade
 
 
 @pytest.fixture
@@ -158,14 +160,36 @@ async def test_setup_records_each_migration_once(
     await store.setup()
     async with await harness.open() as other:
         await other.setup()
-    rows = await harness.execute("SELECT version FROM flowpoint_schema_migrations")
-    assert rows == [(len(postgres_module._MIGRATIONS),)]
+    rows = await harness.execute("SELECT version FROM flowpoint_schema_migrations ORDER BY 1")
+    assert rows == [(1,), (2,)] == [(n + 1,) for n in range(len(postgres_module._MIGRATIONS))]
+
+
+async def restore_release_dump(harness: PostgresHarness) -> None:
+    """Load the database a store of the previous release wrote (see tests/stores/upgrade.py)."""
+    dump = (Path(__file__).parent / "data" / "postgres-v1.sql").read_text()
+    # psql's own commands (\restrict...) and comments are not SQL.
+    script = "\n".join(line for line in dump.splitlines() if not line.startswith(("\\", "--")))
+    await harness.execute(script)
+
+
+async def test_a_database_of_the_previous_release_is_upgraded_in_place(
+    harness: PostgresHarness,
+) -> None:
+    await restore_release_dump(harness)
+    migrations = "SELECT version FROM flowpoint_schema_migrations ORDER BY 1"
+    assert await harness.execute(migrations) == [(1,)]
+    async with await harness.open() as store:
+        await upgrade.check_upgraded(store)
+    assert await harness.execute(migrations) == [(1,), (2,)]
+    async with await harness.open() as store:
+        assert len(await store.history(upgrade.TRACES[1])) == 3
+    assert await harness.execute(migrations) == [(1,), (2,)]
 
 
 async def test_concurrent_setups_are_serialised(harness: PostgresHarness) -> None:
     stores = [await harness.open() for _ in range(8)]
     await asyncio.gather(*(store.setup() for store in stores))
-    assert await harness.execute("SELECT count(*) FROM flowpoint_schema_migrations") == [(1,)]
+    assert await harness.execute("SELECT count(*) FROM flowpoint_schema_migrations") == [(2,)]
 
 
 async def test_schema_and_table_prefix_name_the_tables(harness: PostgresHarness) -> None:
@@ -176,7 +200,11 @@ async def test_schema_and_table_prefix_name_the_tables(harness: PostgresHarness)
         "SELECT table_schema, table_name FROM information_schema.tables "
         "WHERE table_schema = 'Runs' ORDER BY 2"
     )
-    assert rows == [("Runs", "fp_checkpoints"), ("Runs", "fp_schema_migrations")]
+    assert rows == [
+        ("Runs", "fp_checkpoints"),
+        ("Runs", "fp_schema_migrations"),
+        ("Runs", "fp_writes"),
+    ]
 
 
 async def test_a_newer_schema_version_is_refused(
@@ -210,14 +238,23 @@ async def test_queries_use_the_trace_step_index(
         "SELECT gen_random_uuid(), 't' || t, s, NULL, 0, now(), NULL, '{}', 1, 'x' "
         "FROM generate_series(0, 199) t, generate_series(0, 49) s"
     )
+    await harness.execute(
+        "INSERT INTO flowpoint_writes "
+        "SELECT checkpoint_id, 'task' || i, 0, trace_id, 'x' "
+        "FROM flowpoint_checkpoints, generate_series(0, 1) i"
+    )
     await harness.execute("ANALYZE flowpoint_checkpoints")
+    await harness.execute("ANALYZE flowpoint_writes")
     sql = store._sql
+    prune = sql.prune + sql.prune_keep + sql.prune_cutoff
+    some_id = new_checkpoint_id()
     cases: list[tuple[str, tuple[Any, ...] | dict[str, Any]]] = [
         (sql.latest, ("t7",)),
         (sql.history, ("t7", 20)),
         (sql.history_before, ("t7", 45, 20)),
         (sql.traces, ()),
-        (sql.prune + sql.prune_keep + sql.prune_cutoff, {"trace": "t7", "keep": 3, "cutoff": 0}),
+        (sql.prune_with_writes.replace("{prune}", prune), {"trace": "t7", "keep": 3, "cutoff": 0}),
+        (sql.delete_trace, {"trace": "t7"}),
     ]
     for query, params in cases:
         if isinstance(params, dict):
@@ -231,6 +268,19 @@ async def test_queries_use_the_trace_step_index(
         if query is not sql.latest:
             # Listings and deletes never read the data column.
             assert ".data" not in plan, plan
+    writes_cases: list[tuple[str, Any, str]] = [
+        (sql.load_writes, (some_id,), "flowpoint_writes_pkey"),
+        (sql.writes_trace, (some_id,), "flowpoint_writes_pkey"),
+        (sql.delete_many, {"ids": [some_id]}, "flowpoint_writes_pkey"),
+        (sql.ids_between, (some_id, some_id, 2), "flowpoint_checkpoints_pkey"),
+        (sql.delete_trace, {"trace": "t7"}, "flowpoint_writes_trace_id_idx"),
+    ]
+    for query, params, index in writes_cases:
+        plan = "\n".join(
+            row[0] for row in await harness.execute(f"EXPLAIN VERBOSE {query}", params)
+        )
+        assert index in plan, plan
+        assert "Seq Scan" not in plan, plan
     assert len(await store.traces()) == 200
 
 

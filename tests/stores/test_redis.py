@@ -19,8 +19,10 @@ import redis.asyncio
 import redis.exceptions
 
 from flowpoint import open_store
+from flowpoint.blob import PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
+from flowpoint.stores import _redis_scripts as redis_scripts
 from flowpoint.stores import redis as redis_module
 from flowpoint.stores.base import PruneRule
 from flowpoint.stores.redis import RedisBlobStore, trace_key_suffix
@@ -290,6 +292,51 @@ async def test_layout_is_readable(
         assert await admin.pttl(prefix + key) == -1
 
 
+async def test_writes_are_one_hash_per_checkpoint_listed_by_trace(
+    admin: redis.asyncio.Redis, prefix: str, store: RedisBlobStore
+) -> None:
+    blob = make_blob("user-42/session-7", 0)
+    await store.save(blob)
+    writes = [
+        PendingWrite(blob.trace_id, blob.checkpoint_id, "a:b", -3, b"error"),
+        PendingWrite(blob.trace_id, blob.checkpoint_id, "web", 0, b"\x00"),
+    ]
+    await store.save_writes(writes)
+    hex_id = blob.checkpoint_id.hex
+    assert f"w:{hex_id}" in await keys_under(admin, prefix)
+    assert await admin.hgetall(f"{prefix}w:{hex_id}") == {
+        b"trace": b"user-42/session-7",
+        b"-3:a:b": b"error",
+        b"0:web": b"\x00",
+    }
+    assert await admin.smembers(f"{prefix}writes:user-42%2Fsession-7") == {hex_id.encode()}
+    assert await store.load_writes(blob.checkpoint_id) == writes
+    await store.delete_trace(blob.trace_id)
+    assert await keys_under(admin, prefix) == set()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (b"trace", b"tab\there"),
+        (b"trace", b"\xff"),
+        (b"zero:task", b"x"),
+        (b"99999999999999999999:task", b"x"),
+        (b"0:", b"x"),
+        (b"0:\xff", b"x"),
+    ],
+)
+async def test_a_damaged_writes_hash_is_corrupt(
+    admin: redis.asyncio.Redis, prefix: str, store: RedisBlobStore, field: bytes, value: bytes
+) -> None:
+    checkpoint_id = new_checkpoint_id()
+    await store.save_writes([PendingWrite("t", checkpoint_id, "task", 0, b"w")])
+    await admin.hset(f"{prefix}w:{checkpoint_id.hex}", field, value)
+    with pytest.raises(CorruptCheckpoint) as caught:
+        await store.load_writes(checkpoint_id)
+    assert caught.value.checkpoint_id == checkpoint_id
+
+
 async def test_header_fields_round_trip(store: RedisBlobStore) -> None:
     blob = make_blob(
         step=7,
@@ -386,9 +433,9 @@ async def test_a_resent_save_is_not_a_conflict_with_itself(store: RedisBlobStore
 
 
 def test_the_scripts_call_no_keyspace_wide_command() -> None:
-    sources = [value for name, value in vars(redis_module).items() if name.startswith("_")]
-    scripts = [s for s in sources if isinstance(s, str) and "redis.call(" in s]
-    assert len(scripts) == 9  # the prelude and eight scripts
+    scripts = [getattr(redis_scripts, name) for name in redis_scripts.__all__]
+    assert all("redis.call(" in script for script in scripts)
+    assert len(scripts) == 11  # the prelude and ten scripts
     called = {m for s in scripts for m in re.findall(r"redis\.call\(\s*'(\w+)'", s)}
     assert called.isdisjoint({"KEYS", "SCAN", "FLUSHDB", "FLUSHALL", "RANDOMKEY", "DBSIZE"})
     assert "redis.pcall" not in "".join(scripts)
@@ -413,6 +460,10 @@ async def test_a_full_round_sends_no_keyspace_wide_command(prefix: str) -> None:
         await store.load_latest("trace")
         await store.history("trace", limit=2, before_step=4)
         await store.traces()
+        write = PendingWrite("trace", blobs[3].checkpoint_id, "task", 0, b"w")
+        await store.save_writes([write])
+        await store.load_writes(blobs[3].checkpoint_id)
+        await store.ids_with_prefix(str(blobs[0].checkpoint_id)[:8])
         await store.delete(blobs[4].checkpoint_id)
         await store.prune("trace", PruneRule(keep_latest=2, older_than=timedelta(0)))
         await store.delete_trace("trace")
@@ -420,8 +471,8 @@ async def test_a_full_round_sends_no_keyspace_wide_command(prefix: str) -> None:
     finally:
         await client.aclose()
     # EVALSHA for the scripts (SCRIPT LOAD once each, if the server lacked them).
-    assert set(sent) <= {"EVALSHA", "SCRIPT LOAD", "HMGET"}, sent
-    assert "HMGET" in sent
+    assert set(sent) <= {"EVALSHA", "SCRIPT LOAD", "HMGET", "HGETALL"}, sent
+    assert {"HMGET", "HGETALL"} <= set(sent)
 
 
 # -- expiry -------------------------------------------------------------------------------

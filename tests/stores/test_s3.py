@@ -14,7 +14,9 @@ import pytest
 from obstore.store import S3Store
 
 from flowpoint import open_store
+from flowpoint.blob import PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
+from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import s3 as s3_module
 from flowpoint.stores.base import PruneRule
 from flowpoint.stores.s3 import S3BlobStore, trace_segment
@@ -239,6 +241,53 @@ async def test_keys_sort_newest_first_and_ids_are_indexed(
             f"traces/a_2Fb/{MAX_STEP - blob.step:020d}.ckpt"
         )
     assert len([key for key in keys if key.startswith("ids/")]) == 4
+
+
+async def test_writes_are_one_object_per_call_under_the_trace(
+    harness: S3Harness, store: S3BlobStore
+) -> None:
+    blob = make_blob("a/b", 0)
+    await store.save(blob)
+    write = PendingWrite("a/b", blob.checkpoint_id, "web", 0, b"w0")
+    assert await store.save_writes([write]) == 1
+    assert await store.save_writes([write]) == 0  # nothing new: no object
+    assert await store.save_writes([write], overwrite=True) == 1
+    hex_id = blob.checkpoint_id.hex
+    keys = sorted(key for key in await harness.keys() if not key.startswith("traces/"))
+    assert keys == [
+        f"ids/{hex_id[-2:]}/{hex_id}",
+        f"ids/{hex_id[-2:]}/{hex_id}.w",
+        f"writes/a_2Fb/{hex_id}/00000000000000000000.wr",
+        f"writes/a_2Fb/{hex_id}/00000000000000000001.wr",
+    ]
+    assert await harness.read_object(keys[1]) == f"writes/a_2Fb/{hex_id}/".encode()
+    assert await store.load_writes(blob.checkpoint_id) == [write]
+    assert await store.delete_trace("a/b") == 1
+    assert await harness.keys() == []
+
+
+async def test_a_writes_claim_of_another_trace_without_records_is_taken_over(
+    harness: S3Harness, store: S3BlobStore
+) -> None:
+    checkpoint_id = new_checkpoint_id()
+    hex_id = checkpoint_id.hex
+    await harness.write_object(f"ids/{hex_id[-2:]}/{hex_id}.w", f"writes/a/{hex_id}/".encode())
+    write = PendingWrite("b", checkpoint_id, "t", 0, b"x")
+    assert await store.save_writes([write]) == 1
+    assert await store.load_writes(checkpoint_id) == [write]
+    with pytest.raises(ValueError, match="stored under trace 'b'"):
+        await store.save_writes([PendingWrite("a", checkpoint_id, "t", 1, b"y")])
+
+
+@pytest.mark.parametrize("index", [b"", b"writes/x/", b"writes/a/" + b"0" * 32 + b"/", b"\xff"])
+async def test_a_damaged_writes_index_is_corrupt(
+    harness: S3Harness, store: S3BlobStore, index: bytes
+) -> None:
+    checkpoint_id = new_checkpoint_id()
+    hex_id = checkpoint_id.hex
+    await harness.write_object(f"ids/{hex_id[-2:]}/{hex_id}.w", index)
+    with pytest.raises(CorruptCheckpoint, match="writes index"):
+        await store.load_writes(checkpoint_id)
 
 
 class Spy:

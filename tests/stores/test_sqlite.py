@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from flowpoint.stores.sqlite import SqliteBlobStore
 from tests.blobs import make_blob
 from tests.harnesses.sqlite import SqliteHarness
 from tests.processes import run_processes
+from tests.stores import upgrade
 
 
 def connect(path: Path) -> closing[sqlite3.Connection]:
@@ -91,7 +93,20 @@ def test_an_in_memory_database_is_refused(path: str) -> None:
 
 async def test_schema_is_versioned(store: SqliteBlobStore, db_path: Path) -> None:
     await store.traces()
-    assert execute(db_path, "SELECT version FROM flowpoint_schema") == [(1,)]
+    assert execute(db_path, "SELECT version FROM flowpoint_schema") == [(1,), (2,)]
+
+
+async def test_a_file_of_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "release.db"
+    shutil.copyfile(Path(__file__).parent / "data" / "sqlite-v1.db", path)
+    assert execute(path, "SELECT version FROM flowpoint_schema") == [(1,)]
+    async with SqliteBlobStore(path) as store:
+        await upgrade.check_upgraded(store)
+    assert execute(path, "SELECT version FROM flowpoint_schema") == [(1,), (2,)]
+    # Upgraded once: a second opening finds it done.
+    async with SqliteBlobStore(path) as store:
+        assert len(await store.history(upgrade.TRACES[1])) == 3
+    assert execute(path, "SELECT version FROM flowpoint_schema") == [(1,), (2,)]
 
 
 # -- queries ----------------------------------------------------------------------------
@@ -112,6 +127,11 @@ def query_plan(path: Path, sql: str, params: tuple[object, ...] | dict[str, obje
         (sqlite_module._TRACES_SQL, ()),
         (sqlite_module._LOAD_SQL, (b"0" * 16,)),
         (sqlite_module._DELETE_TRACE_SQL, ("t",)),
+        (sqlite_module._IDS_BETWEEN_SQL, (b"0" * 16, b"1" * 16, 2)),
+        (sqlite_module._LOAD_WRITES_SQL, (b"0" * 16,)),
+        (sqlite_module._WRITES_TRACE_SQL, (b"0" * 16,)),
+        (sqlite_module._DELETE_WRITES_SQL, (b"0" * 16,)),
+        (sqlite_module._DELETE_TRACE_WRITES_SQL, ("t",)),
         (
             sqlite_module._PRUNE_SQL
             + sqlite_module._PRUNE_KEEP_SQL
@@ -299,7 +319,7 @@ async def test_harness_mangles_a_header_into_corruption() -> None:
 # -- failures of the database -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [2, "one"])
+@pytest.mark.parametrize("version", [99, "one"])
 async def test_an_unknown_schema_version_is_refused(db_path: Path, version: object) -> None:
     async with SqliteBlobStore(db_path) as store:
         await store.save(make_blob())
@@ -452,7 +472,7 @@ async def test_two_processes_setting_up_a_new_file_at_once_both_succeed(tmp_path
             ("first",),
             ("second",),
         ]
-        assert execute(Path(path), "SELECT version FROM flowpoint_schema") == [(1,)]
+        assert execute(Path(path), "SELECT version FROM flowpoint_schema") == [(1,), (2,)]
 
 
 # Group commit

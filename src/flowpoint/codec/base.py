@@ -6,18 +6,21 @@ import abc
 from collections.abc import Sequence
 from typing import Generic
 
-from flowpoint.blob import CheckpointBlob
-from flowpoint.checkpoint import Checkpoint, S
+from flowpoint.blob import CheckpointBlob, PendingWrite
+from flowpoint.checkpoint import Checkpoint, S, TaskWrite
 from flowpoint.codec.delta import Frame
 from flowpoint.ids import CheckpointId, TraceId
 
-__all__ = ["CheckpointCodec", "DeltaCheckpointCodec"]
+__all__ = ["CheckpointCodec", "DeltaCheckpointCodec", "WriteCodec"]
 
 
 class CheckpointCodec(abc.ABC, Generic[S]):
     """Turns a :class:`Checkpoint` of state type ``S`` into a :class:`CheckpointBlob` and back.
 
-    A codec never touches a store, and a store never sees ``S``.
+    A codec never touches a store, and a store never sees ``S``. It stores a
+    checkpoint's ``cursor`` (the runner's plain data) with its state, and reads it
+    back as it was; a checkpoint whose cursor it does not keep cannot resume a
+    run of parallel branches.
     """
 
     @abc.abstractmethod
@@ -114,3 +117,32 @@ class DeltaCheckpointCodec(CheckpointCodec[S], Generic[S]):
     @abc.abstractmethod
     def rebase(self, blob: CheckpointBlob, frame: Frame) -> CheckpointBlob:
         """``blob`` with its data made whole from its frame: same header, no base."""
+
+
+class WriteCodec(abc.ABC):
+    """A codec that can also store the pending writes of a superstep's tasks.
+
+    A write's data is self-describing like a checkpoint's: it repeats the trace,
+    the checkpoint, the task id and the index it is stored under, so that data
+    stored under another key is caught, and it is compressed, encrypted and
+    checked as the codec does a checkpoint's state.
+    """
+
+    @abc.abstractmethod
+    def encode_write(
+        self, trace_id: TraceId, checkpoint_id: CheckpointId, write: TaskWrite
+    ) -> PendingWrite:
+        """Encode ``write`` of a task that ran from ``checkpoint_id`` in ``trace_id``.
+
+        Raises :class:`~flowpoint.errors.CodecError` if its value cannot be encoded.
+        """
+
+    @abc.abstractmethod
+    def decode_write(self, write: PendingWrite) -> TaskWrite:
+        """Check and decode a stored write; its value comes back as plain data.
+
+        Raises :class:`~flowpoint.errors.CorruptCheckpoint` (naming the checkpoint)
+        for damaged data or data stored under another key, and
+        :class:`~flowpoint.errors.CodecError` for a key the codec does not hold.
+        No other exception escapes, whatever the bytes.
+        """

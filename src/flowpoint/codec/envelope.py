@@ -18,8 +18,9 @@ checkpoint's own header (id, trace, step, parent, graph hash, time, node,
 metadata) so that bytes stored under the wrong checkpoint are caught. The
 leading 0x89 byte, as in PNG, catches transfers that strip the high bit.
 
-The body is the encoded state, compressed if the header says so, then, if the
-header names a key, encrypted with AES-256-GCM: a 12-byte random nonce, the
+The body is the encoded state (or delta), followed by the runner's cursor in
+MessagePack when the header gives its length, compressed if the header says so,
+then, if the header names a key, encrypted with AES-256-GCM: a 12-byte random nonce, the
 ciphertext, and the 16-byte tag. The associated data is the *head*, bytes 0 to
 9+H: every header field, the compression and the key id are authenticated
 together with the body, so a body moved under another header fails. The
@@ -29,7 +30,7 @@ checksum only catches accidents; without encryption nothing is authenticated.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
@@ -47,10 +48,13 @@ __all__ = [
     "MAX_HEADER_LENGTH",
     "Envelope",
     "EnvelopeHeader",
+    "check_framing",
     "encode_head",
+    "frame_head",
     "open_envelope",
     "peek_header",
     "seal_envelope",
+    "split_frame",
 ]
 
 MAGIC = b"\x89FPC"
@@ -84,6 +88,9 @@ class EnvelopeHeader(msgspec.Struct, array_like=True, frozen=True, forbid_unknow
     """For a body of format ``"delta"``: the checkpoint whose state the delta changes."""
     chain_start: int | None = None
     """For a body of format ``"delta"``: the step where its chain's full state is."""
+    cursor_length: int | None = None
+    """Bytes at the end of the body (once decrypted and decompressed) that hold the
+    checkpoint's cursor, as MessagePack; ``None`` for a checkpoint without one."""
 
 
 class Envelope(NamedTuple):
@@ -103,12 +110,17 @@ def encode_head(header: EnvelopeHeader) -> bytes:
 
     ``ValueError`` if the header is longer than :data:`MAX_HEADER_LENGTH`.
     """
-    encoded_header = _header_encoder.encode(header)
-    if len(encoded_header) > MAX_HEADER_LENGTH:
-        raise ValueError(
-            f"the envelope header is {len(encoded_header)} bytes, over {MAX_HEADER_LENGTH}"
-        )
-    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(encoded_header)) + encoded_header
+    return frame_head(MAGIC, FORMAT_VERSION, _header_encoder.encode(header), MAX_HEADER_LENGTH)
+
+
+def frame_head(magic: bytes, version: int, encoded_header: bytes, limit: int) -> bytes:
+    """A head of this layout for any kind of record: magic, version, header length, header.
+
+    ``ValueError`` if the header is longer than ``limit``.
+    """
+    if len(encoded_header) > limit:
+        raise ValueError(f"the envelope header is {len(encoded_header)} bytes, over {limit}")
+    return _PREFIX.pack(magic, version, len(encoded_header)) + encoded_header
 
 
 def seal_envelope(head: bytes, body: bytes) -> bytes:
@@ -127,18 +139,27 @@ def open_envelope(blob: CheckpointBlob) -> Envelope:
     codec decrypts the body with the head as associated data.
     """
     header_length = _framing(blob)
-    data = blob.data
+    head, body = split_frame(blob.data, header_length, _corrupt(blob))
+    header = _decode_header(blob, header_length)
+    _check_same_checkpoint(blob, header)
+    return Envelope(header, head, body)
+
+
+def split_frame(
+    data: bytes, header_length: int, corrupt: Callable[[str], Exception]
+) -> tuple[memoryview, memoryview]:
+    """Check the checksum of framed ``data``; return its head and its body.
+
+    ``header_length`` is what :func:`check_framing` returned; ``corrupt(reason)``
+    makes the error raised for a checksum that does not match.
+    """
     body_end = len(data) - _CHECKSUM.size
     view = memoryview(data)
     (stored_checksum,) = _CHECKSUM.unpack_from(data, body_end)
     if xxhash.xxh3_64_intdigest(view[:body_end]) != stored_checksum:
-        raise CorruptCheckpoint(
-            blob.checkpoint_id, "checksum mismatch: the bytes were changed or cut short"
-        )
-    header = _decode_header(blob, header_length)
-    _check_same_checkpoint(blob, header)
+        raise corrupt("checksum mismatch: the bytes were changed or cut short")
     head_end = _PREFIX.size + header_length
-    return Envelope(header, view[:head_end], view[head_end:body_end])
+    return view[:head_end], view[head_end:body_end]
 
 
 def peek_header(blob: CheckpointBlob) -> EnvelopeHeader:
@@ -153,24 +174,39 @@ def peek_header(blob: CheckpointBlob) -> EnvelopeHeader:
 
 def _framing(blob: CheckpointBlob) -> int:
     """Check magic, version and lengths; return the header length."""
-    data = blob.data
+    return check_framing(
+        blob.data, MAGIC, FORMAT_VERSION, MAX_HEADER_LENGTH, "checkpoint", _corrupt(blob)
+    )
 
-    def corrupt(reason: str) -> CorruptCheckpoint:
-        return CorruptCheckpoint(blob.checkpoint_id, reason)
 
+def _corrupt(blob: CheckpointBlob) -> Callable[[str], CorruptCheckpoint]:
+    return lambda reason: CorruptCheckpoint(blob.checkpoint_id, reason)
+
+
+def check_framing(
+    data: object,
+    magic: bytes,
+    version: int,
+    limit: int,
+    kind: str,
+    corrupt: Callable[[str], Exception],
+) -> int:
+    """Check the magic, version and lengths of framed ``data``; return its header length.
+
+    ``kind`` names what the magic stands for in errors (``"checkpoint"``);
+    ``corrupt(reason)`` makes the error raised.
+    """
     if not isinstance(data, bytes):
         raise corrupt(f"data is {type(data).__name__}, not bytes")
     if len(data) < _MIN_LENGTH:
         raise corrupt(f"data is truncated: {len(data)} bytes")
-    magic, version, header_length = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise corrupt(f"not a flowpoint checkpoint (magic {magic!r})")
-    if version != FORMAT_VERSION:
-        raise corrupt(
-            f"format version {version} is not one this flowpoint reads ({FORMAT_VERSION})"
-        )
-    if header_length > MAX_HEADER_LENGTH:
-        raise corrupt(f"the header length {header_length} is over {MAX_HEADER_LENGTH}")
+    found, found_version, header_length = _PREFIX.unpack_from(data)
+    if found != magic:
+        raise corrupt(f"not a flowpoint {kind} (magic {found!r})")
+    if found_version != version:
+        raise corrupt(f"format version {found_version} is not one this flowpoint reads ({version})")
+    if header_length > limit:
+        raise corrupt(f"the header length {header_length} is over {limit}")
     if _PREFIX.size + header_length > len(data) - _CHECKSUM.size:
         raise corrupt("data is truncated: the header runs past the end")
     return int(header_length)
@@ -189,6 +225,10 @@ def _decode_header(blob: CheckpointBlob, header_length: int) -> EnvelopeHeader:
             check_key_id(header.key_id)
         except ValueError as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"envelope header: {exc}") from None
+    if header.cursor_length is not None and header.cursor_length < 1:
+        raise CorruptCheckpoint(
+            blob.checkpoint_id, f"envelope header: a cursor of {header.cursor_length} bytes"
+        )
     _check_chain_fields(blob, header)
     return header
 

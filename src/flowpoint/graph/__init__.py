@@ -1,7 +1,7 @@
 """The workflow layer: build graphs, fingerprint them, run and resume them durably."""
 
 from flowpoint.graph._context import NodeContext
-from flowpoint.graph.builder import END, START, BuiltGraph, Graph
+from flowpoint.graph.builder import END, START, BuiltGraph, Graph, Send
 from flowpoint.graph.policies import RetentionPolicy, TriggerPolicy
 from flowpoint.graph.runner import Runner, RunResult
 
@@ -14,5 +14,6 @@ __all__ = [
     "RetentionPolicy",
     "RunResult",
     "Runner",
+    "Send",
     "TriggerPolicy",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 from flowpoint.errors import GraphDefinitionError
 from flowpoint.ids import CheckpointId, TraceId
 
-__all__ = ["NodeContext", "node_context", "takes_context"]
+__all__ = ["NodeContext", "input_type", "node_context", "takes_context"]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -35,9 +35,9 @@ class NodeContext:
 
     - ``trace_id``: the trace being run.
     - ``step``: the step the node runs at: the step of ``checkpoint_id``, plus the
-      nodes run since it that had no checkpoint of their own (under the
+      supersteps run since it that had no checkpoint of their own (under the
       ``ON_CHANGE`` and ``MANUAL`` triggers). Under the default trigger it is the
-      step of ``checkpoint_id``, and the node's result is saved as ``step + 1``.
+      step of ``checkpoint_id``, and the superstep's result is saved as ``step + 1``.
     - ``node``: the node's name; a router gets the context of the node it routes
       after.
     - ``checkpoint_id``: the checkpoint the node starts from: the last one saved
@@ -45,10 +45,11 @@ class NodeContext:
       node receives).
     - ``idempotency_key``: 32 hex characters, the same every time this node runs
       at this point of the trace (a rerun after a crash, a retry) and different
-      for every other run of a node. Key external side effects on it (a payment
-      API's idempotency key, a unique column), and a side effect a rerun repeats
-      happens once. A resume with an update, or a fork, starts from a new
-      checkpoint, so what runs after it gets new keys.
+      for every other run of a node, including the other tasks of its superstep
+      (each ``Send`` to a node is a task of its own). Key external side effects
+      on it (a payment API's idempotency key, a unique column), and a side
+      effect a rerun repeats happens once. A resume with an update, or a fork,
+      starts from a new checkpoint, so what runs after it gets new keys.
     - ``attempt``: 1 for the first attempt at this step in this process.
     """
 
@@ -61,16 +62,41 @@ class NodeContext:
 
 
 def node_context(
-    trace_id: TraceId, checkpoint_id: CheckpointId, step: int, since: int, node: str
+    trace_id: TraceId,
+    checkpoint_id: CheckpointId,
+    step: int,
+    since: int,
+    node: str,
+    task_id: str | None = None,
 ) -> NodeContext:
-    """The context of ``node``, run ``since`` nodes after the checkpoint it starts from.
+    """The context of a task of ``node``, ``since`` supersteps after the checkpoint it starts from.
 
-    The key depends only on the trace, that checkpoint, ``since`` and the node, so a
-    rerun from the same checkpoint derives the same key in any process.
+    The key depends only on the trace, that checkpoint, ``since`` and the task's
+    id (``task_id``, the node's name by default: a node triggered by edges), so
+    a rerun from the same checkpoint derives the same key in any process.
     """
-    material = json.dumps(["flowpoint.node", trace_id, str(checkpoint_id), since, node])
+    task = node if task_id is None else task_id
+    material = json.dumps(["flowpoint.node", trace_id, str(checkpoint_id), since, task])
     key = hashlib.blake2b(material.encode("utf-8"), digest_size=16).hexdigest()
     return NodeContext(trace_id, step + since, node, checkpoint_id, key)
+
+
+def input_type(function: Callable[..., Any]) -> Any:
+    """The type ``function``'s first parameter is annotated with; ``Any`` when there is none.
+
+    A ``Send``'s argument, stored as plain data, is given to its node as this type.
+    """
+    try:
+        signature = _signature(function)
+    except (TypeError, ValueError):
+        return Any
+    for parameter in signature.parameters.values():
+        if parameter.kind in _POSITIONAL or parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            annotation = parameter.annotation
+            if annotation is inspect.Parameter.empty or isinstance(annotation, str):
+                return Any  # none, or one that does not resolve: plain data
+            return Any if parameter.kind is inspect.Parameter.VAR_POSITIONAL else annotation
+    return Any
 
 
 def takes_context(function: Callable[..., Any], role: str) -> bool:

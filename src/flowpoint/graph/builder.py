@@ -1,18 +1,40 @@
-"""Declaring a graph: nodes, static and conditional edges, ``START`` and ``END``."""
+"""Declaring a graph: nodes, static, conditional and join edges, ``Send``, ``START``, ``END``.
+
+A run goes in supersteps: the tasks of one superstep run concurrently, and the
+edges of the nodes that ran say what runs in the next one. Several static edges
+from one node fan out; ``add_edge(["web", "docs"], "write")`` is a join (``write``
+runs once both have finished); a router may return one target, a list of them,
+or :class:`Send` objects that run a node once per argument (a map).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Generic, Literal, overload
 
+from flowpoint.blob import MAX_NODE_LENGTH
 from flowpoint.checkpoint import S, State
 from flowpoint.errors import GraphDefinitionError
 from flowpoint.graph._context import takes_context
 from flowpoint.graph.fingerprint import canonical_set, describe_type, describe_value, fingerprint
+from flowpoint.graph.state import StateType
 
-__all__ = ["END", "START", "BuiltGraph", "ConditionalEdge", "Edge", "Graph", "Node", "StaticEdge"]
+__all__ = [
+    "END",
+    "MAX_SEND_TARGET_LENGTH",
+    "START",
+    "BuiltGraph",
+    "ConditionalEdge",
+    "Edge",
+    "Graph",
+    "JoinEdge",
+    "Node",
+    "Send",
+    "StaticEdge",
+]
 
 START: Final = "__start__"
 """Where a run enters the graph: ``add_edge(START, "first_node")``."""
@@ -27,7 +49,43 @@ update (a dict), or ``None`` for no change."""
 
 Router = Callable[..., Any | Awaitable[Any]]
 """A router: a sync or async function of the state (and optionally a
-:class:`~flowpoint.NodeContext`) returning one of its declared targets."""
+:class:`~flowpoint.NodeContext`) returning one of its declared targets, a list of
+them, :class:`Send` objects, or a list mixing both."""
+
+MAX_SEND_TARGET_LENGTH = MAX_NODE_LENGTH - 16
+"""Characters in the name of a router's target, at most: a ``Send`` to it runs as
+the task ``"<name>#<index>"``, and a task id has at most 256 characters."""
+
+# A task id "<node>#<index>" for the index-th Send to <node> in a superstep.
+_SEND_TASK = re.compile(r"(.+)#[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Run ``node`` once, with ``arg`` instead of the state: what a router returns to map.
+
+    ::
+
+        def fan_out(state: Docs) -> list[Send]:
+            return [Send("summarise", doc) for doc in state.docs]
+
+        g.add_conditional_edges("split", fan_out, ["summarise"])
+
+    Every ``Send`` a superstep's routers return runs in the next superstep, all
+    concurrently; ``node`` must be one of the router's declared targets. ``arg``
+    is stored with the checkpoint as plain data (as MessagePack holds it: dicts,
+    lists, strings, numbers, bytes, datetimes) and given to the node as the type
+    its first parameter is annotated with (a dataclass comes back as the
+    dataclass); a node whose first parameter is not annotated gets the plain data.
+    The node's update is applied to the state like any other.
+    """
+
+    node: str
+    arg: Any
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.node, str) or not self.node:
+            raise TypeError(f"a Send names a node, not {self.node!r:.40}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +127,20 @@ class ConditionalEdge:
     takes_context: bool = False
 
 
-Edge = StaticEdge | ConditionalEdge
+@dataclass(frozen=True, slots=True)
+class JoinEdge:
+    """After every one of ``sources`` has finished, go to ``target`` once (a fan-in).
+
+    ``sources`` are in declared order. The join counts a source as finished when
+    it runs in a superstep; once all have, ``target`` runs in the next superstep,
+    and the count starts over.
+    """
+
+    sources: tuple[str, ...]
+    target: str
+
+
+Edge = StaticEdge | ConditionalEdge | JoinEdge
 
 
 class Graph(Generic[S]):
@@ -125,6 +196,11 @@ class Graph(Generic[S]):
             raise GraphDefinitionError(f"a node's name must be a non-empty str, not {name!r}")
         if name in (START, END):
             raise GraphDefinitionError(f"{name!r} is reserved and cannot name a node")
+        if len(name) > MAX_NODE_LENGTH:
+            raise GraphDefinitionError(
+                f"a node's name has at most {MAX_NODE_LENGTH} characters, not {len(name)} "
+                f"({name!r:.40}...)"
+            )
         if name in self._nodes:
             raise GraphDefinitionError(f"the graph has a node named {name!r} already")
         if not callable(function):
@@ -138,9 +214,26 @@ class Graph(Generic[S]):
         self._nodes[name] = Node(name, function, version, takes_context(function, f"node {name!r}"))
         return self
 
-    def add_edge(self, source: str, target: str) -> Graph[S]:
-        """After ``source`` (or ``START``), go to ``target`` (or ``END``). Returns the graph."""
-        self._edges.append(StaticEdge(_name(source, "source"), _name(target, "target")))
+    def add_edge(self, source: str | list[str] | tuple[str, ...], target: str) -> Graph[S]:
+        """After ``source`` (or ``START``), go to ``target`` (or ``END``). Returns the graph.
+
+        Several edges from one node fan out: their targets run in the same
+        superstep, concurrently. A list of sources is a join:
+        ``add_edge(["web", "docs"], "write")`` runs ``write`` once, after both
+        ``web`` and ``docs`` have finished (in the same superstep or not).
+        """
+        end = _name(target, "target")
+        if isinstance(source, list | tuple):
+            sources = tuple(_name(one, "source") for one in source)
+            if not sources:
+                raise GraphDefinitionError(f"the join into {end!r} lists no source")
+            if len(set(sources)) != len(sources):
+                raise GraphDefinitionError(f"the join into {end!r} lists a source twice")
+            if len(sources) > 1:
+                self._edges.append(JoinEdge(sources, end))
+                return self
+            source = sources[0]
+        self._edges.append(StaticEdge(_name(source, "source"), end))
         return self
 
     def add_conditional_edges(
@@ -153,8 +246,12 @@ class Graph(Generic[S]):
 
         ``targets`` lists every place the router may send the run (nodes or
         ``END``), in any order. A mapping instead maps the router's return values
-        to those places. A router declares a :class:`~flowpoint.NodeContext` as a
-        node does, and gets the context of the node it routes after.
+        to those places. The router returns one of them, a list of them (all run
+        in the next superstep; an empty list stops this branch), :class:`Send`
+        objects to targets it declares, or a list mixing both. It sees the state
+        after the whole superstep its node ran in. A router declares a
+        :class:`~flowpoint.NodeContext` as a node does, and gets the context of the
+        node it routes after.
         """
         if not callable(router):
             raise GraphDefinitionError(f"the router after {source!r} must be callable")
@@ -182,43 +279,49 @@ class Graph(Generic[S]):
         """Check the graph and return its frozen, runnable form.
 
         Raises :class:`~flowpoint.errors.GraphDefinitionError` for an edge to or from
-        an unknown node, a node without (or with two) outgoing edges, no edge from
-        ``START``, a node no run can reach, or a node from which ``END`` cannot be reached.
+        an unknown node, an edge declared twice, a join from ``START`` or ``END``, a
+        node without outgoing edges, not exactly one static edge from ``START`` to
+        a node, a node no run can reach, a node from which ``END`` cannot be
+        reached, or a router target whose ``Send`` tasks could not be told apart
+        from another node (see :data:`MAX_SEND_TARGET_LENGTH`); and for a state
+        type flowpoint cannot store or a reducer it cannot call.
         """
-        outgoing: dict[str, Edge] = {}
+        seen: set[tuple[Any, ...]] = set()
         for edge in self._edges:
-            if edge.source == END:
-                raise GraphDefinitionError("END has no outgoing edges")
-            if edge.source != START and edge.source not in self._nodes:
-                raise GraphDefinitionError(f"an edge leaves {edge.source!r}, which is not a node")
-            for target in _targets(edge):
-                if target == START:
-                    raise GraphDefinitionError(f"an edge from {edge.source!r} goes to START")
-                if target != END and target not in self._nodes:
-                    raise GraphDefinitionError(
-                        f"an edge from {edge.source!r} goes to {target!r}, which is not a node"
-                    )
-            if edge.source in outgoing:
-                raise GraphDefinitionError(
-                    f"{edge.source!r} has two outgoing edges; a run follows one path, so use "
-                    f"add_conditional_edges to choose between targets"
-                )
-            outgoing[edge.source] = edge
-        start_edge = outgoing.get(START)
-        if start_edge is None:
+            self._check_edge(edge)
+            key = _edge_key(edge)
+            if key is not None:
+                if key in seen:
+                    raise GraphDefinitionError(f"{_edge_name(edge)} is declared twice")
+                seen.add(key)
+        after: dict[str, list[Edge]] = {}
+        for edge in self._edges:
+            for source in edge.sources if isinstance(edge, JoinEdge) else (edge.source,):
+                after.setdefault(source, []).append(edge)
+        start_edges = after.get(START, [])
+        if not start_edges:
             raise GraphDefinitionError("the graph has no edge from START")
+        if len(start_edges) > 1:
+            raise GraphDefinitionError(
+                f"{START!r} has two outgoing edges; a run enters the graph at one node "
+                f"(fan out from that node instead)"
+            )
+        start_edge = start_edges[0]
         if not isinstance(start_edge, StaticEdge) or start_edge.target == END:
             raise GraphDefinitionError("START needs one static edge to the first node")
         for name in self._nodes:
-            if name not in outgoing:
+            if name not in after:
                 raise GraphDefinitionError(
                     f"node {name!r} has no outgoing edge (add an edge to the next node or END)"
                 )
-        reachable = _reachable(START, outgoing)
+        self._check_send_targets()
+        reachable = _reachable(START, after, whole_joins=True)
         unreachable = [name for name in self._nodes if name not in reachable]
         if unreachable:
             raise GraphDefinitionError(f"no run can reach node(s) {unreachable}")
-        stuck = [name for name in self._nodes if END not in _reachable(name, outgoing)]
+        stuck = [
+            name for name in self._nodes if END not in _reachable(name, after, whole_joins=False)
+        ]
         if stuck:
             raise GraphDefinitionError(f"no path leads from node(s) {stuck} to END")
         return BuiltGraph(
@@ -229,6 +332,49 @@ class Graph(Generic[S]):
             start=start_edge.target,
         )
 
+    def _check_edge(self, edge: Edge) -> None:
+        sources = edge.sources if isinstance(edge, JoinEdge) else (edge.source,)
+        for source in sources:
+            if source == END:
+                raise GraphDefinitionError("END has no outgoing edges")
+            if isinstance(edge, JoinEdge) and source == START:
+                raise GraphDefinitionError(
+                    f"the join into {edge.target!r} lists START; a join's sources are nodes"
+                )
+            if source != START and source not in self._nodes:
+                raise GraphDefinitionError(f"an edge leaves {source!r}, which is not a node")
+        where = "/".join(sources)
+        for target in _targets(edge):
+            if target == START:
+                raise GraphDefinitionError(f"an edge from {where!r} goes to START")
+            if target != END and target not in self._nodes:
+                raise GraphDefinitionError(
+                    f"an edge from {where!r} goes to {target!r}, which is not a node"
+                )
+
+    def _check_send_targets(self) -> None:
+        """Refuse router targets whose Send task ids would be too long or shared."""
+        targets = {
+            target
+            for edge in self._edges
+            if isinstance(edge, ConditionalEdge)
+            for target in edge.targets
+            if target != END
+        }
+        for target in sorted(targets):
+            if len(target) > MAX_SEND_TARGET_LENGTH:
+                raise GraphDefinitionError(
+                    f"router target {target!r:.40}... has {len(target)} characters; a node a "
+                    f"router may send to has at most {MAX_SEND_TARGET_LENGTH}"
+                )
+        for name in self._nodes:
+            match = _SEND_TASK.fullmatch(name)
+            if match is not None and match.group(1) in targets:
+                raise GraphDefinitionError(
+                    f"node {name!r} has the name of a Send task of router target "
+                    f"{match.group(1)!r}; rename it"
+                )
+
     def hash_u64(self) -> int:
         """The fingerprint of the graph as declared so far (it is checked first)."""
         return self.build().hash_u64()
@@ -237,7 +383,17 @@ class Graph(Generic[S]):
 class BuiltGraph(Generic[S]):
     """A checked, frozen graph: what a :class:`~flowpoint.Runner` runs."""
 
-    __slots__ = ("_hash", "_outgoing", "edges", "name", "nodes", "start", "state_type")
+    __slots__ = (
+        "_hash",
+        "_joins",
+        "_outgoing",
+        "edges",
+        "name",
+        "nodes",
+        "start",
+        "state",
+        "state_type",
+    )
 
     def __init__(
         self,
@@ -253,7 +409,16 @@ class BuiltGraph(Generic[S]):
         self.nodes: Mapping[str, Node] = MappingProxyType(dict(nodes))
         self.edges = edges
         self.start = start
-        self._outgoing = {edge.source: edge for edge in edges}
+        outgoing: dict[str, list[StaticEdge | ConditionalEdge]] = {}
+        joins: dict[str, list[JoinEdge]] = {}
+        for edge in edges:
+            if isinstance(edge, JoinEdge):
+                for source in edge.sources:
+                    joins.setdefault(source, []).append(edge)
+            else:
+                outgoing.setdefault(edge.source, []).append(edge)
+        self._outgoing = {node: tuple(found) for node, found in outgoing.items()}
+        self._joins = {node: tuple(found) for node, found in joins.items()}
         state = describe_type(state_type)
         if state == "any":
             raise GraphDefinitionError(
@@ -266,6 +431,7 @@ class BuiltGraph(Generic[S]):
             edges=[_describe_edge(edge) for edge in edges],
             state=state,
         )
+        self.state = StateType(state_type)
 
     def __repr__(self) -> str:
         return f"<BuiltGraph {self.name!r} 0x{self._hash:016x}: {len(self.nodes)} nodes>"
@@ -274,9 +440,13 @@ class BuiltGraph(Generic[S]):
         """The graph's stable fingerprint: the same in every process, Python and machine."""
         return self._hash
 
-    def edge_after(self, node: str) -> Edge:
-        """The edge a run follows after ``node``."""
-        return self._outgoing[node]
+    def edges_after(self, node: str) -> tuple[StaticEdge | ConditionalEdge, ...]:
+        """The static and conditional edges leaving ``node``, in declared order."""
+        return self._outgoing.get(node, ())
+
+    def joins_after(self, node: str) -> tuple[JoinEdge, ...]:
+        """The joins that count ``node`` among their sources, in declared order."""
+        return self._joins.get(node, ())
 
 
 def _describe_node(node: Node) -> dict[str, Any]:
@@ -288,6 +458,8 @@ def _describe_edge(edge: Edge) -> dict[str, Any]:
     """An edge as the fingerprint sees it: its kind, source and declared targets (a set)."""
     if isinstance(edge, StaticEdge):
         return {"kind": "static", "from": edge.source, "to": edge.target}
+    if isinstance(edge, JoinEdge):
+        return {"kind": "join", "from": canonical_set(edge.sources), "to": edge.target}
     if edge.path_map is None:
         return {"kind": "conditional", "from": edge.source, "to": canonical_set(edge.targets)}
     routes = [[describe_value(key), target] for key, target in edge.path_map.items()]
@@ -301,19 +473,43 @@ def _name(value: object, role: Literal["source", "target"]) -> str:
 
 
 def _targets(edge: Edge) -> tuple[str, ...]:
-    return (edge.target,) if isinstance(edge, StaticEdge) else edge.targets
+    return edge.targets if isinstance(edge, ConditionalEdge) else (edge.target,)
 
 
-def _reachable(origin: str, outgoing: Mapping[str, Edge]) -> set[str]:
+def _edge_key(edge: Edge) -> tuple[Any, ...] | None:
+    """What makes a static edge or a join the same as another; ``None`` for routers."""
+    if isinstance(edge, StaticEdge):
+        return ("static", edge.source, edge.target)
+    if isinstance(edge, JoinEdge):
+        return ("join", frozenset(edge.sources), edge.target)
+    return None
+
+
+def _edge_name(edge: Edge) -> str:
+    if isinstance(edge, JoinEdge):
+        return f"the join from {list(edge.sources)} into {edge.target!r}"
+    return f"the edge from {edge.source!r} to {_targets(edge)[0]!r}"
+
+
+def _reachable(origin: str, after: Mapping[str, list[Edge]], *, whole_joins: bool) -> set[str]:
+    """Where a run from ``origin`` may go.
+
+    With ``whole_joins``, a join's target only once all its sources may run (what
+    a run from START can reach); without, after any source (a branch that joins
+    others goes on where the join does).
+    """
     seen: set[str] = set()
     pending = [origin]
     while pending:
-        name = pending.pop()
-        edge = outgoing.get(name)
-        if edge is None:
-            continue
-        for target in _targets(edge):
-            if target not in seen:
-                seen.add(target)
-                pending.append(target)
+        for edge in after.get(pending.pop(), ()):
+            if (
+                whole_joins
+                and isinstance(edge, JoinEdge)
+                and not all(source in seen for source in edge.sources)
+            ):
+                continue  # looked at again when its last source is reached
+            for target in _targets(edge):
+                if target not in seen:
+                    seen.add(target)
+                    pending.append(target)
     return seen

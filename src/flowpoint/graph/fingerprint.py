@@ -16,10 +16,17 @@ The document, format version :data:`FINGERPRINT_VERSION`::
      "edges": [<edge>, ...],                                # a set: sorted, unique
      "state": <the state type's description>}
 
+An edge is ``{"kind": "static", "from": <node>, "to": <node>}`` (several from one
+node are a fan-out), ``{"kind": "conditional", "from": <node>, "to": [<targets>]}``
+(or ``"map"``: a path map's routes as a set; a router's targets are where its
+``Send`` objects may go too), or ``{"kind": "join", "from": [<sources>], "to":
+<node>}`` with its sources as a set. Which state fields have reducers, and which
+(by qualified name), is part of the state's description: ``Annotated`` metadata.
+
 A node's attributes and an edge's keys are left out when they have their default
 value, so a feature that adds an attribute (a node's ``goto`` targets, its retry
-policy, a subgraph's own fingerprint) or a kind of edge (a join, ``Send`` targets)
-leaves the fingerprint of every graph that does not use it as it was.
+policy, a subgraph's own fingerprint) or a kind of edge leaves the fingerprint of
+every graph that does not use it as it was.
 """
 
 from __future__ import annotations

@@ -16,11 +16,13 @@ class TriggerPolicy(enum.Enum):
     pause (interrupt), and the end of a run, so that a pause or a finished run is
     always durable. Between those:
 
-    - ``EVERY_NODE`` (the default): after every node. A resume reruns at most the
-      node that was running.
-    - ``ON_CHANGE``: after a node that changed the state (compared with ``==``; a
-      node that mutates the state in place instead of returning an update is not
-      seen as a change). A resume reruns the nodes since the last change.
+    - ``EVERY_NODE`` (the default): after every superstep (every node, in a graph
+      without parallel branches). A resume reruns at most the superstep that was
+      running.
+    - ``ON_CHANGE``: after a superstep that changed the state (compared with
+      ``==``; a node that mutates the state in place instead of returning an
+      update is not seen as a change). A resume reruns the supersteps since the
+      last change.
     - ``MANUAL``: nowhere else. A resume reruns everything since the last pause.
     """
 

@@ -4,6 +4,11 @@ Everything here runs before the runner saves anything, so that a state the codec
 could store but never load back (a field of the wrong type, a key its
 ``TypedDict`` does not declare) is refused with the node's name instead of
 ending the trace's life at its next resume.
+
+A field annotated ``Annotated[T, reducer]`` (any binary callable, such as
+``operator.add``) combines what is written to it: ``new = reducer(old, value)``.
+That is how the updates of parallel tasks to one field add up; without a
+reducer, two tasks of one superstep writing the same field is an error.
 """
 
 from __future__ import annotations
@@ -11,18 +16,22 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import decimal
+import inspect
 import sys
 import typing
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
-from flowpoint.errors import InvalidUpdate
+from flowpoint.errors import GraphDefinitionError, InvalidUpdate
 
-__all__ = ["StateType"]
+__all__ = ["Reducer", "StateType", "from_plain", "to_plain"]
+
+Reducer = Callable[[Any, Any], Any]
+"""A field's reducer: ``reducer(old, value)`` is the field's new value."""
 
 # Scalars msgspec checks as they are: a UUID in a str field is refused, as it is
 # when a partial update sets it.
@@ -38,6 +47,11 @@ _NATIVE = (
     decimal.Decimal,
 )
 _ANY = (Any, object)
+_MISSING: Any = object()
+# What plain data is: values as MessagePack holds them, which is how the runner's
+# cursor and pending writes are stored.
+_plain_encoder = msgspec.msgpack.Encoder(enc_hook=lambda value: _stored_form(value))
+_plain_decoder = msgspec.msgpack.Decoder()
 
 
 class StateType:
@@ -54,6 +68,7 @@ class StateType:
     """
 
     __slots__ = (
+        "_aliases",
         "_field_types",
         "_free",
         "_projected",
@@ -61,6 +76,7 @@ class StateType:
         "_values",
         "_wire",
         "cls",
+        "reducers",
         "state_type",
     )
 
@@ -84,6 +100,16 @@ class StateType:
         self._free = not self._typeddict and (
             self._wire in _ANY or (self.cls is dict and self._values in (None, *_ANY))
         )
+        self.reducers: dict[str, Reducer] = _reducers(state_type, self._values, self._field_types)
+        # A pydantic model's updates may name a field by its alias.
+        self._aliases: dict[str, str] = {}
+        model_fields = getattr(state_type, "model_fields", None)
+        if isinstance(model_fields, dict):
+            self._aliases = {info.alias: name for name, info in model_fields.items() if info.alias}
+
+    def field_name(self, key: str) -> str:
+        """The field an update's key names (a pydantic alias names its field)."""
+        return self._aliases.get(key, key)
 
     def apply(self, state: Any, update: Any, source: str) -> Any:
         """The state after ``update``.
@@ -91,7 +117,8 @@ class StateType:
         ``None`` keeps the state, a whole state replaces it (and is checked as
         :meth:`check` does), and a dict of fields is merged into it (keys of a dict
         state, fields of a dataclass, ``msgspec.Struct`` or pydantic model), each
-        value checked against its field's type. Anything else raises
+        value checked against its field's type; a field with a reducer gets
+        ``reducer(old, value)``, checked too. Anything else raises
         :class:`~flowpoint.errors.InvalidUpdate`, naming ``source``.
         """
         if update is None:
@@ -113,6 +140,8 @@ class StateType:
                 self._check_fields(update, source)
             elif not self._free:
                 self._check_fields(update, source)
+            if self.reducers:
+                update = self._reduce(update, state.get, source)
             return {**state, **update}
         if cls is not None and isinstance(update, cls):
             self.check(update, f"{source} returned a {type(update).__qualname__} that")
@@ -132,10 +161,71 @@ class StateType:
             )
         if not _is_pydantic(state):  # pydantic validates the merged model itself
             self._check_fields(update, source)
+        if self.reducers:
+            update = self._reduce(
+                update, lambda key, default: getattr(state, self.field_name(key), default), source
+            )
         try:
             return _replace(state, update)
         except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             raise InvalidUpdate(f"{source} returned an update that does not fit: {exc}") from exc
+
+    def merge(self, state: Any, updates: Sequence[tuple[str, Any]]) -> Any:
+        """The state after a superstep: each task's update applied, in the order given.
+
+        ``updates`` holds ``(task_id, update)`` pairs in canonical order. Two
+        tasks writing a field without a reducer, or a task returning a whole state
+        while another returns anything but ``None``, raise
+        :class:`~flowpoint.errors.InvalidUpdate` naming both tasks (and the field).
+        """
+        changes = [(task, update) for task, update in updates if update is not None]
+        if len(changes) > 1:
+            writers: dict[str, str] = {}
+            for task, update in changes:
+                if not isinstance(update, Mapping):
+                    other = next(t for t, _ in changes if t != task)
+                    raise InvalidUpdate(
+                        f"node {task!r} returned a whole state while node {other!r} updated "
+                        f"the state in the same superstep; parallel nodes return dicts of "
+                        f"the fields they change",
+                        tasks=(task, other),
+                    )
+                for key in update:
+                    name = self.field_name(key) if isinstance(key, str) else key
+                    if name in self.reducers:
+                        continue
+                    if name in writers:
+                        raise InvalidUpdate(
+                            f"nodes {writers[name]!r} and {task!r} both wrote {name!r} in the "
+                            f"same superstep; give the field a reducer "
+                            f"(Annotated[..., operator.add]) to combine them, or write it "
+                            f"from one of them",
+                            field=name,
+                            tasks=(writers[name], task),
+                        )
+                    writers[name] = task
+        for task, update in changes:
+            state = self.apply(state, update, f"node {task!r}")
+        return state
+
+    def decode_update(self, update: Any) -> Any:
+        """An update read back as plain data (see :func:`to_plain`), typed as the fields are.
+
+        A dict's values are converted to their fields' types (a dataclass field
+        comes back as the dataclass); a whole state's plain data to the state
+        type. Raises :class:`~flowpoint.errors.InvalidUpdate` for data that does not fit.
+        """
+        if update is None:
+            return None
+        if not isinstance(update, Mapping):
+            raise InvalidUpdate(f"a stored update is a {type(update).__qualname__}, not a dict")
+        typed: dict[str, Any] = {}
+        for key, value in update.items():
+            hint = self._values if self._values is not None else self._field_types.get(key)
+            if hint is None and isinstance(key, str):
+                hint = self._field_types.get(self.field_name(key))
+            typed[key] = value if hint is None or hint in _ANY else from_plain(value, hint)
+        return typed
 
     def check(self, state: Any, source: str) -> None:
         """Refuse a whole ``state`` that would not load back as the state type.
@@ -173,6 +263,39 @@ class StateType:
         if problem is not None:
             raise InvalidUpdate(f"{source} does not fit {_type_name(self.state_type)}: {problem}")
 
+    def _reduce(
+        self, update: Mapping[str, Any], old: Callable[[str, Any], Any], source: str
+    ) -> Mapping[str, Any]:
+        """``update`` with the value of each field that has a reducer combined with the old."""
+        reduced = dict(update)
+        for key, value in update.items():
+            name = self.field_name(key)
+            reducer = self.reducers.get(name)
+            if reducer is None:
+                continue
+            current = old(key, _MISSING)
+            if current is _MISSING:
+                continue  # nothing to combine with yet: the value is the field's first
+            try:
+                combined = reducer(current, value)
+            except Exception as exc:  # user code: whatever it raises, the update cannot apply
+                raise InvalidUpdate(
+                    f"{source} set {key!r}, and its reducer {_qualname(reducer)} raised "
+                    f"{type(exc).__name__}: {exc}",
+                    field=name,
+                ) from exc
+            hint = self._field_types.get(name)
+            if hint is not None and hint not in _ANY:
+                problem = _misfit(combined, hint)
+                if problem is not None:
+                    raise InvalidUpdate(
+                        f"{source} set {key!r}, and its reducer {_qualname(reducer)} returned "
+                        f"{combined!r:.60}, which does not fit its type: {problem}",
+                        field=name,
+                    )
+            reduced[key] = combined
+        return reduced
+
     def _check_fields(self, update: Mapping[str, Any], source: str) -> None:
         """Refuse a value of an update that does not fit its field's annotation."""
         for key, value in update.items():
@@ -184,6 +307,93 @@ class StateType:
                 raise InvalidUpdate(
                     f"{source} set {key!r} to {value!r:.60}, which does not fit its type: {problem}"
                 )
+
+
+def to_plain(value: Any) -> Any:
+    """``value`` as plain data: what MessagePack gives back after storing it.
+
+    Dicts, lists, strings, numbers, bytes, datetimes and ``None``: dataclasses,
+    Structs and pydantic models become dicts, tuples and sets lists, UUIDs and
+    decimals strings, enums their values. Raises ``TypeError`` (or
+    ``ValueError``, ``OverflowError``) for what flowpoint cannot store.
+    """
+    return _plain_decoder.decode(_plain_encoder.encode(value))
+
+
+def from_plain(value: Any, tp: Any) -> Any:
+    """Plain data (see :func:`to_plain`) back as a ``tp``: a dict as a dataclass, a str as a UUID.
+
+    Raises :class:`~flowpoint.errors.InvalidUpdate` if it does not fit.
+    """
+    try:
+        return msgspec.convert(value, tp, dec_hook=_from_builtins)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise InvalidUpdate(f"{value!r:.60} does not fit {_type_name(tp)}: {exc}") from exc
+    except (TypeError, RecursionError):  # a type msgspec cannot convert to: left as it is
+        return value
+
+
+def _stored_form(value: Any) -> Any:
+    """For :func:`to_plain`: pydantic models as the codec stores them; secrets refused."""
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(value, pydantic.SecretStr | pydantic.SecretBytes):
+        raise TypeError(f"a pydantic {type(value).__name__} is kept out of the runner's records")
+    return _to_builtins(value)
+
+
+def _reducers(state_type: Any, values: Any, field_types: Mapping[str, Any]) -> dict[str, Reducer]:
+    """The reducer of each field that has one (``Annotated[T, reducer]``)."""
+    if values is not None and _reducer_of(values, "the values of the dict state") is not None:
+        raise GraphDefinitionError(
+            f"{_type_name(state_type)}: a reducer applies to a declared field; declare the "
+            f"state as a TypedDict, a dataclass, a Struct or a pydantic model"
+        )
+    if not field_types:
+        return {}
+    try:
+        hints = typing.get_type_hints(state_type, include_extras=True)
+    except Exception:  # annotations that do not resolve: the fingerprint has refused them
+        return {}
+    found: dict[str, Reducer] = {}
+    for name in field_types:
+        hint = hints.get(name)
+        if typing.get_origin(hint) in (typing.Required, typing.NotRequired):
+            hint = typing.get_args(hint)[0]
+        reducer = _reducer_of(hint, f"{_type_name(state_type)}.{name}")
+        if reducer is not None:
+            found[name] = reducer
+    return found
+
+
+def _reducer_of(hint: Any, where: str) -> Reducer | None:
+    """The reducer in an ``Annotated`` hint's metadata: its one callable that is not a class."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return None
+    candidates = [m for m in hint.__metadata__ if callable(m) and not isinstance(m, type)]
+    if not candidates:
+        return None
+    if len(candidates) > 1:
+        raise GraphDefinitionError(
+            f"{where} is annotated with {len(candidates)} callables "
+            f"({', '.join(map(_qualname, candidates))}); a field has at most one reducer"
+        )
+    reducer: Reducer = candidates[0]
+    try:
+        inspect.signature(reducer).bind(None, None)
+    except TypeError as exc:
+        raise GraphDefinitionError(
+            f"the reducer {_qualname(reducer)} of {where} cannot be called as "
+            f"reducer(old, value): {exc}"
+        ) from None
+    except ValueError:  # no signature to read (some builtins): taken as binary
+        pass
+    return reducer
+
+
+def _qualname(function: Any) -> str:
+    name = getattr(function, "__qualname__", None) or type(function).__qualname__
+    module = getattr(function, "__module__", None)
+    return f"{module}.{name}" if module else str(name)
 
 
 def _misfit(value: Any, tp: Any) -> str | None:

@@ -17,12 +17,15 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
+from uuid import UUID
 
 from flowpoint.blob import (
     CheckpointBlob,
     CheckpointInfo,
     Metadata,
+    PendingWrite,
     check_header,
+    check_write_key,
     validate_current_node,
     validate_metadata,
 )
@@ -35,7 +38,10 @@ __all__ = [
     "BlockingBlobStore",
     "PruneRule",
     "RewritableBlobStore",
+    "check_writes_trace",
     "different_header",
+    "hex_prefix",
+    "id_range",
     "in_caller_thread",
     "missing_driver",
     "rewrite_conflict",
@@ -48,6 +54,7 @@ _P = ParamSpec("_P")
 HISTORY_PAGE = 500
 """Headers read per call when a whole trace is walked (:meth:`BlobCheckpointStore.iter_history`)."""
 _ID_CHARACTERS = frozenset(string.hexdigits.lower() + "-")
+_CANONICAL_ID = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
 
 
 class PruneRule:
@@ -198,15 +205,61 @@ class BlobCheckpointStore(abc.ABC):
             return []
         return await self._load_steps(trace, first_step, last_step)
 
-    async def delete(self, checkpoint_id: CheckpointId) -> bool:
-        """Delete one checkpoint; ``False`` (and no error) if it was not there.
+    async def save_writes(self, writes: Iterable[PendingWrite], *, overwrite: bool = False) -> int:
+        """Save task writes against the checkpoint their task ran from; all or none.
 
-        Deleting a trace's newest checkpoint makes the next one down the latest.
+        Every write of one call belongs to the same trace and checkpoint. A write is
+        keyed by ``(checkpoint_id, task_id, index)``. Without ``overwrite`` the first
+        write of a key wins: a key stored already keeps its data, and that is not an
+        error, so a task is recorded once however often its writes are sent (a retry,
+        a rerun after a crash, a second worker). Of concurrent writers of one key, in
+        this process or another, exactly one stores it. With ``overwrite=True`` the
+        new data replaces what is stored (a later attempt's error, re-encryption).
+        Returns how many writes were stored or replaced. When this returns, the
+        writes are as durable as a save; a call that fails stores none of them.
+
+        The store does not check that the checkpoint exists, but the writes of one
+        checkpoint belong to one trace: a call naming another trace than the writes
+        already stored for its checkpoint raises ``ValueError`` and stores nothing.
+        Deleting a checkpoint id (also one that is not stored), its trace, or pruning
+        it deletes its writes.
+        """
+        batch = list(writes)
+        if not batch:
+            return 0
+        first = batch[0]
+        for write in batch:
+            _check_write(write)
+            if (write.trace_id, write.checkpoint_id) != (first.trace_id, first.checkpoint_id):
+                raise ValueError(
+                    "one save_writes call takes the writes of one checkpoint: "
+                    f"{write.checkpoint_id} of {write.trace_id!r:.80} is not "
+                    f"{first.checkpoint_id} of {first.trace_id!r:.80}"
+                )
+        keys = {(write.task_id, write.index) for write in batch}
+        if len(keys) != len(batch):
+            raise ValueError("one save_writes call names a (task_id, index) twice")
+        return await self._save_writes(batch, overwrite=bool(overwrite))
+
+    async def load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        """The writes saved against the checkpoint, by task id, then index; ``[]`` if none.
+
+        A damaged write record raises :class:`~flowpoint.errors.CorruptCheckpoint`
+        naming the checkpoint.
+        """
+        writes = await self._load_writes(coerce_checkpoint_id(checkpoint_id))
+        return sorted(writes, key=_write_key)
+
+    async def delete(self, checkpoint_id: CheckpointId) -> bool:
+        """Delete one checkpoint and its writes; ``False`` (and no error) if it was not there.
+
+        Deleting a trace's newest checkpoint makes the next one down the latest. The
+        writes saved against the id go whether or not the checkpoint was stored.
         """
         return await self._delete(coerce_checkpoint_id(checkpoint_id))
 
     async def delete_many(self, checkpoint_ids: Iterable[CheckpointId]) -> int:
-        """Delete these checkpoints; return how many were there.
+        """Delete these checkpoints and their writes; return how many checkpoints were there.
 
         Ids not stored are skipped. Backends that can delete in one transaction
         (and one durable commit) do so; the others delete one by one.
@@ -217,11 +270,14 @@ class BlobCheckpointStore(abc.ABC):
         return await self._delete_many(wanted)
 
     async def delete_trace(self, trace_id: TraceId | str) -> int:
-        """Delete every checkpoint of the trace and return how many there were."""
+        """Delete every checkpoint of the trace (and every write) and return how many there were."""
         return await self._delete_trace(validate_trace_id(trace_id))
 
     async def prune(self, trace_id: TraceId | str, rule: PruneRule) -> int:
-        """Delete the checkpoints of the trace that ``rule`` selects; return how many."""
+        """Delete the checkpoints of the trace that ``rule`` selects, with their writes.
+
+        Returns how many checkpoints were deleted.
+        """
         if not isinstance(rule, PruneRule):
             raise TypeError(f"prune takes a PruneRule, not {type(rule).__name__}")
         return await self._prune(validate_trace_id(trace_id), rule)
@@ -264,6 +320,12 @@ class BlobCheckpointStore(abc.ABC):
 
     @abc.abstractmethod
     async def _delete_trace(self, trace_id: TraceId) -> int: ...
+
+    @abc.abstractmethod
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int: ...
+
+    @abc.abstractmethod
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]: ...
 
     async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
         """Walk every trace's headers. Backends with an index by id override this."""
@@ -375,6 +437,62 @@ def _same_metadata(a: Metadata, b: Metadata) -> bool:
         if type(value) is not type(other) or value != other:
             return False
     return True
+
+
+def check_writes_trace(write: PendingWrite, stored_trace: str) -> None:
+    """Raise ``ValueError`` if the checkpoint's writes are stored under another trace."""
+    if stored_trace != write.trace_id:
+        raise ValueError(
+            f"the writes of checkpoint {write.checkpoint_id} are stored under trace "
+            f"{stored_trace!r:.80}, not {write.trace_id!r:.80}"
+        )
+
+
+def _write_key(write: PendingWrite) -> tuple[str, int]:
+    return (write.task_id, write.index)
+
+
+def hex_prefix(prefix: str) -> str | None:
+    """The hex digits of a checkpoint id's text start, or ``None`` if a dash is out of place.
+
+    >>> hex_prefix("01a219cb-c6")
+    '01a219cbc6'
+    """
+    if any((ch == "-") != (_CANONICAL_ID[i] == "-") for i, ch in enumerate(prefix)):
+        return None
+    return prefix.replace("-", "")
+
+
+def id_range(prefix: str) -> tuple[CheckpointId, CheckpointId | None] | None:
+    """The ids whose canonical text starts with ``prefix`` (lowercase), as a range.
+
+    Returns the lowest such id and the lowest id above them all (``None`` when
+    none is), or ``None`` when no id's text can start so (a dash out of place).
+    Ids compare as their 16 bytes do, which is how SQL indexes order them.
+
+    >>> low, high = id_range("01a2")
+    >>> str(low), str(high)
+    ('01a20000-0000-0000-0000-000000000000', '01a30000-0000-0000-0000-000000000000')
+    """
+    digits = hex_prefix(prefix)
+    if digits is None:
+        return None
+    if not digits:
+        return CheckpointId(UUID(int=0)), None
+    shift = 4 * (32 - len(digits))
+    low = int(digits, 16) << shift
+    high = (int(digits, 16) + 1) << shift
+    return CheckpointId(UUID(int=low)), None if high >> 128 else CheckpointId(UUID(int=high))
+
+
+def _check_write(write: PendingWrite) -> None:
+    if not isinstance(write, PendingWrite):
+        raise TypeError(f"save_writes takes PendingWrite objects, not {type(write).__name__}")
+    validate_trace_id(write.trace_id)
+    coerce_checkpoint_id(write.checkpoint_id)
+    check_write_key(write.task_id, write.index)
+    if not isinstance(write.data, bytes):
+        raise TypeError(f"a write's data must be bytes, not {type(write.data).__name__}")
 
 
 def _check_blob(action: str, blob: CheckpointBlob) -> None:

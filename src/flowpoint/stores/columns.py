@@ -12,7 +12,14 @@ from typing import TypeAlias
 
 import msgspec
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, MetadataValue, validate_metadata
+from flowpoint.blob import (
+    CheckpointBlob,
+    CheckpointInfo,
+    MetadataValue,
+    PendingWrite,
+    check_write_key,
+    validate_metadata,
+)
 from flowpoint.errors import CorruptCheckpoint, InvalidTraceId
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
@@ -23,6 +30,7 @@ __all__ = [
     "metadata_from_json",
     "trace_from_text",
     "value_kind",
+    "write_from_columns",
 ]
 
 HeaderFields: TypeAlias = tuple[
@@ -94,3 +102,19 @@ def info_with_size(header: HeaderFields, size: object) -> CheckpointInfo:
     if type(size) is not int or size < 0:
         raise CorruptCheckpoint(header[0], f"column size holds {value_kind(size)}, not an int >= 0")
     return CheckpointInfo(*header, size=size)
+
+
+def write_from_columns(
+    checkpoint_id: CheckpointId, task_id: object, index: object, trace_id: object, data: object
+) -> PendingWrite:
+    """A pending write read back from its columns; damage is the checkpoint's corruption."""
+    try:
+        check_write_key(task_id, index)
+    except ValueError as exc:
+        raise CorruptCheckpoint(checkpoint_id, f"a stored write's key: {exc}") from None
+    if type(data) is not bytes:
+        raise CorruptCheckpoint(
+            checkpoint_id, f"a stored write's data holds {value_kind(data)}, not bytes"
+        )
+    trace = trace_from_text(trace_id, checkpoint_id, "a stored write's trace_id")
+    return PendingWrite(trace, checkpoint_id, task_id, index, data)  # type: ignore[arg-type]

@@ -38,19 +38,25 @@ from collections.abc import Iterator
 from typing import IO
 from urllib.parse import quote
 
-from flowpoint.blob import (
-    CheckpointBlob,
-    CheckpointInfo,
-)
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     BlockingBlobStore,
     RewritableBlobStore,
+    check_writes_trace,
     different_header,
+    hex_prefix,
     rewrite_conflict,
 )
-from flowpoint.stores.records import RecordFormat, RecordHeader
+from flowpoint.stores.records import (
+    RecordFormat,
+    RecordHeader,
+    WritesHeader,
+    record_header,
+    resolve_writes,
+    writes_header,
+)
 
 __all__ = ["FileBlobStore", "trace_dir_name"]
 
@@ -68,6 +74,13 @@ _FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)
 
 
 _RECORDS = RecordFormat(b"FPFILE1\n", RecordHeader)
+_WRITES = RecordFormat(b"FPWRIT1\n", WritesHeader)
+_WRITES_FILE = re.compile(r"[0-9]{20}\.wr\Z")
+_WRITES_LINK_SUFFIX = ".w"
+_ID_HEX = re.compile(r"[0-9a-f]{32}\Z")
+# Records a save_writes call may find taken by others before it gives up: each one
+# it meets is another call's that succeeded.
+_WRITES_ATTEMPTS = 1000
 
 
 def trace_dir_name(trace_id: str) -> str:
@@ -104,6 +117,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
             raise TypeError(f"directory must be a str path, not {type(path).__name__}")
         self._root = os.path.abspath(path)
         self._traces_root = os.path.join(self._root, "traces")
+        self._writes_root = os.path.join(self._root, "writes")
         self._ids_root = os.path.join(self._root, "ids")
 
     def __repr__(self) -> str:
@@ -145,6 +159,18 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         with _storage_errors("rewrite"):
             return await self._blocking(self._rewrite_sync, blob)
 
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        with _storage_errors("save_writes"):
+            return await self._blocking(self._save_writes_sync, writes, overwrite)
+
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        with _storage_errors("load_writes"):
+            return await self._blocking(self._load_writes_sync, checkpoint_id)
+
+    async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
+        with _storage_errors("ids_with_prefix"):
+            return await self._blocking(self._ids_with_prefix_sync, prefix, limit)
+
     # Blocking implementations.
 
     def _save_sync(self, blob: CheckpointBlob) -> None:
@@ -152,7 +178,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         trace_dir = os.path.join(self._traces_root, dir_name)
         final = os.path.join(trace_dir, _step_file(blob.step))
         shard_dir, link = self._id_link(blob.checkpoint_id)
-        record = _RECORDS.encode(_RECORDS.header_for(blob), blob.data)
+        record = _RECORDS.encode(record_header(RecordHeader, blob), blob.data)
 
         # 1. Claim the id. The link is made first so that a record that survives a
         #    crash can always be found by id; a link without its record reads as absent.
@@ -193,6 +219,155 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(link)
             raise
+
+    def _save_writes_sync(self, writes: list[PendingWrite], overwrite: bool) -> int:
+        first = writes[0]
+        dir_name = trace_dir_name(first.trace_id)
+        for _ in range(_WRITES_ATTEMPTS):
+            # 1. Claim the checkpoint's writes for this trace (a symlink, made once).
+            writes_dir = self._claim_writes(first, dir_name)
+            # 2. Read the keys the records made so far hold; write a new record of what
+            #    this call adds to them.
+            records = self._writes_records(writes_dir)
+            seq = int(os.path.basename(records[-1])[:20]) + 1 if records else 0
+            stored = writes
+            if not overwrite:
+                taken = set().union(*(self._read_writes(path)[0].keys() for path in records))
+                stored = [w for w in writes if (w.task_id, w.index) not in taken]
+                if not stored:
+                    return 0
+            header, data = writes_header(stored, overwrite=overwrite)
+            temp, fd = _create_temp(writes_dir, seq)
+            try:
+                with open(fd, "wb") as file:
+                    for part in _WRITES.encode(header, data):
+                        file.write(part)
+                    file.flush()
+                    _fsync(file.fileno())
+                # 3. Publish it under the next number: link() fails if another call took
+                #    that number; then read what that call stored, and try again.
+                try:
+                    os.link(temp, os.path.join(writes_dir, _writes_file(seq)))
+                except FileExistsError:
+                    continue
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+            _fsync_dir(writes_dir)
+            # 4. A delete of the checkpoint may have taken the claim meanwhile: the
+            #    writes just stored stay findable.
+            self._claim_writes(first, dir_name)
+            return len(stored)
+        raise StorageError(
+            f"file store: save_writes of checkpoint {first.checkpoint_id} met another "
+            f"call's record each of {_WRITES_ATTEMPTS} times"
+        )
+
+    def _claim_writes(self, first: PendingWrite, dir_name: str) -> str:
+        """Link the checkpoint's id to its writes directory in the trace; make the directory.
+
+        Raises ``ValueError`` if the id's writes are stored under another trace; a
+        claim of another trace that holds no record (its call died) is taken over.
+        """
+        shard_dir, link = self._writes_link(first.checkpoint_id)
+        target = _writes_target(dir_name, first.checkpoint_id)
+        writes_dir = os.path.join(self._writes_root, dir_name, first.checkpoint_id.hex)
+        _ensure_dir(shard_dir)
+        try:
+            os.symlink(target, link)
+        except FileExistsError:
+            claimed = self._writes_dir(first.checkpoint_id)
+            if claimed is not None and claimed != writes_dir:
+                records = self._writes_records(claimed)
+                if records:
+                    check_writes_trace(first, self._read_writes(records[0])[0].trace_id)
+                _replace_symlink(target, link)
+                _fsync_dir(shard_dir)
+        else:
+            _fsync_dir(shard_dir)
+        _ensure_dir(writes_dir)
+        return writes_dir
+
+    def _load_writes_sync(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        writes_dir = self._writes_dir(checkpoint_id)
+        if writes_dir is None:
+            return []
+        records = []
+        for path in self._writes_records(writes_dir):
+            try:
+                header, data = self._read_writes(path, with_data=True)
+            except FileNotFoundError:
+                break  # being deleted: the records left are the oldest
+            if header.checkpoint_id != checkpoint_id:
+                raise CorruptCheckpoint(checkpoint_id, f"{path}: holds another checkpoint's")
+            records.append((header, data))
+        return resolve_writes(records)
+
+    def _delete_writes(self, checkpoint_id: CheckpointId) -> None:
+        writes_dir = self._writes_dir(checkpoint_id)
+        if writes_dir is not None:
+            self._remove_writes_dir(writes_dir, checkpoint_id)
+
+    def _remove_writes_dir(self, writes_dir: str, checkpoint_id: CheckpointId) -> None:
+        """Remove a checkpoint's writes: records (newest first), directory, then the claim."""
+        for name in sorted(_list(writes_dir), reverse=True):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(writes_dir, name))
+        try:
+            os.rmdir(writes_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # A save_writes call linked a record after the listing: its writes stay.
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            return
+        shard_dir, link = self._writes_link(checkpoint_id)
+        with contextlib.suppress(FileNotFoundError, CorruptCheckpoint):
+            if self._writes_dir(checkpoint_id) == writes_dir:
+                os.unlink(link)
+                _fsync_dir(shard_dir)
+
+    def _delete_trace_writes(self, dir_name: str) -> None:
+        """Remove the writes of every checkpoint of a trace, and the trace's writes directory."""
+        trace_writes = os.path.join(self._writes_root, dir_name)
+        for name in _list(trace_writes):
+            if _ID_HEX.match(name):
+                checkpoint_id = CheckpointId(uuid.UUID(hex=name))
+                self._remove_writes_dir(os.path.join(trace_writes, name), checkpoint_id)
+        with contextlib.suppress(OSError):  # absent, or a save_writes call is in it
+            os.rmdir(trace_writes)
+
+    def _ids_with_prefix_sync(self, prefix: str, limit: int) -> list[CheckpointId]:
+        wanted = hex_prefix(prefix)
+        if wanted is None:
+            return []
+        # Ids are sharded by their last two digits: the start of an id is in any shard.
+        candidates = sorted(
+            CheckpointId(uuid.UUID(hex=name))
+            for shard in _list(self._ids_root)
+            for name in _list(os.path.join(self._ids_root, shard))
+            if _ID_HEX.match(name) and name.startswith(wanted)
+        )
+        found: list[CheckpointId] = []
+        for checkpoint_id in candidates:
+            # A link whose record is not there (a save that died) names no checkpoint.
+            if self._load_header(checkpoint_id) is not None:
+                found.append(checkpoint_id)
+                if len(found) == limit:
+                    break
+        return found
+
+    def _load_header(self, checkpoint_id: CheckpointId) -> RecordHeader | None:
+        located = self._locate(checkpoint_id)
+        if located is None:
+            return None
+        dir_name, step = located
+        try:
+            header, _ = self._read(dir_name, step, checkpoint_id, with_data=False)
+        except FileNotFoundError:
+            return None
+        return header if header.checkpoint_id == checkpoint_id else None
 
     def _load_sync(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
         located = self._locate(checkpoint_id)
@@ -253,6 +428,13 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         return sorted(found)
 
     def _delete_sync(self, checkpoint_id: CheckpointId) -> bool:
+        deleted = self._delete_record(checkpoint_id)
+        # After the record: a crash in between leaves writes of a deleted checkpoint,
+        # which a later delete of the id (or of the trace) removes.
+        self._delete_writes(checkpoint_id)
+        return deleted
+
+    def _delete_record(self, checkpoint_id: CheckpointId) -> bool:
         located = self._locate(checkpoint_id)
         if located is None:
             return False
@@ -313,6 +495,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
                 raise
         else:
             _fsync_dir(self._traces_root)
+        self._delete_trace_writes(dir_name)
         return deleted
 
     def _rewrite_sync(self, blob: CheckpointBlob) -> bool:
@@ -322,7 +505,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         dir_name, step = located
         trace_dir = os.path.join(self._traces_root, dir_name)
         path = os.path.join(trace_dir, _step_file(step))
-        record = _RECORDS.encode(_RECORDS.header_for(blob), blob.data)
+        record = _RECORDS.encode(record_header(RecordHeader, blob), blob.data)
         with _locked(path) as file:
             if file is None:
                 return False  # deleted
@@ -359,21 +542,50 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         shard_dir = os.path.join(self._ids_root, hex_id[-2:])
         return shard_dir, os.path.join(shard_dir, hex_id)
 
+    def _writes_link(self, checkpoint_id: CheckpointId) -> tuple[str, str]:
+        """The shard directory of an id, and the path of its writes' symlink."""
+        shard_dir, link = self._id_link(checkpoint_id)
+        return shard_dir, f"{link}{_WRITES_LINK_SUFFIX}"
+
+    def _writes_dir(self, checkpoint_id: CheckpointId) -> str | None:
+        """The writes directory the id's writes link names, or ``None`` if it has none."""
+        _, link = self._writes_link(checkpoint_id)
+        parts = _link_parts(checkpoint_id, link, "writes")
+        if parts is None:
+            return None
+        if parts[4] != checkpoint_id.hex:
+            raise CorruptCheckpoint(checkpoint_id, f"{link} points to {'/'.join(parts)!r}")
+        return os.path.join(self._writes_root, parts[3], parts[4])
+
+    def _writes_records(self, writes_dir: str) -> list[str]:
+        """The paths of a checkpoint's writes records, in the order they were made."""
+        names = sorted(name for name in _list(writes_dir) if _WRITES_FILE.match(name))
+        return [os.path.join(writes_dir, name) for name in names]
+
+    def _read_writes(self, path: str, *, with_data: bool = False) -> tuple[WritesHeader, bytes]:
+        """A writes record's checked header (and with ``with_data``, its data)."""
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            prefix = file.read(_WRITES.prefix_size)
+            end = _WRITES.header_end(prefix, path, None, size)
+            header = _WRITES.read_header(prefix + file.read(end - len(prefix)), path, None, size)
+            data = file.read() if with_data else b""
+        if with_data and len(data) != header.data_length:
+            raise CorruptCheckpoint(
+                CheckpointId(header.checkpoint_id),
+                f"{path}: data is {len(data)} bytes, the header says {header.data_length}",
+            )
+        return header, data
+
     def _locate(self, checkpoint_id: CheckpointId) -> tuple[str, int] | None:
         """The trace directory name and step the id's symlink names, or ``None``."""
         _, link = self._id_link(checkpoint_id)
-        try:
-            target = os.readlink(link)
-        except FileNotFoundError:
+        parts = _link_parts(checkpoint_id, link, "traces")
+        if parts is None:
             return None
-        except OSError as exc:
-            if exc.errno == errno.EINVAL:
-                raise CorruptCheckpoint(checkpoint_id, f"{link} is not a symlink") from None
-            raise
-        parts = target.split("/")
-        step = _STEP_FILE.match(parts[-1]) if len(parts) == 5 else None
-        if step is None or parts[:3] != ["..", "..", "traces"] or not _TRACE_DIR.match(parts[3]):
-            raise CorruptCheckpoint(checkpoint_id, f"{link} points to {target!r}")
+        step = _STEP_FILE.match(parts[4])
+        if step is None:
+            raise CorruptCheckpoint(checkpoint_id, f"{link} points to {'/'.join(parts)!r}")
         return parts[3], int(step.group(1))
 
     def _steps(self, dir_name: str) -> list[int]:
@@ -452,6 +664,46 @@ def _step_file(step: int) -> str:
 
 def _link_target(dir_name: str, step: int) -> str:
     return f"../../traces/{dir_name}/{_step_file(step)}"
+
+
+def _link_parts(checkpoint_id: CheckpointId, link: str, root: str) -> list[str] | None:
+    """The five parts of ``../../<root>/<trace dir>/<name>`` an id's link holds.
+
+    ``None`` if there is no link; :class:`CorruptCheckpoint` for a link of another
+    shape (never followed outside the store).
+    """
+    try:
+        target = os.readlink(link)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            raise CorruptCheckpoint(checkpoint_id, f"{link} is not a symlink") from None
+        raise
+    parts = target.split("/")
+    if len(parts) != 5 or parts[:3] != ["..", "..", root] or not _TRACE_DIR.match(parts[3]):
+        raise CorruptCheckpoint(checkpoint_id, f"{link} points to {target!r}")
+    return parts
+
+
+def _replace_symlink(target: str, link: str) -> None:
+    """Point ``link`` at ``target`` in one step: a new symlink renamed over it."""
+    temp = f"{link}{_TEMP_PREFIX}{uuid.uuid4().hex}"
+    os.symlink(target, temp)
+    try:
+        os.replace(temp, link)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def _writes_file(seq: int) -> str:
+    return f"{seq:020d}.wr"
+
+
+def _writes_target(dir_name: str, checkpoint_id: CheckpointId) -> str:
+    return f"../../writes/{dir_name}/{checkpoint_id.hex}"
 
 
 def _read_header(

@@ -6,12 +6,13 @@ import bisect
 import threading
 from dataclasses import replace
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
 from flowpoint.errors import CheckpointConflict
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     BlockingBlobStore,
     RewritableBlobStore,
+    check_writes_trace,
     different_header,
     rewrite_conflict,
 )
@@ -41,6 +42,10 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
         self._lock = threading.Lock()
         self._by_id: dict[CheckpointId, CheckpointBlob] = {}
         self._by_trace: dict[TraceId, _Trace] = {}
+        # Writes by checkpoint, then by (task_id, index); and which checkpoints of a
+        # trace have writes, so that deleting a trace finds them all.
+        self._writes: dict[CheckpointId, dict[tuple[str, int], PendingWrite]] = {}
+        self._writes_by_trace: dict[TraceId, set[CheckpointId]] = {}
 
     async def _save(self, blob: CheckpointBlob) -> None:
         # A private copy of the metadata: the caller's mapping may change afterwards.
@@ -75,6 +80,26 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
         return self._by_id.get(checkpoint_id)
+
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        first = writes[0]
+        with self._lock:
+            stored = self._writes.setdefault(first.checkpoint_id, {})
+            if stored:
+                check_writes_trace(first, next(iter(stored.values())).trace_id)
+            self._writes_by_trace.setdefault(first.trace_id, set()).add(first.checkpoint_id)
+            saved = 0
+            for write in writes:
+                key = (write.task_id, write.index)
+                if overwrite or key not in stored:
+                    stored[key] = write
+                    saved += 1
+            return saved
+
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        with self._lock:
+            stored = self._writes.get(checkpoint_id, {})
+            return [stored[key] for key in sorted(stored)]
 
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
         with self._lock:
@@ -122,6 +147,8 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     async def _delete_trace(self, trace_id: TraceId) -> int:
         with self._lock:
+            for checkpoint_id in self._writes_by_trace.pop(trace_id, set()):
+                self._writes.pop(checkpoint_id, None)
             trace = self._by_trace.pop(trace_id, None)
             if trace is None:
                 return 0
@@ -129,8 +156,20 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
                 del self._by_id[blob.checkpoint_id]
             return len(trace.steps)
 
+    async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
+        with self._lock:
+            found = [each for each in self._by_id if str(each).startswith(prefix)]
+        return sorted(found)[:limit]
+
     def _forget(self, checkpoint_id: CheckpointId) -> bool:
-        """Drop one checkpoint, holding the lock; ``False`` if it was not there."""
+        """Drop one checkpoint and its writes, holding the lock; ``False`` if it was not there."""
+        writes = self._writes.pop(checkpoint_id, None)
+        if writes:
+            trace_id = next(iter(writes.values())).trace_id
+            with_writes = self._writes_by_trace[trace_id]
+            with_writes.discard(checkpoint_id)
+            if not with_writes:
+                del self._writes_by_trace[trace_id]
         blob = self._by_id.pop(checkpoint_id, None)
         if blob is None:
             return False

@@ -55,7 +55,7 @@ from uuid import UUID
 import msgspec
 from typing_extensions import TypeIs, override
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, validate_metadata
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite, validate_metadata
 from flowpoint.errors import (
     CheckpointConflict,
     CorruptCheckpoint,
@@ -65,7 +65,9 @@ from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     PruneRule,
     RewritableBlobStore,
+    check_writes_trace,
     different_header,
+    id_range,
     missing_driver,
     rewrite_conflict,
 )
@@ -76,6 +78,7 @@ from flowpoint.stores.columns import (
     metadata_from_json,
     trace_from_text,
     value_kind,
+    write_from_columns,
 )
 
 if TYPE_CHECKING:
@@ -94,6 +97,8 @@ _UINT64: Final = 2**64
 _MIN_SERVER_VERSION: Final = 140000  # extract(epoch ...) is an exact numeric from 14 on
 # pg_advisory_xact_lock key of every flowpoint setup: b"flowpoin" as a big-endian int64.
 _SETUP_LOCK_KEY: Final = int.from_bytes(b"flowpoin", "big")
+# pg_advisory_xact_lock(int4, int4) class of a checkpoint's writes: b"fpwr".
+_WRITES_LOCK_CLASS: Final = int.from_bytes(b"fpwr", "big", signed=True)
 _MAX_IDENTIFIER_BYTES: Final = 63  # PostgreSQL cuts longer names silently
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
@@ -123,25 +128,43 @@ _URL_OPTIONS: Final = frozenset(_FROM_URL_DEFAULTS)
 # -- SQL ---------------------------------------------------------------------------------
 # Table and constraint names are filled in per store ({checkpoints}, {pkey}, ...).
 
-_MIGRATIONS: Final[tuple[str, ...]] = (
+# Migration N (1-based) is _MIGRATIONS[N - 1]. Released migrations never change: add
+# a new one instead.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 1: the checkpoints table. COLLATE "C" sorts trace ids by code point, as
     # Python's sorted() does, whatever the database's default collation is.
-    """
-    CREATE TABLE {checkpoints} (
-        checkpoint_id uuid NOT NULL,
-        trace_id      text COLLATE "C" NOT NULL,
-        step          bigint NOT NULL,
-        parent_id     uuid,
-        graph_hash    bigint NOT NULL,
-        created_at    timestamptz NOT NULL,
-        current_node  text,
-        metadata      jsonb NOT NULL,
-        size          integer NOT NULL,
-        data          bytea NOT NULL,
-        CONSTRAINT {pkey} PRIMARY KEY (checkpoint_id),
-        CONSTRAINT {trace_step} UNIQUE (trace_id, step)
-    )
-    """,
+    (
+        """
+        CREATE TABLE {checkpoints} (
+            checkpoint_id uuid NOT NULL,
+            trace_id      text COLLATE "C" NOT NULL,
+            step          bigint NOT NULL,
+            parent_id     uuid,
+            graph_hash    bigint NOT NULL,
+            created_at    timestamptz NOT NULL,
+            current_node  text,
+            metadata      jsonb NOT NULL,
+            size          integer NOT NULL,
+            data          bytea NOT NULL,
+            CONSTRAINT {pkey} PRIMARY KEY (checkpoint_id),
+            CONSTRAINT {trace_step} UNIQUE (trace_id, step)
+        )
+        """,
+    ),
+    # 2: pending writes, keyed as the interface keys them; by trace for delete_trace.
+    (
+        """
+        CREATE TABLE {writes} (
+            checkpoint_id uuid NOT NULL,
+            task_id       text COLLATE "C" NOT NULL,
+            idx           bigint NOT NULL,
+            trace_id      text COLLATE "C" NOT NULL,
+            data          bytea NOT NULL,
+            CONSTRAINT {writes_pkey} PRIMARY KEY (checkpoint_id, task_id, idx)
+        )
+        """,
+        "CREATE INDEX {writes_trace} ON {writes} (trace_id)",
+    ),
 )
 
 _CREATE_MIGRATIONS_TABLE: Final = """
@@ -188,10 +211,45 @@ WITH RECURSIVE traces(trace_id) AS (
 )
 SELECT trace_id FROM traces WHERE trace_id IS NOT NULL
 """
-_DELETE_SQL: Final = "DELETE FROM {checkpoints} WHERE checkpoint_id = %s"
-_DELETE_MANY_SQL: Final = "DELETE FROM {checkpoints} WHERE checkpoint_id = ANY(%s)"
-_DELETE_TRACE_SQL: Final = "DELETE FROM {checkpoints} WHERE trace_id = %s"
+_IDS_FROM_SQL: Final = (
+    "SELECT checkpoint_id FROM {checkpoints} WHERE checkpoint_id >= %s"
+    " ORDER BY checkpoint_id LIMIT %s"
+)
+_IDS_BETWEEN_SQL: Final = (
+    "SELECT checkpoint_id FROM {checkpoints} WHERE checkpoint_id >= %s AND checkpoint_id < %s"
+    " ORDER BY checkpoint_id LIMIT %s"
+)
+# Each delete takes the writes along in the same statement, so atomically.
+_DELETE_MANY_SQL: Final = (
+    "WITH writes AS (DELETE FROM {writes} WHERE checkpoint_id = ANY(%(ids)s))"
+    " DELETE FROM {checkpoints} WHERE checkpoint_id = ANY(%(ids)s)"
+)
+_DELETE_TRACE_SQL: Final = (
+    "WITH writes AS (DELETE FROM {writes} WHERE trace_id = %(trace)s)"
+    " DELETE FROM {checkpoints} WHERE trace_id = %(trace)s"
+)
 _PRUNE_SQL: Final = "DELETE FROM {checkpoints} WHERE trace_id = %(trace)s"
+_PRUNE_WITH_WRITES_SQL: Final = (
+    "WITH gone AS ({prune} RETURNING checkpoint_id),"
+    " writes AS (DELETE FROM {writes} WHERE checkpoint_id IN (SELECT checkpoint_id FROM gone))"
+    " SELECT count(*) FROM gone"
+)
+# Writes of one checkpoint are saved one call at a time (a transaction-level advisory
+# lock on the checkpoint), so that the check of their trace holds until the commit.
+_LOCK_WRITES_SQL: Final = "SELECT pg_advisory_xact_lock(%s, %s)"
+_WRITES_TRACE_SQL: Final = "SELECT trace_id FROM {writes} WHERE checkpoint_id = %s LIMIT 1"
+_INSERT_WRITES_SQL: Final = (
+    "INSERT INTO {writes} (checkpoint_id, task_id, idx, trace_id, data)"
+    " SELECT %s, task_id, idx, %s, data"
+    " FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) AS w(task_id, idx, data)"
+)
+_ON_CONFLICT_KEEP: Final = " ON CONFLICT (checkpoint_id, task_id, idx) DO NOTHING"
+_ON_CONFLICT_REPLACE: Final = (
+    " ON CONFLICT (checkpoint_id, task_id, idx) DO UPDATE SET data = EXCLUDED.data"
+)
+_LOAD_WRITES_SQL: Final = (
+    "SELECT task_id, idx, trace_id, data FROM {writes} WHERE checkpoint_id = %s"
+)
 # Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
 _PRUNE_KEEP_SQL: Final = (
     " AND step <= (SELECT step FROM {checkpoints} WHERE trace_id = %(trace)s"
@@ -221,9 +279,12 @@ class _Statements:
 
         names = {
             "checkpoints": f"{prefix}checkpoints",
+            "writes": f"{prefix}writes",
             "migrations": f"{prefix}schema_migrations",
             "pkey": f"{prefix}checkpoints_pkey",
             "trace_step": f"{prefix}checkpoints_trace_id_step_key",
+            "writes_pkey": f"{prefix}writes_pkey",
+            "writes_trace": f"{prefix}writes_trace_id_idx",
         }
         for name in (schema, *names.values()):
             if len(name.encode()) > _MAX_IDENTIFIER_BYTES:
@@ -234,7 +295,7 @@ class _Statements:
         identifiers = {
             key: (
                 sql.Identifier(schema, value)
-                if key in ("checkpoints", "migrations")
+                if key in ("checkpoints", "writes", "migrations")
                 else sql.Identifier(value)
             )
             for key, value in names.items()
@@ -243,7 +304,9 @@ class _Statements:
         def render(template: str) -> str:
             return sql.SQL(template).format(**identifiers).as_string(None)
 
-        self.migrations = tuple(render(step) for step in _MIGRATIONS)
+        self.migrations = tuple(
+            tuple(render(statement) for statement in step) for step in _MIGRATIONS
+        )
         self.create_migrations_table = render(_CREATE_MIGRATIONS_TABLE)
         self.schema_version = render("SELECT max(version) FROM {migrations}")
         self.record_migration = render("INSERT INTO {migrations} (version) VALUES (%s)")
@@ -254,12 +317,17 @@ class _Statements:
         self.history = render(_HISTORY_SQL)
         self.history_before = render(_HISTORY_BEFORE_SQL)
         self.traces = render(_TRACES_SQL)
-        self.delete = render(_DELETE_SQL)
+        self.ids_from = render(_IDS_FROM_SQL)
+        self.ids_between = render(_IDS_BETWEEN_SQL)
         self.delete_many = render(_DELETE_MANY_SQL)
         self.delete_trace = render(_DELETE_TRACE_SQL)
         self.prune = render(_PRUNE_SQL)
         self.prune_keep = render(_PRUNE_KEEP_SQL)
         self.prune_cutoff = render(_PRUNE_CUTOFF_SQL)
+        self.prune_with_writes = render(_PRUNE_WITH_WRITES_SQL.replace("{prune}", "{{prune}}"))
+        self.writes_trace = render(_WRITES_TRACE_SQL)
+        self.insert_writes = render(_INSERT_WRITES_SQL)
+        self.load_writes = render(_LOAD_WRITES_SQL)
         self.rewrite = render(_REWRITE_SQL)
         self.header_for_update = render(_HEADER_FOR_UPDATE_SQL)
         self.rewrite_by_id = render(_REWRITE_BY_ID_SQL)
@@ -500,16 +568,58 @@ class PostgresBlobStore(RewritableBlobStore):
         return [trace_from_text(row[0]) for row in rows]
 
     @override
+    async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
+        bounds = id_range(prefix)
+        if bounds is None:
+            return []
+        low, high = bounds
+        if high is None:
+            rows = await self._fetch("ids_with_prefix", self._sql.ids_from, (low, limit))
+        else:
+            query = self._sql.ids_between
+            rows = await self._fetch("ids_with_prefix", query, (low, high, limit))
+        return [CheckpointId(row[0]) for row in rows]
+
+    @override
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        first = writes[0]
+        insert = self._sql.insert_writes + (
+            _ON_CONFLICT_REPLACE if overwrite else _ON_CONFLICT_KEEP
+        )
+        params = (
+            first.checkpoint_id,
+            first.trace_id,
+            [write.task_id for write in writes],
+            [write.index for write in writes],
+            [bytes(write.data) for write in writes],
+        )
+        async with self._connection("save_writes") as conn, conn.transaction():
+            await conn.execute(_LOCK_WRITES_SQL, _writes_lock_key(first.checkpoint_id))
+            cursor = await conn.execute(self._sql.writes_trace, (first.checkpoint_id,))
+            stored = await cursor.fetchone()
+            if stored is not None:
+                check_writes_trace(first, stored[0])
+            cursor = await conn.execute(insert, params)
+            return cursor.rowcount
+
+    @override
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        rows = await self._fetch("load_writes", self._sql.load_writes, (checkpoint_id,))
+        return [write_from_columns(checkpoint_id, *row) for row in rows]
+
+    @override
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
-        return await self._modify("delete", self._sql.delete, (checkpoint_id,)) > 0
+        return await self._delete_many([checkpoint_id]) > 0
 
     @override
     async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
-        return await self._modify("delete_many", self._sql.delete_many, (checkpoint_ids,))
+        params = {"ids": checkpoint_ids}
+        return await self._modify("delete_many", self._sql.delete_many, params)
 
     @override
     async def _delete_trace(self, trace_id: TraceId) -> int:
-        return await self._modify("delete_trace", self._sql.delete_trace, (trace_id,))
+        params = {"trace": trace_id}
+        return await self._modify("delete_trace", self._sql.delete_trace, params)
 
     @override
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
@@ -521,11 +631,15 @@ class PostgresBlobStore(RewritableBlobStore):
         if rule.cutoff is not None:
             query += self._sql.prune_cutoff
             params["cutoff"] = rule.cutoff
-        return await self._modify("prune", query, params)
+        statement = self._sql.prune_with_writes.replace("{prune}", query)
+        rows = await self._fetch("prune", statement, params)
+        return int(rows[0][0])
 
     # -- connections -----------------------------------------------------------------------
 
-    async def _fetch(self, action: str, query: str, params: Sequence[object]) -> list[_Row]:
+    async def _fetch(
+        self, action: str, query: str, params: Sequence[object] | Mapping[str, object]
+    ) -> list[_Row]:
         from psycopg.rows import tuple_row
 
         # Binary results: bytea arrives as raw bytes, not as hex text to decode.
@@ -660,7 +774,8 @@ async def _migrate(conn: _Connection, statements: _Statements) -> None:
                 f"{known}); upgrade flowpoint"
             )
         for version in range(current + 1, known + 1):
-            await cursor.execute(statements.migrations[version - 1])
+            for statement in statements.migrations[version - 1]:
+                await cursor.execute(statement)
             await cursor.execute(statements.record_migration, (version,))
 
 
@@ -685,6 +800,11 @@ def _readable(fd: int) -> bool:
         return bool(poller.poll(0))
     readable, _, _ = select.select([fd], [], [], 0)  # Windows has no poll()
     return bool(readable)
+
+
+def _writes_lock_key(checkpoint_id: CheckpointId) -> tuple[int, int]:
+    """The two-int advisory lock of a checkpoint's writes (a key space apart from setup's)."""
+    return _WRITES_LOCK_CLASS, int.from_bytes(checkpoint_id.bytes[-4:], "big", signed=True)
 
 
 def _require_driver() -> None:

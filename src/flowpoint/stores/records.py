@@ -1,12 +1,17 @@
-r"""The record a checkpoint file or object holds: the store's own header, then the data.
+r"""The records files and objects hold: the store's own header, then the data.
 
 Layout (integers big-endian)::
 
-    8 bytes   magic, one per backend (b"FPFILE1\n", b"FPS3OB1\n")
+    8 bytes   magic, one per backend and kind of record
     4 bytes   header length H
-    H bytes   header: JSON of the checkpoint's header fields and the data's length
+    H bytes   header: JSON (a :class:`RecordHeader` or a :class:`WritesHeader`)
     4 bytes   CRC-32 of the header
-    ...       data, exactly as many bytes as the header says
+    ...       data, exactly as many bytes as the header's ``data_length`` says
+
+A checkpoint's record (magic ``b"FPFILE1\n"``, ``b"FPS3OB1\n"``) holds its header
+fields and its data. A writes record (``b"FPWRIT1\n"``, ``b"FPS3WR1\n"``) holds what
+one :meth:`~flowpoint.stores.base.BlobCheckpointStore.save_writes` call stored: the
+keys and lengths of its writes in the header, their data one after another.
 
 The header is checked on its own (magic, length, CRC, field kinds), so a listing
 reads headers only and finds damage without touching the data. Whether the record
@@ -18,8 +23,9 @@ from __future__ import annotations
 import struct
 import uuid
 import zlib
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -27,14 +33,23 @@ from flowpoint.blob import (
     CheckpointBlob,
     CheckpointInfo,
     MetadataValue,
+    PendingWrite,
     check_header,
+    check_write_key,
     utc,
     validate_metadata,
 )
 from flowpoint.errors import CorruptCheckpoint
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
-__all__ = ["RecordFormat", "RecordHeader"]
+__all__ = [
+    "RecordFormat",
+    "RecordHeader",
+    "WritesHeader",
+    "record_header",
+    "resolve_writes",
+    "writes_header",
+]
 
 _PREFIX = struct.Struct(">8sI")
 _CRC = struct.Struct(">I")
@@ -42,7 +57,7 @@ _MAX_HEADER = 2**32 - 1
 
 
 class RecordHeader(msgspec.Struct, forbid_unknown_fields=True):
-    """The store's own header of a record; a backend may add fields in a subclass."""
+    """The store's own header of a checkpoint's record; a backend may add fields in a subclass."""
 
     checkpoint_id: uuid.UUID
     trace_id: str
@@ -68,8 +83,117 @@ class RecordHeader(msgspec.Struct, forbid_unknown_fields=True):
             size=self.data_length,
         )
 
+    def check(self) -> None:
+        """Raise ``ValueError`` for a value no checkpoint header may hold."""
+        validate_trace_id(self.trace_id)
+        check_header(self.step, self.graph_hash, datetime.fromisoformat(self.created_at))
+        validate_metadata(self.metadata)
 
-H = TypeVar("H", bound=RecordHeader)
+
+class WritesHeader(msgspec.Struct, forbid_unknown_fields=True):
+    """The header of a writes record: whose writes, and each one's key and data length.
+
+    ``overwrite`` says whether the call replaced stored keys; without it, the call
+    stored only keys no earlier record of the checkpoint holds.
+    """
+
+    trace_id: str
+    checkpoint_id: uuid.UUID
+    overwrite: bool
+    writes: list[tuple[str, int, Annotated[int, msgspec.Meta(ge=0)]]]
+    data_length: Annotated[int, msgspec.Meta(ge=0)]
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for keys or lengths no save_writes call stores."""
+        validate_trace_id(self.trace_id)
+        for task_id, index, _ in self.writes:
+            check_write_key(task_id, index)
+        if len({(task_id, index) for task_id, index, _ in self.writes}) != len(self.writes):
+            raise ValueError("a key is in the record twice")
+        if sum(length for _, _, length in self.writes) != self.data_length:
+            raise ValueError("the writes' lengths do not add up to the data's")
+
+    def keys(self) -> set[tuple[str, int]]:
+        """The keys of the writes this record holds."""
+        return {(task_id, index) for task_id, index, _ in self.writes}
+
+    def split(self, data: bytes) -> list[PendingWrite]:
+        """The record's writes, given its data."""
+        writes, offset = [], 0
+        checkpoint_id = CheckpointId(self.checkpoint_id)
+        for task_id, index, length in self.writes:
+            writes.append(
+                PendingWrite(
+                    TraceId(self.trace_id),
+                    checkpoint_id,
+                    task_id,
+                    index,
+                    data[offset : offset + length],
+                )
+            )
+            offset += length
+        return writes
+
+
+def writes_header(writes: list[PendingWrite], *, overwrite: bool) -> tuple[WritesHeader, bytes]:
+    """The header and data of a record of ``writes`` (all of one checkpoint)."""
+    first = writes[0]
+    header = WritesHeader(
+        trace_id=first.trace_id,
+        checkpoint_id=first.checkpoint_id,
+        overwrite=overwrite,
+        writes=[(write.task_id, write.index, len(write.data)) for write in writes],
+        data_length=sum(len(write.data) for write in writes),
+    )
+    return header, b"".join(write.data for write in writes)
+
+
+def resolve_writes(records: Iterable[tuple[WritesHeader, bytes]]) -> list[PendingWrite]:
+    """The writes of a checkpoint, given its records in the order they were made.
+
+    The first write of a key wins, unless a later record overwrote it.
+    """
+    resolved: dict[tuple[str, int], PendingWrite] = {}
+    for header, data in records:
+        for write in header.split(data):
+            key = (write.task_id, write.index)
+            if header.overwrite or key not in resolved:
+                resolved[key] = write
+    return list(resolved.values())
+
+
+R = TypeVar("R", bound=RecordHeader)
+
+
+def record_header(header_type: type[R], blob: CheckpointBlob, **extra: Any) -> R:
+    """The header of ``blob``'s record; ``extra`` fills a subclass's own fields."""
+    return header_type(
+        checkpoint_id=blob.checkpoint_id,
+        trace_id=blob.trace_id,
+        step=blob.step,
+        parent_id=blob.parent_id,
+        graph_hash=blob.graph_hash,
+        created_at=utc(blob.created_at).isoformat(timespec="microseconds"),
+        current_node=blob.current_node,
+        metadata=validate_metadata(blob.metadata),
+        data_length=len(blob.data),
+        **extra,
+    )
+
+
+class _Header(Protocol):
+    """What the record format needs of a header type."""
+
+    @property
+    def checkpoint_id(self) -> uuid.UUID: ...
+
+    @property
+    def data_length(self) -> int: ...
+
+    def check(self) -> None: ...
+
+
+H = TypeVar("H", bound=_Header)
 
 _encode_json = msgspec.json.Encoder().encode
 
@@ -85,22 +209,7 @@ class RecordFormat(Generic[H]):
             raise ValueError("a record magic is 8 bytes")
         self.magic = magic
         self.header_type = header_type
-        self._decode_json = msgspec.json.Decoder(header_type).decode
-
-    def header_for(self, blob: CheckpointBlob, **extra: Any) -> H:
-        """The header of ``blob``'s record; ``extra`` fills a subclass's own fields."""
-        return self.header_type(
-            checkpoint_id=blob.checkpoint_id,
-            trace_id=blob.trace_id,
-            step=blob.step,
-            parent_id=blob.parent_id,
-            graph_hash=blob.graph_hash,
-            created_at=utc(blob.created_at).isoformat(timespec="microseconds"),
-            current_node=blob.current_node,
-            metadata=validate_metadata(blob.metadata),
-            data_length=len(blob.data),
-            **extra,
-        )
+        self._decode_json: Callable[[bytes], H] = msgspec.json.Decoder(header_type).decode
 
     def encode(self, header: H, data: bytes) -> tuple[bytes, bytes, bytes, bytes]:
         """The parts of a record: prefix, header JSON, its CRC, data.
@@ -169,10 +278,7 @@ class RecordFormat(Generic[H]):
         """Decode a header and check its values, or raise :class:`CorruptCheckpoint`."""
         try:
             header = self._decode_json(header_json)
-            validate_trace_id(header.trace_id)
-            created_at = datetime.fromisoformat(header.created_at)
-            check_header(header.step, header.graph_hash, created_at)
-            validate_metadata(header.metadata)
+            header.check()
         except ValueError as exc:
             # msgspec.DecodeError, InvalidTraceId and a bad ISO date are all ValueErrors.
             raise CorruptCheckpoint(checkpoint_id, f"{where}: bad header: {exc}") from None

@@ -64,14 +64,19 @@ from typing_extensions import override
 from flowpoint.blob import (
     CheckpointBlob,
     CheckpointInfo,
+    PendingWrite,
+    check_write_key,
     validate_metadata,
 )
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, InvalidTraceId, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.stores import _redis_scripts as scripts
 from flowpoint.stores.base import (
     PruneRule,
     RewritableBlobStore,
+    check_writes_trace,
     different_header,
+    hex_prefix,
     missing_driver,
     rewrite_conflict,
 )
@@ -85,205 +90,8 @@ __all__ = ["RedisBlobStore", "trace_key_suffix"]
 
 DEFAULT_PREFIX: Final = "flowpoint:"
 
-# -- Lua --------------------------------------------------------------------------------
-#
-# Member of a trace's sorted set: "<step, 20 digits>:<checkpoint id, 32 hex>"; the
-# checkpoint's hash is <prefix>cp:<id hex>, i.e. the member from its 22nd byte on.
-
-_LUA_PRELUDE: Final = r"""
-local function cp_key(prefix, member)
-  return prefix .. 'cp:' .. string.sub(member, 22)
-end
--- The same quoting as trace_key_suffix() in Python: every byte but A-Za-z0-9_.~- as %XX.
-local function trace_key(prefix, trace)
-  local quoted = string.gsub(trace, '[^A-Za-z0-9_%.~%-]', function(c)
-    return string.format('%%%02X', string.byte(c))
-  end)
-  return prefix .. 'trace:' .. quoted
-end
--- The member of the highest step whose checkpoint is still there, or nil; members
--- whose checkpoint expired are dropped on the way.
-local function top_live(zset, prefix)
-  while true do
-    local top = redis.call('ZRANGE', zset, '+', '-', 'BYLEX', 'REV', 'LIMIT', 0, 1)
-    if #top == 0 then return nil end
-    if redis.call('EXISTS', cp_key(prefix, top[1])) == 1 then return top[1] end
-    redis.call('ZREM', zset, top[1])
-  end
-end
--- A trace whose sorted set is gone (Redis drops an empty one) leaves the index.
-local function forget_if_empty(zset, index, trace)
-  if redis.call('EXISTS', zset) == 0 then
-    redis.call('ZREM', index, trace)
-  end
-end
-"""
-
-# KEYS: checkpoint hash, trace sorted set, traces index.
-# ARGV: lowest and highest member of the step ("[<step>:", "(<step>;"), the member,
-#       trace id, TTL in ms (0: none), save token, then the hash's field/value pairs.
-# Returns 0 (saved), 1 (the step is taken), 2 (the checkpoint id is taken).
-_SAVE: Final = r"""
-local cp, zset, index = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('EXISTS', cp) == 1 then
-  -- The driver may resend a save whose reply was lost: that is not a conflict.
-  if redis.call('HGET', cp, 'save_token') == ARGV[6] then return 0 end
-  return 2
-end
-if #redis.call('ZRANGE', zset, ARGV[1], ARGV[2], 'BYLEX', 'LIMIT', 0, 1) > 0 then
-  return 1
-end
-local new_trace = redis.call('EXISTS', zset) == 0
-redis.call('HSET', cp, 'save_token', ARGV[6], unpack(ARGV, 7))
-redis.call('ZADD', zset, 0, ARGV[3])
-redis.call('ZADD', index, 0, ARGV[4])
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then
-  redis.call('PEXPIRE', cp, ttl)
-  -- Only ever lengthen the trace's life (-1: it is permanent, and stays so).
-  local left = redis.call('PTTL', zset)
-  if new_trace or (left >= 0 and left < ttl) then
-    redis.call('PEXPIRE', zset, ttl)
-  end
-else
-  -- A checkpoint that never expires needs an index that never expires.
-  redis.call('PERSIST', zset)
-end
-return 0
-"""
-
-# KEYS: trace sorted set, traces index. ARGV: prefix, trace id, fields to read.
-# Returns {member, values} of the highest live step, or nil.
-_LATEST: Final = r"""
-local top = top_live(KEYS[1], ARGV[1])
-if not top then
-  forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
-  return false
-end
-return {top, redis.call('HMGET', cp_key(ARGV[1], top), unpack(ARGV, 3))}
-"""
-
-# KEYS: trace sorted set, traces index.
-# ARGV: prefix, trace id, upper bound ("+" or "(<step>"), limit, fields to read.
-# Returns up to limit {member, values, size of data}, highest step first.
-_HISTORY: Final = r"""
-local found, bound, limit = {}, ARGV[3], tonumber(ARGV[4])
-while #found < limit do
-  local page = redis.call(
-    'ZRANGE', KEYS[1], bound, '-', 'BYLEX', 'REV', 'LIMIT', 0, limit - #found)
-  if #page == 0 then break end
-  for _, member in ipairs(page) do
-    local key = cp_key(ARGV[1], member)
-    if redis.call('EXISTS', key) == 1 then
-      found[#found + 1] = {
-        member, redis.call('HMGET', key, unpack(ARGV, 5)), redis.call('HSTRLEN', key, 'data')}
-    else
-      redis.call('ZREM', KEYS[1], member)  -- the checkpoint expired
-    end
-  end
-  bound = '(' .. page[#page]
-end
-forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
-return found
-"""
-
-# KEYS: traces index. ARGV: prefix, lower bound ("-" or "(<trace>"), page size.
-# Returns {entries read, trace ids with a live checkpoint, last entry read}.
-_TRACES: Final = r"""
-local page = redis.call('ZRANGE', KEYS[1], ARGV[2], '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
-local live = {}
-for _, trace in ipairs(page) do
-  if top_live(trace_key(ARGV[1], trace), ARGV[1]) then
-    live[#live + 1] = trace
-  else
-    redis.call('ZREM', KEYS[1], trace)  -- every checkpoint of the trace expired
-  end
-end
-return {#page, live, page[#page] or false}
-"""
-
-# KEYS: checkpoint hash, traces index. ARGV: prefix, checkpoint id hex.
-# Returns 1 if the checkpoint was there, else 0.
-_DELETE: Final = r"""
-local fields = redis.call('HMGET', KEYS[1], 'trace', 'step')
-if redis.call('DEL', KEYS[1]) == 0 then return 0 end
-local trace, step = fields[1], fields[2]
--- A damaged trace or step field leaves its index entry behind; readers skip it.
-if trace and step and string.match(step, '^[0-9]+$') and #step <= 20 then
-  local zset = trace_key(ARGV[1], trace)
-  redis.call('ZREM', zset, string.rep('0', 20 - #step) .. step .. ':' .. ARGV[2])
-  forget_if_empty(zset, KEYS[2], trace)
-end
-return 1
-"""
-
-# KEYS: trace sorted set, traces index. ARGV: prefix, trace id.
-# Returns how many checkpoints were deleted.
-_DELETE_TRACE: Final = r"""
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-local deleted = 0
-for first = 1, #members, 500 do
-  local keys = {}
-  for i = first, math.min(first + 499, #members) do
-    keys[#keys + 1] = cp_key(ARGV[1], members[i])
-  end
-  deleted = deleted + redis.call('DEL', unpack(keys))
-end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-return deleted
-"""
-
-# KEYS: trace sorted set, traces index.
-# ARGV: prefix, trace id, how many newest to keep (-1: no such rule), cutoff
-#       ("": no such rule; else created_at as the hash stores it).
-# Returns how many checkpoints were deleted.
-_PRUNE: Final = r"""
-local keep, cutoff = tonumber(ARGV[3]), ARGV[4]
-local pattern = '^' .. string.rep('[0-9]', 4) .. '%-[0-9][0-9]%-[0-9][0-9]T[0-9][0-9]:'
-  .. '[0-9][0-9]:[0-9][0-9]%.' .. string.rep('[0-9]', 6) .. 'Z$'
--- Byte order, not strcoll(): the server's locale must not change what is old.
-local function older(created)
-  if not created or not string.match(created, pattern) then return false end
-  for i = 1, #created do
-    local a, b = string.byte(created, i), string.byte(cutoff, i)
-    if a ~= b then return a < b end
-  end
-  return false
-end
-local kept, deleted = 0, 0
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], '+', '-', 'BYLEX', 'REV')) do
-  local key = cp_key(ARGV[1], member)
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('ZREM', KEYS[1], member)  -- expired: neither kept nor counted
-  elseif keep >= 0 and kept < keep then
-    kept = kept + 1
-  elseif cutoff == '' or older(redis.call('HGET', key, 'created_at')) then
-    redis.call('DEL', key)
-    redis.call('ZREM', KEYS[1], member)
-    deleted = deleted + 1
-  end
-end
-forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
-return deleted
-"""
-
-# KEYS: checkpoint hash.
-# ARGV: n header field names, the n values expected in them, then the new data.
-# Returns 0 (rewritten), 1 (no such checkpoint), or {2, the stored values} when a
-# stored value differs from the expected one (a missing field is false).
-_REWRITE: Final = r"""
-local n = (#ARGV - 1) / 2
-if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
-local stored = redis.call('HMGET', KEYS[1], unpack(ARGV, 1, n))
-for i = 1, n do
-  if stored[i] ~= ARGV[n + i] then return {2, stored} end
-end
-redis.call('HSET', KEYS[1], 'data', ARGV[#ARGV])
-return 0
-"""
-
 _SAVED, _STEP_TAKEN, _ID_TAKEN = 0, 1, 2
+_OTHER_TRACE = -1
 _REWRITTEN, _ABSENT, _OTHER_HEADER = 0, 1, 2
 # A rewrite runs its script again only after the stored header's bytes changed under
 # it (a delete and a save of the same id in between): a few rounds are plenty.
@@ -296,11 +104,14 @@ _BLOB_FIELDS: Final = (*_HEADER_FIELDS, "data")
 _STEP_WIDTH: Final = 20
 _INT64_MAX: Final = 2**63 - 1
 _TRACES_PAGE: Final = 1000
+# Traces whose sorted sets one ids_with_prefix script reads: it reads every member.
+_IDS_TRACES_PAGE: Final = 100
 
 _MEMBER: Final = re.compile(rb"([0-9]{20}):([0-9a-f]{32})\Z")
 _STEP: Final = re.compile(rb"[0-9]{1,20}\Z")
 _ID_HEX: Final = re.compile(rb"[0-9a-f]{32}\Z")
 _HASH_HEX: Final = re.compile(rb"[0-9a-f]{16}\Z")
+_WRITE_FIELD: Final = re.compile(rb"(-?[0-9]{1,19}):(.+)\Z", re.DOTALL)
 _CREATED_AT: Final = re.compile(
     rb"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{6})Z\Z"
 )
@@ -367,16 +178,18 @@ class RedisBlobStore(RewritableBlobStore):
             OSError,
         )
         self._scripts: dict[str, AsyncScript] = {
-            action: client.register_script(_LUA_PRELUDE + source)
+            action: client.register_script(scripts.PRELUDE + source)
             for action, source in (
-                ("save", _SAVE),
-                ("load_latest", _LATEST),
-                ("history", _HISTORY),
-                ("traces", _TRACES),
-                ("delete", _DELETE),
-                ("delete_trace", _DELETE_TRACE),
-                ("prune", _PRUNE),
-                ("rewrite", _REWRITE),
+                ("save", scripts.SAVE),
+                ("save_writes", scripts.SAVE_WRITES),
+                ("load_latest", scripts.LATEST),
+                ("history", scripts.HISTORY),
+                ("traces", scripts.TRACES),
+                ("ids_with_prefix", scripts.IDS_WITH_PREFIX),
+                ("delete", scripts.DELETE),
+                ("delete_trace", scripts.DELETE_TRACE),
+                ("prune", scripts.PRUNE),
+                ("rewrite", scripts.REWRITE),
             )
         }
 
@@ -423,6 +236,12 @@ class RedisBlobStore(RewritableBlobStore):
 
     def _trace_key(self, trace_id: str) -> str:
         return f"{self._prefix}trace:{trace_key_suffix(trace_id)}"
+
+    def _writes_key(self, checkpoint_id: CheckpointId) -> str:
+        return f"{self._prefix}w:{checkpoint_id.hex}"
+
+    def _writes_set_key(self, trace_id: str) -> str:
+        return f"{self._prefix}writes:{trace_key_suffix(trace_id)}"
 
     # -- the operations ---------------------------------------------------------------
 
@@ -585,6 +404,52 @@ class RedisBlobStore(RewritableBlobStore):
             after = b"(" + last
 
     @override
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        first = writes[0]
+        keys = [self._writes_key(first.checkpoint_id), self._writes_set_key(first.trace_id)]
+        args: list[str | bytes | int] = [
+            first.trace_id,
+            first.checkpoint_id.hex,
+            "1" if overwrite else "0",
+            self._ttl_ms,
+        ]
+        for write in writes:
+            args += [_write_field(write.task_id, write.index), bytes(write.data)]
+        saved = await self._run("save_writes", keys, args)
+        if saved == _OTHER_TRACE:
+            with self._errors("save_writes"):
+                stored = await self._open_client().hget(keys[0], "trace")
+            check_writes_trace(first, _text(stored))
+        return _count(saved, "save_writes")
+
+    @override
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        client = self._open_client()
+        with self._errors("load_writes"):
+            fields = await client.hgetall(self._writes_key(checkpoint_id))
+        if not isinstance(fields, dict):
+            raise StorageError(f"Redis load_writes: unexpected reply {fields!r:.60}")
+        return _writes_from(checkpoint_id, fields)
+
+    @override
+    async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
+        wanted = hex_prefix(prefix)
+        if wanted is None:
+            return []
+        found: list[CheckpointId] = []
+        after = b"-"
+        while True:
+            args: list[str | bytes | int] = [self._prefix, after, _IDS_TRACES_PAGE, wanted]
+            reply = await self._run("ids_with_prefix", [self._index_key], args)
+            read, ids, last = _unpack(reply, 3, "ids_with_prefix")
+            if not isinstance(ids, list):
+                raise StorageError(f"Redis ids_with_prefix: unexpected reply {reply!r:.60}")
+            found.extend(_id_from_hex(raw) for raw in ids)
+            if read != _IDS_TRACES_PAGE or not isinstance(last, bytes):
+                return sorted(found)[:limit]
+            after = b"(" + last
+
+    @override
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
         keys = [self._cp_key(checkpoint_id), self._index_key]
         deleted = await self._run("delete", keys, [self._prefix, checkpoint_id.hex])
@@ -605,7 +470,7 @@ class RedisBlobStore(RewritableBlobStore):
 
     @override
     async def _delete_trace(self, trace_id: TraceId) -> int:
-        keys = [self._trace_key(trace_id), self._index_key]
+        keys = [self._trace_key(trace_id), self._index_key, self._writes_set_key(trace_id)]
         deleted = await self._run("delete_trace", keys, [self._prefix, trace_id])
         return _count(deleted, "delete_trace")
 
@@ -809,6 +674,56 @@ def _node_from(value: object, corrupt: _Corrupt) -> str | None:
     except msgspec.DecodeError:
         raise corrupt("node", "a JSON string or null") from None
     return node
+
+
+def _write_field(task_id: str, index: int) -> bytes:
+    """The hash field of a write: its index, a colon, its task id (which may hold colons)."""
+    return f"{index}:{task_id}".encode()
+
+
+def _writes_from(checkpoint_id: CheckpointId, fields: dict[Any, Any]) -> list[PendingWrite]:
+    """The writes in a checkpoint's writes hash, trusting nothing."""
+    if not fields:
+        return []
+    trace_field = fields.pop(b"trace", None)
+    try:
+        trace = validate_trace_id(_text(trace_field))
+    except (CorruptCheckpoint, InvalidTraceId) as exc:
+        raise CorruptCheckpoint(
+            checkpoint_id, f"its writes' field trace holds {_kind(trace_field)}: {exc}"
+        ) from None
+    writes = []
+    for field, data in fields.items():
+        parts = _match(field, _WRITE_FIELD)
+        try:
+            if parts is None:
+                raise ValueError("not <index>:<task id>")
+            index, task_id = int(parts[1]), parts[2].decode()
+            check_write_key(task_id, index)
+        except ValueError as exc:  # UnicodeDecodeError too
+            raise CorruptCheckpoint(
+                checkpoint_id, f"its writes hold the field {_kind(field)}: {exc}"
+            ) from None
+        if type(data) is not bytes:
+            raise StorageError(f"Redis load_writes: unexpected value {data!r:.60}")
+        writes.append(PendingWrite(trace, checkpoint_id, task_id, index, data))
+    return writes
+
+
+def _text(value: object) -> str:
+    """A stored UTF-8 string, or :class:`CorruptCheckpoint`."""
+    if type(value) is not bytes:
+        raise CorruptCheckpoint(None, f"{_kind(value)} is not text")
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise CorruptCheckpoint(None, f"{_kind(value)} is not UTF-8 text") from None
+
+
+def _id_from_hex(raw: object) -> CheckpointId:
+    if type(raw) is not bytes or not _ID_HEX.match(raw):
+        raise StorageError(f"Redis ids_with_prefix: unexpected id {raw!r:.60}")
+    return CheckpointId(UUID(hex=raw.decode()))
 
 
 def _parse_member(member: object) -> tuple[CheckpointId, int]:

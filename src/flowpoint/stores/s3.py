@@ -58,20 +58,26 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import msgspec
 
-from flowpoint.blob import (
-    CheckpointBlob,
-    CheckpointInfo,
-)
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 from flowpoint.stores.base import (
     PruneRule,
     RewritableBlobStore,
+    check_writes_trace,
     different_header,
+    hex_prefix,
     missing_driver,
     rewrite_conflict,
 )
-from flowpoint.stores.records import RecordFormat, RecordHeader
+from flowpoint.stores.records import (
+    RecordFormat,
+    RecordHeader,
+    WritesHeader,
+    record_header,
+    resolve_writes,
+    writes_header,
+)
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -96,6 +102,14 @@ _ESCAPED = re.compile(r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})+\Z")
 _HASHED = re.compile(r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})*~[0-9a-f]{32}\Z")
 _KEY = re.compile(r"traces/([A-Za-z0-9_~-]+)/([0-9]{20})\.ckpt\Z")
 _TRACES = "traces/"
+_WRITES_ROOT = "writes/"
+_WRITES_FILE = re.compile(r"([0-9]{20})\.wr")
+_WRITES_PREFIX = re.compile(rb"writes/([A-Za-z0-9_~-]+)/([0-9a-f]{32})/")
+_ID_INDEX = re.compile(r"ids/[0-9a-f]{2}/[0-9a-f]{32}\Z")
+_HEX = re.compile(r"[0-9a-f]{32}\Z")
+# Records a save_writes call may find taken by others before it gives up: each one
+# it meets is another call's that succeeded.
+_WRITES_ATTEMPTS = 1000
 
 _URL_OPTIONS = frozenset(
     {"endpoint", "region", "access_key_id", "secret_access_key", "session_token", "allow_http"}
@@ -117,6 +131,7 @@ class _Header(RecordHeader, forbid_unknown_fields=True):
 
 
 _RECORDS = RecordFormat(b"FPS3OB1\n", _Header)
+_WRITES = RecordFormat(b"FPS3WR1\n", WritesHeader)
 
 
 def trace_segment(trace_id: str) -> str:
@@ -168,6 +183,18 @@ def _checkpoint_key(segment: str, step: int) -> str:
 def _id_key(checkpoint_id: CheckpointId) -> str:
     hex_id = checkpoint_id.hex
     return f"ids/{hex_id[-2:]}/{hex_id}"
+
+
+def _writes_index_key(checkpoint_id: CheckpointId) -> str:
+    return f"{_id_key(checkpoint_id)}.w"
+
+
+def _writes_prefix(segment: str, checkpoint_id: CheckpointId) -> str:
+    return f"{_WRITES_ROOT}{segment}/{checkpoint_id.hex}/"
+
+
+def _writes_file(seq: int) -> str:
+    return f"{seq:020d}.wr"
 
 
 def _parse_key(key: str) -> tuple[str, int] | None:
@@ -376,7 +403,127 @@ class S3BlobStore(RewritableBlobStore):
         )
         return sorted(trace for trace in found if trace is not None)
 
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        first = writes[0]
+        prefix = _writes_prefix(trace_segment(first.trace_id), first.checkpoint_id)
+        for _ in range(_WRITES_ATTEMPTS):
+            # 1. Claim the checkpoint's writes for this trace (an index object, made once).
+            await self._claim_writes(first, prefix)
+            # 2. Read the keys the records made so far hold; write a new record of what
+            #    this call adds to them, under the next number.
+            records = await self._writes_records(prefix)
+            seq = records[-1][1] + 1 if records else 0
+            stored = writes
+            if not overwrite:
+                headers = await _bounded([self._read_writes(key, size) for key, _, size in records])
+                taken = set().union(*(header.keys() for header, _ in headers))
+                stored = [w for w in writes if (w.task_id, w.index) not in taken]
+                if not stored:
+                    return 0
+            header, data = writes_header(stored, overwrite=overwrite)
+            record = b"".join(_WRITES.encode(header, data))
+            # 3. A create-only PUT: another call that took the number makes this one
+            #    read what that call stored, and try the next.
+            if await self._create(f"{prefix}{_writes_file(seq)}", record):
+                return len(stored)
+        raise StorageError(
+            f"S3 store: save_writes of checkpoint {first.checkpoint_id} met another "
+            f"call's record each of {_WRITES_ATTEMPTS} times"
+        )
+
+    async def _claim_writes(self, first: PendingWrite, prefix: str) -> None:
+        """Make the id's writes index name ``prefix``, unless it names another trace's writes."""
+        index_key = _writes_index_key(first.checkpoint_id)
+        body = prefix.encode()
+        read = await self._get_versioned(index_key)
+        if read is None:
+            if await self._create(index_key, body):
+                return
+            read = await self._get_versioned(index_key)
+            if read is None:
+                raise StorageError(f"S3 store: {index_key} keeps vanishing")
+        claimed, e_tag = read
+        if claimed == body:
+            return
+        claimed_prefix = self._writes_prefix_of(first.checkpoint_id, claimed)
+        records = await self._writes_records(claimed_prefix)
+        if records:
+            header, _ = await self._read_writes(records[0][0], records[0][2])
+            check_writes_trace(first, header.trace_id)
+        # The claim of a call that died before it stored a record: take it over.
+        if e_tag is None or not await self._replace(index_key, body, e_tag):
+            raise StorageError(f"S3 store: cannot take over {index_key} from {claimed!r:.80}")
+
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        prefix = await self._writes_prefix(checkpoint_id)
+        if prefix is None:
+            return []
+
+        async def one(key: str) -> tuple[WritesHeader, bytes] | None:
+            raw = await self._get(key)
+            if raw is None:
+                return None  # being deleted
+            header = _WRITES.read_header(raw, key, checkpoint_id, len(raw))
+            if header.checkpoint_id != checkpoint_id:
+                raise CorruptCheckpoint(checkpoint_id, f"{key}: holds another checkpoint's")
+            return header, raw[len(raw) - header.data_length :]
+
+        records = await _bounded([one(key) for key, _, _ in await self._writes_records(prefix)])
+        return resolve_writes(record for record in records if record is not None)
+
+    async def _delete_writes(self, checkpoint_ids: list[CheckpointId]) -> None:
+        """Delete the records of these checkpoints' writes, then their indexes."""
+        prefixes = await _bounded([self._writes_prefix(each) for each in checkpoint_ids])
+        listed = await _bounded([self._writes_records(p) for p in prefixes if p is not None])
+        await self._delete_keys(
+            [key for records in listed for key, _, _ in records],
+            [_writes_index_key(one) for one, p in zip(checkpoint_ids, prefixes, strict=True) if p],
+        )
+
+    async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
+        wanted = hex_prefix(prefix)
+        if wanted is None:
+            return []
+        if len(wanted) == 32:
+            candidates = [CheckpointId(uuid.UUID(hex=wanted))]
+        else:
+            # Ids are indexed under their last two digits: a LIST of each shard, from
+            # the first key that could start so.
+            shards = [f"{n:02x}/" for n in range(256) if f"{n:02x}".startswith(wanted[30:])]
+            listed = await _bounded([self._keys(f"ids/{shard}", wanted) for shard in shards])
+            candidates = sorted(
+                CheckpointId(uuid.UUID(hex=key[-32:]))
+                for keys in listed
+                for key, _ in keys
+                if _ID_INDEX.match(key)
+            )
+        found: list[CheckpointId] = []
+        for checkpoint_id in candidates:
+            # An index whose record is not there (a save that failed) names no checkpoint.
+            if await self._header_of(checkpoint_id) is not None:
+                found.append(checkpoint_id)
+                if len(found) == limit:
+                    break
+        return found
+
+    async def _header_of(self, checkpoint_id: CheckpointId) -> _Header | None:
+        located = await self._locate(checkpoint_id)
+        if located is None:
+            return None
+        key, segment, step = located
+        found = await self._read_header(key, segment, step, checkpoint_id, None)
+        if found is None or found[0].checkpoint_id != checkpoint_id:
+            return None
+        return found[0]
+
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
+        deleted = await self._delete_record(checkpoint_id)
+        # After the record: a failure in between leaves writes of a deleted checkpoint,
+        # which a later delete of the id (or of the trace) removes.
+        await self._delete_writes([checkpoint_id])
+        return deleted
+
+    async def _delete_record(self, checkpoint_id: CheckpointId) -> bool:
         import obstore
 
         located = await self._locate(checkpoint_id)
@@ -447,21 +594,31 @@ class S3BlobStore(RewritableBlobStore):
             [found.key for found in listed],
             [_id_key(checkpoint_id) for checkpoint_id in ids if checkpoint_id is not None],
         )
+        # Every write of the trace, also of checkpoints never saved.
+        writes = await self._keys(f"{_WRITES_ROOT}{segment}/")
+        written = {key.split("/")[2] for key, _ in writes}
+        await self._delete_keys(
+            [key for key, _ in writes],
+            [_writes_index_key(CheckpointId(uuid.UUID(hex=h))) for h in written if _HEX.match(h)],
+        )
         return len(listed)
 
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
         segment = trace_segment(trace_id)
-        infos: list[CheckpointInfo] = []
-        async for batch in self._listing(segment, None, 1000):
-            infos.extend(
-                found.info() for found in await self._read_headers(segment, batch) if found
-            )
-        doomed = rule.doomed(infos)
+        doomed = rule.doomed([info async for info in self.iter_history(trace_id)])
         await self._delete_keys(
             [_checkpoint_key(segment, info.step) for info in doomed],
             [_id_key(info.checkpoint_id) for info in doomed],
         )
+        await self._delete_writes([info.checkpoint_id for info in doomed])
         return len(doomed)
+
+    async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
+        deleted = 0
+        for checkpoint_id in checkpoint_ids:
+            deleted += await self._delete_record(checkpoint_id)
+        await self._delete_writes(checkpoint_ids)
+        return deleted
 
     # Requests, each inside the error boundary.
 
@@ -565,6 +722,69 @@ class S3BlobStore(RewritableBlobStore):
                     batch.append(_Listed(meta["path"], parsed[1], meta["size"]))
             if batch:
                 yield batch
+
+    async def _keys(self, prefix: str, start: str = "") -> list[tuple[str, int]]:
+        """The keys under the ``prefix`` folder that go on with ``start``, with their sizes.
+
+        In key order. A LIST names a folder (``a/b/`` holds ``a/b/c``, not ``a/bc``):
+        the keys that go on with ``start`` are read from the first that could.
+        """
+        import obstore
+
+        store = self._opened()
+        found: list[tuple[str, int]] = []
+        # No key equals the offset (ours end in whole ids or names), so none is skipped.
+        offset = prefix + start if start else None
+        stream = obstore.list(store, prefix, offset=offset, chunk_size=1000)
+        while True:
+            with _storage_errors("list"):
+                try:
+                    metas = await anext(stream)
+                except StopAsyncIteration:
+                    return found
+            for meta in metas:
+                if not meta["path"].startswith(prefix + start):
+                    return found
+                found.append((meta["path"], meta["size"]))
+
+    async def _writes_records(self, prefix: str) -> list[tuple[str, int, int]]:
+        """A checkpoint's writes records (key, number, size), in the order they were made."""
+        records = []
+        for key, size in await self._keys(prefix):
+            match = _WRITES_FILE.fullmatch(key[len(prefix) :])
+            if match:
+                records.append((key, int(match.group(1)), size))
+        return records
+
+    async def _writes_prefix(self, checkpoint_id: CheckpointId) -> str | None:
+        """The key prefix of the checkpoint's writes records, from its index; ``None``: none."""
+        claimed = await self._get(_writes_index_key(checkpoint_id))
+        return None if claimed is None else self._writes_prefix_of(checkpoint_id, claimed)
+
+    def _writes_prefix_of(self, checkpoint_id: CheckpointId, claimed: bytes) -> str:
+        match = _WRITES_PREFIX.fullmatch(claimed)
+        if match is None or match.group(2).decode() != checkpoint_id.hex:
+            raise CorruptCheckpoint(
+                checkpoint_id,
+                f"writes index {_writes_index_key(checkpoint_id)} holds {claimed[:80]!r}",
+            )
+        return claimed.decode()
+
+    async def _read_writes(self, key: str, size: int) -> tuple[WritesHeader, int]:
+        """A writes record's checked header (read with ranged GETs), and the record's size."""
+        if size < _MIN_RECORD:
+            raise CorruptCheckpoint(None, f"{key}: truncated to {size} bytes")
+        first = await self._get_range(key, 0, min(size, _FIRST_READ))
+        if first is None:
+            raise CorruptCheckpoint(None, f"{key}: vanished while it was read")
+        head, size = first
+        needed = _WRITES.header_end(head, key, None, size)
+        if needed > len(head):
+            rest = await self._get_range(key, len(head), needed)
+            if rest is None:
+                raise CorruptCheckpoint(None, f"{key}: vanished while it was read")
+            head += rest[0]
+        return _WRITES.read_header(head, key, None, size), size
 
     async def _first(self, segment: str) -> _Listed | None:
         """The trace's newest checkpoint key: the first key of one small listing."""
@@ -693,7 +913,7 @@ def _storage_errors(action: str) -> Iterator[None]:
 
 def _encode_record(blob: CheckpointBlob, writer: str) -> bytes:
     """The object of a checkpoint; ``ValueError`` if the header cannot be stored."""
-    return b"".join(_RECORDS.encode(_RECORDS.header_for(blob, writer=writer), blob.data))
+    return b"".join(_RECORDS.encode(record_header(_Header, blob, writer=writer), blob.data))
 
 
 def _check_header(

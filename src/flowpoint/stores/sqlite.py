@@ -42,6 +42,7 @@ from typing_extensions import override
 from flowpoint.blob import (
     CheckpointBlob,
     CheckpointInfo,
+    PendingWrite,
     validate_metadata,
 )
 from flowpoint.errors import (
@@ -55,7 +56,9 @@ from flowpoint.stores.base import (
     BlockingBlobStore,
     PruneRule,
     RewritableBlobStore,
+    check_writes_trace,
     different_header,
+    id_range,
     in_caller_thread,
     rewrite_conflict,
 )
@@ -66,6 +69,7 @@ from flowpoint.stores.columns import (
     metadata_from_json,
     trace_from_text,
     value_kind,
+    write_from_columns,
 )
 
 __all__ = ["SqliteBlobStore"]
@@ -75,7 +79,6 @@ Durability = Literal["full", "normal"]
 _A = TypeVar("_A")
 _T = TypeVar("_T")
 
-_SCHEMA_VERSION: Final = 1
 _SYNCHRONOUS: Final[Mapping[str, str]] = {"full": "FULL", "normal": "NORMAL"}
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -88,23 +91,44 @@ _UINT64: Final = 2**64
 _CREATE_SCHEMA_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS flowpoint_schema (version INTEGER NOT NULL)"
 )
-# `data` is the last column, so reading the header columns (and `size`) of a row
-# never touches the overflow pages that hold a large `data`.
-_CREATE_CHECKPOINTS_TABLE: Final = """
-CREATE TABLE IF NOT EXISTS flowpoint_checkpoints (
-    checkpoint_id BLOB PRIMARY KEY,
-    trace_id      TEXT NOT NULL,
-    step          INTEGER NOT NULL,
-    parent_id     BLOB,
-    graph_hash    INTEGER NOT NULL,
-    created_at    INTEGER NOT NULL,
-    current_node  TEXT,
-    metadata      TEXT NOT NULL,
-    size          INTEGER NOT NULL,
-    data          BLOB NOT NULL,
-    UNIQUE (trace_id, step)
+# Migration N (1-based) is _MIGRATIONS[N - 1]; a database records each one it got in
+# flowpoint_schema. Released migrations never change: add a new one instead.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    # 1: the checkpoints. `data` is the last column, so reading the header columns
+    # (and `size`) of a row never touches the overflow pages that hold a large `data`.
+    (
+        """
+        CREATE TABLE flowpoint_checkpoints (
+            checkpoint_id BLOB PRIMARY KEY,
+            trace_id      TEXT NOT NULL,
+            step          INTEGER NOT NULL,
+            parent_id     BLOB,
+            graph_hash    INTEGER NOT NULL,
+            created_at    INTEGER NOT NULL,
+            current_node  TEXT,
+            metadata      TEXT NOT NULL,
+            size          INTEGER NOT NULL,
+            data          BLOB NOT NULL,
+            UNIQUE (trace_id, step)
+        )
+        """,
+    ),
+    # 2: pending writes, keyed as the interface keys them; by trace for delete_trace.
+    (
+        """
+        CREATE TABLE flowpoint_writes (
+            checkpoint_id BLOB NOT NULL,
+            task_id       TEXT NOT NULL,
+            idx           INTEGER NOT NULL,
+            trace_id      TEXT NOT NULL,
+            data          BLOB NOT NULL,
+            PRIMARY KEY (checkpoint_id, task_id, idx)
+        )
+        """,
+        "CREATE INDEX flowpoint_writes_trace ON flowpoint_writes (trace_id)",
+    ),
 )
-"""
+_SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 _HEADER: Final = (
     "checkpoint_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata"
@@ -143,9 +167,32 @@ _HEADER_BY_ID_SQL: Final = (
     f"SELECT {_HEADER}, size FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
 )
 _TRACES_SQL: Final = "SELECT DISTINCT trace_id FROM flowpoint_checkpoints ORDER BY trace_id"
+_IDS_FROM_SQL: Final = (
+    "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE checkpoint_id >= ?"
+    " ORDER BY checkpoint_id LIMIT ?"
+)
+_IDS_BETWEEN_SQL: Final = (
+    "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE checkpoint_id >= ?"
+    " AND checkpoint_id < ? ORDER BY checkpoint_id LIMIT ?"
+)
 _DELETE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
 _DELETE_TRACE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE trace_id = ?"
-_PRUNE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE trace_id = :trace"
+_PRUNE_SQL: Final = "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE trace_id = :trace"
+_WRITES_TRACE_SQL: Final = "SELECT trace_id FROM flowpoint_writes WHERE checkpoint_id = ? LIMIT 1"
+_INSERT_WRITE_SQL: Final = (
+    "INSERT INTO flowpoint_writes (checkpoint_id, task_id, idx, trace_id, data)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, task_id, idx) DO NOTHING"
+)
+_UPSERT_WRITE_SQL: Final = (
+    "INSERT INTO flowpoint_writes (checkpoint_id, task_id, idx, trace_id, data)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, task_id, idx)"
+    " DO UPDATE SET data = excluded.data"
+)
+_LOAD_WRITES_SQL: Final = (
+    "SELECT task_id, idx, trace_id, data FROM flowpoint_writes WHERE checkpoint_id = ?"
+)
+_DELETE_WRITES_SQL: Final = "DELETE FROM flowpoint_writes WHERE checkpoint_id = ?"
+_DELETE_TRACE_WRITES_SQL: Final = "DELETE FROM flowpoint_writes WHERE trace_id = ?"
 # Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
 _PRUNE_KEEP_SQL: Final = (
     " AND step <= (SELECT step FROM flowpoint_checkpoints WHERE trace_id = :trace"
@@ -340,18 +387,45 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         return [trace_from_text(row[0]) for row in rows]
 
     @override
+    async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
+        bounds = id_range(prefix)
+        if bounds is None:
+            return []
+        low, high = bounds
+        query: _Query = (
+            (_IDS_FROM_SQL, (low.bytes, limit))
+            if high is None
+            else (_IDS_BETWEEN_SQL, (low.bytes, high.bytes, limit))
+        )
+        rows = await self._run("ids_with_prefix", _fetch_all, query)
+        # A damaged key (not 16 bytes) may sort inside the range: it names no id.
+        return [found for row in rows if (found := _id_from_column(row[0])) is not None]
+
+    @override
+    async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        rows: list[tuple[object, ...]] = [
+            (w.checkpoint_id.bytes, w.task_id, w.index, w.trace_id, bytes(w.data)) for w in writes
+        ]
+        return await self._run("save_writes", _insert_writes, (writes[0], rows, overwrite))
+
+    @override
+    async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
+        query: _Query = (_LOAD_WRITES_SQL, (checkpoint_id.bytes,))
+        rows = await self._run("load_writes", _fetch_all, query)
+        return [write_from_columns(checkpoint_id, *row) for row in rows]
+
+    @override
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
-        deleted = await self._run("delete", _delete_rows, (_DELETE_SQL, (checkpoint_id.bytes,)))
-        return deleted > 0
+        return await self._run("delete", _delete_by_ids, [checkpoint_id.bytes]) > 0
 
     @override
     async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
-        params = [(checkpoint_id.bytes,) for checkpoint_id in checkpoint_ids]
-        return await self._run("delete_many", _delete_each, params)
+        ids = [checkpoint_id.bytes for checkpoint_id in checkpoint_ids]
+        return await self._run("delete_many", _delete_by_ids, ids)
 
     @override
     async def _delete_trace(self, trace_id: TraceId) -> int:
-        return await self._run("delete_trace", _delete_rows, (_DELETE_TRACE_SQL, (trace_id,)))
+        return await self._run("delete_trace", _delete_trace_rows, trace_id)
 
     @override
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
@@ -363,7 +437,7 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         if rule.cutoff is not None:
             sql += _PRUNE_CUTOFF_SQL
             params["cutoff"] = (rule.cutoff - _EPOCH) // _MICROSECOND
-        return await self._run("prune", _delete_rows, (sql, params))
+        return await self._run("prune", _delete_selected, (sql, params))
 
     # -- the thread that owns the connection -------------------------------------------
 
@@ -519,14 +593,38 @@ def _fetch_all(conn: sqlite3.Connection, query: _Query) -> list[_Row]:
     return conn.execute(*query).fetchall()
 
 
-def _delete_rows(conn: sqlite3.Connection, query: _Query) -> int:
+def _insert_writes(
+    conn: sqlite3.Connection, arg: tuple[PendingWrite, list[tuple[object, ...]], bool]
+) -> int:
+    """Insert one call's writes in one write transaction; return how many were stored."""
+    first, rows, overwrite = arg
     with _write_transaction(conn):
-        return conn.execute(*query).rowcount
+        stored = conn.execute(_WRITES_TRACE_SQL, (first.checkpoint_id.bytes,)).fetchone()
+        if stored is not None:
+            check_writes_trace(first, stored[0])
+        sql = _UPSERT_WRITE_SQL if overwrite else _INSERT_WRITE_SQL
+        return conn.executemany(sql, rows).rowcount
 
 
-def _delete_each(conn: sqlite3.Connection, params: list[tuple[bytes]]) -> int:
-    """Delete by id once per id, in one write transaction (one commit)."""
+def _delete_by_ids(conn: sqlite3.Connection, ids: list[bytes]) -> int:
+    """Delete checkpoints by id with their writes, in one write transaction (one commit)."""
+    params = [(checkpoint_id,) for checkpoint_id in ids]
     with _write_transaction(conn):
+        conn.executemany(_DELETE_WRITES_SQL, params)
+        return conn.executemany(_DELETE_SQL, params).rowcount
+
+
+def _delete_trace_rows(conn: sqlite3.Connection, trace_id: str) -> int:
+    with _write_transaction(conn):
+        conn.execute(_DELETE_TRACE_WRITES_SQL, (trace_id,))
+        return conn.execute(_DELETE_TRACE_SQL, (trace_id,)).rowcount
+
+
+def _delete_selected(conn: sqlite3.Connection, query: _Query) -> int:
+    """Delete the checkpoints ``query`` selects, with their writes, in one transaction."""
+    with _write_transaction(conn):
+        params = conn.execute(*query).fetchall()
+        conn.executemany(_DELETE_WRITES_SQL, params)
         return conn.executemany(_DELETE_SQL, params).rowcount
 
 
@@ -552,23 +650,42 @@ def _set_wal_mode(conn: sqlite3.Connection, busy_timeout: float) -> object:
 
 
 def _set_up_schema(conn: sqlite3.Connection, path: str) -> None:
-    # One write transaction: of several processes setting up a new file at once, the
-    # first creates the tables and the others find them made.
+    """Create the tables, or apply the migrations the file lacks, in one transaction.
+
+    Of several processes setting up or upgrading a file at once, the first does it
+    and the others find it done.
+    """
+    # A read first: a file that is up to date (the usual case) is not write-locked.
+    if _schema_version(conn, path) == _SCHEMA_VERSION:
+        return
     with _write_transaction(conn):
         conn.execute(_CREATE_SCHEMA_TABLE)
-        (version,) = conn.execute("SELECT max(version) FROM flowpoint_schema").fetchone()
-        if version is None:
-            conn.execute(_CREATE_CHECKPOINTS_TABLE)
-            conn.execute("INSERT INTO flowpoint_schema (version) VALUES (?)", (_SCHEMA_VERSION,))
-        elif type(version) is not int or version < 1:
-            raise StorageError(
-                f"SQLite database {path}: unrecognised flowpoint schema version {version!r}"
-            )
-        elif version > _SCHEMA_VERSION:
-            raise StorageError(
-                f"SQLite database {path} has schema version {version}, written by a newer "
-                f"flowpoint (this one reads up to version {_SCHEMA_VERSION}); upgrade flowpoint"
-            )
+        for version in range(_schema_version(conn, path) + 1, _SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version - 1]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO flowpoint_schema (version) VALUES (?)", (version,))
+
+
+def _schema_version(conn: sqlite3.Connection, path: str) -> int:
+    """The flowpoint schema version of the file: 0 for a file without flowpoint's tables."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'flowpoint_schema'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    (version,) = conn.execute("SELECT max(version) FROM flowpoint_schema").fetchone()
+    if version is None:
+        return 0  # made by a setup that crashed before it committed? Its tables are not there
+    if type(version) is not int or version < 1:
+        raise StorageError(
+            f"SQLite database {path}: unrecognised flowpoint schema version {version!r}"
+        )
+    if version > _SCHEMA_VERSION:
+        raise StorageError(
+            f"SQLite database {path} has schema version {version}, written by a newer "
+            f"flowpoint (this one reads up to version {_SCHEMA_VERSION}); upgrade flowpoint"
+        )
+    return version
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypedDict
 
 import pydantic
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -133,6 +134,27 @@ def subgraph_graph(saver: BaseCheckpointSaver[Any]) -> Any:
     return outer.compile(checkpointer=saver)
 
 
+def _extend(state: list[str] | None, writes: list[list[str]]) -> list[str]:
+    return [*(state or []), *(item for write in writes for item in write)]
+
+
+class Journal(TypedDict):
+    # Stored as its writes, with a snapshot every third update: loads rebuild it from
+    # the checkpoints before (get_delta_channel_history).
+    entries: Annotated[list[str], DeltaChannel(_extend, snapshot_frequency=3)]
+    count: int
+
+
+def _record(state: Journal) -> dict[str, Any]:
+    count = state.get("count", 0) + 1
+    return {"entries": [f"entry {count}"], "count": count}
+
+
+def delta_graph(saver: BaseCheckpointSaver[Any]) -> Any:
+    builder = StateGraph(Journal).add_node("record", _record).add_edge(START, "record")
+    return builder.add_edge("record", END).compile(checkpointer=saver)
+
+
 def _config(thread: str, **extra: Any) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread, **extra}}
 
@@ -149,6 +171,7 @@ def scenarios() -> dict[str, Callable[[BaseCheckpointSaver[Any], str], list[Any]
         "fan-out": _fan_out,
         "interrupt": _interrupt,
         "subgraph": _subgraph,
+        "delta-channel": _delta_channel,
     }
 
 
@@ -193,6 +216,17 @@ def _subgraph(saver: BaseCheckpointSaver[Any], prefix: str) -> list[Any]:
     seen.append(_seen(graph, config, subgraphs=True))
     seen.append(graph.invoke(Command(resume="fine"), config))
     seen.append(_seen(graph, config, subgraphs=True))
+    return seen
+
+
+def _delta_channel(saver: BaseCheckpointSaver[Any], prefix: str) -> list[Any]:
+    graph = delta_graph(saver)
+    config = _config(f"{prefix}journal")
+    seen = [graph.invoke({"entries": [f"start {turn}"]}, config) for turn in range(7)]
+    seen.append(_seen(graph, config))
+    old = next(s for s in graph.get_state_history(config) if s.metadata["step"] == 4)
+    seen.append(graph.invoke({"entries": ["forked"]}, old.config))
+    seen.append(_seen(graph, config))
     return seen
 
 

@@ -54,6 +54,7 @@ def _tuples(saver: BaseCheckpointSaver[Any], thread: str) -> list[Any]:
             t.checkpoint["versions_seen"],
             t.metadata,
             None if t.parent_config is None else t.parent_config["configurable"],
+            t.pending_writes,
         )
         for t in saver.list({"configurable": {"thread_id": thread}})
     ]
@@ -75,6 +76,7 @@ def test_sqlite_threads_read_back_as_sqlite_saver_reads_them(tmp_path: Path) -> 
     first = flowpoint("import-langgraph", str(source), "--into", destination)
     assert first.returncode == 0, first.stderr
     assert "verified" in first.stdout
+    assert " 0 write(s)" not in first.stdout
     assert "tests.langgraph.graphs.Note" in first.stderr  # the classes to register, named
     with _sqlite_saver(source) as saver:
         _same_threads(saver, threads, destination)
@@ -83,6 +85,7 @@ def test_sqlite_threads_read_back_as_sqlite_saver_reads_them(tmp_path: Path) -> 
     assert again.returncode == 0, again.stderr
     assert f'"skipped": {total}' in again.stdout
     assert '"checkpoints": 0' in again.stdout
+    assert '"writes": 0' in again.stdout
     traces = flowpoint("traces", "--store", destination)
     assert traces.returncode == 0
     assert "c0-nested#inner" in traces.stdout

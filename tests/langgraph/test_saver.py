@@ -412,3 +412,63 @@ async def test_a_given_store_stays_open_and_an_opened_one_is_closed(tmp_path: An
     opened.close()
     with pytest.raises(StorageError):
         await blobs.history("t")
+
+
+async def test_writes_keep_the_first_regular_write_and_the_last_special_one(
+    saver: FlowpointSaver,
+) -> None:
+    from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
+
+    stored = await _put(saver, "t", {"x": 1})
+    await saver.aput_writes(stored, [("a", 1), (ERROR, "first error")], "task-2", "~b")
+    await saver.aput_writes(stored, [("a", 2), (ERROR, "second error")], "task-2", "~b")
+    await saver.aput_writes(
+        stored, [(INTERRUPT, {"why": "ask"}), ("b", [HumanMessage("x")])], "task-1", "~a"
+    )
+    got = await saver.aget_tuple(stored)
+    assert got is not None
+    assert got.pending_writes == [
+        ("task-1", INTERRUPT, {"why": "ask"}),
+        ("task-1", "b", [HumanMessage("x")]),
+        ("task-2", ERROR, "second error"),
+        ("task-2", "a", 1),
+    ]
+
+
+async def test_writes_that_cannot_be_kept_are_refused(memory_saver: FlowpointSaver) -> None:
+    stored = await _put(memory_saver, "t", {"x": 1})
+    with pytest.raises(ValueError, match="checkpoint_id"):
+        await memory_saver.aput_writes(config("t"), [("a", 1)], "task")
+    with pytest.raises(CodecError, match="allowed_types"):
+        await memory_saver.aput_writes(stored, [("a", object())], "task")
+    with pytest.raises(ValueError, match="task id"):
+        await memory_saver.aput_writes(stored, [("a", 1)], "")
+    with pytest.raises(ValueError, match="channel"):
+        await memory_saver.aput_writes(stored, [("c" * 300, 1)], "task")
+    long_path = "~" + "p" * 400
+    await memory_saver.aput_writes(stored, [("a", 1)], "task", long_path)
+    got = await memory_saver.aget_tuple(stored)
+    assert got is not None
+    assert got.pending_writes == [("task", "a", 1)]
+
+
+async def test_a_forged_write_is_refused(
+    memory_saver: FlowpointSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ormsgpack
+
+    from flowpoint import TaskWrite
+
+    stored = await _put(memory_saver, "t", {"x": 1})
+    [info] = await memory_saver.store.history("t")
+    forged = ormsgpack.packb({"$type": "os.system", "$value": "echo forged"})
+    await memory_saver.store.save_writes(
+        "t", info.checkpoint_id, [TaskWrite("task", 0, "a", [True, forged])]
+    )
+    with pytest.raises(CorruptCheckpoint, match=r"os\.system"):
+        await memory_saver.aget_tuple(stored)
+    await memory_saver.store.save_writes(
+        "t", info.checkpoint_id, [TaskWrite("other", 0, "a", "not a value")]
+    )
+    with pytest.raises(CorruptCheckpoint, match="holds no value"):
+        await memory_saver.aget_tuple(stored)

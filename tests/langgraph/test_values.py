@@ -27,7 +27,8 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from langgraph.types import Command, Interrupt, Send
 
 from flowpoint.errors import CodecError, CorruptCheckpoint
-from flowpoint.langgraph._values import TAG, Tagged, TypeRegistry, ValueCodec, registry_name
+from flowpoint.langgraph._types import TypeRegistry, registry_name
+from flowpoint.langgraph._values import TAG, Tagged, ValueCodec
 
 
 class Color(enum.Enum):

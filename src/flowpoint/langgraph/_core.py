@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -29,7 +29,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.base import Checkpoint as LangGraphCheckpoint
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.blob import CheckpointBlob
 from flowpoint.checkpoint import Checkpoint
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint
 from flowpoint.ids import CheckpointId, TraceId
@@ -38,7 +38,6 @@ from flowpoint.langgraph._layout import (
     Layout,
     Parent,
     header_metadata,
-    header_value,
     lg_id_of,
     next_nodes,
 )
@@ -182,6 +181,20 @@ class Core:
                 return blob
         return None
 
+    async def checkpoint_id_of(self, where: Where, lg_id: str) -> CheckpointId:
+        """The flowpoint id of LangGraph checkpoint ``lg_id`` of the trace, stored or not yet.
+
+        Writes may be saved before their checkpoint is (LangGraph saves in the
+        background): such a checkpoint gets the id it will be saved under.
+        """
+        tip = self.tips.get(where.trace)
+        if tip is not None and tip.lg_id == lg_id:
+            return tip.checkpoint_id
+        blob = await self.locate(where.trace, lg_id)
+        if blob is not None:
+            return blob.checkpoint_id
+        return checkpoint_id_for(where.trace, lg_id, derived=False)
+
     async def read(self, where: Where, blob: CheckpointBlob) -> Stored:
         """Check and decode a blob of the store (its chain too, for a delta)."""
         return Stored(where, await self.store.decode(blob, ADAPTER_GRAPH_HASH))
@@ -318,144 +331,6 @@ class Core:
         checkpoint = stored.checkpoint
         tip = Tip(checkpoint.checkpoint_id, stored.lg_id, checkpoint.step, stored.fields)
         self.tips.put(stored.where.trace, tip)
-
-    # -- threads ------------------------------------------------------------------------
-
-    async def traces_of(self, thread_ids: Iterable[object] | None) -> list[Where]:
-        """The adapter's traces of these threads (of every thread, for ``None``), sorted."""
-        wanted = None if thread_ids is None else {thread_key(one) for one in thread_ids}
-        found: list[Where] = []
-        for trace in await self.store.traces():
-            where = Where.of_trace(trace)
-            if where is None or (wanted is not None and where.thread not in wanted):
-                continue
-            newest = await self.store.history(trace, 1)
-            if newest and newest[0].graph_hash == ADAPTER_GRAPH_HASH:
-                found.append(where)
-        return found
-
-    async def delete_threads(self, thread_ids: Iterable[object]) -> None:
-        """Delete every checkpoint (and its writes) of these threads, in every namespace."""
-        for where in await self.traces_of(thread_ids):
-            self.tips.forget(where.trace)
-            await self.store.delete_trace(where.trace)
-
-    async def delete_for_runs(self, run_ids: Sequence[object]) -> None:
-        """Delete the checkpoints whose metadata names one of these runs."""
-        wanted = {str(run_id) for run_id in run_ids}
-        if not wanted:
-            return
-        for where in await self.traces_of(None):
-            doomed: list[CheckpointId] = []
-            async for info in self.store.store.iter_history(where.trace):
-                run_id = await self._metadata_value(where, info, "run_id")
-                if run_id is not None and str(run_id) in wanted:
-                    doomed.append(info.checkpoint_id)
-            if doomed:
-                self.tips.forget(where.trace)
-                await self.store.delete_checkpoints(where.trace, doomed)
-
-    async def metadata_of(self, where: Where, info: CheckpointInfo) -> CheckpointMetadata | None:
-        """LangGraph's metadata of a listed checkpoint (``None`` if it is gone meanwhile)."""
-        blob = await self.store.store.load(info.checkpoint_id)
-        if blob is None:
-            return None
-        stored = await self.read(where, blob)
-        return self.layout.metadata(stored.fields, stored.checkpoint.checkpoint_id)
-
-    async def _metadata_value(self, where: Where, info: CheckpointInfo, key: str) -> Any:
-        known, value = header_value(info.metadata, key)
-        if known:
-            return value
-        metadata = await self.metadata_of(where, info)
-        return None if metadata is None else metadata.get(key)
-
-    async def prune(self, thread_ids: Sequence[object], strategy: str) -> None:
-        """Keep each namespace's newest checkpoint (``keep_latest``), or delete (``delete``).
-
-        Under ``keep_latest``, a newest checkpoint whose metadata counts updates of
-        delta channels since their last snapshot keeps its ancestors back to the
-        nearest one that stores every such channel's value, with their writes:
-        LangGraph rebuilds those channels from them.
-        """
-        if isinstance(thread_ids, str):
-            raise TypeError("prune takes a sequence of thread ids, not one str")
-        if strategy == "delete":
-            await self.delete_threads(thread_ids)
-            return
-        if strategy != "keep_latest":
-            raise ValueError(f"strategy must be 'keep_latest' or 'delete', not {strategy!r}")
-        for where in await self.traces_of(thread_ids):
-            newest = await self.store.store.load_latest(where.trace)
-            if newest is None:
-                continue
-            kept = await self._kept_with(where, await self.read(where, newest))
-            doomed = [
-                info.checkpoint_id
-                async for info in self.store.store.iter_history(where.trace)
-                if info.checkpoint_id not in kept
-            ]
-            if doomed:
-                self.tips.forget(where.trace)
-                await self.store.delete_checkpoints(where.trace, doomed)
-
-    async def _kept_with(self, where: Where, newest: Stored) -> set[CheckpointId]:
-        kept = {newest.checkpoint.checkpoint_id}
-        cid = newest.checkpoint.checkpoint_id
-        counters = self.layout.metadata(newest.fields, cid).get("counters_since_delta_snapshot")
-        remaining = set(counters) if isinstance(counters, dict) else set()
-        remaining = {ch for ch in remaining if not self.layout.has_value(newest.fields, ch)}
-        parent = self.layout.parent(newest.fields, cid)
-        while remaining and parent is not None:
-            blob = await self.locate(where.trace, parent)
-            if blob is None:
-                break
-            ancestor = await self.read(where, blob)
-            kept.add(ancestor.checkpoint.checkpoint_id)
-            remaining = {ch for ch in remaining if not self.layout.has_value(ancestor.fields, ch)}
-            parent = self.layout.parent(ancestor.fields, ancestor.checkpoint.checkpoint_id)
-        return kept
-
-    async def copy_thread(self, source: object, target: object) -> list[tuple[Stored, Stored]]:
-        """Copy every checkpoint of ``source`` to ``target``, namespace by namespace.
-
-        Returns each copied checkpoint with its copy, oldest first, for the writes to
-        follow. A checkpoint copied before (by a copy that was interrupted) is skipped.
-        """
-        target_thread = thread_key(target)
-        copied: list[tuple[Stored, Stored]] = []
-        for where in await self.traces_of([source]):
-            to = Where(target_thread, where.ns, trace_for(target_thread, where.ns), target)
-            self.tips.forget(to.trace)
-            infos = [info async for info in self.store.store.iter_history(where.trace)]
-            for info in reversed(infos):
-                blob = await self.store.store.load(info.checkpoint_id)
-                if blob is None:
-                    continue  # deleted since the listing
-                stored = await self.read(where, blob)
-                copied.append((stored, await self._copy_one(stored, to)))
-        return copied
-
-    async def _copy_one(self, stored: Stored, to: Where) -> Stored:
-        lg_id = stored.lg_id
-        cid = stored.checkpoint.checkpoint_id
-        checkpoint_id = checkpoint_id_for(to.trace, lg_id, derived=True)
-        existing = await self.store.store.load(checkpoint_id)
-        if existing is not None and existing.trace_id == to.trace:
-            return await self.read(to, existing)
-        parent = self.layout.parent(stored.fields, cid)
-        metadata = self.layout.metadata(stored.fields, cid)
-        copy = Checkpoint(
-            checkpoint_id=checkpoint_id,
-            step=stored.checkpoint.step,
-            parent_id=None if parent is None else checkpoint_id_for(to.trace, parent, derived=True),
-            current_node=None,
-            state=stored.fields,
-            created_at=stored.checkpoint.created_at,
-            metadata=header_metadata(metadata, copy=self.copy_metadata, lg_id=lg_id),
-        )
-        await self.store.save_with_trace(to.trace, copy, ADAPTER_GRAPH_HASH)
-        return Stored(to, copy)
 
 
 def _created_at(ts: object) -> datetime:

@@ -15,12 +15,14 @@ from typing import Any
 
 from langgraph.checkpoint.base import get_checkpoint_metadata
 
+from flowpoint.checkpoint import TaskWrite
 from flowpoint.errors import CheckpointConflict
-from flowpoint.langgraph._core import Core, Where
+from flowpoint.langgraph._core import Core, Stored, Where
 from flowpoint.langgraph._saver import FlowpointSaver
 from flowpoint.langgraph._sources import Source, SourceCheckpoint
 from flowpoint.langgraph._threads import trace_for
 from flowpoint.langgraph._values import Tagged
+from flowpoint.langgraph._writes import task_write
 
 __all__ = ["ImportReport", "import_threads"]
 
@@ -113,6 +115,32 @@ async def _import_one(core: Core, source: SourceCheckpoint, report: ImportReport
             f"otherwise than the source holds it: another checkpoint holds its id",
         )
     report.verified += 1
+    await _import_writes(core, source, read, report)
+
+
+async def _import_writes(
+    core: Core, source: SourceCheckpoint, stored: Stored, report: ImportReport
+) -> None:
+    """Save the checkpoint's writes (those saved before stay), then compare them all."""
+    if not source.writes:
+        return
+    cid = stored.checkpoint.checkpoint_id
+    expected = [
+        task_write(core, w.task_id, w.index, w.channel, w.value, w.task_path) for w in source.writes
+    ]
+    report.writes += await core.store.save_writes(stored.where.trace, cid, expected)
+    found = await core.store.load_writes(cid)
+    if sorted(map(_key, found)) != sorted(map(_key, expected)):
+        raise CheckpointConflict(
+            stored.where.trace,
+            stored.checkpoint.step,
+            f"the pending writes of checkpoint {source.checkpoint_id} of thread "
+            f"{source.thread_id!r} read back otherwise than the source holds them",
+        )
+
+
+def _key(write: TaskWrite) -> tuple[str, int, str, bytes, str]:
+    return (write.task_id, write.index, write.channel, repr(write.value).encode(), write.task_path)
 
 
 def _tagged_names(value: Any) -> set[str]:

@@ -206,6 +206,10 @@ class Layout:
         """The checkpoint's ``channel_versions``."""
         return self._mapping(fields, VERSIONS, checkpoint_id)
 
+    def value(self, fields: Fields, channel: str, checkpoint_id: CheckpointId) -> Any:
+        """The stored value of ``channel`` (which :meth:`has_value`)."""
+        return self._field(fields, channel_key(channel), checkpoint_id)
+
     def has_value(self, fields: Fields, channel: str) -> bool:
         """Whether the checkpoint stores a value of ``channel``."""
         return channel_key(channel) in fields

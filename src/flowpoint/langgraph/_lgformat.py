@@ -21,7 +21,8 @@ from uuid import UUID
 
 import ormsgpack
 
-from flowpoint.langgraph._values import Tagged, TypeRegistry
+from flowpoint.langgraph._types import TypeRegistry
+from flowpoint.langgraph._values import Tagged
 
 __all__ = ["EMPTY", "UnreadableValue", "read_value"]
 

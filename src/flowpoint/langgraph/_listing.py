@@ -20,6 +20,7 @@ from langgraph.checkpoint.base import CheckpointTuple
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.langgraph._core import Core, Stored, Where
 from flowpoint.langgraph._layout import header_filter, lg_id_of
+from flowpoint.langgraph._maintain import traces_of
 
 __all__ = ["Listing"]
 
@@ -113,13 +114,13 @@ class Listing:
             return []
         config = self._config
         if config is None:
-            places = await self._core.traces_of(None)
+            places = await traces_of(self._core, None)
         else:
             where = Where.of(config)
             if config["configurable"].get("checkpoint_ns") is None:
                 places = [
                     Where(found.thread, found.ns, found.trace, where.thread_given)
-                    for found in await self._core.traces_of([where.thread])
+                    for found in await traces_of(self._core, [where.thread])
                 ]
             else:
                 places = [where]

@@ -14,8 +14,9 @@ cache is ever used from two places at once:
   loop or thread calls;
 - over such a store the application gave, whose connections may belong to the
   application's loop already, an async method runs on the caller's loop, and a
-  blocking one on the loop of the last async call when that loop runs in another
-  thread (as LangGraph's own async savers do), else on the saver's own loop.
+  blocking one on the loop of the last async call (or the loop the saver was made
+  on) when that loop runs in another thread, as LangGraph's own async savers do,
+  else on the saver's own loop.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class Runner:
     def __init__(self, store: BlobCheckpointStore, *, owned: bool) -> None:
         self.blocking = isinstance(store, BlockingBlobStore)
         self.owned = owned
-        self._home: asyncio.AbstractEventLoop | None = None
+        # A store given by code running on a loop belongs to it, until an async call says.
+        self._home: asyncio.AbstractEventLoop | None = None if owned else _running_loop()
         self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -18,6 +18,7 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
 )
 
 from flowpoint.chains import DEFAULT_FRAME_CACHE_BYTES
@@ -25,8 +26,16 @@ from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.langgraph._core import Core, State, Stored
 from flowpoint.langgraph._layout import Layout
 from flowpoint.langgraph._listing import Listing
+from flowpoint.langgraph._maintain import copy_thread, delete_for_runs, delete_threads, prune
 from flowpoint.langgraph._runner import Runner
-from flowpoint.langgraph._values import TypeRegistry, ValueCodec
+from flowpoint.langgraph._types import TypeRegistry
+from flowpoint.langgraph._values import ValueCodec
+from flowpoint.langgraph._writes import (
+    copy_writes,
+    delta_channel_history,
+    pending_writes,
+    put_writes,
+)
 from flowpoint.stores.base import BlobCheckpointStore
 from flowpoint.stores.registry import open_store
 from flowpoint.typed import TypedCheckpointStore
@@ -184,15 +193,55 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
         """The async form of :meth:`put`."""
         return await self._runner.arun(self._core.put(config, checkpoint, metadata, new_versions))
 
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Save a task's writes against the checkpoint the config names.
+
+        Keyed by task id and index (a special channel's reserved negative index): a
+        regular write saved again is dropped, a special one replaces the one stored.
+        """
+        self._runner.run(put_writes(self._core, config, writes, task_id, task_path))
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """The async form of :meth:`put_writes`."""
+        await self._runner.arun(put_writes(self._core, config, writes, task_id, task_path))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Each channel's writes along the checkpoint's ancestors, and the value they start from.
+
+        As LangGraph's savers define it; see
+        :func:`~flowpoint.langgraph._writes.delta_channel_history`.
+        """
+        return self._runner.run(delta_channel_history(self._core, config, channels))
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """The async form of :meth:`get_delta_channel_history`."""
+        return await self._runner.arun(delta_channel_history(self._core, config, channels))
+
     # -- threads ------------------------------------------------------------------------
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of the thread, in every namespace."""
-        self._runner.run(self._core.delete_threads([thread_id]))
+        self._runner.run(delete_threads(self._core, [thread_id]))
 
     async def adelete_thread(self, thread_id: str) -> None:
         """The async form of :meth:`delete_thread`."""
-        await self._runner.arun(self._core.delete_threads([thread_id]))
+        await self._runner.arun(delete_threads(self._core, [thread_id]))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and writes) whose metadata names one of these runs.
@@ -200,11 +249,11 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
         Reads the metadata of every checkpoint of the store: from the headers when
         the codec does not encrypt, else by decoding each.
         """
-        self._runner.run(self._core.delete_for_runs(run_ids))
+        self._runner.run(delete_for_runs(self._core, run_ids))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """The async form of :meth:`delete_for_runs`."""
-        await self._runner.arun(self._core.delete_for_runs(run_ids))
+        await self._runner.arun(delete_for_runs(self._core, run_ids))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and write of one thread to another, in every namespace.
@@ -224,11 +273,11 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
         See :meth:`~flowpoint.langgraph._core.Core.prune` for the ancestors that
         delta channels need, which ``keep_latest`` keeps.
         """
-        self._runner.run(self._core.prune(thread_ids, strategy))
+        self._runner.run(prune(self._core, thread_ids, strategy))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """The async form of :meth:`prune`."""
-        await self._runner.arun(self._core.prune(thread_ids, strategy))
+        await self._runner.arun(prune(self._core, thread_ids, strategy))
 
     def get_next_version(self, current: int | str | float | None, channel: None) -> Any:
         """The version after ``current``: ``1``, then ``2``...
@@ -320,10 +369,10 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
         return self._core.to_tuple(stored, await self._writes_of(stored), given)
 
     async def _writes_of(self, stored: Stored) -> builtins.list[tuple[str, str, Any]]:
-        return []
+        return await pending_writes(self._core, stored)
 
     async def _copy_thread(self, source: str, target: str) -> None:
-        await self._core.copy_thread(source, target)
+        await copy_writes(self._core, await copy_thread(self._core, source, target))
 
 
 def _storable(classes: Iterable[type]) -> list[type]:

@@ -19,7 +19,7 @@ from typing import Any, Self
 from urllib.parse import quote, unquote, urlsplit
 
 from flowpoint.langgraph._lgformat import EMPTY, UnreadableValue, read_value
-from flowpoint.langgraph._values import TypeRegistry
+from flowpoint.langgraph._types import TypeRegistry
 
 __all__ = ["SourceCheckpoint", "SourceWrite", "UnreadableSource", "open_source"]
 

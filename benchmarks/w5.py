@@ -26,6 +26,17 @@ from benchmarks.config import Sizes
 from benchmarks.places import sqlite_bytes
 from benchmarks.text import text
 
+SUBJECTS = frozenset(
+    {
+        "lg.SqliteSaver",
+        "lg.AsyncSqliteSaver",
+        "lg.AsyncPostgresSaver",
+        "lgfp.sqlite.sync",
+        "lgfp.sqlite",
+        "lgfp.postgres",
+    }
+)
+"""W5's subjects: LangGraph's savers, and ``FlowpointSaver`` over the same backends."""
 AGENT_SUBJECTS = ("lg.SqliteSaver", "lgfp.sqlite.sync")
 """The subjects the agent's bytes are measured on (SQLite, blocking)."""
 
@@ -74,7 +85,10 @@ def _saver(name: str, directory: Path) -> Iterator[tuple[Any, Path]]:
 
 
 def agent_bytes(sizes: Sizes, directory: Path, name: str) -> dict[str, Any]:
-    """Bytes at rest of the agent's thread after each of ``sizes.w5_agent_turns`` turns."""
+    """Bytes at rest of the agent's thread after each of ``sizes.w5_agent_turns`` turns.
+
+    ``agent_bytes_<turns>`` for each, and ``agent_bytes_first`` for the first.
+    """
     from langchain_core.messages import AIMessage, HumanMessage
     from langgraph.graph import START, MessagesState, StateGraph
 
@@ -94,4 +108,6 @@ def agent_bytes(sizes: Sizes, directory: Path, name: str) -> dict[str, Any]:
             graph.invoke({"messages": [question]}, config)
             if turn in marks:
                 found[f"agent_bytes_{turn}"] = sqlite_bytes(path)["bytes"]
+    # The first mark under one name whatever the sizes, for the target (60 turns in full).
+    found["agent_bytes_first"] = found[f"agent_bytes_{min(marks)}"]
     return found

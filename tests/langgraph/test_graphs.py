@@ -4,6 +4,10 @@ LangGraph's InMemorySaver: the same states, histories, interrupts and forks."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,7 @@ from tests.harnesses.base import StoreHarness
 from tests.langgraph.graphs import APPLICATION_TYPES, chat_graph, delta_graph, normalized, scenarios
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # LangGraph warns of unregistered types
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _on_memory(name: str) -> Any:
@@ -73,3 +78,26 @@ async def test_prune_keeps_what_a_delta_channel_is_rebuilt_from(harness: StoreHa
     assert len(before["entries"]) == 16
     assert after == before
     assert 1 < kept < count
+
+
+def test_langgraphs_strict_mode_lets_a_graph_store_its_state_types(tmp_path: Any) -> None:
+    code = """
+from flowpoint.langgraph import FlowpointSaver
+from tests.langgraph.graphs import Note, chat_graph
+from langchain_core.messages import HumanMessage
+
+with FlowpointSaver.from_url("sqlite:///strict.db") as saver:
+    graph = chat_graph(saver)  # compile asks the saver to allow the state's types
+    config = {"configurable": {"thread_id": "strict"}}
+    graph.invoke({"messages": [HumanMessage("hi", id="h")], "notes": []}, config)
+    notes = graph.get_state(config).values["notes"]
+    assert notes == [Note(text="turn 1")], notes
+    print("ok")
+"""
+    env = {**os.environ, "LANGGRAPH_STRICT_MSGPACK": "true"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

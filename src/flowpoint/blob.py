@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
 
 import msgspec
 
-from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.errors import CorruptCheckpoint
+from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
 __all__ = [
+    "HEADER_FIELDS",
     "MAX_METADATA_KEYS",
     "MAX_METADATA_KEY_LENGTH",
     "MAX_METADATA_SIZE",
@@ -19,7 +23,9 @@ __all__ = [
     "MAX_NODE_LENGTH",
     "MAX_TASK_ID_LENGTH",
     "CheckpointBlob",
+    "CheckpointHeader",
     "CheckpointInfo",
+    "DamagedRecord",
     "Metadata",
     "MetadataValue",
     "PendingWrite",
@@ -136,10 +142,13 @@ def check_header(step: int, graph_hash: int, created_at: datetime) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckpointInfo:
-    """A checkpoint's header without its data: what listings return.
+class CheckpointHeader:
+    """A checkpoint's header: what a store indexes and lists, and what its data repeats.
 
-    ``size`` is the length of the encoded data in bytes.
+    The one value object every layer passes a header in: :class:`CheckpointBlob`
+    is a header with its data, :class:`CheckpointInfo` one with its data's size,
+    and the stores' own records hold one. The fields are spelled out here only;
+    code that needs them all iterates :data:`HEADER_FIELDS`.
     """
 
     checkpoint_id: CheckpointId
@@ -150,54 +159,113 @@ class CheckpointInfo:
     created_at: datetime
     current_node: str | None
     metadata: Metadata
-    size: int
+
+    @property
+    def header(self) -> CheckpointHeader:
+        """The header alone: of a blob, without its data; of an info, without its size."""
+        if type(self) is CheckpointHeader:
+            return self
+        return CheckpointHeader(**self._values())
 
     def with_data(self, data: bytes) -> CheckpointBlob:
-        """The blob with this header and ``data`` (``size`` is not checked against it)."""
-        return CheckpointBlob(
-            checkpoint_id=self.checkpoint_id,
-            trace_id=self.trace_id,
-            step=self.step,
-            parent_id=self.parent_id,
-            graph_hash=self.graph_hash,
-            created_at=self.created_at,
-            current_node=self.current_node,
-            metadata=self.metadata,
-            data=data,
-        )
+        """The blob with this header and ``data`` (a size this has is not checked against it)."""
+        return CheckpointBlob(data=data, **self._values())
+
+    def with_size(self, size: int) -> CheckpointInfo:
+        """The listing entry with this header, for data of ``size`` bytes."""
+        return CheckpointInfo(size=size, **self._values())
+
+    def _values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in HEADER_FIELDS}
+
+    def check(self) -> None:
+        """Raise ``ValueError`` unless every field holds what a stored header may hold.
+
+        The ids are UUIDs, the trace id a valid one, the step, graph hash and
+        creation time in range (:func:`check_header`), the node and the metadata
+        within their bounds.
+        """
+        for name in ("checkpoint_id", "parent_id"):
+            value = getattr(self, name)
+            if not isinstance(value, UUID) and (value is not None or name == "checkpoint_id"):
+                raise ValueError(f"{name} must be a UUID, not {value!r:.40}")
+        validate_trace_id(self.trace_id)
+        check_header(self.step, self.graph_hash, self.created_at)
+        validate_current_node(self.current_node)
+        validate_metadata(self.metadata)
+
+    def first_difference(self, other: CheckpointHeader) -> str | None:
+        """The first field whose value differs in ``other``, or ``None`` if none does.
+
+        Metadata values must have the same types too (``1`` is not ``1.0`` or ``True``).
+        """
+        for name in HEADER_FIELDS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            same = _same_metadata(mine, theirs) if name == "metadata" else mine == theirs
+            if not same:
+                return name
+        return None
+
+
+HEADER_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(CheckpointHeader))
+"""The names of a header's fields, in their order."""
 
 
 @dataclass(frozen=True, slots=True)
-class CheckpointBlob:
+class CheckpointInfo(CheckpointHeader):
+    """A checkpoint's header without its data: what listings return.
+
+    ``size`` is the length of the encoded data in bytes.
+    """
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointBlob(CheckpointHeader):
     """An encoded checkpoint: the header a store indexes, and opaque ``data``.
 
     ``data`` is self-describing (see :mod:`flowpoint.codec.envelope`); it repeats
     the header so a decoder can tell when bytes are stored under the wrong header.
     """
 
-    checkpoint_id: CheckpointId
-    trace_id: TraceId
-    step: int
-    parent_id: CheckpointId | None
-    graph_hash: int
-    created_at: datetime
-    current_node: str | None
-    metadata: Metadata
     data: bytes
 
     def info(self) -> CheckpointInfo:
         """The header of this blob, with ``size`` set to ``len(data)``."""
-        return CheckpointInfo(
-            checkpoint_id=self.checkpoint_id,
-            trace_id=self.trace_id,
-            step=self.step,
-            parent_id=self.parent_id,
-            graph_hash=self.graph_hash,
-            created_at=self.created_at,
-            current_node=self.current_node,
-            metadata=self.metadata,
-            size=len(self.data),
-        )
+        return self.with_size(len(self.data))
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedRecord:
+    """A stored record a listing could not read: what is known of it, and what is wrong.
+
+    Listings that report damage (:meth:`~flowpoint.stores.base.BlobCheckpointStore.history_entries`,
+    :meth:`~flowpoint.stores.base.BlobCheckpointStore.trace_entries`) return one in
+    place of the header or trace id they could not read, and go on. A field is
+    ``None`` where the damage hides it. The record can still be deleted by id.
+    """
+
+    checkpoint_id: CheckpointId | None
+    trace_id: TraceId | None
+    step: int | None
+    reason: str
+
+    def error(self) -> CorruptCheckpoint:
+        """The error a strict listing raises for this record."""
+        return CorruptCheckpoint(self.checkpoint_id, self.reason)
+
+
+def _same_metadata(a: Metadata, b: Metadata) -> bool:
+    if len(a) != len(b):
+        return False
+    for key, value in a.items():
+        if key not in b:
+            return False
+        other = b[key]
+        if type(value) is not type(other) or value != other:
+            return False
+    return True
 
 
 def utc(moment: datetime) -> datetime:

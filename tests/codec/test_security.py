@@ -315,9 +315,9 @@ async def test_rekey_never_vouches_for_an_unencrypted_checkpoint() -> None:
     with pytest.raises(CodecError, match="not encrypted"):
         await rotated.load_latest("t", GRAPH)
     assert await rotated.load(first.checkpoint_id, GRAPH) == first
-    # The blocking facade reports the same.
-    with SyncCheckpointStore(rotated) as sync:
-        assert sync.rekey() == RekeyResult(0, (forged.checkpoint_id,))
+    # The blocking facade reports the same (not closed here: the store is used on).
+    sync = SyncCheckpointStore(rotated)
+    assert sync.rekey() == RekeyResult(0, (forged.checkpoint_id,))
 
     # Turning encryption on for a store you trust: allow_unencrypted encrypts them.
     migrating = TypedCheckpointStore(blobs, codec(encryption=keys, allow_unencrypted=True))

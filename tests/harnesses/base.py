@@ -14,6 +14,7 @@ from typing import NoReturn
 
 import pytest
 
+from flowpoint import open_store
 from flowpoint.ids import CheckpointId
 from flowpoint.stores.base import BlobCheckpointStore
 
@@ -44,6 +45,18 @@ class StoreHarness(abc.ABC):
     def store_url(self) -> str:
         """The URL another process opens this storage with (``open_store``)."""
         raise NotImplementedError(f"{self.name} storage cannot be opened from another process")
+
+    async def open_read_only(self) -> BlobCheckpointStore:
+        """A store over this storage opened read-only, as ``open_store(url, read_only=True)``."""
+        return open_store(self.store_url(), read_only=True)
+
+    @abc.abstractmethod
+    async def snapshot(self) -> object:
+        """Everything the storage holds, read without the store, to compare with ``==``.
+
+        Taken while no store of this harness is open (an open SQLite store keeps
+        a WAL file beside the database).
+        """
 
     async def cleanup(self) -> None:  # noqa: B027 - a harness may have nothing to remove
         """Remove everything the harness made."""

@@ -45,6 +45,23 @@ def join_record(
     )
 
 
+def tree_snapshot(root: str) -> dict[str, object]:
+    """Every entry under ``root``: a directory, a symlink's target, or a file's bytes."""
+    found: dict[str, object] = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            relative = os.path.relpath(path, root)
+            if os.path.islink(path):
+                found[relative] = ("link", os.readlink(path))
+            elif os.path.isdir(path):
+                found[relative] = "dir"
+            else:
+                with open(path, "rb") as file:
+                    found[relative] = file.read()
+    return found
+
+
 class FileHarness(StoreHarness):
     name = "file"
 
@@ -86,6 +103,9 @@ class FileHarness(StoreHarness):
         header, data = split_record(self.read_record(checkpoint_id))
         header["graph_hash"] = f"0x{header['graph_hash']:016x}"
         self.write_record(checkpoint_id, join_record(header, data))
+
+    async def snapshot(self) -> object:
+        return tree_snapshot(self.root)
 
     async def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -99,6 +99,17 @@ class PostgresHarness(StoreHarness):
             if cursor.rowcount != 1:
                 raise KeyError(checkpoint_id)
 
+    async def snapshot(self) -> object:
+        tables = await self.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+        )
+        rows = {}
+        for schema, table in tables:
+            name = sql.Identifier(schema, table).as_string(None)
+            rows[table] = await self.execute(f"SELECT * FROM {name} ORDER BY 1, 2")
+        return tables, rows
+
     async def cleanup(self) -> None:
         try:
             for store in self._stores:

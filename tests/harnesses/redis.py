@@ -75,6 +75,10 @@ class RedisHarness(StoreHarness):
             raise KeyError(checkpoint_id)
         await self.admin.hset(key, field, value)
 
+    async def snapshot(self) -> object:
+        keys = sorted([key async for key in self.admin.scan_iter(match=f"{self.prefix}*")])
+        return {key: (await self.admin.dump(key), await self.admin.pttl(key) > 0) for key in keys}
+
     async def cleanup(self) -> None:
         try:
             for store in self._stores:

@@ -101,6 +101,9 @@ class S3Harness(StoreHarness):
         """Every key under the harness's prefix."""
         return [meta["path"] for meta in await obstore.list(self.raw).collect_async()]
 
+    async def snapshot(self) -> object:
+        return {key: await self.read_object(key) for key in sorted(await self.keys())}
+
     async def cleanup(self) -> None:
         keys = await self.keys()
         if keys:

@@ -9,6 +9,7 @@ from pathlib import Path
 from flowpoint.ids import CheckpointId
 from flowpoint.stores.sqlite import SqliteBlobStore
 from tests.harnesses.base import StoreHarness
+from tests.harnesses.file import tree_snapshot
 
 
 class SqliteHarness(StoreHarness):
@@ -44,6 +45,9 @@ class SqliteHarness(StoreHarness):
     async def mangle_header(self, checkpoint_id: CheckpointId) -> None:
         # SQLite columns are dynamically typed: TEXT fits where an INTEGER belongs.
         self._update(checkpoint_id, "created_at = ?", ("yesterday",))
+
+    async def snapshot(self) -> object:
+        return tree_snapshot(str(self.dir))
 
     async def cleanup(self) -> None:
         for store in self._stores:

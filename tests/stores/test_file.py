@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from flowpoint.blob import CheckpointBlob, PendingWrite
+from flowpoint import open_store
+from flowpoint.blob import CheckpointBlob, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
 from flowpoint.stores.file import FileBlobStore, trace_dir_name
@@ -26,6 +27,7 @@ from tests.harnesses.file import (
     FileHarness,
     join_record,
     split_record,
+    tree_snapshot,
 )
 
 STEP_FILE = re.compile(r"[0-9]{20}\.ckpt")
@@ -252,6 +254,28 @@ async def test_header_round_trips_exactly(store: FileBlobStore) -> None:
     assert type(loaded.metadata["i"]) is int
     [info] = await store.history("t")
     assert info == blob.info()
+
+
+async def test_a_record_as_the_previous_release_wrote_it_reads(
+    root: Path, store: FileBlobStore
+) -> None:
+    blob = make_blob("t", 3, created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    await store.save(blob)
+    # Its header as flowpoint 0.1.0 wrote it: the time in isoformat with an offset.
+    header = {
+        "checkpoint_id": str(blob.checkpoint_id),
+        "trace_id": "t",
+        "step": 3,
+        "parent_id": None,
+        "graph_hash": blob.graph_hash,
+        "created_at": "2026-01-02T03:04:05.000000+00:00",
+        "current_node": "plan",
+        "metadata": {"source": "test"},
+        "data_length": len(blob.data),
+    }
+    record_path(root, blob.checkpoint_id).write_bytes(join_record(header, blob.data))
+    assert await store.load(blob.checkpoint_id) == blob
+    assert await store.history("t") == [blob.info()]
 
 
 # Temp files and crashes
@@ -492,11 +516,33 @@ async def test_damaged_record_raises_corrupt_checkpoint(
         await store.load_latest("t")
     with pytest.raises(CorruptCheckpoint):
         await store.history("t")
-    with pytest.raises(CorruptCheckpoint):
-        await store.traces()
+    [report] = await store.history_entries("t")
+    assert isinstance(report, DamagedRecord)
+    assert (report.trace_id, report.step) == ("t", 0)
+    assert report.checkpoint_id in (blob.checkpoint_id, None)  # where the header shows it
+    assert await store.traces() == ["t"]  # the directory's name says which trace it is
     # A damaged record can still be removed.
     assert await store.delete(blob.checkpoint_id) is True
     assert await store.load(blob.checkpoint_id) is None
+
+
+async def test_a_trace_named_by_damaged_records_only_is_reported(
+    root: Path, store: FileBlobStore
+) -> None:
+    long_trace = "ü" * 200  # its directory's name is cut: only a header names the trace
+    blob = make_blob(long_trace, 0)
+    await store.save(blob)
+    await store.save(make_blob("fine", 0))
+    path = record_path(root, blob.checkpoint_id)
+    path.write_bytes(_rewrite_header(graph_hash="0x1")(path.read_bytes()))
+    with pytest.raises(CorruptCheckpoint):
+        await store.traces()
+    fine, report = await store.trace_entries()
+    assert fine == "fine"
+    assert isinstance(report, DamagedRecord)
+    assert report.checkpoint_id == blob.checkpoint_id
+    assert report.trace_id is None
+    assert "no record in" in report.reason
 
 
 async def test_damaged_record_is_removed_by_delete_trace(root: Path, store: FileBlobStore) -> None:
@@ -640,3 +686,38 @@ async def test_harness_tampers_with_data_but_not_with_the_header() -> None:
     finally:
         await harness.cleanup()
     assert os.path.basename(harness.root) not in os.listdir(os.path.dirname(harness.root))
+
+
+# Read-only opening
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda root: None, "no such directory"),
+        (lambda root: root.mkdir(), "holds no traces/ or ids/"),
+        (lambda root: (root.mkdir(), (root / "notes.txt").write_text("x")), "holds no traces/"),
+        (lambda root: root.write_text("a file"), "no such directory"),
+    ],
+)
+async def test_read_only_opening_refuses_what_is_not_a_store_and_creates_nothing(
+    tmp_path: Path, make: Callable[[Path], object], reason: str
+) -> None:
+    root = tmp_path / "store"
+    make(root)
+    before = tree_snapshot(str(tmp_path))
+    async with open_store(f"file://{root}", read_only=True) as store:
+        with pytest.raises(StorageError, match=f"not a flowpoint store: .*{reason}"):
+            await store.traces()
+        with pytest.raises(StorageError, match="not a flowpoint store"):
+            await store.load(new_checkpoint_id())
+    assert tree_snapshot(str(tmp_path)) == before
+
+
+async def test_a_store_whose_traces_were_all_deleted_is_still_a_store(
+    root: Path, store: FileBlobStore
+) -> None:
+    await store.save(make_blob("t", 0))
+    await store.delete_trace("t")
+    async with FileBlobStore(root, read_only=True) as reader:
+        assert await reader.traces() == []

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -20,13 +21,14 @@ from psycopg_pool import AsyncConnectionPool
 from flowpoint import open_store
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
-from flowpoint.stores import postgres as postgres_module
+from flowpoint.stores import _postgres_sql as postgres_sql
 from flowpoint.stores.base import PruneRule
 from flowpoint.stores.postgres import PostgresBlobStore
 from tests.blobs import make_blob
 from tests.harnesses.postgres import PostgresHarness, create_database, url_for
 from tests.proxy import OutageProxy
 from tests.stores import upgrade
+from tests.stores.damage import check_a_damaged_trace_id_is_reported
 
 
 @pytest.fixture
@@ -161,7 +163,7 @@ async def test_setup_records_each_migration_once(
     async with await harness.open() as other:
         await other.setup()
     rows = await harness.execute("SELECT version FROM flowpoint_schema_migrations ORDER BY 1")
-    assert rows == [(1,), (2,)] == [(n + 1,) for n in range(len(postgres_module._MIGRATIONS))]
+    assert rows == [(1,), (2,)] == [(n + 1,) for n in range(len(postgres_sql.MIGRATIONS))]
 
 
 async def restore_release_dump(harness: PostgresHarness) -> None:
@@ -246,14 +248,13 @@ async def test_queries_use_the_trace_step_index(
     await harness.execute("ANALYZE flowpoint_checkpoints")
     await harness.execute("ANALYZE flowpoint_writes")
     sql = store._sql
-    prune = sql.prune + sql.prune_keep + sql.prune_cutoff
     some_id = new_checkpoint_id()
     cases: list[tuple[str, tuple[Any, ...] | dict[str, Any]]] = [
         (sql.latest, ("t7",)),
         (sql.history, ("t7", 20)),
         (sql.history_before, ("t7", 45, 20)),
         (sql.traces, ()),
-        (sql.prune_with_writes.replace("{prune}", prune), {"trace": "t7", "keep": 3, "cutoff": 0}),
+        (sql.prune(keep=True, cutoff=True), {"trace": "t7", "keep": 3, "cutoff": 0}),
         (sql.delete_trace, {"trace": "t7"}),
     ]
     for query, params in cases:
@@ -476,6 +477,16 @@ async def test_a_value_of_the_wrong_kind_is_corrupt(
             await call()  # the damage is in a column this call does not read
 
 
+async def test_a_damaged_trace_id_is_reported_with_its_rows(
+    harness: PostgresHarness, store: PostgresBlobStore
+) -> None:
+    async def damage(trace: str) -> None:
+        sql = "UPDATE flowpoint_checkpoints SET trace_id = %s WHERE trace_id = %s"
+        await harness.execute(sql, ("bell\x07", trace))
+
+    await check_a_damaged_trace_id_is_reported(store, damage)
+
+
 async def test_harness_reaches_under_the_store(harness: PostgresHarness) -> None:
     store = await harness.open()
     blob = make_blob()
@@ -519,25 +530,13 @@ async def test_closing_twice_is_harmless(harness: PostgresHarness) -> None:
     await PostgresBlobStore.from_url(harness.url).close()  # never used, nothing opened
 
 
-async def test_a_closed_store_refuses_every_call(harness: PostgresHarness) -> None:
-    blob = make_blob()
+async def test_a_closed_store_refuses_setup(harness: PostgresHarness) -> None:
+    # Every method of the interface is refused once closed (tests/conformance); and setup.
     store = PostgresBlobStore.from_url(harness.url)
-    await store.save(blob)
     await store.close()
-    calls: list[Callable[[], Awaitable[object]]] = [
-        lambda: store.save(make_blob(step=1)),
-        lambda: store.load(blob.checkpoint_id),
-        lambda: store.load_latest("trace"),
-        lambda: store.history("trace"),
-        store.traces,
-        lambda: store.delete(blob.checkpoint_id),
-        lambda: store.delete_trace("trace"),
-        lambda: store.prune("trace", PruneRule(keep_latest=0, older_than=None)),
-        store.setup,
-    ]
-    for call in calls:
-        with pytest.raises(StorageError, match="closed"):
-            await call()
+    with pytest.raises(StorageError, match="is closed"):
+        await store.setup()
+    assert await harness.execute("SELECT to_regclass('flowpoint_checkpoints')") == [(None,)]
 
 
 async def test_an_owned_pool_belongs_to_one_event_loop(store: PostgresBlobStore) -> None:
@@ -584,3 +583,79 @@ async def until_it_works(call: Callable[[], Awaitable[object]], patience: float 
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
+
+
+# -- a URL that cannot work, and read-only opening -------------------------------------------
+
+
+def _wrong_port(harness: PostgresHarness) -> str:
+    parts = urlsplit(harness.url)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:1"))
+
+
+def _unknown_role(harness: PostgresHarness) -> str:
+    parts = urlsplit(harness.url)
+    return urlunsplit(
+        parts._replace(netloc=f"nobody_{harness.database}@{parts.hostname}:{parts.port}")
+    )
+
+
+def _unknown_database(harness: PostgresHarness) -> str:
+    return url_for(f"{harness.database}_missing")
+
+
+@pytest.mark.parametrize(
+    ("make_url", "reason"),
+    [
+        (_wrong_port, "Connection refused"),
+        (_unknown_role, r'role "nobody_\w+" does not exist'),
+        (_unknown_database, r'database "\w+_missing" does not exist'),
+    ],
+)
+async def test_a_url_that_cannot_work_fails_with_the_servers_reason(
+    harness: PostgresHarness, make_url: Callable[[PostgresHarness], str], reason: str
+) -> None:
+    # A pool that only retried would wait out its timeout (here far longer than the
+    # test's limit) and then know only that it got no connection.
+    async with asyncio.timeout(60):
+        async with PostgresBlobStore.from_url(make_url(harness), timeout=600) as store:
+            with pytest.raises(StorageError, match=reason) as caught:
+                await store.traces()
+            assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+            with pytest.raises(StorageError, match=reason):  # every call says so again
+                await store.load_latest("t")
+
+
+async def test_read_only_opening_of_an_empty_database_says_it_is_not_a_store(
+    harness: PostgresHarness,
+) -> None:
+    before = await harness.snapshot()
+    async with open_store(harness.url, read_only=True) as store:
+        with pytest.raises(StorageError, match="not a flowpoint store: there is no"):
+            await store.traces()
+    assert await harness.snapshot() == before == ([], {})
+
+
+async def test_read_only_reads_the_previous_release_without_upgrading_it(
+    harness: PostgresHarness,
+) -> None:
+    await restore_release_dump(harness)
+    before = await harness.snapshot()
+    blobs = upgrade.release_blobs()
+    async with PostgresBlobStore.from_url(harness.url, read_only=True) as store:
+        assert await store.traces() == sorted(upgrade.TRACES)
+        assert await store.load(blobs[0].checkpoint_id) == blobs[0]
+        assert await store.load_writes(blobs[0].checkpoint_id) == []  # no writes table yet
+    assert await harness.snapshot() == before
+
+
+async def test_a_read_only_stores_sessions_refuse_writes_on_the_server(
+    harness: PostgresHarness, store: PostgresBlobStore
+) -> None:
+    await store.save(make_blob())
+    async with PostgresBlobStore.from_url(harness.url, read_only=True) as reader:
+        await reader.traces()
+        async with reader._connection() as conn:
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                await conn.execute("DELETE FROM flowpoint_checkpoints")
+    assert len(await store.history("trace")) == 1

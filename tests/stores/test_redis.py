@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -18,8 +18,8 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
-from flowpoint import open_store
-from flowpoint.blob import PendingWrite
+from flowpoint import Checkpoint, TypedCheckpointStore, open_store
+from flowpoint.blob import CheckpointBlob, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import _redis_scripts as redis_scripts
@@ -208,26 +208,6 @@ async def test_a_client_made_from_a_url_is_closed(admin: redis.asyncio.Redis, pr
     await store.close()
     await store.close()  # closing twice is harmless
     await wait_until_gone(admin, name)
-
-
-async def test_a_closed_store_refuses_every_call(prefix: str) -> None:
-    blob = make_blob()
-    store = RedisBlobStore.from_url(REDIS_URL, prefix=prefix)
-    await store.save(blob)
-    await store.close()
-    calls: list[Callable[[], Awaitable[object]]] = [
-        lambda: store.save(make_blob(step=1)),
-        lambda: store.load(blob.checkpoint_id),
-        lambda: store.load_latest("trace"),
-        lambda: store.history("trace"),
-        store.traces,
-        lambda: store.delete(blob.checkpoint_id),
-        lambda: store.delete_trace("trace"),
-        lambda: store.prune("trace", PruneRule(keep_latest=0, older_than=None)),
-    ]
-    for call in calls:
-        with pytest.raises(StorageError, match="closed"):
-            await call()
 
 
 async def test_a_resp3_client_works(prefix: str) -> None:
@@ -531,6 +511,124 @@ async def test_a_save_never_shortens_a_trace_life(admin: redis.asyncio.Redis, pr
         assert await admin.pttl(trace_key) == -1
 
 
+GRAPH = 0x5EED
+
+
+def delta_on(base: CheckpointBlob, step: int, **changes: Any) -> CheckpointBlob:
+    """A blob whose header says it is stored as changes to ``base`` (a store reads no data)."""
+    return make_blob(
+        base.trace_id, step, metadata={"flowpoint.delta_of": str(base.checkpoint_id)}, **changes
+    )
+
+
+async def test_a_delta_keeps_its_chain_of_bases_alive(
+    admin: redis.asyncio.Redis, prefix: str
+) -> None:
+    async with RedisBlobStore.from_url(REDIS_URL, prefix=prefix, trace_ttl=60) as store:
+        keyframe = make_blob(step=0)
+        first = delta_on(keyframe, 1)
+        second = delta_on(first, 2)
+        await store.save(keyframe)
+        await store.save_writes([PendingWrite("trace", keyframe.checkpoint_id, "t", 0, b"w")])
+        await store.save(first)
+        # Time passes (as if): the keyframe and the first delta have 0.5 s left.
+        for blob in (keyframe, first):
+            await admin.pexpire(f"{prefix}cp:{blob.checkpoint_id.hex}", 500)
+        await admin.pexpire(f"{prefix}w:{keyframe.checkpoint_id.hex}", 500)
+        await store.save(second)
+        newest = await admin.pttl(f"{prefix}cp:{second.checkpoint_id.hex}")
+        for blob in (keyframe, first):
+            assert await admin.pttl(f"{prefix}cp:{blob.checkpoint_id.hex}") >= newest - 1000
+        assert await admin.pttl(f"{prefix}w:{keyframe.checkpoint_id.hex}") >= newest - 1000
+        # A whole checkpoint starts a chain of its own: the old one keeps its timers.
+        await admin.pexpire(f"{prefix}cp:{keyframe.checkpoint_id.hex}", 500)
+        await store.save(make_blob(step=3))
+        assert await admin.pttl(f"{prefix}cp:{keyframe.checkpoint_id.hex}") <= 500
+
+
+async def test_a_live_trace_of_deltas_keeps_loading_past_its_keyframes_timer(
+    admin: redis.asyncio.Redis, prefix: str
+) -> None:
+    ttl = timedelta(milliseconds=700)
+    blobs = RedisBlobStore.from_url(REDIS_URL, prefix=prefix, trace_ttl=ttl)
+    state = {"text": os.urandom(2000).hex(), "turns": []}  # large and incompressible
+    async with TypedCheckpointStore(blobs) as store:
+        checkpoint = Checkpoint.first("chat", state)
+        await store.save_with_trace("chat", checkpoint, GRAPH)
+        keyframe = checkpoint.checkpoint_id
+        for turn in range(8):  # a save every ~0.2 s for ~1.6 s, over twice the TTL
+            await asyncio.sleep(0.2)
+            state = {**state, "turns": [*state["turns"], f"turn {turn}"]}
+            checkpoint = checkpoint.child("chat", state)
+            info = await store.save_with_trace("chat", checkpoint, GRAPH)
+            assert "flowpoint.delta_of" in info.metadata  # a chain on the keyframe
+        assert await admin.exists(f"{prefix}cp:{keyframe.hex}")
+        # A fresh reader (no frames in memory) reads the whole chain back.
+        async with TypedCheckpointStore(RedisBlobStore.from_url(REDIS_URL, prefix=prefix)) as fresh:
+            assert await fresh.load_latest("chat", GRAPH) == checkpoint
+        # Left alone, the trace expires whole, its keyframe with it.
+        await wait_for_expiry(admin, f"{prefix}trace:chat")
+        await wait_for_expiry(admin, f"{prefix}cp:{keyframe.hex}")
+        assert await keys_under(admin, prefix) == {"traces"}
+
+
+async def test_writes_expire_with_their_checkpoint(admin: redis.asyncio.Redis, prefix: str) -> None:
+    async with RedisBlobStore.from_url(
+        REDIS_URL, prefix=prefix, trace_ttl=timedelta(milliseconds=300)
+    ) as store:
+        blob = make_blob()
+        await store.save(blob)
+        await admin.pexpire(f"{prefix}cp:{blob.checkpoint_id.hex}", 60_000)  # kept by a chain
+        await store.save_writes([PendingWrite("trace", blob.checkpoint_id, "t", 0, b"w")])
+        writes_ttl = await admin.pttl(f"{prefix}w:{blob.checkpoint_id.hex}")
+        assert writes_ttl > 30_000  # as long as the checkpoint, not just the trace's TTL
+        assert await admin.pttl(f"{prefix}writes:trace") > 30_000
+        other = make_blob("short")
+        await store.save(other)
+        await store.save_writes([PendingWrite("short", other.checkpoint_id, "t", 0, b"w")])
+        await wait_for_expiry(admin, f"{prefix}cp:{other.checkpoint_id.hex}")
+        await wait_for_expiry(admin, f"{prefix}w:{other.checkpoint_id.hex}")
+        await wait_for_expiry(admin, f"{prefix}writes:short")
+
+
+async def test_a_delta_saved_without_a_ttl_makes_its_bases_permanent(
+    admin: redis.asyncio.Redis, prefix: str
+) -> None:
+    short = RedisBlobStore.from_url(REDIS_URL, prefix=prefix, trace_ttl=60)
+    forever = RedisBlobStore.from_url(REDIS_URL, prefix=prefix)
+    async with short, forever:
+        keyframe = make_blob(step=0)
+        await short.save(keyframe)
+        await forever.save(delta_on(keyframe, 1))
+        assert await admin.pttl(f"{prefix}cp:{keyframe.checkpoint_id.hex}") == -1
+
+
+@pytest.mark.parametrize(
+    "base_metadata",
+    [
+        {"flowpoint.delta_of": "not an id"},
+        {"flowpoint.delta_of": 7},
+        {},
+    ],
+)
+async def test_a_chain_walk_stops_at_what_it_cannot_follow(
+    admin: redis.asyncio.Redis, prefix: str, base_metadata: dict[str, Any]
+) -> None:
+    async with RedisBlobStore.from_url(REDIS_URL, prefix=prefix, trace_ttl=60) as store:
+        root = make_blob(step=0)
+        middle = make_blob(step=1, metadata=base_metadata)
+        await store.save(root)
+        await store.save(middle)
+        await admin.pexpire(f"{prefix}cp:{root.checkpoint_id.hex}", 500)
+        await store.save(delta_on(middle, 2))
+        assert await admin.pttl(f"{prefix}cp:{root.checkpoint_id.hex}") <= 500
+        # A chain that loops back on itself ends too.
+        loop_a, loop_b = make_blob(step=3), make_blob(step=4)
+        await store.save(delta_on(loop_b, 3, checkpoint_id=loop_a.checkpoint_id))
+        await store.save(delta_on(loop_a, 4, checkpoint_id=loop_b.checkpoint_id))
+        await store.save(delta_on(loop_b, 5))
+
+
 async def test_readers_skip_and_tidy_checkpoints_that_expired(
     admin: redis.asyncio.Redis, prefix: str, store: RedisBlobStore
 ) -> None:
@@ -560,6 +658,32 @@ async def test_readers_skip_and_tidy_checkpoints_that_expired(
     assert await admin.zrange(prefix + "traces", 0, -1) == [b"live"]
     assert await store.delete_trace("live") == 1
     assert not await admin.exists(prefix + "traces")
+
+
+async def test_a_read_only_store_skips_what_expired_and_tidies_nothing(
+    admin: redis.asyncio.Redis, prefix: str, store: RedisBlobStore
+) -> None:
+    blobs = [make_blob(step=step) for step in range(4)]
+    for blob in blobs:
+        await store.save(blob)
+    stale = make_blob("stale")
+    await store.save(stale)
+    for gone in (blobs[3], blobs[1], stale):  # their expiry, without waiting for it
+        await admin.delete(f"{prefix}cp:{gone.checkpoint_id.hex}")
+    keys = sorted([key async for key in admin.scan_iter(match=f"{prefix}*")])
+    before = {key: await admin.dump(key) for key in keys}
+    async with RedisBlobStore.from_url(REDIS_URL, prefix=prefix, read_only=True) as reader:
+        assert await reader.load_latest("trace") == blobs[2]
+        assert [info.step for info in await reader.history("trace")] == [2, 0]
+        assert await reader.traces() == ["trace"]
+        assert await reader.load_latest("stale") is None
+    after = sorted([key async for key in admin.scan_iter(match=f"{prefix}*")])
+    assert after == keys
+    assert {key: await admin.dump(key) for key in keys} == before
+    # The same reads by a writable store tidy the indexes.
+    assert await store.traces() == ["trace"]
+    assert await admin.zrange(prefix + "traces", 0, -1) == [b"trace"]
+    assert await admin.zcard(prefix + "trace:trace") == 3  # the top of the trace's, so far
 
 
 # -- rewrites -----------------------------------------------------------------------------
@@ -688,11 +812,20 @@ async def test_damaged_index_entries_are_corrupt(
         await store.load_latest("trace")
     with pytest.raises(CorruptCheckpoint, match="trace index"):
         await store.history("trace")
+    damaged, info = await store.history_entries("trace")
+    assert isinstance(damaged, DamagedRecord)
+    assert (damaged.checkpoint_id, damaged.trace_id, damaged.step) == (None, "trace", None)
+    assert "trace index" in damaged.reason
+    assert info == blob.info()
     # A trace id that is not UTF-8, listed with a sorted set of its own.
     await admin.zadd(prefix + "traces", {b"\xff": 0})
     await admin.zadd(prefix + "trace:%FF", {f"{0:020d}:{blob.checkpoint_id.hex}": 0})
     with pytest.raises(CorruptCheckpoint, match="traces index"):
         await store.traces()
+    trace, report = await store.trace_entries()
+    assert trace == "trace"
+    assert isinstance(report, DamagedRecord)
+    assert "traces index" in report.reason
 
 
 async def test_a_damaged_created_at_is_never_pruned_by_age(

@@ -7,7 +7,7 @@ import os
 import shutil
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,15 +15,19 @@ from typing import Any
 
 import pytest
 
+from flowpoint import open_store
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
+from flowpoint.stores import _sqlite_sql as sqlite_sql
 from flowpoint.stores import sqlite as sqlite_module
 from flowpoint.stores.base import PruneRule
 from flowpoint.stores.sqlite import SqliteBlobStore
 from tests.blobs import make_blob
+from tests.harnesses.file import tree_snapshot
 from tests.harnesses.sqlite import SqliteHarness
 from tests.processes import run_processes
 from tests.stores import upgrade
+from tests.stores.damage import check_a_damaged_trace_id_is_reported
 
 
 def connect(path: Path) -> closing[sqlite3.Connection]:
@@ -121,21 +125,19 @@ def query_plan(path: Path, sql: str, params: tuple[object, ...] | dict[str, obje
 @pytest.mark.parametrize(
     ("sql", "params"),
     [
-        (sqlite_module._LATEST_SQL, ("t",)),
-        (sqlite_module._HISTORY_SQL, ("t", 20)),
-        (sqlite_module._HISTORY_BEFORE_SQL, ("t", 10, 20)),
-        (sqlite_module._TRACES_SQL, ()),
-        (sqlite_module._LOAD_SQL, (b"0" * 16,)),
-        (sqlite_module._DELETE_TRACE_SQL, ("t",)),
-        (sqlite_module._IDS_BETWEEN_SQL, (b"0" * 16, b"1" * 16, 2)),
-        (sqlite_module._LOAD_WRITES_SQL, (b"0" * 16,)),
-        (sqlite_module._WRITES_TRACE_SQL, (b"0" * 16,)),
-        (sqlite_module._DELETE_WRITES_SQL, (b"0" * 16,)),
-        (sqlite_module._DELETE_TRACE_WRITES_SQL, ("t",)),
+        (sqlite_sql.LATEST, ("t",)),
+        (sqlite_sql.HISTORY, ("t", 20)),
+        (sqlite_sql.HISTORY_BEFORE, ("t", 10, 20)),
+        (sqlite_sql.TRACES, ()),
+        (sqlite_sql.LOAD, (b"0" * 16,)),
+        (sqlite_sql.DELETE_TRACE, ("t",)),
+        (sqlite_sql.IDS_BETWEEN, (b"0" * 16, b"1" * 16, 2)),
+        (sqlite_sql.LOAD_WRITES, (b"0" * 16,)),
+        (sqlite_sql.WRITES_TRACE, (b"0" * 16,)),
+        (sqlite_sql.DELETE_WRITES, (b"0" * 16,)),
+        (sqlite_sql.DELETE_TRACE_WRITES, ("t",)),
         (
-            sqlite_module._PRUNE_SQL
-            + sqlite_module._PRUNE_KEEP_SQL
-            + sqlite_module._PRUNE_CUTOFF_SQL,
+            sqlite_sql.PRUNE + sqlite_sql.PRUNE_KEEP + sqlite_sql.PRUNE_CUTOFF,
             {"trace": "t", "keep": 3, "cutoff": 0},
         ),
     ],
@@ -316,6 +318,17 @@ async def test_harness_mangles_a_header_into_corruption() -> None:
         await harness.cleanup()
 
 
+@pytest.mark.parametrize("trace_id", ["tab\there", b"\x00bytes", "x" * 300])
+async def test_a_damaged_trace_id_is_reported_with_its_rows(
+    store: SqliteBlobStore, db_path: Path, trace_id: object
+) -> None:
+    async def damage(trace: str) -> None:
+        sql = "UPDATE flowpoint_checkpoints SET trace_id = ? WHERE trace_id = ?"
+        execute(db_path, sql, (trace_id, trace))
+
+    await check_a_damaged_trace_id_is_reported(store, damage)
+
+
 # -- failures of the database -----------------------------------------------------------
 
 
@@ -391,26 +404,6 @@ async def test_closing_twice_is_harmless(db_path: Path) -> None:
     await store.close()
     await store.close()
     await SqliteBlobStore(db_path).close()  # never used, nothing opened
-
-
-async def test_a_closed_store_refuses_every_call(db_path: Path) -> None:
-    blob = make_blob()
-    store = SqliteBlobStore(db_path)
-    await store.save(blob)
-    await store.close()
-    calls: list[Callable[[], Awaitable[object]]] = [
-        lambda: store.save(make_blob(step=1)),
-        lambda: store.load(blob.checkpoint_id),
-        lambda: store.load_latest("trace"),
-        lambda: store.history("trace"),
-        store.traces,
-        lambda: store.delete(blob.checkpoint_id),
-        lambda: store.delete_trace("trace"),
-        lambda: store.prune("trace", PruneRule(keep_latest=0, older_than=None)),
-    ]
-    for call in calls:
-        with pytest.raises(StorageError, match="closed"):
-            await call()
 
 
 async def test_a_call_made_before_close_finishes(db_path: Path) -> None:
@@ -491,17 +484,19 @@ def occupy(store: SqliteBlobStore) -> threading.Event:
     return release
 
 
-async def test_saves_queued_together_commit_in_one_transaction(db_path: Path) -> None:
+async def test_saves_queued_together_commit_in_one_transaction(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with SqliteBlobStore(db_path) as store:
         await store.traces()  # open the file
         batches: list[int] = []
-        insert = store._insert_rows
+        insert = sqlite_module._insert_rows
 
         def counting(conn: sqlite3.Connection, rows: list[Any]) -> list[Any]:
             batches.append(len(rows))
             return insert(conn, rows)
 
-        store._insert_rows = counting  # type: ignore[method-assign]
+        monkeypatch.setattr(sqlite_module, "_insert_rows", counting)
         blobs = [make_blob(trace_id=f"t{n % 4}", step=n // 4) for n in range(32)]
         duplicate = make_blob(trace_id="t0", step=0)
         # Keep the store's thread busy so every save is queued before the first commit.
@@ -521,14 +516,16 @@ async def test_saves_queued_together_commit_in_one_transaction(db_path: Path) ->
             assert [i.step for i in await store.history(f"t{n}")] == list(range(7, -1, -1))
 
 
-async def test_a_failed_commit_fails_every_save_of_the_batch(db_path: Path) -> None:
+async def test_a_failed_commit_fails_every_save_of_the_batch(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with SqliteBlobStore(db_path) as store:
         await store.traces()
 
         def broken(conn: sqlite3.Connection, rows: list[Any]) -> list[Any]:
             raise sqlite3.OperationalError("disk I/O error")
 
-        store._insert_rows = broken  # type: ignore[method-assign]
+        monkeypatch.setattr(sqlite_module, "_insert_rows", broken)
         outcomes = await asyncio.gather(
             *(store.save(make_blob(trace_id="t", step=n)) for n in range(5)), return_exceptions=True
         )
@@ -553,3 +550,76 @@ async def test_a_cancelled_save_does_not_disturb_the_others(db_path: Path) -> No
             await first
         # The cancelled save was queued already: it commits with the other.
         assert [info.step for info in await store.history("t")] == [1, 0]
+
+
+# -- read-only opening -------------------------------------------------------------------
+
+
+async def test_read_only_reads_a_file_of_the_previous_release_without_upgrading_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "release.db"
+    shutil.copyfile(Path(__file__).parent / "data" / "sqlite-v1.db", path)
+    before = path.read_bytes()
+    blobs = upgrade.release_blobs()
+    async with SqliteBlobStore(path, read_only=True) as store:
+        assert await store.traces() == sorted(upgrade.TRACES)
+        assert await store.load(blobs[0].checkpoint_id) == blobs[0]
+        assert await store.load_writes(blobs[0].checkpoint_id) == []  # no writes table yet
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["release.db"]
+    assert execute(path, "SELECT version FROM flowpoint_schema") == [(1,)]
+
+
+def _empty_file(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    return path
+
+
+def _another_applications_database(tmp_path: Path) -> Path:
+    path = tmp_path / "app.db"
+    execute(path, "CREATE TABLE users (name TEXT)")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_path", "reason"),
+    [
+        (lambda tmp_path: tmp_path / "missing.db", "no such file"),
+        (_missing_directory, "no such file"),
+        (_empty_file, "no flowpoint tables"),
+        (_another_applications_database, "no flowpoint tables"),
+        (_not_a_database, "not a database"),
+    ],
+)
+async def test_read_only_opening_refuses_what_is_not_a_store_and_creates_nothing(
+    tmp_path: Path, make_path: Callable[[Path], Path], reason: str
+) -> None:
+    path = make_path(tmp_path)
+    before = tree_snapshot(str(tmp_path))
+    async with open_store(f"sqlite:///{path}", read_only=True) as store:
+        with pytest.raises(StorageError, match=f"is not a flowpoint store: .*{reason}"):
+            await store.traces()
+        with pytest.raises(StorageError, match="not a flowpoint store"):
+            await store.load_latest("t")  # and again: nothing half-open was kept
+    assert tree_snapshot(str(tmp_path)) == before
+
+
+async def test_a_read_only_store_reads_a_file_this_process_may_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "checkpoints.db"
+    async with SqliteBlobStore(path) as writer:
+        await writer.save(make_blob())
+    # The tests may run as root, whom permissions do not stop: say the file is not writable.
+    monkeypatch.setattr(sqlite_module.os, "access", lambda path, mode: mode != os.W_OK)
+    async with SqliteBlobStore(path, read_only=True) as store:
+        assert [info.step for info in await store.history("trace")] == [0]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA query_only=OFF")  # only the open mode is left to refuse
+            conn.execute("CREATE TABLE intruder (x)")
+
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await on_store_thread(store, write)

@@ -46,19 +46,25 @@ end
 local function writes_set_key(prefix, trace)
   return prefix .. 'writes:' .. quoted(trace)
 end
--- The member of the highest step whose checkpoint is still there, or nil; members
--- whose checkpoint expired are dropped on the way.
-local function top_live(zset, prefix)
+-- The member of the highest step whose checkpoint is still there, or nil. With
+-- tidy, members whose checkpoint expired are dropped on the way; a read-only store
+-- (tidy false) steps over them.
+local function top_live(zset, prefix, tidy)
+  local skipped = 0
   while true do
-    local top = redis.call('ZRANGE', zset, '+', '-', 'BYLEX', 'REV', 'LIMIT', 0, 1)
+    local top = redis.call('ZRANGE', zset, '+', '-', 'BYLEX', 'REV', 'LIMIT', skipped, 1)
     if #top == 0 then return nil end
     if redis.call('EXISTS', cp_key(prefix, top[1])) == 1 then return top[1] end
-    redis.call('ZREM', zset, top[1])
+    if tidy then
+      redis.call('ZREM', zset, top[1])
+    else
+      skipped = skipped + 1
+    end
   end
 end
 -- A trace whose sorted set is gone (Redis drops an empty one) leaves the index.
-local function forget_if_empty(zset, index, trace)
-  if redis.call('EXISTS', zset) == 0 then
+local function forget_if_empty(zset, index, trace, tidy)
+  if tidy and redis.call('EXISTS', zset) == 0 then
     redis.call('ZREM', index, trace)
   end
 end
@@ -74,6 +80,28 @@ local function keep_alive(key, ttl, new)
     redis.call('PEXPIRE', key, ttl)
   end
 end
+-- Keep the chain of bases below a delta (and their writes) alive at least as long
+-- as the delta: ttl ms more, or for ever (0). A delta names its base in its metadata
+-- under "flowpoint.delta_of". A base already alive that long ends the walk: every
+-- save keeps each base at least as long-lived as the deltas on it, so its own bases
+-- are too. The walk also ends at a base that is gone, or whose metadata is damaged.
+local function keep_chain_alive(prefix, base_hex, ttl)
+  local seen = {}
+  while base_hex and string.match(base_hex, '^[0-9a-f]+$') and #base_hex == 32
+      and not seen[base_hex] do
+    seen[base_hex] = true
+    local key = prefix .. 'cp:' .. base_hex
+    local left = redis.call('PTTL', key)
+    if left == -2 or left == -1 or (ttl > 0 and left >= ttl) then return end
+    keep_alive(key, ttl, false)
+    keep_alive(prefix .. 'w:' .. base_hex, ttl, false)
+    local ok, metadata = pcall(cjson.decode, redis.call('HGET', key, 'metadata') or '')
+    if not ok or type(metadata) ~= 'table' then return end
+    local base = metadata['flowpoint.delta_of']
+    if type(base) ~= 'string' then return end
+    base_hex = string.gsub(base, '-', '')
+  end
+end
 -- Delete the writes saved against a checkpoint, wherever its trace lists them.
 local function drop_writes(prefix, id_hex)
   local w = prefix .. 'w:' .. id_hex
@@ -85,9 +113,12 @@ local function drop_writes(prefix, id_hex)
 end
 """
 
-# KEYS: checkpoint hash, trace sorted set, traces index.
+# KEYS: checkpoint hash, trace sorted set, traces index, the checkpoint's writes hash,
+#       the trace's writes set.
 # ARGV: lowest and highest member of the step ("[<step>:", "(<step>;"), the member,
-#       trace id, TTL in ms (0: none), save token, then the hash's field/value pairs.
+#       trace id, TTL in ms (0: none), save token, the id (hex) of the base the
+#       checkpoint is a delta on ("": whole), the key prefix, then the hash's
+#       field/value pairs.
 # Returns 0 (saved), 1 (the step is taken), 2 (the checkpoint id is taken).
 SAVE: Final = r"""
 local cp, zset, index = KEYS[1], KEYS[2], KEYS[3]
@@ -100,20 +131,25 @@ if #redis.call('ZRANGE', zset, ARGV[1], ARGV[2], 'BYLEX', 'LIMIT', 0, 1) > 0 the
   return 1
 end
 local new_trace = redis.call('EXISTS', zset) == 0
-redis.call('HSET', cp, 'save_token', ARGV[6], unpack(ARGV, 7))
+redis.call('HSET', cp, 'save_token', ARGV[6], unpack(ARGV, 9))
 redis.call('ZADD', zset, 0, ARGV[3])
 redis.call('ZADD', index, 0, ARGV[4])
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('PEXPIRE', cp, ttl)
 end
--- A checkpoint that never expires needs an index that never expires; otherwise
--- only ever lengthen the trace's life.
+-- Its writes, if any came first, live as long as it does.
+keep_alive(KEYS[4], ttl, false)
+-- A checkpoint that never expires needs indexes that never expire; otherwise only
+-- ever lengthen the trace's life.
 keep_alive(zset, ttl, new_trace)
+keep_alive(KEYS[5], ttl, false)
+-- A base never expires before a delta on it.
+keep_chain_alive(ARGV[8], ARGV[7], ttl)
 return 0
 """
 
-# KEYS: the checkpoint's writes hash, its trace's writes set.
+# KEYS: the checkpoint's writes hash, its trace's writes set, the checkpoint's hash.
 # ARGV: trace id, checkpoint id hex, "1" to overwrite (else "0"), TTL in ms (0: none),
 #       then "<index>:<task id>"/data pairs.
 # Returns how many writes were stored or replaced, or -1 (and changes nothing) when
@@ -136,28 +172,37 @@ if not stored then
 end
 local new_set = redis.call('EXISTS', set) == 0
 redis.call('SADD', set, ARGV[2])
+-- The writes live as long as their checkpoint, and at least ttl ms more (its delta
+-- chain may keep it alive longer); with no ttl, for ever.
 local ttl = tonumber(ARGV[4])
+local left = redis.call('PTTL', KEYS[3])
+if ttl > 0 and left == -1 then ttl = 0 end
+if ttl > 0 and left > ttl then ttl = left end
 keep_alive(w, ttl, not stored)
 keep_alive(set, ttl, new_set)
 return saved
 """
 
-# KEYS: trace sorted set, traces index. ARGV: prefix, trace id, fields to read.
+# Reads take a "tidy" argument: "1" lets them drop index entries of checkpoints that
+# expired, "0" (a read-only store) makes them change nothing.
+
+# KEYS: trace sorted set, traces index. ARGV: prefix, trace id, tidy, fields to read.
 # Returns {member, values} of the highest live step, or nil.
 LATEST: Final = r"""
-local top = top_live(KEYS[1], ARGV[1])
+local tidy = ARGV[3] == '1'
+local top = top_live(KEYS[1], ARGV[1], tidy)
 if not top then
-  forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
+  forget_if_empty(KEYS[1], KEYS[2], ARGV[2], tidy)
   return false
 end
-return {top, redis.call('HMGET', cp_key(ARGV[1], top), unpack(ARGV, 3))}
+return {top, redis.call('HMGET', cp_key(ARGV[1], top), unpack(ARGV, 4))}
 """
 
 # KEYS: trace sorted set, traces index.
-# ARGV: prefix, trace id, upper bound ("+" or "(<step>"), limit, fields to read.
+# ARGV: prefix, trace id, upper bound ("+" or "(<step>"), limit, tidy, fields to read.
 # Returns up to limit {member, values, size of data}, highest step first.
 HISTORY: Final = r"""
-local found, bound, limit = {}, ARGV[3], tonumber(ARGV[4])
+local found, bound, limit, tidy = {}, ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
 while #found < limit do
   local page = redis.call(
     'ZRANGE', KEYS[1], bound, '-', 'BYLEX', 'REV', 'LIMIT', 0, limit - #found)
@@ -166,26 +211,27 @@ while #found < limit do
     local key = cp_key(ARGV[1], member)
     if redis.call('EXISTS', key) == 1 then
       found[#found + 1] = {
-        member, redis.call('HMGET', key, unpack(ARGV, 5)), redis.call('HSTRLEN', key, 'data')}
-    else
+        member, redis.call('HMGET', key, unpack(ARGV, 6)), redis.call('HSTRLEN', key, 'data')}
+    elseif tidy then
       redis.call('ZREM', KEYS[1], member)  -- the checkpoint expired
     end
   end
   bound = '(' .. page[#page]
 end
-forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
+forget_if_empty(KEYS[1], KEYS[2], ARGV[2], tidy)
 return found
 """
 
-# KEYS: traces index. ARGV: prefix, lower bound ("-" or "(<trace>"), page size.
+# KEYS: traces index. ARGV: prefix, lower bound ("-" or "(<trace>"), page size, tidy.
 # Returns {entries read, trace ids with a live checkpoint, last entry read}.
 TRACES: Final = r"""
 local page = redis.call('ZRANGE', KEYS[1], ARGV[2], '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
+local tidy = ARGV[4] == '1'
 local live = {}
 for _, trace in ipairs(page) do
-  if top_live(trace_key(ARGV[1], trace), ARGV[1]) then
+  if top_live(trace_key(ARGV[1], trace), ARGV[1], tidy) then
     live[#live + 1] = trace
-  else
+  elseif tidy then
     redis.call('ZREM', KEYS[1], trace)  -- every checkpoint of the trace expired
   end
 end
@@ -222,7 +268,7 @@ local trace, step = fields[1], fields[2]
 if trace and step and string.match(step, '^[0-9]+$') and #step <= 20 then
   local zset = trace_key(ARGV[1], trace)
   redis.call('ZREM', zset, string.rep('0', 20 - #step) .. step .. ':' .. ARGV[2])
-  forget_if_empty(zset, KEYS[2], trace)
+  forget_if_empty(zset, KEYS[2], trace, true)
 end
 return 1
 """
@@ -282,7 +328,7 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[1], '+', '-', 'BYLEX', 'REV'))
     deleted = deleted + 1
   end
 end
-forget_if_empty(KEYS[1], KEYS[2], ARGV[2])
+forget_if_empty(KEYS[1], KEYS[2], ARGV[2], true)
 return deleted
 """
 

@@ -11,33 +11,35 @@ import asyncio
 import contextlib
 import functools
 import string
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Executor
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, Literal, ParamSpec, Self, TypeVar, cast
 from uuid import UUID
 
 from flowpoint.blob import (
     CheckpointBlob,
+    CheckpointHeader,
     CheckpointInfo,
-    Metadata,
+    DamagedRecord,
     PendingWrite,
-    check_header,
     check_write_key,
-    validate_current_node,
-    validate_metadata,
 )
-from flowpoint.errors import CheckpointConflict
+from flowpoint.errors import CheckpointConflict, CheckpointStoreError, StorageError
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 
 __all__ = [
     "HISTORY_PAGE",
     "BlobCheckpointStore",
     "BlockingBlobStore",
+    "DamageReportingBlobStore",
+    "DriverErrors",
     "PruneRule",
     "RewritableBlobStore",
+    "check_read_only",
     "check_writes_trace",
     "different_header",
     "hex_prefix",
@@ -95,6 +97,36 @@ class PruneRule:
         return [info for info in candidates if info.created_at < cutoff]
 
 
+def _no_conflict(exc: BaseException) -> Literal["step", "id"] | None:
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).split("\n", 1)[0][:300]
+
+
+@dataclass(frozen=True, slots=True)
+class DriverErrors:
+    """A backend's table of its driver's exceptions, which the base class applies.
+
+    An exception of one of the ``failures`` types, raised by anything a call to the
+    backend does, becomes :class:`~flowpoint.errors.StorageError` (``describe``
+    gives the message; the driver's exception is the cause). On a save, one that
+    ``conflict`` names as a refusal of the one-winner rule (``"step"``: the trace's
+    step is taken, ``"id"``: the checkpoint id is) becomes
+    :class:`~flowpoint.errors.CheckpointConflict` instead. Other exceptions pass
+    unchanged. A backend that expects a driver exception as an answer (a
+    conditional write refused) catches that one where it makes the request.
+    """
+
+    failures: tuple[type[BaseException], ...]
+    conflict: Callable[[BaseException], Literal["step", "id"] | None] = _no_conflict
+    describe: Callable[[BaseException], str] = _first_line
+
+
+_NO_DRIVER = DriverErrors(failures=())
+
+
 class BlobCheckpointStore(abc.ABC):
     """Asynchronous storage of encoded checkpoints, indexed by trace and step.
 
@@ -110,7 +142,31 @@ class BlobCheckpointStore(abc.ABC):
     data raises :class:`~flowpoint.errors.CorruptCheckpoint`; a backend failure
     raises :class:`~flowpoint.errors.StorageError` with the driver's exception as
     its cause. No other exception escapes for any stored bytes.
+
+    After :meth:`close`, every method but ``close`` raises
+    :class:`~flowpoint.errors.StorageError` saying the store is closed, and does
+    nothing else; a call already running finishes.
+
+    A store opened read-only (``open_store(url, read_only=True)``, or a backend's
+    ``read_only=True``) changes nothing in its storage: the methods that write
+    (:meth:`save`, :meth:`save_writes`, the deletes, :meth:`prune`, a rewrite)
+    raise :class:`~flowpoint.errors.StorageError` saying so, and the others
+    create no table, file or key. Opening storage that is not a flowpoint store
+    read-only makes the first call raise :class:`~flowpoint.errors.StorageError`
+    saying so, where the backend can tell (see each backend).
+
+    How a backend's driver exceptions become these errors is declared once per
+    backend (:meth:`_driver_errors`, a :class:`DriverErrors` table) and applied
+    here, around every call to the backend.
     """
+
+    _closed: bool = False
+    _read_only: bool = False
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened read-only: then every method that writes refuses."""
+        return self._read_only
 
     async def save(self, blob: CheckpointBlob) -> None:
         """Store ``blob`` durably; when this returns, the save survives a crash.
@@ -121,19 +177,22 @@ class BlobCheckpointStore(abc.ABC):
         concurrent writers of one ``(trace_id, step)``, in this process or another,
         exactly one succeeds.
         """
-        _check_blob("save", blob)
-        await self._save(blob)
+        with self._calling("save", blob=blob, writes=True):
+            _check_blob("save", blob)
+            await self._save(blob)
 
     async def load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
         """The blob with this id, or ``None`` if there is none."""
-        return await self._load(coerce_checkpoint_id(checkpoint_id))
+        with self._calling("load"):
+            return await self._load(coerce_checkpoint_id(checkpoint_id))
 
     async def load_latest(self, trace_id: TraceId | str) -> CheckpointBlob | None:
         """The blob with the highest step in the trace, or ``None`` for an empty trace.
 
         "Latest" is the highest step, not the last write to arrive.
         """
-        return await self._load_latest(validate_trace_id(trace_id))
+        with self._calling("load_latest"):
+            return await self._load_latest(validate_trace_id(trace_id))
 
     async def history(
         self, trace_id: TraceId | str, limit: int = 50, before_step: int | None = None
@@ -141,31 +200,93 @@ class BlobCheckpointStore(abc.ABC):
         """Up to ``limit`` headers of the trace, newest (highest step) first.
 
         With ``before_step``, only steps below it: pass the last step of one page
-        to get the next. An unknown trace gives an empty list.
+        to get the next. An unknown trace gives an empty list. A damaged record
+        in the page raises :class:`~flowpoint.errors.CorruptCheckpoint`
+        (:meth:`history_entries` lists it and goes on).
         """
-        trace = validate_trace_id(trace_id)
-        check_history_args(limit, before_step)
-        return await self._history(trace, limit, before_step)
+        with self._calling("history"):
+            trace = validate_trace_id(trace_id)
+            check_history_args(limit, before_step)
+            return await self._history(trace, limit, before_step)
+
+    async def history_entries(
+        self, trace_id: TraceId | str, limit: int = 50, before_step: int | None = None
+    ) -> list[CheckpointInfo | DamagedRecord]:
+        """:meth:`history`, with a :class:`~flowpoint.blob.DamagedRecord` for each damaged record.
+
+        A record whose header cannot be read (a column of the wrong kind, bad
+        metadata JSON, a broken file header) takes its place in the page as a
+        ``DamagedRecord`` with what is readable of it (its id and step, mostly)
+        and the reason; the other headers are listed as :meth:`history` lists
+        them. Page on with the step of the last entry that has one.
+        """
+        with self._calling("history"):
+            trace = validate_trace_id(trace_id)
+            check_history_args(limit, before_step)
+            return await self._history_entries(trace, limit, before_step)
 
     async def traces(self) -> list[TraceId]:
-        """Every trace that holds at least one checkpoint, sorted."""
-        return await self._traces()
+        """Every trace that holds at least one checkpoint, sorted.
+
+        A trace id that cannot be read back raises
+        :class:`~flowpoint.errors.CorruptCheckpoint` (:meth:`trace_entries` lists it).
+        """
+        with self._calling("traces"):
+            return await self._traces()
+
+    async def trace_entries(self) -> list[TraceId | DamagedRecord]:
+        """:meth:`traces`, then a :class:`~flowpoint.blob.DamagedRecord` for each unreadable one.
+
+        A trace id that cannot be read back (stored damaged, or in a record whose
+        header is damaged) is reported with what is known of where it is stored;
+        the other traces are listed, sorted, before those.
+        """
+        with self._calling("traces"):
+            return await self._trace_entries()
 
     async def iter_history(
         self, trace_id: TraceId | str, *, before_step: int | None = None
     ) -> AsyncGenerator[CheckpointInfo, None]:
         """Every header of the trace (below ``before_step``, if given), newest first.
 
-        Reads :data:`HISTORY_PAGE` headers per :meth:`history` call: this is how
-        anything that walks a whole trace pages through it.
+        Reads :data:`HISTORY_PAGE` headers per call to the backend: this is how
+        anything that walks a whole trace pages through it. A damaged record raises
+        :class:`~flowpoint.errors.CorruptCheckpoint` when the walk reaches it.
         """
-        trace = validate_trace_id(trace_id)
-        check_history_args(1, before_step)
+        entries = self.iter_history_entries(trace_id, before_step=before_step)
+        async with contextlib.aclosing(entries):
+            async for entry in entries:
+                if isinstance(entry, DamagedRecord):
+                    raise entry.error()
+                yield entry
+
+    async def iter_history_entries(
+        self, trace_id: TraceId | str, *, before_step: int | None = None
+    ) -> AsyncGenerator[CheckpointInfo | DamagedRecord, None]:
+        """:meth:`iter_history`, reporting each damaged record as :meth:`history_entries` does.
+
+        The walk goes on past damaged records. One whose step cannot be read is
+        reported once, where the backend sorts it.
+        """
+        with self._calling("history"):
+            trace = validate_trace_id(trace_id)
+            check_history_args(1, before_step)
         before = before_step
-        while page := await self._history(trace, HISTORY_PAGE, before):
-            for info in page:
-                yield info
-            before = page[-1].step
+        reported: set[tuple[CheckpointId | None, str]] = set()
+        while True:
+            with self._calling("history"):
+                page = await self._history_entries(trace, HISTORY_PAGE, before)
+            for entry in page:
+                if isinstance(entry, DamagedRecord) and entry.step is None:
+                    # A damaged step may sort into the next page too.
+                    if (entry.checkpoint_id, entry.reason) in reported:
+                        continue
+                    reported.add((entry.checkpoint_id, entry.reason))
+                yield entry
+            steps = [entry.step for entry in page if entry.step is not None]
+            if not steps or (before is not None and min(steps) >= before):
+                return  # the end, or a page of nothing but unreadable steps
+            before = min(steps)
 
     async def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[CheckpointId]:
         """Up to ``limit`` stored checkpoint ids whose text starts with ``prefix``, ascending.
@@ -177,16 +298,17 @@ class BlobCheckpointStore(abc.ABC):
         not start an id (not hex digits and dashes, or longer than 36 characters)
         raises ``ValueError``.
         """
-        wanted = prefix.lower() if isinstance(prefix, str) else prefix
-        if (
-            not isinstance(wanted, str)
-            or not 1 <= len(wanted) <= 36
-            or not set(wanted) <= _ID_CHARACTERS
-        ):
-            raise ValueError(f"not the start of a checkpoint id: {prefix!r:.60}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be an int >= 1, not {limit!r}")
-        return await self._ids_with_prefix(wanted, limit)
+        with self._calling("ids_with_prefix"):
+            wanted = prefix.lower() if isinstance(prefix, str) else prefix
+            if (
+                not isinstance(wanted, str)
+                or not 1 <= len(wanted) <= 36
+                or not set(wanted) <= _ID_CHARACTERS
+            ):
+                raise ValueError(f"not the start of a checkpoint id: {prefix!r:.60}")
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+            return await self._ids_with_prefix(wanted, limit)
 
     async def load_steps(
         self, trace_id: TraceId | str, first_step: int, last_step: int
@@ -197,13 +319,14 @@ class BlobCheckpointStore(abc.ABC):
         trace gives an empty list. This is how a checkpoint stored as changes gets
         the checkpoints before it in one call instead of one call each.
         """
-        trace = validate_trace_id(trace_id)
-        for name, value in (("first_step", first_step), ("last_step", last_step)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, not {value!r}")
-        if first_step > last_step:
-            return []
-        return await self._load_steps(trace, first_step, last_step)
+        with self._calling("load_steps"):
+            trace = validate_trace_id(trace_id)
+            for name, value in (("first_step", first_step), ("last_step", last_step)):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{name} must be an int >= 0, not {value!r}")
+            if first_step > last_step:
+                return []
+            return await self._load_steps(trace, first_step, last_step)
 
     async def save_writes(self, writes: Iterable[PendingWrite], *, overwrite: bool = False) -> int:
         """Save task writes against the checkpoint their task ran from; all or none.
@@ -224,22 +347,23 @@ class BlobCheckpointStore(abc.ABC):
         Deleting a checkpoint id (also one that is not stored), its trace, or pruning
         it deletes its writes.
         """
-        batch = list(writes)
-        if not batch:
-            return 0
-        first = batch[0]
-        for write in batch:
-            _check_write(write)
-            if (write.trace_id, write.checkpoint_id) != (first.trace_id, first.checkpoint_id):
-                raise ValueError(
-                    "one save_writes call takes the writes of one checkpoint: "
-                    f"{write.checkpoint_id} of {write.trace_id!r:.80} is not "
-                    f"{first.checkpoint_id} of {first.trace_id!r:.80}"
-                )
-        keys = {(write.task_id, write.index) for write in batch}
-        if len(keys) != len(batch):
-            raise ValueError("one save_writes call names a (task_id, index) twice")
-        return await self._save_writes(batch, overwrite=bool(overwrite))
+        with self._calling("save_writes", writes=True):
+            batch = list(writes)
+            if not batch:
+                return 0
+            first = batch[0]
+            for write in batch:
+                _check_write(write)
+                if (write.trace_id, write.checkpoint_id) != (first.trace_id, first.checkpoint_id):
+                    raise ValueError(
+                        "one save_writes call takes the writes of one checkpoint: "
+                        f"{write.checkpoint_id} of {write.trace_id!r:.80} is not "
+                        f"{first.checkpoint_id} of {first.trace_id!r:.80}"
+                    )
+            keys = {(write.task_id, write.index) for write in batch}
+            if len(keys) != len(batch):
+                raise ValueError("one save_writes call names a (task_id, index) twice")
+            return await self._save_writes(batch, overwrite=bool(overwrite))
 
     async def load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
         """The writes saved against the checkpoint, by task id, then index; ``[]`` if none.
@@ -247,7 +371,8 @@ class BlobCheckpointStore(abc.ABC):
         A damaged write record raises :class:`~flowpoint.errors.CorruptCheckpoint`
         naming the checkpoint.
         """
-        writes = await self._load_writes(coerce_checkpoint_id(checkpoint_id))
+        with self._calling("load_writes"):
+            writes = await self._load_writes(coerce_checkpoint_id(checkpoint_id))
         return sorted(writes, key=_write_key)
 
     async def delete(self, checkpoint_id: CheckpointId) -> bool:
@@ -256,7 +381,8 @@ class BlobCheckpointStore(abc.ABC):
         Deleting a trace's newest checkpoint makes the next one down the latest. The
         writes saved against the id go whether or not the checkpoint was stored.
         """
-        return await self._delete(coerce_checkpoint_id(checkpoint_id))
+        with self._calling("delete", writes=True):
+            return await self._delete(coerce_checkpoint_id(checkpoint_id))
 
     async def delete_many(self, checkpoint_ids: Iterable[CheckpointId]) -> int:
         """Delete these checkpoints and their writes; return how many checkpoints were there.
@@ -264,26 +390,75 @@ class BlobCheckpointStore(abc.ABC):
         Ids not stored are skipped. Backends that can delete in one transaction
         (and one durable commit) do so; the others delete one by one.
         """
-        wanted = list(dict.fromkeys(coerce_checkpoint_id(one) for one in checkpoint_ids))
-        if not wanted:
-            return 0
-        return await self._delete_many(wanted)
+        with self._calling("delete_many", writes=True):
+            wanted = list(dict.fromkeys(coerce_checkpoint_id(one) for one in checkpoint_ids))
+            if not wanted:
+                return 0
+            return await self._delete_many(wanted)
 
     async def delete_trace(self, trace_id: TraceId | str) -> int:
         """Delete every checkpoint of the trace (and every write) and return how many there were."""
-        return await self._delete_trace(validate_trace_id(trace_id))
+        with self._calling("delete_trace", writes=True):
+            return await self._delete_trace(validate_trace_id(trace_id))
 
     async def prune(self, trace_id: TraceId | str, rule: PruneRule) -> int:
         """Delete the checkpoints of the trace that ``rule`` selects, with their writes.
 
         Returns how many checkpoints were deleted.
         """
-        if not isinstance(rule, PruneRule):
-            raise TypeError(f"prune takes a PruneRule, not {type(rule).__name__}")
-        return await self._prune(validate_trace_id(trace_id), rule)
+        with self._calling("prune", writes=True):
+            if not isinstance(rule, PruneRule):
+                raise TypeError(f"prune takes a PruneRule, not {type(rule).__name__}")
+            return await self._prune(validate_trace_id(trace_id), rule)
 
-    async def close(self) -> None:  # noqa: B027 - a store that holds nothing has nothing to close
-        """Release what the store opened. Closing twice is harmless."""
+    async def close(self) -> None:
+        """Release what the store opened; then every other call is refused. Twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._driver_boundary("close"):
+            await self._close()
+
+    @contextlib.contextmanager
+    def _calling(
+        self, action: str, *, blob: CheckpointBlob | None = None, writes: bool = False
+    ) -> Iterator[None]:
+        """Refuse the call if the store is closed (or it ``writes`` to a read-only store).
+
+        Then map the driver errors raised inside it: ``blob`` is the checkpoint a
+        save stores, so that a conflict the driver reports becomes its
+        :class:`~flowpoint.errors.CheckpointConflict`.
+        """
+        if self._closed:
+            raise StorageError(f"{self!r} is closed: {action} refused")
+        if writes and self._read_only:
+            raise StorageError(f"{self!r} is opened read-only: {action} refused")
+        with self._driver_boundary(action, blob):
+            yield
+
+    @contextlib.contextmanager
+    def _driver_boundary(self, action: str, blob: CheckpointBlob | None = None) -> Iterator[None]:
+        """Where a driver's exception becomes a flowpoint error (see :class:`DriverErrors`)."""
+        try:
+            yield
+        except CheckpointStoreError:
+            raise
+        except Exception as exc:
+            table = self._driver_errors()
+            if not isinstance(exc, table.failures):
+                raise  # not the driver's: a bug, or an argument refused
+            refused = table.conflict(exc) if blob is not None else None
+            if blob is not None and refused is not None:
+                detail = f"checkpoint id {blob.checkpoint_id} exists" if refused == "id" else None
+                raise CheckpointConflict(blob.trace_id, blob.step, detail) from exc
+            raise StorageError(f"{self!r}: {action} failed: {table.describe(exc)}") from exc
+
+    def _driver_errors(self) -> DriverErrors:
+        """The backend's table of driver exceptions; a store without a driver has none."""
+        return _NO_DRIVER
+
+    async def _close(self) -> None:  # noqa: B027 - a store that holds nothing has nothing to close
+        """Release what the backend opened; called once, by :meth:`close`."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -314,6 +489,19 @@ class BlobCheckpointStore(abc.ABC):
 
     @abc.abstractmethod
     async def _traces(self) -> list[TraceId]: ...
+
+    async def _history_entries(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo | DamagedRecord]:
+        """A page that lists damaged records; a store that cannot tell them apart raises.
+
+        :class:`DamageReportingBlobStore` implements it and derives ``_history``.
+        """
+        return list(await self._history(trace_id, limit, before_step))
+
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
+        """The traces, and damaged ones; a store that cannot tell them apart raises."""
+        return list(await self._traces())
 
     @abc.abstractmethod
     async def _delete(self, checkpoint_id: CheckpointId) -> bool: ...
@@ -373,6 +561,42 @@ class BlobCheckpointStore(abc.ABC):
         return deleted
 
 
+class DamageReportingBlobStore(BlobCheckpointStore):
+    """A store whose listings tell a damaged record from the others: an ability.
+
+    It implements :meth:`_history_entries` and :meth:`_trace_entries`; the strict
+    listings raise for the first damaged record they hold. Every backend of
+    flowpoint has it; a store without it lists nothing past damage.
+    """
+
+    @abc.abstractmethod
+    async def _history_entries(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo | DamagedRecord]: ...
+
+    @abc.abstractmethod
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]: ...
+
+    async def _history(
+        self, trace_id: TraceId, limit: int, before_step: int | None
+    ) -> list[CheckpointInfo]:
+        return _undamaged(await self._history_entries(trace_id, limit, before_step))
+
+    async def _traces(self) -> list[TraceId]:
+        return _undamaged(await self._trace_entries())
+
+
+_E = TypeVar("_E")
+
+
+def _undamaged(entries: list[_E | DamagedRecord]) -> list[_E]:
+    """The entries, or the error of the first damaged record among them."""
+    for entry in entries:
+        if isinstance(entry, DamagedRecord):
+            raise entry.error()
+    return cast("list[_E]", entries)
+
+
 class RewritableBlobStore(BlobCheckpointStore):
     """A store that can replace the data of a checkpoint it holds: an optional ability.
 
@@ -392,29 +616,17 @@ class RewritableBlobStore(BlobCheckpointStore):
         is: a reader sees the old data or the new, never a mix, and when this
         returns the new data survives a crash.
         """
-        _check_blob("rewrite", blob)
-        return await self._rewrite(blob)
+        with self._calling("rewrite", writes=True):
+            _check_blob("rewrite", blob)
+            return await self._rewrite(blob)
 
     @abc.abstractmethod
     async def _rewrite(self, blob: CheckpointBlob) -> bool: ...
 
 
-def different_header(stored: CheckpointBlob | CheckpointInfo, new: CheckpointBlob) -> str | None:
-    """The first header field in which ``new`` differs from ``stored``, or ``None``.
-
-    Metadata values must have the same types too (``1`` is not ``1.0`` or ``True``).
-    """
-    fields = (
-        ("checkpoint_id", stored.checkpoint_id == new.checkpoint_id),
-        ("trace_id", stored.trace_id == new.trace_id),
-        ("step", stored.step == new.step),
-        ("parent_id", stored.parent_id == new.parent_id),
-        ("graph_hash", stored.graph_hash == new.graph_hash),
-        ("created_at", stored.created_at == new.created_at),
-        ("current_node", stored.current_node == new.current_node),
-        ("metadata", _same_metadata(stored.metadata, new.metadata)),
-    )
-    return next((name for name, same in fields if not same), None)
+def different_header(stored: CheckpointHeader, new: CheckpointHeader) -> str | None:
+    """The first header field in which ``new`` differs from ``stored``, or ``None``."""
+    return stored.first_difference(new)
 
 
 def rewrite_conflict(new: CheckpointBlob, field: str) -> CheckpointConflict:
@@ -425,18 +637,6 @@ def rewrite_conflict(new: CheckpointBlob, field: str) -> CheckpointConflict:
         f"checkpoint {new.checkpoint_id} is stored with another {field}; "
         f"a rewrite replaces the data only",
     )
-
-
-def _same_metadata(a: Metadata, b: Metadata) -> bool:
-    if len(a) != len(b):
-        return False
-    for key, value in a.items():
-        if key not in b:
-            return False
-        other = b[key]
-        if type(value) is not type(other) or value != other:
-            return False
-    return True
 
 
 def check_writes_trace(write: PendingWrite, stored_trace: str) -> None:
@@ -498,11 +698,9 @@ def _check_write(write: PendingWrite) -> None:
 def _check_blob(action: str, blob: CheckpointBlob) -> None:
     if not isinstance(blob, CheckpointBlob):
         raise TypeError(f"{action} takes a CheckpointBlob, not {type(blob).__name__}")
-    validate_trace_id(blob.trace_id)
-    check_header(blob.step, blob.graph_hash, blob.created_at)
+    validate_trace_id(blob.trace_id)  # InvalidTraceId, as the other methods raise
     try:
-        validate_current_node(blob.current_node)
-        validate_metadata(blob.metadata)
+        blob.check()
     except ValueError as exc:
         raise ValueError(f"cannot store checkpoint {blob.checkpoint_id}: {exc}") from None
 
@@ -554,6 +752,13 @@ def run_in_caller_thread(coroutine: Coroutine[Any, Any, _T]) -> _T:
         _IN_CALLER_THREAD.reset(token)
     coroutine.close()
     raise RuntimeError("a blocking store's coroutine waited on an event loop")
+
+
+def check_read_only(read_only: object) -> bool:
+    """``read_only`` if it is a bool; anything else raises ``ValueError``."""
+    if not isinstance(read_only, bool):
+        raise ValueError(f"read_only must be a bool, not {read_only!r:.40}")
+    return read_only
 
 
 def missing_driver(extra: str, cause: ImportError) -> ImportError:

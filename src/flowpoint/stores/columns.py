@@ -7,14 +7,15 @@ functions turn such values into header fields, or raise
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TypeAlias
+from collections.abc import Callable
 
 import msgspec
 
 from flowpoint.blob import (
     CheckpointBlob,
+    CheckpointHeader,
     CheckpointInfo,
+    DamagedRecord,
     MetadataValue,
     PendingWrite,
     check_write_key,
@@ -24,26 +25,16 @@ from flowpoint.errors import CorruptCheckpoint, InvalidTraceId
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 
 __all__ = [
-    "HeaderFields",
     "blob_with_data",
+    "damaged_id",
     "info_with_size",
+    "listed_entry",
     "metadata_from_json",
+    "split_traces",
     "trace_from_text",
     "value_kind",
     "write_from_columns",
 ]
-
-HeaderFields: TypeAlias = tuple[
-    CheckpointId,
-    TraceId,
-    int,
-    CheckpointId | None,
-    int,
-    datetime,
-    str | None,
-    dict[str, MetadataValue],
-]
-"""A header read back: id, trace, step, parent, graph hash, time, node, metadata."""
 
 
 def value_kind(value: object) -> str:
@@ -90,18 +81,22 @@ def trace_from_text(
         raise CorruptCheckpoint(checkpoint_id, f"{where}: {exc}") from exc
 
 
-def blob_with_data(header: HeaderFields, data: object) -> CheckpointBlob:
+def blob_with_data(header: CheckpointHeader, data: object) -> CheckpointBlob:
     """The blob of a header read back, with the stored ``data``, which must be bytes."""
     if type(data) is not bytes:
-        raise CorruptCheckpoint(header[0], f"column data holds {value_kind(data)}, not bytes")
-    return CheckpointBlob(*header, data=data)
+        raise CorruptCheckpoint(
+            header.checkpoint_id, f"column data holds {value_kind(data)}, not bytes"
+        )
+    return header.with_data(data)
 
 
-def info_with_size(header: HeaderFields, size: object) -> CheckpointInfo:
+def info_with_size(header: CheckpointHeader, size: object) -> CheckpointInfo:
     """The listing entry of a header read back, with the stored ``size``."""
     if type(size) is not int or size < 0:
-        raise CorruptCheckpoint(header[0], f"column size holds {value_kind(size)}, not an int >= 0")
-    return CheckpointInfo(*header, size=size)
+        raise CorruptCheckpoint(
+            header.checkpoint_id, f"column size holds {value_kind(size)}, not an int >= 0"
+        )
+    return header.with_size(size)
 
 
 def write_from_columns(
@@ -118,3 +113,35 @@ def write_from_columns(
         )
     trace = trace_from_text(trace_id, checkpoint_id, "a stored write's trace_id")
     return PendingWrite(trace, checkpoint_id, task_id, index, data)  # type: ignore[arg-type]
+
+
+def listed_entry(
+    read: Callable[[], CheckpointInfo], trace_id: TraceId, step: object
+) -> CheckpointInfo | DamagedRecord:
+    """A listing's entry for a stored header: ``read()``, or what is known of it if damaged.
+
+    ``step`` is the raw step the listing found the record at (kept if it is one).
+    """
+    try:
+        info: CheckpointInfo = read()
+    except CorruptCheckpoint as exc:
+        known_step = step if type(step) is int and step >= 0 else None
+        return DamagedRecord(damaged_id(exc), trace_id, known_step, exc.reason)
+    return info
+
+
+def damaged_id(error: CorruptCheckpoint) -> CheckpointId | None:
+    """The checkpoint id a corruption error names, as a checkpoint id."""
+    return None if error.checkpoint_id is None else CheckpointId(error.checkpoint_id)
+
+
+def split_traces(values: list[object]) -> tuple[list[TraceId], list[tuple[object, str]]]:
+    """Stored trace ids: those that read back, and the others with what is wrong with each."""
+    traces: list[TraceId] = []
+    damaged: list[tuple[object, str]] = []
+    for value in values:
+        try:
+            traces.append(trace_from_text(value))
+        except CorruptCheckpoint as exc:
+            damaged.append((value, exc.reason))
+    return traces, damaged

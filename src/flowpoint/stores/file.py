@@ -4,61 +4,92 @@ Where this backend differs from the interface contract:
 
 - **Latest and history cost one listing of the trace's directory** (O(n) in the
   trace's checkpoints) plus one read per checkpoint returned; listings read file
-  headers only, never ``data``.
+  headers only, never ``data``. ``traces()`` reads no file but where a trace id
+  is too long to be spelled out in its directory's name.
 - **Layout**::
 
-      <dir>/traces/<trace-dir>/<step:020d>.ckpt     one record per checkpoint
+      <dir>/traces/<trace-dir>/<step:020d>.ckpt      one record per checkpoint
+      <dir>/writes/<trace-dir>/<id hex>/<n:020d>.wr  one record per save_writes call
       <dir>/ids/<last 2 hex of id>/<id hex>          symlink to ../../traces/<trace-dir>/<step>.ckpt
+      <dir>/ids/<last 2 hex of id>/<id hex>.w        symlink to ../../writes/<trace-dir>/<id hex>
 
   ``<trace-dir>`` is the percent-quoted trace id (at most 120 characters) then ``~``
   and 16 hex digits of its BLAKE2b hash: ``user-42/session-7`` lives in
   ``user-42%2Fsession-7~<hash>``. Names never leave ``<dir>`` and never collide,
-  also on case-insensitive file systems.
-- **Durability**: a record is written to a temp file, fsynced, hard-linked to its
-  final name (the exclusive create that lets one writer per step win, across
-  processes), and the directories are fsynced before ``save`` returns. POSIX only
-  (symlinks, hard links and directory fsync).
+  also on case-insensitive file systems. Record formats: :mod:`.records`.
+- **Durability**: a record is written to a temp file and fsynced; then, holding
+  the advisory ``flock`` of its id's ``ids/`` shard directory, the save claims the
+  id (the symlink) and hard-links the record to its final name (the exclusive
+  create that lets one writer per step win, across processes); the directories
+  are fsynced before ``save`` returns. POSIX only (symlinks, hard links, ``flock``
+  and directory fsync).
+- **Interrupted saves**: a save killed between its claim and its record leaves a
+  claim without a record, which reads as absent. Since every save holds its
+  shard's lock from its claim to its record, and the kernel releases the lock of
+  a process that dies, the next save of that checkpoint (a rerun of ``flowpoint
+  copy`` or ``import``) finds such a claim under the lock, knows no save is
+  behind it, and takes it over; a claim whose save is still running makes it
+  wait for that save, and then conflict with it.
+- **Pending writes**: each :meth:`~flowpoint.stores.base.BlobCheckpointStore.save_writes`
+  call is one record, numbered in the order the calls were made and published
+  with an exclusive ``link()`` of the next number: a call reads the records made
+  before it, stores only the keys they do not hold (all the keys with
+  ``overwrite``), and on losing the number to another call reads that call's
+  record and tries the next. A call is thus all there or not at all, and of any
+  number of writers of a key, in any process, exactly one stores it. Reads apply
+  the records in order, the first write of a key winning unless a later record
+  overwrote it. A delete removes the checkpoint's record, then its writes.
 - **Rewrites** (:meth:`~flowpoint.stores.base.RewritableBlobStore.rewrite`) write
   the new record to a temp file, fsync it, rename it over the old one and fsync
   the directory. Deletes and rewrites take an advisory ``flock`` on the record
   they change (readers never do), so a rewrite never brings back a record that a
   delete removed.
+- **Read-only** (``read_only=True``): the first call refuses a directory that is
+  missing or holds neither ``traces/`` nor ``ids/`` (it is not a store); reads
+  create nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterator
-from typing import IO
-from urllib.parse import quote
+from collections.abc import Callable
+from typing import IO, ParamSpec, TypeVar
+from urllib.parse import quote, unquote
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
-from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
+from flowpoint.stores import _files as files
 from flowpoint.stores.base import (
     BlockingBlobStore,
+    DamageReportingBlobStore,
+    DriverErrors,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     hex_prefix,
     rewrite_conflict,
 )
+from flowpoint.stores.columns import damaged_id
 from flowpoint.stores.records import (
-    RecordFormat,
     RecordHeader,
     WritesHeader,
-    record_header,
+    checkpoint_records,
     resolve_writes,
     writes_header,
+    writes_records,
 )
 
 __all__ = ["FileBlobStore", "trace_dir_name"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 # Record: magic, header length (u32 BE), header JSON, CRC32 of the header JSON (u32 BE), data.
 
@@ -67,14 +98,13 @@ _SLUG_SAFE = "-_.@+=,"
 _TRACE_DIR = re.compile(r".*~[0-9a-f]{16}\Z", re.DOTALL)
 _STEP_FILE = re.compile(r"([0-9]{20})\.ckpt\Z")
 _CONTINUATION_ESCAPE = re.compile(r"%[89AB][0-9A-F]")
-_TEMP_PREFIX = ".tmp-"
-_MKDIR_ATTEMPTS = 8
-# On macOS fsync() leaves the data in the drive's cache; F_FULLFSYNC flushes it.
-_FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)
 
 
-_RECORDS = RecordFormat(b"FPFILE1\n", RecordHeader)
-_WRITES = RecordFormat(b"FPWRIT1\n", WritesHeader)
+# The file system's errors are the driver's.
+_DRIVER_ERRORS = DriverErrors(failures=(OSError,), describe=str)
+
+_RECORDS = checkpoint_records(b"FPFILE1\n")
+_WRITES = writes_records(b"FPWRIT1\n")
 _WRITES_FILE = re.compile(r"[0-9]{20}\.wr\Z")
 _WRITES_LINK_SUFFIX = ".w"
 _ID_HEX = re.compile(r"[0-9a-f]{32}\Z")
@@ -104,72 +134,81 @@ def trace_dir_name(trace_id: str) -> str:
     return f"{slug}~{digest}"
 
 
-class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
+class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobStore):
     """Keeps each checkpoint in its own file under ``directory`` (see the module docs).
 
     The constructor touches no file; the directory tree is made by the first save.
     Every file system call runs in a worker thread, never on the event loop.
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, read_only: bool = False) -> None:
         path = os.fspath(directory)
         if not isinstance(path, str):
             raise TypeError(f"directory must be a str path, not {type(path).__name__}")
+        self._read_only = check_read_only(read_only)
         self._root = os.path.abspath(path)
         self._traces_root = os.path.join(self._root, "traces")
         self._writes_root = os.path.join(self._root, "writes")
         self._ids_root = os.path.join(self._root, "ids")
+        self._found_store = False  # read-only: the directory was seen to be a store
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._root!r})"
 
+    async def _blocking(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self._read_only and not self._found_store:
+            await super()._blocking(self._check_is_store)
+        return await super()._blocking(fn, *args, **kwargs)
+
+    def _check_is_store(self) -> None:
+        """Refuse a directory that is missing or holds no store (see the module docs)."""
+        if not os.path.isdir(self._root):
+            raise StorageError(f"{self!r} is not a flowpoint store: no such directory")
+        if not (os.path.isdir(self._traces_root) or os.path.isdir(self._ids_root)):
+            raise StorageError(
+                f"{self!r} is not a flowpoint store: the directory holds no traces/ or ids/"
+            )
+        self._found_store = True
+
+    def _driver_errors(self) -> DriverErrors:
+        return _DRIVER_ERRORS
+
     # The async interface: each method runs its blocking twin in a thread.
 
     async def _save(self, blob: CheckpointBlob) -> None:
-        with _storage_errors("save"):
-            await self._blocking(self._save_sync, blob)
+        await self._blocking(self._save_sync, blob)
 
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
-        with _storage_errors("load"):
-            return await self._blocking(self._load_sync, checkpoint_id)
+        return await self._blocking(self._load_sync, checkpoint_id)
 
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
-        with _storage_errors("load_latest"):
-            return await self._blocking(self._load_latest_sync, trace_id)
+        return await self._blocking(self._load_latest_sync, trace_id)
 
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
-        with _storage_errors("history"):
-            return await self._blocking(self._history_sync, trace_id, limit, before_step)
+    ) -> list[CheckpointInfo | DamagedRecord]:
+        return await self._blocking(self._history_sync, trace_id, limit, before_step)
 
-    async def _traces(self) -> list[TraceId]:
-        with _storage_errors("traces"):
-            return await self._blocking(self._traces_sync)
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
+        return await self._blocking(self._traces_sync)
 
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
-        with _storage_errors("delete"):
-            return await self._blocking(self._delete_sync, checkpoint_id)
+        return await self._blocking(self._delete_sync, checkpoint_id)
 
     async def _delete_trace(self, trace_id: TraceId) -> int:
-        with _storage_errors("delete_trace"):
-            return await self._blocking(self._delete_trace_sync, trace_id)
+        return await self._blocking(self._delete_trace_sync, trace_id)
 
     async def _rewrite(self, blob: CheckpointBlob) -> bool:
-        with _storage_errors("rewrite"):
-            return await self._blocking(self._rewrite_sync, blob)
+        return await self._blocking(self._rewrite_sync, blob)
 
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
-        with _storage_errors("save_writes"):
-            return await self._blocking(self._save_writes_sync, writes, overwrite)
+        return await self._blocking(self._save_writes_sync, writes, overwrite)
 
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
-        with _storage_errors("load_writes"):
-            return await self._blocking(self._load_writes_sync, checkpoint_id)
+        return await self._blocking(self._load_writes_sync, checkpoint_id)
 
     async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
-        with _storage_errors("ids_with_prefix"):
-            return await self._blocking(self._ids_with_prefix_sync, prefix, limit)
+        return await self._blocking(self._ids_with_prefix_sync, prefix, limit)
 
     # Blocking implementations.
 
@@ -178,47 +217,76 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         trace_dir = os.path.join(self._traces_root, dir_name)
         final = os.path.join(trace_dir, _step_file(blob.step))
         shard_dir, link = self._id_link(blob.checkpoint_id)
-        record = _RECORDS.encode(record_header(RecordHeader, blob), blob.data)
+        target = _link_target(dir_name, blob.step)
+        record = _RECORDS.encode(RecordHeader.of(blob), blob.data)
 
-        # 1. Claim the id. The link is made first so that a record that survives a
-        #    crash can always be found by id; a link without its record reads as absent.
-        _ensure_dir(shard_dir)
+        # 1. Write the whole record to a temp file and make it durable.
+        temp, fd = files.create_temp(trace_dir, blob.step)
         try:
-            os.symlink(_link_target(dir_name, blob.step), link)
-        except FileExistsError:
-            raise CheckpointConflict(
-                blob.trace_id, blob.step, f"checkpoint id {blob.checkpoint_id} exists"
-            ) from None
-        linked = False
-        try:
-            _fsync_dir(shard_dir)
-            # 2. Write the whole record to a temp file and make it durable.
-            temp, fd = _create_temp(trace_dir, blob.step)
-            try:
-                with open(fd, "wb") as file:
-                    for part in record:
-                        file.write(part)
-                    file.flush()
-                    _fsync(file.fileno())
-                # 3. Publish it: link() fails if the name exists, so one writer per step wins.
+            with open(fd, "wb") as file:
+                for part in record:
+                    file.write(part)
+                file.flush()
+                files.fsync(file.fileno())
+            files.ensure_dir(shard_dir)
+            with files.locked_dir(shard_dir):
+                # 2. Claim the id, holding the lock of its shard: a claim without its
+                #    record is then one whose save died (SIGKILL, power loss) before
+                #    step 3, and is taken over. The claim comes first so that a record
+                #    that survives a crash can always be found by id.
                 try:
-                    os.link(temp, final)
+                    os.symlink(target, link)
                 except FileExistsError:
-                    raise CheckpointConflict(blob.trace_id, blob.step) from None
-                linked = True
-                os.unlink(temp)
-            finally:
-                if not linked:
+                    if self._claim_holds(blob.checkpoint_id):
+                        raise CheckpointConflict(
+                            blob.trace_id, blob.step, f"checkpoint id {blob.checkpoint_id} exists"
+                        ) from None
+                    files.replace_symlink(target, link)
+                try:
+                    files.fsync_dir(shard_dir)
+                    # 3. Publish the record: link() fails if the name exists, so one
+                    #    writer per step wins.
+                    try:
+                        os.link(temp, final)
+                    except FileExistsError:
+                        raise CheckpointConflict(blob.trace_id, blob.step) from None
+                except BaseException:
+                    # Nothing of ours is stored: release the id for nobody to find.
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(temp)
-            # 4. Make the new name (and the temp file's removal) durable.
-            _fsync_dir(trace_dir)
-        except BaseException:
-            if not linked:
-                # Nothing of ours is stored: release the id for nobody to find.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(link)
-            raise
+                        os.unlink(link)
+                    raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        # 4. Make the new name (and the temp file's removal) durable.
+        files.fsync_dir(trace_dir)
+
+    def _claim_holds(self, checkpoint_id: CheckpointId) -> bool:
+        """Whether the id's link names a record of this checkpoint (or one too damaged to tell).
+
+        Called holding the shard's lock, which every save holds from its claim to its
+        record: no save is between the two, so a link to a missing record, or to
+        another checkpoint's, is left by a save that died there.
+        """
+        try:
+            return self._load_header(checkpoint_id) is not None
+        except CorruptCheckpoint:
+            return True  # a damaged link or record of this id, perhaps: it stays claimed
+
+    def _release_claim(self, checkpoint_id: CheckpointId, target: str) -> bool:
+        """Remove the id's link if it still names ``target`` and no record of the id is there.
+
+        Holds the shard's lock, so that a save taking the claim over meanwhile keeps it.
+        """
+        shard_dir, link = self._id_link(checkpoint_id)
+        with files.locked_dir(shard_dir):
+            try:
+                if os.readlink(link) != target or self._claim_holds(checkpoint_id):
+                    return False
+                os.unlink(link)
+            except FileNotFoundError:
+                return False
+        return True
 
     def _save_writes_sync(self, writes: list[PendingWrite], overwrite: bool) -> int:
         first = writes[0]
@@ -237,13 +305,13 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
                 if not stored:
                     return 0
             header, data = writes_header(stored, overwrite=overwrite)
-            temp, fd = _create_temp(writes_dir, seq)
+            temp, fd = files.create_temp(writes_dir, seq)
             try:
                 with open(fd, "wb") as file:
                     for part in _WRITES.encode(header, data):
                         file.write(part)
                     file.flush()
-                    _fsync(file.fileno())
+                    files.fsync(file.fileno())
                 # 3. Publish it under the next number: link() fails if another call took
                 #    that number; then read what that call stored, and try again.
                 try:
@@ -253,7 +321,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
-            _fsync_dir(writes_dir)
+            files.fsync_dir(writes_dir)
             # 4. A delete of the checkpoint may have taken the claim meanwhile: the
             #    writes just stored stay findable.
             self._claim_writes(first, dir_name)
@@ -272,20 +340,20 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         shard_dir, link = self._writes_link(first.checkpoint_id)
         target = _writes_target(dir_name, first.checkpoint_id)
         writes_dir = os.path.join(self._writes_root, dir_name, first.checkpoint_id.hex)
-        _ensure_dir(shard_dir)
-        try:
-            os.symlink(target, link)
-        except FileExistsError:
-            claimed = self._writes_dir(first.checkpoint_id)
-            if claimed is not None and claimed != writes_dir:
-                records = self._writes_records(claimed)
-                if records:
-                    check_writes_trace(first, self._read_writes(records[0])[0].trace_id)
-                _replace_symlink(target, link)
-                _fsync_dir(shard_dir)
-        else:
-            _fsync_dir(shard_dir)
-        _ensure_dir(writes_dir)
+        files.ensure_dir(shard_dir)
+        # After a checkpoint's first call its claim is there: seeing it takes no lock.
+        if self._writes_dir(first.checkpoint_id) != writes_dir:
+            with files.locked_dir(shard_dir):
+                claimed = self._writes_dir(first.checkpoint_id)
+                if claimed is None:
+                    os.symlink(target, link)
+                elif claimed != writes_dir:
+                    records = self._writes_records(claimed)
+                    if records:
+                        check_writes_trace(first, self._read_writes(records[0])[0].trace_id)
+                    files.replace_symlink(target, link)
+            files.fsync_dir(shard_dir)
+        files.ensure_dir(writes_dir)
         return writes_dir
 
     def _load_writes_sync(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
@@ -310,7 +378,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     def _remove_writes_dir(self, writes_dir: str, checkpoint_id: CheckpointId) -> None:
         """Remove a checkpoint's writes: records (newest first), directory, then the claim."""
-        for name in sorted(_list(writes_dir), reverse=True):
+        for name in sorted(files.names(writes_dir), reverse=True):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(writes_dir, name))
         try:
@@ -326,12 +394,12 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         with contextlib.suppress(FileNotFoundError, CorruptCheckpoint):
             if self._writes_dir(checkpoint_id) == writes_dir:
                 os.unlink(link)
-                _fsync_dir(shard_dir)
+                files.fsync_dir(shard_dir)
 
     def _delete_trace_writes(self, dir_name: str) -> None:
         """Remove the writes of every checkpoint of a trace, and the trace's writes directory."""
         trace_writes = os.path.join(self._writes_root, dir_name)
-        for name in _list(trace_writes):
+        for name in files.names(trace_writes):
             if _ID_HEX.match(name):
                 checkpoint_id = CheckpointId(uuid.UUID(hex=name))
                 self._remove_writes_dir(os.path.join(trace_writes, name), checkpoint_id)
@@ -345,8 +413,8 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         # Ids are sharded by their last two digits: the start of an id is in any shard.
         candidates = sorted(
             CheckpointId(uuid.UUID(hex=name))
-            for shard in _list(self._ids_root)
-            for name in _list(os.path.join(self._ids_root, shard))
+            for shard in files.names(self._ids_root)
+            for name in files.names(os.path.join(self._ids_root, shard))
             if _ID_HEX.match(name) and name.startswith(wanted)
         )
         found: list[CheckpointId] = []
@@ -359,6 +427,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         return found
 
     def _load_header(self, checkpoint_id: CheckpointId) -> RecordHeader | None:
+        """The header of the checkpoint's record, or ``None`` if it is not there."""
         located = self._locate(checkpoint_id)
         if located is None:
             return None
@@ -396,36 +465,55 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     def _history_sync(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         dir_name = trace_dir_name(trace_id)
         steps = self._steps(dir_name)
         if before_step is not None:
             steps = [step for step in steps if step < before_step]
-        infos: list[CheckpointInfo] = []
+        entries: list[CheckpointInfo | DamagedRecord] = []
         for step in sorted(steps, reverse=True):
             try:
                 header, _ = self._read(dir_name, step, None, with_data=False)
             except FileNotFoundError:
                 continue  # deleted since the listing
-            infos.append(header.info())
-            if len(infos) == limit:
+            except CorruptCheckpoint as exc:
+                entries.append(DamagedRecord(damaged_id(exc), trace_id, step, exc.reason))
+            else:
+                entries.append(header.info())
+            if len(entries) == limit:
                 break
-        return infos
+        return entries
 
-    def _traces_sync(self) -> list[TraceId]:
+    def _traces_sync(self) -> list[TraceId | DamagedRecord]:
         found: list[TraceId] = []
-        for dir_name in _list(self._traces_root):
+        damaged: list[DamagedRecord] = []
+        for dir_name in files.names(self._traces_root):
             if not _TRACE_DIR.match(dir_name):
                 continue
-            # The directory name cannot be reversed (slugs are cut), so one header says.
-            for step in self._steps(dir_name):
+            steps = sorted(self._steps(dir_name))
+            if not steps:
+                continue
+            named = _trace_of_dir_name(dir_name)
+            if named is not None:
+                found.append(named)
+                continue
+            # A slug cut short cannot be reversed: a header says.
+            failure: CorruptCheckpoint | None = None
+            for step in steps:
                 try:
                     header, _ = self._read(dir_name, step, None, with_data=False)
                 except FileNotFoundError:
                     continue
-                found.append(TraceId(header.trace_id))
+                except CorruptCheckpoint as exc:
+                    failure = failure or exc
+                    continue
+                found.append(header.header.trace_id)
                 break
-        return sorted(found)
+            else:
+                if failure is not None:
+                    reason = f"no record in {dir_name} can be read: {failure.reason}"
+                    damaged.append(DamagedRecord(damaged_id(failure), None, None, reason))
+        return [*sorted(found), *damaged]
 
     def _delete_sync(self, checkpoint_id: CheckpointId) -> bool:
         deleted = self._delete_record(checkpoint_id)
@@ -441,7 +529,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         dir_name, step = located
         trace_dir = os.path.join(self._traces_root, dir_name)
         path = os.path.join(trace_dir, _step_file(step))
-        with _locked(path) as file:
+        with files.locked(path) as file:
             if file is None:
                 return False
             try:
@@ -452,11 +540,9 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
             if header is not None and header.checkpoint_id != checkpoint_id:
                 return False  # the step belongs to another checkpoint now
             os.unlink(path)
-        _fsync_dir(trace_dir)
-        shard_dir, link = self._id_link(checkpoint_id)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
-            _fsync_dir(shard_dir)
+        files.fsync_dir(trace_dir)
+        if self._release_claim(checkpoint_id, _link_target(dir_name, step)):
+            files.fsync_dir(self._id_link(checkpoint_id)[0])
         return True
 
     def _delete_trace_sync(self, trace_id: TraceId) -> int:
@@ -466,7 +552,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         shards: set[str] = set()
         for step in self._steps(dir_name):
             path = os.path.join(trace_dir, _step_file(step))
-            with _locked(path) as file:
+            with files.locked(path) as file:
                 if file is None:
                     continue  # deleted concurrently
                 try:
@@ -476,15 +562,13 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
                 os.unlink(path)
             deleted += 1
             if header is not None:
-                shard_dir, link = self._id_link(CheckpointId(header.checkpoint_id))
-                with contextlib.suppress(FileNotFoundError):
-                    if os.readlink(link) == _link_target(dir_name, step):
-                        os.unlink(link)
-                        shards.add(shard_dir)
+                checkpoint_id = CheckpointId(header.checkpoint_id)
+                if self._release_claim(checkpoint_id, _link_target(dir_name, step)):
+                    shards.add(self._id_link(checkpoint_id)[0])
         if deleted:
-            _fsync_dir(trace_dir)
+            files.fsync_dir(trace_dir)
         for shard_dir in sorted(shards):
-            _fsync_dir(shard_dir)
+            files.fsync_dir(shard_dir)
         try:
             os.rmdir(trace_dir)
         except FileNotFoundError:
@@ -494,7 +578,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
         else:
-            _fsync_dir(self._traces_root)
+            files.fsync_dir(self._traces_root)
         self._delete_trace_writes(dir_name)
         return deleted
 
@@ -505,33 +589,33 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         dir_name, step = located
         trace_dir = os.path.join(self._traces_root, dir_name)
         path = os.path.join(trace_dir, _step_file(step))
-        record = _RECORDS.encode(record_header(RecordHeader, blob), blob.data)
-        with _locked(path) as file:
+        record = _RECORDS.encode(RecordHeader.of(blob), blob.data)
+        with files.locked(path) as file:
             if file is None:
                 return False  # deleted
             header = _read_header(file, dir_name, step, blob.checkpoint_id)
             if header.checkpoint_id != blob.checkpoint_id:
                 return False  # deleted, and the step saved again by another checkpoint
-            field = different_header(header.info(), blob)
+            field = different_header(header.header, blob)
             if field is not None:
                 raise rewrite_conflict(blob, field)
             # Write the new record beside the old one, make it durable, then swap it in:
             # readers see the old file or the new one, never a mix.
-            temp, fd = _create_temp(trace_dir, step)
+            temp, fd = files.create_temp(trace_dir, step)
             replaced = False
             try:
                 with open(fd, "wb") as out:
                     for part in record:
                         out.write(part)
                     out.flush()
-                    _fsync(out.fileno())
+                    files.fsync(out.fileno())
                 os.replace(temp, path)
                 replaced = True
             finally:
                 if not replaced:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(temp)
-            _fsync_dir(trace_dir)
+            files.fsync_dir(trace_dir)
         return True
 
     # Helpers that know the layout.
@@ -559,7 +643,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     def _writes_records(self, writes_dir: str) -> list[str]:
         """The paths of a checkpoint's writes records, in the order they were made."""
-        names = sorted(name for name in _list(writes_dir) if _WRITES_FILE.match(name))
+        names = sorted(name for name in files.names(writes_dir) if _WRITES_FILE.match(name))
         return [os.path.join(writes_dir, name) for name in names]
 
     def _read_writes(self, path: str, *, with_data: bool = False) -> tuple[WritesHeader, bytes]:
@@ -591,7 +675,7 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
     def _steps(self, dir_name: str) -> list[int]:
         """The steps stored in a trace directory (unsorted); temp files are skipped."""
         steps: list[int] = []
-        for name in _list(os.path.join(self._traces_root, dir_name)):
+        for name in files.names(os.path.join(self._traces_root, dir_name)):
             match = _STEP_FILE.match(name)
             if match:
                 steps.append(int(match.group(1)))
@@ -615,47 +699,14 @@ class FileBlobStore(RewritableBlobStore, BlockingBlobStore):
         return header, data
 
 
-@contextlib.contextmanager
-def _locked(path: str) -> Iterator[IO[bytes] | None]:
-    """Open the record at ``path`` and hold its lock; ``None`` if there is no record.
-
-    Whoever removes or replaces a record file (delete, delete_trace, rewrite) holds
-    the lock of the file that is at its path, so none of them acts on a file another
-    has just removed or replaced; readers never wait for it. Saves only create
-    names, never replace them. Closing the file releases the lock.
-    """
-    while True:
-        try:
-            file = open(path, "rb")  # noqa: SIM115 - kept open while the caller holds the lock
-        except FileNotFoundError:
-            yield None
-            return
-        try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX)
-            opened = os.fstat(file.fileno())
-            try:
-                current = os.stat(path)
-            except FileNotFoundError:
-                file.close()
-                yield None
-                return
-        except BaseException:
-            file.close()
-            raise
-        if (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
-            break
-        file.close()  # replaced while we waited for the lock: lock the new file
-    with file:
-        yield file
-
-
-@contextlib.contextmanager
-def _storage_errors(action: str) -> Iterator[None]:
-    """Turn a failed file system call into :class:`StorageError`, the OS error its cause."""
+def _trace_of_dir_name(dir_name: str) -> TraceId | None:
+    """The trace id a directory name spells, unless its slug was cut (or it is not one)."""
+    slug = dir_name.rpartition("~")[0]
     try:
-        yield
-    except OSError as exc:
-        raise StorageError(f"file store: {action} failed: {exc}") from exc
+        trace_id = validate_trace_id(unquote(slug, errors="strict"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return trace_id if trace_dir_name(trace_id) == dir_name else None
 
 
 def _step_file(step: int) -> str:
@@ -686,18 +737,6 @@ def _link_parts(checkpoint_id: CheckpointId, link: str, root: str) -> list[str] 
     return parts
 
 
-def _replace_symlink(target: str, link: str) -> None:
-    """Point ``link`` at ``target`` in one step: a new symlink renamed over it."""
-    temp = f"{link}{_TEMP_PREFIX}{uuid.uuid4().hex}"
-    os.symlink(target, temp)
-    try:
-        os.replace(temp, link)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
 def _writes_file(seq: int) -> str:
     return f"{seq:020d}.wr"
 
@@ -716,69 +755,10 @@ def _read_header(
     end = _RECORDS.header_end(prefix, where, checkpoint_id, size)
     header = _RECORDS.read_header(prefix + file.read(end - len(prefix)), where, checkpoint_id, size)
     who = checkpoint_id or CheckpointId(header.checkpoint_id)
-    if trace_dir_name(header.trace_id) != dir_name:
+    if trace_dir_name(header.header.trace_id) != dir_name:
         raise CorruptCheckpoint(
-            who, f"{where}: header names trace {header.trace_id!r}, not this directory's"
+            who, f"{where}: header names trace {header.header.trace_id!r}, not this directory's"
         )
-    if header.step != step:
-        raise CorruptCheckpoint(who, f"{where}: header names step {header.step}")
+    if header.header.step != step:
+        raise CorruptCheckpoint(who, f"{where}: header names step {header.header.step}")
     return header
-
-
-def _list(directory: str) -> list[str]:
-    """The names in a directory; an absent directory is empty."""
-    try:
-        with os.scandir(directory) as entries:
-            return [entry.name for entry in entries]
-    except FileNotFoundError:
-        return []
-
-
-def _create_temp(trace_dir: str, step: int) -> tuple[str, int]:
-    """Create a fresh temp file in the trace directory, making the directory if needed."""
-    for attempt in range(_MKDIR_ATTEMPTS):
-        _ensure_dir(trace_dir)
-        temp = os.path.join(trace_dir, f"{_TEMP_PREFIX}{step}-{uuid.uuid4().hex}")
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except FileNotFoundError:
-            # delete_trace removed the (empty) directory between our mkdir and open.
-            if attempt == _MKDIR_ATTEMPTS - 1:
-                raise
-            continue
-        return temp, fd
-    raise AssertionError("unreachable")
-
-
-def _ensure_dir(path: str) -> None:
-    """Make ``path`` and its missing parents, fsyncing each parent that gained an entry.
-
-    Safe against concurrent creators; a non-directory in the way raises an ``OSError``.
-    """
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent != path:
-        _ensure_dir(parent)
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        if os.path.isdir(path):
-            return  # made by a concurrent writer
-        raise
-    _fsync_dir(parent)
-
-
-def _fsync(fd: int) -> None:
-    if _FULLFSYNC is not None:
-        fcntl.fcntl(fd, _FULLFSYNC)
-    else:
-        os.fsync(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        _fsync(fd)
-    finally:
-        os.close(fd)

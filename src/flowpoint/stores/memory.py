@@ -6,12 +6,14 @@ import bisect
 import threading
 from dataclasses import replace
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores.base import (
     BlockingBlobStore,
+    DamageReportingBlobStore,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     rewrite_conflict,
@@ -30,7 +32,7 @@ class _Trace:
         self.by_step: dict[int, CheckpointBlob] = {}
 
 
-class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
+class InMemoryBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobStore):
     """Keeps checkpoints in this process's memory; nothing survives the process.
 
     Latest is O(1), a page of history O(log n + page). One ``threading.Lock``
@@ -38,7 +40,8 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
     shared between event loops and threads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, read_only: bool = False) -> None:
+        self._read_only = check_read_only(read_only)
         self._lock = threading.Lock()
         self._by_id: dict[CheckpointId, CheckpointBlob] = {}
         self._by_trace: dict[TraceId, _Trace] = {}
@@ -106,9 +109,9 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
             trace = self._by_trace.get(trace_id)
             return trace.by_step[trace.steps[-1]] if trace else None
 
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         with self._lock:
             trace = self._by_trace.get(trace_id)
             if trace is None:
@@ -120,7 +123,11 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
             )
             steps = trace.steps[max(0, end - limit) : end]
             blobs = [trace.by_step[step] for step in reversed(steps)]
-        return [blob.info() for blob in blobs]
+        return [_entry(blob) for blob in blobs]
+
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
+        with self._lock:
+            return list(sorted(self._by_trace))
 
     async def _load_steps(
         self, trace_id: TraceId, first_step: int, last_step: int
@@ -132,10 +139,6 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
             start = bisect.bisect_left(trace.steps, first_step)
             end = bisect.bisect_right(trace.steps, last_step)
             return [trace.by_step[step] for step in trace.steps[start:end]]
-
-    async def _traces(self) -> list[TraceId]:
-        with self._lock:
-            return sorted(self._by_trace)
 
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
         with self._lock:
@@ -182,3 +185,12 @@ class InMemoryBlobStore(RewritableBlobStore, BlockingBlobStore):
         del trace.steps[bisect.bisect_left(trace.steps, step)]
         if not trace.steps:
             del self._by_trace[trace_id]
+
+
+def _entry(blob: CheckpointBlob) -> CheckpointInfo | DamagedRecord:
+    """The listing entry of a blob held; a header changed underneath the store is damage."""
+    try:
+        blob.check()
+    except ValueError as exc:
+        return DamagedRecord(blob.checkpoint_id, blob.trace_id, blob.step, f"its header: {exc}")
+    return blob.info()

@@ -6,12 +6,25 @@ contract:
 - **Needs** PostgreSQL 14 or newer, a database in the UTF8 encoding, and (for
   ``migrate=True``) the right to create tables in ``schema``. Install the driver
   with ``pip install 'flowpoint[postgres]'``.
-- **The schema is versioned**: table ``<prefix>schema_migrations`` records the
-  migrations applied. :meth:`PostgresBlobStore.setup` applies the missing ones in
-  one transaction under a transaction-level advisory lock, so that processes
-  starting at once are safe; it runs on first use unless ``migrate=False``. A
+- **The schema is versioned** (:mod:`._postgres_sql`): table
+  ``<prefix>schema_migrations`` records the migrations applied (version 2 adds
+  the pending writes' table, ``<prefix>writes``). :meth:`PostgresBlobStore.setup`
+  applies the missing ones in one transaction under a transaction-level advisory
+  lock, so that processes starting at once are safe, and a database of an older
+  release is upgraded in place; it runs on first use unless ``migrate=False``. A
   database migrated by a newer flowpoint is refused with
   :class:`~flowpoint.errors.StorageError` rather than misread.
+- **Pending writes** are saved in one transaction that holds a transaction-level
+  advisory lock on their checkpoint (so that the check of their trace holds),
+  with one ``INSERT ... ON CONFLICT`` of the whole call. Each delete takes the
+  writes of what it deletes along in the same statement.
+- **A URL that cannot work** fails on the first call with the server's reason:
+  a store made from a URL connects once on its own before it opens its pool.
+- **Read-only** (``read_only=True``): nothing is created or migrated; the first
+  call checks that the migrations table is there (else the database is not a
+  flowpoint store), and a pool made from a URL sets
+  ``default_transaction_read_only`` on its sessions, so the server refuses
+  writes too.
 - **Concurrency**: every call borrows a connection of an
   ``AsyncConnectionPool`` for one statement (or one transaction), so calls run
   in parallel up to the pool's ``max_size`` and queue beyond it; a save is one
@@ -45,26 +58,37 @@ import asyncio
 import contextlib
 import re
 import select
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
 
 import msgspec
 from typing_extensions import TypeIs, override
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite, validate_metadata
+from flowpoint.blob import (
+    CheckpointBlob,
+    CheckpointHeader,
+    CheckpointInfo,
+    DamagedRecord,
+    PendingWrite,
+    validate_metadata,
+)
 from flowpoint.errors import (
-    CheckpointConflict,
     CorruptCheckpoint,
     StorageError,
 )
 from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.stores._postgres_sql import MIGRATIONS, Statements
 from flowpoint.stores.base import (
+    DamageReportingBlobStore,
+    DriverErrors,
     PruneRule,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     id_range,
@@ -72,10 +96,11 @@ from flowpoint.stores.base import (
     rewrite_conflict,
 )
 from flowpoint.stores.columns import (
-    HeaderFields,
     blob_with_data,
     info_with_size,
+    listed_entry,
     metadata_from_json,
+    split_traces,
     trace_from_text,
     value_kind,
     write_from_columns,
@@ -99,7 +124,6 @@ _MIN_SERVER_VERSION: Final = 140000  # extract(epoch ...) is an exact numeric fr
 _SETUP_LOCK_KEY: Final = int.from_bytes(b"flowpoin", "big")
 # pg_advisory_xact_lock(int4, int4) class of a checkpoint's writes: b"fpwr".
 _WRITES_LOCK_CLASS: Final = int.from_bytes(b"fpwr", "big", signed=True)
-_MAX_IDENTIFIER_BYTES: Final = 63  # PostgreSQL cuts longer names silently
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
 _PREFIX = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)?\Z")
@@ -125,224 +149,17 @@ _FROM_URL_DEFAULTS: Final[Mapping[str, Any]] = {
 }
 _URL_OPTIONS: Final = frozenset(_FROM_URL_DEFAULTS)
 
-# -- SQL ---------------------------------------------------------------------------------
-# Table and constraint names are filled in per store ({checkpoints}, {pkey}, ...).
 
-# Migration N (1-based) is _MIGRATIONS[N - 1]. Released migrations never change: add
-# a new one instead.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    # 1: the checkpoints table. COLLATE "C" sorts trace ids by code point, as
-    # Python's sorted() does, whatever the database's default collation is.
-    (
-        """
-        CREATE TABLE {checkpoints} (
-            checkpoint_id uuid NOT NULL,
-            trace_id      text COLLATE "C" NOT NULL,
-            step          bigint NOT NULL,
-            parent_id     uuid,
-            graph_hash    bigint NOT NULL,
-            created_at    timestamptz NOT NULL,
-            current_node  text,
-            metadata      jsonb NOT NULL,
-            size          integer NOT NULL,
-            data          bytea NOT NULL,
-            CONSTRAINT {pkey} PRIMARY KEY (checkpoint_id),
-            CONSTRAINT {trace_step} UNIQUE (trace_id, step)
-        )
-        """,
-    ),
-    # 2: pending writes, keyed as the interface keys them; by trace for delete_trace.
-    (
-        """
-        CREATE TABLE {writes} (
-            checkpoint_id uuid NOT NULL,
-            task_id       text COLLATE "C" NOT NULL,
-            idx           bigint NOT NULL,
-            trace_id      text COLLATE "C" NOT NULL,
-            data          bytea NOT NULL,
-            CONSTRAINT {writes_pkey} PRIMARY KEY (checkpoint_id, task_id, idx)
-        )
-        """,
-        "CREATE INDEX {writes_trace} ON {writes} (trace_id)",
-    ),
-)
-
-_CREATE_MIGRATIONS_TABLE: Final = """
-CREATE TABLE IF NOT EXISTS {migrations} (
-    version    integer PRIMARY KEY,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-# created_at as seconds since the epoch (an exact numeric): psycopg's own timestamptz
-# loader raises on 'infinity' and on years past 9999, which a damaged row may hold.
-_HEADER: Final = (
-    "checkpoint_id, trace_id, step, parent_id, graph_hash, "
-    "extract(epoch FROM created_at), current_node, metadata::text"
-)
-_INSERT_SQL: Final = (
-    "INSERT INTO {checkpoints} (checkpoint_id, trace_id, step, parent_id, graph_hash, "
-    "created_at, current_node, metadata, size, data) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %b)"
-)
-_LOAD_SQL: Final = f"SELECT {_HEADER}, data FROM {{checkpoints}} WHERE checkpoint_id = %s"
-_LATEST_SQL: Final = (
-    f"SELECT {_HEADER}, data FROM {{checkpoints}} WHERE trace_id = %s ORDER BY step DESC LIMIT 1"
-)
-_STEPS_SQL: Final = (
-    f"SELECT {_HEADER}, data FROM {{checkpoints}} "
-    "WHERE trace_id = %s AND step BETWEEN %s AND %s ORDER BY step"
-)
-_HISTORY_SQL: Final = (
-    f"SELECT {_HEADER}, size FROM {{checkpoints}} WHERE trace_id = %s ORDER BY step DESC LIMIT %s"
-)
-_HISTORY_BEFORE_SQL: Final = (
-    f"SELECT {_HEADER}, size FROM {{checkpoints}} "
-    "WHERE trace_id = %s AND step < %s ORDER BY step DESC LIMIT %s"
-)
-# A skip scan of the (trace_id, step) index: one index probe per trace, where
-# SELECT DISTINCT would read every checkpoint's index entry.
-_TRACES_SQL: Final = """
-WITH RECURSIVE traces(trace_id) AS (
-    (SELECT trace_id FROM {checkpoints} ORDER BY trace_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT c.trace_id FROM {checkpoints} c
-            WHERE c.trace_id > traces.trace_id ORDER BY c.trace_id LIMIT 1)
-    FROM traces WHERE traces.trace_id IS NOT NULL
-)
-SELECT trace_id FROM traces WHERE trace_id IS NOT NULL
-"""
-_IDS_FROM_SQL: Final = (
-    "SELECT checkpoint_id FROM {checkpoints} WHERE checkpoint_id >= %s"
-    " ORDER BY checkpoint_id LIMIT %s"
-)
-_IDS_BETWEEN_SQL: Final = (
-    "SELECT checkpoint_id FROM {checkpoints} WHERE checkpoint_id >= %s AND checkpoint_id < %s"
-    " ORDER BY checkpoint_id LIMIT %s"
-)
-# Each delete takes the writes along in the same statement, so atomically.
-_DELETE_MANY_SQL: Final = (
-    "WITH writes AS (DELETE FROM {writes} WHERE checkpoint_id = ANY(%(ids)s))"
-    " DELETE FROM {checkpoints} WHERE checkpoint_id = ANY(%(ids)s)"
-)
-_DELETE_TRACE_SQL: Final = (
-    "WITH writes AS (DELETE FROM {writes} WHERE trace_id = %(trace)s)"
-    " DELETE FROM {checkpoints} WHERE trace_id = %(trace)s"
-)
-_PRUNE_SQL: Final = "DELETE FROM {checkpoints} WHERE trace_id = %(trace)s"
-_PRUNE_WITH_WRITES_SQL: Final = (
-    "WITH gone AS ({prune} RETURNING checkpoint_id),"
-    " writes AS (DELETE FROM {writes} WHERE checkpoint_id IN (SELECT checkpoint_id FROM gone))"
-    " SELECT count(*) FROM gone"
-)
-# Writes of one checkpoint are saved one call at a time (a transaction-level advisory
-# lock on the checkpoint), so that the check of their trace holds until the commit.
-_LOCK_WRITES_SQL: Final = "SELECT pg_advisory_xact_lock(%s, %s)"
-_WRITES_TRACE_SQL: Final = "SELECT trace_id FROM {writes} WHERE checkpoint_id = %s LIMIT 1"
-_INSERT_WRITES_SQL: Final = (
-    "INSERT INTO {writes} (checkpoint_id, task_id, idx, trace_id, data)"
-    " SELECT %s, task_id, idx, %s, data"
-    " FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) AS w(task_id, idx, data)"
-)
-_ON_CONFLICT_KEEP: Final = " ON CONFLICT (checkpoint_id, task_id, idx) DO NOTHING"
-_ON_CONFLICT_REPLACE: Final = (
-    " ON CONFLICT (checkpoint_id, task_id, idx) DO UPDATE SET data = EXCLUDED.data"
-)
-_LOAD_WRITES_SQL: Final = (
-    "SELECT task_id, idx, trace_id, data FROM {writes} WHERE checkpoint_id = %s"
-)
-# Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
-_PRUNE_KEEP_SQL: Final = (
-    " AND step <= (SELECT step FROM {checkpoints} WHERE trace_id = %(trace)s"
-    " ORDER BY step DESC LIMIT 1 OFFSET %(keep)s)"
-)
-_PRUNE_CUTOFF_SQL: Final = " AND created_at < %(cutoff)s"
-# A rewrite replaces the data of the row whose whole header matches. jsonb's `=`
-# holds 1 equal to 1.0, so metadata is compared as jsonb's canonical text (keys
-# sorted, numbers as written): the store writes every value in one form.
-_REWRITE_SQL: Final = (
-    "UPDATE {checkpoints} SET size = %s, data = %b WHERE checkpoint_id = %s"
-    " AND trace_id = %s AND step = %s AND parent_id IS NOT DISTINCT FROM %s"
-    " AND graph_hash = %s AND created_at = %s AND current_node IS NOT DISTINCT FROM %s"
-    " AND metadata::text = (%s::jsonb)::text"
-)
-_HEADER_FOR_UPDATE_SQL: Final = (
-    f"SELECT {_HEADER}, size FROM {{checkpoints}} WHERE checkpoint_id = %s FOR UPDATE"
-)
-_REWRITE_BY_ID_SQL: Final = "UPDATE {checkpoints} SET size = %s, data = %b WHERE checkpoint_id = %s"
-
-
-class _Statements:
-    """Every statement of one store, with its schema and table names filled in."""
-
-    def __init__(self, schema: str, prefix: str) -> None:
-        from psycopg import sql
-
-        names = {
-            "checkpoints": f"{prefix}checkpoints",
-            "writes": f"{prefix}writes",
-            "migrations": f"{prefix}schema_migrations",
-            "pkey": f"{prefix}checkpoints_pkey",
-            "trace_step": f"{prefix}checkpoints_trace_id_step_key",
-            "writes_pkey": f"{prefix}writes_pkey",
-            "writes_trace": f"{prefix}writes_trace_id_idx",
-        }
-        for name in (schema, *names.values()):
-            if len(name.encode()) > _MAX_IDENTIFIER_BYTES:
-                raise ValueError(f"PostgreSQL names have at most 63 bytes: {name!r} is longer")
-        self.pkey = names["pkey"]
-        # Rendered once: identifiers are checked above to hold no '%', so the text
-        # stays a valid query for psycopg's placeholders.
-        identifiers = {
-            key: (
-                sql.Identifier(schema, value)
-                if key in ("checkpoints", "writes", "migrations")
-                else sql.Identifier(value)
-            )
-            for key, value in names.items()
-        }
-
-        def render(template: str) -> str:
-            return sql.SQL(template).format(**identifiers).as_string(None)
-
-        self.migrations = tuple(
-            tuple(render(statement) for statement in step) for step in _MIGRATIONS
-        )
-        self.create_migrations_table = render(_CREATE_MIGRATIONS_TABLE)
-        self.schema_version = render("SELECT max(version) FROM {migrations}")
-        self.record_migration = render("INSERT INTO {migrations} (version) VALUES (%s)")
-        self.insert = render(_INSERT_SQL)
-        self.load = render(_LOAD_SQL)
-        self.latest = render(_LATEST_SQL)
-        self.steps = render(_STEPS_SQL)
-        self.history = render(_HISTORY_SQL)
-        self.history_before = render(_HISTORY_BEFORE_SQL)
-        self.traces = render(_TRACES_SQL)
-        self.ids_from = render(_IDS_FROM_SQL)
-        self.ids_between = render(_IDS_BETWEEN_SQL)
-        self.delete_many = render(_DELETE_MANY_SQL)
-        self.delete_trace = render(_DELETE_TRACE_SQL)
-        self.prune = render(_PRUNE_SQL)
-        self.prune_keep = render(_PRUNE_KEEP_SQL)
-        self.prune_cutoff = render(_PRUNE_CUTOFF_SQL)
-        self.prune_with_writes = render(_PRUNE_WITH_WRITES_SQL.replace("{prune}", "{{prune}}"))
-        self.writes_trace = render(_WRITES_TRACE_SQL)
-        self.insert_writes = render(_INSERT_WRITES_SQL)
-        self.load_writes = render(_LOAD_WRITES_SQL)
-        self.rewrite = render(_REWRITE_SQL)
-        self.header_for_update = render(_HEADER_FOR_UPDATE_SQL)
-        self.rewrite_by_id = render(_REWRITE_BY_ID_SQL)
-        self.create_schema = sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema))
-        self.schema = schema
-
-
-class PostgresBlobStore(RewritableBlobStore):
+class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
     """Checkpoints in a PostgreSQL table, through a psycopg ``AsyncConnectionPool``.
 
     ``pool`` belongs to the application: it must be open, :meth:`close` leaves it
     open, and its connections may be in autocommit mode or not (outside it, each
     statement gets its own transaction). ``schema`` and ``table_prefix`` name the
     tables (``public.flowpoint_checkpoints`` by default). With ``migrate=True``
-    the first call runs :meth:`setup`. The constructor does no I/O.
+    the first call runs :meth:`setup`. With ``read_only=True`` nothing is created
+    or migrated, and the first call checks that the tables are a flowpoint store's.
+    The constructor does no I/O.
     """
 
     def __init__(
@@ -352,6 +169,7 @@ class PostgresBlobStore(RewritableBlobStore):
         schema: str = "public",
         table_prefix: str = "flowpoint_",
         migrate: bool = True,
+        read_only: bool = False,
     ) -> None:
         _require_driver()
         if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
@@ -363,14 +181,17 @@ class PostgresBlobStore(RewritableBlobStore):
             )
         if not isinstance(migrate, bool):
             raise ValueError(f"migrate must be a bool, not {migrate!r}")
-        self._sql = _Statements(schema, table_prefix)
+        self._read_only = check_read_only(read_only)
+        self._sql = Statements(schema, table_prefix)
         self._pool = pool
         self._table_prefix = table_prefix
-        self._migrate = migrate
+        self._migrate = migrate and not read_only
         self._migrated = False
+        # The schema version found by a read-only store's first call (None: not yet).
+        self._schema_found: int | None = None
         self._setup_lock = asyncio.Lock()  # binds to no loop until contended
-        self._closed = False
         self._owns_pool = False
+        self._conninfo = ""  # of a pool the store made itself
         self._label = f"pool {getattr(pool, 'name', '?')!r}"
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(pool.max_size)  # see _take_slot
@@ -386,6 +207,7 @@ class PostgresBlobStore(RewritableBlobStore):
         schema: str | None = None,
         table_prefix: str | None = None,
         timeout: float | None = None,
+        read_only: bool = False,
     ) -> PostgresBlobStore:
         """A store over a pool of its own, opened on first use and closed by :meth:`close`.
 
@@ -396,7 +218,12 @@ class PostgresBlobStore(RewritableBlobStore):
         raises ``ValueError``. Defaults: ``min_size=1``, ``max_size=10``
         connections; ``migrate=True``; ``schema="public"``;
         ``table_prefix="flowpoint_"``; ``timeout=30.0``, the seconds a call waits
-        for a connection.
+        for a connection. With ``read_only=True`` the pool's sessions are read-only
+        too (``default_transaction_read_only``), so the server refuses any write.
+
+        The first call connects once on its own before it opens the pool: a wrong
+        port, role or database (anything the server refuses) fails at once with the
+        server's own reason, not after ``timeout``.
         """
         _require_driver()
         from psycopg_pool import AsyncConnectionPool
@@ -419,6 +246,7 @@ class PostgresBlobStore(RewritableBlobStore):
             max_size=options["max_size"],
             timeout=options["timeout"],
             kwargs={"autocommit": True},
+            configure=_read_only_session if read_only else None,
             check=_check_idle_connection,
             open=False,
             name="flowpoint",
@@ -428,8 +256,10 @@ class PostgresBlobStore(RewritableBlobStore):
             schema=options["schema"],
             table_prefix=options["table_prefix"],
             migrate=options["migrate"],
+            read_only=read_only,
         )
         store._owns_pool = True
+        store._conninfo = conninfo
         store._label = _redact(url)
         return store
 
@@ -447,33 +277,37 @@ class PostgresBlobStore(RewritableBlobStore):
         :class:`~flowpoint.errors.StorageError` for a database migrated by a newer
         flowpoint, and on every call after that (nothing is cached).
         """
-        async with self._setup_lock:
-            if self._closed:
-                raise StorageError(f"{self!r} is closed")
-            if self._migrated:
-                return
-            with self._driver_errors("setup"):
+        with self._calling("setup"):
+            async with self._setup_lock:
+                if self._migrated:
+                    return
                 pool = await self._open_pool()
                 async with pool.connection() as conn:
                     await _migrate(conn, self._sql)
-            self._migrated = True
+                self._migrated = True
 
     @override
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
         if not self._owns_pool:
             return
         loop = self._pool_loop
-        with self._driver_errors("close"):
-            if loop is None or loop is asyncio.get_running_loop():
-                await self._pool.close()
-            elif loop.is_running():
-                # Opened on another thread's loop (the blocking facade's): close it there.
-                await asyncio.wrap_future(
-                    asyncio.run_coroutine_threadsafe(self._pool.close(), loop)
-                )
+        if loop is None or loop is asyncio.get_running_loop():
+            await self._pool.close()
+        elif loop.is_running():
+            # Opened on another thread's loop (the blocking facade's): close it there.
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._pool.close(), loop))
+
+    @override
+    def _driver_errors(self) -> DriverErrors:
+        import psycopg
+
+        def conflict(exc: BaseException) -> Literal["step", "id"] | None:
+            if not isinstance(exc, psycopg.errors.UniqueViolation):
+                return None
+            return "id" if exc.diag.constraint_name == self._sql.pkey else "step"
+
+        # The pool's errors (PoolTimeout...) are psycopg's too.
+        return DriverErrors(failures=(psycopg.Error,), conflict=conflict, describe=str)
 
     # -- the interface -------------------------------------------------------------------
 
@@ -491,7 +325,7 @@ class PostgresBlobStore(RewritableBlobStore):
             len(blob.data),
             blob.data,
         )
-        async with self._connection("save", blob) as conn:
+        async with self._connection() as conn:
             await conn.execute(self._sql.insert, params)
 
     @override
@@ -511,7 +345,7 @@ class PostgresBlobStore(RewritableBlobStore):
             blob.current_node,
             _encode_metadata(blob.metadata),
         )
-        async with self._connection("rewrite") as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(self._sql.rewrite, params)
             if cursor.rowcount > 0:
                 return True
@@ -532,24 +366,24 @@ class PostgresBlobStore(RewritableBlobStore):
 
     @override
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
-        rows = await self._fetch("load", self._sql.load, (checkpoint_id,))
+        rows = await self._fetch(self._sql.load, (checkpoint_id,))
         return _blob_from_row(rows[0]) if rows else None
 
     @override
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
-        rows = await self._fetch("load_latest", self._sql.latest, (trace_id,))
+        rows = await self._fetch(self._sql.latest, (trace_id,))
         return _blob_from_row(rows[0]) if rows else None
 
     @override
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         if before_step is None:
-            rows = await self._fetch("history", self._sql.history, (trace_id, limit))
+            rows = await self._fetch(self._sql.history, (trace_id, limit))
         else:
             query = self._sql.history_before
-            rows = await self._fetch("history", query, (trace_id, before_step, limit))
-        return [_info_from_row(row) for row in rows]
+            rows = await self._fetch(query, (trace_id, before_step, limit))
+        return [listed_entry(partial(_info_from_row, row), trace_id, row[2]) for row in rows]
 
     @override
     async def _load_steps(
@@ -559,13 +393,18 @@ class PostgresBlobStore(RewritableBlobStore):
             return []  # no bigint step is that high
         # Bounds within bigint keep the comparison on the (trace_id, step) index.
         params = (trace_id, first_step, min(last_step, _INT64_MAX))
-        rows = await self._fetch("load_steps", self._sql.steps, params)
+        rows = await self._fetch(self._sql.steps, params)
         return [_blob_from_row(row) for row in rows]
 
     @override
-    async def _traces(self) -> list[TraceId]:
-        rows = await self._fetch("traces", self._sql.traces, ())
-        return [trace_from_text(row[0]) for row in rows]
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
+        rows = await self._fetch(self._sql.traces, ())
+        traces, damaged = split_traces([row[0] for row in rows])
+        entries: list[TraceId | DamagedRecord] = [*traces]
+        for value, reason in damaged:
+            held = await self._fetch(self._sql.trace_rows, (value,))
+            entries.extend(DamagedRecord(raw_id, None, step, reason) for raw_id, step in held)
+        return entries
 
     @override
     async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
@@ -574,18 +413,16 @@ class PostgresBlobStore(RewritableBlobStore):
             return []
         low, high = bounds
         if high is None:
-            rows = await self._fetch("ids_with_prefix", self._sql.ids_from, (low, limit))
+            rows = await self._fetch(self._sql.ids_from, (low, limit))
         else:
             query = self._sql.ids_between
-            rows = await self._fetch("ids_with_prefix", query, (low, high, limit))
+            rows = await self._fetch(query, (low, high, limit))
         return [CheckpointId(row[0]) for row in rows]
 
     @override
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
         first = writes[0]
-        insert = self._sql.insert_writes + (
-            _ON_CONFLICT_REPLACE if overwrite else _ON_CONFLICT_KEEP
-        )
+        insert = self._sql.insert_writes_replace if overwrite else self._sql.insert_writes_keep
         params = (
             first.checkpoint_id,
             first.trace_id,
@@ -593,8 +430,8 @@ class PostgresBlobStore(RewritableBlobStore):
             [write.index for write in writes],
             [bytes(write.data) for write in writes],
         )
-        async with self._connection("save_writes") as conn, conn.transaction():
-            await conn.execute(_LOCK_WRITES_SQL, _writes_lock_key(first.checkpoint_id))
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(self._sql.lock_writes, _writes_lock_key(first.checkpoint_id))
             cursor = await conn.execute(self._sql.writes_trace, (first.checkpoint_id,))
             stored = await cursor.fetchone()
             if stored is not None:
@@ -604,7 +441,9 @@ class PostgresBlobStore(RewritableBlobStore):
 
     @override
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
-        rows = await self._fetch("load_writes", self._sql.load_writes, (checkpoint_id,))
+        if self._schema_found == 1:
+            return []  # read-only, on tables older than pending writes
+        rows = await self._fetch(self._sql.load_writes, (checkpoint_id,))
         return [write_from_columns(checkpoint_id, *row) for row in rows]
 
     @override
@@ -614,70 +453,79 @@ class PostgresBlobStore(RewritableBlobStore):
     @override
     async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
         params = {"ids": checkpoint_ids}
-        return await self._modify("delete_many", self._sql.delete_many, params)
+        return await self._modify(self._sql.delete_many, params)
 
     @override
     async def _delete_trace(self, trace_id: TraceId) -> int:
         params = {"trace": trace_id}
-        return await self._modify("delete_trace", self._sql.delete_trace, params)
+        return await self._modify(self._sql.delete_trace, params)
 
     @override
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
-        query = self._sql.prune
         params: dict[str, object] = {"trace": trace_id}
         if rule.keep_latest is not None:
-            query += self._sql.prune_keep
             params["keep"] = rule.keep_latest
         if rule.cutoff is not None:
-            query += self._sql.prune_cutoff
             params["cutoff"] = rule.cutoff
-        statement = self._sql.prune_with_writes.replace("{prune}", query)
-        rows = await self._fetch("prune", statement, params)
+        statement = self._sql.prune(keep="keep" in params, cutoff="cutoff" in params)
+        rows = await self._fetch(statement, params)
         return int(rows[0][0])
 
     # -- connections -----------------------------------------------------------------------
 
     async def _fetch(
-        self, action: str, query: str, params: Sequence[object] | Mapping[str, object]
+        self, query: str, params: Sequence[object] | Mapping[str, object]
     ) -> list[_Row]:
         from psycopg.rows import tuple_row
 
         # Binary results: bytea arrives as raw bytes, not as hex text to decode.
-        async with self._connection(action) as conn:
+        async with self._connection() as conn:
             cursor = conn.cursor(binary=True, row_factory=tuple_row)
             await cursor.execute(query, params)
             return await cursor.fetchall()
 
-    async def _modify(
-        self, action: str, query: str, params: Sequence[object] | Mapping[str, object]
-    ) -> int:
-        async with self._connection(action) as conn:
+    async def _modify(self, query: str, params: Sequence[object] | Mapping[str, object]) -> int:
+        async with self._connection() as conn:
             cursor = await conn.execute(query, params)
             return cursor.rowcount
 
     @contextlib.asynccontextmanager
-    async def _connection(
-        self, action: str, blob: CheckpointBlob | None = None
-    ) -> AsyncIterator[_Connection]:
-        """A pooled connection for one statement (or one transaction), inside the error boundary.
+    async def _connection(self) -> AsyncIterator[_Connection]:
+        """A pooled connection for one statement (or one transaction).
 
         Outside autocommit mode (an application's pool) the statement gets its
         own transaction, committed when the block ends.
         """
-        with self._driver_errors(action, blob):
-            if self._migrate and not self._migrated:
-                await self.setup()
-            pool = await self._open_pool()
-            await self._take_slot(pool)
-            try:
-                async with pool.connection() as conn:
-                    if conn.autocommit:
+        if self._migrate and not self._migrated:
+            await self.setup()
+        elif self._read_only and self._schema_found is None:
+            await self._check_schema()
+        pool = await self._open_pool()
+        await self._take_slot(pool)
+        try:
+            async with pool.connection() as conn:
+                if conn.autocommit:
+                    yield conn
+                else:
+                    async with conn.transaction():
                         yield conn
-                    else:
-                        async with conn.transaction():
-                            yield conn
-            finally:
-                self._slots.release()
+        finally:
+            self._slots.release()
+
+    async def _probe(self) -> None:
+        """Connect once, alone, so that a URL that cannot work fails now, saying why.
+
+        The pool retries a failed connection in the background until a call's
+        timeout passes, and then knows only that it got none.
+        """
+        import psycopg
+
+        try:
+            async with asyncio.timeout(self._pool.timeout):
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except TimeoutError:
+            raise StorageError(f"{self!r}: no connection within {self._pool.timeout:g} s") from None
+        await conn.close()
 
     async def _take_slot(self, pool: _Pool) -> None:
         """Wait, up to the pool's timeout, until fewer than ``max_size`` calls run.
@@ -697,14 +545,35 @@ class PostgresBlobStore(RewritableBlobStore):
         except TimeoutError:
             raise PoolTimeout(f"couldn't get a connection after {pool.timeout:.2f} sec") from None
 
+    async def _check_schema(self) -> None:
+        """A read-only store's first look: whose tables are these, of which version."""
+        import psycopg
+
+        pool = await self._open_pool()
+        async with pool.connection() as conn:
+            try:
+                cursor = await conn.execute(self._sql.schema_version)
+            except psycopg.errors.UndefinedTable as exc:
+                raise StorageError(
+                    f"{self!r} is not a flowpoint store: there is no "
+                    f"{self._table_prefix}schema_migrations table in schema {self._sql.schema!r}"
+                ) from exc
+            row = await cursor.fetchone()
+        version = 0 if row is None or row[0] is None else row[0]
+        if not 1 <= version <= len(MIGRATIONS):
+            raise StorageError(
+                f"{self!r}: the flowpoint tables have schema version {version}; this "
+                f"flowpoint reads versions 1 to {len(MIGRATIONS)}"
+            )
+        self._schema_found = version
+
     async def _open_pool(self) -> _Pool:
-        if self._closed:
-            raise StorageError(f"{self!r} is closed")
         if not self._owns_pool:
             return self._pool
         loop = asyncio.get_running_loop()
         if self._pool_loop is None:
-            # wait=False: a server that is down now must not close the pool for good;
+            await self._probe()
+            # wait=False: a server that is down later must not close the pool for good;
             # the pool keeps reconnecting and each call waits up to its timeout.
             # Opening an open pool is a no-op, so concurrent first calls are safe.
             await self._pool.open(wait=False)
@@ -716,32 +585,11 @@ class PostgresBlobStore(RewritableBlobStore):
             )
         return self._pool
 
-    @contextlib.contextmanager
-    def _driver_errors(self, action: str, blob: CheckpointBlob | None = None) -> Iterator[None]:
-        """The error boundary around every driver call.
-
-        A unique violation of a save is a :class:`CheckpointConflict`; every other
-        driver error is a :class:`StorageError` with the driver's error as cause.
-        """
-        import psycopg
-
-        try:
-            yield
-        except psycopg.errors.UniqueViolation as exc:
-            if blob is None:
-                raise StorageError(f"PostgreSQL {self._label}: {action} failed: {exc}") from exc
-            detail = None
-            if exc.diag.constraint_name == self._sql.pkey:
-                detail = f"checkpoint id {blob.checkpoint_id} exists"
-            raise CheckpointConflict(blob.trace_id, blob.step, detail) from exc
-        except psycopg.Error as exc:  # the pool's errors (PoolTimeout...) are psycopg's too
-            raise StorageError(f"PostgreSQL {self._label}: {action} failed: {exc}") from exc
-
 
 # -- setup -------------------------------------------------------------------------------
 
 
-async def _migrate(conn: _Connection, statements: _Statements) -> None:
+async def _migrate(conn: _Connection, statements: Statements) -> None:
     from psycopg.rows import tuple_row
 
     async with conn.transaction():
@@ -777,6 +625,11 @@ async def _migrate(conn: _Connection, statements: _Statements) -> None:
             for statement in statements.migrations[version - 1]:
                 await cursor.execute(statement)
             await cursor.execute(statements.record_migration, (version,))
+
+
+async def _read_only_session(conn: _Connection) -> None:
+    """The pool's setup of a read-only store's connections: the server refuses writes."""
+    await conn.execute("SET default_transaction_read_only = on")
 
 
 async def _check_idle_connection(conn: _Connection) -> None:
@@ -931,7 +784,7 @@ def _info_from_row(row: _Row) -> CheckpointInfo:
     return info_with_size(_header_from_row(row), row[8])
 
 
-def _header_from_row(row: _Row) -> HeaderFields:
+def _header_from_row(row: _Row) -> CheckpointHeader:
     raw_id, trace_id, step, parent_id, graph_hash, epoch, current_node, metadata = row[:8]
     if type(raw_id) is not UUID:
         raise CorruptCheckpoint(
@@ -953,15 +806,15 @@ def _header_from_row(row: _Row) -> HeaderFields:
         raise corrupt("graph_hash", graph_hash, "not an int")
     if current_node is not None and type(current_node) is not str:
         raise corrupt("current_node", current_node, "not text or NULL")
-    return (
-        checkpoint_id,
-        trace,
-        step,
-        None if parent_id is None else CheckpointId(parent_id),
-        graph_hash % _UINT64,
-        _created_from_column(checkpoint_id, epoch),
-        current_node,
-        metadata_from_json(checkpoint_id, metadata),
+    return CheckpointHeader(
+        checkpoint_id=checkpoint_id,
+        trace_id=trace,
+        step=step,
+        parent_id=None if parent_id is None else CheckpointId(parent_id),
+        graph_hash=graph_hash % _UINT64,
+        created_at=_created_from_column(checkpoint_id, epoch),
+        current_node=current_node,
+        metadata=metadata_from_json(checkpoint_id, metadata),
     )
 
 

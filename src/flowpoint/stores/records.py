@@ -4,14 +4,18 @@ Layout (integers big-endian)::
 
     8 bytes   magic, one per backend and kind of record
     4 bytes   header length H
-    H bytes   header: JSON (a :class:`RecordHeader` or a :class:`WritesHeader`)
+    H bytes   header: a JSON object
     4 bytes   CRC-32 of the header
     ...       data, exactly as many bytes as the header's ``data_length`` says
 
-A checkpoint's record (magic ``b"FPFILE1\n"``, ``b"FPS3OB1\n"``) holds its header
-fields and its data. A writes record (``b"FPWRIT1\n"``, ``b"FPS3WR1\n"``) holds what
-one :meth:`~flowpoint.stores.base.BlobCheckpointStore.save_writes` call stored: the
-keys and lengths of its writes in the header, their data one after another.
+A checkpoint's record (magic ``b"FPFILE1\n"``, ``b"FPS3OB1\n"``) holds a
+:class:`RecordHeader`: the checkpoint's header fields (the
+:class:`~flowpoint.blob.CheckpointHeader` as JSON: ids and times as text), the
+data's length and the fields its backend adds, then the checkpoint's data. A writes
+record (``b"FPWRIT1\n"``, ``b"FPS3WR1\n"``) holds what one
+:meth:`~flowpoint.stores.base.BlobCheckpointStore.save_writes` call stored: the
+keys and lengths of its writes in a :class:`WritesHeader`, their data one after
+another.
 
 The header is checked on its own (magic, length, CRC, field kinds), so a listing
 reads headers only and finds damage without touching the data. Whether the record
@@ -20,24 +24,24 @@ sits where its header says it belongs (trace, step) is the backend's to check.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import uuid
 import zlib
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import msgspec
 
 from flowpoint.blob import (
+    HEADER_FIELDS,
     CheckpointBlob,
+    CheckpointHeader,
     CheckpointInfo,
-    MetadataValue,
     PendingWrite,
-    check_header,
     check_write_key,
     utc,
-    validate_metadata,
 )
 from flowpoint.errors import CorruptCheckpoint
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
@@ -46,48 +50,44 @@ __all__ = [
     "RecordFormat",
     "RecordHeader",
     "WritesHeader",
-    "record_header",
+    "checkpoint_records",
+    "readable_id",
     "resolve_writes",
     "writes_header",
+    "writes_records",
 ]
 
 _PREFIX = struct.Struct(">8sI")
 _CRC = struct.Struct(">I")
 _MAX_HEADER = 2**32 - 1
+_encode_json = msgspec.json.Encoder().encode
 
 
-class RecordHeader(msgspec.Struct, forbid_unknown_fields=True):
-    """The store's own header of a checkpoint's record; a backend may add fields in a subclass."""
+@dataclass(frozen=True, slots=True)
+class RecordHeader:
+    """The header of a checkpoint's record: the checkpoint's, and what the record adds.
 
-    checkpoint_id: uuid.UUID
-    trace_id: str
-    step: int
-    parent_id: uuid.UUID | None
-    graph_hash: int
-    created_at: str
-    current_node: str | None
-    metadata: dict[str, MetadataValue]
-    data_length: Annotated[int, msgspec.Meta(ge=0)]
+    ``extra`` holds the text fields a backend adds (the S3 store's ``writer``).
+    """
+
+    header: CheckpointHeader
+    data_length: int
+    extra: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def checkpoint_id(self) -> CheckpointId:
+        """The id of the checkpoint the record holds."""
+        return self.header.checkpoint_id
 
     def info(self) -> CheckpointInfo:
         """The checkpoint's header, with ``size`` the data's length."""
-        return CheckpointInfo(
-            checkpoint_id=CheckpointId(self.checkpoint_id),
-            trace_id=TraceId(self.trace_id),
-            step=self.step,
-            parent_id=None if self.parent_id is None else CheckpointId(self.parent_id),
-            graph_hash=self.graph_hash,
-            created_at=utc(datetime.fromisoformat(self.created_at)),
-            current_node=self.current_node,
-            metadata=self.metadata,
-            size=self.data_length,
-        )
+        return self.header.with_size(self.data_length)
 
-    def check(self) -> None:
-        """Raise ``ValueError`` for a value no checkpoint header may hold."""
-        validate_trace_id(self.trace_id)
-        check_header(self.step, self.graph_hash, datetime.fromisoformat(self.created_at))
-        validate_metadata(self.metadata)
+    @classmethod
+    def of(cls, blob: CheckpointBlob, **extra: str) -> RecordHeader:
+        """The header of ``blob``'s record (its time in UTC), with a backend's ``extra``."""
+        header = dataclasses.replace(blob.header, created_at=utc(blob.created_at))
+        return cls(header, len(blob.data), extra)
 
 
 class WritesHeader(msgspec.Struct, forbid_unknown_fields=True):
@@ -108,7 +108,7 @@ class WritesHeader(msgspec.Struct, forbid_unknown_fields=True):
         validate_trace_id(self.trace_id)
         for task_id, index, _ in self.writes:
             check_write_key(task_id, index)
-        if len({(task_id, index) for task_id, index, _ in self.writes}) != len(self.writes):
+        if len(self.keys()) != len(self.writes):
             raise ValueError("a key is in the record twice")
         if sum(length for _, _, length in self.writes) != self.data_length:
             raise ValueError("the writes' lengths do not add up to the data's")
@@ -120,17 +120,10 @@ class WritesHeader(msgspec.Struct, forbid_unknown_fields=True):
     def split(self, data: bytes) -> list[PendingWrite]:
         """The record's writes, given its data."""
         writes, offset = [], 0
-        checkpoint_id = CheckpointId(self.checkpoint_id)
+        trace_id, checkpoint_id = TraceId(self.trace_id), CheckpointId(self.checkpoint_id)
         for task_id, index, length in self.writes:
-            writes.append(
-                PendingWrite(
-                    TraceId(self.trace_id),
-                    checkpoint_id,
-                    task_id,
-                    index,
-                    data[offset : offset + length],
-                )
-            )
+            chunk = data[offset : offset + length]
+            writes.append(PendingWrite(trace_id, checkpoint_id, task_id, index, chunk))
             offset += length
         return writes
 
@@ -162,27 +155,8 @@ def resolve_writes(records: Iterable[tuple[WritesHeader, bytes]]) -> list[Pendin
     return list(resolved.values())
 
 
-R = TypeVar("R", bound=RecordHeader)
-
-
-def record_header(header_type: type[R], blob: CheckpointBlob, **extra: Any) -> R:
-    """The header of ``blob``'s record; ``extra`` fills a subclass's own fields."""
-    return header_type(
-        checkpoint_id=blob.checkpoint_id,
-        trace_id=blob.trace_id,
-        step=blob.step,
-        parent_id=blob.parent_id,
-        graph_hash=blob.graph_hash,
-        created_at=utc(blob.created_at).isoformat(timespec="microseconds"),
-        current_node=blob.current_node,
-        metadata=validate_metadata(blob.metadata),
-        data_length=len(blob.data),
-        **extra,
-    )
-
-
 class _Header(Protocol):
-    """What the record format needs of a header type."""
+    """What the record format needs of a header."""
 
     @property
     def checkpoint_id(self) -> uuid.UUID: ...
@@ -190,26 +164,28 @@ class _Header(Protocol):
     @property
     def data_length(self) -> int: ...
 
-    def check(self) -> None: ...
-
 
 H = TypeVar("H", bound=_Header)
 
-_encode_json = msgspec.json.Encoder().encode
-
 
 class RecordFormat(Generic[H]):
-    """Writes and reads records with one magic and one header type."""
+    """Writes and reads records with one magic and one kind of header.
+
+    ``encode`` gives a header's JSON; ``decode`` reads one back and checks its
+    values, raising ``ValueError`` for any it refuses.
+    """
 
     prefix_size = _PREFIX.size
     checksum_size = _CRC.size
 
-    def __init__(self, magic: bytes, header_type: type[H]) -> None:
+    def __init__(
+        self, magic: bytes, encode: Callable[[H], bytes], decode: Callable[[bytes], H]
+    ) -> None:
         if len(magic) != 8:
             raise ValueError("a record magic is 8 bytes")
         self.magic = magic
-        self.header_type = header_type
-        self._decode_json: Callable[[bytes], H] = msgspec.json.Decoder(header_type).decode
+        self._encode = encode
+        self._decode = decode
 
     def encode(self, header: H, data: bytes) -> tuple[bytes, bytes, bytes, bytes]:
         """The parts of a record: prefix, header JSON, its CRC, data.
@@ -219,7 +195,7 @@ class RecordFormat(Generic[H]):
         """
         checkpoint_id = CheckpointId(header.checkpoint_id)
         try:
-            header_json = _encode_json(header)
+            header_json = self._encode(header)
             if len(header_json) > _MAX_HEADER:
                 raise ValueError(f"the header is {len(header_json)} bytes")
             self.decode_header(header_json, checkpoint_id, "the new header")
@@ -254,7 +230,9 @@ class RecordFormat(Generic[H]):
     ) -> H:
         """The checked header of a record of ``size`` bytes whose first bytes are ``head``.
 
-        ``head`` must reach at least to the end of the header's CRC.
+        ``head`` must reach at least to the end of the header's CRC. The
+        :class:`CorruptCheckpoint` raised for a damaged header names the id the
+        caller gave, or else the id the header holds if it can be read at all.
         """
         end = self.header_end(head, where, checkpoint_id, size)
         if len(head) < end:
@@ -263,7 +241,7 @@ class RecordFormat(Generic[H]):
         (crc,) = _CRC.unpack_from(head, end - _CRC.size)
         if zlib.crc32(header_json) != crc:
             raise CorruptCheckpoint(checkpoint_id, f"{where}: header checksum mismatch")
-        header = self.decode_header(header_json, checkpoint_id, where)
+        header = self.decode_header(header_json, checkpoint_id or readable_id(header_json), where)
         if size != end + header.data_length:
             raise CorruptCheckpoint(
                 checkpoint_id or CheckpointId(header.checkpoint_id),
@@ -277,9 +255,61 @@ class RecordFormat(Generic[H]):
     ) -> H:
         """Decode a header and check its values, or raise :class:`CorruptCheckpoint`."""
         try:
-            header = self._decode_json(header_json)
-            header.check()
+            return self._decode(header_json)
         except ValueError as exc:
-            # msgspec.DecodeError, InvalidTraceId and a bad ISO date are all ValueErrors.
+            # msgspec's errors, InvalidTraceId and a bad ISO date are all ValueErrors.
             raise CorruptCheckpoint(checkpoint_id, f"{where}: bad header: {exc}") from None
+
+
+def readable_id(header_json: bytes) -> CheckpointId | None:
+    """The checkpoint id a header holds, if it is JSON with one, however damaged the rest."""
+    try:
+        document = msgspec.json.decode(header_json)
+        return CheckpointId(uuid.UUID(document["checkpoint_id"]))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def checkpoint_records(magic: bytes, extra: tuple[str, ...] = ()) -> RecordFormat[RecordHeader]:
+    """The format of checkpoint records with ``magic``, whose headers add the ``extra`` fields."""
+    fields = frozenset({*HEADER_FIELDS, "data_length", *extra})
+
+    def encode(record: RecordHeader) -> bytes:
+        document: dict[str, Any] = msgspec.to_builtins(record.header)
+        document["data_length"] = record.data_length
+        document.update(record.extra)
+        return _encode_json(document)
+
+    def decode(header_json: bytes) -> RecordHeader:
+        document = msgspec.json.decode(header_json)
+        if type(document) is not dict:
+            raise ValueError("not a JSON object")
+        if document.keys() != fields:
+            unknown, missing = document.keys() - fields, fields - document.keys()
+            raise ValueError(f"unknown fields {sorted(unknown)}, missing {sorted(missing)}")
+        values = {name: document[name] for name in HEADER_FIELDS}
+        header = msgspec.convert(values, CheckpointHeader)
+        header.check()
+        data_length = document["data_length"]
+        if type(data_length) is not int or data_length < 0:
+            raise ValueError(f"data_length is {data_length!r:.40}, not an int >= 0")
+        added = {name: document[name] for name in extra}
+        if any(type(value) is not str for value in added.values()):
+            raise ValueError(f"the fields {sorted(added)} must be text")
+        return RecordHeader(
+            dataclasses.replace(header, created_at=utc(header.created_at)), data_length, added
+        )
+
+    return RecordFormat(magic, encode, decode)
+
+
+def writes_records(magic: bytes) -> RecordFormat[WritesHeader]:
+    """The format of writes records with ``magic``."""
+    decode_json = msgspec.json.Decoder(WritesHeader).decode
+
+    def decode(header_json: bytes) -> WritesHeader:
+        header = decode_json(header_json)
+        header.check()
         return header
+
+    return RecordFormat(magic, _encode_json, decode)

@@ -11,17 +11,22 @@ Where this backend differs from the
 - **What it needs from the server**: Redis 6.2 or newer, standalone or a primary
   (not Redis Cluster: the scripts reach keys they compute from stored values).
   No ``KEYS`` and no scan of the keyspace: every call touches its own keys.
-- **Concurrency**: every write is one Lua script, so a save, a delete, a prune
-  and a whole-trace delete each happen at once or not at all; of N writers of
-  one ``(trace_id, step)``, in any process or host, exactly one wins. A save the
-  driver resends after a lost reply is recognised as the same save, not reported
-  as a conflict with itself; a save whose caller was cancelled may have happened.
+- **Concurrency**: every write is one Lua script (:mod:`._redis_scripts`), so a
+  save, a ``save_writes`` call, a delete, a prune and a whole-trace delete each
+  happen at once or not at all (unless the server fails inside the script); of
+  N writers of one ``(trace_id, step)``, or of one pending write's key, in any
+  process or host, exactly one wins. A save the driver resends after a lost
+  reply is recognised as the same save, not reported as a conflict with itself;
+  a save whose caller was cancelled may have happened.
 - **Layout** (all keys start with ``prefix``, ``"flowpoint:"`` by default)::
 
-      <prefix>cp:<checkpoint id hex>   hash: trace, step, parent, graph_hash,
-                                       created_at, node, metadata, data, save_token
-      <prefix>trace:<quoted trace id>  sorted set of "<step:020d>:<checkpoint id hex>"
-      <prefix>traces                   sorted set of the trace ids with checkpoints
+      <prefix>cp:<checkpoint id hex>    hash: trace, step, parent, graph_hash,
+                                        created_at, node, metadata, data, save_token
+      <prefix>trace:<quoted trace id>   sorted set of "<step:020d>:<checkpoint id hex>"
+      <prefix>traces                    sorted set of the trace ids with checkpoints
+      <prefix>w:<checkpoint id hex>     hash of a checkpoint's pending writes:
+                                        "<index>:<task id>" -> data, and trace
+      <prefix>writes:<quoted trace id>  set of the checkpoint ids with writes
 
   The trace id is percent-quoted with no safe characters but ``A-Za-z0-9_.~-``,
   so no trace id can spell another key, a glob pattern or a cluster hash tag.
@@ -29,13 +34,24 @@ Where this backend differs from the
   zero-padded step orders exactly over the whole 64-bit range. Latest and a
   page of history cost O(log n) plus the page.
 - **Expiry** (``trace_ttl``, off by default): each save makes its checkpoint
-  expire ``trace_ttl`` after that save, and pushes the trace's index out to at
-  least ``trace_ttl`` after its last save. A trace nobody saves to for
-  ``trace_ttl`` disappears whole; in a trace that keeps running longer, a
-  checkpoint older than ``trace_ttl`` expires as ``prune(older_than=trace_ttl)``
-  would remove it. A save without ``trace_ttl`` makes its trace's index
-  permanent again. Readers skip (and tidy away) index entries whose checkpoint
-  has expired. A save costs O(log n) with or without expiry.
+  expire ``trace_ttl`` after that save, and pushes the trace's indexes out to at
+  least ``trace_ttl`` after its last save. A checkpoint stored as a delta (its
+  metadata names its base under ``"flowpoint.delta_of"``) also pushes the bases
+  below it, down to the whole checkpoint its chain starts from, out to at least
+  as long: a base never expires before a delta on it, so a trace that keeps
+  saving keeps loading. A trace nobody saves to for ``trace_ttl`` disappears
+  whole; in a trace that keeps running longer, a checkpoint older than
+  ``trace_ttl`` on which no live delta builds expires as
+  ``prune(older_than=trace_ttl)`` would remove it. Pending writes live as long
+  as their checkpoint, and at least ``trace_ttl`` after they were saved. A save
+  without ``trace_ttl`` makes its trace's indexes, and the chain below it,
+  permanent again. Readers skip (and, unless read-only, tidy away) index entries
+  whose checkpoint has expired. A save costs O(log n), plus one step for each
+  base of its chain whose expiry it pushes out (a chain is at most the codec's
+  ``max_delta_chain`` long).
+- **Read-only** (``read_only=True``): reads change nothing, not even the index
+  entries of expired checkpoints. Redis cannot tell an empty prefix from one
+  that never held a store: such a store reads as empty.
 - **Rewrites** (:meth:`~flowpoint.stores.base.RewritableBlobStore.rewrite`) are
   one Lua script: it compares the stored header fields byte for byte with the
   blob's, in the form a save writes them, and sets the ``data`` field only (the
@@ -51,9 +67,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from uuid import UUID
@@ -63,7 +79,9 @@ from typing_extensions import override
 
 from flowpoint.blob import (
     CheckpointBlob,
+    CheckpointHeader,
     CheckpointInfo,
+    DamagedRecord,
     PendingWrite,
     check_write_key,
     validate_metadata,
@@ -72,15 +90,18 @@ from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, InvalidTrace
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 from flowpoint.stores import _redis_scripts as scripts
 from flowpoint.stores.base import (
+    DamageReportingBlobStore,
+    DriverErrors,
     PruneRule,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     hex_prefix,
     missing_driver,
     rewrite_conflict,
 )
-from flowpoint.stores.columns import HeaderFields, metadata_from_json
+from flowpoint.stores.columns import listed_entry, metadata_from_json
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -104,6 +125,7 @@ _BLOB_FIELDS: Final = (*_HEADER_FIELDS, "data")
 _STEP_WIDTH: Final = 20
 _INT64_MAX: Final = 2**63 - 1
 _TRACES_PAGE: Final = 1000
+_DELTA_OF: Final = "flowpoint.delta_of"
 # Traces whose sorted sets one ids_with_prefix script reads: it reads every member.
 _IDS_TRACES_PAGE: Final = 100
 
@@ -135,7 +157,7 @@ def trace_key_suffix(trace_id: str) -> str:
     return quote(trace_id, safe="")
 
 
-class RedisBlobStore(RewritableBlobStore):
+class RedisBlobStore(RewritableBlobStore, DamageReportingBlobStore):
     """Checkpoints in Redis through a ``redis.asyncio.Redis`` client (see the module docs).
 
     ``client`` is the application's: the store never closes it. It must return
@@ -152,6 +174,7 @@ class RedisBlobStore(RewritableBlobStore):
         *,
         prefix: str = DEFAULT_PREFIX,
         trace_ttl: timedelta | float | None = None,
+        read_only: bool = False,
     ) -> None:
         try:
             import redis.asyncio
@@ -167,16 +190,15 @@ class RedisBlobStore(RewritableBlobStore):
             )
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"prefix must be a non-empty str, not {prefix!r}")
+        self._read_only = check_read_only(read_only)
+        # Reads drop index entries of checkpoints that expired, unless read-only.
+        self._tidy = "0" if read_only else "1"
         self._client: Redis = client
         self._owns_client = False
-        self._closed = False
         self._prefix = prefix
         self._ttl_ms = _ttl_ms(trace_ttl)
         self._index_key = f"{prefix}traces"
-        self._driver_errors: tuple[type[BaseException], ...] = (
-            redis.exceptions.RedisError,
-            OSError,
-        )
+        self._errors = DriverErrors(failures=(redis.exceptions.RedisError, OSError))
         self._scripts: dict[str, AsyncScript] = {
             action: client.register_script(scripts.PRELUDE + source)
             for action, source in (
@@ -194,7 +216,7 @@ class RedisBlobStore(RewritableBlobStore):
         }
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisBlobStore:
+    def from_url(cls, url: str, *, read_only: bool = False, **options: Any) -> RedisBlobStore:
         """A store over a client of its own, made from a ``redis://`` or ``rediss://`` URL.
 
         ``redis://[user:password@]host:port/db?prefix=app:&trace_ttl=86400``:
@@ -211,7 +233,7 @@ class RedisBlobStore(RewritableBlobStore):
         client = redis.asyncio.Redis.from_url(client_url, **options)
         # Nothing is connected yet: if these refuse, there is nothing to close.
         _check_client_options(client)
-        store = cls(client, **(url_options | store_options))
+        store = cls(client, read_only=read_only, **(url_options | store_options))
         store._owns_client = True
         return store
 
@@ -221,13 +243,13 @@ class RedisBlobStore(RewritableBlobStore):
         return f"{type(self).__name__}({where!r}, prefix={self._prefix!r})"
 
     @override
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
         if self._owns_client:
-            with self._errors("close"):
-                await self._client.aclose()
+            await self._client.aclose()
+
+    @override
+    def _driver_errors(self) -> DriverErrors:
+        return self._errors
 
     # -- keys -------------------------------------------------------------------------
 
@@ -253,7 +275,13 @@ class RedisBlobStore(RewritableBlobStore):
         """Run the save script; ``token`` marks this save so that a resend is recognised."""
         fields = _fields_of(blob)
         step = f"{blob.step:0{_STEP_WIDTH}d}"
-        keys = [self._cp_key(blob.checkpoint_id), self._trace_key(blob.trace_id), self._index_key]
+        keys = [
+            self._cp_key(blob.checkpoint_id),
+            self._trace_key(blob.trace_id),
+            self._index_key,
+            self._writes_key(blob.checkpoint_id),
+            self._writes_set_key(blob.trace_id),
+        ]
         args: list[str | bytes | int] = [
             f"[{step}:",
             f"({step};",  # ";" follows ":": every member of this step lies between
@@ -261,6 +289,8 @@ class RedisBlobStore(RewritableBlobStore):
             blob.trace_id,
             self._ttl_ms,
             token,
+            _base_hex(blob),
+            self._prefix,
         ]
         for name, value in fields.items():
             args += [name, value]
@@ -291,7 +321,7 @@ class RedisBlobStore(RewritableBlobStore):
             if len(stored) != len(_HEADER_FIELDS):
                 raise StorageError(f"Redis rewrite: unexpected reply {stored!r:.60}")
             header = _header_from(blob.checkpoint_id, stored)
-            field = different_header(CheckpointBlob(*header, data=b""), blob)
+            field = different_header(header, blob)
             if field is not None:
                 raise rewrite_conflict(blob, field)
             # The same header in other bytes (metadata saved with its keys in another
@@ -304,12 +334,11 @@ class RedisBlobStore(RewritableBlobStore):
 
     @override
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
-        client = self._open_client()
-        with self._errors("load"):
-            # redis-py leaves execute_command unannotated; HMGET replies a list.
-            values = await client.execute_command(  # type: ignore[no-untyped-call]
-                "HMGET", self._cp_key(checkpoint_id), *_BLOB_FIELDS
-            )
+        client = self._client
+        # redis-py leaves execute_command unannotated; HMGET replies a list.
+        values = await client.execute_command(  # type: ignore[no-untyped-call]
+            "HMGET", self._cp_key(checkpoint_id), *_BLOB_FIELDS
+        )
         if not isinstance(values, list) or len(values) != len(_BLOB_FIELDS):
             raise StorageError(f"Redis load: unexpected reply {values!r:.60}")
         if all(value is None for value in values):
@@ -319,7 +348,8 @@ class RedisBlobStore(RewritableBlobStore):
     @override
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
         keys = [self._trace_key(trace_id), self._index_key]
-        reply = await self._run("load_latest", keys, [self._prefix, trace_id, *_BLOB_FIELDS])
+        args: list[str | bytes | int] = [self._prefix, trace_id, self._tidy, *_BLOB_FIELDS]
+        reply = await self._run("load_latest", keys, args)
         if reply is None:
             return None
         member, values = _unpack(reply, 2, "load_latest")
@@ -331,27 +361,37 @@ class RedisBlobStore(RewritableBlobStore):
         return blob
 
     @override
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         bound = "+" if before_step is None else f"({before_step:0{_STEP_WIDTH}d}"
         keys = [self._trace_key(trace_id), self._index_key]
-        args: list[str | bytes | int] = [self._prefix, trace_id, bound, limit, *_HEADER_FIELDS]
+        args: list[str | bytes | int] = [
+            self._prefix,
+            trace_id,
+            bound,
+            limit,
+            self._tidy,
+            *_HEADER_FIELDS,
+        ]
         reply = await self._run("history", keys, args)
         if not isinstance(reply, list):
             raise StorageError(f"Redis history: unexpected reply {reply!r:.60}")
-        infos = []
+        entries: list[CheckpointInfo | DamagedRecord] = []
         for entry in reply:
             member, values, size = _unpack(entry, 3, "history")
-            checkpoint_id, step = _parse_member(member)
             if not isinstance(values, list) or len(values) != len(_HEADER_FIELDS):
                 raise StorageError(f"Redis history: unexpected reply {values!r:.60}")
             if not isinstance(size, int):
                 raise StorageError(f"Redis history: unexpected size {size!r:.60}")
-            info = CheckpointInfo(*_header_from(checkpoint_id, values), size=size)
-            _check_listed(info, trace_id, step)
-            infos.append(info)
-        return infos
+            try:
+                checkpoint_id, step = _parse_member(member)
+            except CorruptCheckpoint as exc:
+                entries.append(DamagedRecord(None, trace_id, None, exc.reason))
+                continue
+            read = partial(_listed_info, checkpoint_id, values, size, trace_id, step)
+            entries.append(listed_entry(read, trace_id, step))
+        return entries
 
     @override
     async def _load_steps(
@@ -363,20 +403,19 @@ class RedisBlobStore(RewritableBlobStore):
         # steps, as a save's check of its step), then every hash in one round trip.
         low = f"[{first_step:0{_STEP_WIDTH}d}:"
         high = f"({min(last_step, _INT64_MAX):0{_STEP_WIDTH}d};"
-        client = self._open_client()
-        with self._errors("load_steps"):
-            members = await client.execute_command(  # type: ignore[no-untyped-call]
-                "ZRANGE", self._trace_key(trace_id), low, high, "BYLEX"
-            )
-            if not isinstance(members, list):
-                raise StorageError(f"Redis load_steps: unexpected reply {members!r:.60}")
-            listed = [_parse_member(member) for member in members]
-            if not listed:
-                return []
-            async with client.pipeline(transaction=False) as pipe:
-                for checkpoint_id, _ in listed:
-                    pipe.execute_command("HMGET", self._cp_key(checkpoint_id), *_BLOB_FIELDS)
-                replies = await pipe.execute()
+        client = self._client
+        members = await client.execute_command(  # type: ignore[no-untyped-call]
+            "ZRANGE", self._trace_key(trace_id), low, high, "BYLEX"
+        )
+        if not isinstance(members, list):
+            raise StorageError(f"Redis load_steps: unexpected reply {members!r:.60}")
+        listed = [_parse_member(member) for member in members]
+        if not listed:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for checkpoint_id, _ in listed:
+                pipe.execute_command("HMGET", self._cp_key(checkpoint_id), *_BLOB_FIELDS)
+            replies = await pipe.execute()
         blobs = []
         for (checkpoint_id, step), values in zip(listed, replies, strict=True):
             if not isinstance(values, list) or len(values) != len(_BLOB_FIELDS):
@@ -389,24 +428,33 @@ class RedisBlobStore(RewritableBlobStore):
         return blobs
 
     @override
-    async def _traces(self) -> list[TraceId]:
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
         traces: list[TraceId] = []
+        damaged: list[DamagedRecord] = []
         after = b"-"
         while True:
-            args: list[str | bytes | int] = [self._prefix, after, _TRACES_PAGE]
+            args: list[str | bytes | int] = [self._prefix, after, _TRACES_PAGE, self._tidy]
             reply = await self._run("traces", [self._index_key], args)
             read, live, last = _unpack(reply, 3, "traces")
             if not isinstance(live, list):
                 raise StorageError(f"Redis traces: unexpected reply {reply!r:.60}")
-            traces.extend(_trace_from_index(raw) for raw in live)
+            for raw in live:
+                try:
+                    traces.append(_trace_from_index(raw))
+                except CorruptCheckpoint as exc:
+                    damaged.append(DamagedRecord(None, None, None, exc.reason))
             if read != _TRACES_PAGE or not isinstance(last, bytes):
-                return traces
+                return [*traces, *damaged]
             after = b"(" + last
 
     @override
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
         first = writes[0]
-        keys = [self._writes_key(first.checkpoint_id), self._writes_set_key(first.trace_id)]
+        keys = [
+            self._writes_key(first.checkpoint_id),
+            self._writes_set_key(first.trace_id),
+            self._cp_key(first.checkpoint_id),
+        ]
         args: list[str | bytes | int] = [
             first.trace_id,
             first.checkpoint_id.hex,
@@ -417,16 +465,14 @@ class RedisBlobStore(RewritableBlobStore):
             args += [_write_field(write.task_id, write.index), bytes(write.data)]
         saved = await self._run("save_writes", keys, args)
         if saved == _OTHER_TRACE:
-            with self._errors("save_writes"):
-                stored = await self._open_client().hget(keys[0], "trace")
+            stored = await self._client.hget(keys[0], "trace")
             check_writes_trace(first, _text(stored))
         return _count(saved, "save_writes")
 
     @override
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
-        client = self._open_client()
-        with self._errors("load_writes"):
-            fields = await client.hgetall(self._writes_key(checkpoint_id))
+        client = self._client
+        fields = await client.hgetall(self._writes_key(checkpoint_id))
         if not isinstance(fields, dict):
             raise StorageError(f"Redis load_writes: unexpected reply {fields!r:.60}")
         return _writes_from(checkpoint_id, fields)
@@ -458,14 +504,13 @@ class RedisBlobStore(RewritableBlobStore):
     @override
     async def _delete_many(self, checkpoint_ids: list[CheckpointId]) -> int:
         # The delete script once per checkpoint (each atomic), all in one round trip.
-        client = self._open_client()
+        client = self._client
         script = self._scripts["delete"]
-        with self._errors("delete_many"):
-            async with client.pipeline(transaction=False) as pipe:
-                for checkpoint_id in checkpoint_ids:
-                    keys = [self._cp_key(checkpoint_id), self._index_key]
-                    await script(keys=keys, args=[self._prefix, checkpoint_id.hex], client=pipe)
-                replies = await pipe.execute()
+        async with client.pipeline(transaction=False) as pipe:
+            for checkpoint_id in checkpoint_ids:
+                keys = [self._cp_key(checkpoint_id), self._index_key]
+                await script(keys=keys, args=[self._prefix, checkpoint_id.hex], client=pipe)
+            replies = await pipe.execute()
         return sum(_count(reply, "delete_many") for reply in replies)
 
     @override
@@ -484,24 +529,9 @@ class RedisBlobStore(RewritableBlobStore):
 
     # -- the driver -------------------------------------------------------------------
 
-    def _open_client(self) -> Redis:
-        if self._closed:
-            raise StorageError(f"{self!r} is closed")
-        return self._client
-
     async def _run(self, action: str, keys: list[str], args: Sequence[str | bytes | int]) -> Any:
         """Run the script of ``action`` (EVALSHA, loading it first if the server lacks it)."""
-        client = self._open_client()
-        with self._errors(action):
-            return await self._scripts[action](keys=keys, args=args, client=client)
-
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """The error boundary: every driver or network error becomes a StorageError."""
-        try:
-            yield
-        except self._driver_errors as exc:
-            raise StorageError(f"Redis {action} failed: {exc}") from exc
+        return await self._scripts[action](keys=keys, args=args, client=self._client)
 
 
 # -- URLs -------------------------------------------------------------------------------
@@ -578,6 +608,21 @@ def _format_created_at(moment: datetime) -> str:
     )
 
 
+def _base_hex(blob: CheckpointBlob) -> str:
+    """The id (hex) of the checkpoint ``blob`` is a delta on, or ``""``.
+
+    The store decodes no data: a delta names its base in its metadata, under the key
+    the README documents (``"flowpoint.delta_of"``), as the canonical text of an id.
+    """
+    base = blob.metadata.get(_DELTA_OF)
+    if not isinstance(base, str):
+        return ""
+    try:
+        return UUID(base).hex
+    except ValueError:
+        return ""
+
+
 def _fields_of(blob: CheckpointBlob) -> dict[str, str | bytes]:
     if type(blob.data) is not bytes:
         raise TypeError(f"a blob's data must be bytes, not {type(blob.data).__name__}")
@@ -603,10 +648,10 @@ def _blob_from(checkpoint_id: CheckpointId, values: _Values) -> CheckpointBlob:
     data = values[len(_HEADER_FIELDS)]
     if type(data) is not bytes:
         raise CorruptCheckpoint(checkpoint_id, f"field data holds {_kind(data)}, not bytes")
-    return CheckpointBlob(*header, data=data)
+    return header.with_data(data)
 
 
-def _header_from(checkpoint_id: CheckpointId, values: _Values) -> HeaderFields:
+def _header_from(checkpoint_id: CheckpointId, values: _Values) -> CheckpointHeader:
     fields = dict(zip(_HEADER_FIELDS, values, strict=False))
 
     def corrupt(name: str, expected: str) -> CorruptCheckpoint:
@@ -639,15 +684,15 @@ def _header_from(checkpoint_id: CheckpointId, values: _Values) -> HeaderFields:
     graph_hash = _match(fields["graph_hash"], _HASH_HEX)
     if graph_hash is None:
         raise corrupt("graph_hash", "16 hex digits")
-    return (
-        checkpoint_id,
-        trace,
-        int(step[0]),
-        parent,
-        int(graph_hash[0], 16),
-        _created_at_from(fields["created_at"], corrupt),
-        _node_from(fields["node"], corrupt),
-        metadata_from_json(checkpoint_id, fields["metadata"], "field metadata", bytes),
+    return CheckpointHeader(
+        checkpoint_id=checkpoint_id,
+        trace_id=trace,
+        step=int(step[0]),
+        parent_id=parent,
+        graph_hash=int(graph_hash[0], 16),
+        created_at=_created_at_from(fields["created_at"], corrupt),
+        current_node=_node_from(fields["node"], corrupt),
+        metadata=metadata_from_json(checkpoint_id, fields["metadata"], "field metadata", bytes),
     )
 
 
@@ -733,6 +778,15 @@ def _parse_member(member: object) -> tuple[CheckpointId, int]:
         raise CorruptCheckpoint(None, f"a trace index entry holds {_kind(member)}")
     step, id_hex = parts.groups()
     return CheckpointId(UUID(hex=id_hex.decode())), int(step)
+
+
+def _listed_info(
+    checkpoint_id: CheckpointId, values: _Values, size: int, trace_id: TraceId, step: int
+) -> CheckpointInfo:
+    """The header of a checkpoint a trace's history found, checked against where it was."""
+    info = _header_from(checkpoint_id, values).with_size(size)
+    _check_listed(info, trace_id, step)
+    return info
 
 
 def _check_listed(info: CheckpointInfo, trace_id: TraceId, step: int) -> None:

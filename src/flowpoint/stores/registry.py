@@ -95,7 +95,9 @@ _BACKENDS: dict[str, Callable[[str, dict[str, Any]], BlobCheckpointStore]] = {
 }
 
 
-def open_store(url: str = DEFAULT_STORE_URL, **options: Any) -> BlobCheckpointStore:
+def open_store(
+    url: str = DEFAULT_STORE_URL, *, read_only: bool = False, **options: Any
+) -> BlobCheckpointStore:
     """Open the blob store a URL names; ``options`` go to the backend's constructor.
 
     ==========================  ===================================================
@@ -116,6 +118,12 @@ def open_store(url: str = DEFAULT_STORE_URL, **options: Any) -> BlobCheckpointSt
     use. Use the result as ``async with open_store(url) as store:``. An unknown
     scheme or a malformed URL raises ``ValueError``.
 
+    ``read_only=True`` opens a store that changes nothing: its methods that write
+    raise :class:`~flowpoint.errors.StorageError`, and nothing is created or
+    migrated. The first call to one over a missing directory or file, or over a
+    SQLite file or PostgreSQL database without flowpoint's tables, raises
+    :class:`~flowpoint.errors.StorageError` saying it is not a flowpoint store.
+
     >>> type(open_store("memory://")).__name__
     'InMemoryBlobStore'
     """
@@ -126,4 +134,4 @@ def open_store(url: str = DEFAULT_STORE_URL, **options: Any) -> BlobCheckpointSt
     if backend is None:
         known = ", ".join(f"{name}://" for name in _BACKENDS)
         raise ValueError(f"unknown store URL {url!r}: flowpoint opens {known}")
-    return backend(url, options)
+    return backend(url, {**options, "read_only": read_only})

@@ -22,6 +22,8 @@ differs from the interface contract:
 
       traces/<trace>/<2**63-1 - step:020d>.ckpt   one record per checkpoint
       ids/<last 2 hex of id>/<id hex>              the key of the id's record
+      writes/<trace>/<id hex>/<n:020d>.wr           one record per save_writes call
+      ids/<last 2 hex of id>/<id hex>.w            the key prefix of the id's writes
 
   Step keys sort newest first, so the latest checkpoint is the first key of one
   small LIST request, then one GET; ``history`` pages on with the LIST offset and
@@ -31,9 +33,16 @@ differs from the interface contract:
   (``user-42/session-7`` is ``user-42_2Fsession-7``); ids whose escaped form
   would exceed 400 characters keep the first 300, then ``~`` and 32 hex digits of
   their BLAKE2b hash, and :meth:`~S3BlobStore.traces` reads their exact id from a
-  header.
+  header. Record formats: :mod:`.records`. ``ids_with_prefix`` LISTs each id
+  shard from the first key the prefix allows (256 small LISTs, whatever the
+  store's size), then checks the few ids found.
 - **Concurrency**: of N writers of one step, across processes and hosts, the
-  service lets exactly one create the key. ``delete`` checks the id in the
+  service lets exactly one create the key. A ``save_writes`` call reads the
+  writes records made before it, stores only the keys they do not hold (all the
+  keys with ``overwrite``) in one record, created with a create-only PUT of the
+  next number; a call that loses the number reads the winner's record and tries
+  the next. So a call is all there or not at all, and of N writers of one key
+  exactly one stores it; reads apply the records in order. ``delete`` checks the id in the
   record's header, then deletes the key: S3 has no conditional delete, so a
   delete that races a re-save of the same step may remove the new checkpoint. A
   rewrite is conditional (see above) and never brings a deleted record back.
@@ -41,42 +50,49 @@ differs from the interface contract:
   durable as the service makes an acknowledged object (S3: stored redundantly
   before it answers). A save that fails with :class:`~flowpoint.errors.StorageError`
   may or may not have stored the checkpoint; its id then stays claimed.
+- **Read-only** (``read_only=True``): reads never write; S3 cannot tell an empty
+  prefix from one that never held a store, so such a store reads as empty.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import random
 import re
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Iterator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import msgspec
-
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 from flowpoint.stores.base import (
+    DamageReportingBlobStore,
+    DriverErrors,
     PruneRule,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     hex_prefix,
     missing_driver,
     rewrite_conflict,
 )
+from flowpoint.stores.columns import damaged_id
 from flowpoint.stores.records import (
     RecordFormat,
     RecordHeader,
     WritesHeader,
-    record_header,
+    checkpoint_records,
     resolve_writes,
     writes_header,
+    writes_records,
 )
 
 if TYPE_CHECKING:
@@ -120,18 +136,11 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 _T = TypeVar("_T")
 
 
-class _Header(RecordHeader, forbid_unknown_fields=True):
-    """The record header, with the token of the save call that wrote the record.
-
-    A PUT retried by the client after a lost response meets its own object, which
-    is a success, not a conflict.
-    """
-
-    writer: str
-
-
-_RECORDS = RecordFormat(b"FPS3OB1\n", _Header)
-_WRITES = RecordFormat(b"FPS3WR1\n", WritesHeader)
+# A record's header adds the token of the save call that wrote it ("writer"): a PUT
+# retried by the client after a lost response meets its own object, which is a
+# success, not a conflict.
+_RECORDS = checkpoint_records(b"FPS3OB1\n", extra=("writer",))
+_WRITES = writes_records(b"FPS3WR1\n")
 
 
 def trace_segment(trace_id: str) -> str:
@@ -217,7 +226,7 @@ class _Listed:
     size: int
 
 
-class S3BlobStore(RewritableBlobStore):
+class S3BlobStore(RewritableBlobStore, DamageReportingBlobStore):
     """Keeps each checkpoint in its own object (see the module docs).
 
     ``S3BlobStore(store)`` uses an obstore store the application made (an
@@ -226,16 +235,17 @@ class S3BlobStore(RewritableBlobStore):
     calls, for a store given or made by :meth:`from_url` alike.
     """
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, *, read_only: bool = False) -> None:
         try:
             import obstore  # noqa: F401 - only to fail early without the driver
         except ImportError as exc:
             raise missing_driver("s3", exc) from None
-        self._store: ObjectStore | None = store
+        self._read_only = check_read_only(read_only)
+        self._store: ObjectStore = store
         self._description = repr(store)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> S3BlobStore:
+    def from_url(cls, url: str, *, read_only: bool = False, **options: Any) -> S3BlobStore:
         """Open ``s3://bucket/prefix?endpoint=...&region=...&allow_http=true``.
 
         URL options: ``endpoint``, ``region``, ``access_key_id``,
@@ -269,28 +279,28 @@ class S3BlobStore(RewritableBlobStore):
             raise ValueError(
                 f"cannot configure an S3 store for {_redacted(url)}: {summary}"
             ) from exc
-        return cls(store)
+        return cls(store, read_only=read_only)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._description})"
 
-    async def close(self) -> None:
-        """Refuse further calls; the obstore store itself has nothing to close."""
-        if self._store is None:
-            return
-        self._store = None
+    async def _close(self) -> None:
+        """The obstore store itself has nothing to close."""
         # obstore 0.12 (pyo3-async-runtimes) resolves a future from a tokio thread that
         # then waits for the GIL once more; if the interpreter is finalizing by then,
         # CPython ends that thread and the process aborts (SIGABRT). Releasing the GIL
         # for a moment lets the thread finish before a typical `asyncio.run` returns.
         await asyncio.sleep(0.01)
 
+    def _driver_errors(self) -> DriverErrors:
+        return _driver_error_table()
+
     # The interface.
 
     async def _save(self, blob: CheckpointBlob) -> None:
         import obstore
 
-        store = self._opened()
+        store = self._store
         segment = trace_segment(blob.trace_id)
         key = _checkpoint_key(segment, blob.step)
         id_key = _id_key(blob.checkpoint_id)
@@ -308,11 +318,10 @@ class S3BlobStore(RewritableBlobStore):
         if await self._create(key, record):
             return
         found = await self._read_header(key, segment, blob.step, blob.checkpoint_id, None)
-        if found is not None and found[0].writer == writer:
+        if found is not None and found[0].extra["writer"] == writer:
             return  # our own PUT, retried after its response was lost
         # Nothing of ours is stored under the step: release the id.
-        with _storage_errors("save"):
-            await obstore.delete_async(store, id_key)
+        await obstore.delete_async(store, id_key)
         raise CheckpointConflict(blob.trace_id, blob.step)
 
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
@@ -340,23 +349,27 @@ class S3BlobStore(RewritableBlobStore):
             header, data = _decode_record(raw, newest.key, segment, newest.step, None)
             return header.info().with_data(data)
 
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         segment = trace_segment(trace_id)
         # Keys sort newest first: the steps below before_step follow its key.
         offset = None
         if before_step is not None and before_step <= _MAX_STEP:
             offset = _checkpoint_key(segment, before_step)
-        infos: list[CheckpointInfo] = []
+        entries: list[CheckpointInfo | DamagedRecord] = []
         async with contextlib.aclosing(self._listing(segment, offset, limit)) as batches:
             async for batch in batches:
-                for found in await self._read_headers(segment, batch):
-                    if found is not None:
-                        infos.append(found.info())
-                        if len(infos) == limit:
-                            return infos
-        return infos
+                reads = await self._read_headers(segment, batch)
+                for found, read in zip(batch, reads, strict=True):
+                    if isinstance(read, CorruptCheckpoint):
+                        entry = DamagedRecord(damaged_id(read), trace_id, found.step, read.reason)
+                        entries.append(entry)
+                    elif read is not None:
+                        entries.append(read.info())
+                    if len(entries) == limit:
+                        return entries
+        return entries
 
     async def _load_steps(
         self, trace_id: TraceId, first_step: int, last_step: int
@@ -383,12 +396,11 @@ class S3BlobStore(RewritableBlobStore):
         blobs = await _bounded([one(found) for found in reversed(listed)])
         return [blob for blob in blobs if blob is not None]
 
-    async def _traces(self) -> list[TraceId]:
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
         import obstore
 
-        store = self._opened()
-        with _storage_errors("traces"):
-            listed = await obstore.list_with_delimiter_async(store, _TRACES)
+        store = self._store
+        listed = await obstore.list_with_delimiter_async(store, _TRACES)
         segments = [
             prefix[len(_TRACES) :].rstrip("/")
             for prefix in listed["common_prefixes"]
@@ -401,7 +413,8 @@ class S3BlobStore(RewritableBlobStore):
                 if _ESCAPED.match(segment) or _HASHED.match(segment)
             ]
         )
-        return sorted(trace for trace in found if trace is not None)
+        traces = sorted(trace for trace in found if isinstance(trace, str))
+        return [*traces, *(entry for entry in found if isinstance(entry, DamagedRecord))]
 
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
         first = writes[0]
@@ -506,7 +519,7 @@ class S3BlobStore(RewritableBlobStore):
                     break
         return found
 
-    async def _header_of(self, checkpoint_id: CheckpointId) -> _Header | None:
+    async def _header_of(self, checkpoint_id: CheckpointId) -> RecordHeader | None:
         located = await self._locate(checkpoint_id)
         if located is None:
             return None
@@ -540,10 +553,9 @@ class S3BlobStore(RewritableBlobStore):
         else:
             if found is None or found[0].checkpoint_id != checkpoint_id:
                 return False
-        store = self._opened()
-        with _storage_errors("delete"):
-            await obstore.delete_async(store, key)
-            await obstore.delete_async(store, _id_key(checkpoint_id))
+        store = self._store
+        await obstore.delete_async(store, key)
+        await obstore.delete_async(store, _id_key(checkpoint_id))
         return True
 
     async def _rewrite(self, blob: CheckpointBlob) -> bool:
@@ -562,7 +574,7 @@ class S3BlobStore(RewritableBlobStore):
             header, _ = _decode_record(raw, key, segment, step, blob.checkpoint_id)
             if header.checkpoint_id != blob.checkpoint_id:
                 return False  # deleted, and the step saved again by another checkpoint
-            field = different_header(header.info(), blob)
+            field = different_header(header.header, blob)
             if field is not None:
                 raise rewrite_conflict(blob, field)
             if e_tag is None:
@@ -573,9 +585,7 @@ class S3BlobStore(RewritableBlobStore):
             # The stored header, save token included, stays as it is: only the data
             # (and its length) change.
             record = b"".join(
-                _RECORDS.encode(
-                    msgspec.structs.replace(header, data_length=len(blob.data)), blob.data
-                )
+                _RECORDS.encode(dataclasses.replace(header, data_length=len(blob.data)), blob.data)
             )
             if await self._replace(key, record, e_tag):
                 return True
@@ -622,24 +632,15 @@ class S3BlobStore(RewritableBlobStore):
 
     # Requests, each inside the error boundary.
 
-    def _opened(self) -> ObjectStore:
-        if self._store is None:
-            raise StorageError("S3 store: the store is closed")
-        return self._store
-
     async def _create(self, key: str, body: bytes) -> bool:
         """PUT ``body`` if ``key`` does not exist; ``False`` if it does."""
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
-        store = self._opened()
         try:
-            with _storage_errors("save"):
-                await obstore.put_async(store, key, body, mode="create")
-        except StorageError as exc:
-            if isinstance(exc.__cause__, AlreadyExistsError | PreconditionError):
-                return False
-            raise
+            await obstore.put_async(self._store, key, body, mode="create")
+        except (AlreadyExistsError, PreconditionError):
+            return False
         return True
 
     async def _replace(self, key: str, body: bytes, e_tag: str) -> bool:
@@ -647,17 +648,12 @@ class S3BlobStore(RewritableBlobStore):
         import obstore
         from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
 
-        store = self._opened()
         try:
-            with _storage_errors("rewrite"):
-                await obstore.put_async(store, key, body, mode={"e_tag": e_tag})
-        except StorageError as exc:
+            await obstore.put_async(self._store, key, body, mode={"e_tag": e_tag})
+        except (AlreadyExistsError, NotFoundError, PreconditionError, FileNotFoundError):
             # S3 answers 412 for another ETag and 404 for a missing key; obstore reports
             # both (and a 409 of concurrent conditional writes) as a failed precondition.
-            refused = AlreadyExistsError | NotFoundError | PreconditionError | FileNotFoundError
-            if isinstance(exc.__cause__, refused):
-                return False
-            raise
+            return False
         return True
 
     async def _get(self, key: str) -> bytes | None:
@@ -669,36 +665,33 @@ class S3BlobStore(RewritableBlobStore):
         """The whole object and its ETag, or ``None`` if there is none."""
         import obstore
 
-        store = self._opened()
-        with _storage_errors("get"):
-            try:
-                result = await obstore.get_async(store, key)
-                return bytes(await result.bytes_async()), result.meta["e_tag"]
-            except FileNotFoundError:
-                return None
+        store = self._store
+        try:
+            result = await obstore.get_async(store, key)
+            return bytes(await result.bytes_async()), result.meta["e_tag"]
+        except FileNotFoundError:
+            return None
 
     async def _get_range(self, key: str, start: int, end: int) -> tuple[bytes, int] | None:
         """Bytes ``start:end`` of the object and its whole size, or ``None`` if absent."""
         import obstore
 
-        store = self._opened()
-        with _storage_errors("get"):
-            try:
-                result = await obstore.get_async(store, key, options={"range": (start, end)})
-                return bytes(await result.bytes_async()), result.meta["size"]
-            except FileNotFoundError:
-                return None
+        store = self._store
+        try:
+            result = await obstore.get_async(store, key, options={"range": (start, end)})
+            return bytes(await result.bytes_async()), result.meta["size"]
+        except FileNotFoundError:
+            return None
 
     async def _size(self, key: str) -> int | None:
         """The object's size, or ``None`` if there is none."""
         import obstore
 
-        store = self._opened()
-        with _storage_errors("head"):
-            try:
-                return (await obstore.head_async(store, key))["size"]
-            except FileNotFoundError:
-                return None
+        store = self._store
+        try:
+            return (await obstore.head_async(store, key))["size"]
+        except FileNotFoundError:
+            return None
 
     async def _listing(
         self, segment: str, offset: str | None, chunk: int
@@ -706,15 +699,14 @@ class S3BlobStore(RewritableBlobStore):
         """The trace's checkpoint keys in key order (newest first), in batches."""
         import obstore
 
-        store = self._opened()
+        store = self._store
         prefix = f"{_TRACES}{segment}/"
         stream = obstore.list(store, prefix, offset=offset, chunk_size=chunk)
         while True:
-            with _storage_errors("list"):
-                try:
-                    metas = await anext(stream)
-                except StopAsyncIteration:
-                    return
+            try:
+                metas = await anext(stream)
+            except StopAsyncIteration:
+                return
             batch: list[_Listed] = []
             for meta in metas:
                 parsed = _parse_key(meta["path"])
@@ -731,17 +723,16 @@ class S3BlobStore(RewritableBlobStore):
         """
         import obstore
 
-        store = self._opened()
+        store = self._store
         found: list[tuple[str, int]] = []
         # No key equals the offset (ours end in whole ids or names), so none is skipped.
         offset = prefix + start if start else None
         stream = obstore.list(store, prefix, offset=offset, chunk_size=1000)
         while True:
-            with _storage_errors("list"):
-                try:
-                    metas = await anext(stream)
-                except StopAsyncIteration:
-                    return found
+            try:
+                metas = await anext(stream)
+            except StopAsyncIteration:
+                return found
             for meta in metas:
                 if not meta["path"].startswith(prefix + start):
                     return found
@@ -797,12 +788,11 @@ class S3BlobStore(RewritableBlobStore):
         """Delete records, then their id indexes (bulk requests)."""
         import obstore
 
-        store = self._opened()
-        with _storage_errors("delete"):
-            if keys:
-                await obstore.delete_async(store, keys)
-            if id_keys:
-                await obstore.delete_async(store, id_keys)
+        store = self._store
+        if keys:
+            await obstore.delete_async(store, keys)
+        if id_keys:
+            await obstore.delete_async(store, id_keys)
 
     # Reading records.
 
@@ -828,7 +818,7 @@ class S3BlobStore(RewritableBlobStore):
         step: int,
         checkpoint_id: CheckpointId | None,
         size: int | None,
-    ) -> tuple[_Header, int] | None:
+    ) -> tuple[RecordHeader, int] | None:
         """A record's checked header and the object's size; ``None`` if it is absent.
 
         ``size`` (from a listing) spares a HEAD request: a range of an empty object
@@ -853,17 +843,28 @@ class S3BlobStore(RewritableBlobStore):
         header = _check_header(head, key, segment, step, checkpoint_id, size)
         return header, size
 
-    async def _read_headers(self, segment: str, batch: list[_Listed]) -> list[_Header | None]:
-        """The headers of listed keys, read concurrently; ``None`` where one vanished."""
+    async def _read_headers(
+        self, segment: str, batch: list[_Listed]
+    ) -> list[RecordHeader | CorruptCheckpoint | None]:
+        """The headers of listed keys, read concurrently.
 
-        async def one(found: _Listed) -> _Header | None:
-            read = await self._read_header(found.key, segment, found.step, None, found.size)
+        ``None`` where one vanished, the error where one is damaged.
+        """
+
+        async def one(found: _Listed) -> RecordHeader | CorruptCheckpoint | None:
+            try:
+                read = await self._read_header(found.key, segment, found.step, None, found.size)
+            except CorruptCheckpoint as exc:
+                return exc
             return None if read is None else read[0]
 
         return await _bounded([one(found) for found in batch])
 
-    async def _trace_of(self, segment: str) -> TraceId | None:
-        """The trace a listed segment holds, or ``None`` if it holds no checkpoint."""
+    async def _trace_of(self, segment: str) -> TraceId | DamagedRecord | None:
+        """The trace a listed segment holds, or ``None`` if it holds no checkpoint.
+
+        A hashed segment whose records are all damaged is reported.
+        """
         # Some services (SeaweedFS) keep a prefix listed after its last object is gone.
         newest = await self._first(segment)
         if newest is None:
@@ -872,8 +873,17 @@ class S3BlobStore(RewritableBlobStore):
         if trace is not None:
             return trace
         # A hashed segment cannot be reversed: a header says.
-        read = await self._read_header(newest.key, segment, newest.step, None, newest.size)
-        return None if read is None else TraceId(read[0].trace_id)
+        failure: CorruptCheckpoint | None = None
+        async for batch in self._listing(segment, None, 100):
+            for read in await self._read_headers(segment, batch):
+                if isinstance(read, CorruptCheckpoint):
+                    failure = failure or read
+                elif read is not None:
+                    return read.header.trace_id
+        if failure is None:
+            return None
+        reason = f"no record under traces/{segment}/ can be read: {failure.reason}"
+        return DamagedRecord(damaged_id(failure), None, None, reason)
 
     async def _id_of(self, segment: str, found: _Listed) -> CheckpointId | None:
         """The checkpoint id in a listed record's header; ``None`` if absent or damaged."""
@@ -895,17 +905,12 @@ async def _bounded(calls: list[Awaitable[_T]]) -> list[_T]:
     return list(await asyncio.gather(*(run(call) for call in calls)))
 
 
-@contextlib.contextmanager
-def _storage_errors(action: str) -> Iterator[None]:
-    """Turn an obstore error into :class:`StorageError`, the obstore error its cause."""
+@functools.cache
+def _driver_error_table() -> DriverErrors:
     from obstore.exceptions import BaseError
 
-    try:
-        yield
-    except (BaseError, OSError, ValueError) as exc:
-        # obstore's first line names the request (method, URL, status); never credentials.
-        summary = str(exc).split("\n", 1)[0][:300]
-        raise StorageError(f"S3 store: {action} failed: {summary}") from exc
+    # obstore's first line names the request (method, URL, status); never credentials.
+    return DriverErrors(failures=(BaseError, OSError))
 
 
 # The record format.
@@ -913,7 +918,7 @@ def _storage_errors(action: str) -> Iterator[None]:
 
 def _encode_record(blob: CheckpointBlob, writer: str) -> bytes:
     """The object of a checkpoint; ``ValueError`` if the header cannot be stored."""
-    return b"".join(_RECORDS.encode(record_header(_Header, blob, writer=writer), blob.data))
+    return b"".join(_RECORDS.encode(RecordHeader.of(blob, writer=writer), blob.data))
 
 
 def _check_header(
@@ -923,20 +928,20 @@ def _check_header(
     step: int,
     checkpoint_id: CheckpointId | None,
     size: int,
-) -> _Header:
+) -> RecordHeader:
     """Check a record's header, and that it belongs under its key."""
     header = _RECORDS.read_header(head, key, checkpoint_id, size)
     who = checkpoint_id or CheckpointId(header.checkpoint_id)
-    if trace_segment(header.trace_id) != segment:
-        raise CorruptCheckpoint(who, f"{key}: header names trace {header.trace_id!r}")
-    if header.step != step:
-        raise CorruptCheckpoint(who, f"{key}: header names step {header.step}")
+    if trace_segment(header.header.trace_id) != segment:
+        raise CorruptCheckpoint(who, f"{key}: header names trace {header.header.trace_id!r}")
+    if header.header.step != step:
+        raise CorruptCheckpoint(who, f"{key}: header names step {header.header.step}")
     return header
 
 
 def _decode_record(
     raw: bytes, key: str, segment: str, step: int, checkpoint_id: CheckpointId | None
-) -> tuple[_Header, bytes]:
+) -> tuple[RecordHeader, bytes]:
     """A whole record's checked header and its data."""
     header = _check_header(raw, key, segment, step, checkpoint_id, len(raw))
     return header, raw[len(raw) - header.data_length :]

@@ -14,25 +14,36 @@ contract:
   constraint picks the one winner of a race. Nothing read is cached between
   calls, so every store sees the others' commits at once. The file must be on a
   local disk: SQLite's WAL mode does not work over network filesystems.
-- **The schema is versioned** (table ``flowpoint_schema``). A new file is set up
-  on first use; a file written by a newer flowpoint is refused with
+- **The schema is versioned** (table ``flowpoint_schema``, :mod:`._sqlite_sql`).
+  A new file is set up on first use, and a file of an older release upgraded in
+  place (version 2 adds the pending writes' table, ``flowpoint_writes``), in one
+  write transaction; a file written by a newer flowpoint is refused with
   :class:`~flowpoint.errors.StorageError` rather than misread.
+- **Pending writes** and deletes take the writes along in the same transactions
+  (one commit) as the checkpoints.
+- **Read-only** (``read_only=True``): the file is opened ``mode=rw`` (never
+  created; the last connection still removes the WAL files SQLite makes while it
+  reads), or ``mode=ro`` if this process may not write it (SQLite may then leave
+  its WAL files), with ``query_only`` set; nothing is set up or migrated, and a
+  file without flowpoint's tables is refused on the first call. A file of schema
+  version 1 reads as it is, without pending writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import math
 import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, TypeVar
 from uuid import UUID
 
@@ -41,21 +52,25 @@ from typing_extensions import override
 
 from flowpoint.blob import (
     CheckpointBlob,
+    CheckpointHeader,
     CheckpointInfo,
+    DamagedRecord,
     PendingWrite,
     validate_metadata,
 )
 from flowpoint.errors import (
-    CheckpointConflict,
-    CheckpointStoreError,
     CorruptCheckpoint,
     StorageError,
 )
 from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.stores import _sqlite_sql as sql
 from flowpoint.stores.base import (
     BlockingBlobStore,
+    DamageReportingBlobStore,
+    DriverErrors,
     PruneRule,
     RewritableBlobStore,
+    check_read_only,
     check_writes_trace,
     different_header,
     id_range,
@@ -63,10 +78,11 @@ from flowpoint.stores.base import (
     rewrite_conflict,
 )
 from flowpoint.stores.columns import (
-    HeaderFields,
     blob_with_data,
     info_with_size,
+    listed_entry,
     metadata_from_json,
+    split_traces,
     trace_from_text,
     value_kind,
     write_from_columns,
@@ -85,120 +101,6 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _INT64_MAX: Final = 2**63 - 1
 _UINT64: Final = 2**64
-
-# -- SQL -------------------------------------------------------------------------------
-
-_CREATE_SCHEMA_TABLE: Final = (
-    "CREATE TABLE IF NOT EXISTS flowpoint_schema (version INTEGER NOT NULL)"
-)
-# Migration N (1-based) is _MIGRATIONS[N - 1]; a database records each one it got in
-# flowpoint_schema. Released migrations never change: add a new one instead.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    # 1: the checkpoints. `data` is the last column, so reading the header columns
-    # (and `size`) of a row never touches the overflow pages that hold a large `data`.
-    (
-        """
-        CREATE TABLE flowpoint_checkpoints (
-            checkpoint_id BLOB PRIMARY KEY,
-            trace_id      TEXT NOT NULL,
-            step          INTEGER NOT NULL,
-            parent_id     BLOB,
-            graph_hash    INTEGER NOT NULL,
-            created_at    INTEGER NOT NULL,
-            current_node  TEXT,
-            metadata      TEXT NOT NULL,
-            size          INTEGER NOT NULL,
-            data          BLOB NOT NULL,
-            UNIQUE (trace_id, step)
-        )
-        """,
-    ),
-    # 2: pending writes, keyed as the interface keys them; by trace for delete_trace.
-    (
-        """
-        CREATE TABLE flowpoint_writes (
-            checkpoint_id BLOB NOT NULL,
-            task_id       TEXT NOT NULL,
-            idx           INTEGER NOT NULL,
-            trace_id      TEXT NOT NULL,
-            data          BLOB NOT NULL,
-            PRIMARY KEY (checkpoint_id, task_id, idx)
-        )
-        """,
-        "CREATE INDEX flowpoint_writes_trace ON flowpoint_writes (trace_id)",
-    ),
-)
-_SCHEMA_VERSION: Final = len(_MIGRATIONS)
-
-_HEADER: Final = (
-    "checkpoint_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata"
-)
-_INSERT_SQL: Final = (
-    f"INSERT INTO flowpoint_checkpoints ({_HEADER}, size, data) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_LOAD_SQL: Final = f"SELECT {_HEADER}, data FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
-_LATEST_SQL: Final = (
-    f"SELECT {_HEADER}, data FROM flowpoint_checkpoints "
-    "WHERE trace_id = ? ORDER BY step DESC LIMIT 1"
-)
-_STEPS_SQL: Final = (
-    f"SELECT {_HEADER}, data FROM flowpoint_checkpoints "
-    "WHERE trace_id = ? AND step BETWEEN ? AND ? ORDER BY step"
-)
-_HISTORY_SQL: Final = (
-    f"SELECT {_HEADER}, size FROM flowpoint_checkpoints "
-    "WHERE trace_id = ? ORDER BY step DESC LIMIT ?"
-)
-_HISTORY_BEFORE_SQL: Final = (
-    f"SELECT {_HEADER}, size FROM flowpoint_checkpoints "
-    "WHERE trace_id = ? AND step < ? ORDER BY step DESC LIMIT ?"
-)
-# A rewrite replaces the data of the row whose whole header matches.
-_REWRITE_SQL: Final = (
-    "UPDATE flowpoint_checkpoints SET size = ?, data = ? WHERE checkpoint_id = ?"
-    " AND trace_id = ? AND step = ? AND parent_id IS ? AND graph_hash = ?"
-    " AND created_at = ? AND current_node IS ? AND metadata = ?"
-)
-_REWRITE_BY_ID_SQL: Final = (
-    "UPDATE flowpoint_checkpoints SET size = ?, data = ? WHERE checkpoint_id = ?"
-)
-_HEADER_BY_ID_SQL: Final = (
-    f"SELECT {_HEADER}, size FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
-)
-_TRACES_SQL: Final = "SELECT DISTINCT trace_id FROM flowpoint_checkpoints ORDER BY trace_id"
-_IDS_FROM_SQL: Final = (
-    "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE checkpoint_id >= ?"
-    " ORDER BY checkpoint_id LIMIT ?"
-)
-_IDS_BETWEEN_SQL: Final = (
-    "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE checkpoint_id >= ?"
-    " AND checkpoint_id < ? ORDER BY checkpoint_id LIMIT ?"
-)
-_DELETE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
-_DELETE_TRACE_SQL: Final = "DELETE FROM flowpoint_checkpoints WHERE trace_id = ?"
-_PRUNE_SQL: Final = "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE trace_id = :trace"
-_WRITES_TRACE_SQL: Final = "SELECT trace_id FROM flowpoint_writes WHERE checkpoint_id = ? LIMIT 1"
-_INSERT_WRITE_SQL: Final = (
-    "INSERT INTO flowpoint_writes (checkpoint_id, task_id, idx, trace_id, data)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, task_id, idx) DO NOTHING"
-)
-_UPSERT_WRITE_SQL: Final = (
-    "INSERT INTO flowpoint_writes (checkpoint_id, task_id, idx, trace_id, data)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, task_id, idx)"
-    " DO UPDATE SET data = excluded.data"
-)
-_LOAD_WRITES_SQL: Final = (
-    "SELECT task_id, idx, trace_id, data FROM flowpoint_writes WHERE checkpoint_id = ?"
-)
-_DELETE_WRITES_SQL: Final = "DELETE FROM flowpoint_writes WHERE checkpoint_id = ?"
-_DELETE_TRACE_WRITES_SQL: Final = "DELETE FROM flowpoint_writes WHERE trace_id = ?"
-# Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
-_PRUNE_KEEP_SQL: Final = (
-    " AND step <= (SELECT step FROM flowpoint_checkpoints WHERE trace_id = :trace"
-    " ORDER BY step DESC LIMIT 1 OFFSET :keep)"
-)
-_PRUNE_CUTOFF_SQL: Final = " AND created_at < :cutoff"
 
 _Query: TypeAlias = tuple[str, Sequence[object] | Mapping[str, object]]
 _Row: TypeAlias = Sequence[Any]
@@ -221,11 +123,11 @@ class _NewRow(NamedTuple):
 
 class _PendingSave(NamedTuple):
     row: _NewRow
-    outcome: asyncio.Future[CheckpointStoreError | None]
+    outcome: asyncio.Future[Exception | None]
     loop: asyncio.AbstractEventLoop
 
 
-class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
+class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobStore):
     """Checkpoints in one SQLite database file, in WAL mode.
 
     ``durability="full"`` (the default) makes each acknowledged save survive a power
@@ -247,6 +149,7 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         *,
         busy_timeout: float = 10.0,
         durability: Durability = "full",
+        read_only: bool = False,
     ) -> None:
         raw = os.fspath(path)
         if raw in ("", ":memory:"):
@@ -263,6 +166,7 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
             raise ValueError(f"busy_timeout must be a number of seconds >= 0, not {busy_timeout!r}")
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        self._read_only = check_read_only(read_only)
         # Absolute now: the file is opened later, perhaps after a chdir.
         self._path = os.path.abspath(raw)
         self._busy_timeout = float(busy_timeout)
@@ -270,25 +174,25 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         self._worker_threads: ThreadPoolExecutor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="flowpoint-sqlite"
         )
-        self._insert_rows = functools.partial(_insert_rows, self._path)
         # Saves waiting for the store's thread (group commit):
         self._queue_lock = threading.Lock()
         self._queue: list[_PendingSave] = []
         self._flush_scheduled = False
-        self._closing = False  # close() was called: accept no new calls
         # Touched only while holding the lock:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._closed = False  # the connection was closed: never open it again
+        self._disconnected = False  # the connection was closed: never open it again
+        self._schema = sql.SCHEMA_VERSION  # of the file; read-only stores read older ones
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, durability={self._durability!r})"
 
     @override
-    async def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
+    def _driver_errors(self) -> DriverErrors:
+        return _DRIVER_ERRORS
+
+    @override
+    async def _close(self) -> None:
         try:
             # Calls submitted before this one finish first: the thread serves in order.
             await self._blocking(self._disconnect)
@@ -301,21 +205,20 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
     @override
     async def _save(self, blob: CheckpointBlob) -> None:
         row = _new_row(blob)
-        if self._closing:
-            raise StorageError(f"{self!r} is closed")
         if in_caller_thread():
-            [outcome] = self._call("save", self._insert_rows, [row])
+            [outcome] = self._call(_insert_rows, [row])
         else:
             outcome = await self._enqueue_save(row)
         if outcome is not None:
             raise outcome
 
-    async def _enqueue_save(self, row: _NewRow) -> CheckpointStoreError | None:
+    async def _enqueue_save(self, row: _NewRow) -> Exception | None:
         """Queue a save for the store's thread and wait until it is committed.
 
         Saves queued while the thread is busy are committed together, in one
         transaction and one fsync (group commit); each save's own conflict still
-        reaches only its caller.
+        reaches only its caller. Returns the error the save met, to raise in the
+        caller's call.
         """
         loop = asyncio.get_running_loop()
         pending = _PendingSave(row, loop.create_future(), loop)
@@ -328,7 +231,7 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
                     self._queue.remove(pending)
                     raise StorageError(f"{self!r} cannot save: {exc}") from exc
                 self._flush_scheduled = True
-        outcome: CheckpointStoreError | None = await pending.outcome
+        outcome: Exception | None = await pending.outcome
         return outcome
 
     def _flush(self) -> None:
@@ -336,10 +239,10 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         with self._queue_lock:
             batch, self._queue = self._queue, []
             self._flush_scheduled = False
-        outcomes: list[CheckpointStoreError | None]
+        outcomes: list[Exception | None]
         try:
-            outcomes = self._call("save", self._insert_rows, [p.row for p in batch])
-        except CheckpointStoreError as exc:  # nothing of the batch was committed
+            outcomes = self._call(_insert_rows, [p.row for p in batch])
+        except Exception as exc:  # nothing of the batch was committed: each caller is told
             outcomes = [exc] * len(batch)
         for pending, outcome in zip(batch, outcomes, strict=True):
             with contextlib.suppress(RuntimeError):  # the caller's loop is closed: no one waits
@@ -351,25 +254,25 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     @override
     async def _load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
-        row = await self._run("load", _fetch_one, (_LOAD_SQL, (checkpoint_id.bytes,)))
+        row = await self._run("load", _fetch_one, (sql.LOAD, (checkpoint_id.bytes,)))
         return None if row is None else _blob_from_row(row)
 
     @override
     async def _load_latest(self, trace_id: TraceId) -> CheckpointBlob | None:
-        row = await self._run("load_latest", _fetch_one, (_LATEST_SQL, (trace_id,)))
+        row = await self._run("load_latest", _fetch_one, (sql.LATEST, (trace_id,)))
         return None if row is None else _blob_from_row(row)
 
     @override
-    async def _history(
+    async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
-    ) -> list[CheckpointInfo]:
+    ) -> list[CheckpointInfo | DamagedRecord]:
         query: _Query = (
-            (_HISTORY_SQL, (trace_id, limit))
+            (sql.HISTORY, (trace_id, limit))
             if before_step is None
-            else (_HISTORY_BEFORE_SQL, (trace_id, before_step, limit))
+            else (sql.HISTORY_BEFORE, (trace_id, before_step, limit))
         )
         rows = await self._run("history", _fetch_all, query)
-        return [_info_from_row(row) for row in rows]
+        return [listed_entry(partial(_info_from_row, row), trace_id, row[2]) for row in rows]
 
     @override
     async def _load_steps(
@@ -377,14 +280,24 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
     ) -> list[CheckpointBlob]:
         if first_step > _INT64_MAX:
             return []  # no step is that high; and SQLite cannot bind the number
-        query: _Query = (_STEPS_SQL, (trace_id, first_step, min(last_step, _INT64_MAX)))
+        query: _Query = (sql.STEPS, (trace_id, first_step, min(last_step, _INT64_MAX)))
         rows = await self._run("load_steps", _fetch_all, query)
         return [_blob_from_row(row) for row in rows]
 
     @override
-    async def _traces(self) -> list[TraceId]:
-        rows = await self._run("traces", _fetch_all, (_TRACES_SQL, ()))
-        return [trace_from_text(row[0]) for row in rows]
+    async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
+        rows = await self._run("traces", _fetch_all, (sql.TRACES, ()))
+        traces, damaged = split_traces([row[0] for row in rows])
+        entries: list[TraceId | DamagedRecord] = [*traces]
+        for value, reason in damaged:
+            held = await self._run("traces", _fetch_all, (sql.TRACE_ROWS, (value,)))
+            entries.extend(
+                DamagedRecord(
+                    _id_from_column(raw_id), None, step if type(step) is int else None, reason
+                )
+                for raw_id, step in held
+            )
+        return entries
 
     @override
     async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
@@ -393,9 +306,9 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
             return []
         low, high = bounds
         query: _Query = (
-            (_IDS_FROM_SQL, (low.bytes, limit))
+            (sql.IDS_FROM, (low.bytes, limit))
             if high is None
-            else (_IDS_BETWEEN_SQL, (low.bytes, high.bytes, limit))
+            else (sql.IDS_BETWEEN, (low.bytes, high.bytes, limit))
         )
         rows = await self._run("ids_with_prefix", _fetch_all, query)
         # A damaged key (not 16 bytes) may sort inside the range: it names no id.
@@ -410,9 +323,13 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     @override
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
-        query: _Query = (_LOAD_WRITES_SQL, (checkpoint_id.bytes,))
-        rows = await self._run("load_writes", _fetch_all, query)
+        query: _Query = (sql.LOAD_WRITES, (checkpoint_id.bytes,))
+        rows = await self._run("load_writes", self._fetch_writes, query)
         return [write_from_columns(checkpoint_id, *row) for row in rows]
+
+    def _fetch_writes(self, conn: sqlite3.Connection, query: _Query) -> list[_Row]:
+        # A read-only store may read a file of schema version 1, which has no writes.
+        return conn.execute(*query).fetchall() if self._schema >= 2 else []
 
     @override
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
@@ -429,15 +346,15 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
 
     @override
     async def _prune(self, trace_id: TraceId, rule: PruneRule) -> int:
-        sql = _PRUNE_SQL
+        select = sql.PRUNE
         params: dict[str, object] = {"trace": trace_id}
         if rule.keep_latest is not None:
-            sql += _PRUNE_KEEP_SQL
+            select += sql.PRUNE_KEEP
             params["keep"] = rule.keep_latest
         if rule.cutoff is not None:
-            sql += _PRUNE_CUTOFF_SQL
+            select += sql.PRUNE_CUTOFF
             params["cutoff"] = (rule.cutoff - _EPOCH) // _MICROSECOND
-        return await self._run("prune", _delete_selected, (sql, params))
+        return await self._run("prune", _delete_selected, (select, params))
 
     # -- the thread that owns the connection -------------------------------------------
 
@@ -448,21 +365,14 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
         arg: _A,
     ) -> _T:
         """Run ``fn(connection, arg)`` on the store's thread; one round trip per call."""
-        if self._closing:
-            raise StorageError(f"{self!r} is closed")
         try:
-            return await self._blocking(self._call, action, fn, arg)
+            return await self._blocking(self._call, fn, arg)
         except RuntimeError as exc:  # the thread pool was shut down (interpreter exit)
             raise StorageError(f"{self!r} cannot run {action}: {exc}") from exc
 
-    def _call(
-        self,
-        action: str,
-        fn: Callable[[sqlite3.Connection, _A], _T],
-        arg: _A,
-    ) -> _T:
-        with self._lock, _driver_errors(self._path, action):
-            if self._closed:
+    def _call(self, fn: Callable[[sqlite3.Connection, _A], _T], arg: _A) -> _T:
+        with self._lock:
+            if self._disconnected:
                 raise StorageError(f"{self!r} is closed")
             conn = self._conn
             if conn is None:
@@ -470,6 +380,8 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
             return fn(conn, arg)
 
     def _connect(self) -> sqlite3.Connection:
+        if self._read_only:
+            return self._connect_read_only()
         # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE.
         # timeout= is SQLite's busy timeout, in force from the first statement on.
         # check_same_thread=False: the lock, not the thread, guards the connection.
@@ -493,41 +405,70 @@ class SqliteBlobStore(RewritableBlobStore, BlockingBlobStore):
             raise
         return conn
 
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that creates nothing, to a file that must be a flowpoint store.
+
+        ``mode=rw`` never creates the file, and the last connection to close still
+        removes the WAL files SQLite makes while it reads (``mode=ro`` would leave
+        them behind); a file this process may only read is opened ``mode=ro``.
+        ``query_only`` refuses any write, and nothing is set up or migrated.
+        """
+        if not os.path.isfile(self._path):
+            raise StorageError(f"{self!r} is not a flowpoint store: no such file")
+        mode = "rw" if os.access(self._path, os.W_OK) else "ro"
+        conn = sqlite3.connect(
+            f"file:{urllib.parse.quote(self._path)}?mode={mode}",
+            uri=True,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            try:
+                version = _schema_version(conn, self._path)
+            except sqlite3.DatabaseError as exc:  # not a database at all
+                raise StorageError(f"{self!r} is not a flowpoint store: {exc}") from exc
+            if version == 0:
+                raise StorageError(f"{self!r} is not a flowpoint store: it has no flowpoint tables")
+            self._schema = version
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _disconnect(self) -> None:
         with self._lock:
-            self._closed = True
+            self._disconnected = True
             conn, self._conn = self._conn, None
             if conn is not None:
-                with _driver_errors(self._path, "close"):
-                    conn.close()
+                conn.close()
 
 
 # -- work done on the store's thread, given its connection -----------------------------
 
 
-def _insert_rows(
-    path: str, conn: sqlite3.Connection, rows: list[_NewRow]
-) -> list[CheckpointStoreError | None]:
-    """Insert checkpoints in one transaction; return each one's conflict, if any.
+def _insert_rows(conn: sqlite3.Connection, rows: list[_NewRow]) -> list[Exception | None]:
+    """Insert checkpoints in one transaction; return each one's constraint violation, if any.
 
     Each row after the first gets a savepoint, so that one row's conflict undoes
     only that row. Any other failure undoes them all and is raised.
     """
-    outcomes: list[CheckpointStoreError | None] = []
+    outcomes: list[Exception | None] = []
     with _write_transaction(conn):
         if len(rows) == 1:
             try:
-                conn.execute(_INSERT_SQL, rows[0])
+                conn.execute(sql.INSERT, rows[0])
             except sqlite3.IntegrityError as exc:
-                return [_conflict(path, exc, rows[0])]
+                return [exc]
             return [None]
         for row in rows:
             conn.execute("SAVEPOINT flowpoint_row")
             try:
-                conn.execute(_INSERT_SQL, row)
+                conn.execute(sql.INSERT, row)
             except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK TO flowpoint_row")
-                outcomes.append(_conflict(path, exc, row))
+                outcomes.append(exc)
             else:
                 outcomes.append(None)
             conn.execute("RELEASE flowpoint_row")
@@ -556,7 +497,7 @@ def _rewrite_row(conn: sqlite3.Connection, arg: tuple[_NewRow, CheckpointBlob]) 
     row, blob = arg
     with _write_transaction(conn):
         updated = conn.execute(
-            _REWRITE_SQL,
+            sql.REWRITE,
             (
                 row.size,
                 row.data,
@@ -574,13 +515,13 @@ def _rewrite_row(conn: sqlite3.Connection, arg: tuple[_NewRow, CheckpointBlob]) 
             return True
         # No row with this exact header: absent, another header, or the same metadata
         # written in another key order (the column holds JSON text).
-        stored = conn.execute(_HEADER_BY_ID_SQL, (row.checkpoint_id,)).fetchone()
+        stored = conn.execute(sql.HEADER_BY_ID, (row.checkpoint_id,)).fetchone()
         if stored is None:
             return False
         field = different_header(_info_from_row(stored), blob)
         if field is not None:
             raise rewrite_conflict(blob, field)
-        conn.execute(_REWRITE_BY_ID_SQL, (row.size, row.data, row.checkpoint_id))
+        conn.execute(sql.REWRITE_BY_ID, (row.size, row.data, row.checkpoint_id))
         return True
 
 
@@ -599,33 +540,33 @@ def _insert_writes(
     """Insert one call's writes in one write transaction; return how many were stored."""
     first, rows, overwrite = arg
     with _write_transaction(conn):
-        stored = conn.execute(_WRITES_TRACE_SQL, (first.checkpoint_id.bytes,)).fetchone()
+        stored = conn.execute(sql.WRITES_TRACE, (first.checkpoint_id.bytes,)).fetchone()
         if stored is not None:
             check_writes_trace(first, stored[0])
-        sql = _UPSERT_WRITE_SQL if overwrite else _INSERT_WRITE_SQL
-        return conn.executemany(sql, rows).rowcount
+        insert = sql.UPSERT_WRITE if overwrite else sql.INSERT_WRITE
+        return conn.executemany(insert, rows).rowcount
 
 
 def _delete_by_ids(conn: sqlite3.Connection, ids: list[bytes]) -> int:
     """Delete checkpoints by id with their writes, in one write transaction (one commit)."""
     params = [(checkpoint_id,) for checkpoint_id in ids]
     with _write_transaction(conn):
-        conn.executemany(_DELETE_WRITES_SQL, params)
-        return conn.executemany(_DELETE_SQL, params).rowcount
+        conn.executemany(sql.DELETE_WRITES, params)
+        return conn.executemany(sql.DELETE, params).rowcount
 
 
 def _delete_trace_rows(conn: sqlite3.Connection, trace_id: str) -> int:
     with _write_transaction(conn):
-        conn.execute(_DELETE_TRACE_WRITES_SQL, (trace_id,))
-        return conn.execute(_DELETE_TRACE_SQL, (trace_id,)).rowcount
+        conn.execute(sql.DELETE_TRACE_WRITES, (trace_id,))
+        return conn.execute(sql.DELETE_TRACE, (trace_id,)).rowcount
 
 
 def _delete_selected(conn: sqlite3.Connection, query: _Query) -> int:
     """Delete the checkpoints ``query`` selects, with their writes, in one transaction."""
     with _write_transaction(conn):
         params = conn.execute(*query).fetchall()
-        conn.executemany(_DELETE_WRITES_SQL, params)
-        return conn.executemany(_DELETE_SQL, params).rowcount
+        conn.executemany(sql.DELETE_WRITES, params)
+        return conn.executemany(sql.DELETE, params).rowcount
 
 
 def _set_wal_mode(conn: sqlite3.Connection, busy_timeout: float) -> object:
@@ -656,12 +597,12 @@ def _set_up_schema(conn: sqlite3.Connection, path: str) -> None:
     and the others find it done.
     """
     # A read first: a file that is up to date (the usual case) is not write-locked.
-    if _schema_version(conn, path) == _SCHEMA_VERSION:
+    if _schema_version(conn, path) == sql.SCHEMA_VERSION:
         return
     with _write_transaction(conn):
-        conn.execute(_CREATE_SCHEMA_TABLE)
-        for version in range(_schema_version(conn, path) + 1, _SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[version - 1]:
+        conn.execute(sql.CREATE_SCHEMA_TABLE)
+        for version in range(_schema_version(conn, path) + 1, sql.SCHEMA_VERSION + 1):
+            for statement in sql.MIGRATIONS[version - 1]:
                 conn.execute(statement)
             conn.execute("INSERT INTO flowpoint_schema (version) VALUES (?)", (version,))
 
@@ -680,10 +621,10 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int:
         raise StorageError(
             f"SQLite database {path}: unrecognised flowpoint schema version {version!r}"
         )
-    if version > _SCHEMA_VERSION:
+    if version > sql.SCHEMA_VERSION:
         raise StorageError(
             f"SQLite database {path} has schema version {version}, written by a newer "
-            f"flowpoint (this one reads up to version {_SCHEMA_VERSION}); upgrade flowpoint"
+            f"flowpoint (this one reads up to version {sql.SCHEMA_VERSION}); upgrade flowpoint"
         )
     return version
 
@@ -703,35 +644,19 @@ def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-_CONFLICTS: Final = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+# The one-winner rule's refusals: UNIQUE (trace_id, step), and the checkpoint id.
+_CONFLICTS: Final[Mapping[str, Literal["step", "id"]]] = {
+    "SQLITE_CONSTRAINT_UNIQUE": "step",
+    "SQLITE_CONSTRAINT_PRIMARYKEY": "id",
+}
+_DRIVER_ERRORS: Final = DriverErrors(
+    failures=(sqlite3.Error, OSError),
+    conflict=lambda exc: _CONFLICTS.get(getattr(exc, "sqlite_errorname", "")),
+    describe=str,
+)
 
 
-@contextmanager
-def _driver_errors(path: str, action: str) -> Iterator[None]:
-    """The error boundary: every SQLite or OS error becomes a :class:`StorageError`."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise StorageError(f"SQLite database {path}: {action} failed: {exc}") from exc
-
-
-def _conflict(path: str, exc: sqlite3.IntegrityError, row: _NewRow) -> CheckpointStoreError:
-    """A unique violation of a saved row is its :class:`CheckpointConflict`."""
-    error: CheckpointStoreError
-    if exc.sqlite_errorname not in _CONFLICTS:
-        error = StorageError(f"SQLite database {path}: save failed: {exc}")
-    else:
-        detail = None
-        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
-            detail = f"checkpoint id {UUID(bytes=row.checkpoint_id)} exists"
-        error = CheckpointConflict(row.trace_id, row.step, detail)
-    error.__cause__ = exc
-    return error
-
-
-def _settle(
-    outcome: asyncio.Future[CheckpointStoreError | None], error: CheckpointStoreError | None
-) -> None:
+def _settle(outcome: asyncio.Future[Exception | None], error: Exception | None) -> None:
     if not outcome.done():  # a cancelled caller no longer waits
         outcome.set_result(error)
 
@@ -758,7 +683,7 @@ def _info_from_row(row: _Row) -> CheckpointInfo:
     return info_with_size(_header_from_row(row), row[8])
 
 
-def _header_from_row(row: _Row) -> HeaderFields:
+def _header_from_row(row: _Row) -> CheckpointHeader:
     raw_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata = row[:8]
     checkpoint_id = _id_from_column(raw_id)
     if checkpoint_id is None:
@@ -787,16 +712,20 @@ def _header_from_row(row: _Row) -> HeaderFields:
         raise corrupt("created_at", created_at, "out of the range of datetime") from None
     if current_node is not None and type(current_node) is not str:
         raise corrupt("current_node", current_node, "not TEXT or NULL")
-    return (
-        checkpoint_id,
-        trace,
-        step,
-        parent,
-        graph_hash % _UINT64,
-        created,
-        current_node,
-        metadata_from_json(checkpoint_id, metadata),
+    return CheckpointHeader(
+        checkpoint_id=checkpoint_id,
+        trace_id=trace,
+        step=step,
+        parent_id=parent,
+        graph_hash=graph_hash % _UINT64,
+        created_at=created,
+        current_node=current_node,
+        metadata=metadata_from_json(checkpoint_id, metadata),
     )
+
+
+def _step_or_none(value: object) -> int | None:
+    return value if type(value) is int and value >= 0 else None
 
 
 def _id_from_column(value: object) -> CheckpointId | None:

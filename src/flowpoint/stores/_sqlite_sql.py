@@ -1,0 +1,154 @@
+"""The SQL of the SQLite store: its migrations, and every statement it runs.
+
+``SCHEMA_VERSION`` is the version a file has once every migration is applied;
+table ``flowpoint_schema`` records each one a file got. Listings select the
+header columns and ``size``, never ``data`` (the last column, so its overflow
+pages are not read).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "CREATE_SCHEMA_TABLE",
+    "DELETE",
+    "DELETE_TRACE",
+    "DELETE_TRACE_WRITES",
+    "DELETE_WRITES",
+    "HEADER",
+    "HEADER_BY_ID",
+    "HISTORY",
+    "HISTORY_BEFORE",
+    "IDS_BETWEEN",
+    "IDS_FROM",
+    "INSERT",
+    "INSERT_WRITE",
+    "LATEST",
+    "LOAD",
+    "LOAD_WRITES",
+    "MIGRATIONS",
+    "PRUNE",
+    "PRUNE_CUTOFF",
+    "PRUNE_KEEP",
+    "REWRITE",
+    "REWRITE_BY_ID",
+    "SCHEMA_VERSION",
+    "STEPS",
+    "TRACES",
+    "TRACE_ROWS",
+    "UPSERT_WRITE",
+    "WRITES_TRACE",
+]
+
+
+CREATE_SCHEMA_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS flowpoint_schema (version INTEGER NOT NULL)"
+)
+# Migration N (1-based) is MIGRATIONS[N - 1]; a database records each one it got in
+# flowpoint_schema. Released migrations never change: add a new one instead.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    # 1: the checkpoints. `data` is the last column, so reading the header columns
+    # (and `size`) of a row never touches the overflow pages that hold a large `data`.
+    (
+        """
+        CREATE TABLE flowpoint_checkpoints (
+            checkpoint_id BLOB PRIMARY KEY,
+            trace_id      TEXT NOT NULL,
+            step          INTEGER NOT NULL,
+            parent_id     BLOB,
+            graph_hash    INTEGER NOT NULL,
+            created_at    INTEGER NOT NULL,
+            current_node  TEXT,
+            metadata      TEXT NOT NULL,
+            size          INTEGER NOT NULL,
+            data          BLOB NOT NULL,
+            UNIQUE (trace_id, step)
+        )
+        """,
+    ),
+    # 2: pending writes, keyed as the interface keys them; by trace for delete_trace.
+    (
+        """
+        CREATE TABLE flowpoint_writes (
+            checkpoint_id BLOB NOT NULL,
+            task_id       TEXT NOT NULL,
+            idx           INTEGER NOT NULL,
+            trace_id      TEXT NOT NULL,
+            data          BLOB NOT NULL,
+            PRIMARY KEY (checkpoint_id, task_id, idx)
+        )
+        """,
+        "CREATE INDEX flowpoint_writes_trace ON flowpoint_writes (trace_id)",
+    ),
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+HEADER: Final = (
+    "checkpoint_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata"
+)
+INSERT: Final = (
+    f"INSERT INTO flowpoint_checkpoints ({HEADER}, size, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+LOAD: Final = f"SELECT {HEADER}, data FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
+LATEST: Final = (
+    f"SELECT {HEADER}, data FROM flowpoint_checkpoints "
+    "WHERE trace_id = ? ORDER BY step DESC LIMIT 1"
+)
+STEPS: Final = (
+    f"SELECT {HEADER}, data FROM flowpoint_checkpoints "
+    "WHERE trace_id = ? AND step BETWEEN ? AND ? ORDER BY step"
+)
+HISTORY: Final = (
+    f"SELECT {HEADER}, size FROM flowpoint_checkpoints "
+    "WHERE trace_id = ? ORDER BY step DESC LIMIT ?"
+)
+HISTORY_BEFORE: Final = (
+    f"SELECT {HEADER}, size FROM flowpoint_checkpoints "
+    "WHERE trace_id = ? AND step < ? ORDER BY step DESC LIMIT ?"
+)
+# A rewrite replaces the data of the row whose whole header matches.
+REWRITE: Final = (
+    "UPDATE flowpoint_checkpoints SET size = ?, data = ? WHERE checkpoint_id = ?"
+    " AND trace_id = ? AND step = ? AND parent_id IS ? AND graph_hash = ?"
+    " AND created_at = ? AND current_node IS ? AND metadata = ?"
+)
+REWRITE_BY_ID: Final = "UPDATE flowpoint_checkpoints SET size = ?, data = ? WHERE checkpoint_id = ?"
+HEADER_BY_ID: Final = f"SELECT {HEADER}, size FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
+TRACES: Final = "SELECT DISTINCT trace_id FROM flowpoint_checkpoints ORDER BY trace_id"
+TRACE_ROWS: Final = (
+    "SELECT checkpoint_id, step FROM flowpoint_checkpoints WHERE trace_id = ? ORDER BY step"
+)
+IDS_FROM: Final = (
+    "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE checkpoint_id >= ?"
+    " ORDER BY checkpoint_id LIMIT ?"
+)
+IDS_BETWEEN: Final = (
+    "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE checkpoint_id >= ?"
+    " AND checkpoint_id < ? ORDER BY checkpoint_id LIMIT ?"
+)
+DELETE: Final = "DELETE FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
+DELETE_TRACE: Final = "DELETE FROM flowpoint_checkpoints WHERE trace_id = ?"
+PRUNE: Final = "SELECT checkpoint_id FROM flowpoint_checkpoints WHERE trace_id = :trace"
+WRITES_TRACE: Final = "SELECT trace_id FROM flowpoint_writes WHERE checkpoint_id = ? LIMIT 1"
+INSERT_WRITE: Final = (
+    "INSERT INTO flowpoint_writes (checkpoint_id, task_id, idx, trace_id, data)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, task_id, idx) DO NOTHING"
+)
+UPSERT_WRITE: Final = (
+    "INSERT INTO flowpoint_writes (checkpoint_id, task_id, idx, trace_id, data)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, task_id, idx)"
+    " DO UPDATE SET data = excluded.data"
+)
+LOAD_WRITES: Final = (
+    "SELECT task_id, idx, trace_id, data FROM flowpoint_writes WHERE checkpoint_id = ?"
+)
+DELETE_WRITES: Final = "DELETE FROM flowpoint_writes WHERE checkpoint_id = ?"
+DELETE_TRACE_WRITES: Final = "DELETE FROM flowpoint_writes WHERE trace_id = ?"
+# Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
+PRUNE_KEEP: Final = (
+    " AND step <= (SELECT step FROM flowpoint_checkpoints WHERE trace_id = :trace"
+    " ORDER BY step DESC LIMIT 1 OFFSET :keep)"
+)
+PRUNE_CUTOFF: Final = " AND created_at < :cutoff"

@@ -29,6 +29,8 @@ class Sizes:
     # W4 fan-out agent step: agent -> 8 tools -> join, run by flowpoint and by LangGraph.
     w4_supersteps: int = 200
     w4_message_chars: int = 200
+    # W5 LangGraph adapter: W1's steps through the saver API; an add_messages agent's bytes.
+    w5_agent_turns: tuple[int, ...] = (60, 300)
     # Everything.
     repeat: int = 3
     seed: int = 20_260_101
@@ -55,5 +57,6 @@ SMOKE = Sizes(
     w3_records=200,  # about 50 KB
     w3_memory_steps=2,
     w4_supersteps=10,
+    w5_agent_turns=(3, 8),
     repeat=1,
 )

@@ -72,6 +72,19 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 # -- Markdown --------------------------------------------------------------------------
 
 
+def _latency_rows(section: dict[str, Any]) -> list[list[str]]:
+    """p50, p90 and p99 of each W1 operation, a row per subject and operation."""
+    rows: list[list[str]] = []
+    for name, entry in section["subjects"].items():
+        if entry.get("status") != "ok":
+            rows.append([f"`{name}`", entry.get("status", ""), "-", "-", "-"])
+            continue
+        for op in OPERATIONS:
+            stats = _get(entry, f"{op}_ms") or {}
+            rows.append([f"`{name}`", op, *(_num(stats.get(q)) for q in ("p50", "p90", "p99"))])
+    return rows
+
+
 def _w1_tables(section: dict[str, Any]) -> list[str]:
     p = section["params"]
     lines = [
@@ -83,22 +96,7 @@ def _w1_tables(section: dict[str, Any]) -> list[str]:
         f"{p['listing_repeats']} times.",
         "",
     ]
-    rows: list[list[str]] = []
-    for name, entry in section["subjects"].items():
-        if entry.get("status") != "ok":
-            rows.append([f"`{name}`", entry.get("status", ""), "-", "-", "-"])
-            continue
-        for op in OPERATIONS:
-            stats = _get(entry, f"{op}_ms") or {}
-            rows.append(
-                [
-                    f"`{name}`",
-                    op,
-                    _num(stats.get("p50")),
-                    _num(stats.get("p90")),
-                    _num(stats.get("p99")),
-                ]
-            )
+    rows = _latency_rows(section)
     floor_ops = [
         ("floor.msgspec", "save_ms", "encode (msgspec alone)"),
         ("floor.sqlite", "save_ms", "encode + INSERT"),
@@ -211,6 +209,35 @@ def _w3_tables(section: dict[str, Any]) -> list[str]:
     return [*lines, *_table(header, rows)]
 
 
+def _w5_tables(section: dict[str, Any]) -> list[str]:
+    p = section["params"]
+    lines = [
+        f"## W5 LangGraph adapter, saver API ({p['steps']} steps of W1's chat through "
+        "put, get_tuple and list)",
+        "",
+        "Latency of one call, in ms, as for W1: FlowpointSaver (`lgfp.*`) and LangGraph's "
+        "savers driven by the same code.",
+        "",
+    ]
+    lines += _table(["subject", "operation", "p50", "p90", "p99"], _latency_rows(section))
+    agent = section.get("agent_bytes") or {}
+    peer = agent.get("lg.SqliteSaver") or {}
+    lines += [
+        "",
+        "Bytes at rest of an `add_messages` agent's thread (a compiled `StateGraph`, one human "
+        "message and one reply per turn), on SQLite, after each number of turns:",
+        "",
+    ]
+    rows = []
+    for name, found in agent.items():
+        for turns in p["agent_turns"]:
+            value = found.get(f"agent_bytes_{turns}")
+            theirs = peer.get(f"agent_bytes_{turns}")
+            ratio = f"1/{theirs / value:.1f}" if value and theirs else "-"
+            rows.append([f"`{name}`", str(turns), _mb(value), ratio])
+    return lines + _table(["subject", "turns", "MB at rest", "÷ SqliteSaver"], rows)
+
+
 def _w4_tables(section: dict[str, Any]) -> list[str]:
     p = section["params"]
     lines = [
@@ -302,7 +329,13 @@ def markdown(document: dict[str, Any]) -> str:
         "",
     ]
     workloads = document["workloads"]
-    writers = {"W1": _w1_tables, "W2": _w2_tables, "W3": _w3_tables, "W4": _w4_tables}
+    writers = {
+        "W1": _w1_tables,
+        "W2": _w2_tables,
+        "W3": _w3_tables,
+        "W4": _w4_tables,
+        "W5": _w5_tables,
+    }
     for key, writer in writers.items():
         if key in workloads:
             lines += writer(workloads[key])

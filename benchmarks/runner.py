@@ -22,7 +22,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from benchmarks import floors, w1, w2, w3, w4
+from benchmarks import floors, w1, w2, w3, w4, w5
 from benchmarks.config import Sizes
 from benchmarks.places import Place, PostgresServer, Workspace
 from benchmarks.stats import median_of_runs
@@ -42,9 +42,14 @@ class Workload:
     # A workload of whole graph runs compares engines (a runner and its store), not the
     # checkpointers of SUBJECTS: name -> (label, run(sizes, directory)).
     engines: dict[str, tuple[str, Callable[[Sizes, Path], dict[str, Any]]]] | None = None
+    subjects: frozenset[str] | None = None  # None: every subject that applies
 
     def applies(self, spec: SubjectSpec) -> bool:
         if self.engines is not None:
+            return False
+        if spec.workloads is not None and self.key not in spec.workloads:
+            return False
+        if self.subjects is not None and spec.name not in self.subjects:
             return False
         return spec.api == "async" or self.run_sync is not None
 
@@ -93,6 +98,10 @@ def _w4_params(s: Sizes) -> dict[str, Any]:
     }
 
 
+def _w5_params(s: Sizes) -> dict[str, Any]:
+    return {**_w1_params(s), "agent_turns": list(s.w5_agent_turns)}
+
+
 def _no_run(*args: Any) -> Any:
     raise AssertionError("W4 runs engines, not subjects")
 
@@ -102,6 +111,15 @@ WORKLOADS: dict[str, Workload] = {
     "W2": Workload("W2", "fan-out", w2.run_async, None, None, _w2_params),
     "W3": Workload("W3", "large state", w3.run_async, w3.run_sync, floors.run_w3, _w3_params),
     "W4": Workload("W4", "fan-out agent step", _no_run, None, None, _w4_params, engines=w4.ENGINES),
+    "W5": Workload(
+        "W5",
+        "LangGraph adapter, saver API",
+        w1.run_async,
+        w1.run_sync,
+        None,
+        _w5_params,
+        subjects=w5.SUBJECTS,
+    ),
 }
 
 
@@ -270,6 +288,8 @@ class Runner:
             self._w1_growth(results["W1"])
         if "W3" in results:
             self._w3_memory(results["W3"])
+        if "W5" in results:
+            self._w5_agent(results["W5"])
         return results
 
     def _summarize(
@@ -317,6 +337,30 @@ class Runner:
             if isinstance(value, dict) and "bytes_by_step" in value:
                 growth[name] = value["bytes_by_step"]
         section["bytes_by_step"] = growth
+
+    def _w5_agent(self, section: dict[str, Any]) -> None:
+        """Bytes at rest of an add_messages agent's thread, untimed, on each SQLite saver.
+
+        Recorded per subject under ``agent_bytes``, and in the subject's medians (for
+        the targets) as ``agent_bytes_<turns>``.
+        """
+        found: dict[str, Any] = {}
+        for name in w5.AGENT_SUBJECTS:
+            entry = section["subjects"].get(name)
+            if entry is None:
+                continue
+            started = perf_counter()
+            try:
+                with self.workspace.directory(f"agent-{name}") as directory:
+                    found[name] = w5.agent_bytes(self.sizes, directory, name)
+            except Exception as exc:
+                _log(f"    agent {name} failed: {type(exc).__name__}: {exc}")
+                found[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                continue
+            _log(f"[agent] W5 {name:<22} {perf_counter() - started:7.2f} s")
+            if entry.get("status") == "ok":
+                entry["median"].update(found[name])
+        section["agent_bytes"] = found
 
     def _w3_memory(self, section: dict[str, Any]) -> None:
         """Peak memory of one save and one load, under tracemalloc, per subject."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.places import Place, directory_bytes, postgres_bytes, sqlite_bytes, sqlite_pragmas
+from benchmarks.w5 import open_flowpoint_saver, open_flowpoint_saver_async
 
 GRAPH = 0x5EA7C0DE
 """The graph fingerprint every flowpoint checkpoint is saved and loaded with."""
@@ -506,6 +507,7 @@ class SubjectSpec:
     backend: str  # "memory", "sqlite", "file" or "postgres"
     api: str  # "async" or "sync"
     build: Callable[[Place], AsyncSubject | SyncSubject]
+    workloads: frozenset[str] | None = None  # None: every workload that applies
 
     @property
     def needs_postgres(self) -> bool:
@@ -688,6 +690,38 @@ SUBJECTS: list[SubjectSpec] = [
         "postgres",
         "async",
         lambda place: LangGraphAsync(_open_async_postgres_saver(_dsn(place)), _pg_footprint(place)),
+    ),
+    # flowpoint's LangGraph adapter, driven as LangGraph's savers are (W5 only).
+    SubjectSpec(
+        "lgfp.sqlite.sync",
+        "FlowpointSaver over SQLite (put, get_tuple, list)",
+        "flowpoint",
+        "sqlite",
+        "sync",
+        lambda place: LangGraphSync(
+            open_flowpoint_saver(_sqlite_url(place)), _sqlite_footprint(place)
+        ),
+        frozenset({"W5"}),
+    ),
+    SubjectSpec(
+        "lgfp.sqlite",
+        "FlowpointSaver over SQLite (aput, aget_tuple, alist)",
+        "flowpoint",
+        "sqlite",
+        "async",
+        lambda place: LangGraphAsync(
+            open_flowpoint_saver_async(_sqlite_url(place)), _sqlite_footprint(place)
+        ),
+        frozenset({"W5"}),
+    ),
+    SubjectSpec(
+        "lgfp.postgres",
+        "FlowpointSaver over PostgreSQL (aput, aget_tuple, alist)",
+        "flowpoint",
+        "postgres",
+        "async",
+        lambda place: LangGraphAsync(open_flowpoint_saver_async(_dsn(place)), _pg_footprint(place)),
+        frozenset({"W5"}),
     ),
 ]
 

@@ -79,6 +79,19 @@ TARGETS: list[Target] = [
            "fp.sqlite.sync", "floor.delta", SAVE, "ms", "le", 1.1, note=ONCE_DELTAS),
     Target("floor-w1-delta-async", "W1", "Floor: W1 save p50 (async) vs the delta-commit floor",
            "fp.sqlite", "floor.delta", SAVE, "ms", "le", 1.1, note=ONCE_DELTAS),
+    Target("w5-put", "W5", "W5 SQLite: FlowpointSaver.put p50 vs SqliteSaver.put",
+           "lgfp.sqlite.sync", "lg.SqliteSaver", SAVE, "ms", "le", 1.0),
+    Target("w5-aput", "W5", "W5 SQLite: FlowpointSaver.aput p50 vs AsyncSqliteSaver.aput",
+           "lgfp.sqlite", "lg.AsyncSqliteSaver", SAVE, "ms", "le", 0.7),
+    Target("w5-get", "W5", "W5 SQLite: get_tuple (latest) p50 vs SqliteSaver.get_tuple",
+           "lgfp.sqlite.sync", "lg.SqliteSaver", LOAD, "ms", "le", 1.0),
+    Target("w5-list20", "W5", "W5 SQLite: list(limit=20) p50 vs SqliteSaver.list(limit=20)",
+           "lgfp.sqlite.sync", "lg.SqliteSaver", ("list_newest_20_ms", "p50"), "ms", "le", 0.2),
+    Target("w5-aput-postgres", "W5", "W5 PostgreSQL: aput p50 vs AsyncPostgresSaver.aput",
+           "lgfp.postgres", "lg.AsyncPostgresSaver", SAVE, "ms", "le", 0.7),
+    Target("w5-agent-bytes", "W5", "W5 add_messages agent, first turns: bytes vs SqliteSaver's",
+           "lgfp.sqlite.sync", "lg.SqliteSaver", ("agent_bytes_first",), "bytes", "le", 1 / 10,
+           note="after the first of w5_agent_turns (60 in the full run)"),
 ]
 # fmt: on
 

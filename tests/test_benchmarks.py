@@ -15,6 +15,7 @@ import pytest
 from benchmarks.report import charts_available
 from benchmarks.subjects import SUBJECTS
 from benchmarks.w4 import ENGINES
+from benchmarks.w5 import SUBJECTS as W5_SUBJECTS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = ("W1", "W2", "W3")
@@ -69,6 +70,9 @@ def test_json_has_every_workload_and_subject(
     for workload in WORKLOADS:
         section = document["workloads"][workload]
         for spec in SUBJECTS:
+            if spec.workloads is not None and workload not in spec.workloads:
+                assert spec.name not in section["subjects"]
+                continue
             if workload == "W2" and spec.api == "sync":  # W2 runs async subjects only
                 assert spec.name not in section["subjects"]
                 continue
@@ -103,6 +107,26 @@ def test_w4_runs_the_same_graph_on_both_engines(
         assert median["bytes_at_rest"] > 0
         assert median["settings"]["synchronous_full"], name
     assert "## W4 " in (out / "results.md").read_text()
+
+
+def test_w5_drives_langgraphs_savers_and_flowpoints_alike(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, _ = smoke_run
+    document = json.loads((out / "results.json").read_text())
+    section = document["workloads"]["W5"]
+    assert set(section["subjects"]) == set(W5_SUBJECTS)
+    for name, entry in section["subjects"].items():
+        if entry["status"] == "skipped":
+            assert os.environ.get("CI") != "true", (name, entry["reason"])
+            continue
+        assert entry["status"] == "ok", (name, entry.get("reason"))
+        assert entry["median"]["save_ms"]["p50"] > 0
+    for name, found in section["agent_bytes"].items():
+        assert found["agent_bytes_first"] > 0, name
+    keys = {row["key"] for row in document["targets"]}
+    assert {"w5-put", "w5-aput", "w5-get", "w5-list20", "w5-agent-bytes"} <= keys
+    assert "## W5 " in (out / "results.md").read_text()
 
 
 def test_markdown_has_the_targets_table(

@@ -11,10 +11,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "src" / "flowpoint"
-# Backends whose drivers are optional extras: they import their driver only when used.
+# Backends whose drivers are optional extras (they import their driver only when used), and
+# the LangGraph adapter, which needs the langgraph extra.
 OPTIONAL = {
     SOURCE / "stores" / name for name in ("postgres.py", "_postgres_sql.py", "redis.py", "s3.py")
-}
+} | set((SOURCE / "langgraph").glob("*.py"))
 
 
 def _top_level_imports(path: Path) -> set[str]:

@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from flowpoint import __version__
-from flowpoint.cli import _graph, inspect, maintain, transfer, verify
+from flowpoint.cli import _graph, _import_langgraph, inspect, maintain, transfer, verify
 from flowpoint.cli.common import PROGRAM, DebugOption, Settings, StoreOption
 from flowpoint.cli.demo import run_demo
 from flowpoint.cli.output import EXIT_CODES_HELP, ExitCode, print_error, run
@@ -146,6 +146,7 @@ app.command("copy")(transfer.copy)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
 app.command("graph")(_graph.graph)
+app.command("import-langgraph")(_import_langgraph.import_langgraph)
 
 
 def main() -> None:

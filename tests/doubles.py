@@ -9,7 +9,7 @@ from __future__ import annotations
 from flowpoint import BlobCheckpointStore, CheckpointBlob, CheckpointInfo, InMemoryBlobStore
 from flowpoint.blob import PendingWrite
 from flowpoint.ids import CheckpointId, TraceId
-from flowpoint.stores.base import RewritableBlobStore
+from flowpoint.stores._base import RewritableBlobStore
 
 
 class DelegatingBlobStore(BlobCheckpointStore):

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 import pytest
 
-import flowpoint.codec.delta as delta_module
+import flowpoint.codec._delta as delta_module
 from flowpoint import (
     Checkpoint,
     CorruptCheckpoint,
@@ -19,9 +19,9 @@ from flowpoint import (
     SerdeCheckpointCodec,
     TypedCheckpointStore,
 )
-from flowpoint.chains import FrameCache, MissingBase
-from flowpoint.codec.delta import Frame, state_size
-from flowpoint.codec.serde import DELTA_BASE_KEY, MAX_DELTA_CHAIN
+from flowpoint._chains import FrameCache, MissingBase
+from flowpoint.codec._delta import Frame, state_size
+from flowpoint.codec._serde import DELTA_BASE_KEY, MAX_DELTA_CHAIN
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
 from tests.doubles import DelegatingBlobStore, RewritableDelegatingStore
 

@@ -10,10 +10,10 @@ import pytest
 
 import flowpoint
 import flowpoint.checkpoint
-import flowpoint.graph.fingerprint
-import flowpoint.graph.policies
+import flowpoint.graph._fingerprint
+import flowpoint.graph._policies
 import flowpoint.ids
-import flowpoint.stores.registry
+import flowpoint.stores._registry
 
 PUBLIC_NAMES = {
     "END",
@@ -97,8 +97,8 @@ def test_importing_flowpoint_imports_no_backend() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert (
-        out.stdout.strip() == "['flowpoint.stores.base', 'flowpoint.stores.memory', "
-        "'flowpoint.stores.registry']"
+        out.stdout.strip() == "['flowpoint.stores._base', 'flowpoint.stores.memory', "
+        "'flowpoint.stores._registry']"
     )
 
 
@@ -107,9 +107,9 @@ def test_importing_flowpoint_imports_no_backend() -> None:
     [
         flowpoint.ids,
         flowpoint.checkpoint,
-        flowpoint.stores.registry,
-        flowpoint.graph.fingerprint,
-        flowpoint.graph.policies,
+        flowpoint.stores._registry,
+        flowpoint.graph._fingerprint,
+        flowpoint.graph._policies,
     ],
 )
 def test_docstring_examples(module: object) -> None:

@@ -17,7 +17,7 @@ from flowpoint import (
     SyncCheckpointStore,
     TypedCheckpointStore,
 )
-from flowpoint.stores.base import run_in_caller_thread
+from flowpoint.stores._base import run_in_caller_thread
 from tests.doubles import DelegatingBlobStore
 
 GRAPH = 7

@@ -37,7 +37,7 @@ from flowpoint.graph import (
 )
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores import BlobCheckpointStore, InMemoryBlobStore, PruneRule
-from flowpoint.stores.registry import DEFAULT_STORE_URL, open_store
+from flowpoint.stores._registry import DEFAULT_STORE_URL, open_store
 from flowpoint.sync import SyncCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
 

@@ -225,7 +225,7 @@ class CheckpointInfo(CheckpointHeader):
 class CheckpointBlob(CheckpointHeader):
     """An encoded checkpoint: the header a store indexes, and opaque ``data``.
 
-    ``data`` is self-describing (see :mod:`flowpoint.codec.envelope`); it repeats
+    ``data`` is self-describing (see :mod:`flowpoint.codec._envelope`); it repeats
     the header so a decoder can tell when bytes are stored under the wrong header.
     """
 
@@ -240,8 +240,8 @@ class CheckpointBlob(CheckpointHeader):
 class DamagedRecord:
     """A stored record a listing could not read: what is known of it, and what is wrong.
 
-    Listings that report damage (:meth:`~flowpoint.stores.base.BlobCheckpointStore.history_entries`,
-    :meth:`~flowpoint.stores.base.BlobCheckpointStore.trace_entries`) return one in
+    Listings that report damage (:meth:`~flowpoint.stores.BlobCheckpointStore.history_entries`,
+    :meth:`~flowpoint.stores.BlobCheckpointStore.trace_entries`) return one in
     place of the header or trace id they could not read, and go on. A field is
     ``None`` where the damage hides it. The record can still be deleted by id.
     """

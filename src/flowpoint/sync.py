@@ -12,8 +12,8 @@ from typing import Any, Generic, Self, TypeVar, overload
 from flowpoint.blob import CheckpointInfo
 from flowpoint.checkpoint import Checkpoint, S, State, TaskWrite
 from flowpoint.ids import CheckpointId, TraceId
-from flowpoint.stores.base import BlockingBlobStore, run_in_caller_thread
-from flowpoint.stores.registry import DEFAULT_STORE_URL
+from flowpoint.stores._base import BlockingBlobStore, run_in_caller_thread
+from flowpoint.stores._registry import DEFAULT_STORE_URL
 from flowpoint.typed import RekeyResult, TypedCheckpointStore
 
 __all__ = ["SyncCheckpointStore"]

@@ -8,8 +8,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, overload
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo
-from flowpoint.chains import (
+from flowpoint._chains import (
     DEFAULT_FRAME_CACHE_BYTES,
     FrameCache,
     MissingBase,
@@ -17,14 +16,15 @@ from flowpoint.chains import (
     make_whole,
     read_history,
 )
+from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.checkpoint import Checkpoint, S, State, TaskWrite
 from flowpoint.codec import CheckpointCodec, SerdeCheckpointCodec
-from flowpoint.codec.base import DeltaCheckpointCodec, WriteCodec
+from flowpoint.codec._base import DeltaCheckpointCodec, WriteCodec
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, GraphMismatch
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 from flowpoint.stores import BlobCheckpointStore, PruneRule
-from flowpoint.stores.base import RewritableBlobStore
-from flowpoint.stores.registry import DEFAULT_STORE_URL, open_store
+from flowpoint.stores._base import RewritableBlobStore
+from flowpoint.stores._registry import DEFAULT_STORE_URL, open_store
 
 __all__ = ["RekeyResult", "TypedCheckpointStore"]
 
@@ -60,7 +60,7 @@ class TypedCheckpointStore(Generic[S]):
     Closing this facade closes the blob store it wraps.
 
     With the stock codec and a store that can rewrite data
-    (:class:`~flowpoint.stores.base.RewritableBlobStore`: every built-in backend),
+    (:class:`~flowpoint.stores._base.RewritableBlobStore`: every built-in backend),
     a checkpoint is stored as its changes to the one saved before it in the trace,
     where that pays (see :class:`~flowpoint.SerdeCheckpointCodec`); on any other
     store every checkpoint is stored whole. To compute and read those changes
@@ -183,7 +183,7 @@ class TypedCheckpointStore(Generic[S]):
         What :meth:`load` does once it has the blob; tools that list and read blobs
         themselves use it. Raises as :meth:`load` does, and
         :class:`~flowpoint.errors.CorruptCheckpoint` for a broken chain: a
-        :class:`~flowpoint.chains.MissingBase` if a checkpoint of the chain is not in
+        :class:`~flowpoint._chains.MissingBase` if a checkpoint of the chain is not in
         the store even after the blob's checkpoint was read again (it was deleted
         meanwhile, or the chain is broken).
         """
@@ -406,7 +406,7 @@ class TypedCheckpointStore(Generic[S]):
         trust what it holds.
 
         Raises ``TypeError`` if the store cannot rewrite data
-        (:class:`~flowpoint.stores.base.RewritableBlobStore`) or the codec is not a
+        (:class:`~flowpoint.stores._base.RewritableBlobStore`) or the codec is not a
         :class:`~flowpoint.SerdeCheckpointCodec` with a key ring;
         :class:`~flowpoint.errors.CodecError` (naming the key id) for a checkpoint
         whose key the ring no longer holds; and

@@ -25,8 +25,8 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from flowpoint import Checkpoint, CheckpointBlob, KeyRing, SyncCheckpointStore, open_store
-from flowpoint.cli.app import app
-from flowpoint.cli.demo import run_demo
+from flowpoint.cli._app import app
+from flowpoint.cli._demo import run_demo
 from tests.harnesses.base import unavailable
 
 GRAPH = 0x5EA7C0DE0BADF00D

@@ -12,11 +12,11 @@ from types import ModuleType
 import pytest
 import typer
 
-from flowpoint.cli import common, jsondiff, maintain
-from flowpoint.cli.app import app
-from flowpoint.cli.common import shown
-from flowpoint.cli.jsondiff import Change, diff_values, same_value
-from flowpoint.cli.output import ExitCode, exit_code_of
+from flowpoint.cli import _common, _jsondiff, _maintain
+from flowpoint.cli._app import app
+from flowpoint.cli._common import shown
+from flowpoint.cli._jsondiff import Change, diff_values, same_value
+from flowpoint.cli._output import ExitCode, exit_code_of
 from flowpoint.errors import CheckpointConflict, CodecError, CorruptCheckpoint, StorageError
 from tests.cli.conftest import Seeded, flowpoint, invoke, one_line_error, usage_error
 
@@ -214,7 +214,7 @@ def test_change_descriptions_are_one_line() -> None:
     }
 
 
-@pytest.mark.parametrize("module", [common, jsondiff, maintain])
+@pytest.mark.parametrize("module", [_common, _jsondiff, _maintain])
 def test_docstring_examples(module: ModuleType) -> None:
     failures, tried = doctest.testmod(module, raise_on_error=False)
     assert tried > 0

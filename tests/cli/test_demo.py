@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flowpoint import SyncCheckpointStore
-from flowpoint.cli.app import app
-from flowpoint.cli.demo import TRACE, Research
+from flowpoint.cli._app import app
+from flowpoint.cli._demo import TRACE, Research
 
 
 def test_demo_runs_pauses_resumes_lists_and_refuses_a_changed_graph(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flowpoint.cli._graph import GRAPHVIZ_MISSING
-from flowpoint.cli.output import ExitCode
+from flowpoint.cli._output import ExitCode
 from flowpoint.graph._dot import find_dot
 from tests.cli.conftest import flowpoint, invoke
 from tests.harnesses.base import unavailable

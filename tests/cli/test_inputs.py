@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from flowpoint.cli.archive import MAGIC, ArchiveError, ArchiveWriter, scan_archive
+from flowpoint.cli._archive import MAGIC, ArchiveError, ArchiveWriter, scan_archive
 from tests.cli.conftest import Seeded, blobs_of, flowpoint_bytes, one_line_error, sqlite_url
 
 LIMIT = 1 << 30

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flowpoint.cli.demo import TRACE
-from flowpoint.cli.inspect import summarize
-from flowpoint.cli.output import format_size, format_time, to_plain
+from flowpoint.cli._demo import TRACE
+from flowpoint.cli._inspect import summarize
+from flowpoint.cli._output import format_size, format_time, to_plain
 from tests.cli.conftest import (
     GRAPH,
     TRACES,
@@ -203,7 +203,7 @@ def test_the_history_hint_leaves_out_what_the_environment_gives(seeded: Seeded) 
 
 
 def test_the_history_hint_masks_a_password() -> None:
-    from flowpoint.cli.common import Settings, command_line
+    from flowpoint.cli._common import Settings, command_line
 
     settings = Settings(store="postgresql://app:hunter2@db/runs", keyring=Path("ring.json"))
     line = command_line(settings, "history", "t", "--before", "3")
@@ -271,7 +271,7 @@ def test_show_with_type_decodes_into_the_named_class(tmp_path: Path) -> None:
     latest = json.loads(invoke("history", TRACE, "--limit", "1", "--store", url, "--json").stdout)
     checkpoint_id = latest["checkpoints"][0]["checkpoint_id"]
     typed = invoke(
-        "show", checkpoint_id, "--type", "flowpoint.cli.demo:Research", "--store", url, "--json"
+        "show", checkpoint_id, "--type", "flowpoint.cli._demo:Research", "--store", url, "--json"
     )
     assert typed.exit_code == 0, typed.output
     assert json.loads(typed.stdout)["state"]["published"] is True

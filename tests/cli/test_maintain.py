@@ -12,7 +12,7 @@ from uuid import UUID
 import pytest
 
 from flowpoint import KeyRing, SyncCheckpointStore
-from flowpoint.cli.maintain import parse_duration
+from flowpoint.cli._maintain import parse_duration
 from tests.cli.conftest import (
     TRACES,
     Chain,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flowpoint.cli.demo import TRACE
+from flowpoint.cli._demo import TRACE
 from tests.cli.conftest import flowpoint, invoke, make_store, run_demo_quietly, sqlite_url
 
 

@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 
 from flowpoint import SyncCheckpointStore
-from flowpoint.cli.demo import TRACE
+from flowpoint.cli._demo import TRACE
 from tests.cli.conftest import flowpoint, run_demo_quietly
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import pytest
 
 from flowpoint import KeyRing, SyncCheckpointStore, open_store
 from flowpoint.blob import CheckpointBlob
-from flowpoint.cli.archive import (
+from flowpoint.cli._archive import (
     MAGIC,
     ArchiveError,
     ArchiveWriter,

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from flowpoint import KeyRing
-from flowpoint.cli.output import progressbar
+from flowpoint.cli._output import progressbar
 from flowpoint.ids import CheckpointId
 from tests.cli.conftest import (
     Seeded,

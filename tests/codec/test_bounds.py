@@ -40,9 +40,9 @@ from flowpoint import (
     open_store,
 )
 from flowpoint.codec._bounds import PLAIN, check_decoded_size
+from flowpoint.codec._delta import Delta, fields_hash, split_fields, state_size
+from flowpoint.codec._envelope import peek_header
 from flowpoint.codec._schema import decode_costs
-from flowpoint.codec.delta import Delta, fields_hash, split_fields, state_size
-from flowpoint.codec.envelope import peek_header
 from tests.codec.test_serde import reframe
 
 GRAPH = 0xB0B
@@ -161,7 +161,7 @@ _CLI_CHILD = textwrap.dedent(
     import resource, sys, json, tracemalloc
     resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
     from typer.testing import CliRunner
-    from flowpoint.cli.app import app
+    from flowpoint.cli._app import app
     tracemalloc.start()
     result = CliRunner().invoke(app, sys.argv[1:])
     peak = tracemalloc.get_traced_memory()[1]

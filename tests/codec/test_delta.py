@@ -33,7 +33,7 @@ from flowpoint import (
 )
 from flowpoint.blob import MAX_METADATA_KEYS
 from flowpoint.codec import KeyRing
-from flowpoint.codec.delta import (
+from flowpoint.codec._delta import (
     Delta,
     Frame,
     Rebuild,
@@ -43,8 +43,8 @@ from flowpoint.codec.delta import (
     split_fields,
     state_size,
 )
-from flowpoint.codec.envelope import MAGIC
-from flowpoint.codec.serde import DELTA_BASE_KEY
+from flowpoint.codec._envelope import MAGIC
+from flowpoint.codec._serde import DELTA_BASE_KEY
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
 
 GRAPH = 0x5EED5EED5EED5EED

@@ -41,7 +41,7 @@ from flowpoint import (
     SerdeCheckpointCodec,
 )
 from flowpoint.codec import KeyRing
-from flowpoint.codec.envelope import MAGIC, EnvelopeHeader, encode_head, seal_envelope
+from flowpoint.codec._envelope import MAGIC, EnvelopeHeader, encode_head, seal_envelope
 from flowpoint.ids import CheckpointId, TraceId
 from tests.states import DataclassState, samples
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowpoint import Checkpoint, CheckpointBlob, CheckpointStoreError, SerdeCheckpointCodec
-from flowpoint.codec.envelope import MAGIC
+from flowpoint.codec._envelope import MAGIC
 from tests.states import (
     DataclassState,
     Level,

@@ -29,8 +29,8 @@ from flowpoint import (
 from flowpoint.blob import PendingWrite
 from flowpoint.checkpoint import TaskWrite
 from flowpoint.codec import KeyRing
+from flowpoint.codec._envelope import EnvelopeHeader, encode_head, frame_head, seal_envelope
 from flowpoint.codec._writes import WRITE_MAGIC, WriteHeader, seal_write
-from flowpoint.codec.envelope import EnvelopeHeader, encode_head, frame_head, seal_envelope
 from flowpoint.ids import new_checkpoint_id
 
 GRAPH = 0x0123456789ABCDEF

@@ -15,7 +15,7 @@ import pydantic
 import pytest
 import zstandard
 
-import flowpoint.codec.keys
+import flowpoint.codec._keys
 from flowpoint import (
     Checkpoint,
     CheckpointBlob,
@@ -36,7 +36,7 @@ from flowpoint.blob import (
     validate_metadata,
 )
 from flowpoint.codec import KeyRing
-from flowpoint.codec.envelope import MAX_HEADER_LENGTH
+from flowpoint.codec._envelope import MAX_HEADER_LENGTH
 from flowpoint.typed import RekeyResult
 from tests.codec.test_serde import reframe
 
@@ -370,7 +370,7 @@ def test_a_key_ring_shows_ids_only_and_refuses_pickling() -> None:
 
 
 def test_key_ring_docstring_examples() -> None:
-    failures, tried = doctest.testmod(flowpoint.codec.keys, raise_on_error=False)
+    failures, tried = doctest.testmod(flowpoint.codec._keys, raise_on_error=False)
     assert tried > 0
     assert failures == 0
 

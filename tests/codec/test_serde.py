@@ -20,7 +20,7 @@ from flowpoint import (
     GraphMismatch,
     SerdeCheckpointCodec,
 )
-from flowpoint.codec.envelope import MAGIC
+from flowpoint.codec._envelope import MAGIC
 from tests.states import DataclassState, PydanticState, StructState, samples
 
 GRAPH = 0x1122334455667788
@@ -271,7 +271,7 @@ def test_pydantic_fields_msgspec_does_not_know_are_left_to_pydantic() -> None:
 def test_the_codec_module_is_split_by_concern() -> None:
     import flowpoint.codec._compression as compression
     import flowpoint.codec._schema as schema
-    import flowpoint.codec.serde as serde
+    import flowpoint.codec._serde as serde
 
     # What other modules import from serde stays there.
     for name in (

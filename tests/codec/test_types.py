@@ -26,7 +26,7 @@ from flowpoint import (
     TypedCheckpointStore,
 )
 from flowpoint.codec import _schema
-from flowpoint.codec.serde import DELTA_BASE_KEY
+from flowpoint.codec._serde import DELTA_BASE_KEY
 
 GRAPH = 0x7E57
 

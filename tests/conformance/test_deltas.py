@@ -17,7 +17,7 @@ from flowpoint import (
     SyncCheckpointStore,
     TypedCheckpointStore,
 )
-from flowpoint.codec.serde import DELTA_BASE_KEY
+from flowpoint.codec._serde import DELTA_BASE_KEY
 from tests.harnesses.base import StoreHarness
 
 GRAPH = 0x5EED

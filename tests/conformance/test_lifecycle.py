@@ -10,7 +10,7 @@ import pytest
 
 from flowpoint import BlobCheckpointStore, PruneRule, StorageError
 from flowpoint.blob import PendingWrite
-from flowpoint.stores.base import RewritableBlobStore
+from flowpoint.stores._base import RewritableBlobStore
 from tests.blobs import make_blob
 from tests.harnesses.base import StoreHarness
 

@@ -21,10 +21,10 @@ from flowpoint import (
     TypedCheckpointStore,
     open_store,
 )
-from flowpoint.cli.verify import check_checkpoint
-from flowpoint.codec.serde import DELTA_BASE_KEY
+from flowpoint.cli._verify import check_checkpoint
+from flowpoint.codec._serde import DELTA_BASE_KEY
 from flowpoint.ids import CheckpointId
-from flowpoint.stores.base import RewritableBlobStore
+from flowpoint.stores._base import RewritableBlobStore
 from tests.conformance.test_deltas import GRAPH, chat_state, run_chat
 from tests.doubles import RewritableDelegatingStore
 from tests.harnesses.base import StoreHarness

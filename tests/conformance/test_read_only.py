@@ -8,7 +8,7 @@ import pytest
 
 from flowpoint import PruneRule, StorageError
 from flowpoint.blob import PendingWrite
-from flowpoint.stores.base import RewritableBlobStore
+from flowpoint.stores._base import RewritableBlobStore
 from tests.blobs import make_blob
 from tests.harnesses.base import StoreHarness
 

@@ -19,7 +19,7 @@ from flowpoint import (
     TypedCheckpointStore,
 )
 from flowpoint.codec import KeyRing
-from flowpoint.stores.base import RewritableBlobStore
+from flowpoint.stores._base import RewritableBlobStore
 from flowpoint.typed import RekeyResult
 from tests.harnesses.base import StoreHarness
 

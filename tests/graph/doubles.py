@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from flowpoint import InMemoryBlobStore, StorageError
 from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
 from flowpoint.ids import CheckpointId, TraceId
-from flowpoint.stores.base import BlockingBlobStore, PruneRule
+from flowpoint.stores._base import BlockingBlobStore, PruneRule
 
 
 class FailingBlobStore(BlockingBlobStore):

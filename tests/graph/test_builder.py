@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from flowpoint import END, START, BuiltGraph, Graph, GraphDefinitionError, WorkflowError
-from flowpoint.graph.builder import ConditionalEdge, StaticEdge
+from flowpoint.graph._builder import ConditionalEdge, StaticEdge
 
 
 def step(state: dict[str, Any]) -> dict[str, Any]:

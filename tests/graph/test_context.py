@@ -242,7 +242,7 @@ async def test_a_router_alone_may_take_the_context() -> None:
 
 async def test_nodes_without_a_context_do_not_pay_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
     made: Counter[str] = Counter()
-    from flowpoint.graph import runner as runner_module
+    from flowpoint.graph import _runner as runner_module
 
     real = runner_module.node_context
 

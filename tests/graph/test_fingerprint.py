@@ -20,7 +20,7 @@ import pydantic
 import pytest
 
 from flowpoint import END, START, Graph, GraphDefinitionError
-from flowpoint.graph.fingerprint import FINGERPRINT_VERSION, describe_type
+from flowpoint.graph._fingerprint import FINGERPRINT_VERSION, describe_type
 from tests.graph import reference_graph as ref
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,7 +27,7 @@ from flowpoint import (
     Runner,
     Send,
 )
-from flowpoint.graph.builder import JoinEdge, StaticEdge
+from flowpoint.graph._builder import JoinEdge, StaticEdge
 from tests.graph.doubles import FailingBlobStore
 
 T = "trace-1"

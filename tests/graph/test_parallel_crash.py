@@ -33,7 +33,7 @@ import pytest
 from flowpoint import InMemoryBlobStore, Runner, SyncCheckpointStore
 from flowpoint.graph._context import node_context
 from flowpoint.graph._cursor import Cursor
-from flowpoint.graph.runner import OUTPUT_INDEX
+from flowpoint.graph._runner import OUTPUT_INDEX
 from tests.graph import parallel_crash_workflow as wf
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,8 +26,8 @@ from flowpoint import (
     TypedCheckpointStore,
 )
 from flowpoint.checkpoint import TaskWrite
+from flowpoint.graph._runner import ERROR_CHANNEL, ERROR_INDEX, OUTPUT_INDEX, UPDATE_CHANNEL
 from flowpoint.graph._superstep import GroupCommit
-from flowpoint.graph.runner import ERROR_CHANNEL, ERROR_INDEX, OUTPUT_INDEX, UPDATE_CHANNEL
 from flowpoint.stores.sqlite import SqliteBlobStore
 from tests.graph.doubles import FailingBlobStore
 

@@ -16,7 +16,7 @@ import pytest
 
 from flowpoint import open_store
 from flowpoint.ids import CheckpointId
-from flowpoint.stores.base import BlobCheckpointStore
+from flowpoint.stores._base import BlobCheckpointStore
 
 
 class StoreHarness(abc.ABC):

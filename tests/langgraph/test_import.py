@@ -179,7 +179,7 @@ def test_pickled_values_are_refused(tmp_path: Path) -> None:
 def test_the_command_needs_only_its_own_extra() -> None:
     code = (
         "import sys; sys.modules['langgraph'] = None\n"
-        "from flowpoint.cli.app import app\n"
+        "from flowpoint.cli._app import app\n"
         "import flowpoint\n"
         "try:\n"
         "    import flowpoint.langgraph\n"

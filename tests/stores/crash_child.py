@@ -12,7 +12,7 @@ import sys
 
 from flowpoint import Checkpoint, SyncCheckpointStore
 from flowpoint.blob import PendingWrite
-from flowpoint.stores.base import run_in_caller_thread
+from flowpoint.stores._base import run_in_caller_thread
 
 GRAPH = 0x5EED
 TRACE = "crash/trace"

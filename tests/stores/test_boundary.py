@@ -9,7 +9,7 @@ import pytest
 from flowpoint import CheckpointConflict, StorageError
 from flowpoint.blob import CheckpointBlob
 from flowpoint.ids import CheckpointId
-from flowpoint.stores.base import DriverErrors
+from flowpoint.stores._base import DriverErrors
 from flowpoint.stores.memory import InMemoryBlobStore
 from tests.blobs import make_blob
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from flowpoint import Checkpoint, SyncCheckpointStore
-from flowpoint.stores.base import run_in_caller_thread
+from flowpoint.stores._base import run_in_caller_thread
 from tests.stores.crash_child import CALLS, GRAPH, TRACE, WRITES_PER_CALL, writes_of
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from flowpoint import open_store
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import _postgres_sql as postgres_sql
-from flowpoint.stores.base import PruneRule
+from flowpoint.stores._base import PruneRule
 from flowpoint.stores.postgres import PostgresBlobStore
 from tests.blobs import make_blob
 from tests.harnesses.postgres import PostgresHarness, create_database, url_for

@@ -24,7 +24,7 @@ from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import _redis_scripts as redis_scripts
 from flowpoint.stores import redis as redis_module
-from flowpoint.stores.base import PruneRule
+from flowpoint.stores._base import PruneRule
 from flowpoint.stores.redis import RedisBlobStore, trace_key_suffix
 from tests.blobs import make_blob
 from tests.harnesses.redis import (

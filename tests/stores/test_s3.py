@@ -18,7 +18,7 @@ from flowpoint.blob import DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import s3 as s3_module
-from flowpoint.stores.base import PruneRule
+from flowpoint.stores._base import PruneRule
 from flowpoint.stores.s3 import S3BlobStore, trace_segment
 from tests import servers
 from tests.blobs import make_blob

@@ -20,7 +20,7 @@ from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import _sqlite_sql as sqlite_sql
 from flowpoint.stores import sqlite as sqlite_module
-from flowpoint.stores.base import PruneRule
+from flowpoint.stores._base import PruneRule
 from flowpoint.stores.sqlite import SqliteBlobStore
 from tests.blobs import make_blob
 from tests.harnesses.file import tree_snapshot

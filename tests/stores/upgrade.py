@@ -14,7 +14,7 @@ from uuid import UUID
 
 from flowpoint.blob import CheckpointBlob, PendingWrite
 from flowpoint.ids import CheckpointId
-from flowpoint.stores.base import BlobCheckpointStore, PruneRule
+from flowpoint.stores._base import BlobCheckpointStore, PruneRule
 from tests.blobs import make_blob
 
 TRACES = ("release/one", "release two ✓")

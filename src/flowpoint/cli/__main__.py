@@ -1,5 +1,5 @@
 """``python -m flowpoint.cli``: the same as the ``flowpoint`` command."""
 
-from flowpoint.cli.app import main
+from flowpoint.cli._app import main
 
 main()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from flowpoint.cli.output import ExitCode, fail
+from flowpoint.cli._output import ExitCode, fail
 
 __all__ = [
     "MAX_KEY_RING_SIZE",

@@ -9,15 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
+from flowpoint.cli._common import DebugOption, JsonOption, Settings, import_object
 from flowpoint.cli._files import file_output
-from flowpoint.cli.common import DebugOption, JsonOption, Settings, import_object
-from flowpoint.cli.output import emit_json, fail, format_hash, run
+from flowpoint.cli._output import emit_json, fail, format_hash, run
 from flowpoint.errors import GraphDefinitionError
+from flowpoint.graph._builder import BuiltGraph, Graph
 from flowpoint.graph._dot import RenderError, dot, find_dot, render_png
 from flowpoint.graph._mermaid import mermaid
 from flowpoint.graph._picture import Picture, picture
-from flowpoint.graph.builder import BuiltGraph, Graph
-from flowpoint.graph.runner import Runner
+from flowpoint.graph._runner import Runner
 
 __all__ = ["GRAPHVIZ_MISSING", "graph"]
 

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from flowpoint.cli.common import DebugOption, JsonOption, Settings, load_keyring, shown
-from flowpoint.cli.output import emit_json, print_warning, progressbar, run, stdout_console
+from flowpoint.cli._common import DebugOption, JsonOption, Settings, load_keyring, shown
+from flowpoint.cli._output import emit_json, print_warning, progressbar, run, stdout_console
 
 __all__ = ["import_langgraph"]
 

@@ -1,7 +1,7 @@
 """Codecs: typed checkpoints to self-describing, verified bytes and back."""
 
-from flowpoint.codec.base import CheckpointCodec
-from flowpoint.codec.keys import KeyRing
-from flowpoint.codec.serde import SerdeCheckpointCodec
+from flowpoint.codec._base import CheckpointCodec
+from flowpoint.codec._keys import KeyRing
+from flowpoint.codec._serde import SerdeCheckpointCodec
 
 __all__ = ["CheckpointCodec", "KeyRing", "SerdeCheckpointCodec"]

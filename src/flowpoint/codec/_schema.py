@@ -24,7 +24,7 @@ import msgspec
 import msgspec.inspect as inspect
 
 from flowpoint.codec._bounds import PLAIN, Costs
-from flowpoint.codec.delta import Delta, array_count, encode_array_header, join_fields
+from flowpoint.codec._delta import Delta, array_count, encode_array_header, join_fields
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import CheckpointId
 
@@ -84,7 +84,7 @@ class StateSchema:
     def encode_fields(self, state: Any) -> dict[str, bytes] | None:
         """A dict state's fields, each encoded to MessagePack on its own; ``None`` for others.
 
-        The same bytes :func:`~flowpoint.codec.delta.split_fields` would cut out of
+        The same bytes :func:`~flowpoint.codec._delta.split_fields` would cut out of
         the whole encoding, without encoding it whole and cutting it up again.
         """
         value = self._stored_value(state)

@@ -1,6 +1,6 @@
 r"""The self-describing byte format of a pending write's ``data``.
 
-Framed as a checkpoint's data is (see :mod:`flowpoint.codec.envelope`), with a
+Framed as a checkpoint's data is (see :mod:`flowpoint.codec._envelope`), with a
 magic of its own, so that neither is ever read as the other::
 
     offset  size  field
@@ -27,8 +27,8 @@ import msgspec
 
 from flowpoint.blob import PendingWrite
 from flowpoint.checkpoint import TaskWrite
-from flowpoint.codec.envelope import check_framing, frame_head, seal_envelope, split_frame
-from flowpoint.codec.keys import check_key_id
+from flowpoint.codec._envelope import check_framing, frame_head, seal_envelope, split_frame
+from flowpoint.codec._keys import check_key_id
 from flowpoint.errors import CorruptCheckpoint
 from flowpoint.ids import CheckpointId
 

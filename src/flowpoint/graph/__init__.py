@@ -1,9 +1,9 @@
 """The workflow layer: build graphs, fingerprint them, run and resume them durably."""
 
+from flowpoint.graph._builder import END, START, BuiltGraph, Graph, Send
 from flowpoint.graph._context import NodeContext
-from flowpoint.graph.builder import END, START, BuiltGraph, Graph, Send
-from flowpoint.graph.policies import RetentionPolicy, TriggerPolicy
-from flowpoint.graph.runner import Runner, RunResult
+from flowpoint.graph._policies import RetentionPolicy, TriggerPolicy
+from flowpoint.graph._runner import Runner, RunResult
 
 __all__ = [
     "END",

@@ -22,7 +22,7 @@ import msgspec
 
 from flowpoint.blob import MAX_NODE_LENGTH
 from flowpoint.errors import GraphDefinitionError
-from flowpoint.graph.builder import END, BuiltGraph, JoinEdge, Send
+from flowpoint.graph._builder import END, BuiltGraph, JoinEdge, Send
 
 __all__ = ["Cursor", "Task", "summary"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from flowpoint.errors import GraphDefinitionError
-from flowpoint.graph.builder import END, START, BuiltGraph, ConditionalEdge, Send, StaticEdge
+from flowpoint.graph._builder import END, START, BuiltGraph, ConditionalEdge, Send, StaticEdge
 
 __all__ = ["Arrow", "Box", "Picture", "picture"]
 

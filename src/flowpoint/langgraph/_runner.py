@@ -26,7 +26,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from flowpoint.stores.base import BlobCheckpointStore, BlockingBlobStore, run_in_caller_thread
+from flowpoint.stores._base import BlobCheckpointStore, BlockingBlobStore, run_in_caller_thread
 
 __all__ = ["Runner"]
 

@@ -21,7 +21,7 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
 )
 
-from flowpoint.chains import DEFAULT_FRAME_CACHE_BYTES
+from flowpoint._chains import DEFAULT_FRAME_CACHE_BYTES
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.langgraph._core import Core, State, Stored
 from flowpoint.langgraph._layout import Layout
@@ -36,8 +36,8 @@ from flowpoint.langgraph._writes import (
     pending_writes,
     put_writes,
 )
-from flowpoint.stores.base import BlobCheckpointStore
-from flowpoint.stores.registry import open_store
+from flowpoint.stores._base import BlobCheckpointStore
+from flowpoint.stores._registry import open_store
 from flowpoint.typed import TypedCheckpointStore
 
 __all__ = ["FlowpointSaver"]

@@ -30,7 +30,7 @@ Where this backend differs from the interface contract:
   copy`` or ``import``) finds such a claim under the lock, knows no save is
   behind it, and takes it over; a claim whose save is still running makes it
   wait for that save, and then conflict with it.
-- **Pending writes**: each :meth:`~flowpoint.stores.base.BlobCheckpointStore.save_writes`
+- **Pending writes**: each :meth:`~flowpoint.stores._base.BlobCheckpointStore.save_writes`
   call is one record, numbered in the order the calls were made and published
   with an exclusive ``link()`` of the next number: a call reads the records made
   before it, stores only the keys they do not hold (all the keys with
@@ -39,7 +39,7 @@ Where this backend differs from the interface contract:
   number of writers of a key, in any process, exactly one stores it. Reads apply
   the records in order, the first write of a key winning unless a later record
   overwrote it. A delete removes the checkpoint's record, then its writes.
-- **Rewrites** (:meth:`~flowpoint.stores.base.RewritableBlobStore.rewrite`) write
+- **Rewrites** (:meth:`~flowpoint.stores._base.RewritableBlobStore.rewrite`) write
   the new record to a temp file, fsync it, rename it over the old one and fsync
   the directory. Deletes and rewrites take an advisory ``flock`` on the record
   they change (readers never do), so a rewrite never brings back a record that a
@@ -65,7 +65,7 @@ from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, Pendin
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 from flowpoint.stores import _files as files
-from flowpoint.stores.base import (
+from flowpoint.stores._base import (
     BlockingBlobStore,
     DamageReportingBlobStore,
     DriverErrors,
@@ -76,8 +76,8 @@ from flowpoint.stores.base import (
     hex_prefix,
     rewrite_conflict,
 )
-from flowpoint.stores.columns import damaged_id
-from flowpoint.stores.records import (
+from flowpoint.stores._columns import damaged_id
+from flowpoint.stores._records import (
     RecordHeader,
     WritesHeader,
     checkpoint_records,

@@ -9,7 +9,7 @@ from dataclasses import replace
 from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict
 from flowpoint.ids import CheckpointId, TraceId
-from flowpoint.stores.base import (
+from flowpoint.stores._base import (
     BlockingBlobStore,
     DamageReportingBlobStore,
     RewritableBlobStore,

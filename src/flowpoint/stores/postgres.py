@@ -1,6 +1,6 @@
 """``postgresql://user@host:port/dbname``: checkpoints in a PostgreSQL table (psycopg 3).
 
-Where it differs from the :class:`~flowpoint.stores.base.BlobCheckpointStore`
+Where it differs from the :class:`~flowpoint.stores._base.BlobCheckpointStore`
 contract:
 
 - **Needs** PostgreSQL 14 or newer, a database in the UTF8 encoding, and (for
@@ -43,7 +43,7 @@ contract:
   above about 2 KB are compressed with the server's default method and moved out
   of line), which shrinks uncompressed codec output and gives up quickly on
   compressed or encrypted bytes. Listings read header columns only, never ``data``.
-- **Rewrites** (:meth:`~flowpoint.stores.base.RewritableBlobStore.rewrite`) are
+- **Rewrites** (:meth:`~flowpoint.stores._base.RewritableBlobStore.rewrite`) are
   one UPDATE of ``data`` and ``size`` (one round trip) guarded by the whole
   header, metadata compared as ``jsonb``'s canonical text (which tells ``1``
   from ``1.0``). When it matches no row, a transaction on the same connection
@@ -82,8 +82,7 @@ from flowpoint.errors import (
     StorageError,
 )
 from flowpoint.ids import CheckpointId, TraceId
-from flowpoint.stores._postgres_sql import MIGRATIONS, Statements
-from flowpoint.stores.base import (
+from flowpoint.stores._base import (
     DamageReportingBlobStore,
     DriverErrors,
     PruneRule,
@@ -95,7 +94,7 @@ from flowpoint.stores.base import (
     missing_driver,
     rewrite_conflict,
 )
-from flowpoint.stores.columns import (
+from flowpoint.stores._columns import (
     blob_with_data,
     info_with_size,
     listed_entry,
@@ -105,6 +104,7 @@ from flowpoint.stores.columns import (
     value_kind,
     write_from_columns,
 )
+from flowpoint.stores._postgres_sql import MIGRATIONS, Statements
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection

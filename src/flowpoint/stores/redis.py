@@ -1,7 +1,7 @@
 """``redis://host:port/db?prefix=...``: checkpoints in Redis, one hash per checkpoint.
 
 Where this backend differs from the
-:class:`~flowpoint.stores.base.BlobCheckpointStore` contract:
+:class:`~flowpoint.stores._base.BlobCheckpointStore` contract:
 
 - **Durability is the server's.** An acknowledged save is in the server's
   memory, and Redis keeps it only as far as its own persistence settings do:
@@ -52,7 +52,7 @@ Where this backend differs from the
 - **Read-only** (``read_only=True``): reads change nothing, not even the index
   entries of expired checkpoints. Redis cannot tell an empty prefix from one
   that never held a store: such a store reads as empty.
-- **Rewrites** (:meth:`~flowpoint.stores.base.RewritableBlobStore.rewrite`) are
+- **Rewrites** (:meth:`~flowpoint.stores._base.RewritableBlobStore.rewrite`) are
   one Lua script: it compares the stored header fields byte for byte with the
   blob's, in the form a save writes them, and sets the ``data`` field only (the
   checkpoint keeps its expiry and its index entries). When the bytes differ the
@@ -89,7 +89,7 @@ from flowpoint.blob import (
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, InvalidTraceId, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
 from flowpoint.stores import _redis_scripts as scripts
-from flowpoint.stores.base import (
+from flowpoint.stores._base import (
     DamageReportingBlobStore,
     DriverErrors,
     PruneRule,
@@ -101,7 +101,7 @@ from flowpoint.stores.base import (
     missing_driver,
     rewrite_conflict,
 )
-from flowpoint.stores.columns import listed_entry, metadata_from_json
+from flowpoint.stores._columns import listed_entry, metadata_from_json
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

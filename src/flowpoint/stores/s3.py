@@ -9,7 +9,7 @@ differs from the interface contract:
   (``If-Match: <ETag>``, refused with 412 or 404 when the object changed or is
   gone) and ETags on GETs. AWS S3, SeaweedFS (4.48 tested) and moto (5.2.5 tested,
   behind the tests' one-request-at-a-time lock) have them all.
-- **Rewrite** (the optional ability, :class:`~flowpoint.stores.base.RewritableBlobStore`):
+- **Rewrite** (the optional ability, :class:`~flowpoint.stores._base.RewritableBlobStore`):
   the store reads the id's record and its ETag, checks the header, and PUTs the
   same header (its save token included) with the new data only if the object
   still has that ETag. A record deleted, re-saved or rewritten in between makes
@@ -72,7 +72,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import CheckpointId, TraceId, validate_trace_id
-from flowpoint.stores.base import (
+from flowpoint.stores._base import (
     DamageReportingBlobStore,
     DriverErrors,
     PruneRule,
@@ -84,8 +84,8 @@ from flowpoint.stores.base import (
     missing_driver,
     rewrite_conflict,
 )
-from flowpoint.stores.columns import damaged_id
-from flowpoint.stores.records import (
+from flowpoint.stores._columns import damaged_id
+from flowpoint.stores._records import (
     RecordFormat,
     RecordHeader,
     WritesHeader,

@@ -1,6 +1,6 @@
 """``sqlite:///path.db``: checkpoints in one SQLite database file (the default backend).
 
-Where it differs from the :class:`~flowpoint.stores.base.BlobCheckpointStore`
+Where it differs from the :class:`~flowpoint.stores._base.BlobCheckpointStore`
 contract:
 
 - **Durability** is chosen at construction. ``"full"`` (the default) commits with
@@ -64,7 +64,7 @@ from flowpoint.errors import (
 )
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores import _sqlite_sql as sql
-from flowpoint.stores.base import (
+from flowpoint.stores._base import (
     BlockingBlobStore,
     DamageReportingBlobStore,
     DriverErrors,
@@ -77,7 +77,7 @@ from flowpoint.stores.base import (
     in_caller_thread,
     rewrite_conflict,
 )
-from flowpoint.stores.columns import (
+from flowpoint.stores._columns import (
     blob_with_data,
     info_with_size,
     listed_entry,

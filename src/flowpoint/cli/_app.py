@@ -1,8 +1,8 @@
 """``flowpoint``: the command-line entry point.
 
 The typer app and its global options live here; each command lives in the module
-of its concern (:mod:`~flowpoint.cli.inspect`, :mod:`~flowpoint.cli.verify`,
-:mod:`~flowpoint.cli.maintain`, :mod:`~flowpoint.cli.transfer`). Global options
+of its concern (:mod:`~flowpoint.cli._inspect`, :mod:`~flowpoint.cli._verify`,
+:mod:`~flowpoint.cli._maintain`, :mod:`~flowpoint.cli._transfer`). Global options
 may be given before the command (``flowpoint --store URL traces``) or after it
 (``flowpoint traces --store URL``); after it wins.
 """
@@ -18,11 +18,11 @@ import typer
 from typer.core import TyperGroup
 
 from flowpoint import __version__
-from flowpoint.cli import _graph, _import_langgraph, inspect, maintain, transfer, verify
-from flowpoint.cli.common import PROGRAM, DebugOption, Settings, StoreOption
-from flowpoint.cli.demo import run_demo
-from flowpoint.cli.output import EXIT_CODES_HELP, ExitCode, print_error, run
-from flowpoint.stores.registry import DEFAULT_STORE_URL
+from flowpoint.cli import _graph, _import_langgraph, _inspect, _maintain, _transfer, _verify
+from flowpoint.cli._common import PROGRAM, DebugOption, Settings, StoreOption
+from flowpoint.cli._demo import run_demo
+from flowpoint.cli._output import EXIT_CODES_HELP, ExitCode, print_error, run
+from flowpoint.stores._registry import DEFAULT_STORE_URL
 
 
 class _Flowpoint(TyperGroup):
@@ -42,7 +42,7 @@ class _Flowpoint(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
-        """Run the command; exit with its code (see :class:`~flowpoint.cli.output.ExitCode`)."""
+        """Run the command; exit with its code (see :class:`~flowpoint.cli._output.ExitCode`)."""
         prog_name = PROGRAM if prog_name in (None, "root") else prog_name
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
@@ -135,16 +135,16 @@ def demo(ctx: typer.Context, store: StoreOption = None, debug: DebugOption = Fal
     run(lambda: run_demo(settings.store), debug=settings.debug)
 
 
-app.command("traces")(inspect.traces)
-app.command("history")(inspect.history)
-app.command("show")(inspect.show)
-app.command("diff")(inspect.diff)
-app.command("verify")(verify.verify)
-app.command("prune")(maintain.prune)
-app.command("delete")(maintain.delete)
-app.command("copy")(transfer.copy)
-app.command("export")(transfer.export)
-app.command("import")(transfer.import_)
+app.command("traces")(_inspect.traces)
+app.command("history")(_inspect.history)
+app.command("show")(_inspect.show)
+app.command("diff")(_inspect.diff)
+app.command("verify")(_verify.verify)
+app.command("prune")(_maintain.prune)
+app.command("delete")(_maintain.delete)
+app.command("copy")(_transfer.copy)
+app.command("export")(_transfer.export)
+app.command("import")(_transfer.import_)
 app.command("graph")(_graph.graph)
 app.command("import-langgraph")(_import_langgraph.import_langgraph)
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flowpoint.cli.common import (
+from flowpoint.cli._common import (
     CheckpointRef,
     DebugOption,
     JsonOption,
@@ -29,7 +29,7 @@ from flowpoint.cli.common import (
     shown,
     whole_trace,
 )
-from flowpoint.cli.output import (
+from flowpoint.cli._output import (
     ExitCode,
     emit_json,
     fail,
@@ -41,7 +41,7 @@ from flowpoint.cli.output import (
 )
 from flowpoint.errors import CodecError
 from flowpoint.ids import TraceId
-from flowpoint.stores.base import BlobCheckpointStore, PruneRule
+from flowpoint.stores._base import BlobCheckpointStore, PruneRule
 from flowpoint.typed import TypedCheckpointStore
 
 __all__ = ["delete", "parse_duration", "prune"]

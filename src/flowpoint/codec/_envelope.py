@@ -39,7 +39,7 @@ import msgspec
 import xxhash
 
 from flowpoint.blob import CheckpointBlob, MetadataValue
-from flowpoint.codec.keys import check_key_id
+from flowpoint.codec._keys import check_key_id
 from flowpoint.errors import CorruptCheckpoint
 
 __all__ = [

@@ -23,9 +23,8 @@ from typing import Annotated, Any
 import typer
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
-from flowpoint.cli._files import archive_input, archive_output
-from flowpoint.cli.archive import ArchiveError, ArchiveWriter, read_archive, scan_archive
-from flowpoint.cli.common import (
+from flowpoint.cli._archive import ArchiveError, ArchiveWriter, read_archive, scan_archive
+from flowpoint.cli._common import (
     DebugOption,
     JsonOption,
     Settings,
@@ -36,7 +35,8 @@ from flowpoint.cli.common import (
     shown,
     whole_trace,
 )
-from flowpoint.cli.output import (
+from flowpoint.cli._files import archive_input, archive_output
+from flowpoint.cli._output import (
     ExitCode,
     emit_json,
     fail,
@@ -50,7 +50,7 @@ from flowpoint.cli.output import (
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint
 from flowpoint.ids import CheckpointId, TraceId
-from flowpoint.stores.base import BlobCheckpointStore, different_header
+from flowpoint.stores._base import BlobCheckpointStore, different_header
 
 __all__ = [
     "Damaged",

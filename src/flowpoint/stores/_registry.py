@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from flowpoint.stores.base import BlobCheckpointStore
+from flowpoint.stores._base import BlobCheckpointStore
 
 __all__ = ["DEFAULT_STORE_URL", "open_store"]
 

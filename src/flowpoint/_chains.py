@@ -46,12 +46,12 @@ from collections.abc import Iterable
 from uuid import UUID
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
-from flowpoint.codec.base import DeltaCheckpointCodec
-from flowpoint.codec.delta import Frame
-from flowpoint.codec.serde import DELTA_BASE_KEY, MAX_DELTA_CHAIN
+from flowpoint.codec._base import DeltaCheckpointCodec
+from flowpoint.codec._delta import Frame
+from flowpoint.codec._serde import DELTA_BASE_KEY, MAX_DELTA_CHAIN
 from flowpoint.errors import CorruptCheckpoint
 from flowpoint.ids import CheckpointId, TraceId
-from flowpoint.stores.base import BlobCheckpointStore, RewritableBlobStore
+from flowpoint.stores._base import BlobCheckpointStore, RewritableBlobStore
 
 __all__ = [
     "DEFAULT_FRAME_CACHE_BYTES",
@@ -103,7 +103,7 @@ class FrameCache:
     next save in that trace is stored against; other frames stay for loads near
     them. Frames are what the codec made or checked itself, so one kept here is
     as good as one read back. ``max_bytes`` bounds the memory the frames hold
-    (:attr:`Frame.held <flowpoint.codec.delta.Frame.held>`: their fields, and the
+    (:attr:`Frame.held <flowpoint.codec._delta.Frame.held>`: their fields, and the
     array elements split out of them). A frame handed out may split an array
     (when a delta is made against it): what it holds then is counted again at the
     next call, and the least recently used frames go until the total fits.

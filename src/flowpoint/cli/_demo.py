@@ -13,7 +13,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from flowpoint.cli.common import Settings, command_line, shown, unique_prefixes
+from flowpoint.cli._common import Settings, command_line, shown, unique_prefixes
 from flowpoint.errors import GraphMismatch
 from flowpoint.graph import END, START, BuiltGraph, Graph, Runner
 from flowpoint.typed import TypedCheckpointStore

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo
 from flowpoint.checkpoint import Checkpoint
-from flowpoint.cli.common import (
+from flowpoint.cli._common import (
     CheckpointRef,
     DebugOption,
     JsonOption,
@@ -35,8 +35,8 @@ from flowpoint.cli.common import (
     shown,
     whole_trace,
 )
-from flowpoint.cli.jsondiff import diff_values
-from flowpoint.cli.output import (
+from flowpoint.cli._jsondiff import diff_values
+from flowpoint.cli._output import (
     ExitCode,
     emit_json,
     fail,
@@ -50,10 +50,10 @@ from flowpoint.cli.output import (
     to_plain,
 )
 from flowpoint.codec import SerdeCheckpointCodec
-from flowpoint.codec.envelope import open_envelope
+from flowpoint.codec._envelope import open_envelope
 from flowpoint.errors import CodecError
 from flowpoint.ids import TraceId
-from flowpoint.stores.base import BlobCheckpointStore
+from flowpoint.stores._base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
 
 __all__ = ["TraceSummary", "diff", "history", "show", "summarize", "traces"]

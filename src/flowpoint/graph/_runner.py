@@ -13,7 +13,7 @@ import msgspec
 
 from flowpoint.checkpoint import Checkpoint, S, TaskWrite
 from flowpoint.codec import SerdeCheckpointCodec
-from flowpoint.codec.base import WriteCodec
+from flowpoint.codec._base import WriteCodec
 from flowpoint.errors import (
     CheckpointStoreError,
     CorruptCheckpoint,
@@ -25,14 +25,14 @@ from flowpoint.errors import (
     StorageError,
     TraceNotFound,
 )
+from flowpoint.graph._builder import END, BuiltGraph, ConditionalEdge, Graph, Send
 from flowpoint.graph._context import NodeContext, input_type, node_context
 from flowpoint.graph._cursor import Cursor, Task, summary
+from flowpoint.graph._policies import RetentionPolicy, TriggerPolicy
+from flowpoint.graph._state import from_plain, to_plain
 from flowpoint.graph._superstep import GroupCommit, Outcome, call, execute
-from flowpoint.graph.builder import END, BuiltGraph, ConditionalEdge, Graph, Send
-from flowpoint.graph.policies import RetentionPolicy, TriggerPolicy
-from flowpoint.graph.state import from_plain, to_plain
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id, validate_trace_id
-from flowpoint.stores.base import BlobCheckpointStore
+from flowpoint.stores._base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
 
 __all__ = ["ERROR_CHANNEL", "ERROR_INDEX", "OUTPUT_INDEX", "UPDATE_CHANNEL", "RunResult", "Runner"]
@@ -93,7 +93,7 @@ class Runner(Generic[S]):
     gets by declaring a second parameter. Nodes that finished and were checkpointed
     never run again, nor do the tasks of a superstep whose outputs were saved as
     pending writes (with a codec that stores them, a
-    :class:`~flowpoint.codec.base.WriteCodec` such as the stock one). One runner
+    :class:`~flowpoint.codec._base.WriteCodec` such as the stock one). One runner
     at a time should drive a trace.
 
     ``on_save_error="raise"`` (the default) fails the run when the store fails;

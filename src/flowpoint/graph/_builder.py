@@ -19,8 +19,8 @@ from flowpoint.blob import MAX_NODE_LENGTH
 from flowpoint.checkpoint import S, State
 from flowpoint.errors import GraphDefinitionError
 from flowpoint.graph._context import takes_context
-from flowpoint.graph.fingerprint import canonical_set, describe_type, describe_value, fingerprint
-from flowpoint.graph.state import StateType
+from flowpoint.graph._fingerprint import canonical_set, describe_type, describe_value, fingerprint
+from flowpoint.graph._state import StateType
 
 __all__ = [
     "END",
@@ -162,7 +162,7 @@ class Graph(Generic[S]):
     of declarations does not count), and the state type's schema as stored; it
     does not cover the code of nodes and routers. Bump a node's ``version`` when
     its behaviour changes in a way a stored run must not resume across. See
-    :mod:`flowpoint.graph.fingerprint` for exactly what counts.
+    :mod:`flowpoint.graph._fingerprint` for exactly what counts.
     """
 
     @overload

@@ -21,11 +21,11 @@ import typer
 
 from flowpoint.blob import CheckpointInfo
 from flowpoint.cli._files import MAX_KEY_RING_SIZE, read_limited
-from flowpoint.cli.output import ExitCode, fail
+from flowpoint.cli._output import ExitCode, fail
 from flowpoint.codec import KeyRing, SerdeCheckpointCodec
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id
-from flowpoint.stores.base import BlobCheckpointStore
-from flowpoint.stores.registry import DEFAULT_STORE_URL, open_store
+from flowpoint.stores._base import BlobCheckpointStore
+from flowpoint.stores._registry import DEFAULT_STORE_URL, open_store
 
 __all__ = [
     "PROGRAM",

@@ -37,7 +37,7 @@ from flowpoint.blob import (
     validate_current_node,
     validate_metadata,
 )
-from flowpoint.codec.serde import DEFAULT_MAX_PAYLOAD_SIZE
+from flowpoint.codec._serde import DEFAULT_MAX_PAYLOAD_SIZE
 from flowpoint.ids import CheckpointId, validate_trace_id
 
 __all__ = [

@@ -13,7 +13,7 @@ A checkpoint's record (magic ``b"FPFILE1\n"``, ``b"FPS3OB1\n"``) holds a
 :class:`~flowpoint.blob.CheckpointHeader` as JSON: ids and times as text), the
 data's length and the fields its backend adds, then the checkpoint's data. A writes
 record (``b"FPWRIT1\n"``, ``b"FPS3WR1\n"``) holds what one
-:meth:`~flowpoint.stores.base.BlobCheckpointStore.save_writes` call stored: the
+:meth:`~flowpoint.stores._base.BlobCheckpointStore.save_writes` call stored: the
 keys and lengths of its writes in a :class:`WritesHeader`, their data one after
 another.
 

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from flowpoint._chains import MissingBase
 from flowpoint.blob import CheckpointInfo
-from flowpoint.chains import MissingBase
-from flowpoint.cli.common import (
+from flowpoint.cli._common import (
     DebugOption,
     JsonOption,
     KeyringOption,
@@ -23,7 +23,7 @@ from flowpoint.cli.common import (
     shown,
     whole_trace,
 )
-from flowpoint.cli.output import (
+from flowpoint.cli._output import (
     ExitCode,
     emit_json,
     print_error,

@@ -8,7 +8,7 @@ from typing import Generic
 
 from flowpoint.blob import CheckpointBlob, PendingWrite
 from flowpoint.checkpoint import Checkpoint, S, TaskWrite
-from flowpoint.codec.delta import Frame
+from flowpoint.codec._delta import Frame
 from flowpoint.ids import CheckpointId, TraceId
 
 __all__ = ["CheckpointCodec", "DeltaCheckpointCodec", "WriteCodec"]

@@ -18,6 +18,7 @@ from flowpoint.blob import (
     validate_metadata,
 )
 from flowpoint.checkpoint import Checkpoint, S, State, TaskWrite
+from flowpoint.codec._base import DeltaCheckpointCodec, WriteCodec
 from flowpoint.codec._bounds import check_decoded_size
 from flowpoint.codec._compression import (
     COMPRESSION_THRESHOLD,
@@ -26,17 +27,7 @@ from flowpoint.codec._compression import (
     Compression,
     Zstd,
 )
-from flowpoint.codec._schema import BodyFormat, StateSchema, type_name
-from flowpoint.codec._writes import (
-    OpenedWrite,
-    WriteHeader,
-    open_write,
-    seal_write,
-    write_body,
-    write_from_body,
-)
-from flowpoint.codec.base import DeltaCheckpointCodec, WriteCodec
-from flowpoint.codec.delta import (
+from flowpoint.codec._delta import (
     Budget,
     Delta,
     Frame,
@@ -46,7 +37,7 @@ from flowpoint.codec.delta import (
     split_fields,
     state_size,
 )
-from flowpoint.codec.envelope import (
+from flowpoint.codec._envelope import (
     Envelope,
     EnvelopeHeader,
     encode_head,
@@ -54,7 +45,16 @@ from flowpoint.codec.envelope import (
     peek_header,
     seal_envelope,
 )
-from flowpoint.codec.keys import KeyRing
+from flowpoint.codec._keys import KeyRing
+from flowpoint.codec._schema import BodyFormat, StateSchema, type_name
+from flowpoint.codec._writes import (
+    OpenedWrite,
+    WriteHeader,
+    open_write,
+    seal_write,
+    write_body,
+    write_from_body,
+)
 from flowpoint.errors import CodecError, CorruptCheckpoint, GraphMismatch
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
 
@@ -119,7 +119,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
     with zstd at ``compression_level`` (-7 to 19, default 3) when that makes it
     smaller; ``None`` never compresses. Any codec reads compressed data.
 
-    ``encryption`` is a :class:`~flowpoint.codec.keys.KeyRing`: states are then
+    ``encryption`` is a :class:`~flowpoint.codec._keys.KeyRing`: states are then
     sealed with AES-256-GCM under its primary key, with every header field
     authenticated, and pydantic ``SecretStr``/``SecretBytes`` values may be stored
     (without encryption they are refused). A codec with a key ring refuses

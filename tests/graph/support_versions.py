@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,29 @@ _v3_from_v1 = graph(TicketV3, "compose")
 _v3_from_v1.migration(from_hash=V1, state=TicketV1, nodes={"draft": "compose"})(v1_to_v3)
 graph_v3_from_v1 = _v3_from_v1.build()
 """v3 with a migration from v1 only: it refuses traces of v2."""
+
+
+def picky_v1_to_v2(old: TicketV1) -> TicketV2:
+    if old.category != "billing":
+        raise ValueError(f"no answer for a {old.category!r} ticket")
+    return v1_to_v2(old)
+
+
+def slow_v1_to_v2(old: TicketV1) -> TicketV2:
+    time.sleep(0.05)  # for a test to kill `flowpoint migrate --apply` in the middle
+    return v1_to_v2(old)
+
+
+def _v2_with(function: Any) -> BuiltGraph[Any]:
+    g = graph(TicketV2, "compose")
+    g.migration(from_hash=V1, state=TicketV1, nodes={"draft": "compose"})(function)
+    return g.build()
+
+
+graph_v2_picky = _v2_with(picky_v1_to_v2)
+"""v2 whose migration fails for tickets that are not about billing."""
+graph_v2_slow = _v2_with(slow_v1_to_v2)
+"""v2 whose migration takes 50 ms a trace."""
 
 
 def runner(graph: BuiltGraph[Any], store: Any) -> Runner[Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -279,3 +281,48 @@ def test_apply_killed_midway_and_rerun_leaves_every_trace_consistent(url: str) -
             return {(await runner.resume(f"paused-{n}")).status for n in range(traces)}
 
     assert asyncio.run(resume_all()) == {"done"}
+
+
+# -- the README's section "Changing a graph" runs as written --------------------------------
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+SECTION = README[
+    README.index("## Changing a graph\n") : README.index("## Use the store directly\n")
+]
+
+
+def test_the_readme_deploy_story_prints_what_it_shows(tmp_path: Path) -> None:
+    (program,) = re.findall(r"```python\n(.*?)```", SECTION, re.DOTALL)
+    history, walkthrough = re.findall(r"```text\n(.*?)```", SECTION, re.DOTALL)
+    (tmp_path / "support.py").write_text(program, encoding="utf-8")
+    ran = subprocess.run(
+        [sys.executable, "support.py"],
+        cwd=tmp_path,
+        env={**os.environ, **ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[:2] == [
+        "refused: written by 0x841c1130146dd8a5",
+        "done [en] About your billing question.",
+    ]
+    assert "\n".join(lines[2:]) + "\n" == history
+    steps: list[tuple[str, str]] = []
+    for line in walkthrough.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], ""))
+        else:
+            steps[-1] = (steps[-1][0], steps[-1][1] + line + "\n")
+    assert [command.split()[1:3] for command, _ in steps] == [
+        ["check", "support:unmigrated"],
+        ["migrate", "support:graph"],
+        ["migrate", "support:graph"],
+    ]
+    for (command, printed), code in zip(steps, [1, 0, 0], strict=True):
+        done = flowpoint(*shlex.split(command)[1:], cwd=tmp_path, env=ENV)
+        assert done.returncode == code, (command, done.stderr)
+        assert done.stdout == printed, f"$ {command}\n{done.stdout}"

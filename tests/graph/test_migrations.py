@@ -22,6 +22,7 @@ from flowpoint import (
     GraphMismatch,
     InMemoryBlobStore,
     MigrationFailed,
+    RetentionPolicy,
     Runner,
     Send,
 )
@@ -523,5 +524,64 @@ async def test_a_latest_checkpoint_stored_as_changes_is_migrated(store: Any) -> 
     again = Runner(g.build(), store)
     for info in await store.history("c", limit=2):
         loaded = await again.store.load(info.checkpoint_id, g.hash_u64())
+        assert loaded is not None
+        assert loaded.state.profile == profile
+
+
+# -- two writers at once -----------------------------------------------------------------------
+
+
+class Racing(InMemoryBlobStore):
+    """Runs ``race`` once, just after the ``when``-th read of a trace's latest checkpoint."""
+
+    def __init__(self, when: int) -> None:
+        super().__init__()
+        self.when = when
+        self.reads = 0
+        self.race: Any = None
+
+    async def _load_latest(self, trace_id: Any) -> CheckpointBlob | None:
+        blob = await super()._load_latest(trace_id)
+        self.reads += 1
+        if self.reads == self.when and self.race is not None:
+            race, self.race = self.race, None
+            await race()
+        return blob
+
+
+async def test_a_trace_migrated_by_another_writer_meanwhile_is_read_again() -> None:
+    store = Racing(when=0)
+    await seed(store, paused=1, finished=0)
+    other = sv.runner(sv.graph_v2, store)
+
+    async def migrate_elsewhere() -> None:
+        moved = await other._migrator.plan("paused-0", sv.V1)
+        assert moved is not None
+        await other.store.save_with_trace("paused-0", moved.checkpoint, sv.V2)
+
+    # Just after the resume below has read the old checkpoint to migrate it.
+    store.reads, store.when, store.race = 0, 2, migrate_elsewhere
+    done = await sv.runner(sv.graph_v2, store).resume("paused-0")
+    assert store.race is None  # the race ran
+    assert done.status == "done"
+    sources = [info.metadata["source"] for info in reversed(await store.history("paused-0"))]
+    assert sources == ["input", "node", "migration", "node", "node"]  # migrated once
+
+
+async def test_retention_after_a_migration_keeps_what_it_keeps_readable(store: Any) -> None:
+    old = chat_graph(Chat, "messages")
+    rng = random.Random(5)
+    profile = " ".join("".join(rng.choices("abcdefghij", k=6)) for _ in range(400))
+    await Runner(old.build(), store, interrupt_before=["c"]).run("c", Chat(profile))
+    g = chat_graph(ChatV2, "turns")
+    g.migration(from_hash=old.hash_u64(), state=Chat)(chat_v2)
+    built = g.build()
+    done = await Runner(built, store, retention=RetentionPolicy.keep_latest(2)).resume("c")
+    assert done.status == "done"
+    kept = await store.history("c")
+    assert [info.graph_hash for info in kept] == [built.hash_u64()] * 2
+    fresh = Runner(built, store)
+    for info in kept:
+        loaded = await fresh.store.load(info.checkpoint_id, built.hash_u64())
         assert loaded is not None
         assert loaded.state.profile == profile

@@ -25,7 +25,14 @@ from flowpoint import (
     TypedCheckpointStore,
     open_store,
 )
-from tests.cli.conftest import blobs_of, damage_sqlite, flowpoint, invoke, one_line_error
+from tests.cli.conftest import (
+    blobs_of,
+    damage_sqlite,
+    damage_sqlite_metadata,
+    flowpoint,
+    invoke,
+    one_line_error,
+)
 from tests.graph import support_versions as sv
 from tests.graph.support_versions import TicketV1, TicketV2
 
@@ -174,11 +181,17 @@ def test_check_samples_n_traces_per_hash(url: str) -> None:
 
 
 def test_check_reports_a_corrupt_checkpoint(url: str, tmp_path: Path) -> None:
-    seed(url, paused=2, finished=0)
-    damage_sqlite(tmp_path / "runs.db", UUID(str(latest_headers(url)["paused-1"].checkpoint_id)))
+    seed(url, paused=3, finished=0)
+    latest = latest_headers(url)
+    damage_sqlite(tmp_path / "runs.db", UUID(str(latest["paused-1"].checkpoint_id)))
+    damage_sqlite_metadata(tmp_path / "runs.db", UUID(str(latest["paused-2"].checkpoint_id)))
     code, document = survey("check", f"{MODULE}:graph_v2", "--store", url)
     assert code == 3
-    assert [(p["kind"], p["trace_id"]) for p in document["problems"]] == [("corrupt", "paused-1")]
+    assert [(p["kind"], p["trace_id"], p["graph_hash"]) for p in document["problems"]] == [
+        ("corrupt", "paused-1", V1),
+        ("corrupt", "paused-2", None),
+    ]
+    assert fingerprint(document, V1)["ok"] == 1
 
 
 @pytest.mark.parametrize(

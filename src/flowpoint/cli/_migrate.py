@@ -69,7 +69,8 @@ class Problem:
 
     kind: ProblemKind
     trace_id: str
-    graph_hash: int
+    graph_hash: int | None
+    """``None`` when the trace's latest header cannot be read."""
     reason: str
 
     def as_json(self) -> dict[str, Any]:
@@ -77,7 +78,7 @@ class Problem:
         return {
             "kind": self.kind,
             "trace_id": self.trace_id,
-            "graph_hash": format_hash(self.graph_hash),
+            "graph_hash": None if self.graph_hash is None else format_hash(self.graph_hash),
             "reason": self.reason,
         }
 
@@ -221,7 +222,11 @@ async def _run(settings: Settings, target: str, mode: Mode, sample: int | None) 
         migrator = Migrator(TypedCheckpointStore(store, codec), graph)
         live: dict[int, list[TraceId]] = {}
         for trace in sorted(await store.traces()):
-            latest = await store.history(trace, 1)
+            try:
+                latest = await store.history(trace, 1)
+            except CorruptCheckpoint as exc:  # a damaged header row: the trace cannot be listed
+                survey.problems.append(Problem("corrupt", trace, None, str(exc)))
+                continue
             if not latest:
                 continue  # deleted since the listing
             info = latest[0]
@@ -252,6 +257,7 @@ async def _run(settings: Settings, target: str, mode: Mode, sample: int | None) 
                 for trace in traces[:sample]:
                     await _move(migrator, survey, survey.fingerprints[graph_hash], trace, mode)
                     bar.advance()
+    survey.problems.sort(key=lambda problem: problem.trace_id)
     _print(settings, survey)
     return survey.exit_code
 
@@ -332,9 +338,8 @@ def _print_tables(settings: Settings, survey: Survey) -> None:
     if survey.problems:
         problems = table("problem", "trace", "graph", "reason")
         for problem in survey.problems:
-            problems.add_row(
-                problem.kind, problem.trace_id, format_hash(problem.graph_hash), problem.reason
-            )
+            graph_hash = "—" if problem.graph_hash is None else format_hash(problem.graph_hash)
+            problems.add_row(problem.kind, problem.trace_id, graph_hash, problem.reason)
         console.print(problems)
     live = sum(one.live for one in survey.fingerprints.values())
     summary = f"{live} live trace(s), {len(survey.problems)} of them cannot resume on this graph"

@@ -30,7 +30,7 @@ from flowpoint.errors import GraphDefinitionError
 from flowpoint.graph._fingerprint import describe_type
 from flowpoint.graph._state import StateType
 
-__all__ = ["MAX_HASH", "Migration", "Migrations", "declare"]
+__all__ = ["MAX_HASH", "Migration", "MigrationFunction", "Migrations", "declare"]
 
 MAX_HASH: Final = 2**64 - 1
 """The largest graph hash: fingerprints are unsigned 64-bit integers."""

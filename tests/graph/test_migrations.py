@@ -25,6 +25,7 @@ from flowpoint import (
     RetentionPolicy,
     Runner,
     Send,
+    open_store,
 )
 from flowpoint.stores.sqlite import SqliteBlobStore
 from tests.graph import support_versions as sv
@@ -41,6 +42,26 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     )
     async with blobs:
         yield blobs
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """The backends the deploy story runs on (the other tests: memory and SQLite)."""
+    if request.param != "postgres":
+        blobs: BlobCheckpointStore = (
+            InMemoryBlobStore() if request.param == "memory" else SqliteBlobStore(tmp_path / "s.db")
+        )
+        async with blobs:
+            yield blobs
+        return
+    from tests.harnesses.postgres import create_database, drop_database, url_for
+
+    database = await create_database()
+    try:
+        async with open_store(url_for(database)) as postgres:
+            yield postgres
+    finally:
+        await drop_database(database)
 
 
 async def all_blobs(store: BlobCheckpointStore, trace: str) -> list[CheckpointBlob]:
@@ -63,7 +84,8 @@ async def seed(store: BlobCheckpointStore, paused: int, finished: int) -> None:
 # -- the deploy story -------------------------------------------------------------------
 
 
-async def test_a_deploy_resumes_paused_traces_and_leaves_the_others(store: Any) -> None:
+async def test_a_deploy_resumes_paused_traces_and_leaves_the_others(any_store: Any) -> None:
+    store = any_store
     await seed(store, paused=5, finished=5)
     before = {trace: await all_blobs(store, trace) for trace in await store.traces()}
     runner = sv.runner(sv.graph_v2, store)

@@ -339,7 +339,9 @@ class Graph(Generic[S]):
         a node, a node no run can reach, a node from which ``END`` cannot be
         reached, or a router target whose ``Send`` tasks could not be told apart
         from another node (see :data:`MAX_SEND_TARGET_LENGTH`); and for a state
-        type flowpoint cannot store or a reducer it cannot call.
+        type flowpoint cannot store or a reducer it cannot call; and for migrations
+        (:meth:`migration`) from the graph's own hash, or whose chains do not end at
+        the graph or map nodes to nodes it lacks.
         """
         seen: set[tuple[Any, ...]] = set()
         for edge in self._edges:

@@ -24,6 +24,7 @@ PUBLIC_NAMES = {
     "InvalidRoute",
     "InvalidUpdate",
     "KeyRing",
+    "MigrationFailed",
     "NodeContext",
     "RecursionLimitReached",
     "RetentionPolicy",
@@ -83,6 +84,7 @@ def test_error_tree() -> None:
         flowpoint.InvalidUpdate,
         flowpoint.RecursionLimitReached,
         flowpoint.TraceNotFound,
+        flowpoint.MigrationFailed,
     ):
         assert issubclass(error, flowpoint.WorkflowError)
     assert issubclass(flowpoint.GraphDefinitionError, ValueError)
@@ -124,4 +126,15 @@ def test_errors_carry_their_fields_through_copies() -> None:
     mismatch = flowpoint.GraphMismatch(1, 2)
     conflict = flowpoint.CheckpointConflict("t", 3, "detail")
     assert copy.copy(mismatch).expected == 1
+    listed = copy.copy(flowpoint.GraphMismatch(1, 2, "hint", migrations=(3, 4)))
+    assert listed.migrations == (3, 4)
+    assert listed.hint == "hint"
+    assert "0x0000000000000003, 0x0000000000000004" in str(listed)
+    failed = copy.copy(flowpoint.MigrationFailed("t", 5, "m.f", "reason"))
+    assert (failed.trace_id, failed.from_hash, failed.migration, failed.reason) == (
+        "t",
+        5,
+        "m.f",
+        "reason",
+    )
     assert str(copy.copy(conflict)) == str(conflict)

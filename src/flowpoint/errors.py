@@ -16,7 +16,8 @@ Every error a load or a save can raise, for any bytes a store returns, is a
      ├── InvalidRoute         a router returned a target it did not declare
      ├── InvalidUpdate        a node or a resume returned an update that does not fit the state
      ├── RecursionLimitReached a run executed more supersteps than its limit allows
-     └── TraceNotFound        also a LookupError: nothing to resume or fork
+     ├── TraceNotFound        also a LookupError: nothing to resume or fork
+     └── MigrationFailed      a trace's checkpoint could not be moved onto the current graph
 
 Errors carry the facts as attributes; their messages are built from them.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidRoute",
     "InvalidTraceId",
     "InvalidUpdate",
+    "MigrationFailed",
     "RecursionLimitReached",
     "StorageError",
     "TraceNotFound",
@@ -51,21 +53,35 @@ class GraphMismatch(CheckpointStoreError):
     """The stored graph hash is not the one the caller expects.
 
     Raised before any state is decoded: a checkpoint written by one graph is never
-    resumed on another.
+    resumed on another. ``migrations`` lists the graph hashes the expected graph
+    declares migrations from (see ``Graph.migration``), when there are some but
+    none from ``actual``; the message names them.
     """
 
-    def __init__(self, expected: int, actual: int, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        expected: int,
+        actual: int,
+        hint: str | None = None,
+        migrations: tuple[int, ...] = (),
+    ) -> None:
         self.expected = expected
         self.actual = actual
         self.hint = hint
+        self.migrations = tuple(migrations)
         message = (
             f"graph mismatch: the checkpoint was written by graph 0x{actual:016x}, "
             f"but the caller expects graph 0x{expected:016x}"
         )
+        if self.migrations:
+            listed = ", ".join(f"0x{one:016x}" for one in self.migrations)
+            message += f" (it has migrations from {listed} only)"
         super().__init__(f"{message}; {hint}" if hint else message)
 
-    def __reduce__(self) -> tuple[type[GraphMismatch], tuple[int, int, str | None]]:
-        return (type(self), (self.expected, self.actual, self.hint))
+    def __reduce__(
+        self,
+    ) -> tuple[type[GraphMismatch], tuple[int, int, str | None, tuple[int, ...]]]:
+        return (type(self), (self.expected, self.actual, self.hint, self.migrations))
 
 
 class CheckpointConflict(CheckpointStoreError):
@@ -201,3 +217,29 @@ class RecursionLimitReached(WorkflowError):
 
 class TraceNotFound(WorkflowError, LookupError):
     """There is no checkpoint to resume or fork from."""
+
+
+class MigrationFailed(WorkflowError):
+    """A trace's latest checkpoint could not be moved onto the current graph by its migrations.
+
+    ``reason`` says why: the migration function raised (its exception is the
+    ``__cause__``) or returned a state that does not fit the next state type, the
+    stored state does not decode as the migration's ``state``, or the stored
+    position names a node the current graph does not have and ``nodes=`` does not
+    map. ``from_hash`` is the graph hash the checkpoint was written with,
+    ``migration`` the qualified name of the migration function at fault (``None``
+    when no function is). Nothing of the trace is written when this is raised.
+    """
+
+    def __init__(self, trace_id: str, from_hash: int, migration: str | None, reason: str) -> None:
+        self.trace_id = trace_id
+        self.from_hash = from_hash
+        self.migration = migration
+        self.reason = reason
+        by = f" by {migration}" if migration else ""
+        super().__init__(
+            f"trace {trace_id!r} (graph 0x{from_hash:016x}) cannot be migrated{by}: {reason}"
+        )
+
+    def __reduce__(self) -> tuple[type[MigrationFailed], tuple[str, int, str | None, str]]:
+        return (type(self), (self.trace_id, self.from_hash, self.migration, self.reason))

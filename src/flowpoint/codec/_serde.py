@@ -252,6 +252,25 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
             f"compression={self.compression!r}, encryption={self.encryption!r})"
         )
 
+    def for_state(self, state_type: Any) -> SerdeCheckpointCodec[Any]:
+        """A codec configured as this one (format, compression, keys, limits) for ``state_type``.
+
+        What reading a checkpoint of an older version of a graph takes, whose
+        state type was another (see ``Graph.migration``).
+        """
+        return SerdeCheckpointCodec(
+            state_type,
+            format=self.format,
+            compression=self.compression,
+            compression_level=self.compression_level,
+            encryption=self.encryption,
+            allow_unencrypted=self.allow_unencrypted,
+            max_payload_size=self.max_payload_size,
+            max_state_size=self.max_state_size,
+            max_decoded_size=self.max_decoded_size,
+            max_delta_chain=self.max_delta_chain,
+        )
+
     @override
     def serialize(
         self, checkpoint: Checkpoint[S], graph_hash: int, trace_id: TraceId

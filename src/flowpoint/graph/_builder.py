@@ -20,6 +20,7 @@ from flowpoint.checkpoint import S, State
 from flowpoint.errors import GraphDefinitionError
 from flowpoint.graph._context import takes_context
 from flowpoint.graph._fingerprint import canonical_set, describe_type, describe_value, fingerprint
+from flowpoint.graph._migrations import Migration, MigrationFunction, Migrations, declare
 from flowpoint.graph._state import StateType
 
 __all__ = [
@@ -181,6 +182,7 @@ class Graph(Generic[S]):
         self.state_type = state
         self._nodes: dict[str, Node] = {}
         self._edges: list[Edge] = []
+        self._migrations: list[Migration] = []
 
     def add_node(
         self, name: str, function: NodeFunction, *, version: int | str | None = None
@@ -275,6 +277,59 @@ class Graph(Generic[S]):
         )
         return self
 
+    # -- migrations (graph/_migrations.py) ----------------------------------------------
+
+    def migration(
+        self,
+        *,
+        from_hash: int,
+        state: Any,
+        nodes: Mapping[str, str] | None = None,
+        to_hash: int | None = None,
+    ) -> Callable[[MigrationFunction], MigrationFunction]:
+        """Declare how a trace saved by an older version of this graph continues on this one.
+
+        ::
+
+            @g.migration(from_hash=0x0C45767E508038ED, state=TicketV1, nodes={"draft": "compose"})
+            def v1_to_v2(old: TicketV1) -> TicketV2:
+                return TicketV2(text=old.text, answer=old.reply, language="en")
+
+        ``from_hash`` is the old graph's fingerprint (as :class:`~flowpoint.GraphMismatch`
+        and ``flowpoint traces`` print it); ``state`` is the old state type, which the
+        stored state is decoded as; ``nodes`` maps old node names to new ones (a name
+        it leaves out stays as it is). The function (sync or async) takes the old
+        state and returns a state of this graph, or, with ``to_hash``, of the older
+        graph ``to_hash``, which needs a migration of its own: v1 → v2 → v3 is a
+        migration from v1 with ``to_hash`` v2 and one from v2. ``Runner.resume``
+        applies them. They do not change the graph's fingerprint.
+
+        Raises :class:`~flowpoint.errors.GraphDefinitionError` for a ``from_hash``
+        that is not an unsigned 64-bit int or that a migration of the graph already
+        starts from, and a function that does not take one argument; :meth:`build`
+        checks that every chain ends at the graph.
+        """
+
+        def register(function: MigrationFunction) -> MigrationFunction:
+            migration = declare(
+                function,
+                from_hash=from_hash,
+                state=state,
+                nodes=nodes,
+                to_hash=to_hash,
+                graph=self.name,
+            )
+            for other in self._migrations:
+                if other.from_hash == migration.from_hash:
+                    raise GraphDefinitionError(
+                        f"graph {self.name!r} has a migration from "
+                        f"0x{migration.from_hash:016x} already: {other.name}"
+                    )
+            self._migrations.append(migration)
+            return function
+
+        return register
+
     def build(self) -> BuiltGraph[S]:
         """Check the graph and return its frozen, runnable form.
 
@@ -284,7 +339,9 @@ class Graph(Generic[S]):
         a node, a node no run can reach, a node from which ``END`` cannot be
         reached, or a router target whose ``Send`` tasks could not be told apart
         from another node (see :data:`MAX_SEND_TARGET_LENGTH`); and for a state
-        type flowpoint cannot store or a reducer it cannot call.
+        type flowpoint cannot store or a reducer it cannot call; and for migrations
+        (:meth:`migration`) from the graph's own hash, or whose chains do not end at
+        the graph or map nodes to nodes it lacks.
         """
         seen: set[tuple[Any, ...]] = set()
         for edge in self._edges:
@@ -330,6 +387,7 @@ class Graph(Generic[S]):
             nodes=dict(self._nodes),
             edges=tuple(self._edges),
             start=start_edge.target,
+            migrations=tuple(self._migrations),
         )
 
     def _check_edge(self, edge: Edge) -> None:
@@ -396,6 +454,7 @@ class BuiltGraph(Generic[S]):
         "_joins",
         "_outgoing",
         "edges",
+        "migrations",
         "name",
         "nodes",
         "start",
@@ -411,6 +470,7 @@ class BuiltGraph(Generic[S]):
         nodes: Mapping[str, Node],
         edges: tuple[Edge, ...],
         start: str,
+        migrations: Iterable[Migration] = (),
     ) -> None:
         self.name = name
         self.state_type = state_type
@@ -440,6 +500,10 @@ class BuiltGraph(Generic[S]):
             state=state,
         )
         self.state = StateType(state_type)
+        # Not part of the fingerprint: migrations are about old data, not this graph.
+        self.migrations = Migrations(
+            migrations, graph_hash=self._hash, nodes=self.nodes, graph=name
+        )
 
     def __repr__(self) -> str:
         return f"<BuiltGraph {self.name!r} 0x{self._hash:016x}: {len(self.nodes)} nodes>"

@@ -28,6 +28,7 @@ from flowpoint.errors import (
 from flowpoint.graph._builder import END, BuiltGraph, ConditionalEdge, Graph, Send
 from flowpoint.graph._context import NodeContext, input_type, node_context
 from flowpoint.graph._cursor import Cursor, Task, summary
+from flowpoint.graph._migrate import Migrator
 from flowpoint.graph._policies import RetentionPolicy, TriggerPolicy
 from flowpoint.graph._state import from_plain, to_plain
 from flowpoint.graph._superstep import GroupCommit, Outcome, call, execute
@@ -146,6 +147,8 @@ class Runner(Generic[S]):
         # Pending writes need a codec that can store them; without, a resume reruns
         # every task of the superstep that was running.
         self._writes = isinstance(store.codec, WriteCodec)
+        # Moves a trace of an older graph onto this one on resume (graph/_migrate.py).
+        self._migrator = Migrator(store, self.graph)
 
     async def run(self, trace_id: TraceId | str, state: S) -> RunResult[S]:
         """Start a new trace with ``state`` at the graph's first node.
@@ -168,23 +171,28 @@ class Runner(Generic[S]):
 
         ``update`` (a dict of fields, or a whole state) is applied first, and saved
         as a checkpoint whose metadata records it: this is how a human's change
-        enters a paused run. Raises :class:`~flowpoint.errors.GraphMismatch` if the
-        trace was written by another graph, and
-        :class:`~flowpoint.errors.TraceNotFound` if it has no checkpoint.
+        enters a paused run. A trace written by an older version of the graph is
+        first moved onto this one by the graph's migrations (``Graph.migration``),
+        saved as a new step; without a chain of migrations from its graph it raises
+        :class:`~flowpoint.errors.GraphMismatch`, and
+        :class:`~flowpoint.errors.MigrationFailed` if a migration fails. Raises
+        :class:`~flowpoint.errors.TraceNotFound` if the trace has no checkpoint.
         """
         trace = validate_trace_id(trace_id)
         try:
-            latest = await self.store.load_latest(trace, self._graph_hash)
+            latest = await self._migrator.latest(trace)
         except GraphMismatch as mismatch:
             raise GraphMismatch(
                 mismatch.expected,
                 mismatch.actual,
                 hint=(
                     f"trace {trace!r} was started by another version of graph "
-                    f"{self.graph.name!r}. Finish it with the graph that started it, or "
-                    f"fork it onto this graph: "
+                    f"{self.graph.name!r}. Finish it with the graph that started it, "
+                    f"declare a migration from its graph (@graph.migration(from_hash="
+                    f"0x{mismatch.actual:016x}, ...)), or fork it onto this graph: "
                     f"runner.fork(checkpoint_id, new_trace_id, allow_graph_change=True)"
                 ),
+                migrations=mismatch.migrations,
             ) from None
         if latest is None:
             raise TraceNotFound(f"trace {trace!r} has no checkpoint to resume: run it first")

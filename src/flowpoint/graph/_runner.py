@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal
@@ -221,7 +221,7 @@ class Runner(Generic[S]):
         """:meth:`resume`, blocking, as :meth:`run_sync`."""
         return run_blocking(self.resume(trace_id, update, value=value))
 
-    def stream_sync(self, trace_id: TraceId | str, state: S) -> Iterator[RunEvent]:
+    def stream_sync(self, trace_id: TraceId | str, state: S) -> Generator[RunEvent, None, None]:
         """:meth:`stream` as a plain iterator; leaving the loop early cancels the run."""
         return iterate_blocking(self.stream(trace_id, state))
 

@@ -10,7 +10,7 @@ caller waits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import Any, Protocol, TypeVar
 
 from flowpoint.sync import _LoopThread
@@ -35,7 +35,7 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
         thread.stop()
 
 
-def iterate_blocking(items: AsyncIterator[T]) -> Iterator[T]:
+def iterate_blocking(items: AsyncIterator[T]) -> Generator[T, None, None]:
     """Iterate ``items`` from sync code; stopping early closes them (a stream: cancels its run)."""
     if _loop_running():
         thread = _LoopThread()
@@ -48,7 +48,7 @@ def iterate_blocking(items: AsyncIterator[T]) -> Iterator[T]:
             yield from _drain(items, runner)
 
 
-def _drain(items: AsyncIterator[T], loop: _Loop) -> Iterator[T]:
+def _drain(items: AsyncIterator[T], loop: _Loop) -> Generator[T, None, None]:
     try:
         while True:
             more, item = loop.run(_next(items))

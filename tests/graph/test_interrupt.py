@@ -224,11 +224,12 @@ async def test_except_exception_and_retries_let_the_pause_through() -> None:
     assert (await runner.resume(T, value=7)).state == {"answer": 7}
 
 
-async def test_the_idempotency_key_is_the_same_when_the_answer_reruns_the_node() -> None:
-    keys: list[str] = []
+async def test_an_answered_node_runs_again_from_the_answers_checkpoint() -> None:
+    """Its context names the checkpoint it runs from: the answer's, with a key of its own."""
+    seen: list[tuple[str, Any]] = []
 
     def ask(state: dict[str, Any], ctx: NodeContext) -> None:
-        keys.append(ctx.idempotency_key)
+        seen.append((ctx.idempotency_key, ctx.checkpoint_id))
         interrupt("one")
         interrupt("two")
 
@@ -236,10 +237,13 @@ async def test_the_idempotency_key_is_the_same_when_the_answer_reruns_the_node()
     g.add_edge(START, "ask").add_edge("ask", END)
     runner = Runner(g, InMemoryBlobStore())
     await runner.run(T, {})
-    await runner.resume(T, value=1)
-    await runner.resume(T, value=2)
-    assert len(keys) == 3
-    assert len(set(keys)) == 1
+    answered = [(await runner.resume(T, value=n)).checkpoint for n in (1, 2)]
+    assert len({key for key, _ in seen}) == 3
+    # Each rerun starts from the checkpoint that recorded its answer.
+    history = {info.checkpoint_id: info for info in await runner.store.history(T)}
+    for (_, checkpoint_id), result in zip(seen[1:], answered, strict=True):
+        assert history[checkpoint_id].metadata["source"] == "resume"
+        assert history[checkpoint_id].step < result.step
 
 
 def fan(calls: Counter[str], asking: tuple[str, ...]) -> Graph[dict[str, Any]]:

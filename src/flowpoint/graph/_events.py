@@ -3,11 +3,11 @@
 A run emits its events through a sink held in a context variable: ``run`` and
 ``resume`` have none, so emitting is a no-op for them; :func:`stream_events`
 runs the same coroutine in a task of its own with a sink that hands each event
-to the consumer and waits until it is taken. So the run never gets more than one
-event ahead of its consumer, and a consumer that stops (``break``, ``aclose()``)
-cancels it there: what was saved stands, and tasks of a superstep still running
-are cancelled (a sync node's worker thread finishes on its own; what it returns
-is dropped).
+to the consumer and waits until the consumer asks for the next. So the run is
+never ahead of its consumer, and a consumer that stops (``break``, ``aclose()``)
+cancels it right after the last event it took: what was saved stands, and tasks
+of a superstep still running are cancelled (a sync node's worker thread finishes
+on its own; what it returns is dropped).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ _SINK: ContextVar[_Sink | None] = ContextVar("flowpoint_event_sink", default=Non
 
 
 async def emit(event: RunEvent) -> None:
-    """Hand ``event`` to the stream this run feeds, if any; wait until it is taken."""
+    """Hand ``event`` to the stream this run feeds, if any; wait until the consumer is back."""
     sink = _SINK.get()
     if sink is not None:
         await sink(event)
@@ -142,28 +142,39 @@ async def stream_events(
 ) -> AsyncIterator[RunEvent]:
     """Run ``work()`` and yield its events, then ``finished(result)`` (ending with RunFinished).
 
-    The run's error, if it fails, is raised from the iteration after the events
-    before it. Closing the iterator early cancels the run and waits for it.
+    Each event the run emits holds it up until the consumer comes back for the
+    next one, so a consumer that stops after an event has seen everything the run
+    did. The run's error, if it fails, is raised from the iteration after the
+    events before it. Closing the iterator early cancels the run and waits for it.
     """
-    handover: asyncio.Queue[RunEvent] = asyncio.Queue(maxsize=1)
+    loop = asyncio.get_running_loop()
+    handover: asyncio.Queue[tuple[RunEvent, asyncio.Future[None] | None]] = asyncio.Queue()
+
+    async def hand_over(event: RunEvent) -> None:
+        taken = loop.create_future()
+        handover.put_nowait((event, taken))
+        await taken
 
     async def drive() -> None:
-        _SINK.set(handover.put)  # this task's own context: only the run sees it
+        _SINK.set(hand_over)  # this task's own context: only the run sees it
         result = await work()
         for event in finished(result):
-            await handover.put(event)
+            handover.put_nowait((event, None))
 
     driver = asyncio.ensure_future(drive())
-    taking: asyncio.Future[RunEvent] | None = None
+    taking: asyncio.Future[tuple[RunEvent, asyncio.Future[None] | None]] | None = None
+    taken: asyncio.Future[None] | None = None
     try:
         while True:
+            if taken is not None and not taken.done():
+                taken.set_result(None)  # the consumer is back: the run goes on
             taking = asyncio.ensure_future(handover.get())
             await asyncio.wait({taking, driver}, return_when=asyncio.FIRST_COMPLETED)
             if not taking.done():
                 taking.cancel()
                 driver.result()  # the run failed: its error goes to the consumer
                 return  # pragma: no cover - a run that returns has put RunFinished
-            event = taking.result()
+            event, taken = taking.result()
             yield event
             if isinstance(event, RunFinished):
                 return

@@ -11,12 +11,12 @@ The answers of a task are replayed in order, as LangGraph does.
 The checkpoint's cursor holds this, as plain data, beside the tasks::
 
     {"tasks": [...], "joins": [...],
-     "interrupts": [{"task": "publish", "node": "publish", "key": "<idempotency key>",
-                     "answers": [true], "waiting": true, "payload": {"draft": "..."}}]}
+     "interrupts": [{"task": "publish", "node": "publish", "answers": [true],
+                     "waiting": true, "payload": {"draft": "..."}}]}
 
 ``answers`` are those given so far, in order; ``waiting`` says the last call is
-still waiting, with its ``payload``. ``key`` keeps the task's idempotency key the
-same in the reruns that answering causes.
+still waiting, with its ``payload``. Nothing in it differs from run to run, so
+the same run stores the same bytes.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ class Waiting(msgspec.Struct, omit_defaults=True):
 
     task: str
     node: str
-    key: str = ""
     answers: list[Any] = []
     waiting: bool = False
     payload: Any = None
@@ -164,16 +163,12 @@ def waiting(cursor: Mapping[str, Any]) -> Waiting | None:
 
 
 def pausing(
-    cursor: Cursor,
-    before: Mapping[str, Waiting],
-    paused: Mapping[Task, Paused],
-    keys: Mapping[str, str],
+    cursor: Cursor, before: Mapping[str, Waiting], paused: Mapping[Task, Paused]
 ) -> dict[str, Any]:
     """The stored cursor of a superstep paused by ``paused`` tasks, to run again.
 
     Answers given before (``before``) are kept for every task, the finished ones
-    included: without pending writes, they run again too. ``keys`` holds the
-    idempotency key each paused task ran under.
+    included: without pending writes, they run again too.
     """
     records = dict(before)
     for task, pause in paused.items():
@@ -181,7 +176,6 @@ def pausing(
         records[task.id] = Waiting(
             task.id,
             task.node,
-            key=earlier.key if earlier else keys[task.id],
             answers=list(earlier.answers) if earlier else [],
             waiting=True,
             payload=pause.payload,
@@ -196,7 +190,6 @@ def answered(cursor: Cursor, stored: Mapping[str, Any], value: Any) -> dict[str,
     records[record.task] = Waiting(
         record.task,
         record.node,
-        key=record.key,
         answers=[*record.answers, plain_answer(record.task, value)],
     )
     return _with(cursor, records.values())

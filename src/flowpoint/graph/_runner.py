@@ -448,7 +448,7 @@ class Runner(Generic[S]):
             answers = asked[task.id].answers if task.id in asked else ()
 
             async def attempt(n: int) -> Any:
-                context = self._context(step, task, n, asked) if spec.takes_context else None
+                context = self._context(step, task, n) if spec.takes_context else None
                 if streaming():
                     await emit(NodeStarted(step.trace, at, task.node, task.id, n))
                 with silenced():
@@ -524,8 +524,7 @@ class Runner(Generic[S]):
         with the payloads waiting (:mod:`flowpoint.graph._interrupt`); the outputs
         of its tasks that finished are carried over to it as pending writes.
         """
-        keys = {task.id: self._context(step, task, 1, asked).idempotency_key for task in paused}
-        stored = pausing(cursor, asked, paused, keys)
+        stored = pausing(cursor, asked, paused)
         metadata = {"source": "interrupt", "interrupt": "inside", "node": summary(paused)}
         checkpoint = step.parent.child(
             cursor.current_node(), state, metadata=metadata, cursor=stored
@@ -711,19 +710,12 @@ class Runner(Generic[S]):
             ) from None
         return plain
 
-    def _context(
-        self, step: _Step, task: Task, attempt: int = 1, asked: Mapping[str, Waiting] | None = None
-    ) -> NodeContext:
-        """``task``'s context; a task that ``interrupt()`` paused keeps its first key."""
+    def _context(self, step: _Step, task: Task, attempt: int = 1) -> NodeContext:
         parent = step.parent
         context = node_context(
             step.trace, parent.checkpoint_id, parent.step, step.since, task.node, task.id
         )
-        record = (asked or {}).get(task.id)
-        key = record.key if record is not None and record.key else context.idempotency_key
-        if attempt != 1 or key != context.idempotency_key:
-            context = dataclasses.replace(context, idempotency_key=key, attempt=attempt)
-        return context
+        return context if attempt == 1 else dataclasses.replace(context, attempt=attempt)
 
     def _interrupts(self, checkpoint: Checkpoint[S]) -> dict[str, Waiting]:
         try:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from flowpoint import (
     END,
     START,
+    CorruptCheckpoint,
     Graph,
     InMemoryBlobStore,
     InterruptOutsideNode,
@@ -321,3 +322,18 @@ async def test_a_pause_inside_is_saved_whatever_the_trigger(trigger: TriggerPoli
     done = await runner.resume(T, value="T")
     assert done.state["title"] == "T"
     assert calls["draft"] == 1
+
+
+async def test_a_damaged_interrupt_record_is_a_corrupt_checkpoint() -> None:
+    runner = Runner(approval(Counter()), InMemoryBlobStore())
+    paused = await runner.run(T, {"topic": "WAL"})
+    damaged = paused.checkpoint.child(
+        "publish",
+        paused.state,
+        cursor={"tasks": [{"node": "publish"}], "joins": [], "interrupts": [{"task": 3}]},
+    )
+    await runner.store.save_with_trace(T, damaged, runner.graph.hash_u64())
+    with pytest.raises(CorruptCheckpoint, match="interrupts are not the runner's"):
+        await runner.resume(T, value=True)
+    with pytest.raises(CorruptCheckpoint):
+        await runner.resume(T)

@@ -197,8 +197,8 @@ class Runner(Generic[S]):
         ``async for event in runner.stream(trace, state)`` gets ``CheckpointSaved``,
         ``NodeStarted``, ``NodeFinished``, ``Interrupted`` (right before the end,
         when the run pauses) and ``RunFinished`` (holding the ``RunResult``). The
-        run is :meth:`run`'s, and keeps at most one event ahead of the consumer.
-        An error of the run is raised from the loop. Leaving the loop early
+        run is :meth:`run`'s; after each event it waits until the consumer asks
+        for the next. An error of the run is raised from the loop. Leaving the loop early
         cancels the run once the iterator is closed (at once with
         ``contextlib.aclosing``, else when it is collected): the checkpoints saved
         stand, and the next :meth:`resume` goes on from the last one.
@@ -722,10 +722,7 @@ class Runner(Generic[S]):
             raise CorruptCheckpoint(checkpoint.checkpoint_id, str(exc)) from None
 
     def _waiting(self, checkpoint: Checkpoint[S]) -> Waiting | None:
-        try:
-            return waiting(checkpoint.cursor)
-        except ValueError as exc:
-            raise CorruptCheckpoint(checkpoint.checkpoint_id, str(exc)) from None
+        return waiting(self._interrupts(checkpoint))
 
     def _finished(self, result: RunResult[S]) -> list[RunEvent]:
         """The last events of a stream: an ``Interrupted`` if the run paused, ``RunFinished``."""

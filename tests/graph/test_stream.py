@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import operator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -224,7 +226,8 @@ async def test_a_consumer_that_stops_leaves_the_last_checkpoint_and_resume_finis
     assert rerun == ["a", "b"][last_saved.step :]
 
 
-async def test_stopping_mid_superstep_cancels_the_branch_still_running() -> None:
+@pytest.mark.parametrize("closing", ["aclosing", "collected"])
+async def test_stopping_mid_superstep_cancels_the_branch_still_running(closing: str) -> None:
     cancelled: list[str] = []
     hang = asyncio.Event()
 
@@ -247,10 +250,20 @@ async def test_stopping_mid_superstep_cancels_the_branch_still_running() -> None
         return g.add_edge("fast", END).add_edge("slow", END)
 
     runner = Runner(build(), InMemoryBlobStore())
-    async with aclosing(runner.stream(T, {})) as events:
+    events = runner.stream(T, {})
+    async with contextlib.AsyncExitStack() as stack:
+        if closing == "aclosing":
+            await stack.enter_async_context(aclosing(events))
         async for event in events:
             if isinstance(event, NodeFinished) and event.task_id == "fast":
                 break
+    if closing == "collected":
+        del events  # Python closes an abandoned async generator on its loop
+        gc.collect()
+        for _ in range(100):
+            if cancelled:
+                break
+            await asyncio.sleep(0)
     assert cancelled == ["slow"]
     latest = await runner.store.load_latest(T, None)
     assert latest is not None

@@ -337,3 +337,16 @@ async def test_a_damaged_interrupt_record_is_a_corrupt_checkpoint() -> None:
         await runner.resume(T, value=True)
     with pytest.raises(CorruptCheckpoint):
         await runner.resume(T)
+
+
+async def test_a_paused_parallel_superstep_on_sqlite_keeps_the_finished_branch(
+    tmp_path: Path,
+) -> None:
+    """The carried pending write is read back by a new store, as after a restart."""
+    calls: Counter[str] = Counter()
+    async with SqliteBlobStore(tmp_path / "runs.db") as store:
+        await Runner(fan(calls, ("right",)), store).run(T, {})
+    async with SqliteBlobStore(tmp_path / "runs.db") as store:
+        done = await Runner(fan(calls, ("right",)), store).resume(T, value="yes")
+    assert done.state == {"left": "-", "right": "yes"}
+    assert calls == Counter({"left": 1, "right": 2})

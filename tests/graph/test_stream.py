@@ -359,3 +359,12 @@ async def test_cancelling_the_consumer_cancels_the_run() -> None:
     with pytest.raises(asyncio.CancelledError):
         await consumer
     assert cancelled == ["hang"]
+
+
+async def test_a_pause_after_a_node_ends_the_stream_with_interrupted_after() -> None:
+    runner = Runner(line([]), InMemoryBlobStore(), interrupt_after=["a"])
+    events = [brief(event) async for event in runner.stream(T, {})]
+    assert events[-2:] == [
+        ("interrupted", 1, "after", "b", None),
+        ("done", "interrupted", 1),
+    ]

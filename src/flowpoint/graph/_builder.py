@@ -21,6 +21,7 @@ from flowpoint.errors import GraphDefinitionError
 from flowpoint.graph._context import takes_context
 from flowpoint.graph._fingerprint import canonical_set, describe_type, describe_value, fingerprint
 from flowpoint.graph._migrations import Migration, MigrationFunction, Migrations, declare
+from flowpoint.graph._retry import Retry
 from flowpoint.graph._state import StateType
 
 __all__ = [
@@ -101,6 +102,9 @@ class Node:
     function: NodeFunction
     version: int | str | None
     takes_context: bool = False
+    # Not part of the fingerprint: a retry policy changes how often a node is tried,
+    # never what a checkpoint stores, so tuning it must not strand the runs under way.
+    retry: Retry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +189,20 @@ class Graph(Generic[S]):
         self._migrations: list[Migration] = []
 
     def add_node(
-        self, name: str, function: NodeFunction, *, version: int | str | None = None
+        self,
+        name: str,
+        function: NodeFunction,
+        *,
+        version: int | str | None = None,
+        retry: Retry | None = None,
     ) -> Graph[S]:
         """Add a node; ``function(state)`` may be sync or async. Returns the graph.
 
         A function that declares a second parameter, annotated
         :class:`~flowpoint.NodeContext` (or required and unannotated), is called as
         ``function(state, ctx)``. A signature that cannot be called so raises
-        :class:`~flowpoint.errors.GraphDefinitionError`.
+        :class:`~flowpoint.errors.GraphDefinitionError`. ``retry`` (a
+        :class:`~flowpoint.Retry`) retries the node's transient failures.
         """
         if not isinstance(name, str) or not name:
             raise GraphDefinitionError(f"a node's name must be a non-empty str, not {name!r}")
@@ -213,7 +223,10 @@ class Graph(Generic[S]):
             raise GraphDefinitionError(
                 f"node {name!r}: version must be an int or a str, not {version!r:.40}"
             )
-        self._nodes[name] = Node(name, function, version, takes_context(function, f"node {name!r}"))
+        if retry is not None and not isinstance(retry, Retry):
+            raise GraphDefinitionError(f"node {name!r}: retry must be a Retry, not {retry!r:.40}")
+        context = takes_context(function, f"node {name!r}")
+        self._nodes[name] = Node(name, function, version, context, retry)
         return self
 
     def add_edge(self, source: str | list[str] | tuple[str, ...], target: str) -> Graph[S]:

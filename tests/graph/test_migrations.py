@@ -25,6 +25,7 @@ from flowpoint import (
     RetentionPolicy,
     Runner,
     Send,
+    interrupt,
     open_store,
 )
 from flowpoint.stores.sqlite import SqliteBlobStore
@@ -608,3 +609,49 @@ async def test_retention_after_a_migration_keeps_what_it_keeps_readable(store: A
         loaded = await fresh.store.load(info.checkpoint_id, built.hash_u64())
         assert loaded is not None
         assert loaded.state.profile == profile
+
+
+# -- a trace paused inside a node --------------------------------------------------------
+
+
+@dataclass
+class AskedV1:
+    text: str
+    ok: str = ""
+
+
+@dataclass
+class AskedV2:
+    text: str
+    approved: str = ""
+    language: str = "en"
+
+
+def _ask_v1(state: AskedV1) -> dict[str, Any]:
+    return {"ok": interrupt("publish?")}
+
+
+def _ask_v2(state: AskedV2) -> dict[str, Any]:
+    first = interrupt("publish?")
+    return {"approved": f"{first}/{interrupt('when?')}"}
+
+
+async def test_a_trace_paused_inside_a_node_keeps_its_question_and_answers(store: Any) -> None:
+    v1 = Graph("asked", state=AskedV1).add_node("ask", _ask_v1)
+    built_v1 = v1.add_edge(START, "ask").add_edge("ask", END).build()
+    v2 = Graph("asked", state=AskedV2).add_node("approve", _ask_v2)
+    v2.add_edge(START, "approve").add_edge("approve", END)
+
+    @v2.migration(from_hash=built_v1.hash_u64(), state=AskedV1, nodes={"ask": "approve"})
+    def forward(old: AskedV1) -> AskedV2:
+        return AskedV2(text=old.text, approved=old.ok)
+
+    paused = await Runner(built_v1, store).run("asked-1", AskedV1("hi"))
+    assert (paused.status, paused.interrupt) == ("interrupted", "publish?")
+    runner = Runner(v2.build(), store)
+    # The question stays asked across the deploy: the answer goes to the renamed node.
+    asked = await runner.resume("asked-1", value="yes")
+    assert (asked.status, asked.interrupt) == ("interrupted", "when?")
+    done = await runner.resume("asked-1", value="monday")
+    assert done.status == "done"
+    assert done.state == AskedV2(text="hi", approved="yes/monday")

@@ -196,6 +196,28 @@ def answered(cursor: Cursor, stored: Mapping[str, Any], value: Any) -> dict[str,
     return _with(cursor, records.values())
 
 
+def carried(old: Mapping[str, Any], cursor: Cursor, rename: Callable[[str], str]) -> dict[str, Any]:
+    """``cursor`` stored with the interrupts of ``old`` (a stored cursor), nodes renamed.
+
+    A migration moves a trace paused inside a node onto a graph whose nodes may
+    have other names: the questions asked and the answers given go with the task.
+    Raises ``ValueError`` if ``old`` holds malformed interrupts.
+    """
+    records = read(old)
+    if not records:
+        return cursor.to_stored()
+    moved = []
+    for record in records.values():
+        node = rename(record.node)
+        task = node + record.task[len(record.node) :]  # a Send keeps its "#index"
+        moved.append(
+            Waiting(
+                task, node, list(record.answers), waiting=record.waiting, payload=record.payload
+            )
+        )
+    return _with(cursor, moved)
+
+
 def _with(cursor: Cursor, records: Iterable[Waiting]) -> dict[str, Any]:
     order = {task.id: task.order for task in cursor.tasks}
     stored = cursor.to_stored() or {

@@ -51,6 +51,7 @@ from flowpoint.errors import (
 from flowpoint.graph._builder import BuiltGraph
 from flowpoint.graph._context import input_type
 from flowpoint.graph._cursor import Cursor
+from flowpoint.graph._interrupt import carried
 from flowpoint.graph._migrations import Migration
 from flowpoint.graph._state import StateType, from_plain
 from flowpoint.ids import TraceId
@@ -146,6 +147,10 @@ class Migrator(Generic[S]):
             return None
         state = await self._migrated_state(trace, from_hash, old.state, path)
         cursor = self._moved_cursor(trace, from_hash, old, path)
+        try:
+            stored_cursor = carried(old.cursor, cursor, lambda node: _renamed(node, path))
+        except ValueError as exc:
+            raise CorruptCheckpoint(old.checkpoint_id, str(exc)) from None
         metadata: dict[str, Any] = {
             "source": MIGRATION_SOURCE,
             "migrated_from": f"0x{from_hash:016x}",
@@ -155,7 +160,7 @@ class Migrator(Generic[S]):
             metadata["interrupt"] = old.metadata["interrupt"]
         moved = cast(
             Checkpoint[S],
-            old.child(cursor.current_node(), state, metadata=metadata, cursor=cursor.to_stored()),
+            old.child(cursor.current_node(), state, metadata=metadata, cursor=stored_cursor),
         )
         try:
             self.store.codec.serialize(moved, self.graph_hash, trace)
@@ -205,18 +210,12 @@ class Migrator(Generic[S]):
         self, trace: TraceId, from_hash: int, old: Checkpoint[Any], path: Sequence[Migration]
     ) -> Cursor:
         """Where the old checkpoint's run continues, in the graph's node names."""
-
-        def rename(node: str) -> str:
-            for migration in path:
-                node = migration.rename(node)
-            return node
-
         try:
             cursor = Cursor.parse(old.current_node, old.cursor)
         except ValueError as exc:
             raise CorruptCheckpoint(old.checkpoint_id, str(exc)) from None
         try:
-            cursor = cursor.renamed(rename)
+            cursor = cursor.renamed(lambda node: _renamed(node, path))
             cursor.check(self.graph)
         except GraphDefinitionError as exc:
             raise MigrationFailed(
@@ -241,3 +240,10 @@ class Migrator(Generic[S]):
                     f"{task.node!r}: {exc}",
                 ) from None
         return cursor
+
+
+def _renamed(node: str, path: Sequence[Migration]) -> str:
+    """``node``'s name once each migration of ``path`` has renamed it."""
+    for migration in path:
+        node = migration.rename(node)
+    return node

@@ -19,6 +19,7 @@ PUBLIC_NAMES = {
     "END",
     "START",
     "BuiltGraph",
+    "Command",
     "Graph",
     "GraphDefinitionError",
     "InvalidRoute",

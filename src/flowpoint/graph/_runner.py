@@ -26,10 +26,12 @@ from flowpoint.errors import (
     TraceNotFound,
 )
 from flowpoint.graph._builder import END, BuiltGraph, ConditionalEdge, Graph, Send
+from flowpoint.graph._command import check, map_update, restored, updates_and_gotos, writes
 from flowpoint.graph._context import NodeContext, input_type, node_context
 from flowpoint.graph._cursor import Cursor, Task, summary
 from flowpoint.graph._policies import RetentionPolicy, TriggerPolicy
 from flowpoint.graph._state import from_plain, to_plain
+from flowpoint.graph._subgraph import Subgraphs
 from flowpoint.graph._superstep import GroupCommit, Outcome, call, execute
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id, validate_trace_id
 from flowpoint.stores._base import BlobCheckpointStore
@@ -146,6 +148,7 @@ class Runner(Generic[S]):
         # Pending writes need a codec that can store them; without, a resume reruns
         # every task of the superstep that was running.
         self._writes = isinstance(store.codec, WriteCodec)
+        self._subgraphs = Subgraphs(self)
 
     async def run(self, trace_id: TraceId | str, state: S) -> RunResult[S]:
         """Start a new trace with ``state`` at the graph's first node.
@@ -331,21 +334,32 @@ class Runner(Generic[S]):
         tasks = cursor.tasks
         several = len(tasks) > 1
         durable = step.recorded and self._writes
-        restored: dict[str, Any] = {}
+        done: dict[str, Any] = {}
         if restore and several and durable:
-            restored = await self._restore(step, cursor)
+            done = await self._restore(step, cursor)
 
         async def start(task: Task) -> Any:
             spec = self.graph.nodes[task.node]
             context = self._context(step, task) if spec.takes_context else None
             argument = state if task.send is None else self._argument(task)
-            update = await call(spec.function, argument, context)
-            if several and update is not None:
-                update = self._plain_update(task, update)
+            if spec.subgraph is not None:
+                at = step.parent.step + step.since
+                update = await self._subgraphs.run(
+                    step.trace, at, task.node, task.id, argument, alone=not several
+                )
+            else:
+                update = await call(spec.function, argument, context)
+            # A Command's goto is checked (and its Sends made plain) before anything is saved.
+            update = check(
+                spec, update, lambda send: self._plain_argument(task.node, send, send, "command")
+            )
+            if several:
+                update = map_update(update, lambda one: self._plain_update(task, one))
             return update
 
-        async def save_outputs(writes: list[TaskWrite]) -> None:
-            await self.store.save_writes(step.trace, step.parent.checkpoint_id, writes)
+        async def save_outputs(batches: list[tuple[TaskWrite, ...]]) -> None:
+            batch = [write for writes in batches for write in writes]
+            await self.store.save_writes(step.trace, step.parent.checkpoint_id, batch)
 
         outputs = GroupCommit(save_outputs)
 
@@ -357,14 +371,14 @@ class Runner(Generic[S]):
             if not several:
                 return update
             if durable:
-                write = TaskWrite(task.id, OUTPUT_INDEX, UPDATE_CHANNEL, update)
-                await self._saving(step, task, outputs.put(write))
-            return self._state.decode_update(update)
+                output = writes(task.id, OUTPUT_INDEX, UPDATE_CHANNEL, update)
+                await self._saving(step, task, outputs.put(output))
+            return map_update(update, self._state.decode_update)
 
-        pending = [task for task in tasks if task.id not in restored]
+        pending = [task for task in tasks if task.id not in done]
         ran = {outcome.task.id: outcome for outcome in await execute(pending, start, record)}
         outcomes = [
-            ran.get(task.id) or Outcome(task, self._state.decode_update(restored[task.id]))
+            ran.get(task.id) or Outcome(task, map_update(done[task.id], self._state.decode_update))
             for task in tasks
         ]
         failed = [outcome for outcome in outcomes if outcome.error is not None]
@@ -380,13 +394,15 @@ class Runner(Generic[S]):
     async def _restore(self, step: _Step, cursor: Cursor) -> dict[str, Any]:
         """The plain updates of the superstep's tasks that finished before, by task id."""
         ids = {task.id for task in cursor.tasks}
-        return {
+        stored = await self.store.load_writes(step.parent.checkpoint_id)
+        updates = {
             write.task_id: write.value
-            for write in await self.store.load_writes(step.parent.checkpoint_id)
+            for write in stored
             if write.index == OUTPUT_INDEX
             and write.channel == UPDATE_CHANNEL
             and write.task_id in ids
         }
+        return restored(updates, stored)
 
     async def _record_error(self, step: _Step, task: Task, error: Exception) -> None:
         """Save what a task raised, replacing an earlier attempt's; never hide ``error``."""
@@ -426,13 +442,15 @@ class Runner(Generic[S]):
         canonical order, then the edges of the nodes that ran are followed (their
         routers see the state after the whole superstep).
         """
-        new_state: S = self._state.merge(
-            state, [(outcome.task.id, outcome.update) for outcome in outcomes]
+        updates, gotos, follow = updates_and_gotos(
+            (outcome.task.node, outcome.task.id, outcome.update) for outcome in outcomes
         )
+        new_state: S = self._state.merge(state, updates)
         routes: dict[str, list[str | Send]] = {}
         for node in cursor.nodes:
-            found: list[str | Send] = []
-            for edge in self.graph.edges_after(node):
+            # A Command's goto replaces the edges, unless another task of the node had none.
+            found: list[str | Send] = list(gotos.get(node, ()))
+            for edge in self.graph.edges_after(node) if node in follow else ():
                 if isinstance(edge, ConditionalEdge):
                     first = next(task for task in cursor.tasks if task.node == node)
                     context = self._context(step, first) if edge.takes_context else None
@@ -489,13 +507,19 @@ class Runner(Generic[S]):
                 found.append(target)
         return found
 
-    def _plain_argument(self, node: str, route: Any, send: Send) -> Any:
+    def _plain_argument(
+        self, node: str, route: Any, send: Send, kind: Literal["router", "command"] = "router"
+    ) -> Any:
         """A Send's argument as plain data, checked to fit the node it is sent to."""
         try:
             plain = to_plain(send.arg)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise InvalidRoute(
-                node, route, (), reason=f"the argument of {send!r:.60} cannot be stored: {exc}"
+                node,
+                route,
+                (),
+                reason=f"the argument of {send!r:.60} cannot be stored: {exc}",
+                kind=kind,
             ) from None
         expected = self._input_type(send.node)
         if expected is not Any:
@@ -503,7 +527,11 @@ class Runner(Generic[S]):
                 from_plain(plain, expected)
             except InvalidUpdate as exc:
                 raise InvalidRoute(
-                    node, route, (), reason=f"node {send.node!r} cannot take its argument: {exc}"
+                    node,
+                    route,
+                    (),
+                    reason=f"node {send.node!r} cannot take its argument: {exc}",
+                    kind=kind,
                 ) from None
         return plain
 

@@ -126,6 +126,35 @@ async def test_a_router_after_a_node_that_chose_a_goto_is_not_asked() -> None:
     assert asked == []
 
 
+async def test_a_join_counts_a_node_that_chose_a_goto() -> None:
+    g = Graph("join", state=Ticket).add_node("plan", lambda s: None)
+    g.add_node("a", lambda s: Command(update={"log": ["a"]}, goto=END), goto=[END])
+    g.add_node("b", lambda s: {"log": ["b"]}).add_node("c", lambda s: {"log": ["c"]})
+    g.add_edge(START, "plan").add_edge("plan", "a").add_edge("plan", "b")
+    g.add_edge(["a", "b"], "c").add_edge("b", END).add_edge("c", END)
+    result = await Runner(g, InMemoryBlobStore()).run("t", Ticket())
+    assert result.state.log == ["a", "b", "c"]
+
+
+async def test_send_tasks_of_one_node_add_their_gotos_and_follow_edges_if_one_has_none() -> None:
+    def split(state: Ticket) -> list[Send]:
+        return [Send("work", {"n": n}) for n in range(3)]
+
+    def work(job: dict[str, int]) -> Any:
+        if job["n"] == 0:
+            return {"log": ["work 0"]}  # no goto: work's edge to "after" is followed
+        return Command(update={"log": [f"work {job['n']}"]}, goto="extra")
+
+    g = Graph("sends", state=Ticket).add_node("split", lambda s: None)
+    g.add_node("work", work, goto=["extra"]).add_node("after", lambda s: {"log": ["after"]})
+    g.add_node("extra", lambda s: {"log": ["extra"]})
+    g.add_edge(START, "split").add_conditional_edges("split", split, ["work"])
+    g.add_edge("work", "after").add_edge("after", END).add_edge("extra", END)
+    result = await Runner(g, InMemoryBlobStore()).run("t", Ticket())
+    # "extra" runs once, however many tasks chose it, in the same superstep as "after".
+    assert result.state.log == ["work 0", "work 1", "work 2", "after", "extra"]
+
+
 # -- refused ----------------------------------------------------------------------------
 
 

@@ -22,9 +22,14 @@ from flowpoint import (
     SerdeCheckpointCodec,
     TypedCheckpointStore,
 )
+from flowpoint.blob import CheckpointBlob
+from flowpoint.checkpoint import Checkpoint
+from flowpoint.codec import CheckpointCodec
+from flowpoint.errors import StorageError
 from flowpoint.graph._runner import ERROR_CHANNEL, ERROR_INDEX
 from flowpoint.graph._subgraph import child_trace
 from flowpoint.ids import MAX_TRACE_ID_LENGTH, TraceId
+from tests.graph.doubles import FailingBlobStore
 
 
 class Work(TypedDict):
@@ -194,6 +199,42 @@ async def test_a_subgraph_that_raises_fails_its_node_and_resumes_inside_it() -> 
     assert result.state["log"] == ["plan", "search", "read", "write"]
     # search had finished inside the subgraph: the resume went on inside it.
     assert calls.calls == {"plan": 1, "search": 1, "read": 2, "write": 1}
+
+
+async def test_a_subgraph_that_finished_gives_its_final_state_at_once() -> None:
+    """The parent's checkpoint after the subgraph node was lost: the child is not run again."""
+    calls = Calls()
+    # Saves: the parent's first two, the child's three, then the parent's after research.
+    blobs = FailingBlobStore(fail_saves={6})
+    runner = Runner(parent(calls, research(calls)), blobs)
+    with pytest.raises(StorageError):
+        await runner.run("t", initial())
+    assert calls.calls == {"plan": 1, "search": 1, "read": 1}
+    result = await runner.resume("t")
+    assert result.state["log"] == ["plan", "search", "read", "write"]
+    assert calls.calls == {"plan": 1, "search": 1, "read": 1, "write": 1}
+
+
+class OpaqueCodec(CheckpointCodec[Any]):
+    """A codec of the application's own, that the runner cannot copy for another state type."""
+
+    def serialize(self, checkpoint: Checkpoint[Any], graph_hash: int, trace_id: Any) -> Any:
+        raise NotImplementedError
+
+    def deserialize(self, blob: CheckpointBlob, expected_hash: int | None) -> Any:
+        raise NotImplementedError
+
+
+def test_a_codec_of_its_own_cannot_store_a_subgraph_of_another_state() -> None:
+    child = Graph("search", state=Search).add_node("search", lambda s: None)
+    child.add_edge(START, "search").add_edge("search", END)
+    graph = parent(Calls(), child, input=lambda s: Search("q"), output=lambda s, f: None)
+    store = TypedCheckpointStore(InMemoryBlobStore(), OpaqueCodec())
+    with pytest.raises(TypeError, match=r"subgraph node 'research' runs on .*SerdeCheckpointCodec"):
+        Runner(graph, store)
+    # A subgraph of the parent's state type uses the parent's store as it is.
+    runner = Runner(parent(Calls(), research(Calls())), store)
+    assert runner._subgraphs._runners["research"].store is runner.store
 
 
 async def test_a_shared_state_subgraph_in_a_parallel_superstep_needs_output() -> None:

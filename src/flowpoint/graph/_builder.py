@@ -277,7 +277,7 @@ class Graph(Generic[S]):
                 f"pass a Graph or BuiltGraph to use them"
             )
         wants_context = takes_context(function, f"node {name!r}")
-        self._nodes[name] = Node(name, function, version, wants_context, targets)
+        self._nodes[name] = Node(name, function, version, wants_context, goto=targets)
         return self
 
     def add_edge(self, source: str | list[str] | tuple[str, ...], target: str) -> Graph[S]:

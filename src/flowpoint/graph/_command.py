@@ -34,8 +34,8 @@ __all__ = [
     "Routed",
     "check",
     "map_update",
-    "restored",
     "updates_and_gotos",
+    "with_gotos",
     "writes",
 ]
 
@@ -139,7 +139,7 @@ def writes(task_id: str, index: int, channel: str, update: Any) -> tuple[TaskWri
     )
 
 
-def restored(updates: Mapping[str, Any], stored: Iterable[TaskWrite]) -> dict[str, Any]:
+def with_gotos(updates: Mapping[str, Any], stored: Iterable[TaskWrite]) -> dict[str, Any]:
     """The plain ``updates`` of restored tasks (by task id), with their saved gotos."""
     found = dict(updates)
     for write in stored:

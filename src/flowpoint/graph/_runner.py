@@ -26,7 +26,7 @@ from flowpoint.errors import (
     TraceNotFound,
 )
 from flowpoint.graph._builder import END, BuiltGraph, ConditionalEdge, Graph, Send
-from flowpoint.graph._command import check, map_update, restored, updates_and_gotos, writes
+from flowpoint.graph._command import check, map_update, updates_and_gotos, with_gotos, writes
 from flowpoint.graph._context import NodeContext, input_type, node_context
 from flowpoint.graph._cursor import Cursor, Task, summary
 from flowpoint.graph._policies import RetentionPolicy, TriggerPolicy
@@ -334,9 +334,9 @@ class Runner(Generic[S]):
         tasks = cursor.tasks
         several = len(tasks) > 1
         durable = step.recorded and self._writes
-        done: dict[str, Any] = {}
+        restored: dict[str, Any] = {}
         if restore and several and durable:
-            done = await self._restore(step, cursor)
+            restored = await self._restore(step, cursor)
 
         async def start(task: Task) -> Any:
             spec = self.graph.nodes[task.node]
@@ -375,10 +375,11 @@ class Runner(Generic[S]):
                 await self._saving(step, task, outputs.put(output))
             return map_update(update, self._state.decode_update)
 
-        pending = [task for task in tasks if task.id not in done]
+        pending = [task for task in tasks if task.id not in restored]
         ran = {outcome.task.id: outcome for outcome in await execute(pending, start, record)}
         outcomes = [
-            ran.get(task.id) or Outcome(task, map_update(done[task.id], self._state.decode_update))
+            ran.get(task.id)
+            or Outcome(task, map_update(restored[task.id], self._state.decode_update))
             for task in tasks
         ]
         failed = [outcome for outcome in outcomes if outcome.error is not None]
@@ -402,7 +403,7 @@ class Runner(Generic[S]):
             and write.channel == UPDATE_CHANNEL
             and write.task_id in ids
         }
-        return restored(updates, stored)
+        return with_gotos(updates, stored)
 
     async def _record_error(self, step: _Step, task: Task, error: Exception) -> None:
         """Save what a task raised, replacing an earlier attempt's; never hide ``error``."""

@@ -12,6 +12,7 @@ import flowpoint
 import flowpoint.checkpoint
 import flowpoint.graph._fingerprint
 import flowpoint.graph._policies
+import flowpoint.graph._retry
 import flowpoint.ids
 import flowpoint.stores._registry
 
@@ -34,6 +35,17 @@ PUBLIC_NAMES = {
     "TraceNotFound",
     "TriggerPolicy",
     "WorkflowError",
+    "CheckpointSaved",
+    "Interrupted",
+    "InterruptOutsideNode",
+    "InvalidInterrupt",
+    "NoPendingInterrupt",
+    "NodeFinished",
+    "NodeStarted",
+    "Retry",
+    "RunEvent",
+    "RunFinished",
+    "interrupt",
     "BlobCheckpointStore",
     "Checkpoint",
     "CheckpointBlob",
@@ -84,10 +96,16 @@ def test_error_tree() -> None:
         flowpoint.InvalidUpdate,
         flowpoint.RecursionLimitReached,
         flowpoint.TraceNotFound,
+        flowpoint.InterruptOutsideNode,
+        flowpoint.InvalidInterrupt,
+        flowpoint.NoPendingInterrupt,
     ):
         assert issubclass(error, flowpoint.WorkflowError)
     assert issubclass(flowpoint.GraphDefinitionError, ValueError)
     assert issubclass(flowpoint.TraceNotFound, LookupError)
+    assert issubclass(flowpoint.InterruptOutsideNode, RuntimeError)
+    assert issubclass(flowpoint.InvalidInterrupt, TypeError)
+    assert issubclass(flowpoint.NoPendingInterrupt, ValueError)
 
 
 def test_importing_flowpoint_imports_no_backend() -> None:
@@ -111,6 +129,7 @@ def test_importing_flowpoint_imports_no_backend() -> None:
         flowpoint.stores._registry,
         flowpoint.graph._fingerprint,
         flowpoint.graph._policies,
+        flowpoint.graph._retry,
     ],
 )
 def test_docstring_examples(module: object) -> None:
@@ -126,3 +145,7 @@ def test_errors_carry_their_fields_through_copies() -> None:
     conflict = flowpoint.CheckpointConflict("t", 3, "detail")
     assert copy.copy(mismatch).expected == 1
     assert str(copy.copy(conflict)) == str(conflict)
+    asked = flowpoint.InvalidInterrupt("publish", "not plain data")
+    assert (copy.copy(asked).task, copy.copy(asked).reason) == ("publish", "not plain data")
+    assert copy.copy(flowpoint.NoPendingInterrupt("t-1")).trace_id == "t-1"
+    assert str(copy.copy(flowpoint.InterruptOutsideNode())).startswith("interrupt() was called")

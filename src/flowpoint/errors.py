@@ -16,7 +16,10 @@ Every error a load or a save can raise, for any bytes a store returns, is a
      ├── InvalidRoute         a router or a Command chose a target it did not declare
      ├── InvalidUpdate        a node or a resume returned an update that does not fit the state
      ├── RecursionLimitReached a run executed more supersteps than its limit allows
-     └── TraceNotFound        also a LookupError: nothing to resume or fork
+     ├── TraceNotFound        also a LookupError: nothing to resume or fork
+     ├── InterruptOutsideNode also a RuntimeError: interrupt() called where no node runs
+     ├── InvalidInterrupt     also a TypeError: an interrupt's payload or answer cannot be stored
+     └── NoPendingInterrupt   also a ValueError: resume(value=...) on a trace not paused in a node
 
 Errors carry the facts as attributes; their messages are built from them.
 """
@@ -34,9 +37,12 @@ __all__ = [
     "CorruptCheckpoint",
     "GraphDefinitionError",
     "GraphMismatch",
+    "InterruptOutsideNode",
+    "InvalidInterrupt",
     "InvalidRoute",
     "InvalidTraceId",
     "InvalidUpdate",
+    "NoPendingInterrupt",
     "RecursionLimitReached",
     "StorageError",
     "TraceNotFound",
@@ -232,3 +238,51 @@ class RecursionLimitReached(WorkflowError):
 
 class TraceNotFound(WorkflowError, LookupError):
     """There is no checkpoint to resume or fork from."""
+
+
+class InterruptOutsideNode(WorkflowError, RuntimeError):
+    """:func:`~flowpoint.interrupt` was called where no node of a run is running.
+
+    It pauses the node that calls it, so it works only in a node's own code (sync
+    or async, in the node's task or worker thread), not in a router, nor in a
+    task or thread the node starts itself.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "interrupt() was called outside a running node; call it in the code of a node "
+            "that a Runner runs"
+        )
+
+    def __reduce__(self) -> tuple[type[InterruptOutsideNode], tuple[()]]:
+        return (type(self), ())
+
+
+class InvalidInterrupt(WorkflowError, TypeError):
+    """An interrupt's payload, or the answer given to it, cannot be stored.
+
+    Both are kept in the checkpoint as plain data (what MessagePack holds); ``task``
+    names the task whose interrupt it is, ``reason`` what is wrong.
+    """
+
+    def __init__(self, task: str, reason: str) -> None:
+        self.task = task
+        self.reason = reason
+        super().__init__(f"the interrupt of task {task!r} cannot be stored: {reason}")
+
+    def __reduce__(self) -> tuple[type[InvalidInterrupt], tuple[str, str]]:
+        return (type(self), (self.task, self.reason))
+
+
+class NoPendingInterrupt(WorkflowError, ValueError):
+    """``resume(trace, value=...)`` on a trace whose latest checkpoint awaits no answer."""
+
+    def __init__(self, trace_id: str) -> None:
+        self.trace_id = trace_id
+        super().__init__(
+            f"trace {trace_id!r} is not paused by interrupt(): there is nothing to answer "
+            f"with value=; resume it without one (or with update=)"
+        )
+
+    def __reduce__(self) -> tuple[type[NoPendingInterrupt], tuple[str]]:
+        return (type(self), (self.trace_id,))

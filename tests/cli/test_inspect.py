@@ -81,7 +81,7 @@ def test_traces_as_a_subprocess_on_the_default_store(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)["traces"]
     assert row["trace_id"] == TRACE
-    assert row["checkpoints"] == 11
+    assert row["checkpoints"] == 12
 
 
 @pytest.mark.parametrize(
@@ -138,11 +138,11 @@ def test_history_pages_newest_first(tmp_path: Path) -> None:
     first = invoke("history", TRACE, "--limit", "4", "--store", url, "--json")
     assert first.exit_code == 0, first.output
     page = json.loads(first.stdout)
-    assert [row["step"] for row in page["checkpoints"]] == [10, 9, 8, 7]
-    assert page["next_before"] == 7
-    rest = invoke("history", TRACE, "--before", "7", "--limit", "50", "--store", url, "--json")
+    assert [row["step"] for row in page["checkpoints"]] == [11, 10, 9, 8]
+    assert page["next_before"] == 8
+    rest = invoke("history", TRACE, "--before", "8", "--limit", "50", "--store", url, "--json")
     page = json.loads(rest.stdout)
-    assert [row["step"] for row in page["checkpoints"]] == list(range(6, -1, -1))
+    assert [row["step"] for row in page["checkpoints"]] == list(range(7, -1, -1))
     assert page["next_before"] is None
     row = page["checkpoints"][0]
     assert set(row) == {

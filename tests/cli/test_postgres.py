@@ -18,17 +18,17 @@ def test_copy_sqlite_to_postgres_and_verify_both(tmp_path: Path, postgres_url: s
     report = json.loads(copied.stdout)
     assert (report["traces"], report["copied"], report["verified"], report["skipped"]) == (
         3,
-        16,
-        16,
+        17,
+        17,
         0,
     )
     for url in (source, postgres_url):
         verified = flowpoint("verify", "--json", "--store", url)
         assert verified.returncode == 0, verified.stderr
-        assert json.loads(verified.stdout)["ok"] == 16
+        assert json.loads(verified.stdout)["ok"] == 17
     # Rerun-safe: everything is there already.
     again = json.loads(invoke("copy", source, postgres_url, "--json").stdout)
-    assert (again["copied"], again["skipped"]) == (0, 16)
+    assert (again["copied"], again["skipped"]) == (0, 17)
     # The same checkpoints, byte for byte: both stores export the same archive.
     archives = []
     for name, url in (("sqlite", source), ("postgres", postgres_url)):
@@ -39,4 +39,4 @@ def test_copy_sqlite_to_postgres_and_verify_both(tmp_path: Path, postgres_url: s
     history = json.loads(
         invoke("history", TRACE, "--limit", "3", "--store", postgres_url, "--json").stdout
     )
-    assert [row["step"] for row in history["checkpoints"]] == [10, 9, 8]
+    assert [row["step"] for row in history["checkpoints"]] == [11, 10, 9]

@@ -52,6 +52,7 @@ from flowpoint.cli._output import (
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.codec._envelope import open_envelope
 from flowpoint.errors import CodecError
+from flowpoint.graph._interrupt import waiting
 from flowpoint.ids import TraceId
 from flowpoint.stores._base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
@@ -274,8 +275,16 @@ async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> N
         "delta_of": None if envelope.base_id is None else str(envelope.base_id),
     }
     state = to_plain(checkpoint.state)
+    asked = _waiting(checkpoint.cursor)
     if settings.json:
-        emit_json({"checkpoint": info_json(blob.info()), "encoding": encoding, "state": state})
+        emit_json(
+            {
+                "checkpoint": info_json(blob.info()),
+                "encoding": encoding,
+                "interrupt": asked,
+                "state": state,
+            }
+        )
         return
     header = info_json(blob.info())
     grid = Table.grid(padding=(0, 2))
@@ -297,10 +306,32 @@ async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> N
     stored += f", compression {envelope.compression or 'none'}, "
     stored += f"encrypted with key {envelope.key_id!r}" if envelope.key_id else "not encrypted"
     grid.add_row("stored as", stored)
+    if asked is not None:
+        payload = json.dumps(asked["payload"], ensure_ascii=False, default=str)
+        grid.add_row(
+            "waiting",
+            Text(f"interrupt() in {asked['task']!r}: {payload} (resume with value=... answers)"),
+        )
     console = stdout_console()
     console.print(grid)
     console.print(Text("state", style="bold"))
     console.print_json(json.dumps(state, ensure_ascii=False))
+
+
+def _waiting(cursor: Any) -> dict[str, Any] | None:
+    """The interrupt() a checkpoint waits on, as JSON: its task, node, payload, answers."""
+    try:
+        asked = waiting(cursor)
+    except ValueError:  # not the runner's cursor: nothing to say about it
+        return None
+    if asked is None:
+        return None
+    return {
+        "task": asked.task,
+        "node": asked.node,
+        "payload": asked.payload,
+        "answers": asked.answers,
+    }
 
 
 async def decode(

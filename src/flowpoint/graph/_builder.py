@@ -26,6 +26,7 @@ from flowpoint.graph._fingerprint import (
     describe_value,
     hash_description,
 )
+from flowpoint.graph._retry import Retry
 from flowpoint.graph._state import StateType
 
 __all__ = [
@@ -129,6 +130,9 @@ class Node:
     takes_context: bool = False
     goto: tuple[str, ...] | None = None
     subgraph: Subgraph | None = None
+    # Not part of the fingerprint: a retry policy changes how often a node is tried,
+    # never what a checkpoint stores, so tuning it must not strand the runs under way.
+    retry: Retry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +227,15 @@ class Graph(Generic[S]):
         goto: str | Iterable[str] | None = None,
         input: Callable[[Any], Any] | None = None,
         output: Callable[[Any, Any], Any] | None = None,
+        retry: Retry | None = None,
     ) -> Graph[S]:
         """Add a node; ``function(state)`` may be sync or async. Returns the graph.
 
         A function that declares a second parameter, annotated
         :class:`~flowpoint.NodeContext` (or required and unannotated), is called as
         ``function(state, ctx)``. A signature that cannot be called so raises
-        :class:`~flowpoint.errors.GraphDefinitionError`.
+        :class:`~flowpoint.errors.GraphDefinitionError`. ``retry`` (a
+        :class:`~flowpoint.Retry`) retries the node's transient failures.
 
         ``goto`` declares where a :class:`~flowpoint.Command` the node returns may
         send the run (nodes, ``END``); they count as its edges when the graph is
@@ -259,6 +265,8 @@ class Graph(Generic[S]):
             raise GraphDefinitionError(
                 f"node {name!r}: version must be an int or a str, not {version!r:.40}"
             )
+        if retry is not None and not isinstance(retry, Retry):
+            raise GraphDefinitionError(f"node {name!r}: retry must be a Retry, not {retry!r:.40}")
         targets = _goto_targets(name, goto)
         if isinstance(function, Graph | BuiltGraph):
             for role, mapping in (("input", input), ("output", output)):
@@ -267,7 +275,7 @@ class Graph(Generic[S]):
                         f"subgraph node {name!r}: {role} must be callable, not {mapping!r:.60}"
                     )
             self._subgraphs[name] = (function, input, output)
-            self._nodes[name] = Node(name, _run_by_runner, version, goto=targets)
+            self._nodes[name] = Node(name, _run_by_runner, version, goto=targets, retry=retry)
             return self
         if not callable(function):
             raise GraphDefinitionError(f"node {name!r} needs a callable, not {function!r:.60}")
@@ -276,8 +284,8 @@ class Graph(Generic[S]):
                 f"node {name!r}: input= and output= map the state of a subgraph node; "
                 f"pass a Graph or BuiltGraph to use them"
             )
-        wants_context = takes_context(function, f"node {name!r}")
-        self._nodes[name] = Node(name, function, version, wants_context, goto=targets)
+        context = takes_context(function, f"node {name!r}")
+        self._nodes[name] = Node(name, function, version, context, goto=targets, retry=retry)
         return self
 
     def add_edge(self, source: str | list[str] | tuple[str, ...], target: str) -> Graph[S]:

@@ -34,6 +34,7 @@ __all__ = [
     "Routed",
     "check",
     "map_update",
+    "returned",
     "updates_and_gotos",
     "with_gotos",
     "writes",
@@ -137,6 +138,13 @@ def writes(task_id: str, index: int, channel: str, update: Any) -> tuple[TaskWri
         TaskWrite(task_id, index, channel, update.update),
         TaskWrite(task_id, GOTO_INDEX, GOTO_CHANNEL, goto),
     )
+
+
+def returned(update: Any) -> Any:
+    """What the node returned, for people: a :class:`Routed` update as its :class:`Command`."""
+    if isinstance(update, Routed):
+        return Command(update.update, list(update.goto))
+    return update
 
 
 def with_gotos(updates: Mapping[str, Any], stored: Iterable[TaskWrite]) -> dict[str, Any]:

@@ -95,6 +95,9 @@ async def test_a_subgraph_of_the_same_state_runs_as_a_child_trace() -> None:
     assert [info.metadata.get("node") for info in child] == ["read", "search", None]
     parent_steps = await runner.store.history("t")
     assert [info.metadata.get("node") for info in parent_steps][:2] == ["write", "research"]
+    # A child trace is a trace like any other: deleting the parent leaves it.
+    await runner.store.delete_trace("t")
+    assert await runner.store.store.traces() == ["t/research@1"]
 
 
 async def test_a_subgraph_of_another_state_maps_it_in_and_out() -> None:

@@ -19,6 +19,7 @@ from flowpoint import (
     InMemoryBlobStore,
     InvalidUpdate,
     Runner,
+    Send,
     SerdeCheckpointCodec,
     TypedCheckpointStore,
 )
@@ -95,6 +96,9 @@ async def test_a_subgraph_of_the_same_state_runs_as_a_child_trace() -> None:
     assert [info.metadata.get("node") for info in child] == ["read", "search", None]
     parent_steps = await runner.store.history("t")
     assert [info.metadata.get("node") for info in parent_steps][:2] == ["write", "research"]
+    # A child trace is a trace like any other: deleting the parent leaves it.
+    await runner.store.delete_trace("t")
+    assert await runner.store.store.traces() == ["t/research@1"]
 
 
 async def test_a_subgraph_of_another_state_maps_it_in_and_out() -> None:
@@ -175,6 +179,25 @@ async def test_nested_subgraphs_nest_their_traces() -> None:
     assert result.state["log"] == ["plan", "search", "read", "write"]
     traces = sorted(await runner.store.store.traces())
     assert traces == ["t", "t/research@1", "t/research@1/inner@0"]
+
+
+async def test_sends_to_a_subgraph_node_run_one_child_trace_each() -> None:
+    child = Graph("job", state=Search).add_node("do", lambda job: {"hits": [f"{job.query}!"]})
+    child.add_edge(START, "do").add_edge("do", END)
+    g = Graph("map", state=Work).add_node("split", lambda s: None)
+    g.add_node(
+        "job",
+        child,
+        input=lambda arg: Search(arg["q"]),  # a Send's argument, as plain data
+        output=lambda arg, final: {"log": final.hits},
+    )
+    fan = lambda s: [Send("job", {"q": q}) for q in ("a", "b", "c")]  # noqa: E731
+    g.add_edge(START, "split").add_conditional_edges("split", fan, ["job"])
+    g.add_edge("job", END)
+    store = InMemoryBlobStore()
+    result = await Runner(g, store).run("t", initial())
+    assert result.state["log"] == ["a!", "b!", "c!"]
+    assert sorted(await store.traces()) == ["t", "t/job#0@1", "t/job#1@1", "t/job#2@1"]
 
 
 # -- failures ---------------------------------------------------------------------------

@@ -14,15 +14,18 @@ from typer.testing import CliRunner
 from flowpoint import (
     END,
     START,
+    CorruptCheckpoint,
     Graph,
     InMemoryBlobStore,
     InterruptOutsideNode,
     InvalidInterrupt,
     NodeContext,
     NoPendingInterrupt,
+    RetentionPolicy,
     Retry,
     Runner,
     RunResult,
+    TriggerPolicy,
     interrupt,
 )
 from flowpoint.cli._app import app
@@ -290,3 +293,47 @@ async def test_the_paused_superstep_counts_the_nodes_it_ran() -> None:
     paused = await runner.run(T, {})
     assert paused.nodes_run == 3  # go, then left and right
     assert paused.durable
+
+
+async def test_retention_does_not_drop_the_finished_branches_of_a_paused_superstep() -> None:
+    """The outputs are carried to the pause before the checkpoint they were saved on is pruned."""
+    calls: Counter[str] = Counter()
+    runner = Runner(
+        fan(calls, ("right",)), InMemoryBlobStore(), retention=RetentionPolicy.keep_latest(1)
+    )
+    await runner.run(T, {})
+    done = await runner.resume(T, value="yes")
+    assert done.state == {"left": "-", "right": "yes"}
+    assert calls == Counter({"left": 1, "right": 2})
+    assert len(await runner.store.history(T)) == 1
+
+
+@pytest.mark.parametrize("trigger", [TriggerPolicy.ON_CHANGE, TriggerPolicy.MANUAL])
+async def test_a_pause_inside_is_saved_whatever_the_trigger(trigger: TriggerPolicy) -> None:
+    calls: Counter[str] = Counter()
+    runner = Runner(approval(calls), InMemoryBlobStore(), trigger=trigger)
+    paused = await runner.run(T, {"topic": "WAL"})
+    assert paused.durable
+    latest = await runner.store.load_latest(T, None)
+    assert latest is not None
+    assert latest.checkpoint_id == paused.checkpoint.checkpoint_id
+    assert latest.state == {"topic": "WAL", "draft": "text about WAL"}
+    await runner.resume(T, value=True)
+    done = await runner.resume(T, value="T")
+    assert done.state["title"] == "T"
+    assert calls["draft"] == 1
+
+
+async def test_a_damaged_interrupt_record_is_a_corrupt_checkpoint() -> None:
+    runner = Runner(approval(Counter()), InMemoryBlobStore())
+    paused = await runner.run(T, {"topic": "WAL"})
+    damaged = paused.checkpoint.child(
+        "publish",
+        paused.state,
+        cursor={"tasks": [{"node": "publish"}], "joins": [], "interrupts": [{"task": 3}]},
+    )
+    await runner.store.save_with_trace(T, damaged, runner.graph.hash_u64())
+    with pytest.raises(CorruptCheckpoint, match="interrupts are not the runner's"):
+        await runner.resume(T, value=True)
+    with pytest.raises(CorruptCheckpoint):
+        await runner.resume(T)

@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from flowpoint import END, START, Graph, GraphDefinitionError, InMemoryBlobStore, Runner, Send
+from flowpoint import (
+    END,
+    START,
+    Graph,
+    GraphDefinitionError,
+    InMemoryBlobStore,
+    Retry,
+    Runner,
+    Send,
+)
 from flowpoint.graph._dot import RenderError, dot, find_dot, render_png
 from flowpoint.graph._mermaid import escape
 from flowpoint.graph._picture import picture
@@ -53,6 +62,15 @@ def test_a_linear_graph() -> None:
             n2 --> n3
             n3 --> __end__
         """)
+
+
+def test_a_retry_policy_is_shown_as_its_tries() -> None:
+    g = Graph("retrying").add_node("fetch", nothing, version=2, retry=Retry(max_attempts=4))
+    g.add_node("once", nothing, retry=Retry(max_attempts=1))
+    g.add_edge(START, "fetch").add_edge("fetch", "once").add_edge("once", END)
+    text = g.to_mermaid()
+    assert '    n1["fetch<br>version=2<br>up to 4 tries"]\n' in text
+    assert '    n2["once"]\n' in text
 
 
 def research() -> Graph[Any]:

@@ -22,6 +22,7 @@ from flowpoint import (
     RunEvent,
     RunFinished,
     Runner,
+    TraceNotFound,
     interrupt,
 )
 from flowpoint.graph._runner import UPDATE_CHANNEL
@@ -283,3 +284,65 @@ async def test_events_are_frozen_and_name_their_trace() -> None:
     with pytest.raises(AttributeError):
         event.node = "b"  # type: ignore[misc]
     assert event.attempt == 1
+
+
+async def test_a_run_started_inside_a_node_feeds_no_event_to_the_outer_stream() -> None:
+    inner = Runner(line([]), InMemoryBlobStore())
+
+    async def outer_async(state: dict[str, Any]) -> dict[str, Any]:
+        result = await inner.run("inner-async", {})
+        return {"async": result.state["n"]}
+
+    def outer_sync(state: dict[str, Any]) -> dict[str, Any]:
+        # A worker thread without a loop: run_sync runs the inner run on one of its own.
+        return {"sync": inner.run_sync("inner-sync", {}).state["n"]}
+
+    g: Graph[dict[str, Any]] = Graph("outer")
+    g.add_node("outer_async", outer_async).add_node("outer_sync", outer_sync)
+    g.add_edge(START, "outer_async").add_edge("outer_async", "outer_sync")
+    g.add_edge("outer_sync", END)
+    events = [event async for event in Runner(g, InMemoryBlobStore()).stream(T, {})]
+    assert {event.trace_id for event in events} == {T}
+    assert [brief(event) for event in events if isinstance(event, NodeFinished)] == [
+        ("finished", 0, "outer_async", {"async": 2}),
+        ("finished", 1, "outer_sync", {"sync": 2}),
+    ]
+
+
+async def test_streaming_a_trace_that_does_not_exist_raises_from_the_loop() -> None:
+    runner = Runner(line([]), InMemoryBlobStore())
+
+    async def consume() -> list[RunEvent]:
+        return [event async for event in runner.stream_resume("nowhere")]
+
+    with pytest.raises(TraceNotFound):
+        await consume()
+
+
+async def test_cancelling_the_consumer_cancels_the_run() -> None:
+    started = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def hang(state: dict[str, Any]) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append("hang")
+            raise
+
+    g: Graph[dict[str, Any]] = Graph("hang").add_node("hang", hang)
+    g.add_edge(START, "hang").add_edge("hang", END)
+    runner = Runner(g, InMemoryBlobStore())
+
+    async def consume() -> None:
+        async with aclosing(runner.stream(T, {})) as events:
+            async for _ in events:
+                pass
+
+    consumer = asyncio.ensure_future(consume())
+    await started.wait()
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    assert cancelled == ["hang"]

@@ -52,7 +52,7 @@ from flowpoint.cli._output import (
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.codec._envelope import open_envelope
 from flowpoint.errors import CodecError
-from flowpoint.graph._interrupt import waiting
+from flowpoint.graph._interrupt import read, waiting
 from flowpoint.ids import TraceId
 from flowpoint.stores._base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
@@ -321,7 +321,7 @@ async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> N
 def _waiting(cursor: Any) -> dict[str, Any] | None:
     """The interrupt() a checkpoint waits on, as JSON: its task, node, payload, answers."""
     try:
-        asked = waiting(cursor)
+        asked = waiting(read(cursor))
     except ValueError:  # not the runner's cursor: nothing to say about it
         return None
     if asked is None:

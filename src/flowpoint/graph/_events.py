@@ -13,7 +13,7 @@ on its own; what it returns is dropped).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -139,7 +139,7 @@ def silenced() -> Iterator[None]:
 async def stream_events(
     work: Callable[[], Awaitable[RunResult[Any]]],
     finished: Callable[[RunResult[Any]], list[RunEvent]],
-) -> AsyncIterator[RunEvent]:
+) -> AsyncGenerator[RunEvent, None]:
     """Run ``work()`` and yield its events, then ``finished(result)`` (ending with RunFinished).
 
     Each event the run emits holds it up until the consumer comes back for the

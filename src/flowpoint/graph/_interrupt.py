@@ -157,9 +157,9 @@ def read(cursor: Mapping[str, Any]) -> dict[str, Waiting]:
     return {record.task: record for record in stored.interrupts}
 
 
-def waiting(cursor: Mapping[str, Any]) -> Waiting | None:
-    """The interrupt the next resume answers: the first waiting one, in task order."""
-    return next((record for record in read(cursor).values() if record.waiting), None)
+def waiting(records: Mapping[str, Waiting]) -> Waiting | None:
+    """Of :func:`read`'s records, the one the next resume answers: the first waiting."""
+    return next((record for record in records.values() if record.waiting), None)
 
 
 def pausing(
@@ -186,7 +186,8 @@ def pausing(
 def answered(cursor: Cursor, stored: Mapping[str, Any], value: Any) -> dict[str, Any]:
     """``stored`` (a paused superstep's cursor) with ``value`` answering its waiting interrupt."""
     records = read(stored)
-    record = next(record for record in records.values() if record.waiting)
+    record = waiting(records)
+    assert record is not None, "answered() is called on a paused superstep only"
     records[record.task] = Waiting(
         record.task,
         record.node,

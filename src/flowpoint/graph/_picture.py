@@ -44,6 +44,7 @@ class Box:
     ``key`` is an identifier safe in every diagram language (``__start__``,
     ``n1``, ``j1``, ``__end__``); the node's name is only ever shown, as ``text``.
     ``notes`` are lines shown under it (``version=2``, ``subgraph: research``,
+    ``up to 3 tries``,
     ``interrupt before``).
     Texts hold only printable characters (see :func:`shown`).
     """
@@ -139,6 +140,8 @@ def _node_box(
         notes.append(f"version={node.version!r}")
     if node.subgraph is not None:
         notes.append(f"subgraph: {shown(node.subgraph.graph.name)}")
+    if node.retry is not None and node.retry.max_attempts > 1:
+        notes.append(f"up to {node.retry.max_attempts} tries")
     if name in before:
         notes.append("interrupt before")
     if name in after:

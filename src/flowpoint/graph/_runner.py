@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal
@@ -201,14 +201,14 @@ class Runner(Generic[S]):
         await self._save(trace, first, required=True)
         return await self._drive(trace, first, approved=False, restore=False)
 
-    def stream(self, trace_id: TraceId | str, state: S) -> AsyncIterator[RunEvent]:
+    def stream(self, trace_id: TraceId | str, state: S) -> AsyncGenerator[RunEvent, None]:
         """:meth:`run`, yielding its events as they happen; the last is a ``RunFinished``.
 
         ``async for event in runner.stream(trace, state)`` gets ``CheckpointSaved``,
         ``NodeStarted``, ``NodeFinished``, ``Interrupted`` (right before the end,
         when the run pauses) and ``RunFinished`` (holding the ``RunResult``). The
-        run is :meth:`run`'s, and keeps at most one event ahead of the consumer.
-        An error of the run is raised from the loop. Leaving the loop early
+        run is :meth:`run`'s; after each event it waits until the consumer asks
+        for the next. An error of the run is raised from the loop. Leaving the loop early
         cancels the run once the iterator is closed (at once with
         ``contextlib.aclosing``, else when it is collected): the checkpoints saved
         stand, and the next :meth:`resume` goes on from the last one.
@@ -217,7 +217,7 @@ class Runner(Generic[S]):
 
     def stream_resume(
         self, trace_id: TraceId | str, update: Any = None, *, value: Any = _UNSET
-    ) -> AsyncIterator[RunEvent]:
+    ) -> AsyncGenerator[RunEvent, None]:
         """:meth:`resume`, yielding its events as :meth:`stream` does."""
         return stream_events(lambda: self.resume(trace_id, update, value=value), self._finished)
 
@@ -297,11 +297,10 @@ class Runner(Generic[S]):
                 latest,
                 latest.child(latest.current_node, state, metadata=metadata, cursor=cursor),
             )
-            await self._save(trace, latest, required=True)
-            if update is None:
-                # The answer changes no state: the tasks of the superstep that finished
-                # before the pause keep their outputs, carried to the new checkpoint.
-                await self._carry_writes(trace, source, latest)
+            # An answer changes no state: the tasks of the superstep that finished
+            # before the pause keep their outputs, carried to the new checkpoint.
+            carry = source if update is None else None
+            await self._save(trace, latest, required=True, carry=carry)
         return await self._drive(trace, latest, approved=approved, restore=update is None)
 
     async def fork(
@@ -551,9 +550,8 @@ class Runner(Generic[S]):
         checkpoint = step.parent.child(
             cursor.current_node(), state, metadata=metadata, cursor=stored
         )
-        saved = await self._save(step.trace, checkpoint, required=False)
-        if saved and step.recorded:
-            await self._carry_writes(step.trace, step.parent, checkpoint)
+        carry = step.parent if step.recorded else None
+        saved = await self._save(step.trace, checkpoint, required=False, carry=carry)
         return self._result(step.trace, "interrupted", checkpoint, nodes_run, saved)
 
     async def _carry_writes(
@@ -759,10 +757,7 @@ class Runner(Generic[S]):
             raise CorruptCheckpoint(checkpoint.checkpoint_id, str(exc)) from None
 
     def _waiting(self, checkpoint: Checkpoint[S]) -> Waiting | None:
-        try:
-            return waiting(checkpoint.cursor)
-        except ValueError as exc:
-            raise CorruptCheckpoint(checkpoint.checkpoint_id, str(exc)) from None
+        return waiting(self._interrupts(checkpoint))
 
     def _finished(self, result: RunResult[S]) -> list[RunEvent]:
         """The last events of a stream: an ``Interrupted`` if the run paused, ``RunFinished``."""
@@ -812,11 +807,20 @@ class Runner(Generic[S]):
             cursor.current_node(), state, metadata=metadata, cursor=cursor.to_stored()
         )
 
-    async def _save(self, trace: TraceId, checkpoint: Checkpoint[S], *, required: bool) -> bool:
+    async def _save(
+        self,
+        trace: TraceId,
+        checkpoint: Checkpoint[S],
+        *,
+        required: bool,
+        carry: Checkpoint[S] | None = None,
+    ) -> bool:
         """Save and apply retention; ``False`` if the store failed under ``"warn"``.
 
         ``required`` saves (the first checkpoint of a trace, a resume's update, a
-        fork) always raise: without them there is nothing to continue from.
+        fork) always raise: without them there is nothing to continue from. With
+        ``carry``, the task outputs pending against that checkpoint are saved
+        against this one too, before retention may prune it.
         """
         try:
             info = await self.store.save_with_trace(trace, checkpoint, self._graph_hash)
@@ -830,6 +834,8 @@ class Runner(Generic[S]):
                 stacklevel=4,
             )
             return False
+        if carry is not None:
+            await self._carry_writes(trace, carry, checkpoint)
         if not self.retention.keeps_all:
             # The checkpoint is saved whatever happens here: a failed prune must not
             # make the run believe otherwise (it would save that step again and conflict).

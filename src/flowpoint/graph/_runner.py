@@ -403,7 +403,8 @@ class Runner(Generic[S]):
             and write.channel == UPDATE_CHANNEL
             and write.task_id in ids
         }
-        return with_gotos(updates, stored)
+        nodes = {task.id: self.graph.nodes[task.node] for task in cursor.tasks}
+        return with_gotos(updates, stored, nodes, step.parent.checkpoint_id)
 
     async def _record_error(self, step: _Step, task: Task, error: Exception) -> None:
         """Save what a task raised, replacing an earlier attempt's; never hide ``error``."""

@@ -15,12 +15,14 @@ from flowpoint import (
     END,
     START,
     Command,
+    CorruptCheckpoint,
     Graph,
     GraphDefinitionError,
     InMemoryBlobStore,
     InvalidRoute,
     Runner,
     Send,
+    TaskWrite,
 )
 from flowpoint.graph._command import GOTO_CHANNEL, GOTO_INDEX
 
@@ -265,6 +267,31 @@ async def test_a_resumed_parallel_superstep_routes_a_restored_task_as_it_chose()
     result = await runner.resume("t")
     assert calls == {"fast": 1, "slow": 2}  # fast's output was restored, not rerun
     assert result.state.log == ["fast", "slow", "chosen"]
+
+
+@pytest.mark.parametrize("saved", [["ghost"], "chosen", [{"arg": 1}], [END], [3]])
+async def test_a_saved_goto_that_is_not_the_nodes_is_a_corrupt_checkpoint(saved: Any) -> None:
+    async def fast(state: Ticket) -> Command:
+        return Command(goto="chosen")
+
+    async def slow(state: Ticket) -> None:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("slow failed")
+
+    g = Graph("par", state=Ticket).add_node("plan", lambda s: None)
+    g.add_node("fast", fast, goto=["chosen"]).add_node("slow", slow)
+    g.add_node("chosen", lambda s: None).add_edge(START, "plan")
+    g.add_edge("plan", "fast").add_edge("plan", "slow").add_edge("slow", END)
+    g.add_edge("chosen", END)
+    runner = Runner(g, InMemoryBlobStore())
+    with pytest.raises(RuntimeError, match="slow failed"):
+        await runner.run("t", Ticket())
+    latest = await runner.store.load_latest("t", runner.graph.hash_u64())
+    assert latest is not None
+    forged = TaskWrite("fast", GOTO_INDEX, GOTO_CHANNEL, saved)
+    await runner.store.save_writes("t", latest.checkpoint_id, [forged], overwrite=True)
+    with pytest.raises(CorruptCheckpoint, match="the saved goto of task 'fast'"):
+        await runner.resume("t")
 
 
 def test_declared_goto_targets_are_part_of_the_fingerprint() -> None:

@@ -73,3 +73,28 @@ async def test_a_retried_subgraph_node_resumes_its_child_trace() -> None:
     result = await Runner(g, InMemoryBlobStore()).run("t", {"log": []})
     assert result.state["log"] == ["a", "b"]
     assert calls == {"a": 1, "b": 2}  # the second try went on inside the child trace
+
+
+async def test_a_goto_saved_before_an_interrupt_routes_after_the_answer() -> None:
+    calls: Counter[str] = Counter()
+
+    def fast(state: Work) -> Command:
+        calls["fast"] += 1
+        return Command(update={"log": ["fast"]}, goto="chosen")
+
+    def ask(state: Work) -> dict[str, Any]:
+        calls["ask"] += 1
+        return {"log": [f"ask: {interrupt('ok?')}"]}
+
+    g = Graph("g", state=Work).add_node("plan", lambda s: None)
+    g.add_node("fast", fast, goto=["chosen", "other"]).add_node("ask", ask)
+    g.add_node("chosen", lambda s: {"log": ["chosen"]}).add_node("other", lambda s: None)
+    g.add_edge(START, "plan").add_edge("plan", "fast").add_edge("plan", "ask")
+    g.add_edge("fast", "other").add_edge("ask", END)
+    g.add_edge("chosen", END).add_edge("other", END)
+    runner = Runner(g, InMemoryBlobStore())
+    paused = await runner.run("t", {"log": []})
+    assert paused.status == "interrupted"
+    result = await runner.resume("t", value="yes")
+    assert result.state["log"] == ["ask: yes", "fast", "chosen"]
+    assert calls == {"fast": 1, "ask": 2}  # fast's output and goto were carried over

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowpoint.checkpoint import TaskWrite
-from flowpoint.errors import InvalidRoute
+from flowpoint.errors import CorruptCheckpoint, InvalidRoute
 from flowpoint.graph._builder import END, Node, Send
+from flowpoint.ids import CheckpointId
 
 __all__ = [
     "GOTO_CHANNEL",
@@ -147,15 +148,35 @@ def returned(update: Any) -> Any:
     return update
 
 
-def with_gotos(updates: Mapping[str, Any], stored: Iterable[TaskWrite]) -> dict[str, Any]:
-    """The plain ``updates`` of restored tasks (by task id), with their saved gotos."""
+def with_gotos(
+    updates: Mapping[str, Any],
+    stored: Iterable[TaskWrite],
+    nodes: Mapping[str, Node],
+    checkpoint_id: CheckpointId,
+) -> dict[str, Any]:
+    """The plain ``updates`` of restored tasks (by task id), with their saved gotos.
+
+    ``nodes`` maps each task id to its node. A saved goto that is not a list of
+    the node's declared targets (and Sends to them) raises
+    :class:`~flowpoint.errors.CorruptCheckpoint`: the runner wrote none such.
+    """
     found = dict(updates)
     for write in stored:
         if write.index != GOTO_INDEX or write.channel != GOTO_CHANNEL or write.task_id not in found:
             continue
+        declared = set(nodes[write.task_id].goto or ()) - {END}
         goto: list[str | Send] = []
-        for one in write.value:
-            goto.append(one if isinstance(one, str) else Send(one["node"], one.get("arg")))
+        for one in write.value if isinstance(write.value, list) else [None]:
+            if isinstance(one, str) and one in declared:
+                goto.append(one)
+            elif isinstance(one, dict) and one.get("node") in declared:
+                goto.append(Send(one["node"], one.get("arg")))
+            else:
+                raise CorruptCheckpoint(
+                    checkpoint_id,
+                    f"the saved goto of task {write.task_id!r} is {write.value!r:.80}, not a "
+                    f"list of its node's declared targets",
+                )
         found[write.task_id] = Routed(found[write.task_id], tuple(goto))
     return found
 

@@ -528,7 +528,8 @@ class Runner(Generic[S]):
             and write.channel == UPDATE_CHANNEL
             and write.task_id in ids
         }
-        return with_gotos(updates, stored)
+        nodes = {task.id: self.graph.nodes[task.node] for task in cursor.tasks}
+        return with_gotos(updates, stored, nodes, checkpoint_id)
 
     async def _pause_inside(
         self,

@@ -20,6 +20,7 @@ PUBLIC_NAMES = {
     "END",
     "START",
     "BuiltGraph",
+    "Command",
     "Graph",
     "GraphDefinitionError",
     "InvalidRoute",

@@ -13,7 +13,7 @@ Every error a load or a save can raise, for any bytes a store returns, is a
 
     WorkflowError
      ├── GraphDefinitionError also a ValueError: the graph cannot be built as declared
-     ├── InvalidRoute         a router returned a target it did not declare
+     ├── InvalidRoute         a router or a Command chose a target it did not declare
      ├── InvalidUpdate        a node or a resume returned an update that does not fit the state
      ├── RecursionLimitReached a run executed more supersteps than its limit allows
      ├── TraceNotFound        also a LookupError: nothing to resume or fork
@@ -28,6 +28,7 @@ Errors carry the facts as attributes; their messages are built from them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Literal
 from uuid import UUID
 
 __all__ = [
@@ -142,33 +143,63 @@ class GraphDefinitionError(WorkflowError, ValueError):
 
 
 class InvalidRoute(WorkflowError):
-    """A router returned a target it did not declare, or a ``Send`` that cannot run.
+    """A router or a node's ``Command`` chose a target it did not declare, or a bad ``Send``.
 
-    ``reason`` says what is wrong with a route that names a declared target (a
-    ``Send`` whose argument cannot be stored or does not fit the node); it is
-    ``None`` for an undeclared target.
+    ``kind`` says who chose: ``"router"`` (the router after ``node``) or
+    ``"command"`` (``node`` returned a ``Command``; ``route`` is the target it
+    chose and ``targets`` the node's declared ``goto`` targets). ``reason`` says
+    what is wrong with a route that names a declared target (a ``Send`` whose
+    argument cannot be stored or does not fit the node); it is ``None`` for an
+    undeclared target.
     """
 
     def __init__(
-        self, node: str, route: object, targets: tuple[str, ...], reason: str | None = None
+        self,
+        node: str,
+        route: object,
+        targets: tuple[str, ...],
+        reason: str | None = None,
+        *,
+        kind: Literal["router", "command"] = "router",
     ) -> None:
         self.node = node
         self.route = route
         self.targets = targets
         self.reason = reason
-        if reason is None:
+        self.kind = kind
+        who = f"the router after node {node!r}" if kind == "router" else f"node {node!r}"
+        chose = (
+            f"returned {route!r:.80}"
+            if kind == "router"
+            else f"returned a Command to {route!r:.80}"
+        )
+        if reason is not None:
+            message = f"{who} {chose}: {reason}"
+        elif kind == "router":
+            message = f"{who} {chose}, which is not one of its declared targets {list(targets)}"
+        elif not targets:
             message = (
-                f"the router after node {node!r} returned {route!r:.80}, which is not one of "
-                f"its declared targets {list(targets)}"
+                f"{who} {chose}, but declares no goto targets "
+                f"(declare them: add_node({node!r}, ..., goto=[...]))"
             )
         else:
-            message = f"the router after node {node!r} returned {route!r:.80}: {reason}"
+            message = (
+                f"{who} {chose}, which is not one of its declared goto targets {list(targets)}"
+            )
         super().__init__(message)
 
-    def __reduce__(
-        self,
-    ) -> tuple[type[InvalidRoute], tuple[str, object, tuple[str, ...], str | None]]:
-        return (type(self), (self.node, self.route, self.targets, self.reason))
+    def __reduce__(self) -> tuple[Callable[..., InvalidRoute], tuple[Any, ...]]:
+        return (_invalid_route, (self.node, self.route, self.targets, self.reason, self.kind))
+
+
+def _invalid_route(
+    node: str,
+    route: object,
+    targets: tuple[str, ...],
+    reason: str | None,
+    kind: Literal["router", "command"],
+) -> InvalidRoute:
+    return InvalidRoute(node, route, targets, reason, kind=kind)
 
 
 class InvalidUpdate(WorkflowError, TypeError):

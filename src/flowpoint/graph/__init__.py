@@ -1,6 +1,7 @@
 """The workflow layer: build graphs, fingerprint them, run and resume them durably."""
 
 from flowpoint.graph._builder import END, START, BuiltGraph, Graph, Send
+from flowpoint.graph._command import Command
 from flowpoint.graph._context import NodeContext
 from flowpoint.graph._events import (
     CheckpointSaved,
@@ -20,6 +21,7 @@ __all__ = [
     "START",
     "BuiltGraph",
     "CheckpointSaved",
+    "Command",
     "Graph",
     "Interrupted",
     "NodeContext",

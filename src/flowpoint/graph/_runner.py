@@ -28,6 +28,14 @@ from flowpoint.errors import (
     TraceNotFound,
 )
 from flowpoint.graph._builder import END, BuiltGraph, ConditionalEdge, Graph, Send
+from flowpoint.graph._command import (
+    check,
+    map_update,
+    returned,
+    updates_and_gotos,
+    with_gotos,
+    writes,
+)
 from flowpoint.graph._context import NodeContext, input_type, node_context
 from flowpoint.graph._cursor import Cursor, Task, summary
 from flowpoint.graph._events import (
@@ -48,6 +56,7 @@ from flowpoint.graph._migrate import Migrator
 from flowpoint.graph._policies import RetentionPolicy, TriggerPolicy
 from flowpoint.graph._retry import retrying
 from flowpoint.graph._state import from_plain, to_plain
+from flowpoint.graph._subgraph import Subgraphs
 from flowpoint.graph._superstep import GroupCommit, Outcome, call, execute
 from flowpoint.graph._sync import iterate_blocking, run_blocking
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id, validate_trace_id
@@ -177,6 +186,7 @@ class Runner(Generic[S]):
         self._writes = isinstance(store.codec, WriteCodec)
         # Moves a trace of an older graph onto this one on resume (graph/_migrate.py).
         self._migrator = Migrator(store, self.graph)
+        self._subgraphs = Subgraphs(self)
 
     async def run(self, trace_id: TraceId | str, state: S) -> RunResult[S]:
         """Start a new trace with ``state`` at the graph's first node.
@@ -459,17 +469,26 @@ class Runner(Generic[S]):
                 if streaming():
                     await emit(NodeStarted(step.trace, at, task.node, task.id, n))
                 with silenced():
+                    if spec.subgraph is not None:
+                        return await self._subgraphs.run(
+                            step.trace, at, task.node, task.id, argument, alone=not several
+                        )
                     return await run_answering(
                         task.id, answers, lambda: call(spec.function, argument, context)
                     )
 
             update = await retrying(spec.retry, attempt)
-            if several and update is not None and not isinstance(update, Paused):
-                update = self._plain_update(task, update)
+            # A Command's goto is checked (and its Sends made plain) before anything is saved.
+            update = check(
+                spec, update, lambda send: self._plain_argument(task.node, send, send, "command")
+            )
+            if several and not isinstance(update, Paused):
+                update = map_update(update, lambda one: self._plain_update(task, one))
             return update
 
-        async def save_outputs(writes: list[TaskWrite]) -> None:
-            await self.store.save_writes(step.trace, step.parent.checkpoint_id, writes)
+        async def save_outputs(batches: list[tuple[TaskWrite, ...]]) -> None:
+            batch = [write for writes in batches for write in writes]
+            await self.store.save_writes(step.trace, step.parent.checkpoint_id, batch)
 
         outputs = GroupCommit(save_outputs)
 
@@ -482,17 +501,18 @@ class Runner(Generic[S]):
                 return update
             if several:
                 if durable:
-                    write = TaskWrite(task.id, OUTPUT_INDEX, UPDATE_CHANNEL, update)
-                    await self._saving(step, task, outputs.put(write))
-                update = self._state.decode_update(update)
+                    output = writes(task.id, OUTPUT_INDEX, UPDATE_CHANNEL, update)
+                    await self._saving(step, task, outputs.put(output))
+                update = map_update(update, self._state.decode_update)
             if streaming():
-                await emit(NodeFinished(step.trace, at, task.node, task.id, update))
+                await emit(NodeFinished(step.trace, at, task.node, task.id, returned(update)))
             return update
 
         pending = [task for task in tasks if task.id not in restored]
         ran = {outcome.task.id: outcome for outcome in await execute(pending, start, record)}
         outcomes = [
-            ran.get(task.id) or Outcome(task, self._state.decode_update(restored[task.id]))
+            ran.get(task.id)
+            or Outcome(task, map_update(restored[task.id], self._state.decode_update))
             for task in tasks
         ]
         failed = [outcome for outcome in outcomes if outcome.error is not None]
@@ -508,13 +528,16 @@ class Runner(Generic[S]):
     async def _outputs(self, checkpoint_id: CheckpointId, cursor: Cursor) -> dict[str, Any]:
         """The plain updates of the superstep's tasks that finished before, by task id."""
         ids = {task.id for task in cursor.tasks}
-        return {
+        stored = await self.store.load_writes(checkpoint_id)
+        updates = {
             write.task_id: write.value
-            for write in await self.store.load_writes(checkpoint_id)
+            for write in stored
             if write.index == OUTPUT_INDEX
             and write.channel == UPDATE_CHANNEL
             and write.task_id in ids
         }
+        nodes = {task.id: self.graph.nodes[task.node] for task in cursor.tasks}
+        return with_gotos(updates, stored, nodes, checkpoint_id)
 
     async def _pause_inside(
         self,
@@ -553,11 +576,12 @@ class Runner(Generic[S]):
         try:
             outputs = await self._outputs(source.checkpoint_id, self._cursor_of(target))
             if outputs:
-                writes = [
-                    TaskWrite(task, OUTPUT_INDEX, UPDATE_CHANNEL, value)
+                carried = [
+                    write
                     for task, value in outputs.items()
+                    for write in writes(task, OUTPUT_INDEX, UPDATE_CHANNEL, value)
                 ]
-                await self.store.save_writes(trace, target.checkpoint_id, writes)
+                await self.store.save_writes(trace, target.checkpoint_id, carried)
         except StorageError as exc:
             if self.on_save_error == "raise":
                 raise
@@ -606,13 +630,15 @@ class Runner(Generic[S]):
         canonical order, then the edges of the nodes that ran are followed (their
         routers see the state after the whole superstep).
         """
-        new_state: S = self._state.merge(
-            state, [(outcome.task.id, outcome.update) for outcome in outcomes]
+        updates, gotos, follow = updates_and_gotos(
+            (outcome.task.node, outcome.task.id, outcome.update) for outcome in outcomes
         )
+        new_state: S = self._state.merge(state, updates)
         routes: dict[str, list[str | Send]] = {}
         for node in cursor.nodes:
-            found: list[str | Send] = []
-            for edge in self.graph.edges_after(node):
+            # A Command's goto replaces the edges, unless another task of the node had none.
+            found: list[str | Send] = list(gotos.get(node, ()))
+            for edge in self.graph.edges_after(node) if node in follow else ():
                 if isinstance(edge, ConditionalEdge):
                     first = next(task for task in cursor.tasks if task.node == node)
                     context = self._context(step, first) if edge.takes_context else None
@@ -669,13 +695,19 @@ class Runner(Generic[S]):
                 found.append(target)
         return found
 
-    def _plain_argument(self, node: str, route: Any, send: Send) -> Any:
+    def _plain_argument(
+        self, node: str, route: Any, send: Send, kind: Literal["router", "command"] = "router"
+    ) -> Any:
         """A Send's argument as plain data, checked to fit the node it is sent to."""
         try:
             plain = to_plain(send.arg)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise InvalidRoute(
-                node, route, (), reason=f"the argument of {send!r:.60} cannot be stored: {exc}"
+                node,
+                route,
+                (),
+                reason=f"the argument of {send!r:.60} cannot be stored: {exc}",
+                kind=kind,
             ) from None
         expected = self._input_type(send.node)
         if expected is not Any:
@@ -683,7 +715,11 @@ class Runner(Generic[S]):
                 from_plain(plain, expected)
             except InvalidUpdate as exc:
                 raise InvalidRoute(
-                    node, route, (), reason=f"node {send.node!r} cannot take its argument: {exc}"
+                    node,
+                    route,
+                    (),
+                    reason=f"node {send.node!r} cannot take its argument: {exc}",
+                    kind=kind,
                 ) from None
         return plain
 

@@ -28,7 +28,7 @@ import msgspec
 
 from flowpoint.errors import GraphDefinitionError, InvalidUpdate
 
-__all__ = ["Reducer", "StateType", "from_plain", "to_plain"]
+__all__ = ["Reducer", "StateType", "WholeState", "from_plain", "to_plain"]
 
 Reducer = Callable[[Any, Any], Any]
 """A field's reducer: ``reducer(old, value)`` is the field's new value."""
@@ -52,6 +52,19 @@ _MISSING: Any = object()
 # cursor and pending writes are stored.
 _plain_encoder = msgspec.msgpack.Encoder(enc_hook=lambda value: _stored_form(value))
 _plain_decoder = msgspec.msgpack.Decoder()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WholeState:
+    """An update that replaces the state with ``state``: no field merged, no reducer run.
+
+    What a subgraph node that shares its parent's state type returns: the
+    subgraph's own reducers combined what its nodes wrote already, so running
+    the parent's again would count it twice. A dict state could not say so by
+    itself: a dict update is merged.
+    """
+
+    state: Any
 
 
 class StateType:
@@ -123,6 +136,9 @@ class StateType:
         """
         if update is None:
             return state
+        if isinstance(update, WholeState):
+            self.check(update.state, f"{source} returned a state that")
+            return update.state
         cls = self.cls
         if cls is dict:
             if not isinstance(update, Mapping):

@@ -131,7 +131,7 @@ def traces(
 
 
 async def _traces(settings: Settings) -> None:
-    async with opened_store(settings.store) as store:
+    async with opened_store(settings.store, "read") as store:
         summaries = []
         for trace in sorted(await store.traces()):
             infos = await whole_trace(store, trace)
@@ -196,7 +196,7 @@ def history(
 
 
 async def _history(settings: Settings, trace: str, limit: int, before: int | None) -> None:
-    async with opened_store(settings.store) as store:
+    async with opened_store(settings.store, "read") as store:
         page = await store.history(trace, limit + 1, before)
         if not page:
             await require_trace(store, trace, settings.store)
@@ -264,7 +264,7 @@ def show(
 
 async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> None:
     codec = make_codec(settings, state_type, allow_unencrypted=True)
-    async with opened_store(settings.store) as store:
+    async with opened_store(settings.store, "read") as store:
         blob, checkpoint = await decode(store, settings, codec, wanted)
     envelope = open_envelope(blob).header
     encoding = {
@@ -374,7 +374,7 @@ async def _diff(
     settings: Settings, old: CheckpointRef, new: CheckpointRef, state_type: Any
 ) -> None:
     codec = make_codec(settings, state_type, allow_unencrypted=True)
-    async with opened_store(settings.store) as store:
+    async with opened_store(settings.store, "read") as store:
         old_blob, old_checkpoint = await decode(store, settings, codec, old)
         new_blob, new_checkpoint = await decode(store, settings, codec, new)
     changes = diff_values(to_plain(old_checkpoint.state), to_plain(new_checkpoint.state))

@@ -65,7 +65,8 @@ class ExitCode(enum.IntEnum):
 
     OK = 0
     ERROR = 1
-    """A store failed, a conflict, or bad input (an unknown URL scheme, a missing key)."""
+    """A store failed, a conflict, or bad input (an unknown URL scheme, a missing key,
+    a store URL naming something that is not a flowpoint store)."""
     USAGE = 2
     """The command line itself was wrong (typer's own usage errors)."""
     CORRUPT = 3
@@ -76,7 +77,8 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 error (store failure, conflict, bad input such as an "
-    "unknown URL scheme or a missing key); 2 usage error; 3 corruption found; "
+    "unknown URL scheme, a missing key or a store URL naming something that is not a "
+    "flowpoint store); 2 usage error; 3 corruption found; "
     "4 trace or checkpoint not found."
 )
 

@@ -374,8 +374,8 @@ async def _copy(
         fail(f"the source and the destination are the same store: {shown(source)}")
     report = TransferReport()
     async with (
-        opened_store(source) as src,
-        opened_store(destination, must_exist=False) as dst,
+        opened_store(source, "read") as src,
+        opened_store(destination, "create") as dst,
     ):
         reading = await Source.of(src, await _names(src, only, source))
         report.traces = len(reading.listings)
@@ -430,7 +430,7 @@ async def _export(
 ) -> ExitCode:
     report = TransferReport()
     src_url = settings.store
-    async with opened_store(src_url) as src:
+    async with opened_store(src_url, "read") as src:
         reading = await Source.of(src, await _names(src, only, src_url))
         try:
             with archive_output(target) as stream:
@@ -491,7 +491,7 @@ async def _import(settings: Settings, source: str) -> None:
         try:
             summary = scan_archive(archive.first_pass())
             stream = archive.second_pass()
-            async with opened_store(settings.store, must_exist=False) as dst:
+            async with opened_store(settings.store, "create") as dst:
                 writer = TransferWriter(dst, settings.store, report)
                 report.traces = summary.traces
                 last_trace: str | None = None

@@ -159,7 +159,7 @@ def verify(
 async def _verify(settings: Settings, only: str | None, state_type: Any) -> ExitCode:
     codec = make_codec(settings, state_type)
     report = VerifyReport()
-    async with opened_store(settings.store) as store:
+    async with opened_store(settings.store, "read") as store:
         # One facade for the run: each checkpoint's fields are kept, for the delta after it.
         reader = TypedCheckpointStore(store, codec)
         if only is not None:

@@ -339,8 +339,15 @@ def load_keyring(path: Path) -> KeyRing:
         fail(f"key ring {path}: {exc}")
 
 
-def import_state_type(spec: str) -> Any:
-    """The class ``module:Qualified.Name`` names; a usage error (exit 2) if it cannot be had."""
+def import_state_type(spec: str | None) -> Any:
+    """The class ``--type module:Qualified.Name`` names, or ``Any`` without ``--type``.
+
+    Errors are :func:`import_object`'s: call it inside :func:`~flowpoint.cli._output.run`
+    (before any event loop starts), so that a module that raises as it is imported
+    is one line too.
+    """
+    if spec is None:
+        return Any
     return import_object(spec, "'--type'", "MODULE:CLASS (such as 'myapp.states:Research')")
 
 

@@ -258,8 +258,7 @@ def show(
     """Show one checkpoint: its header, how it is stored, and its decoded state."""
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
     wanted = parse_checkpoint_ref(checkpoint_id, "'CHECKPOINT_ID'")
-    state_type = Any if type_ is None else import_state_type(type_)
-    run(lambda: _show(settings, wanted, state_type), debug=settings.debug)
+    run(lambda: _show(settings, wanted, import_state_type(type_)), debug=settings.debug)
 
 
 async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> None:
@@ -355,8 +354,7 @@ def diff(
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
     old = parse_checkpoint_ref(old_id, "'ID1'")
     new = parse_checkpoint_ref(new_id, "'ID2'")
-    state_type = Any if type_ is None else import_state_type(type_)
-    run(lambda: _diff(settings, old, new, state_type), debug=settings.debug)
+    run(lambda: _diff(settings, old, new, import_state_type(type_)), debug=settings.debug)
 
 
 def _side(info: CheckpointInfo) -> dict[str, Any]:

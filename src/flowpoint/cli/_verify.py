@@ -152,8 +152,7 @@ def verify(
     fit --type) but none is corrupt, 0 if all are intact.
     """
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
-    state_type = Any if type_ is None else import_state_type(type_)
-    run(lambda: _verify(settings, trace, state_type), debug=settings.debug)
+    run(lambda: _verify(settings, trace, import_state_type(type_)), debug=settings.debug)
 
 
 async def _verify(settings: Settings, only: str | None, state_type: Any) -> ExitCode:

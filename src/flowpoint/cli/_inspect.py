@@ -45,6 +45,7 @@ from flowpoint.cli._output import (
     format_time,
     info_json,
     run,
+    sorted_metadata,
     stdout_console,
     table,
     to_plain,
@@ -106,10 +107,10 @@ def _node(node: str | None) -> str:
 
 
 def _metadata(info: CheckpointInfo) -> str:
-    """``key=value`` pairs: strings as they are, other values as JSON."""
+    """``key=value`` pairs, sorted by key: strings as they are, other values as JSON."""
     return " ".join(
         f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-        for key, value in info.metadata.items()
+        for key, value in sorted_metadata(info).items()
     )
 
 

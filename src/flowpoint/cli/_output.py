@@ -53,6 +53,7 @@ __all__ = [
     "print_warning",
     "progressbar",
     "run",
+    "sorted_metadata",
     "stderr_console",
     "stdout_console",
     "table",
@@ -266,8 +267,13 @@ def format_size(size: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+def sorted_metadata(info: CheckpointInfo) -> dict[str, Any]:
+    """The header's metadata sorted by key: backends keep keys in different orders."""
+    return dict(sorted(info.metadata.items()))
+
+
 def info_json(info: CheckpointInfo) -> dict[str, Any]:
-    """A checkpoint header as JSON-ready values, in a fixed key order."""
+    """A checkpoint header as JSON-ready values, in a fixed key order (metadata sorted too)."""
     return {
         "checkpoint_id": str(info.checkpoint_id),
         "trace_id": info.trace_id,
@@ -276,7 +282,7 @@ def info_json(info: CheckpointInfo) -> dict[str, Any]:
         "graph_hash": format_hash(info.graph_hash),
         "created_at": format_time(info.created_at),
         "current_node": info.current_node,
-        "metadata": dict(info.metadata),
+        "metadata": sorted_metadata(info),
         "size": info.size,
     }
 

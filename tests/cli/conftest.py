@@ -9,6 +9,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from flowpoint import Checkpoint, CheckpointBlob, KeyRing, SyncCheckpointStore, 
 from flowpoint.cli._app import app
 from flowpoint.cli._demo import run_demo
 from tests.harnesses.base import unavailable
+from tests.harnesses.file import FileHarness
 
 GRAPH = 0x5EA7C0DE0BADF00D
 TRACES = {"alpha": 3, "beta/one": 2}
@@ -282,3 +284,14 @@ def one_line_error(stderr: str) -> str:
 def usage_error(stderr: str) -> str:
     """The single ``error: ...`` line of a usage error (which exits 2, as the caller checks)."""
     return one_line_error(stderr)
+
+
+def seeded_file_store(tmp_path: Path) -> tuple[str, dict[str, list[UUID]], FileHarness]:
+    """A file store holding :data:`TRACES`: its URL, its ids, and a harness to damage its files."""
+    root = tmp_path / "files"
+    url = f"file://{root}"
+    ids = make_store(url)
+    harness = FileHarness()
+    shutil.rmtree(harness.root)
+    harness.root = str(root)
+    return url, ids, harness

@@ -191,8 +191,8 @@ async def whole_trace(store: BlobCheckpointStore, trace: TraceId | str) -> list[
 
 
 async def require_trace(store: BlobCheckpointStore, trace: str, url: str) -> None:
-    """Exit 4 unless the store holds at least one checkpoint of ``trace``."""
-    if not await store.history(trace, 1):
+    """Exit 4 unless the store holds at least one checkpoint of ``trace``, damaged or not."""
+    if not await store.history_entries(trace, 1):
         fail(f"no trace {trace!r} in {shown(url)}", ExitCode.NOT_FOUND)
 
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord
 from flowpoint.cli._archive import ArchiveError, ArchiveWriter, read_archive, scan_archive
 from flowpoint.cli._common import (
     DebugOption,
@@ -33,8 +33,8 @@ from flowpoint.cli._common import (
     opened_store,
     require_trace,
     shown,
-    whole_trace,
 )
+from flowpoint.cli._damage import damage_json, describe_damage, list_trace, list_traces
 from flowpoint.cli._files import archive_input, archive_output
 from flowpoint.cli._output import (
     ExitCode,
@@ -49,11 +49,10 @@ from flowpoint.cli._output import (
 )
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint
-from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.ids import TraceId
 from flowpoint.stores._base import BlobCheckpointStore, different_header
 
 __all__ = [
-    "Damaged",
     "Source",
     "TransferReport",
     "TransferWriter",
@@ -86,34 +85,6 @@ def _envelope_damage(blob: CheckpointBlob) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Damaged:
-    """What the source holds but cannot be read: a checkpoint, or a trace it cannot list."""
-
-    trace_id: str
-    reason: str
-    checkpoint_id: CheckpointId | None = None
-    step: int | None = None
-
-    def describe(self) -> str:
-        """What is damaged, and why, for people."""
-        if self.checkpoint_id is None:
-            return f"trace {self.trace_id!r} cannot be listed: {self.reason}"
-        return (
-            f"checkpoint {self.checkpoint_id} (trace {self.trace_id!r}, step {self.step}) "
-            f"is corrupt: {self.reason}"
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        """The damage as JSON-ready values, in a fixed key order."""
-        return {
-            "checkpoint_id": None if self.checkpoint_id is None else str(self.checkpoint_id),
-            "trace_id": self.trace_id,
-            "step": self.step,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class Vanished:
     """A listed checkpoint that was deleted from the source before it was read."""
 
@@ -125,49 +96,50 @@ class Source:
     """What a copy or an export reads: the checkpoints of some traces, and what is damaged.
 
     Traces come sorted by code point, each oldest step first. This is the one
-    place where reading the source meets damage: whatever cannot be listed or read
-    comes out of :meth:`items` as :class:`Damaged`, in its place.
+    place where reading the source meets damage: a record the listing found
+    damaged, a trace that cannot be listed, and a checkpoint whose data is not
+    intact come out of :meth:`items` as a :class:`~flowpoint.blob.DamagedRecord`.
     """
 
     store: BlobCheckpointStore
     listings: dict[TraceId, list[CheckpointInfo]]
-    unlisted: list[Damaged]
+    unlisted: list[DamagedRecord]
 
     @classmethod
-    async def of(cls, store: BlobCheckpointStore, traces: list[TraceId]) -> Source:
-        """List ``traces`` of ``store`` (their headers only)."""
+    async def of(
+        cls, store: BlobCheckpointStore, traces: list[TraceId], unnamed: list[DamagedRecord]
+    ) -> Source:
+        """List ``traces`` of ``store`` (their headers only), after the ``unnamed`` damage."""
         listings: dict[TraceId, list[CheckpointInfo]] = {}
-        unlisted: list[Damaged] = []
+        unlisted = list(unnamed)
         for trace in sorted(traces):
-            try:
-                infos = await whole_trace(store, trace)
-            except CorruptCheckpoint as exc:  # a damaged header row hides the whole trace
-                unlisted.append(Damaged(trace, exc.reason))
-                continue
-            if infos:  # an empty listing: the trace was deleted meanwhile
+            infos, damaged = await list_trace(store, trace)
+            unlisted += damaged
+            if infos:  # none: deleted meanwhile, or every record damaged
                 listings[trace] = infos[::-1]
         return cls(store, listings, unlisted)
 
     @property
     def checkpoints(self) -> int:
-        """How many checkpoints were listed."""
-        return sum(len(infos) for infos in self.listings.values())
+        """How many checkpoints were listed, damaged ones included."""
+        listed = sum(len(infos) for infos in self.listings.values())
+        return listed + sum(1 for record in self.unlisted if record.checkpoint_id is not None)
 
-    async def items(self) -> AsyncIterator[CheckpointBlob | Damaged | Vanished]:
-        """Each listed checkpoint, loaded and its data checked, after what could not be listed."""
+    async def items(self) -> AsyncIterator[CheckpointBlob | DamagedRecord | Vanished]:
+        """What the listing found damaged, then each listed checkpoint, loaded and checked."""
         for damaged in self.unlisted:
             yield damaged
         for infos in self.listings.values():
             for info in infos:
                 try:
                     blob = await self.store.load(info.checkpoint_id)
-                except CorruptCheckpoint as exc:  # a damaged header row
-                    yield Damaged(info.trace_id, exc.reason, info.checkpoint_id, info.step)
+                except CorruptCheckpoint as exc:  # a header damaged since the listing
+                    yield DamagedRecord(info.checkpoint_id, info.trace_id, info.step, exc.reason)
                     continue
                 if blob is None:
                     yield Vanished(info)
                 elif (reason := _envelope_damage(blob)) is not None:
-                    yield Damaged(blob.trace_id, reason, blob.checkpoint_id, blob.step)
+                    yield DamagedRecord(blob.checkpoint_id, blob.trace_id, blob.step, reason)
                 else:
                     yield blob
 
@@ -181,7 +153,7 @@ class TransferReport:
     skipped: int = 0
     verified: int = 0
     vanished: int = 0
-    corrupt: list[Damaged] = field(default_factory=list)
+    corrupt: list[DamagedRecord] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The counts, in a fixed key order; the damage skipped, if any was."""
@@ -192,7 +164,7 @@ class TransferReport:
             "verified": self.verified,
             "vanished": self.vanished,
             "skipped_corrupt": len(self.corrupt),
-            "corrupt": [damaged.as_json() for damaged in self.corrupt],
+            "corrupt": [damage_json(damaged) for damaged in self.corrupt],
         }
 
     def describe(self) -> str:
@@ -213,18 +185,20 @@ class TransferReport:
             line += f", {self.vanished} deleted from the source meanwhile"
         return line
 
-    def damage_met(self, damaged: Damaged, settings: Settings, *, skip: bool, source: str) -> None:
+    def damage_met(
+        self, damaged: DamagedRecord, settings: Settings, *, skip: bool, source: str
+    ) -> None:
         """Stop at ``damaged`` (exit 3); with ``skip``, say what is skipped and go on."""
         if not skip:
             verify = command_line(settings, "verify", store=source)
             fail(
-                f"{damaged.describe()}; stopped (run {verify} to see all damage, or pass "
+                f"{describe_damage(damaged)}; stopped (run {verify} to see all damage, or pass "
                 f"--skip-corrupt to go on without it)",
                 ExitCode.CORRUPT,
             )
         self.corrupt.append(damaged)
         if not settings.json:  # the JSON document lists it
-            print_warning(f"skipped: {damaged.describe()}")
+            print_warning(f"skipped: {describe_damage(damaged)}")
 
     def exit_code(self, source: str) -> ExitCode:
         """3 if damage was skipped, after the line that says so; else 0."""
@@ -321,13 +295,13 @@ async def _readable(
     """
     with progressbar(reading.checkpoints, doing, enabled=not settings.json) as bar:
         async for item in reading.items():
-            if isinstance(item, Damaged):
+            if isinstance(item, DamagedRecord):
                 report.damage_met(item, settings, skip=skip_corrupt, source=source)
             elif isinstance(item, Vanished):
                 report.vanished += 1
             else:
                 yield item
-            if not isinstance(item, Damaged) or item.checkpoint_id is not None:
+            if not isinstance(item, DamagedRecord) or item.checkpoint_id is not None:
                 bar.advance()  # a trace that cannot be listed was never counted
 
 
@@ -359,12 +333,12 @@ def copy(
     run(lambda: _copy(settings, source, destination, trace, skip_corrupt), debug=settings.debug)
 
 
-async def _names(store: BlobCheckpointStore, only: str | None, url: str) -> list[TraceId]:
+async def _source(store: BlobCheckpointStore, only: str | None, url: str) -> Source:
     """The trace ``--trace`` names (exit 4 if the store lacks it), or every trace."""
     if only is None:
-        return await store.traces()
+        return await Source.of(store, *await list_traces(store))
     await require_trace(store, only, url)
-    return [TraceId(only)]
+    return await Source.of(store, [TraceId(only)], [])
 
 
 async def _copy(
@@ -377,7 +351,7 @@ async def _copy(
         opened_store(source, "read") as src,
         opened_store(destination, "create") as dst,
     ):
-        reading = await Source.of(src, await _names(src, only, source))
+        reading = await _source(src, only, source)
         report.traces = len(reading.listings)
         writer = TransferWriter(dst, destination, report)
         last_trace: str | None = None
@@ -431,7 +405,7 @@ async def _export(
     report = TransferReport()
     src_url = settings.store
     async with opened_store(src_url, "read") as src:
-        reading = await Source.of(src, await _names(src, only, src_url))
+        reading = await _source(src, only, src_url)
         try:
             with archive_output(target) as stream:
                 writer = ArchiveWriter(stream)
@@ -450,7 +424,7 @@ async def _export(
         "checkpoints": summary.checkpoints,
         "vanished": report.vanished,
         "skipped_corrupt": len(report.corrupt),
-        "corrupt": [damaged.as_json() for damaged in report.corrupt],
+        "corrupt": [damage_json(damaged) for damaged in report.corrupt],
     }
     if settings.json:
         emit_json(document, err=target == "-")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from flowpoint._chains import MissingBase
-from flowpoint.blob import CheckpointInfo
+from flowpoint.blob import CheckpointInfo, DamagedRecord
 from flowpoint.cli._common import (
     DebugOption,
     JsonOption,
@@ -21,8 +21,8 @@ from flowpoint.cli._common import (
     opened_store,
     require_trace,
     shown,
-    whole_trace,
 )
+from flowpoint.cli._damage import list_trace, list_traces
 from flowpoint.cli._output import (
     ExitCode,
     emit_json,
@@ -43,10 +43,13 @@ ProblemKind = Literal["corrupt", "undecodable"]
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A checkpoint that failed: ``corrupt`` (damaged) or ``undecodable`` (a missing key...)."""
+    """A checkpoint that failed: ``corrupt`` (damaged) or ``undecodable`` (a missing key...).
+
+    ``trace_id`` and ``step`` are ``None`` where the damage hides them.
+    """
 
     kind: ProblemKind
-    trace_id: str
+    trace_id: str | None
     reason: str
     checkpoint_id: str | None = None
     step: int | None = None
@@ -161,17 +164,21 @@ async def _verify(settings: Settings, only: str | None, state_type: Any) -> Exit
     async with opened_store(settings.store, "read") as store:
         # One facade for the run: each checkpoint's fields are kept, for the delta after it.
         reader = TypedCheckpointStore(store, codec)
+        damaged: list[DamagedRecord] = []
         if only is not None:
             await require_trace(store, only, settings.store)
-        names: list[TraceId] = [TraceId(only)] if only is not None else sorted(await store.traces())
+            names = [TraceId(only)]
+        else:
+            names, damaged = await list_traces(store)
         listings: list[list[CheckpointInfo]] = []
         for trace in names:
-            try:
-                listings.append(await whole_trace(store, trace))
-            except CorruptCheckpoint as exc:  # a damaged header row: the trace cannot be listed
-                report.problems.append(
-                    Problem("corrupt", trace, f"listing the trace failed: {exc}")
-                )
+            infos, trace_damage = await list_trace(store, trace)
+            listings.append(infos)
+            damaged += trace_damage
+        report.problems += [_damage_problem(record) for record in damaged]
+        # A damaged record is a checkpoint checked (and found corrupt); a trace that
+        # cannot be listed at all is not counted as one.
+        report.checked += sum(1 for record in damaged if record.checkpoint_id is not None)
         report.traces = len(names)
         total = sum(len(infos) for infos in listings)
         with progressbar(total, "verifying", enabled=not settings.json) as bar:
@@ -188,6 +195,20 @@ async def _verify(settings: Settings, only: str | None, state_type: Any) -> Exit
                     bar.advance()
     _print_report(settings, report)
     return report.exit_code
+
+
+def _damage_problem(record: DamagedRecord) -> Problem:
+    """A record the listing found damaged, as the problem ``verify`` reports."""
+    reason = record.reason
+    if record.checkpoint_id is None:
+        reason = f"listing the trace failed: {reason}"
+    return Problem(
+        "corrupt",
+        record.trace_id,
+        reason,
+        None if record.checkpoint_id is None else str(record.checkpoint_id),
+        record.step,
+    )
 
 
 def _print_report(settings: Settings, report: VerifyReport) -> None:
@@ -213,7 +234,7 @@ def _print_table(report: VerifyReport, corrupt: int, undecodable: int) -> None:
             grid.add_row(
                 problem.kind,
                 problem.checkpoint_id or "—",
-                problem.trace_id,
+                "—" if problem.trace_id is None else problem.trace_id,
                 "—" if problem.step is None else str(problem.step),
                 problem.reason,
             )

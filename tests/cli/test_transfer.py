@@ -420,7 +420,7 @@ def test_damage_anywhere_is_corruption(damage: object, fragment: str | None) -> 
 
 def test_a_bad_magic_or_version_is_not_corruption() -> None:
     raw = archive_of(blob("a", 0))
-    for other in (b"", b"not an archive at all", raw[:8] + b"\x00\x02" + raw[10:]):
+    for other in (b"", b"not an archive at all", raw[:8] + b"\x00\x03" + raw[10:]):
         with pytest.raises(ArchiveError) as caught:
             scan_archive(io.BytesIO(other))
         assert not caught.value.corrupt

@@ -50,6 +50,7 @@ from flowpoint.cli._output import (
     table,
     to_plain,
 )
+from flowpoint.cli._pending import cursor_rows, pending_json, pending_table
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.codec._envelope import open_envelope
 from flowpoint.errors import CodecError
@@ -312,6 +313,7 @@ async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> N
     codec = make_codec(settings, state_type, allow_unencrypted=True)
     async with opened_store(settings.store, "read") as store:
         blob, checkpoint = await decode(store, settings, codec, wanted)
+        writes = await TypedCheckpointStore(store, codec).load_writes(blob.checkpoint_id)
     envelope = open_envelope(blob).header
     encoding = {
         "format": envelope.body_format,
@@ -321,7 +323,15 @@ async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> N
     }
     state = to_plain(checkpoint.state)
     if settings.json:
-        emit_json({"checkpoint": info_json(blob.info()), "encoding": encoding, "state": state})
+        emit_json(
+            {
+                "checkpoint": info_json(blob.info()),
+                "encoding": encoding,
+                "cursor": to_plain(checkpoint.cursor),
+                "pending_writes": pending_json(writes),
+                "state": state,
+            }
+        )
         return
     header = info_json(blob.info())
     grid = Table.grid(padding=(0, 2))
@@ -335,6 +345,8 @@ async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> N
         elif name == "size":
             value = f"{value} bytes ({format_size(value)})"
         grid.add_row(name.replace("_", " "), Text(str(value)))
+    for name, value in cursor_rows(checkpoint.cursor):
+        grid.add_row(name, Text(value))
     stored = (
         f"{envelope.body_format}"
         if envelope.base_id is None
@@ -345,6 +357,8 @@ async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> N
     grid.add_row("stored as", stored)
     console = stdout_console()
     console.print(grid)
+    if writes:
+        console.print(pending_table(writes))
     console.print(Text("state", style="bold"))
     console.print_json(json.dumps(state, ensure_ascii=False))
 

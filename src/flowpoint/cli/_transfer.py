@@ -1,28 +1,29 @@
 """``copy``, ``export`` and ``import``: move checkpoints between stores, untouched.
 
 Data is copied as stored bytes, never decoded or re-encoded, so encrypted
-checkpoints stay encrypted and no key is needed. Writing is rerun-safe: a
-checkpoint the destination already holds with the same header and data is
-skipped; a different one in its place (same id, or same trace and step) stops the
-run, and nothing is ever overwritten. Each trace written is then read back from
-the destination and compared with what was sent.
+checkpoints stay encrypted and no key is needed. Each checkpoint goes with its
+pending writes (what parallel tasks saved against it). Writing is rerun-safe: a
+checkpoint or a write the destination already holds, identical, is skipped; a
+different one in its place (same id, or same trace and step; same checkpoint,
+task and index) stops the run, and nothing is ever overwritten. Each trace
+written is then read back from the destination and compared with what was sent.
 
-A checkpoint of the source that cannot be read (damaged data, or a damaged header
-row) stops a copy or an export (exit 3); with ``--skip-corrupt`` it is reported
-and skipped, the run goes on, and it exits 3 once everything else is done.
+A checkpoint or write of the source that cannot be read (damaged data, or a
+damaged record) stops a copy or an export (exit 3); with ``--skip-corrupt`` it is
+reported and skipped, the run goes on, and it exits 3 once everything else is done.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
 from flowpoint.cli._archive import ArchiveError, ArchiveWriter, read_archive, scan_archive
 from flowpoint.cli._common import (
     DebugOption,
@@ -38,6 +39,7 @@ from flowpoint.cli._damage import damage_json, describe_damage, list_trace, list
 from flowpoint.cli._files import archive_input, archive_output
 from flowpoint.cli._output import (
     ExitCode,
+    Progressbar,
     emit_json,
     fail,
     print_error,
@@ -49,10 +51,11 @@ from flowpoint.cli._output import (
 )
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint
-from flowpoint.ids import TraceId
+from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.stores._base import BlobCheckpointStore, different_header
 
 __all__ = [
+    "Loaded",
     "Source",
     "TransferReport",
     "TransferWriter",
@@ -75,13 +78,33 @@ SkipCorruptOption = Annotated[
 ]
 
 
-def _envelope_damage(blob: CheckpointBlob) -> str | None:
-    """Why ``blob``'s data is not intact, or ``None``: nothing damaged is passed on."""
+def _envelope_damage(item: CheckpointBlob | PendingWrite) -> str | None:
+    """Why a checkpoint's or a write's data is not intact, or ``None``.
+
+    Nothing damaged is passed on. A write's data must also be filed under the key
+    it names.
+    """
     try:
-        _ENVELOPE_CHECK.key_id_of(blob)
+        if isinstance(item, PendingWrite):
+            _ENVELOPE_CHECK.key_id_of_write(item)
+        else:
+            _ENVELOPE_CHECK.key_id_of(item)
     except CorruptCheckpoint as exc:
         return exc.reason
     return None
+
+
+def _write_key(write: PendingWrite) -> tuple[str, int]:
+    return (write.task_id, write.index)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A checkpoint read from the source, its intact pending writes, and its damaged ones."""
+
+    blob: CheckpointBlob
+    writes: list[PendingWrite]
+    damaged_writes: list[DamagedRecord]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +148,7 @@ class Source:
         listed = sum(len(infos) for infos in self.listings.values())
         return listed + sum(1 for record in self.unlisted if record.checkpoint_id is not None)
 
-    async def items(self) -> AsyncIterator[CheckpointBlob | DamagedRecord | Vanished]:
+    async def items(self) -> AsyncIterator[Loaded | DamagedRecord | Vanished]:
         """What the listing found damaged, then each listed checkpoint, loaded and checked."""
         for damaged in self.unlisted:
             yield damaged
@@ -141,7 +164,33 @@ class Source:
                 elif (reason := _envelope_damage(blob)) is not None:
                     yield DamagedRecord(blob.checkpoint_id, blob.trace_id, blob.step, reason)
                 else:
-                    yield blob
+                    yield await self._with_writes(blob)
+
+    async def _with_writes(self, blob: CheckpointBlob) -> Loaded:
+        """``blob`` and its pending writes, each checked as its data is."""
+
+        def damaged(reason: str) -> DamagedRecord:
+            return DamagedRecord(blob.checkpoint_id, blob.trace_id, blob.step, reason)
+
+        try:
+            writes = await self.store.load_writes(blob.checkpoint_id)
+        except CorruptCheckpoint as exc:  # a damaged write record
+            return Loaded(blob, [], [damaged(exc.reason)])
+        intact: list[PendingWrite] = []
+        broken: list[DamagedRecord] = []
+        for write in writes:
+            if write.trace_id != blob.trace_id or write.checkpoint_id != blob.checkpoint_id:
+                broken.append(
+                    damaged(
+                        f"pending write {write.task_id!r:.80} is filed under checkpoint "
+                        f"{write.checkpoint_id} of trace {write.trace_id!r:.80}"
+                    )
+                )
+            elif (reason := _envelope_damage(write)) is not None:
+                broken.append(damaged(reason))
+            else:
+                intact.append(write)
+        return Loaded(blob, intact, broken)
 
 
 @dataclass(slots=True)
@@ -153,6 +202,9 @@ class TransferReport:
     skipped: int = 0
     verified: int = 0
     vanished: int = 0
+    writes_copied: int = 0
+    writes_skipped: int = 0
+    writes_verified: int = 0
     corrupt: list[DamagedRecord] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -163,6 +215,9 @@ class TransferReport:
             "skipped": self.skipped,
             "verified": self.verified,
             "vanished": self.vanished,
+            "writes_copied": self.writes_copied,
+            "writes_skipped": self.writes_skipped,
+            "writes_verified": self.writes_verified,
             "skipped_corrupt": len(self.corrupt),
             "corrupt": [damage_json(damaged) for damaged in self.corrupt],
         }
@@ -174,6 +229,11 @@ class TransferReport:
             f"verified {self.verified} (read back byte for byte), "
             f"skipped {self.skipped} (already there, identical)"
         )
+        if self.writes_copied or self.writes_skipped:
+            line += (
+                f"; {self.writes_copied} pending write(s) copied and verified, "
+                f"{self.writes_skipped} already there"
+            )
         return line + self.describe_skipped()
 
     def describe_skipped(self) -> str:
@@ -219,6 +279,7 @@ class TransferWriter:
     url: str
     report: TransferReport = field(default_factory=TransferReport)
     _pending: list[tuple[CheckpointInfo, bytes]] = field(default_factory=list)
+    _pending_writes: dict[CheckpointId, dict[tuple[str, int], bytes]] = field(default_factory=dict)
 
     def _conflict(self, blob: CheckpointBlob, holding: str) -> None:
         fail(
@@ -259,8 +320,68 @@ class TransferWriter:
         self._pending.append((blob.info(), hashlib.sha256(blob.data).digest()))
         self.report.copied += 1
 
+    def _write_conflict(self, write: PendingWrite) -> NoReturn:
+        fail(
+            f"conflict: {shown(self.url)} already holds another version of pending write "
+            f"{write.task_id!r:.80} {write.index} of checkpoint {write.checkpoint_id} (trace "
+            f"{write.trace_id!r}). Nothing was overwritten; {self.report.copied} "
+            f"checkpoint(s) copied before stopping"
+        )
+
+    async def put_writes(self, writes: list[PendingWrite]) -> None:
+        """Save the pending writes of one checkpoint that the destination lacks.
+
+        A write stored already, identical, is skipped; another one under its key
+        (checkpoint, task id, index) stops the run, and nothing is overwritten.
+        """
+        if not writes:
+            return
+        checkpoint = writes[0].checkpoint_id
+        stored = {_write_key(one): one for one in await self.store.load_writes(checkpoint)}
+        new: list[PendingWrite] = []
+        for write in writes:
+            there = stored.get(_write_key(write))
+            if there is None:
+                new.append(write)
+            elif there.trace_id == write.trace_id and there.data == write.data:
+                self.report.writes_skipped += 1
+            else:
+                self._write_conflict(write)
+        if not new:
+            return
+        try:
+            # Without overwrite: a write saved meanwhile keeps its data; the read back
+            # then finds it differs, and says so.
+            await self.store.save_writes(new)
+        except ValueError:  # the checkpoint's writes are stored under another trace
+            self._write_conflict(new[0])
+        digests = self._pending_writes.setdefault(checkpoint, {})
+        for write in new:
+            digests[_write_key(write)] = hashlib.sha256(write.data).digest()
+        self.report.writes_copied += len(new)
+
+    async def _verify_writes(self) -> None:
+        pending, self._pending_writes = self._pending_writes, {}
+        for checkpoint, digests in pending.items():
+            back = {
+                _write_key(one): hashlib.sha256(one.data).digest()
+                for one in await self.store.load_writes(checkpoint)
+            }
+            for (task_id, index), digest in digests.items():
+                found = back.get((task_id, index))
+                if found == digest:
+                    self.report.writes_verified += 1
+                    continue
+                problem = "is missing" if found is None else "reads back with other data"
+                fail(
+                    f"verification failed: pending write {task_id!r:.80} {index} of "
+                    f"checkpoint {checkpoint} {problem} in {shown(self.url)}",
+                    ExitCode.CORRUPT,
+                )
+
     async def verify(self) -> None:
-        """Read back every checkpoint saved since the last call; exit 3 on any difference."""
+        """Read back everything saved since the last call; exit 3 on any difference."""
+        await self._verify_writes()
         pending, self._pending = self._pending, []
         for info, digest in pending:
             back = await self.store.load(info.checkpoint_id)
@@ -287,11 +408,12 @@ async def _readable(
     skip_corrupt: bool,
     source: str,
     doing: str,
-) -> AsyncGenerator[CheckpointBlob, None]:
-    """The checkpoints of ``reading`` that can be read, under a progress bar.
+) -> AsyncGenerator[Loaded, None]:
+    """The checkpoints of ``reading`` that can be read, with their writes, under a progress bar.
 
-    Damage stops the run, or is reported and skipped with ``skip_corrupt``;
-    checkpoints deleted since the listing are counted.
+    Damage stops the run, or is reported and skipped with ``skip_corrupt`` (a
+    damaged write: that write only); checkpoints deleted since the listing are
+    counted.
     """
     with progressbar(reading.checkpoints, doing, enabled=not settings.json) as bar:
         async for item in reading.items():
@@ -300,6 +422,8 @@ async def _readable(
             elif isinstance(item, Vanished):
                 report.vanished += 1
             else:
+                for damaged in item.damaged_writes:
+                    report.damage_met(damaged, settings, skip=skip_corrupt, source=source)
                 yield item
             if not isinstance(item, DamagedRecord) or item.checkpoint_id is not None:
                 bar.advance()  # a trace that cannot be listed was never counted
@@ -355,13 +479,14 @@ async def _copy(
         report.traces = len(reading.listings)
         writer = TransferWriter(dst, destination, report)
         last_trace: str | None = None
-        blobs = _readable(reading, report, settings, skip_corrupt, source, "copying")
-        async with aclosing(blobs):
-            async for blob in blobs:
-                if blob.trace_id != last_trace:  # read back each trace once it is written
+        loaded = _readable(reading, report, settings, skip_corrupt, source, "copying")
+        async with aclosing(loaded):
+            async for item in loaded:
+                if item.blob.trace_id != last_trace:  # read back each trace once it is written
                     await writer.verify()
-                    last_trace = blob.trace_id
-                await writer.put(blob)
+                    last_trace = item.blob.trace_id
+                await writer.put(item.blob)
+                await writer.put_writes(item.writes)
         await writer.verify()
     if settings.json:
         emit_json({"source": shown(source), "destination": shown(destination), **report.as_json()})
@@ -409,10 +534,11 @@ async def _export(
         try:
             with archive_output(target) as stream:
                 writer = ArchiveWriter(stream)
-                blobs = _readable(reading, report, settings, skip_corrupt, src_url, "exporting")
-                async with aclosing(blobs):
-                    async for blob in blobs:
-                        writer.write(blob)
+                loaded = _readable(reading, report, settings, skip_corrupt, src_url, "exporting")
+                async with aclosing(loaded):
+                    async for item in loaded:
+                        writer.write(item.blob)
+                        writer.write_writes(item.writes)
                         report.copied += 1
                 summary = writer.finish()
         except OSError as exc:
@@ -422,6 +548,7 @@ async def _export(
         "archive": target,
         "traces": summary.traces,
         "checkpoints": summary.checkpoints,
+        "writes": summary.writes,
         "vanished": report.vanished,
         "skipped_corrupt": len(report.corrupt),
         "corrupt": [damage_json(damaged) for damaged in report.corrupt],
@@ -431,7 +558,8 @@ async def _export(
     else:
         console = stderr_console() if target == "-" else stdout_console()
         console.print(
-            f"exported {summary.checkpoints} checkpoint(s) of {summary.traces} trace(s) "
+            f"exported {summary.checkpoints} checkpoint(s) of {summary.traces} trace(s)"
+            f"{f' with {summary.writes} pending write(s)' if summary.writes else ''} "
             f"to {'stdout' if target == '-' else target}{report.describe_skipped()}",
             markup=False,
         )
@@ -468,23 +596,10 @@ async def _import(settings: Settings, source: str) -> None:
             async with opened_store(settings.store, "create") as dst:
                 writer = TransferWriter(dst, settings.store, report)
                 report.traces = summary.traces
-                last_trace: str | None = None
                 with progressbar(
                     summary.checkpoints, "importing", enabled=not settings.json
                 ) as bar:
-                    for blob in read_archive(stream):
-                        if blob.trace_id != last_trace:
-                            await writer.verify()
-                            last_trace = blob.trace_id
-                        if (reason := _envelope_damage(blob)) is not None:
-                            fail(
-                                f"archive {source}: checkpoint {blob.checkpoint_id} (trace "
-                                f"{blob.trace_id!r}, step {blob.step}) is corrupt: {reason}",
-                                ExitCode.CORRUPT,
-                            )
-                        await writer.put(blob)
-                        bar.advance()
-                    await writer.verify()
+                    await _import_records(read_archive(stream), writer, source, bar)
         except ArchiveError as exc:
             fail(
                 f"archive {source}: {exc}",
@@ -494,3 +609,35 @@ async def _import(settings: Settings, source: str) -> None:
         emit_json({"archive": source, "store": shown(settings.store), **report.as_json()})
     else:
         stdout_console().print(report.describe(), markup=False)
+
+
+async def _import_records(
+    records: Iterable[CheckpointBlob | PendingWrite],
+    writer: TransferWriter,
+    source: str,
+    bar: Progressbar,
+) -> None:
+    """Put each checkpoint of an archive, then its writes; read back each trace once written."""
+    last_trace: str | None = None
+    writes: list[PendingWrite] = []
+    for record in records:
+        if (reason := _envelope_damage(record)) is not None:
+            what = (
+                f"pending write {record.task_id!r:.80} of checkpoint {record.checkpoint_id}"
+                if isinstance(record, PendingWrite)
+                else f"checkpoint {record.checkpoint_id} (trace {record.trace_id!r}, "
+                f"step {record.step})"
+            )
+            fail(f"archive {source}: {what} is corrupt: {reason}", ExitCode.CORRUPT)
+        if isinstance(record, PendingWrite):
+            writes.append(record)  # an archive keeps a checkpoint's writes right after it
+            continue
+        await writer.put_writes(writes)
+        writes = []
+        if record.trace_id != last_trace:
+            await writer.verify()
+            last_trace = record.trace_id
+        await writer.put(record)
+        bar.advance()
+    await writer.put_writes(writes)
+    await writer.verify()

@@ -1,4 +1,4 @@
-"""``verify``: load and decode every checkpoint, and name each one that is damaged."""
+"""``verify``: load and decode every checkpoint and pending write; name each one damaged."""
 
 from __future__ import annotations
 
@@ -32,11 +32,13 @@ from flowpoint.cli._output import (
     stdout_console,
     table,
 )
+from flowpoint.codec._base import WriteCodec
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import TraceId
+from flowpoint.stores._base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
 
-__all__ = ["Problem", "VerifyReport", "check_checkpoint", "verify"]
+__all__ = ["Problem", "VerifyReport", "check_checkpoint", "check_writes", "verify"]
 
 ProblemKind = Literal["corrupt", "undecodable"]
 
@@ -67,12 +69,17 @@ class Problem:
 
 @dataclass(slots=True)
 class VerifyReport:
-    """What ``verify`` found; checkpoints deleted while it ran count as ``vanished``."""
+    """What ``verify`` found; checkpoints deleted while it ran count as ``vanished``.
+
+    ``writes`` counts the pending writes checked; a damaged one is a problem of
+    its checkpoint, which is counted ``ok`` if it is intact itself.
+    """
 
     traces: int = 0
     checked: int = 0
     ok: int = 0
     vanished: int = 0
+    writes: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     def count(self, kind: ProblemKind) -> int:
@@ -95,6 +102,7 @@ class VerifyReport:
             "corrupt": self.count("corrupt"),
             "undecodable": self.count("undecodable"),
             "vanished": self.vanished,
+            "writes": self.writes,
             "problems": [problem.as_json() for problem in self.problems],
         }
 
@@ -132,6 +140,44 @@ async def check_checkpoint(
     return None
 
 
+async def check_writes(
+    store: BlobCheckpointStore, codec: WriteCodec, info: CheckpointInfo
+) -> tuple[int, list[Problem]]:
+    """Load the pending writes of a listed checkpoint and decode each one.
+
+    Returns how many there are and what is wrong with them: a write must decode
+    (checksum, the key it is filed under, decryption) and be filed under the
+    checkpoint's own trace. Storage failures are not caught.
+    """
+
+    def problem(kind: ProblemKind, reason: str) -> Problem:
+        return Problem(kind, info.trace_id, reason, str(info.checkpoint_id), info.step)
+
+    try:
+        writes = await store.load_writes(info.checkpoint_id)
+    except CorruptCheckpoint as exc:  # a damaged write record
+        return 0, [problem("corrupt", exc.reason)]
+    problems: list[Problem] = []
+    for write in writes:
+        if write.checkpoint_id != info.checkpoint_id or write.trace_id != info.trace_id:
+            problems.append(
+                problem(
+                    "corrupt",
+                    f"pending write {write.task_id!r:.80} is filed under checkpoint "
+                    f"{write.checkpoint_id} of trace {write.trace_id!r:.80}, but the "
+                    f"checkpoint is of trace {info.trace_id!r:.80}",
+                )
+            )
+            continue
+        try:
+            codec.decode_write(write)
+        except CorruptCheckpoint as exc:
+            problems.append(problem("corrupt", exc.reason))
+        except CodecError as exc:
+            problems.append(problem("undecodable", str(exc)))
+    return len(writes), problems
+
+
 def verify(
     ctx: typer.Context,
     trace: Annotated[
@@ -150,7 +196,9 @@ def verify(
 ) -> None:
     """Check every checkpoint's integrity: checksum, header, decryption, decoding.
 
-    Names each bad checkpoint and why. Exits 3 if any is corrupt, 1 if some could
+    Each checkpoint's pending writes are checked too, and must be filed under its
+    trace. A record the listing finds damaged is corrupt; the rest is still
+    checked. Names each bad checkpoint and why. Exits 3 if any is corrupt, 1 if some could
     not be decoded (an encrypted store without its --keyring, a state that does not
     fit --type) but none is corrupt, 0 if all are intact.
     """
@@ -192,6 +240,10 @@ async def _verify(settings: Settings, only: str | None, state_type: Any) -> Exit
                         report.vanished += 1
                     else:
                         report.problems.append(outcome)
+                    if outcome != "vanished":
+                        writes, problems = await check_writes(store, codec, info)
+                        report.writes += writes
+                        report.problems += problems
                     bar.advance()
     _print_report(settings, report)
     return report.exit_code
@@ -243,6 +295,8 @@ def _print_table(report: VerifyReport, corrupt: int, undecodable: int) -> None:
         f"{report.checked} checkpoint(s) in {report.traces} trace(s): {report.ok} ok, "
         f"{corrupt} corrupt, {undecodable} undecodable"
     )
+    if report.writes:
+        summary += f"; {report.writes} pending write(s) checked"
     if report.vanished:
         summary += f", {report.vanished} deleted while verifying"
     console.print(summary, markup=False, style="green" if not report.problems else None)

@@ -390,3 +390,40 @@ def test_verify_encrypted_writes_need_the_key_ring(tmp_path: Path) -> None:
     copied = sqlite_url(tmp_path / "copy.db")
     assert invoke("copy", parallel.url, copied).exit_code == 0  # no key needed
     assert writes_of(copied, parallel.with_writes) == writes_of(parallel.url, parallel.with_writes)
+
+
+@pytest.mark.parametrize(
+    ("cursor", "rows"),
+    [
+        ({}, []),
+        (
+            {
+                "tasks": [{"node": "write"}, {"node": "sum", "send": 3, "arg": [1, "x"]}],
+                "joins": [{"to": "write", "from": ["docs", "web"], "done": ["web"]}],
+            },
+            [
+                ("next tasks", 'write; sum #3 with [1, "x"]'),
+                ("joins", "write after docs, web (done: web)"),
+            ],
+        ),
+        (
+            {"tasks": [], "joins": [{"to": "w", "from": ["a"], "done": []}]},
+            [("joins", "w after a (done: none)")],
+        ),
+        ({"tasks": "not a list of tasks"}, [("cursor", '{"tasks": "not a list of tasks"}')]),
+        ({"tasks": [{"send": 1}]}, [("cursor", '{"tasks": [{"send": 1}]}')]),
+        ({"joins": [7]}, [("cursor", '{"joins": [7]}')]),
+    ],
+)
+def test_cursor_rows(cursor: dict[str, object], rows: list[tuple[str, str]]) -> None:
+    from flowpoint.cli._pending import cursor_rows
+
+    assert cursor_rows(cursor) == rows
+
+
+def test_writes_of_other_channels_are_shown_as_they_are() -> None:
+    from flowpoint.cli._pending import pending_json
+
+    (shown,) = pending_json([TaskWrite("ask#12", -3, "__interrupt__", {"q": b"\x00"})])
+    assert (shown["node"], shown["fields"], shown["error"]) == ("ask", None, None)
+    assert shown["value"] == {"q": "AA=="}

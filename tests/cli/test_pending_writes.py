@@ -7,11 +7,13 @@ import asyncio
 import hashlib
 import io
 import json
+import operator
 import os
 import sqlite3
 import struct
 from contextlib import closing
 from pathlib import Path
+from typing import Annotated, TypedDict
 
 import msgspec
 import pytest
@@ -33,6 +35,13 @@ from tests.cli.conftest import (
     write_keyring,
     writes_of,
 )
+
+
+class Fan(TypedDict):
+    """The state of the LangGraph graph below."""
+
+    items: list[int]
+    out: Annotated[list[str], operator.add]
 
 
 @pytest.fixture
@@ -427,3 +436,33 @@ def test_writes_of_other_channels_are_shown_as_they_are() -> None:
     (shown,) = pending_json([TaskWrite("ask#12", -3, "__interrupt__", {"q": b"\x00"})])
     assert (shown["node"], shown["fields"], shown["error"]) == ("ask", None, None)
     assert shown["value"] == {"q": "AA=="}
+
+
+def test_langgraph_threads_move_with_their_writes(tmp_path: Path) -> None:
+    pytest.importorskip("langgraph")
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Send
+
+    from flowpoint.langgraph import FlowpointSaver
+
+    def work(item: int) -> dict[str, list[str]]:
+        if item == 2:
+            raise RuntimeError("boom")
+        return {"out": [str(item)]}
+
+    builder = StateGraph(Fan).add_node("work", work).add_edge("work", END)
+    builder.add_conditional_edges(START, lambda s: [Send("work", i) for i in s["items"]], ["work"])
+    source = sqlite_url(tmp_path / "lg.db")
+    with FlowpointSaver.from_url(source) as saver:
+        graph = builder.compile(checkpointer=saver)
+        with pytest.raises(RuntimeError, match="boom"):
+            graph.invoke({"items": [1, 2, 3], "out": []}, {"configurable": {"thread_id": "t1"}})
+    target = f"file://{tmp_path / 'files'}"
+    copied = invoke("copy", source, target, "--json")
+    assert copied.exit_code == 0, copied.output
+    assert json.loads(copied.stdout)["writes_copied"] > 0
+    verified = invoke("verify", "--store", target, "--json")
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.stdout)["writes"] == json.loads(copied.stdout)["writes_copied"]
+    for checkpoint_id in blobs_of(source):
+        assert writes_of(target, checkpoint_id) == writes_of(source, checkpoint_id)

@@ -302,9 +302,11 @@ def test_import_refuses_a_write_whose_data_is_damaged(parallel: Parallel, tmp_pa
     write["data"] = bytes(data)
     path = tmp_path / "damaged.fpa"
     path.write_bytes(_pack_archive(VERSION, records[:-1]))
-    result = invoke("import", str(path), "--store", sqlite_url(tmp_path / "t.db"))
+    target = tmp_path / "never.db"
+    result = invoke("import", str(path), "--store", sqlite_url(target))
     assert result.exit_code == 3
     assert "pending write" in one_line_error(result.stderr)
+    assert not target.exists()  # checked before anything was written
 
 
 def test_read_archive_yields_each_write_after_its_checkpoint(

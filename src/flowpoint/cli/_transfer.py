@@ -24,7 +24,13 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord, PendingWrite
-from flowpoint.cli._archive import ArchiveError, ArchiveWriter, read_archive, scan_archive
+from flowpoint.cli._archive import (
+    ArchiveError,
+    ArchiveSummary,
+    ArchiveWriter,
+    ByteSource,
+    read_archive,
+)
 from flowpoint.cli._common import (
     DebugOption,
     JsonOption,
@@ -591,7 +597,9 @@ async def _import(settings: Settings, source: str) -> None:
     report = TransferReport()
     with archive_input(source) as archive:
         try:
-            summary = scan_archive(archive.first_pass())
+            # The whole archive, and every checkpoint's and write's data, is checked
+            # before anything is written.
+            summary = _checked_through(archive.first_pass(), source)
             stream = archive.second_pass()
             async with opened_store(settings.store, "create") as dst:
                 writer = TransferWriter(dst, settings.store, report)
@@ -611,24 +619,40 @@ async def _import(settings: Settings, source: str) -> None:
         stdout_console().print(report.describe(), markup=False)
 
 
+Record = CheckpointBlob | PendingWrite
+
+
+def _check_record(record: Record, source: str) -> None:
+    """Exit 3 if the data of a checkpoint or write of the archive is not intact."""
+    if (reason := _envelope_damage(record)) is None:
+        return
+    what = (
+        f"pending write {record.task_id!r:.80} of checkpoint {record.checkpoint_id}"
+        if isinstance(record, PendingWrite)
+        else f"checkpoint {record.checkpoint_id} (trace {record.trace_id!r}, step {record.step})"
+    )
+    fail(f"archive {source}: {what} is corrupt: {reason}", ExitCode.CORRUPT)
+
+
+def _checked_through(stream: ByteSource, source: str) -> ArchiveSummary:
+    """Read a whole archive, checking its framing and every record's data; keep nothing."""
+    reader = read_archive(stream)
+    while True:
+        try:
+            _check_record(next(reader), source)
+        except StopIteration as finished:
+            summary: ArchiveSummary = finished.value
+            return summary
+
+
 async def _import_records(
-    records: Iterable[CheckpointBlob | PendingWrite],
-    writer: TransferWriter,
-    source: str,
-    bar: Progressbar,
+    records: Iterable[Record], writer: TransferWriter, source: str, bar: Progressbar
 ) -> None:
     """Put each checkpoint of an archive, then its writes; read back each trace once written."""
     last_trace: str | None = None
     writes: list[PendingWrite] = []
     for record in records:
-        if (reason := _envelope_damage(record)) is not None:
-            what = (
-                f"pending write {record.task_id!r:.80} of checkpoint {record.checkpoint_id}"
-                if isinstance(record, PendingWrite)
-                else f"checkpoint {record.checkpoint_id} (trace {record.trace_id!r}, "
-                f"step {record.step})"
-            )
-            fail(f"archive {source}: {what} is corrupt: {reason}", ExitCode.CORRUPT)
+        _check_record(record, source)  # checked in the first pass; the file may have changed
         if isinstance(record, PendingWrite):
             writes.append(record)  # an archive keeps a checkpoint's writes right after it
             continue

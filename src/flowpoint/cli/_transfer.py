@@ -586,8 +586,9 @@ def import_(
 ) -> None:
     """Load an archive written by 'flowpoint export' into the store (made if new).
 
-    The whole archive is checked (checksum, counts, order) before anything is
-    written. Rerun-safe and verified as copy is.
+    The whole archive is checked (checksum, counts, order, each checkpoint's and
+    pending write's data) before anything is written. Rerun-safe and verified as
+    copy is.
     """
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug)
     run(lambda: _import(settings, source), debug=settings.debug)

@@ -384,6 +384,11 @@ def test_verify_encrypted_writes_need_the_key_ring(tmp_path: Path) -> None:
     ring = KeyRing({"k1": key}, primary="k1")
     parallel = make_parallel(sqlite_url(tmp_path / "secret.db"), ring)
     keyring = write_keyring(tmp_path / "ring.json", {"k1": key}, "k1")
+    keyless = invoke("verify", "--store", parallel.url, "--json")
+    assert keyless.exit_code == 1, keyless.output
+    problems = json.loads(keyless.stdout)["problems"]
+    assert {problem["kind"] for problem in problems} == {"undecodable"}
+    assert sum("pending write" in problem["reason"] for problem in problems) == 4
     result = invoke("verify", "--store", parallel.url, "--keyring", str(keyring), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["writes"] == 4

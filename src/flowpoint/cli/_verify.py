@@ -196,11 +196,11 @@ def verify(
 ) -> None:
     """Check every checkpoint's integrity: checksum, header, decryption, decoding.
 
-    Each checkpoint's pending writes are checked too, and must be filed under its
-    trace. A record the listing finds damaged is corrupt; the rest is still
-    checked. Names each bad checkpoint and why. Exits 3 if any is corrupt, 1 if some could
-    not be decoded (an encrypted store without its --keyring, a state that does not
-    fit --type) but none is corrupt, 0 if all are intact.
+    Each checkpoint's pending writes are checked too, and must be filed under
+    its trace. A record the listing finds damaged is corrupt; the rest is still
+    checked. Names each bad checkpoint and why. Exits 3 if any is corrupt, 1 if
+    some could not be decoded (an encrypted store without its --keyring, a state
+    that does not fit --type) but none is corrupt, 0 if all are intact.
     """
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
     run(lambda: _verify(settings, trace, import_state_type(type_)), debug=settings.debug)

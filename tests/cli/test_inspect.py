@@ -414,3 +414,26 @@ def test_formatting_helpers() -> None:
         "raw": "AA==",
         "3": [{"question": "q", "plan": []}],
     }
+
+
+# -- metadata ------------------------------------------------------------------------------
+
+
+def test_metadata_is_shown_sorted_by_key_whatever_order_it_was_saved_in(tmp_path: Path) -> None:
+    from flowpoint import Checkpoint, SyncCheckpointStore
+
+    url = sqlite_url(tmp_path / "meta.db")
+    saved = {"zeta": 1, "alpha": "x", "mid": True, "beta": None}
+    with SyncCheckpointStore.open(url, dict) as store:
+        checkpoint = Checkpoint.first("a", {"n": 1}, metadata=saved)
+        store.save_with_trace("t", checkpoint, GRAPH)
+    keys = sorted(saved)
+    listed = json.loads(invoke("history", "t", "--store", url, "--json").stdout)
+    assert list(listed["checkpoints"][0]["metadata"]) == keys
+    shown = json.loads(
+        invoke("show", str(checkpoint.checkpoint_id), "--store", url, "--json").stdout
+    )
+    assert list(shown["checkpoint"]["metadata"]) == keys
+    expected = "alpha=x beta=null mid=true zeta=1"
+    assert expected in invoke("history", "t", "--store", url).stdout
+    assert expected in invoke("show", str(checkpoint.checkpoint_id), "--store", url).stdout

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from flowpoint.cli._common import (
+    Access,
     DebugOption,
     JsonOption,
     KeyringOption,
@@ -218,7 +219,9 @@ async def _run(settings: Settings, target: str, mode: Mode, sample: int | None) 
     graph = built_graph(target)
     codec = make_codec(settings, graph.state_type)
     survey = Survey(graph, mode)
-    async with opened_store(settings.store) as store:
+    # Only --apply writes: a dry run and check open the store read-only.
+    access: Access = "change" if mode == "apply" else "read"
+    async with opened_store(settings.store, access) as store:
         migrator = Migrator(TypedCheckpointStore(store, codec), graph)
         live: dict[int, list[TraceId]] = {}
         for trace in sorted(await store.traces()):

@@ -10,6 +10,7 @@ from uuid import UUID
 import msgspec
 from typing_extensions import override
 
+from flowpoint._types import type_name
 from flowpoint.blob import (
     CheckpointBlob,
     Metadata,
@@ -46,7 +47,7 @@ from flowpoint.codec._envelope import (
     seal_envelope,
 )
 from flowpoint.codec._keys import KeyRing
-from flowpoint.codec._schema import BodyFormat, StateSchema, type_name
+from flowpoint.codec._schema import BodyFormat, StateSchema
 from flowpoint.codec._writes import (
     OpenedWrite,
     WriteHeader,

@@ -36,9 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, cast, runtime_checkable
 
+from flowpoint._types import type_name
 from flowpoint.checkpoint import Checkpoint, S
 from flowpoint.codec import CheckpointCodec
-from flowpoint.codec._schema import type_name
 from flowpoint.errors import (
     CheckpointConflict,
     CodecError,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import typing
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Generator, Iterable, Mapping
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any, Generic, Literal
 
 import msgspec
 
+from flowpoint._types import origin
 from flowpoint.checkpoint import Checkpoint, S, TaskWrite
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.codec._base import WriteCodec
@@ -166,7 +166,7 @@ class Runner(Generic[S]):
         if recursion_limit < 1:
             raise ValueError(f"recursion_limit must be at least 1, not {recursion_limit}")
         codec_type = getattr(store.codec, "state_type", self.graph.state_type)
-        if _origin(codec_type) != _origin(self.graph.state_type):
+        if origin(codec_type) != origin(self.graph.state_type):
             raise TypeError(
                 f"the store's codec stores {codec_type!r}, but graph {self.graph.name!r} "
                 f"runs on {self.graph.state_type!r}"
@@ -906,11 +906,6 @@ class _Step:
     parent: Checkpoint[Any]
     since: int
     recorded: bool
-
-
-def _origin(tp: Any) -> Any:
-    """``dict`` for ``dict[str, Any]``: the class behind a type, for comparing two."""
-    return typing.get_origin(tp) or tp
 
 
 def _describe_update(update: Any) -> str:

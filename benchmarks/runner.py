@@ -63,6 +63,7 @@ def _w1_params(s: Sizes) -> dict[str, Any]:
         "profile_chars": s.w1_profile_chars,
         "random_loads_by_id": s.w1_random_loads,
         "listing_repeats": s.w1_list_repeats,
+        "cold_loads": s.w1_cold_loads,
         "bytes_every_steps": s.w1_bytes_every,
         "last_state_msgpack_bytes": len(floors.encode(chat.state(s.w1_steps - 1))),
     }

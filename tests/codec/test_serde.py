@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pydantic
@@ -18,6 +18,7 @@ from flowpoint import (
     CodecError,
     CorruptCheckpoint,
     GraphMismatch,
+    KeyRing,
     SerdeCheckpointCodec,
 )
 from flowpoint.codec._envelope import MAGIC
@@ -290,3 +291,14 @@ def test_the_codec_module_is_split_by_concern() -> None:
     assert not any(name in vars(serde) for name in ("_strict_hook", "_validate_pydantic"))
     assert callable(schema.StateSchema)
     assert callable(compression.Zstd)
+
+
+def test_codecs_of_one_state_type_share_its_schema() -> None:
+    # Made once per type: opening a store per request does not build it again.
+    assert SerdeCheckpointCodec(dict)._schema is SerdeCheckpointCodec(dict)._schema
+    assert SerdeCheckpointCodec(dict)._schema is not SerdeCheckpointCodec(DataclassState)._schema
+    secret = SerdeCheckpointCodec(dict, encryption=KeyRing({"k": bytes(32)}, primary="k"))
+    assert secret._schema is not SerdeCheckpointCodec(dict)._schema
+    # A type that cannot be a dict key still gets its schema, a new one each time.
+    unhashable = Annotated[dict[str, Any], {"note": "metadata msgspec ignores"}]
+    assert SerdeCheckpointCodec(unhashable)._schema is not SerdeCheckpointCodec(unhashable)._schema

@@ -8,6 +8,7 @@ its size is decompressed a chunk at a time up to the bound.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Literal
 
@@ -16,7 +17,7 @@ import zstandard
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import CheckpointId
 
-__all__ = ["COMPRESSION_THRESHOLD", "MAX_LEVEL", "MIN_LEVEL", "Compression", "Zstd"]
+__all__ = ["COMPRESSION_THRESHOLD", "MAX_LEVEL", "MIN_LEVEL", "Compression", "Zstd", "zstd_at"]
 
 Compression = Literal["zstd"]
 COMPRESSION_THRESHOLD = 512
@@ -120,3 +121,13 @@ class Zstd:
                 max_window_size=_MAX_WINDOW_SIZE
             )
         return decompressor
+
+
+@functools.cache
+def zstd_at(level: int) -> Zstd:
+    """The :class:`Zstd` of ``level`` that every codec of this process shares.
+
+    Its contexts are per thread already; sharing them spares each new codec (a
+    store opened per request, say) making its own on its first save and load.
+    """
+    return Zstd(level)

@@ -12,6 +12,7 @@ import base64
 import binascii
 import collections.abc
 import contextlib
+import functools
 import math
 import re
 import sys
@@ -28,7 +29,7 @@ from flowpoint.codec._delta import Delta, array_count, encode_array_header, join
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import CheckpointId
 
-__all__ = ["BodyFormat", "StateSchema", "decode_costs", "type_name"]
+__all__ = ["BodyFormat", "StateSchema", "decode_costs", "schema_of", "type_name"]
 
 BodyFormat = Literal["msgpack", "json"]
 
@@ -430,6 +431,26 @@ _DATACLASS, _DATACLASS_FIELD = 128, 16
 _FACTORIES, _FACTORY_FIELD = 512, 96  # a dataclass whose defaults are made by factories
 _MODEL, _MODEL_FIELD = 1024, 64  # pydantic validates a dict into a model
 _SET, _SET_ELEMENT = 256, 96
+
+
+def schema_of(state_type: Any, *, allow_secrets: bool) -> StateSchema:
+    """The :class:`StateSchema` of ``state_type``, made once per type and kept.
+
+    A schema never changes once made, and making one (msgspec's decoders, the
+    type's costs and checks) costs more than a load of a small state: a process
+    that opens stores again and again, as a server handling each request does,
+    pays it once. A type that cannot be a dict key gets a new schema each time.
+    """
+    try:
+        hash(state_type)
+    except TypeError:
+        return StateSchema(state_type, allow_secrets=allow_secrets)
+    return _cached_schema(state_type, allow_secrets)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_schema(state_type: Any, allow_secrets: bool) -> StateSchema:
+    return StateSchema(state_type, allow_secrets=allow_secrets)
 
 
 def decode_costs(wire_type: Any) -> Costs:

@@ -25,7 +25,7 @@ from flowpoint.codec._compression import (
     MAX_LEVEL,
     MIN_LEVEL,
     Compression,
-    Zstd,
+    zstd_at,
 )
 from flowpoint.codec._delta import (
     Budget,
@@ -46,7 +46,7 @@ from flowpoint.codec._envelope import (
     seal_envelope,
 )
 from flowpoint.codec._keys import KeyRing
-from flowpoint.codec._schema import BodyFormat, StateSchema, type_name
+from flowpoint.codec._schema import BodyFormat, schema_of, type_name
 from flowpoint.codec._writes import (
     OpenedWrite,
     WriteHeader,
@@ -243,8 +243,8 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
         self.max_delta_chain = max_delta_chain
         # Frames (and so deltas) exist for MessagePack states only.
         self._frames = format == "msgpack"
-        self._schema = StateSchema(state_type, allow_secrets=encryption is not None)
-        self._zstd = Zstd(compression_level)
+        self._schema = schema_of(state_type, allow_secrets=encryption is not None)
+        self._zstd = zstd_at(compression_level)
 
     def __repr__(self) -> str:
         return (
@@ -496,7 +496,14 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
         return self._whole(blob, envelope, body, cursor=False)[1]
 
     @override
-    def follow(self, base: Frame, deltas: Sequence[CheckpointBlob]) -> Frame:
+    def follow(
+        self,
+        base: Frame,
+        deltas: Sequence[CheckpointBlob],
+        *,
+        every: int = 0,
+        passed: list[Frame] | None = None,
+    ) -> Frame:
         def links() -> Iterator[tuple[CheckpointBlob, Delta]]:
             below: Frame | CheckpointBlob = base
             for blob in deltas:
@@ -507,7 +514,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
                 yield self._link(blob, envelope, self._plaintext(blob, envelope))
                 below = blob
 
-        return self._rebuilt(base, links())
+        return self._rebuilt(base, links(), every, passed)
 
     @override
     def rebase(self, blob: CheckpointBlob, frame: Frame) -> CheckpointBlob:
@@ -646,15 +653,24 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
         except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
 
-    def _rebuilt(self, base: Frame, links: Iterable[tuple[CheckpointBlob, Delta]]) -> Frame:
+    def _rebuilt(
+        self,
+        base: Frame,
+        links: Iterable[tuple[CheckpointBlob, Delta]],
+        every: int = 0,
+        passed: list[Frame] | None = None,
+    ) -> Frame:
         """The frame of the last of ``links``: ``base`` changed by each delta in turn.
 
         Each link is checked as it is applied (see :class:`Rebuild`); the state the
-        last one leaves is checked against the hash that delta records.
+        last one leaves is checked against the hash that delta records. With
+        ``every`` and ``passed``, the frame after every ``every``-th link (the last
+        one excepted) is checked the same way and appended to ``passed``.
         """
         rebuild = Rebuild(base, self.max_state_size, Budget(self.max_decoded_size))
         deltas = deltas_size = 0
         last: tuple[CheckpointBlob, Delta] | None = None
+        made: Frame | None = None  # the frame of the link applied last, if it was made
         for last in links:
             blob, delta = last
             try:
@@ -662,14 +678,27 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
             except ValueError as exc:
                 raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
             deltas, deltas_size = deltas + 1, deltas_size + len(blob.data)
+            made = None
+            if passed is not None and every > 0 and deltas % every == 0:
+                made = self._finished(rebuild, base, blob, delta, deltas, deltas_size)
+                passed.append(made)
         if last is None:
             return base
+        if made is not None and passed:
+            return passed.pop()
         blob, delta = last
+        return self._finished(rebuild, base, blob, delta, deltas, deltas_size)
+
+    @staticmethod
+    def _finished(
+        rebuild: Rebuild, base: Frame, blob: CheckpointBlob, delta: Delta, deltas: int, size: int
+    ) -> Frame:
+        """The frame of ``blob``, the state ``rebuild`` holds, checked against its delta's hash."""
         try:
             fields = rebuild.finish(delta.state_hash)
         except ValueError as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
-        return _frame(blob, fields, base, {}, delta.state_size, deltas=(deltas, deltas_size))
+        return _frame(blob, fields, base, {}, delta.state_size, deltas=(deltas, size))
 
     def _check_decoded(self, state: bytes | memoryview, body_format: str) -> None:
         """``ValueError`` if decoding ``state`` could build more than ``max_decoded_size``."""

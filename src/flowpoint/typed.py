@@ -66,7 +66,9 @@ class TypedCheckpointStore(Generic[S]):
     store every checkpoint is stored whole. To compute and read those changes
     the facade keeps the fields of the checkpoints it saved or loaded lately in
     memory, up to ``frame_cache_bytes`` (64 MiB by default) of what they hold,
-    array elements split out of them included. Deleting or
+    array elements split out of them included (and, for later reads of a chain,
+    the whole checkpoint it starts from and, on a load by id, every 8th state on
+    the way). Deleting or
     pruning through the facade first stores whole any checkpoint that depends on
     one being deleted; the blob store's own ``delete`` and ``prune`` do not, so
     delete through the facade.

@@ -115,8 +115,8 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
     cannot hold NaN or infinity, and a state holding them is refused). Either
     codec reads data written in either format: the data names its own.
 
-    ``compression="zstd"`` (the default) compresses a state of at least 512 bytes
-    with zstd at ``compression_level`` (-7 to 19, default 3) when that makes it
+    ``compression="zstd"`` (the default) compresses a body (a state, or a delta) of
+    at least 256 bytes with zstd at ``compression_level`` (-7 to 19, default 3) when that makes it
     smaller; ``None`` never compresses. Any codec reads compressed data.
 
     ``encryption`` is a :class:`~flowpoint.codec._keys.KeyRing`: states are then

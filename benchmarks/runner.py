@@ -12,6 +12,7 @@ and W3's peak memory under tracemalloc.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import sys
 import traceback
@@ -115,8 +116,8 @@ WORKLOADS: dict[str, Workload] = {
     "W5": Workload(
         "W5",
         "LangGraph adapter, saver API",
-        w1.run_async,
-        w1.run_sync,
+        functools.partial(w1.run_async, cold=False),
+        functools.partial(w1.run_sync, cold=False),
         None,
         _w5_params,
         subjects=w5.SUBJECTS,

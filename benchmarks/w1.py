@@ -113,9 +113,12 @@ def _result(
 
 
 async def run_async(
-    subject: AsyncSubject, sizes: Sizes, growth_every: int | None = None
+    subject: AsyncSubject, sizes: Sizes, growth_every: int | None = None, *, cold: bool = True
 ) -> dict[str, Any]:
-    """Run W1 on an async subject; with ``growth_every``, an untimed pass for bytes by step."""
+    """Run W1 on an async subject; with ``growth_every``, an untimed pass for bytes by step.
+
+    ``cold=False`` leaves out the cold loads (W5, which times the saver API only).
+    """
     conversation = chat(sizes)
     rng = random.Random(sizes.seed + 1)
     steps = sizes.w1_steps
@@ -163,7 +166,7 @@ async def run_async(
             newest_ns.append(t1 - t0)
             all_ns.append(t2 - t1)
         cold_ns: list[int] = []
-        for _ in range(sizes.w1_cold_loads):
+        for _ in range(sizes.w1_cold_loads if cold else 0):
             fresh = subject.reopen()
             if fresh is None:
                 break
@@ -182,7 +185,9 @@ async def run_async(
         await subject.close()
 
 
-def run_sync(subject: SyncSubject, sizes: Sizes, growth_every: int | None = None) -> dict[str, Any]:
+def run_sync(
+    subject: SyncSubject, sizes: Sizes, growth_every: int | None = None, *, cold: bool = True
+) -> dict[str, Any]:
     """Run W1 on a blocking subject: :func:`run_async` without ``await``."""
     conversation = chat(sizes)
     rng = random.Random(sizes.seed + 1)
@@ -231,7 +236,7 @@ def run_sync(subject: SyncSubject, sizes: Sizes, growth_every: int | None = None
             newest_ns.append(t1 - t0)
             all_ns.append(t2 - t1)
         cold_ns: list[int] = []
-        for _ in range(sizes.w1_cold_loads):
+        for _ in range(sizes.w1_cold_loads if cold else 0):
             fresh = subject.reopen()
             if fresh is None:
                 break

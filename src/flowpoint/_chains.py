@@ -23,8 +23,11 @@ What is checked where, reading a checkpoint stored as changes:
 - **The state read**, once: the state the last delta leaves is checked against
   the size and XXH3-64 hash that delta records, before anything is decoded. A
   wrong base or a damaged link either shows there, or was overwritten by a later
-  delta (then the state is exactly the one that was saved). Only that state's
-  frame is kept; the states in between are never built.
+  delta (then the state is exactly the one that was saved). That state's frame
+  is kept, and the whole checkpoint's the chain started from; a load by id also
+  builds and keeps the state of every :data:`_WAYPOINT`-th delta on the way,
+  each checked against the hash its own delta records first. Later reads of the
+  chain start from the nearest kept frame; other states in between are never built.
 
 Each link's own hash used to be checked too, which named the link where a wrong
 base crept in, at the cost of hashing the whole state per link. What it guarded

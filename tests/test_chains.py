@@ -357,6 +357,15 @@ def test_a_kept_frame_serves_reads_but_never_becomes_the_tip() -> None:
     tiny = FrameCache(low.held - 1)
     tiny.keep(low)
     assert tiny.below(TraceId("t"), 9, 0) is None
+    # Two checkpoints at one step (one deleted, another saved there since): either serves,
+    # and forgetting one leaves the other.
+    again, other_again = frame("t", 3), frame("t", 3)
+    cache.keep(again)
+    cache.keep(other_again)
+    found = cache.below(TraceId("t"), 9, 0)
+    assert found is again or found is other_again
+    cache.forget(found.checkpoint_id)
+    assert cache.below(TraceId("t"), 9, 0) is (other_again if found is again else again)
 
 
 class Ranges(RewritableDelegatingStore):

@@ -44,6 +44,7 @@ the checkpoint again.
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from collections.abc import Iterable
 from uuid import UUID
@@ -123,8 +124,8 @@ class FrameCache:
         # hashes in Python; an int does not, and every save and load looks frames up).
         self._frames: OrderedDict[int, _Kept] = OrderedDict()
         self._tips: dict[TraceId, int] = {}
-        # The steps of each trace's kept frames, by id: where a chain read may start.
-        self._steps: dict[TraceId, dict[int, int]] = {}
+        # Each trace's kept frames as (step, id), sorted: where a chain read may start.
+        self._steps: dict[TraceId, list[tuple[int, int]]] = {}
         self._lent: list[_Kept] = []
         self._bytes = 0
 
@@ -176,11 +177,10 @@ class FrameCache:
         steps = self._steps.get(trace_id)
         if not steps:
             return None
-        best_key, best_step = None, lowest - 1
-        for key, kept_step in steps.items():
-            if best_step < kept_step < step:
-                best_key, best_step = key, kept_step
-        return None if best_key is None else self._get(best_key)
+        index = bisect.bisect_left(steps, (step, -1)) - 1  # ids are ints >= 0
+        if index < 0 or steps[index][0] < lowest:
+            return None
+        return self._get(steps[index][1])
 
     def forget(self, checkpoint_id: CheckpointId) -> None:
         """Drop this checkpoint's frame (it is being deleted)."""
@@ -192,7 +192,7 @@ class FrameCache:
 
     def forget_trace(self, trace_id: TraceId) -> None:
         """Drop every frame of the trace."""
-        for key in list(self._steps.get(trace_id, ())):
+        for _, key in list(self._steps.get(trace_id, ())):
             self._forget(key)
 
     def _get(self, key: int) -> Frame | None:
@@ -223,7 +223,7 @@ class FrameCache:
 
     def _add(self, key: int, frame: Frame) -> None:
         self._frames[key] = _Kept(frame, frame.held)
-        self._steps.setdefault(frame.trace_id, {})[key] = frame.step
+        bisect.insort(self._steps.setdefault(frame.trace_id, []), (frame.step, key))
         self._bytes += frame.held
         self._evict()
 
@@ -239,7 +239,7 @@ class FrameCache:
         if self._tips.get(trace) == key:
             del self._tips[trace]
         steps = self._steps[trace]
-        del steps[key]
+        del steps[bisect.bisect_left(steps, (kept.frame.step, key))]
         if not steps:
             del self._steps[trace]
 

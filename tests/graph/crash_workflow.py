@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import os
-import random
 import sys
-import time
 from typing import Any
 
-from flowpoint import END, START, BuiltGraph, Graph, NodeContext, Runner
+from flowpoint import END, START, BuiltGraph, Graph, NodeContext
 from flowpoint.stores.sqlite import SqliteBlobStore
+from tests.graph.support_crash import pause, record_effect, run_or_resume
 
 TRACE = "crash/workflow"
 NODES = [f"s{i}" for i in range(8)]
@@ -38,12 +35,8 @@ def make_node(name: str, side_effects: str | None) -> Any:
     def node(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:  # sync: in a thread
         visit = visit_of(state, name)
         if side_effects is not None:
-            with open(side_effects, "a", encoding="ascii") as out:
-                out.write(f"{name} {visit} {ctx.idempotency_key}\n")
-                out.flush()
-                os.fsync(out.fileno())
-            # Deterministic but varied: the state never depends on timing.
-            time.sleep(random.Random(f"{name}/{visit}").uniform(0.05, 0.15))
+            record_effect(side_effects, f"{name} {visit} {ctx.idempotency_key}")
+            pause(f"{name}/{visit}", 0.05, 0.15)
         update: dict[str, Any] = {
             "visits": {**state["visits"], name: visit},
             "log": [*state["log"], f"{name}#{visit}"],
@@ -79,12 +72,7 @@ def initial() -> dict[str, Any]:
 
 async def main(db: str, side_effects: str) -> None:
     async with SqliteBlobStore(db) as store:
-        runner = Runner(build(side_effects), store)
-        if await store.load_latest(TRACE) is None:
-            result = await runner.run(TRACE, initial())
-        else:
-            result = await runner.resume(TRACE)
-    print(result.status, json.dumps(result.state, sort_keys=True), flush=True)
+        await run_or_resume(store, build(side_effects), TRACE, initial())
 
 
 if __name__ == "__main__":

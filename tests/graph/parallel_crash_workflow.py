@@ -18,15 +18,12 @@ a kill often leaves some of them saved as pending writes and others in flight.
 from __future__ import annotations
 
 import asyncio
-import json
 import operator
-import os
-import random
 import sys
-import time
 from typing import Annotated, Any, TypedDict
 
-from flowpoint import END, START, BuiltGraph, Graph, NodeContext, Runner, Send, open_store
+from flowpoint import END, START, BuiltGraph, Graph, NodeContext, Send, open_store
+from tests.graph.support_crash import pause, record_effect, run_or_resume
 
 BRANCHES = ("web", "docs", "wiki")
 ITEMS = 8
@@ -50,14 +47,11 @@ class Effects:
     def ran(self, task: str, ctx: NodeContext, *, parallel: bool = False) -> None:
         if self.path is None:
             return
-        with open(self.path, "a", encoding="utf-8") as out:
-            out.write(f"{self.trace} {task} {ctx.idempotency_key}\n")
-            out.flush()
-            os.fsync(out.fileno())
+        record_effect(self.path, f"{self.trace} {task} {ctx.idempotency_key}")
         # Deterministic per task, and unrelated to the canonical order; the parallel
         # supersteps take most of the time, so most kills land in them.
         low, high = (0.15, 0.7) if parallel else (0.02, 0.08)
-        time.sleep(random.Random(f"{task}/sleep").uniform(low, high))
+        pause(f"{task}/sleep", low, high)
 
 
 def build(effects: Effects) -> BuiltGraph[Work]:
@@ -105,12 +99,7 @@ def initial() -> Work:
 
 async def main(url: str, trace: str, side_effects: str) -> None:
     async with open_store(url) as store:
-        runner = Runner(build(Effects(side_effects, trace)), store)
-        if await store.load_latest(trace) is None:
-            result = await runner.run(trace, initial())
-        else:
-            result = await runner.resume(trace)
-    print(result.status, json.dumps(result.state, sort_keys=True), flush=True)
+        await run_or_resume(store, build(Effects(side_effects, trace)), trace, initial())
 
 
 if __name__ == "__main__":

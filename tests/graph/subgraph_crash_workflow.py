@@ -16,15 +16,12 @@ The graph runs the subgraph twice, in a loop; most of the time goes in it::
 from __future__ import annotations
 
 import asyncio
-import json
 import operator
-import os
-import random
 import sys
-import time
 from typing import Annotated, Any, TypedDict
 
-from flowpoint import END, START, BuiltGraph, Graph, NodeContext, Runner, open_store
+from flowpoint import END, START, BuiltGraph, Graph, NodeContext, open_store
+from tests.graph.support_crash import pause, record_effect, run_or_resume
 
 ROUNDS = 2
 CHILD_NODES = ("search", "read", "summarise")
@@ -40,12 +37,9 @@ def effect(path: str | None, name: str, ctx: NodeContext) -> None:
     """Record that ``name`` started, then sleep its while; ``path=None`` does neither."""
     if path is None:
         return
-    with open(path, "a", encoding="utf-8") as out:
-        out.write(f"{ctx.trace_id} {name} {ctx.idempotency_key}\n")
-        out.flush()
-        os.fsync(out.fileno())
+    record_effect(path, f"{ctx.trace_id} {name} {ctx.idempotency_key}")
     low, high = (0.1, 0.3) if name in CHILD_NODES else (0.02, 0.06)
-    time.sleep(random.Random(f"{name}/sleep").uniform(low, high))
+    pause(f"{name}/sleep", low, high)
 
 
 def build(path: str | None) -> BuiltGraph[Work]:
@@ -84,12 +78,7 @@ def initial() -> Work:
 
 async def main(url: str, trace: str, side_effects: str) -> None:
     async with open_store(url) as store:
-        runner = Runner(build(side_effects), store)
-        if await store.load_latest(trace) is None:
-            result = await runner.run(trace, initial())
-        else:
-            result = await runner.resume(trace)
-    print(result.status, json.dumps(result.state, sort_keys=True), flush=True)
+        await run_or_resume(store, build(side_effects), trace, initial())
 
 
 if __name__ == "__main__":

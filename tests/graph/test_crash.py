@@ -7,9 +7,7 @@ never runs again, and the final state is the state of an uninterrupted run.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import random
 import signal
 import subprocess
@@ -17,18 +15,24 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from flowpoint import InMemoryBlobStore, Runner, SyncCheckpointStore
+from flowpoint import SyncCheckpointStore
 from tests.graph import crash_workflow as wf
+from tests.graph.support_crash import (
+    ENV,
+    KILLS,
+    ROOT,
+    finished_state,
+    run_killed_after,
+    run_to_end,
+    side_effect_lines,
+    uninterrupted,
+    workflow_command,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-KILLS = int(os.environ.get("FLOWPOINT_GRAPH_CRASH_KILLS", "10"))
 HASH = wf.build(None).hash_u64()
-# The children import this tree's flowpoint, whatever the environment has installed.
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
 
 
 def in_flight(url: str) -> tuple[str, int] | None:
@@ -40,51 +44,29 @@ def in_flight(url: str) -> tuple[str, int] | None:
     return latest.current_node, wf.visit_of(latest.state, latest.current_node)
 
 
-def uninterrupted() -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
-        result = await Runner(wf.build(None), InMemoryBlobStore()).run("ref", wf.initial())
-        state: dict[str, Any] = result.state
-        return state
-
-    return asyncio.run(run())
-
-
 @pytest.mark.slow
 def test_sigkilled_workflow_resumes_in_a_new_process(tmp_path: Path) -> None:
     db, side_effects = tmp_path / "runs.db", tmp_path / "side-effects.txt"
     url = f"sqlite:///{db}"
-    command = [sys.executable, "-m", "tests.graph.crash_workflow", str(db), str(side_effects)]
+    command = workflow_command("tests.graph.crash_workflow", str(db), str(side_effects))
     rng = random.Random("graph-crash")
     killed_in_flight: Counter[tuple[str, int]] = Counter()
     kills = 0
-    outputs: list[str] = []
+    output: str | None = None
     for _ in range(KILLS):
-        child = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
         # Some kills land while the child starts up, most in the middle of a node.
-        time.sleep(rng.uniform(0.05, 0.9))
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
-            kills += 1
-        out, _ = child.communicate()
-        if child.returncode == 0:
-            outputs.append(out)
+        output = run_killed_after(command, rng.uniform(0.05, 0.9))
+        if output is not None:
             break
-        assert child.returncode == -signal.SIGKILL
+        kills += 1
         flight = in_flight(url)
         if flight is not None:
             killed_in_flight[flight] += 1
     assert kills >= 3  # the test did kill the workflow, more than once
     # Then let it finish (a finished trace resumes to "done" at once).
-    while not outputs:
-        finished = subprocess.run(
-            command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120, check=False
-        )
-        assert finished.returncode == 0, finished.stderr
-        outputs.append(finished.stdout)
-    status, _, state_json = outputs[-1].strip().partition(" ")
-    assert status == "done"
-    reference = uninterrupted()
-    assert json.loads(state_json) == json.loads(json.dumps(reference))
+    state = run_to_end(command) if output is None else finished_state(output)
+    reference = uninterrupted(wf.build(None), wf.initial(), "ref")
+    assert state == json.loads(json.dumps(reference))
 
     # The stored trace: one checkpoint per node run, in the order of an uninterrupted run.
     with SyncCheckpointStore.open(url) as store:
@@ -98,7 +80,7 @@ def test_sigkilled_workflow_resumes_in_a_new_process(tmp_path: Path) -> None:
 
     # Side effects: every node run of the reference happened; only a node in flight
     # at a kill happened twice (or more, if several kills caught it in flight).
-    lines = [line.split(" ") for line in side_effects.read_text(encoding="ascii").splitlines()]
+    lines = side_effect_lines(side_effects)
     seen = Counter((name, int(visit)) for name, visit, _ in lines)
     # A node run again after a kill got the key of the run it repeats; no other run did.
     keys: dict[tuple[str, int], set[str]] = {}

@@ -17,7 +17,7 @@ from typing import Any
 
 from flowpoint import InMemoryBlobStore, Runner
 from tests.graph import interrupt_workflow as wf
-from tests.graph.test_crash import ENV, ROOT
+from tests.graph.support_crash import ENV, ROOT
 
 QUESTION = {"ask": "approve?", "items": ["wal", "fsync"]}
 

@@ -16,33 +16,31 @@ finished; the tasks that started and are not are in flight. In the end:
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from flowpoint import InMemoryBlobStore, Runner, SyncCheckpointStore
+from flowpoint import SyncCheckpointStore
 from flowpoint.graph._context import node_context
 from flowpoint.graph._cursor import Cursor
 from flowpoint.graph._runner import OUTPUT_INDEX
 from tests.graph import parallel_crash_workflow as wf
+from tests.graph.support_crash import (
+    KILLS,
+    assert_reruns_only_in_flight,
+    kill_numbered_traces,
+    run_to_end,
+    side_effect_lines,
+    uninterrupted,
+    workflow_command,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-KILLS = int(os.environ.get("FLOWPOINT_GRAPH_CRASH_KILLS", "10"))
 GRAPH = wf.build(wf.Effects(None, ""))
 HASH = GRAPH.hash_u64()
 TASKS = {"plan", *wf.BRANCHES, "split", *(f"summarise#{i}" for i in range(wf.ITEMS)), "reduce"}
-# The children import this tree's flowpoint, whatever the environment has installed.
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -57,15 +55,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url_for(database)
     finally:
         asyncio.run(drop_database(database))
-
-
-def uninterrupted() -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
-        result = await Runner(GRAPH, InMemoryBlobStore()).run("reference", wf.initial())
-        state: dict[str, Any] = dict(result.state)
-        return state
-
-    return asyncio.run(run())
 
 
 def durable(url: str, trace: str) -> tuple[set[str], int, int]:
@@ -99,10 +88,11 @@ def durable(url: str, trace: str) -> tuple[set[str], int, int]:
 
 def logged(side_effects: Path, trace: str) -> list[tuple[str, str]]:
     """``(task id, key)`` of every task run of the trace, in the order they started."""
-    if not side_effects.exists():
-        return []
-    lines = [line.split(" ") for line in side_effects.read_text(encoding="utf-8").splitlines()]
-    return [(task, key) for name, task, key in lines if name == trace]
+    return [(task, key) for name, task, key in side_effect_lines(side_effects) if name == trace]
+
+
+def workflow(url: str, trace: str, side_effects: Path) -> list[str]:
+    return workflow_command("tests.graph.parallel_crash_workflow", url, trace, str(side_effects))
 
 
 @pytest.mark.slow
@@ -111,66 +101,30 @@ def test_sigkilled_parallel_workflow_resumes_and_runs_finished_branches_once(
 ) -> None:
     side_effects = tmp_path / "side-effects.txt"
     rng = random.Random(f"parallel-crash/{store_url.split(':')[0]}")
-    reference = uninterrupted()
+    reference = uninterrupted(GRAPH, wf.initial(), "reference")
     in_flight: Counter[str] = Counter()  # key -> kills that caught its task running
-    kills = several_in_flight = partly_saved = 0
+    several_in_flight = partly_saved = 0
     finished: list[str] = []
-    trace_number = 0
-    # At least KILLS kills, and more (up to 4 times as many) until some caught several
-    # branches running and some left a superstep partly saved.
-    while kills < KILLS or (not (several_in_flight and partly_saved) and kills < 4 * KILLS):
-        trace = f"crash/{trace_number}"
-        command = [
-            sys.executable,
-            "-m",
-            "tests.graph.parallel_crash_workflow",
-            store_url,
-            trace,
-            str(side_effects),
-        ]
-        child = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
+    killed = kill_numbered_traces(
+        lambda trace: workflow(store_url, trace, side_effects),
         # Some kills land while the child starts, most in the middle of a superstep.
-        time.sleep(rng.uniform(0.4, 2.0))
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
-        out, _ = child.communicate()
-        if child.returncode == 0:
-            status, _, state = out.strip().partition(" ")
-            assert status == "done"
-            assert json.loads(state) == reference
-            finished.append(trace)
-            trace_number += 1
-            continue
-        assert child.returncode == -signal.SIGKILL
-        kills += 1
+        lambda: rng.uniform(0.4, 2.0),
+        reference,
+        finished,
+    )
+    for kills, trace in enumerate(killed, start=1):
         done, tasks, saved = durable(store_url, trace)
         flight = {key for _, key in logged(side_effects, trace)} - done
         in_flight.update(flight)
         several_in_flight += len(flight) >= 2
         partly_saved += 0 < saved < tasks
+        # At least KILLS kills, and more (up to 4 times as many) until some caught
+        # several branches running and some left a superstep partly saved.
+        if kills >= KILLS and ((several_in_flight and partly_saved) or kills >= 4 * KILLS):
+            break
     # Let the last trace finish (a finished trace resumes to "done" at once).
-    while f"crash/{trace_number}" not in finished:
-        trace = f"crash/{trace_number}"
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.graph.parallel_crash_workflow",
-                store_url,
-                trace,
-                str(side_effects),
-            ],
-            cwd=ROOT,
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        status, _, state = result.stdout.strip().partition(" ")
-        assert (status, json.loads(state)) == ("done", reference)
-        finished.append(trace)
+    assert run_to_end(workflow(store_url, trace, side_effects)) == reference
+    finished.append(trace)
 
     # The kills caught parallel branches running, and left supersteps half saved.
     assert several_in_flight >= 1
@@ -191,7 +145,4 @@ def test_sigkilled_parallel_workflow_resumes_and_runs_finished_branches_once(
             keys.setdefault(task, set()).add(key)
         assert all(len(found) == 1 for found in keys.values()), keys
         assert len({key for found in keys.values() for key in found}) == len(TASKS)
-        for key, count in Counter(key for _, key in runs).items():
-            assert count - 1 <= in_flight[key], f"{trace}: a task ran {count} times"
-            if key not in in_flight:
-                assert count == 1
+        assert_reruns_only_in_flight((key for _, key in runs), in_flight, f"{trace}: a task")

@@ -15,39 +15,28 @@ and is not finished was in flight. In the end:
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from flowpoint import InMemoryBlobStore, Runner, SyncCheckpointStore
+from flowpoint import SyncCheckpointStore
 from flowpoint.graph._context import node_context
 from tests.graph import subgraph_crash_workflow as wf
+from tests.graph.support_crash import (
+    KILLS,
+    assert_reruns_only_in_flight,
+    kill_numbered_traces,
+    run_to_end,
+    side_effect_lines,
+    uninterrupted,
+    workflow_command,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-KILLS = int(os.environ.get("FLOWPOINT_GRAPH_CRASH_KILLS", "10"))
-# The children import this tree's flowpoint, whatever the environment has installed.
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
 # Node runs of one trace: the parent's own nodes and the subgraph's, in each child trace.
 PARENT_RUNS = 1 + wf.ROUNDS + 1  # plan, count per round, write
 CHILD_STEPS = (1, 3)  # the steps the subgraph node runs at: after plan, after each count
-
-
-def uninterrupted() -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
-        result = await Runner(wf.build(None), InMemoryBlobStore()).run("reference", wf.initial())
-        return dict(result.state)
-
-    return asyncio.run(run())
 
 
 def finished_keys(url: str, trace: str) -> set[str]:
@@ -68,25 +57,15 @@ def finished_keys(url: str, trace: str) -> set[str]:
 
 def logged(side_effects: Path, trace: str) -> list[tuple[str, str, str]]:
     """``(trace, node, key)`` of every node run of ``trace`` and its children, in order."""
-    if not side_effects.exists():
-        return []
-    lines = [line.split(" ") for line in side_effects.read_text(encoding="utf-8").splitlines()]
     return [
         (name, node, key)
-        for name, node, key in lines
+        for name, node, key in side_effect_lines(side_effects)
         if name == trace or name.startswith(f"{trace}/")
     ]
 
 
 def workflow(url: str, trace: str, side_effects: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "tests.graph.subgraph_crash_workflow",
-        url,
-        trace,
-        str(side_effects),
-    ]
+    return workflow_command("tests.graph.subgraph_crash_workflow", url, trace, str(side_effects))
 
 
 @pytest.mark.slow
@@ -94,50 +73,29 @@ def test_sigkilled_inside_a_subgraph_resumes_inside_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     side_effects = tmp_path / "side-effects.txt"
     rng = random.Random("subgraph-crash")
-    reference = uninterrupted()
+    reference = uninterrupted(wf.build(None), wf.initial(), "reference")
     in_flight: Counter[str] = Counter()  # key -> kills that caught its node running
-    kills = inside = 0
+    inside = 0
     finished: list[str] = []
-    number = 0
-    # At least KILLS kills, and more (up to 4 times as many) until some landed in a subgraph.
-    while kills < KILLS or (not inside and kills < 4 * KILLS):
-        trace = f"crash/{number}"
-        child = subprocess.Popen(
-            workflow(url, trace, side_effects), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True
-        )
+    killed = kill_numbered_traces(
+        lambda trace: workflow(url, trace, side_effects),
         # Some kills land while the child starts, most inside the subgraph.
-        time.sleep(rng.uniform(0.3, 2.2))
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
-        out, _ = child.communicate()
-        if child.returncode == 0:
-            status, _, state = out.strip().partition(" ")
-            assert (status, json.loads(state)) == ("done", reference)
-            finished.append(trace)
-            number += 1
-            continue
-        assert child.returncode == -signal.SIGKILL
-        kills += 1
+        lambda: rng.uniform(0.3, 2.2),
+        reference,
+        finished,
+    )
+    for kills, trace in enumerate(killed, start=1):
         runs = logged(side_effects, trace)
         flight = {key for _, _, key in runs} - finished_keys(url, trace)
         in_flight.update(flight)
         inside += any(name != trace and key in flight for name, _, key in runs)
+        # At least KILLS kills, and more (up to 4 times as many) until some landed in a
+        # subgraph.
+        if kills >= KILLS and (inside or kills >= 4 * KILLS):
+            break
     # Let the last trace finish (a finished trace resumes to "done" at once).
-    trace = f"crash/{number}"
-    while trace not in finished:
-        done = subprocess.run(
-            workflow(url, trace, side_effects),
-            cwd=ROOT,
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        status, _, state = done.stdout.strip().partition(" ")
-        assert (status, json.loads(state)) == ("done", reference)
-        finished.append(trace)
+    assert run_to_end(workflow(url, trace, side_effects)) == reference
+    finished.append(trace)
 
     assert inside >= 1  # some kills caught a subgraph's node running
 
@@ -153,7 +111,4 @@ def test_sigkilled_inside_a_subgraph_resumes_inside_it(tmp_path: Path) -> None:
         # One key per node run, the same at every rerun: the parent's count runs twice.
         keys = {key for _, _, key in runs}
         assert len(keys) == PARENT_RUNS + len(children) * len(wf.CHILD_NODES)
-        for key, count in Counter(key for _, _, key in runs).items():
-            assert count - 1 <= in_flight[key], f"{trace}: a node ran {count} times"
-            if key not in in_flight:
-                assert count == 1
+        assert_reruns_only_in_flight((key for _, _, key in runs), in_flight, f"{trace}: a node")

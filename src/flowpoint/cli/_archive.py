@@ -35,15 +35,13 @@ import msgspec
 from flowpoint.blob import (
     MAX_METADATA_SIZE,
     CheckpointBlob,
+    CheckpointHeader,
     MetadataValue,
     PendingWrite,
-    check_header,
     check_write_key,
-    validate_current_node,
-    validate_metadata,
 )
 from flowpoint.codec._serde import DEFAULT_MAX_PAYLOAD_SIZE
-from flowpoint.ids import CheckpointId, validate_trace_id
+from flowpoint.ids import CheckpointId, TraceId
 
 __all__ = [
     "MAGIC",
@@ -86,6 +84,11 @@ class ArchiveError(ValueError):
 
 
 class _Checkpoint(msgspec.Struct, tag="checkpoint", forbid_unknown_fields=True):
+    """A checkpoint record: its header's fields (the archive's layout), and its data.
+
+    Code goes through :meth:`from_blob` and :meth:`checkpoint_header`.
+    """
+
     checkpoint_id: UUID
     trace_id: str
     step: int
@@ -97,6 +100,44 @@ class _Checkpoint(msgspec.Struct, tag="checkpoint", forbid_unknown_fields=True):
     # fits in a record, and would cost gigabytes as Python objects.
     metadata: msgspec.Raw
     data: bytes
+
+    @classmethod
+    def from_blob(cls, blob: CheckpointBlob) -> _Checkpoint:
+        """The record of ``blob``: its header, the time in UTC, and its data as it is."""
+        return cls(
+            checkpoint_id=blob.checkpoint_id,
+            trace_id=blob.trace_id,
+            step=blob.step,
+            parent_id=blob.parent_id,
+            graph_hash=blob.graph_hash,
+            created_at=blob.created_at.astimezone(UTC),
+            current_node=blob.current_node,
+            metadata=msgspec.Raw(_encoder.encode(dict(blob.metadata))),
+            data=bytes(blob.data),
+        )
+
+    def checkpoint_header(self) -> CheckpointHeader:
+        """The header this record holds, every field checked as a store would.
+
+        ``ValueError`` for any field a stored header may not hold.
+        """
+        if len(self.metadata) > MAX_RECORD_METADATA_SIZE:
+            raise ValueError(
+                f"its metadata takes {len(self.metadata)} bytes, over the limit of "
+                f"{MAX_RECORD_METADATA_SIZE}"
+            )
+        header = CheckpointHeader(
+            checkpoint_id=CheckpointId(self.checkpoint_id),
+            trace_id=TraceId(self.trace_id),
+            step=self.step,
+            parent_id=None if self.parent_id is None else CheckpointId(self.parent_id),
+            graph_hash=self.graph_hash,
+            created_at=self.created_at,
+            current_node=self.current_node,
+            metadata=_metadata_decoder.decode(self.metadata),
+        )
+        header.check()
+        return header
 
 
 class _Write(msgspec.Struct, tag="write", forbid_unknown_fields=True):
@@ -172,17 +213,7 @@ class ArchiveWriter:
             self._traces += 1
         self._last = key
         self._checkpoints += 1
-        record = _Checkpoint(
-            checkpoint_id=blob.checkpoint_id,
-            trace_id=blob.trace_id,
-            step=blob.step,
-            parent_id=blob.parent_id,
-            graph_hash=blob.graph_hash,
-            created_at=blob.created_at.astimezone(UTC),
-            current_node=blob.current_node,
-            metadata=msgspec.Raw(_encoder.encode(dict(blob.metadata))),
-            data=bytes(blob.data),
-        )
+        record = _Checkpoint.from_blob(blob)
         self._put(self._record(record))
         self._last_checkpoint, self._last_write = blob, None
 
@@ -224,31 +255,13 @@ def _read_exactly(stream: ByteSource, size: int, what: str) -> bytes:
 def _blob(record: _Checkpoint) -> CheckpointBlob:
     """The record as a blob, with every header field checked as a store would."""
     try:
-        trace = validate_trace_id(record.trace_id)
-        check_header(record.step, record.graph_hash, record.created_at)
-        node = validate_current_node(record.current_node)
-        if len(record.metadata) > MAX_RECORD_METADATA_SIZE:
-            raise ValueError(
-                f"its metadata takes {len(record.metadata)} bytes, over the limit of "
-                f"{MAX_RECORD_METADATA_SIZE}"
-            )
-        metadata = validate_metadata(_metadata_decoder.decode(record.metadata))
+        header = record.checkpoint_header()
     except ValueError as exc:  # msgspec.DecodeError included
         raise ArchiveError(
             f"checkpoint {record.checkpoint_id} in the archive has an impossible header: {exc}",
             corrupt=True,
         ) from None
-    return CheckpointBlob(
-        checkpoint_id=CheckpointId(record.checkpoint_id),
-        trace_id=trace,
-        step=record.step,
-        parent_id=None if record.parent_id is None else CheckpointId(record.parent_id),
-        graph_hash=record.graph_hash,
-        created_at=record.created_at,
-        current_node=node,
-        metadata=metadata,
-        data=record.data,
-    )
+    return header.with_data(record.data)
 
 
 def _write(record: _Write, after: CheckpointBlob | None, version: int) -> PendingWrite:

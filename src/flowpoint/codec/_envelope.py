@@ -30,17 +30,18 @@ checksum only catches accidents; without encryption nothing is authenticated.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, cast
 from uuid import UUID
 
 import msgspec
 import xxhash
 
-from flowpoint.blob import CheckpointBlob, MetadataValue
+from flowpoint.blob import CheckpointBlob, CheckpointHeader, MetadataValue
 from flowpoint.codec._keys import check_key_id
 from flowpoint.errors import CorruptCheckpoint
+from flowpoint.ids import CheckpointId, TraceId
 
 __all__ = [
     "FORMAT_VERSION",
@@ -68,9 +69,12 @@ _MIN_LENGTH = _PREFIX.size + _CHECKSUM.size
 
 
 class EnvelopeHeader(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
-    """The header inside ``data``.
+    """The header inside ``data``: the codec's fields, then the checkpoint's header.
 
-    New fields go last, with defaults, so that data written before them still decodes.
+    The checkpoint's fields are spelled out because they are the wire layout (an
+    array, in this order); code goes through :meth:`from_header` and
+    :meth:`checkpoint_header`. New fields go last, with defaults, so that data
+    written before them still decodes.
     """
 
     body_format: str
@@ -91,6 +95,50 @@ class EnvelopeHeader(msgspec.Struct, array_like=True, frozen=True, forbid_unknow
     cursor_length: int | None = None
     """Bytes at the end of the body (once decrypted and decompressed) that hold the
     checkpoint's cursor, as MessagePack; ``None`` for a checkpoint without one."""
+
+    @classmethod
+    def from_header(
+        cls,
+        header: CheckpointHeader,
+        *,
+        body_format: str,
+        compression: str | None,
+        key_id: str | None,
+        base_id: UUID | None = None,
+        chain_start: int | None = None,
+        cursor_length: int | None = None,
+    ) -> EnvelopeHeader:
+        """The envelope header repeating ``header``, with the codec's own fields."""
+        return cls(
+            body_format=body_format,
+            compression=compression,
+            key_id=key_id,
+            checkpoint_id=header.checkpoint_id,
+            trace_id=header.trace_id,
+            step=header.step,
+            parent_id=header.parent_id,
+            graph_hash=header.graph_hash,
+            created_at=header.created_at,
+            current_node=header.current_node,
+            metadata=dict(header.metadata),
+            base_id=base_id,
+            chain_start=chain_start,
+            cursor_length=cursor_length,
+        )
+
+    def checkpoint_header(self) -> CheckpointHeader:
+        """The checkpoint's header this envelope repeats, without the codec's fields."""
+        return CheckpointHeader(
+            # The ids were decoded as UUIDs, and header checks run on what is stored.
+            checkpoint_id=cast(CheckpointId, self.checkpoint_id),
+            trace_id=cast(TraceId, self.trace_id),
+            step=self.step,
+            parent_id=cast(CheckpointId | None, self.parent_id),
+            graph_hash=self.graph_hash,
+            created_at=self.created_at,
+            current_node=self.current_node,
+            metadata=self.metadata,
+        )
 
 
 class Envelope(NamedTuple):
@@ -233,60 +281,18 @@ def _decode_header(blob: CheckpointBlob, header_length: int) -> EnvelopeHeader:
     return header
 
 
-def _as_dict(metadata: object) -> object:
-    return dict(metadata) if isinstance(metadata, Mapping) else metadata
-
-
 def _check_same_checkpoint(blob: CheckpointBlob, header: EnvelopeHeader) -> None:
     """Raise :class:`CorruptCheckpoint` if the store's header and the payload's differ."""
-    if _same_checkpoint(blob, header):
-        return  # every load and every link of a chain passes here: no tuples, no copies
-    fields = (
-        ("checkpoint_id", blob.checkpoint_id, header.checkpoint_id),
-        ("trace_id", blob.trace_id, header.trace_id),
-        ("step", blob.step, header.step),
-        ("parent_id", blob.parent_id, header.parent_id),
-        ("graph_hash", blob.graph_hash, header.graph_hash),
-        ("created_at", blob.created_at, header.created_at),
-        ("current_node", blob.current_node, header.current_node),
-        ("metadata", _as_dict(blob.metadata), header.metadata),
-    )
-    for name, stored, embedded in fields:
-        if type(stored) is not type(embedded) or stored != embedded:
-            raise CorruptCheckpoint(
-                blob.checkpoint_id,
-                f"the payload belongs to another checkpoint: {name} is {stored!r:.80} in the "
-                f"store but {embedded!r:.80} in the payload",
-            )
-
-
-def _same_checkpoint(blob: CheckpointBlob, header: EnvelopeHeader) -> bool:
-    """What :func:`_check_same_checkpoint` checks, for the usual case: every field alike.
-
-    Each field has the same type and value in both (``parent_id`` and
-    ``current_node`` may be ``None`` in both); ``False`` sends the caller to the
-    field-by-field comparison that names the first difference.
-    """
-    parent, node = blob.parent_id, blob.current_node
-    return (
-        type(blob.checkpoint_id) is UUID
-        and type(header.checkpoint_id) is UUID
-        and blob.checkpoint_id == header.checkpoint_id
-        and type(blob.trace_id) is str
-        and blob.trace_id == header.trace_id
-        and type(blob.step) is int
-        and blob.step == header.step
-        and type(parent) is type(header.parent_id)
-        and parent == header.parent_id
-        and type(blob.graph_hash) is int
-        and blob.graph_hash == header.graph_hash
-        and type(blob.created_at) is type(header.created_at)
-        and blob.created_at == header.created_at
-        and type(node) is type(header.current_node)
-        and node == header.current_node
-        and type(blob.metadata) is dict
-        and blob.metadata == header.metadata
-    )
+    # Compared field by field as a header, without building one: this runs on
+    # every load and every link of a delta chain.
+    name = blob.first_difference(header)
+    if name is not None:
+        raise CorruptCheckpoint(
+            blob.checkpoint_id,
+            f"the payload belongs to another checkpoint: {name} is "
+            f"{getattr(blob, name)!r:.80} in the store but {getattr(header, name)!r:.80} "
+            f"in the payload",
+        )
 
 
 def _check_chain_fields(blob: CheckpointBlob, header: EnvelopeHeader) -> None:

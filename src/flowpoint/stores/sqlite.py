@@ -21,6 +21,9 @@ contract:
   :class:`~flowpoint.errors.StorageError` rather than misread.
 - **Pending writes** and deletes take the writes along in the same transactions
   (one commit) as the checkpoints.
+- **Fenced saves** (:class:`~flowpoint.stores._fenced.FencedBlobStore`): the
+  run queue's tables (version 3) live in the same file, and a fenced save checks
+  the run's lease in its write transaction.
 - **Read-only** (``read_only=True``): the file is opened ``mode=rw`` (never
   created; the last connection still removes the WAL files SQLite makes while it
   reads), or ``mode=ro`` if this process may not write it (SQLite may then leave
@@ -60,6 +63,7 @@ from flowpoint.blob import (
 )
 from flowpoint.errors import (
     CorruptCheckpoint,
+    LeaseLost,
     StorageError,
 )
 from flowpoint.ids import CheckpointId, TraceId
@@ -87,6 +91,7 @@ from flowpoint.stores._columns import (
     value_kind,
     write_from_columns,
 )
+from flowpoint.stores._fenced import Fence, FencedBlobStore
 
 __all__ = ["SqliteBlobStore"]
 
@@ -127,7 +132,9 @@ class _PendingSave(NamedTuple):
     loop: asyncio.AbstractEventLoop
 
 
-class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobStore):
+class SqliteBlobStore(
+    RewritableBlobStore, DamageReportingBlobStore, FencedBlobStore, BlockingBlobStore
+):
     """Checkpoints in one SQLite database file, in WAL mode.
 
     ``durability="full"`` (the default) makes each acknowledged save survive a power
@@ -249,6 +256,28 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
                 pending.loop.call_soon_threadsafe(_settle, pending.outcome, outcome)
 
     @override
+    async def _save_fenced(self, blob: CheckpointBlob, fence: Fence) -> None:
+        await self._run("save", _insert_fenced, (_new_row(blob), fence))
+
+    @override
+    async def _save_writes_fenced(
+        self, writes: list[PendingWrite], fence: Fence, *, overwrite: bool
+    ) -> int:
+        rows = _write_rows(writes)
+        return await self._run("save_writes", _insert_writes, (writes[0], rows, overwrite, fence))
+
+    async def _transact(
+        self, action: str, fn: Callable[[sqlite3.Connection, _A], _T], arg: _A
+    ) -> _T:
+        """Run ``fn(connection, arg)`` on the store's thread, driver errors mapped.
+
+        This is how the run queue (:mod:`flowpoint.queue`) works on the tables it
+        shares with the checkpoints; ``fn`` opens its own write transaction.
+        """
+        with self._calling(action, writes=True):
+            return await self._run(action, fn, arg)
+
+    @override
     async def _rewrite(self, blob: CheckpointBlob) -> bool:
         return await self._run("rewrite", _rewrite_row, (_new_row(blob), blob))
 
@@ -316,10 +345,8 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
 
     @override
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
-        rows: list[tuple[object, ...]] = [
-            (w.checkpoint_id.bytes, w.task_id, w.index, w.trace_id, bytes(w.data)) for w in writes
-        ]
-        return await self._run("save_writes", _insert_writes, (writes[0], rows, overwrite))
+        rows = _write_rows(writes)
+        return await self._run("save_writes", _insert_writes, (writes[0], rows, overwrite, None))
 
     @override
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
@@ -534,12 +561,40 @@ def _fetch_all(conn: sqlite3.Connection, query: _Query) -> list[_Row]:
     return conn.execute(*query).fetchall()
 
 
-def _insert_writes(
-    conn: sqlite3.Connection, arg: tuple[PendingWrite, list[tuple[object, ...]], bool]
-) -> int:
-    """Insert one call's writes in one write transaction; return how many were stored."""
-    first, rows, overwrite = arg
+def _write_rows(writes: list[PendingWrite]) -> list[tuple[object, ...]]:
+    return [(w.checkpoint_id.bytes, w.task_id, w.index, w.trace_id, bytes(w.data)) for w in writes]
+
+
+def _insert_fenced(conn: sqlite3.Connection, arg: tuple[_NewRow, Fence]) -> None:
+    """Insert a checkpoint in a write transaction that first checks the run's lease."""
+    row, fence = arg
     with _write_transaction(conn):
+        _check_lease(conn, fence)
+        conn.execute(sql.INSERT, row)
+
+
+def _check_lease(conn: sqlite3.Connection, fence: Fence) -> None:
+    """Raise :class:`~flowpoint.errors.LeaseLost` unless ``fence`` holds (in a transaction).
+
+    The write lock taken by ``BEGIN IMMEDIATE`` keeps it holding until the commit:
+    a claim or a requeue of the run is a write transaction too.
+    """
+    if conn.execute(sql.LEASE_HELD, (fence.trace_id, fence.epoch)).fetchone() is None:
+        raise LeaseLost(fence.trace_id, fence.epoch)
+
+
+def _insert_writes(
+    conn: sqlite3.Connection,
+    arg: tuple[PendingWrite, list[tuple[object, ...]], bool, Fence | None],
+) -> int:
+    """Insert one call's writes in one write transaction; return how many were stored.
+
+    With a fence, the run's lease is checked first, in the same transaction.
+    """
+    first, rows, overwrite, fence = arg
+    with _write_transaction(conn):
+        if fence is not None:
+            _check_lease(conn, fence)
         stored = conn.execute(sql.WRITES_TRACE, (first.checkpoint_id.bytes,)).fetchone()
         if stored is not None:
             check_writes_trace(first, stored[0])

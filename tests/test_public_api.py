@@ -24,6 +24,12 @@ PUBLIC_NAMES = {
     "InvalidRoute",
     "InvalidUpdate",
     "KeyRing",
+    "LeaseLost",
+    "QueuedRun",
+    "RunConflict",
+    "RunQueue",
+    "RunStatus",
+    "Worker",
     "NodeContext",
     "RecursionLimitReached",
     "RetentionPolicy",
@@ -74,6 +80,7 @@ def test_error_tree() -> None:
         flowpoint.CodecError,
         flowpoint.StorageError,
         flowpoint.InvalidTraceId,
+        flowpoint.LeaseLost,
     ):
         assert issubclass(error, flowpoint.CheckpointStoreError)
     assert issubclass(flowpoint.InvalidTraceId, ValueError)
@@ -83,6 +90,7 @@ def test_error_tree() -> None:
         flowpoint.InvalidUpdate,
         flowpoint.RecursionLimitReached,
         flowpoint.TraceNotFound,
+        flowpoint.RunConflict,
     ):
         assert issubclass(error, flowpoint.WorkflowError)
     assert issubclass(flowpoint.GraphDefinitionError, ValueError)
@@ -124,4 +132,7 @@ def test_errors_carry_their_fields_through_copies() -> None:
     mismatch = flowpoint.GraphMismatch(1, 2)
     conflict = flowpoint.CheckpointConflict("t", 3, "detail")
     assert copy.copy(mismatch).expected == 1
+    assert copy.copy(flowpoint.LeaseLost("t", 4)).epoch == 4
+    refused = flowpoint.RunConflict("t", "done", "why")
+    assert (copy.copy(refused).status, str(copy.copy(refused))) == ("done", str(refused))
     assert str(copy.copy(conflict)) == str(conflict)

@@ -18,7 +18,9 @@ from flowpoint.errors import (
     InvalidRoute,
     InvalidTraceId,
     InvalidUpdate,
+    LeaseLost,
     RecursionLimitReached,
+    RunConflict,
     StorageError,
     TraceNotFound,
     WorkflowError,
@@ -36,6 +38,7 @@ from flowpoint.graph import (
     TriggerPolicy,
 )
 from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.queue import QueuedRun, RunQueue, RunStatus, Worker
 from flowpoint.stores import BlobCheckpointStore, InMemoryBlobStore, PruneRule
 from flowpoint.stores._registry import DEFAULT_STORE_URL, open_store
 from flowpoint.sync import SyncCheckpointStore
@@ -66,11 +69,16 @@ __all__ = [
     "InvalidTraceId",
     "InvalidUpdate",
     "KeyRing",
+    "LeaseLost",
     "NodeContext",
     "PruneRule",
+    "QueuedRun",
     "RecursionLimitReached",
     "RetentionPolicy",
+    "RunConflict",
+    "RunQueue",
     "RunResult",
+    "RunStatus",
     "Runner",
     "Send",
     "SerdeCheckpointCodec",
@@ -82,6 +90,7 @@ __all__ = [
     "TraceNotFound",
     "TriggerPolicy",
     "TypedCheckpointStore",
+    "Worker",
     "WorkflowError",
     "WorkflowState",
     "open_store",

@@ -70,7 +70,6 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             attempts         integer NOT NULL,
             max_attempts     integer NOT NULL,
             dedup_key        text,
-            input            bytea NOT NULL,
             resume_update    bytea,
             update_step      bigint,
             error            text,
@@ -201,12 +200,12 @@ _LEASE_HELD_SQL: Final = (
     " AND lease_expires_at > clock_timestamp() FOR SHARE"
 )
 _INSERT_FENCED_SQL: Final = (
-    f"WITH lease AS ({_LEASE_HELD_SQL})"
-    " INSERT INTO {{checkpoints}} (checkpoint_id, trace_id, step, parent_id, graph_hash,"
+    "WITH lease AS (" + _LEASE_HELD_SQL + ")"
+    " INSERT INTO {checkpoints} (checkpoint_id, trace_id, step, parent_id, graph_hash,"
     " created_at, current_node, metadata, size, data)"
     " SELECT %s::uuid, %s::text, %s::bigint, %s::uuid, %s::bigint, %s::timestamptz,"
     " %s::text, %s::jsonb, %s::integer, %b::bytea FROM lease"
-).replace("{runs}", "{{runs}}")
+)
 # Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
 _PRUNE_KEEP_SQL: Final = (
     " AND step <= (SELECT step FROM {checkpoints} WHERE trace_id = %(trace)s"

@@ -101,7 +101,6 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             attempts         INTEGER NOT NULL,
             max_attempts     INTEGER NOT NULL,
             dedup_key        TEXT,
-            input            BLOB NOT NULL,
             resume_update    BLOB,
             update_step      INTEGER,
             error            TEXT,

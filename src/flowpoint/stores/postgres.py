@@ -115,7 +115,7 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["PostgresBlobStore"]
+__all__ = ["PostgresBlobStore", "insert_params"]
 
 _Pool: TypeAlias = "AsyncConnectionPool[Any]"
 _Connection: TypeAlias = "AsyncConnection[Any]"
@@ -319,11 +319,11 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore, FencedBlo
     @override
     async def _save(self, blob: CheckpointBlob) -> None:
         async with self._connection() as conn:
-            await conn.execute(self._sql.insert, _insert_params(blob))
+            await conn.execute(self._sql.insert, insert_params(blob))
 
     @override
     async def _save_fenced(self, blob: CheckpointBlob, fence: Fence) -> None:
-        params = (fence.trace_id, fence.epoch, *_insert_params(blob))
+        params = (fence.trace_id, fence.epoch, *insert_params(blob))
         async with self._connection() as conn:
             cursor = await conn.execute(self._sql.insert_fenced, params)
             if cursor.rowcount != 1:
@@ -785,7 +785,7 @@ def _redact(url: str) -> str:
 # -- values to columns and back, trusting nothing read -------------------------------------
 
 
-def _insert_params(blob: CheckpointBlob) -> tuple[object, ...]:
+def insert_params(blob: CheckpointBlob) -> tuple[object, ...]:
     """The values of a checkpoint's INSERT, in the order of its columns."""
     return (
         blob.checkpoint_id,

@@ -93,7 +93,7 @@ from flowpoint.stores._columns import (
 )
 from flowpoint.stores._fenced import Fence, FencedBlobStore
 
-__all__ = ["SqliteBlobStore"]
+__all__ = ["SqliteBlobStore", "insert_checkpoint", "write_transaction"]
 
 Durability = Literal["full", "normal"]
 
@@ -482,7 +482,7 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[_NewRow]) -> list[Exceptio
     only that row. Any other failure undoes them all and is raised.
     """
     outcomes: list[Exception | None] = []
-    with _write_transaction(conn):
+    with write_transaction(conn):
         if len(rows) == 1:
             try:
                 conn.execute(sql.INSERT, rows[0])
@@ -522,7 +522,7 @@ def _new_row(blob: CheckpointBlob) -> _NewRow:
 def _rewrite_row(conn: sqlite3.Connection, arg: tuple[_NewRow, CheckpointBlob]) -> bool:
     """Replace the data of the row with ``row``'s header, in one write transaction."""
     row, blob = arg
-    with _write_transaction(conn):
+    with write_transaction(conn):
         updated = conn.execute(
             sql.REWRITE,
             (
@@ -552,6 +552,11 @@ def _rewrite_row(conn: sqlite3.Connection, arg: tuple[_NewRow, CheckpointBlob]) 
         return True
 
 
+def insert_checkpoint(conn: sqlite3.Connection, blob: CheckpointBlob) -> None:
+    """Insert ``blob`` within a write transaction the caller holds (the run queue's submit)."""
+    conn.execute(sql.INSERT, _new_row(blob))
+
+
 def _fetch_one(conn: sqlite3.Connection, query: _Query) -> _Row | None:
     row: _Row | None = conn.execute(*query).fetchone()
     return row
@@ -568,7 +573,7 @@ def _write_rows(writes: list[PendingWrite]) -> list[tuple[object, ...]]:
 def _insert_fenced(conn: sqlite3.Connection, arg: tuple[_NewRow, Fence]) -> None:
     """Insert a checkpoint in a write transaction that first checks the run's lease."""
     row, fence = arg
-    with _write_transaction(conn):
+    with write_transaction(conn):
         _check_lease(conn, fence)
         conn.execute(sql.INSERT, row)
 
@@ -592,7 +597,7 @@ def _insert_writes(
     With a fence, the run's lease is checked first, in the same transaction.
     """
     first, rows, overwrite, fence = arg
-    with _write_transaction(conn):
+    with write_transaction(conn):
         if fence is not None:
             _check_lease(conn, fence)
         stored = conn.execute(sql.WRITES_TRACE, (first.checkpoint_id.bytes,)).fetchone()
@@ -605,20 +610,20 @@ def _insert_writes(
 def _delete_by_ids(conn: sqlite3.Connection, ids: list[bytes]) -> int:
     """Delete checkpoints by id with their writes, in one write transaction (one commit)."""
     params = [(checkpoint_id,) for checkpoint_id in ids]
-    with _write_transaction(conn):
+    with write_transaction(conn):
         conn.executemany(sql.DELETE_WRITES, params)
         return conn.executemany(sql.DELETE, params).rowcount
 
 
 def _delete_trace_rows(conn: sqlite3.Connection, trace_id: str) -> int:
-    with _write_transaction(conn):
+    with write_transaction(conn):
         conn.execute(sql.DELETE_TRACE_WRITES, (trace_id,))
         return conn.execute(sql.DELETE_TRACE, (trace_id,)).rowcount
 
 
 def _delete_selected(conn: sqlite3.Connection, query: _Query) -> int:
     """Delete the checkpoints ``query`` selects, with their writes, in one transaction."""
-    with _write_transaction(conn):
+    with write_transaction(conn):
         params = conn.execute(*query).fetchall()
         conn.executemany(sql.DELETE_WRITES, params)
         return conn.executemany(sql.DELETE, params).rowcount
@@ -654,7 +659,7 @@ def _set_up_schema(conn: sqlite3.Connection, path: str) -> None:
     # A read first: a file that is up to date (the usual case) is not write-locked.
     if _schema_version(conn, path) == sql.SCHEMA_VERSION:
         return
-    with _write_transaction(conn):
+    with write_transaction(conn):
         conn.execute(sql.CREATE_SCHEMA_TABLE)
         for version in range(_schema_version(conn, path) + 1, sql.SCHEMA_VERSION + 1):
             for statement in sql.MIGRATIONS[version - 1]:
@@ -685,7 +690,8 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int:
 
 
 @contextmanager
-def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A ``BEGIN IMMEDIATE`` transaction: committed if the block ends, rolled back if it raises."""
     # IMMEDIATE takes the write lock at the start (waiting up to the busy timeout), so a
     # transaction never upgrades a read lock: an upgrade that meets another writer fails
     # at once with SQLITE_BUSY, without waiting, to avoid a deadlock.

@@ -110,6 +110,9 @@ class Worker:
         process at once, as the signal does by default (the leases then expire
         and other workers take the runs over). With ``until_idle``, it also
         returns once no run it serves is queued or running here.
+
+        The queue is closed when this returns: its connections belong to the
+        event loop this made. (:meth:`arun` leaves it open.)
         """
         asyncio.run(self._run_until_signalled(until_idle))
 
@@ -174,6 +177,7 @@ class Worker:
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
+            await self.queue.close()
 
     def _on_signal(self, signum: signal.Signals) -> None:
         if self._stopping:

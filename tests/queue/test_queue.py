@@ -258,6 +258,13 @@ async def test_a_heartbeat_renews_the_leases_still_held(queue: RunQueue) -> None
     assert await queue.cancel("b")
     assert await queue._heartbeat("w", "host", 1, [HASH], SHORT, held) == {held[0]}
     await expire()
+    with pytest.raises(LeaseLost):  # expired: saves are refused
+        await queue.store.save_fenced(next_blob("a", 2), Fence(TraceId("a"), claims[0].epoch))
+    # No one took it over: the next heartbeat renews it, and saves go on.
+    assert await queue._heartbeat("w", "host", 1, [HASH], SHORT, held) == {held[0]}
+    await queue.store.save_fenced(next_blob("a", 2), Fence(TraceId("a"), claims[0].epoch))
+    await expire()
+    assert await queue._heartbeat("other", "host", 2, [HASH], SHORT, []) == set()  # requeued
     assert await queue._heartbeat("w", "host", 1, [HASH], SHORT, held) == set()
 
 

@@ -368,7 +368,10 @@ class RunQueue(abc.ABC):
     ) -> set[tuple[TraceId, int]]:
         """Register the worker live for ``lease`` seconds, renew its leases, requeue expired ones.
 
-        Returns which of ``held`` (trace, epoch) the worker still holds.
+        A lease that expired but was not requeued yet is renewed (no one took the
+        run over; saves were refused while it was expired), then other workers'
+        expired leases are requeued. Returns which of ``held`` (trace, epoch) the
+        worker still holds.
         """
 
     @abc.abstractmethod

@@ -101,10 +101,11 @@ _TEMPLATES: Final = {
         " FROM picked WHERE r.trace_id = picked.trace_id RETURNING "
         + ", ".join(f"r.{column}" for column in CLAIM_COLUMNS.split(", "))
     ),
+    # A lease that expired but was not requeued is renewed too: no one took the run
+    # over, and the fenced saves refused while it was expired.
     "renew": (
         f"UPDATE {{runs}} SET lease_expires_at = {_LEASE}"
-        f" WHERE owner = %s AND status = 'running' AND lease_expires_at > {_NOW}"
-        " RETURNING trace_id, epoch"
+        " WHERE owner = %s AND status = 'running' RETURNING trace_id, epoch"
     ),
     "register": (
         "INSERT INTO {workers} (worker_id, host, pid, started_at, expires_at)"

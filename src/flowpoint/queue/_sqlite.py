@@ -78,10 +78,11 @@ _CLAIM: Final = (
     f" lease_expires_at = {NOW} + ?, updated_at = {NOW}"
     f" WHERE trace_id = ? RETURNING {CLAIM_COLUMNS}"
 )
+# A lease that expired but was not requeued is renewed too: no one took the run over,
+# and the fenced saves refused while it was expired.
 _RENEW: Final = (
     f"UPDATE flowpoint_runs SET lease_expires_at = {NOW} + ?"
-    f" WHERE owner = ? AND status = 'running' AND lease_expires_at > {NOW}"
-    " RETURNING trace_id, epoch"
+    " WHERE owner = ? AND status = 'running' RETURNING trace_id, epoch"
 )
 _REGISTER: Final = (
     "INSERT INTO flowpoint_workers (worker_id, host, pid, started_at, expires_at)"

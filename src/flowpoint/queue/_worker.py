@@ -221,6 +221,10 @@ class Worker:
             await asyncio.wait(list(self._tasks))
 
     def _start(self, claim: Claim) -> None:
+        for stale, held in list(self._tasks.items()):
+            if held.trace_id == claim.trace_id:  # its lease expired and the run came back here
+                self._event(logging.WARNING, "lease_lost", held)
+                stale.cancel()
         task = asyncio.create_task(self._drive(claim), name=f"flowpoint-run {claim.trace_id}")
         self._tasks[task] = claim
         task.add_done_callback(self._ended)

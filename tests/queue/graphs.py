@@ -63,3 +63,7 @@ def failing() -> BuiltGraph[dict[str, Any]]:
 
 def start(n: int = 0) -> dict[str, Any]:
     return {"visited": [], "n": n}
+
+
+SERVED = chain()
+"""What ``flowpoint worker tests.queue.graphs:SERVED`` serves."""

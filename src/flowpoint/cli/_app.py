@@ -18,7 +18,15 @@ import typer
 from typer.core import TyperGroup
 
 from flowpoint import __version__
-from flowpoint.cli import _graph, _import_langgraph, _inspect, _maintain, _transfer, _verify
+from flowpoint.cli import (
+    _graph,
+    _import_langgraph,
+    _inspect,
+    _maintain,
+    _queue,
+    _transfer,
+    _verify,
+)
 from flowpoint.cli._common import PROGRAM, DebugOption, Settings, StoreOption
 from flowpoint.cli._demo import run_demo
 from flowpoint.cli._output import EXIT_CODES_HELP, ExitCode, print_error, run
@@ -147,6 +155,8 @@ app.command("export")(_transfer.export)
 app.command("import")(_transfer.import_)
 app.command("graph")(_graph.graph)
 app.command("import-langgraph")(_import_langgraph.import_langgraph)
+app.command("worker")(_queue.worker)
+app.command("runs")(_queue.runs)
 
 
 def main() -> None:

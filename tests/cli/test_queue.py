@@ -94,22 +94,16 @@ def test_runs_refuses_bad_input(tmp_path: Path) -> None:
     assert "a run queue lives in SQLite" in other.output
 
 
-def test_worker_serves_the_queue_until_sigterm(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "runs.db")
-
-    async def submit() -> None:
-        async with RunQueue.open(url) as queue:
-            for n in range(3):
-                await queue.submit(graphs.SERVED, f"t{n}", graphs.start(n))
+def serve_until(url: str, target: str, expected: list[str]) -> str:
+    """Run ``flowpoint worker TARGET`` until the runs have ``expected`` statuses; its stderr."""
 
     async def statuses() -> list[str]:
         async with RunQueue.open(url) as queue:
             return [run.status.value for run in await queue.runs()]
 
-    asyncio.run(submit())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     env.pop("FLOWPOINT_STORE", None)
-    command = [sys.executable, "-m", "flowpoint.cli", "worker", "tests.queue.graphs:SERVED"]
+    command = [sys.executable, "-m", "flowpoint.cli", "worker", target]
     child = subprocess.Popen(
         [*command, "--store", url, "--concurrency", "2"],
         cwd=ROOT,
@@ -120,7 +114,7 @@ def test_worker_serves_the_queue_until_sigterm(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while asyncio.run(statuses()) != ["done"] * 3:
+        while asyncio.run(statuses()) != expected:
             assert time.monotonic() < deadline, "the worker never finished the runs"
             time.sleep(0.1)
         child.send_signal(signal.SIGTERM)
@@ -128,8 +122,33 @@ def test_worker_serves_the_queue_until_sigterm(tmp_path: Path) -> None:
     finally:
         child.kill()
     assert child.returncode == 0, stderr
+    return stderr
+
+
+def test_worker_serves_the_queue_until_sigterm(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "runs.db")
+
+    async def submit() -> None:
+        async with RunQueue.open(url) as queue:
+            for n in range(3):
+                await queue.submit(graphs.SERVED, f"t{n}", graphs.start(n))
+
+    asyncio.run(submit())
+    stderr = serve_until(url, "tests.queue.graphs:SERVED", ["done"] * 3)
     assert f"serves chain (0x{graphs.SERVED.hash_u64():016x}) from {url}" in stderr
     assert "run 't0' epoch 1: done" in stderr
+
+
+def test_worker_applies_the_interrupts_of_a_runner(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "runs.db")
+
+    async def submit() -> None:
+        async with RunQueue.open(url) as queue:
+            await queue.submit(graphs.approval(), "ticket", {"ticket": 7})
+
+    asyncio.run(submit())
+    stderr = serve_until(url, "tests.queue.graphs:APPROVAL_RUNNER", ["interrupted"])
+    assert "run 'ticket' epoch 1: interrupted" in stderr
 
 
 def test_worker_refuses_what_it_cannot_load(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flowpoint import END, START, BuiltGraph, Graph, NodeContext
+from flowpoint import END, START, BuiltGraph, Graph, InMemoryBlobStore, NodeContext, Runner
 
 NODES = ("n1", "n2", "n3", "n4", "n5")
 
@@ -67,3 +67,5 @@ def start(n: int = 0) -> dict[str, Any]:
 
 SERVED = chain()
 """What ``flowpoint worker tests.queue.graphs:SERVED`` serves."""
+APPROVAL_RUNNER = Runner(approval(), InMemoryBlobStore(), interrupt_before=["send"])
+"""A runner whose interrupts ``flowpoint worker tests.queue.graphs:APPROVAL_RUNNER`` applies."""

@@ -197,8 +197,9 @@ def logged(log: Path) -> list[tuple[str, str]]:
     return [tuple(line.split()[:2]) for line in log.read_text().splitlines()]  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_sigterm_finishes_the_nodes_in_flight_and_releases_the_runs(
-    queue: RunQueue, queue_url: str, tmp_path: Path
+    queue: RunQueue, queue_url: str, tmp_path: Path, signum: signal.Signals
 ) -> None:
     log = tmp_path / "side-effects.txt"
     slow = graphs.chain(delay=0.4)
@@ -211,7 +212,7 @@ async def test_sigterm_finishes_the_nodes_in_flight_and_releases_the_runs(
             return len(await queue.runs(status="running")) == 2
 
         await wait_for(both_running)
-        child.send_signal(signal.SIGTERM)
+        child.send_signal(signum)
         assert await asyncio.to_thread(child.wait, 30) == 0
     finally:
         child.kill()

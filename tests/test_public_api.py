@@ -105,8 +105,8 @@ def test_importing_flowpoint_imports_no_backend() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert (
-        out.stdout.strip() == "['flowpoint.stores._base', 'flowpoint.stores._registry', "
-        "'flowpoint.stores.memory']"
+        out.stdout.strip() == "['flowpoint.stores._base', 'flowpoint.stores._fenced', "
+        "'flowpoint.stores._registry', 'flowpoint.stores.memory']"
     )
 
 

@@ -115,10 +115,17 @@ async def test_a_worker_that_lost_its_lease_saves_nothing_more_of_the_run(
     gated = g.build()
     await queue.submit(gated, "t", {})
 
+    beat = queue._heartbeat
+    beats = 0
+
     async def partitioned(*args: Any) -> Any:
+        nonlocal beats
+        beats += 1
+        if beats == 1:
+            return await beat(*args)  # it registers, then never renews its leases
         raise StorageError("the network is down")
 
-    monkeypatch.setattr(queue, "_heartbeat", partitioned)  # its leases are never renewed
+    monkeypatch.setattr(queue, "_heartbeat", partitioned)
     # One slot: the stale run holds it, so the other worker is the one to take the run over.
     worker = Worker(queue, graphs=[gated], concurrency=1, lease=timedelta(seconds=0.5))
     caplog.set_level(logging.INFO, "flowpoint.worker")
@@ -161,6 +168,13 @@ async def test_stop_finishes_the_node_in_flight_and_releases_the_run(queue: RunQ
     await Worker(queue, graphs=[slow]).arun(until_idle=True)
     assert await queue.status("t") == "done"
     assert (await final_state(queue, "t", slow))["visited"] == list(graphs.NODES)
+
+
+async def test_a_worker_that_cannot_reach_its_queue_fails_at_once(tmp_path: Path) -> None:
+    queue = RunQueue.open(f"sqlite:///{tmp_path / 'no-such-dir' / 'runs.db'}")
+    with pytest.raises(StorageError, match="unable to open database file"):
+        await Worker(queue, graphs=[CHAIN]).arun()
+    await queue.close()
 
 
 def test_a_worker_refuses_what_it_cannot_serve() -> None:

@@ -124,7 +124,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         try:
-            await self._beat()  # registered before the first claim
+            # Registered before the first claim; a queue it cannot reach fails here.
+            await self._beat(strict=True)
             beat = asyncio.create_task(self._beat_forever(), name="flowpoint-heartbeat")
             listen = asyncio.create_task(
                 self.queue._listen(self._wake.set), name="flowpoint-listen"
@@ -324,8 +325,11 @@ class Worker:
             await asyncio.sleep(self.lease / _RENEWALS_PER_LEASE)
             await self._beat()
 
-    async def _beat(self) -> None:
-        """Renew this worker's registration and leases; stop the runs whose lease is lost."""
+    async def _beat(self, *, strict: bool = False) -> None:
+        """Renew this worker's registration and leases; stop the runs whose lease is lost.
+
+        A failure is logged (the next beat tries again) unless ``strict``.
+        """
         held = {
             (claim.trace_id, claim.epoch): (task, claim)
             for task, claim in self._tasks.items()
@@ -341,6 +345,8 @@ class Worker:
                 list(held),
             )
         except StorageError as exc:
+            if strict:
+                raise
             _log.warning("flowpoint: %s could not renew its leases: %s", self.worker_id, exc)
             return
         for key, (task, claim) in held.items():

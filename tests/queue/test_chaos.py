@@ -32,7 +32,7 @@ RUNS = 60
 WORKERS = 3
 CONCURRENCY = 4
 DELAY = 0.1  # seconds per node
-LEASE = 1.5  # seconds
+LEASE = 2.0  # seconds
 
 
 async def until(condition: Any, what: str, timeout: float = 60.0) -> None:  # noqa: ASYNC109
@@ -106,8 +106,14 @@ async def test_workers_killed_and_paused_lose_no_run_and_write_nothing_stale(
         await until(lambda: _at_least(done, 8), "some runs are done")
         await until(lambda: holds_runs(killed), "the first worker holds runs")
         killed.send_signal(signal.SIGKILL)
-        await until(lambda: holds_runs(paused), "the second worker holds runs")
-        await pause(paused, queue_url)
+        for _ in range(20):
+            await until(lambda: holds_runs(paused), "the second worker holds runs")
+            await pause(paused, queue_url)
+            if await holds_runs(paused):
+                break  # paused with runs in flight
+            os.kill(paused.pid, signal.SIGCONT)
+        else:
+            pytest.fail("the second worker could not be paused holding runs")
         await asyncio.sleep(LEASE * 3)  # past its lease: the third worker takes its runs over
         os.kill(paused.pid, signal.SIGCONT)
         await until(lambda: _at_least(done, RUNS), "every run is done")

@@ -200,6 +200,8 @@ class Worker:
         assert self._wake is not None
         hashes = list(self._graphs)
         while not self._stopping:
+            # Cleared before the claim: a run that ends meanwhile wakes the wait below.
+            self._wake.clear()
             free = self.concurrency - len(self._tasks)
             claims: list[Claim] = []
             if free > 0:
@@ -213,7 +215,6 @@ class Worker:
                 return
             if claims and len(claims) < free:
                 continue  # perhaps more arrived meanwhile; an empty claim will wait
-            self._wake.clear()
             # Woken by a notification, a run that ended, or stop(); else poll, jittered.
             timeout = self.poll_interval * random.uniform(0.5, 1.5)
             with contextlib.suppress(TimeoutError):

@@ -26,6 +26,7 @@ from flowpoint import (
     TypedCheckpointStore,
     Worker,
 )
+from tests.harnesses import HARNESSES
 from tests.queue import graphs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -268,3 +269,29 @@ async def test_a_second_sigterm_stops_at_once_and_the_lease_expires(
     assert run.status == "running"  # until its lease expires; then any worker requeues it
     await asyncio.sleep(1.5)
     assert [c.trace_id for c in await queue._claim("next", [slow.hash_u64()], 1, 30.0)] == ["t"]
+
+
+@pytest.fixture
+async def postgres_url() -> Any:
+    harness = await HARNESSES["postgres"]()
+    try:
+        yield harness.store_url()
+    finally:
+        await harness.cleanup()
+
+
+async def test_a_postgres_worker_wakes_on_notify_not_on_its_poll(postgres_url: str) -> None:
+    async with RunQueue.open(postgres_url) as queue:
+        worker = Worker(queue, graphs=[CHAIN], poll_interval=timedelta(minutes=10))
+        serving = asyncio.create_task(worker.arun())
+        try:
+            await asyncio.sleep(1.0)  # it has claimed nothing, and now waits
+            await queue.submit(CHAIN, "t", graphs.start())
+
+            async def done() -> bool:
+                return await queue.status("t") == "done"
+
+            await wait_for(done)  # 30 s at most: long before its next poll
+        finally:
+            worker.stop()
+            await serving

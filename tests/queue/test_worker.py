@@ -190,8 +190,14 @@ def test_a_worker_refuses_what_it_cannot_serve() -> None:
         Worker(queue, graphs=[CHAIN], interrupt_before=["nope"])
     with pytest.raises(ValueError, match="concurrency"):
         Worker(queue, graphs=[CHAIN], concurrency=0)
-    with pytest.raises(ValueError, match="lease"):
+    with pytest.raises(ValueError, match="lease must be a positive length"):
         Worker(queue, graphs=[CHAIN], lease=timedelta(0))
+    with pytest.raises(TypeError, match="lease must be a timedelta"):
+        Worker(queue, graphs=[CHAIN], lease=30)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="poll_interval must be a timedelta"):
+        Worker(queue, graphs=[CHAIN], poll_interval=1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="poll_interval must be a positive length"):
+        Worker(queue, graphs=[CHAIN], poll_interval=timedelta(seconds=-1))
     with pytest.raises(TypeError, match="RunQueue"):
         Worker("sqlite:///x.db", graphs=[CHAIN])  # type: ignore[arg-type]
 

@@ -42,12 +42,12 @@ __all__ = [
     "RunQueue",
     "RunStatus",
     "Settlement",
-    "check_lease",
     "claim_from_row",
     "error_text",
     "existing_run",
     "not_resumable",
     "outside_the_queue",
+    "positive_seconds",
     "run_from_row",
     "signed64",
 ]
@@ -406,11 +406,11 @@ def signed64(unsigned: int) -> int:
     return unsigned - _UINT64 if unsigned > _INT64_MAX else unsigned
 
 
-def check_lease(lease: float) -> float:
-    """``lease`` seconds, if a usable length."""
-    if not math.isfinite(lease) or lease <= 0:
-        raise ValueError(f"a lease lasts a positive number of seconds, not {lease!r}")
-    return lease
+def positive_seconds(name: str, seconds: float) -> float:
+    """``seconds``, if a finite, positive length of time; else ``ValueError`` naming ``name``."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{name} must be a positive length of time, not {seconds!r} s")
+    return seconds
 
 
 def error_text(error: str) -> str:

@@ -23,7 +23,14 @@ from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.errors import CheckpointStoreError, GraphDefinitionError, LeaseLost, StorageError
 from flowpoint.graph._builder import BuiltGraph, Graph
 from flowpoint.graph._runner import Runner
-from flowpoint.queue._base import Claim, RunQueue, RunStatus, Settlement, check_lease, error_text
+from flowpoint.queue._base import (
+    Claim,
+    RunQueue,
+    RunStatus,
+    Settlement,
+    error_text,
+    positive_seconds,
+)
 from flowpoint.queue._fencing import LeasedStore
 from flowpoint.stores._fenced import Fence
 from flowpoint.typed import TypedCheckpointStore
@@ -78,13 +85,14 @@ class Worker:
             raise TypeError(f"a Worker takes a RunQueue, not {type(queue).__name__}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
-        if not isinstance(lease, timedelta):
-            raise TypeError(f"lease must be a timedelta, not {lease!r}")
+        for name, value in (("lease", lease), ("poll_interval", poll_interval)):
+            if not isinstance(value, timedelta) and (name == "lease" or value is not None):
+                raise TypeError(f"{name} must be a timedelta, not {value!r}")
         self.queue = queue
         self.concurrency = concurrency
-        self.lease = check_lease(lease.total_seconds())
+        self.lease = positive_seconds("lease", lease.total_seconds())
         poll = queue.poll_interval if poll_interval is None else poll_interval.total_seconds()
-        self.poll_interval = check_lease(poll)
+        self.poll_interval = positive_seconds("poll_interval", poll)
         self._graphs = _by_fingerprint(graphs)
         self._codecs = {
             fingerprint: SerdeCheckpointCodec(graph.state_type)

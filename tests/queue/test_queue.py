@@ -129,6 +129,20 @@ async def test_unknown_runs_and_statuses(queue: RunQueue) -> None:
         await queue.resume("nobody")
     with pytest.raises(ValueError, match="unknown run status 'paused'"):
         await queue.runs(status="paused")
+    for limit in (0, "10", True):
+        with pytest.raises(ValueError, match="limit must be an int"):
+            await queue.runs(limit=limit)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTraceId):
+        await queue.status("bad\ttrace")
+
+
+async def test_an_update_that_cannot_be_stored_is_refused(queue: RunQueue) -> None:
+    await queue.submit(CHAIN, "t", graphs.start())
+    [held] = await claim(queue)
+    await queue._settle(held, Settlement(RunStatus.INTERRUPTED))
+    with pytest.raises(TypeError, match="the update of run 't' cannot be stored"):
+        await queue.resume("t", {"n": object()})
+    assert await queue.status("t") == "interrupted"
 
 
 def test_a_queue_lives_in_sqlite_or_postgresql() -> None:

@@ -93,11 +93,14 @@ _REGISTER_GRAPH: Final = (
     "INSERT INTO flowpoint_worker_graphs (worker_id, graph_hash) VALUES (?, ?)"
     " ON CONFLICT DO NOTHING"
 )
+# Workers whose registration ran out (the heartbeat), or the one leaving (unregister).
+_EXPIRED: Final = f"expires_at <= {NOW}"
+_LEAVING: Final = "worker_id = ?"
 _FORGET_GRAPHS: Final = (
     "DELETE FROM flowpoint_worker_graphs WHERE worker_id IN"
-    f" (SELECT worker_id FROM flowpoint_workers WHERE expires_at <= {NOW} OR worker_id = ?)"
+    " (SELECT worker_id FROM flowpoint_workers WHERE {})"
 )
-_FORGET_WORKERS: Final = f"DELETE FROM flowpoint_workers WHERE expires_at <= {NOW} OR worker_id = ?"
+_FORGET_WORKERS: Final = "DELETE FROM flowpoint_workers WHERE {}"
 _SETTLE: Final = (
     "UPDATE flowpoint_runs SET status = ?, attempts = attempts + ?, error = ?, owner = NULL,"
     " lease_expires_at = NULL,"
@@ -255,6 +258,8 @@ class SqliteRunQueue(RunQueue):
     ) -> set[tuple[TraceId, int]]:
         def beat(conn: sqlite3.Connection, _: None) -> set[tuple[TraceId, int]]:
             with write_transaction(conn):
+                conn.execute(_FORGET_GRAPHS.format(_EXPIRED))
+                conn.execute(_FORGET_WORKERS.format(_EXPIRED))
                 conn.execute(_REGISTER, (worker, host, pid, lease))
                 conn.executemany(_REGISTER_GRAPH, [(worker, signed64(g)) for g in graphs])
                 renewed = {(TraceId(t), e) for t, e in conn.execute(_RENEW, (lease, worker))}
@@ -285,8 +290,8 @@ class SqliteRunQueue(RunQueue):
     async def _unregister(self, worker: str) -> None:
         def unregister(conn: sqlite3.Connection, _: None) -> None:
             with write_transaction(conn):
-                conn.execute(_FORGET_GRAPHS, (worker,))
-                conn.execute(_FORGET_WORKERS, (worker,))
+                conn.execute(_FORGET_GRAPHS.format(_LEAVING), (worker,))
+                conn.execute(_FORGET_WORKERS.format(_LEAVING), (worker,))
 
         await self._do("unregister", unregister, None)
 

@@ -83,6 +83,30 @@ async def test_an_interrupted_run_holds_no_worker_until_resumed(queue: RunQueue)
     }
 
 
+async def test_parallel_branches_save_their_pending_writes_under_the_lease(
+    queue: RunQueue,
+) -> None:
+    g = Graph("branches", state=dict)
+    g.add_node("plan", lambda state: {"plan": 1})
+    g.add_node("web", lambda state: {"web": state["plan"] + 1})
+    g.add_node("docs", lambda state: {"docs": state["plan"] + 2})
+    g.add_node("write", lambda state: {"text": state["web"] + state["docs"]})
+    g.add_edge(START, "plan")
+    g.add_edge("plan", "web")
+    g.add_edge("plan", "docs")
+    g.add_edge(["web", "docs"], "write")
+    g.add_edge("write", END)
+    branches = g.build()
+    await queue.submit(branches, "t", {})
+    await Worker(queue, graphs=[branches]).arun(until_idle=True)
+    assert await queue.status("t") == "done"
+    assert (await final_state(queue, "t", branches))["text"] == 5
+    history = await queue.store.history("t")
+    [fan_out] = [info for info in history if info.current_node == "docs, web"]
+    writes = await queue.store.load_writes(fan_out.checkpoint_id)
+    assert sorted(write.task_id for write in writes) == ["docs", "web"]
+
+
 async def test_a_run_whose_node_raises_is_failed_with_the_error(queue: RunQueue) -> None:
     failing = graphs.failing()
     await queue.submit(failing, "t", {"n": 3})

@@ -12,6 +12,7 @@ import flowpoint
 import flowpoint.checkpoint
 import flowpoint.graph._fingerprint
 import flowpoint.graph._policies
+import flowpoint.graph._retry
 import flowpoint.ids
 import flowpoint.stores._registry
 
@@ -19,6 +20,7 @@ PUBLIC_NAMES = {
     "END",
     "START",
     "BuiltGraph",
+    "Command",
     "Graph",
     "GraphDefinitionError",
     "InvalidRoute",
@@ -30,6 +32,7 @@ PUBLIC_NAMES = {
     "RunQueue",
     "RunStatus",
     "Worker",
+    "MigrationFailed",
     "NodeContext",
     "RecursionLimitReached",
     "RetentionPolicy",
@@ -39,6 +42,17 @@ PUBLIC_NAMES = {
     "TraceNotFound",
     "TriggerPolicy",
     "WorkflowError",
+    "CheckpointSaved",
+    "Interrupted",
+    "InterruptOutsideNode",
+    "InvalidInterrupt",
+    "NoPendingInterrupt",
+    "NodeFinished",
+    "NodeStarted",
+    "Retry",
+    "RunEvent",
+    "RunFinished",
+    "interrupt",
     "BlobCheckpointStore",
     "Checkpoint",
     "CheckpointBlob",
@@ -91,10 +105,17 @@ def test_error_tree() -> None:
         flowpoint.RecursionLimitReached,
         flowpoint.TraceNotFound,
         flowpoint.RunConflict,
+        flowpoint.MigrationFailed,
+        flowpoint.InterruptOutsideNode,
+        flowpoint.InvalidInterrupt,
+        flowpoint.NoPendingInterrupt,
     ):
         assert issubclass(error, flowpoint.WorkflowError)
     assert issubclass(flowpoint.GraphDefinitionError, ValueError)
     assert issubclass(flowpoint.TraceNotFound, LookupError)
+    assert issubclass(flowpoint.InterruptOutsideNode, RuntimeError)
+    assert issubclass(flowpoint.InvalidInterrupt, TypeError)
+    assert issubclass(flowpoint.NoPendingInterrupt, ValueError)
 
 
 def test_importing_flowpoint_imports_no_backend() -> None:
@@ -118,6 +139,7 @@ def test_importing_flowpoint_imports_no_backend() -> None:
         flowpoint.stores._registry,
         flowpoint.graph._fingerprint,
         flowpoint.graph._policies,
+        flowpoint.graph._retry,
     ],
 )
 def test_docstring_examples(module: object) -> None:
@@ -135,4 +157,19 @@ def test_errors_carry_their_fields_through_copies() -> None:
     assert copy.copy(flowpoint.LeaseLost("t", 4)).epoch == 4
     refused = flowpoint.RunConflict("t", "done", "why")
     assert (copy.copy(refused).status, str(copy.copy(refused))) == ("done", str(refused))
+    listed = copy.copy(flowpoint.GraphMismatch(1, 2, "hint", migrations=(3, 4)))
+    assert listed.migrations == (3, 4)
+    assert listed.hint == "hint"
+    assert "0x0000000000000003, 0x0000000000000004" in str(listed)
+    failed = copy.copy(flowpoint.MigrationFailed("t", 5, "m.f", "reason"))
+    assert (failed.trace_id, failed.from_hash, failed.migration, failed.reason) == (
+        "t",
+        5,
+        "m.f",
+        "reason",
+    )
     assert str(copy.copy(conflict)) == str(conflict)
+    asked = flowpoint.InvalidInterrupt("publish", "not plain data")
+    assert (copy.copy(asked).task, copy.copy(asked).reason) == ("publish", "not plain data")
+    assert copy.copy(flowpoint.NoPendingInterrupt("t-1")).trace_id == "t-1"
+    assert str(copy.copy(flowpoint.InterruptOutsideNode())).startswith("interrupt() was called")

@@ -14,10 +14,14 @@ Every error a load or a save can raise, for any bytes a store returns, is a
 
     WorkflowError
      ├── GraphDefinitionError also a ValueError: the graph cannot be built as declared
-     ├── InvalidRoute         a router returned a target it did not declare
+     ├── InvalidRoute         a router or a Command chose a target it did not declare
      ├── InvalidUpdate        a node or a resume returned an update that does not fit the state
      ├── RecursionLimitReached a run executed more supersteps than its limit allows
      ├── TraceNotFound        also a LookupError: nothing to resume or fork
+     ├── MigrationFailed      a trace's checkpoint could not be moved onto the current graph
+     ├── InterruptOutsideNode also a RuntimeError: interrupt() called where no node runs
+     ├── InvalidInterrupt     also a TypeError: an interrupt's payload or answer cannot be stored
+     ├── NoPendingInterrupt   also a ValueError: resume(value=...) on a trace not paused in a node
      └── RunConflict          the run queue cannot do this to the run as it stands
 
 Errors carry the facts as attributes; their messages are built from them.
@@ -26,6 +30,7 @@ Errors carry the facts as attributes; their messages are built from them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Literal
 from uuid import UUID
 
 __all__ = [
@@ -35,10 +40,14 @@ __all__ = [
     "CorruptCheckpoint",
     "GraphDefinitionError",
     "GraphMismatch",
+    "InterruptOutsideNode",
+    "InvalidInterrupt",
     "InvalidRoute",
     "InvalidTraceId",
     "InvalidUpdate",
     "LeaseLost",
+    "MigrationFailed",
+    "NoPendingInterrupt",
     "RecursionLimitReached",
     "RunConflict",
     "StorageError",
@@ -55,21 +64,35 @@ class GraphMismatch(CheckpointStoreError):
     """The stored graph hash is not the one the caller expects.
 
     Raised before any state is decoded: a checkpoint written by one graph is never
-    resumed on another.
+    resumed on another. ``migrations`` lists the graph hashes the expected graph
+    declares migrations from (see ``Graph.migration``), when there are some but
+    none from ``actual``; the message names them.
     """
 
-    def __init__(self, expected: int, actual: int, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        expected: int,
+        actual: int,
+        hint: str | None = None,
+        migrations: tuple[int, ...] = (),
+    ) -> None:
         self.expected = expected
         self.actual = actual
         self.hint = hint
+        self.migrations = tuple(migrations)
         message = (
             f"graph mismatch: the checkpoint was written by graph 0x{actual:016x}, "
             f"but the caller expects graph 0x{expected:016x}"
         )
+        if self.migrations:
+            listed = ", ".join(f"0x{one:016x}" for one in self.migrations)
+            message += f" (it has migrations from {listed} only)"
         super().__init__(f"{message}; {hint}" if hint else message)
 
-    def __reduce__(self) -> tuple[type[GraphMismatch], tuple[int, int, str | None]]:
-        return (type(self), (self.expected, self.actual, self.hint))
+    def __reduce__(
+        self,
+    ) -> tuple[type[GraphMismatch], tuple[int, int, str | None, tuple[int, ...]]]:
+        return (type(self), (self.expected, self.actual, self.hint, self.migrations))
 
 
 class CheckpointConflict(CheckpointStoreError):
@@ -146,33 +169,63 @@ class GraphDefinitionError(WorkflowError, ValueError):
 
 
 class InvalidRoute(WorkflowError):
-    """A router returned a target it did not declare, or a ``Send`` that cannot run.
+    """A router or a node's ``Command`` chose a target it did not declare, or a bad ``Send``.
 
-    ``reason`` says what is wrong with a route that names a declared target (a
-    ``Send`` whose argument cannot be stored or does not fit the node); it is
-    ``None`` for an undeclared target.
+    ``kind`` says who chose: ``"router"`` (the router after ``node``) or
+    ``"command"`` (``node`` returned a ``Command``; ``route`` is the target it
+    chose and ``targets`` the node's declared ``goto`` targets). ``reason`` says
+    what is wrong with a route that names a declared target (a ``Send`` whose
+    argument cannot be stored or does not fit the node); it is ``None`` for an
+    undeclared target.
     """
 
     def __init__(
-        self, node: str, route: object, targets: tuple[str, ...], reason: str | None = None
+        self,
+        node: str,
+        route: object,
+        targets: tuple[str, ...],
+        reason: str | None = None,
+        *,
+        kind: Literal["router", "command"] = "router",
     ) -> None:
         self.node = node
         self.route = route
         self.targets = targets
         self.reason = reason
-        if reason is None:
+        self.kind = kind
+        who = f"the router after node {node!r}" if kind == "router" else f"node {node!r}"
+        chose = (
+            f"returned {route!r:.80}"
+            if kind == "router"
+            else f"returned a Command to {route!r:.80}"
+        )
+        if reason is not None:
+            message = f"{who} {chose}: {reason}"
+        elif kind == "router":
+            message = f"{who} {chose}, which is not one of its declared targets {list(targets)}"
+        elif not targets:
             message = (
-                f"the router after node {node!r} returned {route!r:.80}, which is not one of "
-                f"its declared targets {list(targets)}"
+                f"{who} {chose}, but declares no goto targets "
+                f"(declare them: add_node({node!r}, ..., goto=[...]))"
             )
         else:
-            message = f"the router after node {node!r} returned {route!r:.80}: {reason}"
+            message = (
+                f"{who} {chose}, which is not one of its declared goto targets {list(targets)}"
+            )
         super().__init__(message)
 
-    def __reduce__(
-        self,
-    ) -> tuple[type[InvalidRoute], tuple[str, object, tuple[str, ...], str | None]]:
-        return (type(self), (self.node, self.route, self.targets, self.reason))
+    def __reduce__(self) -> tuple[Callable[..., InvalidRoute], tuple[Any, ...]]:
+        return (_invalid_route, (self.node, self.route, self.targets, self.reason, self.kind))
+
+
+def _invalid_route(
+    node: str,
+    route: object,
+    targets: tuple[str, ...],
+    reason: str | None,
+    kind: Literal["router", "command"],
+) -> InvalidRoute:
+    return InvalidRoute(node, route, targets, reason, kind=kind)
 
 
 class InvalidUpdate(WorkflowError, TypeError):
@@ -245,3 +298,77 @@ class RunConflict(WorkflowError):
 
     def __reduce__(self) -> tuple[type[RunConflict], tuple[str, str, str]]:
         return (type(self), (self.trace_id, self.status, self.reason))
+
+
+class MigrationFailed(WorkflowError):
+    """A trace's latest checkpoint could not be moved onto the current graph by its migrations.
+
+    ``reason`` says why: the migration function raised (its exception is the
+    ``__cause__``) or returned a state that does not fit the next state type, the
+    stored state does not decode as the migration's ``state``, or the stored
+    position names a node the current graph does not have and ``nodes=`` does not
+    map. ``from_hash`` is the graph hash the checkpoint was written with,
+    ``migration`` the qualified name of the migration function at fault (``None``
+    when no function is). Nothing of the trace is written when this is raised.
+    """
+
+    def __init__(self, trace_id: str, from_hash: int, migration: str | None, reason: str) -> None:
+        self.trace_id = trace_id
+        self.from_hash = from_hash
+        self.migration = migration
+        self.reason = reason
+        by = f" by {migration}" if migration else ""
+        super().__init__(
+            f"trace {trace_id!r} (graph 0x{from_hash:016x}) cannot be migrated{by}: {reason}"
+        )
+
+    def __reduce__(self) -> tuple[type[MigrationFailed], tuple[str, int, str | None, str]]:
+        return (type(self), (self.trace_id, self.from_hash, self.migration, self.reason))
+
+
+class InterruptOutsideNode(WorkflowError, RuntimeError):
+    """:func:`~flowpoint.interrupt` was called where no node of a run is running.
+
+    It pauses the node that calls it, so it works only in a node's own code (sync
+    or async, in the node's task or worker thread), not in a router, nor in a
+    task or thread the node starts itself.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "interrupt() was called outside a running node; call it in the code of a node "
+            "that a Runner runs"
+        )
+
+    def __reduce__(self) -> tuple[type[InterruptOutsideNode], tuple[()]]:
+        return (type(self), ())
+
+
+class InvalidInterrupt(WorkflowError, TypeError):
+    """An interrupt's payload, or the answer given to it, cannot be stored.
+
+    Both are kept in the checkpoint as plain data (what MessagePack holds); ``task``
+    names the task whose interrupt it is, ``reason`` what is wrong.
+    """
+
+    def __init__(self, task: str, reason: str) -> None:
+        self.task = task
+        self.reason = reason
+        super().__init__(f"the interrupt of task {task!r} cannot be stored: {reason}")
+
+    def __reduce__(self) -> tuple[type[InvalidInterrupt], tuple[str, str]]:
+        return (type(self), (self.task, self.reason))
+
+
+class NoPendingInterrupt(WorkflowError, ValueError):
+    """``resume(trace, value=...)`` on a trace whose latest checkpoint awaits no answer."""
+
+    def __init__(self, trace_id: str) -> None:
+        self.trace_id = trace_id
+        super().__init__(
+            f"trace {trace_id!r} is not paused by interrupt(): there is nothing to answer "
+            f"with value=; resume it without one (or with update=)"
+        )
+
+    def __reduce__(self) -> tuple[type[NoPendingInterrupt], tuple[str]]:
+        return (type(self), (self.trace_id,))

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -25,9 +26,12 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from flowpoint import Checkpoint, CheckpointBlob, KeyRing, SyncCheckpointStore, open_store
+from flowpoint.blob import PendingWrite
 from flowpoint.cli._app import app
 from flowpoint.cli._demo import run_demo
+from flowpoint.ids import CheckpointId
 from tests.harnesses.base import unavailable
+from tests.harnesses.file import FileHarness
 
 GRAPH = 0x5EA7C0DE0BADF00D
 TRACES = {"alpha": 3, "beta/one": 2}
@@ -282,3 +286,72 @@ def one_line_error(stderr: str) -> str:
 def usage_error(stderr: str) -> str:
     """The single ``error: ...`` line of a usage error (which exits 2, as the caller checks)."""
     return one_line_error(stderr)
+
+
+def seeded_file_store(tmp_path: Path) -> tuple[str, dict[str, list[UUID]], FileHarness]:
+    """A file store holding :data:`TRACES`: its URL, its ids, and a harness to damage its files."""
+    root = tmp_path / "files"
+    url = f"file://{root}"
+    ids = make_store(url)
+    harness = FileHarness()
+    shutil.rmtree(harness.root)
+    harness.root = str(root)
+    return url, ids, harness
+
+
+PARALLEL_TRACE = "fan/out"
+
+
+@dataclass
+class Parallel:
+    """A trace whose fan-out failed in one branch: its first checkpoint holds pending writes."""
+
+    url: str
+    ids: list[UUID]
+    """The trace's checkpoint ids by step; the writes are attached to the last one."""
+
+    @property
+    def with_writes(self) -> UUID:
+        return self.ids[-1]
+
+
+def make_parallel(url: str, ring: KeyRing | None = None) -> Parallel:
+    """Run a graph whose superstep runs ``web``, ``docs`` and two Sends; ``docs`` raises.
+
+    The checkpoint the superstep started from then holds four pending writes: the
+    updates of ``web``, ``summarise#0`` and ``summarise#1``, and the error of ``docs``.
+    """
+    from flowpoint import Graph, Runner, Send, SerdeCheckpointCodec, TypedCheckpointStore
+    from flowpoint.graph import END, START
+
+    def docs(state: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("docs down")
+
+    def route(state: dict[str, Any]) -> list[str | Send]:
+        return ["web", "docs", Send("summarise", {"n": 1}), Send("summarise", {"n": 2})]
+
+    g = Graph("fan", state=dict)
+    g.add_node("plan", lambda state: None).add_node("docs", docs)
+    g.add_node("web", lambda state: {"web": "3 pages"})
+    g.add_node("summarise", lambda arg: {f"summary{arg['n']}": "short"})
+    g.add_edge(START, "plan").add_conditional_edges("plan", route, ["web", "docs", "summarise"])
+    g.add_edge(["web", "docs"], END).add_edge("summarise", END)
+
+    async def run() -> list[UUID]:
+        async with open_store(url) as blobs:
+            store = TypedCheckpointStore(blobs, SerdeCheckpointCodec(dict, encryption=ring))
+            with pytest.raises(RuntimeError, match="docs down"):
+                await Runner(g, store).run(PARALLEL_TRACE, {"topic": "x"})
+            return [info.checkpoint_id for info in reversed(await blobs.history(PARALLEL_TRACE))]
+
+    return Parallel(url, asyncio.run(run()))
+
+
+def writes_of(url: str, checkpoint_id: UUID) -> list[PendingWrite]:
+    """The pending writes of a checkpoint, as stored."""
+
+    async def load() -> list[PendingWrite]:
+        async with open_store(url) as store:
+            return await store.load_writes(CheckpointId(checkpoint_id))
+
+    return asyncio.run(load())

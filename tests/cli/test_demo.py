@@ -19,15 +19,24 @@ def test_demo_runs_pauses_resumes_lists_and_refuses_a_changed_graph(tmp_path: Pa
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     result = CliRunner().invoke(app, ["demo", "--store", url])
     assert result.exit_code == 0, result.output
-    assert "interrupted after 8 nodes" in result.output
+    assert "interrupted after 9 nodes" in result.output
+    assert "publish asks: Publish this draft?" in result.output
     assert "done after 1 more node(s)" in result.output
+    # The events are printed as they stream: each node's line, then its checkpoint.
+    lines = result.output.splitlines()
+    plan = next(n for n, line in enumerate(lines) if "▸ plan" in line)
+    assert "step 1 saved" in lines[plan + 1]
     assert "refused:" in result.output
-    assert "fork it onto this graph" in result.output
+    # The refusal says what to do; the console wraps it where it likes.
+    said = " ".join(result.output.split())
+    assert "declare a migration from its graph (@graph.migration(from_hash=0x" in said
+    assert "or fork it onto this graph" in said
     with SyncCheckpointStore.open(url, Research) as store:
         history = store.history(TRACE)
-        assert [info.step for info in history] == list(range(10, -1, -1))
-        assert history[1].metadata["source"] == "update"
-        assert history[1].metadata["update"] == '{"approved":true}'
+        assert [info.step for info in history] == list(range(11, -1, -1))
+        assert history[1].metadata["source"] == "resume"
+        assert history[1].metadata["answer"] == "true"
+        assert history[2].metadata["source"] == "interrupt"
         final = store.load_latest(TRACE, None)
         assert final is not None
         assert final.current_node is None
@@ -95,7 +104,7 @@ def test_the_demo_prints_ids_the_commands_take(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--store", url], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     rows = re.findall(r"^│ (\d+) .*│ ([0-9a-f-]+) +│$", result.stdout, re.MULTILINE)
-    assert [int(step) for step, _ in rows] == list(range(11))
+    assert [int(step) for step, _ in rows] == list(range(12))
     for step, printed in rows:
         shown = CliRunner().invoke(app, ["show", printed, "--json", "--store", url])
         assert shown.exit_code == 0, shown.output
@@ -103,7 +112,7 @@ def test_the_demo_prints_ids_the_commands_take(tmp_path: Path) -> None:
     (suggested,) = [line for line in result.stdout.splitlines() if "flowpoint diff" in line]
     words = shlex.split(suggested)
     assert words[:2] == ["flowpoint", "diff"]
-    assert words[2:4] == [rows[8][1], rows[9][1]]  # before and after the human's update
+    assert words[2:4] == [rows[10][1], rows[11][1]]  # the human's answer, then publish
     assert words[4:] == ["--store", url]
     diff = CliRunner().invoke(app, words[1:])
     assert diff.exit_code == 0, diff.output

@@ -119,6 +119,36 @@ def test_a_module_may_run_an_event_loop_as_it_is_imported(project: Path) -> None
     assert result.stdout == EXPECTED
 
 
+def test_goto_targets_and_subgraphs_are_drawn(project: Path) -> None:
+    (project / "routed.py").write_text(
+        textwrap.dedent("""\
+            from flowpoint import END, START, Graph
+            from flows import g as child
+
+            def nothing(state):
+                return None
+
+            g = Graph("routed").add_node("triage", nothing, goto=["flows", END])
+            g.add_node("flows", child).add_edge(START, "triage").add_edge("flows", END)
+            """),
+        encoding="utf-8",
+    )
+    try:
+        result = invoke("graph", "routed:g")
+    finally:
+        sys.modules.pop("routed", None)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[2:] == [
+        '    n1["triage"]',
+        '    n2[["flows<br>subgraph: flows"]]',
+        '    __end__(["END"])',
+        "    __start__ --> n1",
+        '    n1 -.->|"goto"| n2',
+        '    n1 -.->|"goto"| __end__',
+        "    n2 --> __end__",
+    ]
+
+
 def test_json(project: Path) -> None:
     result = invoke("--json", "graph", "flows:graph")
     assert result.exit_code == 0, result.output

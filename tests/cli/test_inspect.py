@@ -81,7 +81,7 @@ def test_traces_as_a_subprocess_on_the_default_store(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)["traces"]
     assert row["trace_id"] == TRACE
-    assert row["checkpoints"] == 11
+    assert row["checkpoints"] == 12
 
 
 @pytest.mark.parametrize(
@@ -138,11 +138,11 @@ def test_history_pages_newest_first(tmp_path: Path) -> None:
     first = invoke("history", TRACE, "--limit", "4", "--store", url, "--json")
     assert first.exit_code == 0, first.output
     page = json.loads(first.stdout)
-    assert [row["step"] for row in page["checkpoints"]] == [10, 9, 8, 7]
-    assert page["next_before"] == 7
-    rest = invoke("history", TRACE, "--before", "7", "--limit", "50", "--store", url, "--json")
+    assert [row["step"] for row in page["checkpoints"]] == [11, 10, 9, 8]
+    assert page["next_before"] == 8
+    rest = invoke("history", TRACE, "--before", "8", "--limit", "50", "--store", url, "--json")
     page = json.loads(rest.stdout)
-    assert [row["step"] for row in page["checkpoints"]] == list(range(6, -1, -1))
+    assert [row["step"] for row in page["checkpoints"]] == list(range(7, -1, -1))
     assert page["next_before"] is None
     row = page["checkpoints"][0]
     assert set(row) == {
@@ -414,3 +414,26 @@ def test_formatting_helpers() -> None:
         "raw": "AA==",
         "3": [{"question": "q", "plan": []}],
     }
+
+
+# -- metadata ------------------------------------------------------------------------------
+
+
+def test_metadata_is_shown_sorted_by_key_whatever_order_it_was_saved_in(tmp_path: Path) -> None:
+    from flowpoint import Checkpoint, SyncCheckpointStore
+
+    url = sqlite_url(tmp_path / "meta.db")
+    saved = {"zeta": 1, "alpha": "x", "mid": True, "beta": None}
+    with SyncCheckpointStore.open(url, dict) as store:
+        checkpoint = Checkpoint.first("a", {"n": 1}, metadata=saved)
+        store.save_with_trace("t", checkpoint, GRAPH)
+    keys = sorted(saved)
+    listed = json.loads(invoke("history", "t", "--store", url, "--json").stdout)
+    assert list(listed["checkpoints"][0]["metadata"]) == keys
+    shown = json.loads(
+        invoke("show", str(checkpoint.checkpoint_id), "--store", url, "--json").stdout
+    )
+    assert list(shown["checkpoint"]["metadata"]) == keys
+    expected = "alpha=x beta=null mid=true zeta=1"
+    assert expected in invoke("history", "t", "--store", url).stdout
+    assert expected in invoke("show", str(checkpoint.checkpoint_id), "--store", url).stdout

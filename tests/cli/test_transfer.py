@@ -181,20 +181,24 @@ def test_copy_skip_corrupt_copies_the_rest_and_exits_3(seeded: Seeded, tmp_path:
     assert "warning:" not in again.stderr  # the document lists the damage
 
 
-def test_copy_skip_corrupt_skips_a_trace_it_cannot_list(seeded: Seeded, tmp_path: Path) -> None:
-    damage_sqlite_metadata(seeded.path, seeded.ids["beta/one"][0])
+def test_copy_skip_corrupt_skips_a_damaged_header_row_only(seeded: Seeded, tmp_path: Path) -> None:
+    bad = seeded.ids["beta/one"][0]
+    damage_sqlite_metadata(seeded.path, bad)
     target = sqlite_url(tmp_path / "target.db")
     stopped = invoke("copy", seeded.url, target)
     assert stopped.exit_code == 3
-    assert "trace 'beta/one' cannot be listed" in one_line_error(stopped.stderr)
+    assert f"checkpoint {bad} (trace 'beta/one', step 0) is corrupt" in one_line_error(
+        stopped.stderr
+    )
     result = invoke("copy", seeded.url, target, "--skip-corrupt", "--json")
     assert result.exit_code == 3
     report = json.loads(result.stdout)
-    assert (report["copied"], report["skipped_corrupt"]) == (3, 1)
+    assert (report["copied"], report["skipped_corrupt"]) == (4, 1)
     assert report["corrupt"][0]["trace_id"] == "beta/one"
-    assert report["corrupt"][0]["checkpoint_id"] is None
+    assert report["corrupt"][0]["checkpoint_id"] == str(bad)
     with SyncCheckpointStore.open(target) as store:
-        assert store.traces() == ["alpha"]
+        assert store.traces() == ["alpha", "beta/one"]
+        assert [info.step for info in store.history("beta/one")] == [1]
 
 
 def test_skip_corrupt_without_damage_is_a_plain_success(seeded: Seeded, tmp_path: Path) -> None:
@@ -416,7 +420,7 @@ def test_damage_anywhere_is_corruption(damage: object, fragment: str | None) -> 
 
 def test_a_bad_magic_or_version_is_not_corruption() -> None:
     raw = archive_of(blob("a", 0))
-    for other in (b"", b"not an archive at all", raw[:8] + b"\x00\x02" + raw[10:]):
+    for other in (b"", b"not an archive at all", raw[:8] + b"\x00\x03" + raw[10:]):
         with pytest.raises(ArchiveError) as caught:
             scan_archive(io.BytesIO(other))
         assert not caught.value.corrupt

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -23,9 +22,9 @@ from tests.cli.conftest import (
     invoke,
     make_store,
     one_line_error,
+    seeded_file_store,
     write_keyring,
 )
-from tests.harnesses.file import FileHarness
 
 
 def test_an_intact_store_verifies(seeded: Seeded) -> None:
@@ -90,13 +89,8 @@ def test_a_damaged_header_row_is_corrupt_too(seeded: Seeded) -> None:
 
 
 def test_a_damaged_file_store_checkpoint_is_named(tmp_path: Path) -> None:
-    root = tmp_path / "files"
-    url = f"file://{root}"
-    ids = make_store(url)
+    url, ids, harness = seeded_file_store(tmp_path)
     bad = CheckpointId(ids["beta/one"][1])
-    harness = FileHarness()
-    shutil.rmtree(harness.root)
-    harness.root = str(root)
     data = asyncio.run(harness.read_data(bad))
     asyncio.run(harness.write_data(bad, data[:-1] + bytes([data[-1] ^ 1])))
     done = flowpoint("verify", "--json", "--store", url)

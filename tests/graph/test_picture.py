@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from flowpoint import END, START, Graph, GraphDefinitionError, InMemoryBlobStore, Runner, Send
+from flowpoint import (
+    END,
+    START,
+    Graph,
+    GraphDefinitionError,
+    InMemoryBlobStore,
+    Retry,
+    Runner,
+    Send,
+)
 from flowpoint.graph._dot import RenderError, dot, find_dot, render_png
 from flowpoint.graph._mermaid import escape
 from flowpoint.graph._picture import picture
@@ -53,6 +62,15 @@ def test_a_linear_graph() -> None:
             n2 --> n3
             n3 --> __end__
         """)
+
+
+def test_a_retry_policy_is_shown_as_its_tries() -> None:
+    g = Graph("retrying").add_node("fetch", nothing, version=2, retry=Retry(max_attempts=4))
+    g.add_node("once", nothing, retry=Retry(max_attempts=1))
+    g.add_edge(START, "fetch").add_edge("fetch", "once").add_edge("once", END)
+    text = g.to_mermaid()
+    assert '    n1["fetch<br>version=2<br>up to 4 tries"]\n' in text
+    assert '    n2["once"]\n' in text
 
 
 def research() -> Graph[Any]:
@@ -182,6 +200,46 @@ def test_a_send_annotation_is_read_as_text_when_it_does_not_resolve(
         g = Graph("g").add_node("a", nothing).add_node("b", nothing).add_edge(START, "a")
         g.add_conditional_edges("a", router, ["b"]).add_edge("b", END)
         assert ('|"Send (map)"|' in g.to_mermaid()) is marked, router
+
+
+def commands_and_subgraphs() -> Graph[Any]:
+    child = Graph("deep research").add_node("search", nothing)
+    child.add_edge(START, "search").add_edge("search", END)
+    g = Graph("support").add_node("triage", nothing, goto=["refund", END])
+    g.add_node("refund", nothing).add_node("research", child, version=2)
+    g.add_edge(START, "triage").add_edge("triage", "research")
+    return g.add_edge("research", END).add_edge("refund", END)
+
+
+def test_goto_targets_are_dashed_and_subgraphs_are_marked() -> None:
+    assert commands_and_subgraphs().to_mermaid(interrupt_before=["research"]) == golden("""\
+        flowchart TD
+            __start__(["START"])
+            n1["triage"]
+            n2["refund"]
+            n3[["research<br>version=2<br>subgraph: deep research<br>interrupt before"]]
+            __end__(["END"])
+            __start__ --> n1
+            n1 --> n3
+            n1 -.->|"goto"| n2
+            n1 -.->|"goto"| __end__
+            n2 --> __end__
+            n3 --> __end__
+            classDef interrupt stroke-width:3px,stroke-dasharray:6 3
+            class n3 interrupt
+        """)
+    text = dot(picture(commands_and_subgraphs().build()))
+    assert 'n1 -> n2 [style=dashed, label="goto"];' in text
+    assert (
+        'n3 [label="research\\nversion=2\\nsubgraph: deep research", shape=box, '
+        "style=rounded, peripheries=2];"
+    ) in text
+
+
+def test_a_node_reached_only_by_goto_is_drawn() -> None:
+    g = Graph("g").add_node("a", nothing, goto=["b"]).add_node("b", nothing)
+    g.add_edge(START, "a").add_edge("b", END)
+    assert g.to_mermaid().splitlines()[2:4] == ['    n1["a"]', '    n2["b"]']
 
 
 def test_interrupts_are_marked() -> None:

@@ -23,6 +23,7 @@ from flowpoint.cli import (
     _import_langgraph,
     _inspect,
     _maintain,
+    _migrate,
     _queue,
     _transfer,
     _verify,
@@ -155,6 +156,8 @@ app.command("export")(_transfer.export)
 app.command("import")(_transfer.import_)
 app.command("graph")(_graph.graph)
 app.command("import-langgraph")(_import_langgraph.import_langgraph)
+app.command("migrate")(_migrate.migrate)
+app.command("check")(_migrate.check)
 app.command("worker")(_queue.worker)
 app.command("runs")(_queue.runs)
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import typer
@@ -29,6 +29,7 @@ from flowpoint.stores._registry import DEFAULT_STORE_URL, open_store
 
 __all__ = [
     "PROGRAM",
+    "Access",
     "CheckpointRef",
     "DebugOption",
     "JsonOption",
@@ -154,20 +155,29 @@ def local_path(url: str) -> str | None:
     return None
 
 
-@asynccontextmanager
-async def opened_store(url: str, *, must_exist: bool = True) -> AsyncIterator[BlobCheckpointStore]:
-    """Open the store at ``url``, closing it afterwards.
+Access = Literal["read", "change", "create"]
+"""How a command uses a store: only ``read`` it, ``change`` it, or ``create`` it if new."""
 
-    With ``must_exist`` (every command that reads), a SQLite file or store directory
-    that is not there is an error rather than a new, empty store made by a typo.
-    Without it, a SQLite file may be new, but its directory must be there.
+
+@asynccontextmanager
+async def opened_store(url: str, access: Access) -> AsyncIterator[BlobCheckpointStore]:
+    """Open the store at ``url`` for ``access``, closing it afterwards.
+
+    A store only read is opened read-only: nothing in it changes, no table, file
+    or key is made, and storage that is not a flowpoint store (an empty file,
+    another application's database, a text file) makes the first call fail with a
+    :class:`~flowpoint.errors.StorageError` that says so (exit 1). A SQLite file or
+    store directory that is not there is an error rather than a new, empty store
+    made by a typo, unless the command may ``create`` it; then its directory must
+    be there.
     """
-    store = open_store(url)  # an unknown scheme or a malformed URL: ValueError, exit 1
+    # An unknown scheme or a malformed URL: ValueError, exit 1.
+    store = open_store(url, read_only=access == "read")
     async with store:
         path = local_path(url)
         # Local stats: blocking, and as quick as anything the store does next.
         if path is not None and not os.path.exists(path):  # noqa: ASYNC240
-            if must_exist:
+            if access != "create":
                 fail(f"no store at {shown(url)}: {path} does not exist")
             parent = os.path.dirname(path) or "."
             sqlite = urlsplit(url).scheme.lower() == "sqlite"
@@ -182,8 +192,8 @@ async def whole_trace(store: BlobCheckpointStore, trace: TraceId | str) -> list[
 
 
 async def require_trace(store: BlobCheckpointStore, trace: str, url: str) -> None:
-    """Exit 4 unless the store holds at least one checkpoint of ``trace``."""
-    if not await store.history(trace, 1):
+    """Exit 4 unless the store holds at least one checkpoint of ``trace``, damaged or not."""
+    if not await store.history_entries(trace, 1):
         fail(f"no trace {trace!r} in {shown(url)}", ExitCode.NOT_FOUND)
 
 
@@ -330,8 +340,15 @@ def load_keyring(path: Path) -> KeyRing:
         fail(f"key ring {path}: {exc}")
 
 
-def import_state_type(spec: str) -> Any:
-    """The class ``module:Qualified.Name`` names; a usage error (exit 2) if it cannot be had."""
+def import_state_type(spec: str | None) -> Any:
+    """The class ``--type module:Qualified.Name`` names, or ``Any`` without ``--type``.
+
+    Errors are :func:`import_object`'s: call it inside :func:`~flowpoint.cli._output.run`
+    (before any event loop starts), so that a module that raises as it is imported
+    is one line too.
+    """
+    if spec is None:
+        return Any
     return import_object(spec, "'--type'", "MODULE:CLASS (such as 'myapp.states:Research')")
 
 

@@ -1,7 +1,8 @@
 """``flowpoint demo``: a research agent, checkpointed step by step.
 
-It plans, acts and reviews, pauses for a human's approval, resumes, and is refused
-when its graph changes.
+It plans, acts and reviews with its events streamed as they happen, asks a human
+for approval with ``interrupt()`` inside its publish node, resumes with the
+answer, and is refused when its graph changes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ from rich.table import Table
 
 from flowpoint.cli._common import Settings, command_line, shown, unique_prefixes
 from flowpoint.errors import GraphMismatch
-from flowpoint.graph import END, START, BuiltGraph, Graph, Runner
+from flowpoint.graph import (
+    END,
+    START,
+    BuiltGraph,
+    CheckpointSaved,
+    Graph,
+    Interrupted,
+    RunFinished,
+    Runner,
+    RunResult,
+    interrupt,
+)
 from flowpoint.typed import TypedCheckpointStore
 
 TRACE = "demo/research"
@@ -67,8 +79,11 @@ def build_graph(console: Console, *, changed: bool = False) -> BuiltGraph[Resear
         return {"draft": text[:1].upper() + text[1:] + "."}
 
     def publish(state: Research) -> dict[str, Any]:
-        say("publish", "published, with the reviewer's approval")
-        return {"published": state.approved}
+        # The first time, this pauses the run; on resume the node runs again and
+        # interrupt() returns the human's answer.
+        approved = interrupt({"question": "Publish this draft?", "draft": state.draft[:40]})
+        say("publish", "published, with the reviewer's approval" if approved else "held back")
+        return {"approved": bool(approved), "published": bool(approved)}
 
     graph: Graph[Research] = Graph("research", state=Research)
     graph.add_node("plan", plan)
@@ -96,22 +111,26 @@ async def run_demo(url: str, console: Console | None = None) -> None:
     async with TypedCheckpointStore.open(url, Research) as store:
         await store.delete_trace(TRACE)
         graph = build_graph(console)
-        runner = Runner(graph, store, interrupt_before=["publish"])
+        runner = Runner(graph, store)
         console.print(
             f"[bold]flowpoint demo[/] · store {shown(url)} · trace {TRACE!r} · "
             f"graph {graph.name!r} 0x{graph.hash_u64():016x}\n"
         )
 
-        console.print("[bold]1. Run the agent; it stops before 'publish' for a human's approval[/]")
-        paused = await runner.run(TRACE, Research(question="How does a database survive a crash?"))
+        console.print(
+            "[bold]1. Run the agent, streaming its events; 'publish' asks a human with "
+            "interrupt()[/]"
+        )
+        question = Research(question="How does a database survive a crash?")
+        paused = await _streamed(console, runner.stream(TRACE, question))
         console.print(
             f"  [yellow]⏸ {paused.status}[/] after {paused.nodes_run} nodes, at step "
             f"{paused.checkpoint.step}; next: {paused.next_node!r}. The process may exit now.\n"
         )
 
-        console.print("[bold]2. Later, maybe in another process: resume with the approval[/]")
-        runner = Runner(build_graph(console), store, interrupt_before=["publish"])
-        done = await runner.resume(TRACE, update={"approved": True})
+        console.print("[bold]2. Later, maybe in another process: resume with the answer[/]")
+        runner = Runner(build_graph(console), store)
+        done = await _streamed(console, runner.stream_resume(TRACE, value=True))
         console.print(f"  [green]✓ {done.status}[/] after {done.nodes_run} more node(s)\n")
 
         console.print(
@@ -121,10 +140,12 @@ async def run_demo(url: str, console: Console | None = None) -> None:
         infos = list(reversed(await store.history(TRACE, limit=50)))
         short = await unique_prefixes(store.store, [info.checkpoint_id for info in infos])
         for info in infos:
-            source = info.metadata.get("source")
-            reason = {"input": "the run started", "node": "a node finished"}.get(
-                str(source), f"a human's update {info.metadata.get('update')}"
-            )
+            source = str(info.metadata.get("source"))
+            reason = {
+                "input": "the run started",
+                "node": "a node finished",
+                "interrupt": "interrupt() asked",
+            }.get(source, f"the human's answer {info.metadata.get('answer')}")
             table.add_row(
                 str(info.step),
                 str(info.metadata.get("node", "—")),
@@ -134,15 +155,15 @@ async def run_demo(url: str, console: Console | None = None) -> None:
                 short[info.checkpoint_id],
             )
         console.print(table)
-        approval = next(info for info in infos if info.metadata.get("source") == "update")
-        before = next(info for info in infos if info.step == approval.step - 1)
+        answer = next(info for info in infos if info.metadata.get("source") == "resume")
+        after = next(info for info in infos if info.step == answer.step + 1)
         look = command_line(
             Settings(store=url),
             "diff",
-            short[before.checkpoint_id],
-            short[approval.checkpoint_id],
+            short[answer.checkpoint_id],
+            short[after.checkpoint_id],
         )
-        console.print("  flowpoint's commands take these ids. What the human's update changed:")
+        console.print("  flowpoint's commands take these ids. What publishing, approved, changed:")
         console.print(f"    {look}\n", markup=False, style="bold", soft_wrap=True)
         console.print("[bold]Final state[/]")
         console.print_json(msgspec.json.encode(done.state).decode())
@@ -155,3 +176,16 @@ async def run_demo(url: str, console: Console | None = None) -> None:
             console.print(f"  [red]✗ refused:[/] {refusal}")
         else:  # pragma: no cover - the demo's point
             raise AssertionError("a changed graph was not refused")
+
+
+async def _streamed(console: Console, events: Any) -> RunResult[Research]:
+    """Print a run's events as they come (the nodes say what they do); return its result."""
+    async for event in events:
+        if isinstance(event, CheckpointSaved):
+            console.print(f"    [dim]↳ step {event.step} saved ({event.info.size} bytes)[/]")
+        elif isinstance(event, Interrupted):
+            console.print(f"  [yellow]? {event.node} asks:[/] {event.payload['question']}")
+        elif isinstance(event, RunFinished):
+            result: RunResult[Research] = event.result
+            return result
+    raise AssertionError("a stream ends with RunFinished")  # pragma: no cover

@@ -19,7 +19,7 @@ from flowpoint.graph._mermaid import mermaid
 from flowpoint.graph._picture import Picture, picture
 from flowpoint.graph._runner import Runner
 
-__all__ = ["GRAPHVIZ_MISSING", "graph", "load_graph"]
+__all__ = ["GRAPHVIZ_MISSING", "built_graph", "graph", "load_graph"]
 
 GRAPHVIZ_MISSING = (
     "--png needs Graphviz's dot program, which is not on PATH: install Graphviz "
@@ -86,6 +86,11 @@ def _graph(settings: Settings, target: str, png: Path | None) -> None:
         typer.echo(document["mermaid"])
     else:
         typer.echo(f"wrote {png}: graph {built.name!r}, {len(built.nodes)} node(s)")
+
+
+def built_graph(target: str) -> BuiltGraph[Any]:
+    """The graph ``target`` (``MODULE:ATTR``) names, built; errors as ``graph`` reports them."""
+    return load_graph(target)[0]
 
 
 def _load(target: str) -> tuple[BuiltGraph[Any], Picture]:

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, DamagedRecord
 from flowpoint.checkpoint import Checkpoint
 from flowpoint.cli._common import (
     CheckpointRef,
@@ -33,8 +33,8 @@ from flowpoint.cli._common import (
     require_trace,
     resolve_checkpoint,
     shown,
-    whole_trace,
 )
+from flowpoint.cli._damage import damage_json, list_trace, list_traces, report_damage
 from flowpoint.cli._jsondiff import diff_values
 from flowpoint.cli._output import (
     ExitCode,
@@ -45,13 +45,16 @@ from flowpoint.cli._output import (
     format_time,
     info_json,
     run,
+    sorted_metadata,
     stdout_console,
     table,
     to_plain,
 )
+from flowpoint.cli._pending import cursor_rows, pending_json, pending_table
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.codec._envelope import open_envelope
 from flowpoint.errors import CodecError
+from flowpoint.graph._interrupt import read, waiting
 from flowpoint.ids import TraceId
 from flowpoint.stores._base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
@@ -106,10 +109,10 @@ def _node(node: str | None) -> str:
 
 
 def _metadata(info: CheckpointInfo) -> str:
-    """``key=value`` pairs: strings as they are, other values as JSON."""
+    """``key=value`` pairs, sorted by key: strings as they are, other values as JSON."""
     return " ".join(
         f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-        for key, value in info.metadata.items()
+        for key, value in sorted_metadata(info).items()
     )
 
 
@@ -130,39 +133,69 @@ def traces(
     run(lambda: _traces(settings), debug=settings.debug)
 
 
-async def _traces(settings: Settings) -> None:
-    async with opened_store(settings.store) as store:
+async def _traces(settings: Settings) -> ExitCode:
+    async with opened_store(settings.store, "read") as store:
         summaries = []
-        for trace in sorted(await store.traces()):
-            infos = await whole_trace(store, trace)
-            if infos:  # an empty listing: the trace was deleted meanwhile
+        names, damaged = await list_traces(store)
+        for trace in names:
+            infos, trace_damage = await list_trace(store, trace)
+            damaged += trace_damage
+            if infos:  # none: deleted meanwhile, or every record damaged
                 summaries.append(summarize(trace, infos))
     if settings.json:
         emit_json(
-            {"store": shown(settings.store), "traces": [summary.as_json() for summary in summaries]}
+            {
+                "store": shown(settings.store),
+                "traces": [summary.as_json() for summary in summaries],
+                "damaged": [damage_json(record) for record in damaged],
+            }
         )
-        return
-    grid = table(
-        "trace",
-        "checkpoints",
-        "latest step",
-        "next node",
-        "updated (UTC)",
-        "graph",
-        "size",
-        title=f"{len(summaries)} trace(s) in {shown(settings.store)}",
-    )
-    for summary in summaries:
+    else:
+        grid = table(
+            "trace",
+            "checkpoints",
+            "latest step",
+            "next node",
+            "updated (UTC)",
+            "graph",
+            "size",
+            title=f"{len(summaries)} trace(s) in {shown(settings.store)}",
+        )
+        for summary in summaries:
+            grid.add_row(
+                summary.trace_id,
+                str(summary.checkpoints),
+                str(summary.latest.step),
+                _node(summary.latest.current_node),
+                format_time(summary.updated_at, precise=False),
+                format_hash(summary.latest.graph_hash),
+                format_size(summary.size),
+            )
+        console = stdout_console()
+        console.print(grid)
+        if damaged:
+            console.print(_damage_table(damaged))
+    return _damage_exit(settings, damaged)
+
+
+def _damage_table(damaged: list[DamagedRecord]) -> Table:
+    grid = table("checkpoint id", "trace", "step", "damage", title="damaged records")
+    for record in damaged:
         grid.add_row(
-            summary.trace_id,
-            str(summary.checkpoints),
-            str(summary.latest.step),
-            _node(summary.latest.current_node),
-            format_time(summary.updated_at, precise=False),
-            format_hash(summary.latest.graph_hash),
-            format_size(summary.size),
+            Text(str(record.checkpoint_id or "—"), no_wrap=True),
+            "—" if record.trace_id is None else record.trace_id,
+            "—" if record.step is None else str(record.step),
+            Text(record.reason, style="red"),
         )
-    stdout_console().print(grid)
+    return grid
+
+
+def _damage_exit(settings: Settings, damaged: list[DamagedRecord]) -> ExitCode:
+    """3 after the line that names the damage, if a listing met any; else 0."""
+    if not damaged:
+        return ExitCode.OK
+    report_damage(len(damaged), shown(settings.store), command_line(settings, "verify"))
+    return ExitCode.CORRUPT
 
 
 # -- history ---------------------------------------------------------------------------
@@ -195,23 +228,28 @@ def history(
     run(lambda: _history(settings, trace, limit, before), debug=settings.debug)
 
 
-async def _history(settings: Settings, trace: str, limit: int, before: int | None) -> None:
-    async with opened_store(settings.store) as store:
-        page = await store.history(trace, limit + 1, before)
+async def _history(settings: Settings, trace: str, limit: int, before: int | None) -> ExitCode:
+    async with opened_store(settings.store, "read") as store:
+        page = await store.history_entries(trace, limit + 1, before)
         if not page:
             await require_trace(store, trace, settings.store)
     more = len(page) > limit
     page = page[:limit]
-    next_before = page[-1].step if more else None
+    steps = [entry.step for entry in page if entry.step is not None]
+    next_before = min(steps) if more and steps else None
+    damaged = [entry for entry in page if isinstance(entry, DamagedRecord)]
     if settings.json:
         emit_json(
             {
                 "trace_id": trace,
-                "checkpoints": [info_json(info) for info in page],
+                "checkpoints": [
+                    info_json(entry) for entry in page if isinstance(entry, CheckpointInfo)
+                ],
+                "damaged": [damage_json(record) for record in damaged],
                 "next_before": next_before,
             }
         )
-        return
+        return _damage_exit(settings, damaged)
     grid = table(
         "step",
         "checkpoint id",
@@ -221,14 +259,24 @@ async def _history(settings: Settings, trace: str, limit: int, before: int | Non
         "metadata",
         title=f"trace {trace!r}, newest first",
     )
-    for info in page:
+    for entry in page:
+        if isinstance(entry, DamagedRecord):
+            grid.add_row(
+                "—" if entry.step is None else str(entry.step),
+                Text(str(entry.checkpoint_id or "—"), no_wrap=True),
+                "—",
+                "—",
+                "—",
+                Text(f"damaged: {entry.reason}", style="red"),
+            )
+            continue
         grid.add_row(
-            str(info.step),
-            Text(str(info.checkpoint_id), no_wrap=True),
-            format_time(info.created_at, precise=False),
-            _node(info.current_node),
-            format_size(info.size),
-            _metadata(info),
+            str(entry.step),
+            Text(str(entry.checkpoint_id), no_wrap=True),
+            format_time(entry.created_at, precise=False),
+            _node(entry.current_node),
+            format_size(entry.size),
+            _metadata(entry),
         )
     console = stdout_console()
     console.print(grid)
@@ -236,6 +284,7 @@ async def _history(settings: Settings, trace: str, limit: int, before: int | Non
         size = [] if limit == DEFAULT_PAGE else ["--limit", str(limit)]
         hint = command_line(settings, "history", trace, *size, "--before", str(next_before))
         console.print(f"older: {hint}", markup=False)
+    return _damage_exit(settings, damaged)
 
 
 # -- show ------------------------------------------------------------------------------
@@ -258,14 +307,14 @@ def show(
     """Show one checkpoint: its header, how it is stored, and its decoded state."""
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
     wanted = parse_checkpoint_ref(checkpoint_id, "'CHECKPOINT_ID'")
-    state_type = Any if type_ is None else import_state_type(type_)
-    run(lambda: _show(settings, wanted, state_type), debug=settings.debug)
+    run(lambda: _show(settings, wanted, import_state_type(type_)), debug=settings.debug)
 
 
 async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> None:
     codec = make_codec(settings, state_type, allow_unencrypted=True)
-    async with opened_store(settings.store) as store:
+    async with opened_store(settings.store, "read") as store:
         blob, checkpoint = await decode(store, settings, codec, wanted)
+        writes = await TypedCheckpointStore(store, codec).load_writes(blob.checkpoint_id)
     envelope = open_envelope(blob).header
     encoding = {
         "format": envelope.body_format,
@@ -274,8 +323,18 @@ async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> N
         "delta_of": None if envelope.base_id is None else str(envelope.base_id),
     }
     state = to_plain(checkpoint.state)
+    asked = _waiting(checkpoint.cursor)
     if settings.json:
-        emit_json({"checkpoint": info_json(blob.info()), "encoding": encoding, "state": state})
+        emit_json(
+            {
+                "checkpoint": info_json(blob.info()),
+                "encoding": encoding,
+                "interrupt": asked,
+                "cursor": to_plain(checkpoint.cursor),
+                "pending_writes": pending_json(writes),
+                "state": state,
+            }
+        )
         return
     header = info_json(blob.info())
     grid = Table.grid(padding=(0, 2))
@@ -289,6 +348,8 @@ async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> N
         elif name == "size":
             value = f"{value} bytes ({format_size(value)})"
         grid.add_row(name.replace("_", " "), Text(str(value)))
+    for name, value in cursor_rows(checkpoint.cursor):
+        grid.add_row(name, Text(value))
     stored = (
         f"{envelope.body_format}"
         if envelope.base_id is None
@@ -297,10 +358,34 @@ async def _show(settings: Settings, wanted: CheckpointRef, state_type: Any) -> N
     stored += f", compression {envelope.compression or 'none'}, "
     stored += f"encrypted with key {envelope.key_id!r}" if envelope.key_id else "not encrypted"
     grid.add_row("stored as", stored)
+    if asked is not None:
+        payload = json.dumps(asked["payload"], ensure_ascii=False, default=str)
+        grid.add_row(
+            "waiting",
+            Text(f"interrupt() in {asked['task']!r}: {payload} (resume with value=... answers)"),
+        )
     console = stdout_console()
     console.print(grid)
+    if writes:
+        console.print(pending_table(writes))
     console.print(Text("state", style="bold"))
     console.print_json(json.dumps(state, ensure_ascii=False))
+
+
+def _waiting(cursor: Any) -> dict[str, Any] | None:
+    """The interrupt() a checkpoint waits on, as JSON: its task, node, payload, answers."""
+    try:
+        asked = waiting(read(cursor))
+    except ValueError:  # not the runner's cursor: nothing to say about it
+        return None
+    if asked is None:
+        return None
+    return {
+        "task": asked.task,
+        "node": asked.node,
+        "payload": asked.payload,
+        "answers": asked.answers,
+    }
 
 
 async def decode(
@@ -355,8 +440,7 @@ def diff(
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
     old = parse_checkpoint_ref(old_id, "'ID1'")
     new = parse_checkpoint_ref(new_id, "'ID2'")
-    state_type = Any if type_ is None else import_state_type(type_)
-    run(lambda: _diff(settings, old, new, state_type), debug=settings.debug)
+    run(lambda: _diff(settings, old, new, import_state_type(type_)), debug=settings.debug)
 
 
 def _side(info: CheckpointInfo) -> dict[str, Any]:
@@ -374,7 +458,7 @@ async def _diff(
     settings: Settings, old: CheckpointRef, new: CheckpointRef, state_type: Any
 ) -> None:
     codec = make_codec(settings, state_type, allow_unencrypted=True)
-    async with opened_store(settings.store) as store:
+    async with opened_store(settings.store, "read") as store:
         old_blob, old_checkpoint = await decode(store, settings, codec, old)
         new_blob, new_checkpoint = await decode(store, settings, codec, new)
     changes = diff_values(to_plain(old_checkpoint.state), to_plain(new_checkpoint.state))

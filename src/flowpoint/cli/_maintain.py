@@ -120,7 +120,7 @@ def prune(
 
 async def _prune(settings: Settings, only: str | None, rule: PruneRule, dry_run: bool) -> None:
     rows: list[dict[str, Any]] = []
-    async with opened_store(settings.store) as store:
+    async with opened_store(settings.store, "read" if dry_run else "change") as store:
         facade = _deleter(store, settings)
         if only is not None:
             await require_trace(store, only, settings.store)
@@ -234,7 +234,7 @@ def delete(
 
 
 async def _delete(settings: Settings, ref: CheckpointRef) -> None:
-    async with opened_store(settings.store) as store:
+    async with opened_store(settings.store, "change") as store:
         facade = _deleter(store, settings)
         wanted = await resolve_checkpoint(store, ref, settings.store)
         blob = await store.load(wanted)

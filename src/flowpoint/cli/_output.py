@@ -53,6 +53,7 @@ __all__ = [
     "print_warning",
     "progressbar",
     "run",
+    "sorted_metadata",
     "stderr_console",
     "stdout_console",
     "table",
@@ -65,7 +66,8 @@ class ExitCode(enum.IntEnum):
 
     OK = 0
     ERROR = 1
-    """A store failed, a conflict, or bad input (an unknown URL scheme, a missing key)."""
+    """A store failed, a conflict, or bad input (an unknown URL scheme, a missing key,
+    a store URL naming something that is not a flowpoint store)."""
     USAGE = 2
     """The command line itself was wrong (typer's own usage errors)."""
     CORRUPT = 3
@@ -76,7 +78,8 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 error (store failure, conflict, bad input such as an "
-    "unknown URL scheme or a missing key); 2 usage error; 3 corruption found; "
+    "unknown URL scheme, a missing key or a store URL naming something that is not a "
+    "flowpoint store); 2 usage error; 3 corruption found; "
     "4 trace or checkpoint not found."
 )
 
@@ -264,8 +267,13 @@ def format_size(size: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+def sorted_metadata(info: CheckpointInfo) -> dict[str, Any]:
+    """The header's metadata sorted by key: backends keep keys in different orders."""
+    return dict(sorted(info.metadata.items()))
+
+
 def info_json(info: CheckpointInfo) -> dict[str, Any]:
-    """A checkpoint header as JSON-ready values, in a fixed key order."""
+    """A checkpoint header as JSON-ready values, in a fixed key order (metadata sorted too)."""
     return {
         "checkpoint_id": str(info.checkpoint_id),
         "trace_id": info.trace_id,
@@ -274,7 +282,7 @@ def info_json(info: CheckpointInfo) -> dict[str, Any]:
         "graph_hash": format_hash(info.graph_hash),
         "created_at": format_time(info.created_at),
         "current_node": info.current_node,
-        "metadata": dict(info.metadata),
+        "metadata": sorted_metadata(info),
         "size": info.size,
     }
 

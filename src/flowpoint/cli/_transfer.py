@@ -1,70 +1,61 @@
 """``copy``, ``export`` and ``import``: move checkpoints between stores, untouched.
 
 Data is copied as stored bytes, never decoded or re-encoded, so encrypted
-checkpoints stay encrypted and no key is needed. Writing is rerun-safe: a
-checkpoint the destination already holds with the same header and data is
-skipped; a different one in its place (same id, or same trace and step) stops the
-run, and nothing is ever overwritten. Each trace written is then read back from
-the destination and compared with what was sent.
+checkpoints stay encrypted and no key is needed. Each checkpoint goes with its
+pending writes (what parallel tasks saved against it). Writing is rerun-safe: a
+checkpoint or a write the destination already holds, identical, is skipped; a
+different one in its place (same id, or same trace and step; same checkpoint,
+task and index) stops the run, and nothing is ever overwritten. Each trace
+written is then read back from the destination and compared with what was sent.
 
-A checkpoint of the source that cannot be read (damaged data, or a damaged header
-row) stops a copy or an export (exit 3); with ``--skip-corrupt`` it is reported
-and skipped, the run goes on, and it exits 3 once everything else is done.
+A checkpoint or write of the source that cannot be read (damaged data, or a
+damaged record) stops a copy or an export (exit 3); with ``--skip-corrupt`` it is
+reported and skipped, the run goes on, and it exits 3 once everything else is done.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from flowpoint.blob import CheckpointBlob, CheckpointInfo
-from flowpoint.cli._archive import ArchiveError, ArchiveWriter, read_archive, scan_archive
+from flowpoint.blob import CheckpointBlob, DamagedRecord, PendingWrite
+from flowpoint.cli._archive import (
+    ArchiveError,
+    ArchiveSummary,
+    ArchiveWriter,
+    ByteSource,
+    read_archive,
+)
 from flowpoint.cli._common import (
     DebugOption,
     JsonOption,
     Settings,
     StoreOption,
-    command_line,
     opened_store,
     require_trace,
     shown,
-    whole_trace,
 )
+from flowpoint.cli._damage import damage_json, list_traces
 from flowpoint.cli._files import archive_input, archive_output
 from flowpoint.cli._output import (
     ExitCode,
+    Progressbar,
     emit_json,
     fail,
-    print_error,
-    print_warning,
     progressbar,
     run,
     stderr_console,
     stdout_console,
 )
-from flowpoint.codec import SerdeCheckpointCodec
-from flowpoint.errors import CheckpointConflict, CorruptCheckpoint
-from flowpoint.ids import CheckpointId, TraceId
-from flowpoint.stores._base import BlobCheckpointStore, different_header
+from flowpoint.cli._sink import TransferReport, TransferWriter
+from flowpoint.cli._source import Loaded, Source, Vanished, envelope_damage
+from flowpoint.ids import TraceId
+from flowpoint.stores._base import BlobCheckpointStore
 
-__all__ = [
-    "Damaged",
-    "Source",
-    "TransferReport",
-    "TransferWriter",
-    "Vanished",
-    "copy",
-    "export",
-    "import_",
-]
-
-# Checks framing, checksum and header agreement without decrypting or decoding.
-_ENVELOPE_CHECK: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec()
+__all__ = ["copy", "export", "import_"]
 
 SkipCorruptOption = Annotated[
     bool,
@@ -76,236 +67,6 @@ SkipCorruptOption = Annotated[
 ]
 
 
-def _envelope_damage(blob: CheckpointBlob) -> str | None:
-    """Why ``blob``'s data is not intact, or ``None``: nothing damaged is passed on."""
-    try:
-        _ENVELOPE_CHECK.key_id_of(blob)
-    except CorruptCheckpoint as exc:
-        return exc.reason
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Damaged:
-    """What the source holds but cannot be read: a checkpoint, or a trace it cannot list."""
-
-    trace_id: str
-    reason: str
-    checkpoint_id: CheckpointId | None = None
-    step: int | None = None
-
-    def describe(self) -> str:
-        """What is damaged, and why, for people."""
-        if self.checkpoint_id is None:
-            return f"trace {self.trace_id!r} cannot be listed: {self.reason}"
-        return (
-            f"checkpoint {self.checkpoint_id} (trace {self.trace_id!r}, step {self.step}) "
-            f"is corrupt: {self.reason}"
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        """The damage as JSON-ready values, in a fixed key order."""
-        return {
-            "checkpoint_id": None if self.checkpoint_id is None else str(self.checkpoint_id),
-            "trace_id": self.trace_id,
-            "step": self.step,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Vanished:
-    """A listed checkpoint that was deleted from the source before it was read."""
-
-    info: CheckpointInfo
-
-
-@dataclass(slots=True)
-class Source:
-    """What a copy or an export reads: the checkpoints of some traces, and what is damaged.
-
-    Traces come sorted by code point, each oldest step first. This is the one
-    place where reading the source meets damage: whatever cannot be listed or read
-    comes out of :meth:`items` as :class:`Damaged`, in its place.
-    """
-
-    store: BlobCheckpointStore
-    listings: dict[TraceId, list[CheckpointInfo]]
-    unlisted: list[Damaged]
-
-    @classmethod
-    async def of(cls, store: BlobCheckpointStore, traces: list[TraceId]) -> Source:
-        """List ``traces`` of ``store`` (their headers only)."""
-        listings: dict[TraceId, list[CheckpointInfo]] = {}
-        unlisted: list[Damaged] = []
-        for trace in sorted(traces):
-            try:
-                infos = await whole_trace(store, trace)
-            except CorruptCheckpoint as exc:  # a damaged header row hides the whole trace
-                unlisted.append(Damaged(trace, exc.reason))
-                continue
-            if infos:  # an empty listing: the trace was deleted meanwhile
-                listings[trace] = infos[::-1]
-        return cls(store, listings, unlisted)
-
-    @property
-    def checkpoints(self) -> int:
-        """How many checkpoints were listed."""
-        return sum(len(infos) for infos in self.listings.values())
-
-    async def items(self) -> AsyncIterator[CheckpointBlob | Damaged | Vanished]:
-        """Each listed checkpoint, loaded and its data checked, after what could not be listed."""
-        for damaged in self.unlisted:
-            yield damaged
-        for infos in self.listings.values():
-            for info in infos:
-                try:
-                    blob = await self.store.load(info.checkpoint_id)
-                except CorruptCheckpoint as exc:  # a damaged header row
-                    yield Damaged(info.trace_id, exc.reason, info.checkpoint_id, info.step)
-                    continue
-                if blob is None:
-                    yield Vanished(info)
-                elif (reason := _envelope_damage(blob)) is not None:
-                    yield Damaged(blob.trace_id, reason, blob.checkpoint_id, blob.step)
-                else:
-                    yield blob
-
-
-@dataclass(slots=True)
-class TransferReport:
-    """Counts of a copy, an export or an import, and the damage skipped."""
-
-    traces: int = 0
-    copied: int = 0
-    skipped: int = 0
-    verified: int = 0
-    vanished: int = 0
-    corrupt: list[Damaged] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        """The counts, in a fixed key order; the damage skipped, if any was."""
-        return {
-            "traces": self.traces,
-            "copied": self.copied,
-            "skipped": self.skipped,
-            "verified": self.verified,
-            "vanished": self.vanished,
-            "skipped_corrupt": len(self.corrupt),
-            "corrupt": [damaged.as_json() for damaged in self.corrupt],
-        }
-
-    def describe(self) -> str:
-        """One line for people."""
-        line = (
-            f"copied {self.copied} checkpoint(s) of {self.traces} trace(s), "
-            f"verified {self.verified} (read back byte for byte), "
-            f"skipped {self.skipped} (already there, identical)"
-        )
-        return line + self.describe_skipped()
-
-    def describe_skipped(self) -> str:
-        """What the line for people adds about damage skipped and checkpoints deleted."""
-        line = ""
-        if self.corrupt:
-            line += f", skipped {len(self.corrupt)} corrupt"
-        if self.vanished:
-            line += f", {self.vanished} deleted from the source meanwhile"
-        return line
-
-    def damage_met(self, damaged: Damaged, settings: Settings, *, skip: bool, source: str) -> None:
-        """Stop at ``damaged`` (exit 3); with ``skip``, say what is skipped and go on."""
-        if not skip:
-            verify = command_line(settings, "verify", store=source)
-            fail(
-                f"{damaged.describe()}; stopped (run {verify} to see all damage, or pass "
-                f"--skip-corrupt to go on without it)",
-                ExitCode.CORRUPT,
-            )
-        self.corrupt.append(damaged)
-        if not settings.json:  # the JSON document lists it
-            print_warning(f"skipped: {damaged.describe()}")
-
-    def exit_code(self, source: str) -> ExitCode:
-        """3 if damage was skipped, after the line that says so; else 0."""
-        if not self.corrupt:
-            return ExitCode.OK
-        print_error(
-            f"{len(self.corrupt)} corrupt checkpoint(s) or trace(s) of {shown(source)} "
-            f"skipped; all the rest was done"
-        )
-        return ExitCode.CORRUPT
-
-
-@dataclass(slots=True)
-class TransferWriter:
-    """Puts blobs into ``store`` without ever overwriting, and verifies what it wrote."""
-
-    store: BlobCheckpointStore
-    url: str
-    report: TransferReport = field(default_factory=TransferReport)
-    _pending: list[tuple[CheckpointInfo, bytes]] = field(default_factory=list)
-
-    def _conflict(self, blob: CheckpointBlob, holding: str) -> None:
-        fail(
-            f"conflict: {shown(self.url)} already holds {holding}; the source has checkpoint "
-            f"{blob.checkpoint_id} (trace {blob.trace_id!r}, step {blob.step}). Nothing was "
-            f"overwritten; {self.report.copied} checkpoint(s) copied before stopping"
-        )
-
-    async def _same_as_stored(self, blob: CheckpointBlob) -> bool | None:
-        """``True``: stored identically; ``False``: stored differently; ``None``: not there."""
-        existing = await self.store.load(blob.checkpoint_id)
-        if existing is None:
-            return None
-        return different_header(existing, blob) is None and existing.data == blob.data
-
-    async def put(self, blob: CheckpointBlob) -> None:
-        """Save ``blob`` unless the destination holds it already, identical; else stop."""
-        same = await self._same_as_stored(blob)
-        if same is False:
-            self._conflict(blob, f"another version of checkpoint {blob.checkpoint_id}")
-        if same:
-            self.report.skipped += 1
-            return
-        try:
-            await self.store.save(blob)
-        except CheckpointConflict:
-            if await self._same_as_stored(blob):  # another copy saved it meanwhile
-                self.report.skipped += 1
-                return
-            found = await self.store.history(blob.trace_id, 1, blob.step + 1)
-            other = found[0].checkpoint_id if found and found[0].step == blob.step else None
-            self._conflict(
-                blob,
-                f"checkpoint {other} at trace {blob.trace_id!r} step {blob.step}"
-                if other is not None
-                else f"a checkpoint at trace {blob.trace_id!r} step {blob.step}",
-            )
-        self._pending.append((blob.info(), hashlib.sha256(blob.data).digest()))
-        self.report.copied += 1
-
-    async def verify(self) -> None:
-        """Read back every checkpoint saved since the last call; exit 3 on any difference."""
-        pending, self._pending = self._pending, []
-        for info, digest in pending:
-            back = await self.store.load(info.checkpoint_id)
-            if back is None:
-                problem = "is missing"
-            elif (changed := different_header(info, back)) is not None:
-                problem = f"reads back with another {changed}"
-            elif hashlib.sha256(back.data).digest() != digest:
-                problem = "reads back with other data"
-            else:
-                self.report.verified += 1
-                continue
-            fail(
-                f"verification failed: checkpoint {info.checkpoint_id} (trace "
-                f"{info.trace_id!r}, step {info.step}) {problem} in {shown(self.url)}",
-                ExitCode.CORRUPT,
-            )
-
-
 async def _readable(
     reading: Source,
     report: TransferReport,
@@ -313,21 +74,24 @@ async def _readable(
     skip_corrupt: bool,
     source: str,
     doing: str,
-) -> AsyncGenerator[CheckpointBlob, None]:
-    """The checkpoints of ``reading`` that can be read, under a progress bar.
+) -> AsyncGenerator[Loaded, None]:
+    """The checkpoints of ``reading`` that can be read, with their writes, under a progress bar.
 
-    Damage stops the run, or is reported and skipped with ``skip_corrupt``;
-    checkpoints deleted since the listing are counted.
+    Damage stops the run, or is reported and skipped with ``skip_corrupt`` (a
+    damaged write: that write only); checkpoints deleted since the listing are
+    counted.
     """
     with progressbar(reading.checkpoints, doing, enabled=not settings.json) as bar:
         async for item in reading.items():
-            if isinstance(item, Damaged):
+            if isinstance(item, DamagedRecord):
                 report.damage_met(item, settings, skip=skip_corrupt, source=source)
             elif isinstance(item, Vanished):
                 report.vanished += 1
             else:
+                for damaged in item.damaged_writes:
+                    report.damage_met(damaged, settings, skip=skip_corrupt, source=source)
                 yield item
-            if not isinstance(item, Damaged) or item.checkpoint_id is not None:
+            if not isinstance(item, DamagedRecord) or item.checkpoint_id is not None:
                 bar.advance()  # a trace that cannot be listed was never counted
 
 
@@ -359,12 +123,12 @@ def copy(
     run(lambda: _copy(settings, source, destination, trace, skip_corrupt), debug=settings.debug)
 
 
-async def _names(store: BlobCheckpointStore, only: str | None, url: str) -> list[TraceId]:
+async def _source(store: BlobCheckpointStore, only: str | None, url: str) -> Source:
     """The trace ``--trace`` names (exit 4 if the store lacks it), or every trace."""
     if only is None:
-        return await store.traces()
+        return await Source.of(store, *await list_traces(store))
     await require_trace(store, only, url)
-    return [TraceId(only)]
+    return await Source.of(store, [TraceId(only)], [])
 
 
 async def _copy(
@@ -374,20 +138,21 @@ async def _copy(
         fail(f"the source and the destination are the same store: {shown(source)}")
     report = TransferReport()
     async with (
-        opened_store(source) as src,
-        opened_store(destination, must_exist=False) as dst,
+        opened_store(source, "read") as src,
+        opened_store(destination, "create") as dst,
     ):
-        reading = await Source.of(src, await _names(src, only, source))
+        reading = await _source(src, only, source)
         report.traces = len(reading.listings)
         writer = TransferWriter(dst, destination, report)
         last_trace: str | None = None
-        blobs = _readable(reading, report, settings, skip_corrupt, source, "copying")
-        async with aclosing(blobs):
-            async for blob in blobs:
-                if blob.trace_id != last_trace:  # read back each trace once it is written
+        loaded = _readable(reading, report, settings, skip_corrupt, source, "copying")
+        async with aclosing(loaded):
+            async for item in loaded:
+                if item.blob.trace_id != last_trace:  # read back each trace once it is written
                     await writer.verify()
-                    last_trace = blob.trace_id
-                await writer.put(blob)
+                    last_trace = item.blob.trace_id
+                await writer.put(item.blob)
+                await writer.put_writes(item.writes)
         await writer.verify()
     if settings.json:
         emit_json({"source": shown(source), "destination": shown(destination), **report.as_json()})
@@ -430,15 +195,16 @@ async def _export(
 ) -> ExitCode:
     report = TransferReport()
     src_url = settings.store
-    async with opened_store(src_url) as src:
-        reading = await Source.of(src, await _names(src, only, src_url))
+    async with opened_store(src_url, "read") as src:
+        reading = await _source(src, only, src_url)
         try:
             with archive_output(target) as stream:
                 writer = ArchiveWriter(stream)
-                blobs = _readable(reading, report, settings, skip_corrupt, src_url, "exporting")
-                async with aclosing(blobs):
-                    async for blob in blobs:
-                        writer.write(blob)
+                loaded = _readable(reading, report, settings, skip_corrupt, src_url, "exporting")
+                async with aclosing(loaded):
+                    async for item in loaded:
+                        writer.write(item.blob)
+                        writer.write_writes(item.writes)
                         report.copied += 1
                 summary = writer.finish()
         except OSError as exc:
@@ -448,16 +214,18 @@ async def _export(
         "archive": target,
         "traces": summary.traces,
         "checkpoints": summary.checkpoints,
+        "writes": summary.writes,
         "vanished": report.vanished,
         "skipped_corrupt": len(report.corrupt),
-        "corrupt": [damaged.as_json() for damaged in report.corrupt],
+        "corrupt": [damage_json(damaged) for damaged in report.corrupt],
     }
     if settings.json:
         emit_json(document, err=target == "-")
     else:
         console = stderr_console() if target == "-" else stdout_console()
         console.print(
-            f"exported {summary.checkpoints} checkpoint(s) of {summary.traces} trace(s) "
+            f"exported {summary.checkpoints} checkpoint(s) of {summary.traces} trace(s)"
+            f"{f' with {summary.writes} pending write(s)' if summary.writes else ''} "
             f"to {'stdout' if target == '-' else target}{report.describe_skipped()}",
             markup=False,
         )
@@ -478,8 +246,9 @@ def import_(
 ) -> None:
     """Load an archive written by 'flowpoint export' into the store (made if new).
 
-    The whole archive is checked (checksum, counts, order) before anything is
-    written. Rerun-safe and verified as copy is.
+    The whole archive is checked (checksum, counts, order, each checkpoint's and
+    pending write's data) before anything is written. Rerun-safe and verified as
+    copy is.
     """
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug)
     run(lambda: _import(settings, source), debug=settings.debug)
@@ -489,28 +258,17 @@ async def _import(settings: Settings, source: str) -> None:
     report = TransferReport()
     with archive_input(source) as archive:
         try:
-            summary = scan_archive(archive.first_pass())
+            # The whole archive, and every checkpoint's and write's data, is checked
+            # before anything is written.
+            summary = _checked_through(archive.first_pass(), source)
             stream = archive.second_pass()
-            async with opened_store(settings.store, must_exist=False) as dst:
+            async with opened_store(settings.store, "create") as dst:
                 writer = TransferWriter(dst, settings.store, report)
                 report.traces = summary.traces
-                last_trace: str | None = None
                 with progressbar(
                     summary.checkpoints, "importing", enabled=not settings.json
                 ) as bar:
-                    for blob in read_archive(stream):
-                        if blob.trace_id != last_trace:
-                            await writer.verify()
-                            last_trace = blob.trace_id
-                        if (reason := _envelope_damage(blob)) is not None:
-                            fail(
-                                f"archive {source}: checkpoint {blob.checkpoint_id} (trace "
-                                f"{blob.trace_id!r}, step {blob.step}) is corrupt: {reason}",
-                                ExitCode.CORRUPT,
-                            )
-                        await writer.put(blob)
-                        bar.advance()
-                    await writer.verify()
+                    await _import_records(read_archive(stream), writer, source, bar)
         except ArchiveError as exc:
             fail(
                 f"archive {source}: {exc}",
@@ -520,3 +278,51 @@ async def _import(settings: Settings, source: str) -> None:
         emit_json({"archive": source, "store": shown(settings.store), **report.as_json()})
     else:
         stdout_console().print(report.describe(), markup=False)
+
+
+Record = CheckpointBlob | PendingWrite
+
+
+def _check_record(record: Record, source: str) -> None:
+    """Exit 3 if the data of a checkpoint or write of the archive is not intact."""
+    if (reason := envelope_damage(record)) is None:
+        return
+    what = (
+        f"pending write {record.task_id!r:.80} of checkpoint {record.checkpoint_id}"
+        if isinstance(record, PendingWrite)
+        else f"checkpoint {record.checkpoint_id} (trace {record.trace_id!r}, step {record.step})"
+    )
+    fail(f"archive {source}: {what} is corrupt: {reason}", ExitCode.CORRUPT)
+
+
+def _checked_through(stream: ByteSource, source: str) -> ArchiveSummary:
+    """Read a whole archive, checking its framing and every record's data; keep nothing."""
+    reader = read_archive(stream)
+    while True:
+        try:
+            _check_record(next(reader), source)
+        except StopIteration as finished:
+            summary: ArchiveSummary = finished.value
+            return summary
+
+
+async def _import_records(
+    records: Iterable[Record], writer: TransferWriter, source: str, bar: Progressbar
+) -> None:
+    """Put each checkpoint of an archive, then its writes; read back each trace once written."""
+    last_trace: str | None = None
+    writes: list[PendingWrite] = []
+    for record in records:
+        _check_record(record, source)  # checked in the first pass; the file may have changed
+        if isinstance(record, PendingWrite):
+            writes.append(record)  # an archive keeps a checkpoint's writes right after it
+            continue
+        await writer.put_writes(writes)
+        writes = []
+        if record.trace_id != last_trace:
+            await writer.verify()
+            last_trace = record.trace_id
+        await writer.put(record)
+        bar.advance()
+    await writer.put_writes(writes)
+    await writer.verify()

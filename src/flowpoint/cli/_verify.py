@@ -1,4 +1,4 @@
-"""``verify``: load and decode every checkpoint, and name each one that is damaged."""
+"""``verify``: load and decode every checkpoint and pending write; name each one damaged."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from flowpoint._chains import MissingBase
-from flowpoint.blob import CheckpointInfo
+from flowpoint.blob import CheckpointInfo, DamagedRecord
 from flowpoint.cli._common import (
     DebugOption,
     JsonOption,
@@ -21,8 +21,8 @@ from flowpoint.cli._common import (
     opened_store,
     require_trace,
     shown,
-    whole_trace,
 )
+from flowpoint.cli._damage import list_trace, list_traces
 from flowpoint.cli._output import (
     ExitCode,
     emit_json,
@@ -32,21 +32,26 @@ from flowpoint.cli._output import (
     stdout_console,
     table,
 )
+from flowpoint.codec._base import WriteCodec
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import TraceId
+from flowpoint.stores._base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
 
-__all__ = ["Problem", "VerifyReport", "check_checkpoint", "verify"]
+__all__ = ["Problem", "VerifyReport", "check_checkpoint", "check_writes", "verify"]
 
 ProblemKind = Literal["corrupt", "undecodable"]
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A checkpoint that failed: ``corrupt`` (damaged) or ``undecodable`` (a missing key...)."""
+    """A checkpoint that failed: ``corrupt`` (damaged) or ``undecodable`` (a missing key...).
+
+    ``trace_id`` and ``step`` are ``None`` where the damage hides them.
+    """
 
     kind: ProblemKind
-    trace_id: str
+    trace_id: str | None
     reason: str
     checkpoint_id: str | None = None
     step: int | None = None
@@ -64,12 +69,17 @@ class Problem:
 
 @dataclass(slots=True)
 class VerifyReport:
-    """What ``verify`` found; checkpoints deleted while it ran count as ``vanished``."""
+    """What ``verify`` found; checkpoints deleted while it ran count as ``vanished``.
+
+    ``writes`` counts the pending writes checked; a damaged one is a problem of
+    its checkpoint, which is counted ``ok`` if it is intact itself.
+    """
 
     traces: int = 0
     checked: int = 0
     ok: int = 0
     vanished: int = 0
+    writes: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     def count(self, kind: ProblemKind) -> int:
@@ -92,6 +102,7 @@ class VerifyReport:
             "corrupt": self.count("corrupt"),
             "undecodable": self.count("undecodable"),
             "vanished": self.vanished,
+            "writes": self.writes,
             "problems": [problem.as_json() for problem in self.problems],
         }
 
@@ -129,6 +140,44 @@ async def check_checkpoint(
     return None
 
 
+async def check_writes(
+    store: BlobCheckpointStore, codec: WriteCodec, info: CheckpointInfo
+) -> tuple[int, list[Problem]]:
+    """Load the pending writes of a listed checkpoint and decode each one.
+
+    Returns how many there are and what is wrong with them: a write must decode
+    (checksum, the key it is filed under, decryption) and be filed under the
+    checkpoint's own trace. Storage failures are not caught.
+    """
+
+    def problem(kind: ProblemKind, reason: str) -> Problem:
+        return Problem(kind, info.trace_id, reason, str(info.checkpoint_id), info.step)
+
+    try:
+        writes = await store.load_writes(info.checkpoint_id)
+    except CorruptCheckpoint as exc:  # a damaged write record
+        return 0, [problem("corrupt", exc.reason)]
+    problems: list[Problem] = []
+    for write in writes:
+        if write.checkpoint_id != info.checkpoint_id or write.trace_id != info.trace_id:
+            problems.append(
+                problem(
+                    "corrupt",
+                    f"pending write {write.task_id!r:.80} is filed under checkpoint "
+                    f"{write.checkpoint_id} of trace {write.trace_id!r:.80}, but the "
+                    f"checkpoint is of trace {info.trace_id!r:.80}",
+                )
+            )
+            continue
+        try:
+            codec.decode_write(write)
+        except CorruptCheckpoint as exc:
+            problems.append(problem("corrupt", exc.reason))
+        except CodecError as exc:
+            problems.append(problem("undecodable", str(exc)))
+    return len(writes), problems
+
+
 def verify(
     ctx: typer.Context,
     trace: Annotated[
@@ -147,32 +196,37 @@ def verify(
 ) -> None:
     """Check every checkpoint's integrity: checksum, header, decryption, decoding.
 
-    Names each bad checkpoint and why. Exits 3 if any is corrupt, 1 if some could
-    not be decoded (an encrypted store without its --keyring, a state that does not
-    fit --type) but none is corrupt, 0 if all are intact.
+    Each checkpoint's pending writes are checked too, and must be filed under
+    its trace. A record the listing finds damaged is corrupt; the rest is still
+    checked. Names each bad checkpoint and why. Exits 3 if any is corrupt, 1 if
+    some could not be decoded (an encrypted store without its --keyring, a state
+    that does not fit --type) but none is corrupt, 0 if all are intact.
     """
     settings = Settings.of(ctx, store=store, json=as_json, debug=debug, keyring=keyring)
-    state_type = Any if type_ is None else import_state_type(type_)
-    run(lambda: _verify(settings, trace, state_type), debug=settings.debug)
+    run(lambda: _verify(settings, trace, import_state_type(type_)), debug=settings.debug)
 
 
 async def _verify(settings: Settings, only: str | None, state_type: Any) -> ExitCode:
     codec = make_codec(settings, state_type)
     report = VerifyReport()
-    async with opened_store(settings.store) as store:
+    async with opened_store(settings.store, "read") as store:
         # One facade for the run: each checkpoint's fields are kept, for the delta after it.
         reader = TypedCheckpointStore(store, codec)
+        damaged: list[DamagedRecord] = []
         if only is not None:
             await require_trace(store, only, settings.store)
-        names: list[TraceId] = [TraceId(only)] if only is not None else sorted(await store.traces())
+            names = [TraceId(only)]
+        else:
+            names, damaged = await list_traces(store)
         listings: list[list[CheckpointInfo]] = []
         for trace in names:
-            try:
-                listings.append(await whole_trace(store, trace))
-            except CorruptCheckpoint as exc:  # a damaged header row: the trace cannot be listed
-                report.problems.append(
-                    Problem("corrupt", trace, f"listing the trace failed: {exc}")
-                )
+            infos, trace_damage = await list_trace(store, trace)
+            listings.append(infos)
+            damaged += trace_damage
+        report.problems += [_damage_problem(record) for record in damaged]
+        # A damaged record is a checkpoint checked (and found corrupt); a trace that
+        # cannot be listed at all is not counted as one.
+        report.checked += sum(1 for record in damaged if record.checkpoint_id is not None)
         report.traces = len(names)
         total = sum(len(infos) for infos in listings)
         with progressbar(total, "verifying", enabled=not settings.json) as bar:
@@ -186,9 +240,27 @@ async def _verify(settings: Settings, only: str | None, state_type: Any) -> Exit
                         report.vanished += 1
                     else:
                         report.problems.append(outcome)
+                    if outcome != "vanished":
+                        writes, problems = await check_writes(store, codec, info)
+                        report.writes += writes
+                        report.problems += problems
                     bar.advance()
     _print_report(settings, report)
     return report.exit_code
+
+
+def _damage_problem(record: DamagedRecord) -> Problem:
+    """A record the listing found damaged, as the problem ``verify`` reports."""
+    reason = record.reason
+    if record.checkpoint_id is None:
+        reason = f"listing the trace failed: {reason}"
+    return Problem(
+        "corrupt",
+        record.trace_id,
+        reason,
+        None if record.checkpoint_id is None else str(record.checkpoint_id),
+        record.step,
+    )
 
 
 def _print_report(settings: Settings, report: VerifyReport) -> None:
@@ -214,7 +286,7 @@ def _print_table(report: VerifyReport, corrupt: int, undecodable: int) -> None:
             grid.add_row(
                 problem.kind,
                 problem.checkpoint_id or "—",
-                problem.trace_id,
+                "—" if problem.trace_id is None else problem.trace_id,
                 "—" if problem.step is None else str(problem.step),
                 problem.reason,
             )
@@ -223,6 +295,8 @@ def _print_table(report: VerifyReport, corrupt: int, undecodable: int) -> None:
         f"{report.checked} checkpoint(s) in {report.traces} trace(s): {report.ok} ok, "
         f"{corrupt} corrupt, {undecodable} undecodable"
     )
+    if report.writes:
+        summary += f"; {report.writes} pending write(s) checked"
     if report.vanished:
         summary += f", {report.vanished} deleted while verifying"
     console.print(summary, markup=False, style="green" if not report.problems else None)

@@ -23,12 +23,13 @@ from typing import Any, Literal
 import msgspec
 import msgspec.inspect as inspect
 
+from flowpoint._types import runtime_class, type_name
 from flowpoint.codec._bounds import PLAIN, Costs
 from flowpoint.codec._delta import Delta, array_count, encode_array_header, join_fields
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import CheckpointId
 
-__all__ = ["BodyFormat", "StateSchema", "decode_costs", "type_name"]
+__all__ = ["BodyFormat", "StateSchema", "decode_costs"]
 
 BodyFormat = Literal["msgpack", "json"]
 
@@ -43,7 +44,7 @@ class StateSchema:
     def __init__(self, state_type: Any, *, allow_secrets: bool) -> None:
         self.state_type = state_type
         self.encoders = _SECRET_ENCODERS if allow_secrets else _ENCODERS
-        self.runtime_class = _runtime_class(state_type)
+        self.runtime_class = runtime_class(state_type)
         snapshot = getattr(state_type, "__flowpoint_snapshot__", None)
         restore = getattr(state_type, "__flowpoint_restore__", None)
         self.projected = callable(snapshot) and callable(restore)
@@ -415,14 +416,6 @@ def _reject_non_finite(value: Any, enc_hook: Any) -> None:
             pending.extend(item)
 
 
-def _runtime_class(state_type: Any) -> type | None:
-    """The class every state of ``state_type`` is an instance of, where there is one."""
-    if typing.is_typeddict(state_type):
-        return dict
-    origin = typing.get_origin(state_type) or state_type
-    return origin if isinstance(origin, type) and origin is not typing.Any else None
-
-
 # What a map decoded into a class instance takes, at most, per kind of class: a
 # base and a share per declared field (defaults filled in, factories run).
 _STRUCT, _STRUCT_FIELD = 64, 16
@@ -471,11 +464,6 @@ def decode_costs(wire_type: Any) -> Costs:
                 elif isinstance(child, inspect.Type):
                     pending.append(child)
     return Costs(map_base, array_base, array_element)
-
-
-def type_name(tp: Any) -> str:
-    """``tp``'s qualified name if it is a class, else its ``repr`` (``list[int]``)."""
-    return tp.__qualname__ if isinstance(tp, type) else repr(tp)
 
 
 _Encoders = dict[BodyFormat, msgspec.msgpack.Encoder | msgspec.json.Encoder]

@@ -10,6 +10,7 @@ from uuid import UUID
 import msgspec
 from typing_extensions import override
 
+from flowpoint._types import type_name
 from flowpoint.blob import (
     CheckpointBlob,
     Metadata,
@@ -46,7 +47,7 @@ from flowpoint.codec._envelope import (
     seal_envelope,
 )
 from flowpoint.codec._keys import KeyRing
-from flowpoint.codec._schema import BodyFormat, StateSchema, type_name
+from flowpoint.codec._schema import BodyFormat, StateSchema
 from flowpoint.codec._writes import (
     OpenedWrite,
     WriteHeader,
@@ -250,6 +251,25 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
         return (
             f"SerdeCheckpointCodec({type_name(self.state_type)}, format={self.format!r}, "
             f"compression={self.compression!r}, encryption={self.encryption!r})"
+        )
+
+    def for_state(self, state_type: Any) -> SerdeCheckpointCodec[Any]:
+        """A codec configured as this one (format, compression, keys, limits) for ``state_type``.
+
+        What reading a checkpoint of an older version of a graph takes, whose
+        state type was another (see ``Graph.migration``).
+        """
+        return SerdeCheckpointCodec(
+            state_type,
+            format=self.format,
+            compression=self.compression,
+            compression_level=self.compression_level,
+            encryption=self.encryption,
+            allow_unencrypted=self.allow_unencrypted,
+            max_payload_size=self.max_payload_size,
+            max_state_size=self.max_state_size,
+            max_decoded_size=self.max_decoded_size,
+            max_delta_chain=self.max_delta_chain,
         )
 
     @override

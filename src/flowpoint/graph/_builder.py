@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Final, Generic, Literal, overload
 
@@ -19,7 +19,15 @@ from flowpoint.blob import MAX_NODE_LENGTH
 from flowpoint.checkpoint import S, State
 from flowpoint.errors import GraphDefinitionError
 from flowpoint.graph._context import takes_context
-from flowpoint.graph._fingerprint import canonical_set, describe_type, describe_value, fingerprint
+from flowpoint.graph._fingerprint import (
+    canonical_set,
+    describe_graph,
+    describe_type,
+    describe_value,
+    hash_description,
+)
+from flowpoint.graph._migrations import Migration, MigrationFunction, Migrations, declare
+from flowpoint.graph._retry import Retry
 from flowpoint.graph._state import StateType
 
 __all__ = [
@@ -34,6 +42,8 @@ __all__ = [
     "Node",
     "Send",
     "StaticEdge",
+    "Subgraph",
+    "same_state",
 ]
 
 START: Final = "__start__"
@@ -89,17 +99,41 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
+class Subgraph:
+    """What a subgraph node runs: ``graph``, entered through ``input`` and left through ``output``.
+
+    ``input(parent_state)`` is the subgraph's initial state and
+    ``output(parent_state, subgraph_final_state)`` the parent node's update (a
+    dict of fields, a whole state, ``None``, or a :class:`~flowpoint.Command`);
+    either may be sync or async. Left out (``None``), the subgraph starts from
+    the parent's state and its final state replaces the parent's.
+    """
+
+    graph: BuiltGraph[Any]
+    input: Callable[[Any], Any] | None = None
+    output: Callable[[Any, Any], Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     """A node of a graph. ``version`` is how a user declares that its behaviour changed.
 
     ``takes_context`` says the function declares a second parameter, for a
-    :class:`~flowpoint.NodeContext`.
+    :class:`~flowpoint.NodeContext`. ``goto`` holds the targets a
+    :class:`~flowpoint.Command` it returns may choose (``None``: it declares none).
+    A subgraph node has its ``subgraph``; its ``function`` only refuses to be
+    called, as the runner runs the subgraph instead.
     """
 
     name: str
     function: NodeFunction
     version: int | str | None
     takes_context: bool = False
+    goto: tuple[str, ...] | None = None
+    subgraph: Subgraph | None = None
+    # Not part of the fingerprint: a retry policy changes how often a node is tried,
+    # never what a checkpoint stores, so tuning it must not strand the runs under way.
+    retry: Retry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,16 +215,40 @@ class Graph(Generic[S]):
         self.state_type = state
         self._nodes: dict[str, Node] = {}
         self._edges: list[Edge] = []
+        self._migrations: list[Migration] = []
+        # Subgraph nodes: their graph (built with this one) and mapping functions.
+        self._subgraphs: dict[str, tuple[Graph[Any] | BuiltGraph[Any], Any, Any]] = {}
+        self._building = False
 
     def add_node(
-        self, name: str, function: NodeFunction, *, version: int | str | None = None
+        self,
+        name: str,
+        function: NodeFunction | Graph[Any] | BuiltGraph[Any],
+        *,
+        version: int | str | None = None,
+        goto: str | Iterable[str] | None = None,
+        input: Callable[[Any], Any] | None = None,
+        output: Callable[[Any, Any], Any] | None = None,
+        retry: Retry | None = None,
     ) -> Graph[S]:
         """Add a node; ``function(state)`` may be sync or async. Returns the graph.
 
         A function that declares a second parameter, annotated
         :class:`~flowpoint.NodeContext` (or required and unannotated), is called as
         ``function(state, ctx)``. A signature that cannot be called so raises
-        :class:`~flowpoint.errors.GraphDefinitionError`.
+        :class:`~flowpoint.errors.GraphDefinitionError`. ``retry`` (a
+        :class:`~flowpoint.Retry`) retries the node's transient failures.
+
+        ``goto`` declares where a :class:`~flowpoint.Command` the node returns may
+        send the run (nodes, ``END``); they count as its edges when the graph is
+        checked, so a node with ``goto`` needs no other edge.
+
+        A :class:`Graph` or :class:`BuiltGraph` instead of a function makes a
+        subgraph node: the runner runs that graph as a trace of its own (see
+        :class:`~flowpoint.Runner`). With the parent's state type it needs no
+        mapping; otherwise ``input(parent_state)`` returns the subgraph's initial
+        state and ``output(parent_state, final_state)`` the node's update (see
+        :class:`Subgraph`). A :class:`Graph` is built when this graph is.
         """
         if not isinstance(name, str) or not name:
             raise GraphDefinitionError(f"a node's name must be a non-empty str, not {name!r}")
@@ -203,15 +261,33 @@ class Graph(Generic[S]):
             )
         if name in self._nodes:
             raise GraphDefinitionError(f"the graph has a node named {name!r} already")
-        if not callable(function):
-            raise GraphDefinitionError(f"node {name!r} needs a callable, not {function!r:.60}")
         if version is not None and (
             isinstance(version, bool) or not isinstance(version, int | str)
         ):
             raise GraphDefinitionError(
                 f"node {name!r}: version must be an int or a str, not {version!r:.40}"
             )
-        self._nodes[name] = Node(name, function, version, takes_context(function, f"node {name!r}"))
+        if retry is not None and not isinstance(retry, Retry):
+            raise GraphDefinitionError(f"node {name!r}: retry must be a Retry, not {retry!r:.40}")
+        targets = _goto_targets(name, goto)
+        if isinstance(function, Graph | BuiltGraph):
+            for role, mapping in (("input", input), ("output", output)):
+                if mapping is not None and not callable(mapping):
+                    raise GraphDefinitionError(
+                        f"subgraph node {name!r}: {role} must be callable, not {mapping!r:.60}"
+                    )
+            self._subgraphs[name] = (function, input, output)
+            self._nodes[name] = Node(name, _run_by_runner, version, goto=targets, retry=retry)
+            return self
+        if not callable(function):
+            raise GraphDefinitionError(f"node {name!r} needs a callable, not {function!r:.60}")
+        if input is not None or output is not None:
+            raise GraphDefinitionError(
+                f"node {name!r}: input= and output= map the state of a subgraph node; "
+                f"pass a Graph or BuiltGraph to use them"
+            )
+        context = takes_context(function, f"node {name!r}")
+        self._nodes[name] = Node(name, function, version, context, goto=targets, retry=retry)
         return self
 
     def add_edge(self, source: str | list[str] | tuple[str, ...], target: str) -> Graph[S]:
@@ -275,6 +351,59 @@ class Graph(Generic[S]):
         )
         return self
 
+    # -- migrations (graph/_migrations.py) ----------------------------------------------
+
+    def migration(
+        self,
+        *,
+        from_hash: int,
+        state: Any,
+        nodes: Mapping[str, str] | None = None,
+        to_hash: int | None = None,
+    ) -> Callable[[MigrationFunction], MigrationFunction]:
+        """Declare how a trace saved by an older version of this graph continues on this one.
+
+        ::
+
+            @g.migration(from_hash=0x0C45767E508038ED, state=TicketV1, nodes={"draft": "compose"})
+            def v1_to_v2(old: TicketV1) -> TicketV2:
+                return TicketV2(text=old.text, answer=old.reply, language="en")
+
+        ``from_hash`` is the old graph's fingerprint (as :class:`~flowpoint.GraphMismatch`
+        and ``flowpoint traces`` print it); ``state`` is the old state type, which the
+        stored state is decoded as; ``nodes`` maps old node names to new ones (a name
+        it leaves out stays as it is). The function (sync or async) takes the old
+        state and returns a state of this graph, or, with ``to_hash``, of the older
+        graph ``to_hash``, which needs a migration of its own: v1 → v2 → v3 is a
+        migration from v1 with ``to_hash`` v2 and one from v2. ``Runner.resume``
+        applies them. They do not change the graph's fingerprint.
+
+        Raises :class:`~flowpoint.errors.GraphDefinitionError` for a ``from_hash``
+        that is not an unsigned 64-bit int or that a migration of the graph already
+        starts from, and a function that does not take one argument; :meth:`build`
+        checks that every chain ends at the graph.
+        """
+
+        def register(function: MigrationFunction) -> MigrationFunction:
+            migration = declare(
+                function,
+                from_hash=from_hash,
+                state=state,
+                nodes=nodes,
+                to_hash=to_hash,
+                graph=self.name,
+            )
+            for other in self._migrations:
+                if other.from_hash == migration.from_hash:
+                    raise GraphDefinitionError(
+                        f"graph {self.name!r} has a migration from "
+                        f"0x{migration.from_hash:016x} already: {other.name}"
+                    )
+            self._migrations.append(migration)
+            return function
+
+        return register
+
     def build(self) -> BuiltGraph[S]:
         """Check the graph and return its frozen, runnable form.
 
@@ -284,8 +413,17 @@ class Graph(Generic[S]):
         a node, a node no run can reach, a node from which ``END`` cannot be
         reached, or a router target whose ``Send`` tasks could not be told apart
         from another node (see :data:`MAX_SEND_TARGET_LENGTH`); and for a state
-        type flowpoint cannot store or a reducer it cannot call.
+        type flowpoint cannot store or a reducer it cannot call; and for migrations
+        (:meth:`migration`) from the graph's own hash, or whose chains do not end at
+        the graph or map nodes to nodes it lacks.
         """
+        if self._building:
+            raise GraphDefinitionError(f"graph {self.name!r} is a subgraph of itself")
+        self._building = True
+        try:
+            nodes = {name: self._built_node(node) for name, node in self._nodes.items()}
+        finally:
+            self._building = False
         seen: set[tuple[Any, ...]] = set()
         for edge in self._edges:
             self._check_edge(edge)
@@ -294,10 +432,15 @@ class Graph(Generic[S]):
                 if key in seen:
                     raise GraphDefinitionError(f"{_edge_name(edge)} is declared twice")
                 seen.add(key)
+        self._check_goto()
         after: dict[str, list[Edge]] = {}
         for edge in self._edges:
             for source in edge.sources if isinstance(edge, JoinEdge) else (edge.source,):
                 after.setdefault(source, []).append(edge)
+        for node in self._nodes.values():
+            # A Command may go to any declared target: for the checks, they are edges.
+            for target in node.goto or ():
+                after.setdefault(node.name, []).append(StaticEdge(node.name, target))
         start_edges = after.get(START, [])
         if not start_edges:
             raise GraphDefinitionError("the graph has no edge from START")
@@ -327,9 +470,10 @@ class Graph(Generic[S]):
         return BuiltGraph(
             name=self.name,
             state_type=self.state_type,
-            nodes=dict(self._nodes),
+            nodes=nodes,
             edges=tuple(self._edges),
             start=start_edge.target,
+            migrations=tuple(self._migrations),
         )
 
     def _check_edge(self, edge: Edge) -> None:
@@ -352,15 +496,47 @@ class Graph(Generic[S]):
                     f"an edge from {where!r} goes to {target!r}, which is not a node"
                 )
 
+    def _built_node(self, node: Node) -> Node:
+        """``node``, with its subgraph built and checked against this graph's state."""
+        found = self._subgraphs.get(node.name)
+        if found is None:
+            return node
+        graph, input_map, output_map = found
+        if isinstance(graph, Graph):
+            if graph is self:
+                raise GraphDefinitionError(f"graph {self.name!r} is a subgraph of itself")
+            try:
+                graph = graph.build()
+            except GraphDefinitionError as exc:
+                raise GraphDefinitionError(f"subgraph node {node.name!r}: {exc}") from None
+        shared = same_state(graph.state_type, self.state_type)
+        if not shared and (input_map is None or output_map is None):
+            raise GraphDefinitionError(
+                f"subgraph node {node.name!r} runs graph {graph.name!r} on "
+                f"{_type_name(graph.state_type)}, not this graph's "
+                f"{_type_name(self.state_type)}; map the states with "
+                f"input=(parent state -> subgraph state) and "
+                f"output=(parent state, subgraph final state -> update)"
+            )
+        return replace(node, subgraph=Subgraph(graph, input_map, output_map))
+
+    def _check_goto(self) -> None:
+        for node in self._nodes.values():
+            for target in node.goto or ():
+                if target != END and target not in self._nodes:
+                    raise GraphDefinitionError(
+                        f"node {node.name!r} declares goto target {target!r}, which is not a node"
+                    )
+
     def _check_send_targets(self) -> None:
-        """Refuse router targets whose Send task ids would be too long or shared."""
+        """Refuse router and goto targets whose Send task ids would be too long or shared."""
         targets = {
             target
             for edge in self._edges
             if isinstance(edge, ConditionalEdge)
             for target in edge.targets
             if target != END
-        }
+        } | {target for node in self._nodes.values() for target in node.goto or () if target != END}
         for target in sorted(targets):
             if len(target) > MAX_SEND_TARGET_LENGTH:
                 raise GraphDefinitionError(
@@ -395,7 +571,9 @@ class BuiltGraph(Generic[S]):
         "_hash",
         "_joins",
         "_outgoing",
+        "description",
         "edges",
+        "migrations",
         "name",
         "nodes",
         "start",
@@ -411,6 +589,7 @@ class BuiltGraph(Generic[S]):
         nodes: Mapping[str, Node],
         edges: tuple[Edge, ...],
         start: str,
+        migrations: Iterable[Migration] = (),
     ) -> None:
         self.name = name
         self.state_type = state_type
@@ -433,13 +612,19 @@ class BuiltGraph(Generic[S]):
                 f"graph {name!r} declares its state as {state_type!r}, which flowpoint cannot "
                 f"load back; declare its type (state=dict for a free-form dict of values)"
             )
-        self._hash = fingerprint(
+        self.description = describe_graph(
             name=name,
             nodes={node.name: _describe_node(node) for node in nodes.values()},
             edges=[_describe_edge(edge) for edge in edges],
             state=state,
         )
+        """What the fingerprint hashes (see :mod:`flowpoint.graph._fingerprint`)."""
+        self._hash = hash_description(self.description)
         self.state = StateType(state_type)
+        # Not part of the fingerprint: migrations are about old data, not this graph.
+        self.migrations = Migrations(
+            migrations, graph_hash=self._hash, nodes=self.nodes, graph=name
+        )
 
     def __repr__(self) -> str:
         return f"<BuiltGraph {self.name!r} 0x{self._hash:016x}: {len(self.nodes)} nodes>"
@@ -481,7 +666,46 @@ class BuiltGraph(Generic[S]):
 
 def _describe_node(node: Node) -> dict[str, Any]:
     """A node's attributes as the fingerprint sees them; those at their default left out."""
-    return {} if node.version is None else {"version": node.version}
+    described: dict[str, Any] = {} if node.version is None else {"version": node.version}
+    if node.goto is not None:
+        described["goto"] = canonical_set(node.goto)
+    if node.subgraph is not None:
+        described["subgraph"] = node.subgraph.graph.description
+    return described
+
+
+def _goto_targets(node: str, goto: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """A node's declared goto targets, each once; ``None`` when it declares none."""
+    if goto is None:
+        return None
+    listed = [goto] if isinstance(goto, str) else list(goto)
+    if not listed:
+        raise GraphDefinitionError(f"node {node!r} declares goto=[]; leave it out instead")
+    for target in listed:
+        if not isinstance(target, str) or not target:
+            raise GraphDefinitionError(
+                f"node {node!r}: a goto target must be a node name or END, not {target!r:.40}"
+            )
+        if target == START:
+            raise GraphDefinitionError(f"node {node!r} declares goto START")
+    return tuple(dict.fromkeys(listed))
+
+
+def _run_by_runner(state: Any) -> Any:
+    """The function of a subgraph node: a runner runs its graph instead."""
+    raise GraphDefinitionError("a subgraph node is run by a Runner, which runs its graph")
+
+
+def same_state(child: Any, parent: Any) -> bool:
+    """Whether a subgraph can run on the parent's states as they are: the same type."""
+    if child == parent:
+        return True
+    origin = getattr(child, "__origin__", child), getattr(parent, "__origin__", parent)
+    return origin[0] is origin[1] and describe_type(child) == describe_type(parent)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__qualname__", None) or repr(tp)
 
 
 def _describe_edge(edge: Edge) -> dict[str, Any]:

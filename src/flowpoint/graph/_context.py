@@ -50,7 +50,9 @@ class NodeContext:
       on it (a payment API's idempotency key, a unique column), and a side
       effect a rerun repeats happens once. A resume with an update, or a fork,
       starts from a new checkpoint, so what runs after it gets new keys.
-    - ``attempt``: 1 for the first attempt at this step in this process.
+    - ``attempt``: 1 for the first try at this step in this process, then 2, 3,
+      ... for the tries a node's :class:`~flowpoint.Retry` policy makes, under
+      the same idempotency key.
     """
 
     trace_id: TraceId

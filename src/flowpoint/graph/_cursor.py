@@ -14,7 +14,7 @@ and ``current_node`` holds a summary for people (``"docs, summarise x8, web"``).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +112,13 @@ class Cursor:
         or join ``graph`` does not have (a fork onto a changed graph), and
         ``ValueError`` for a stored cursor of the wrong shape.
         """
+        cursor = cls.parse(current_node, stored)
+        cursor.check(graph)
+        return cursor
+
+    @classmethod
+    def parse(cls, current_node: str | None, stored: Mapping[str, Any]) -> Cursor:
+        """The cursor a checkpoint stores, of whatever graph; ``ValueError`` for a wrong shape."""
         if not stored:
             cursor = cls.at(current_node)
         else:
@@ -131,20 +138,46 @@ class Cursor:
                 raise ValueError("the checkpoint's cursor numbers a Send below 0")
             if any(not done or not done <= set(key[1]) for key, done in joins.items()):
                 raise ValueError("the checkpoint's cursor counts a join's progress wrong")
-        for task in cursor.tasks:
+        return cursor
+
+    def check(self, graph: BuiltGraph[Any]) -> None:
+        """Raise ``GraphDefinitionError`` for a node or a join that ``graph`` does not have."""
+        for task in self.tasks:
             if task.node not in graph.nodes:
                 raise GraphDefinitionError(
                     f"the checkpoint continues at node {task.node!r}, which graph "
                     f"{graph.name!r} does not have"
                 )
         known = {_join_key(join) for node in graph.nodes for join in graph.joins_after(node)}
-        for key in cursor.joins:
+        for key in self.joins:
             if key not in known:
                 raise GraphDefinitionError(
                     f"the checkpoint holds the progress of a join of {list(key[1])} into "
                     f"{key[0]!r}, which graph {graph.name!r} does not have"
                 )
-        return cursor
+
+    def renamed(self, rename: Callable[[str], str]) -> Cursor:
+        """The cursor with each node name ``n`` read as ``rename(n)`` (a migration's ``nodes``).
+
+        Raises ``ValueError`` if two tasks become one (two old nodes renamed to one
+        new node, both about to run).
+        """
+        tasks = tuple(
+            sorted(
+                (Task(rename(task.node), task.send, task.arg) for task in self.tasks),
+                key=lambda task: task.order,
+            )
+        )
+        if len({task.id for task in tasks}) != len(tasks):
+            raise ValueError(
+                f"two of the tasks {[task.id for task in self.tasks]} become one task once "
+                f"renamed ({[task.id for task in tasks]})"
+            )
+        joins: dict[JoinKey, frozenset[str]] = {}
+        for (target, sources), done in self.joins.items():
+            key = (rename(target), tuple(sorted({rename(source) for source in sources})))
+            joins[key] = joins.get(key, frozenset()) | {rename(node) for node in done}
+        return Cursor(tasks, joins)
 
     def after(
         self,

@@ -22,12 +22,14 @@ _SHAPES: dict[BoxKind, dict[str, str]] = {
     "start": {"shape": "oval", "style": "filled", "fillcolor": '"#e8e8e8"'},
     "end": {"shape": "oval", "style": "filled", "fillcolor": '"#e8e8e8"'},
     "node": {"shape": "box", "style": "rounded"},
+    "subgraph": {"shape": "box", "style": "rounded", "peripheries": "2"},
     "join": {"shape": "circle", "fontsize": "10", "margin": "0"},
 }
 
 _LINKS: dict[ArrowKind, dict[str, str]] = {
     "static": {},
     "conditional": {"style": "dashed"},
+    "goto": {"style": "dashed"},
     "into_join": {"arrowhead": "none"},
     "out_of_join": {},
 }

@@ -23,6 +23,8 @@ node are a fan-out), ``{"kind": "conditional", "from": <node>, "to": [<targets>]
 <node>}`` with its sources as a set. Which state fields have reducers, and which
 (by qualified name), is part of the state's description: ``Annotated`` metadata.
 
+A node's attributes are ``"version"``, ``"goto"`` (its declared ``Command``
+targets, as a set) and ``"subgraph"`` (the document of the graph it runs, nested).
 A node's attributes and an edge's keys are left out when they have their default
 value, so a feature that adds an attribute (a node's ``goto`` targets, its retry
 policy, a subgraph's own fingerprint) or a kind of edge leaves the fingerprint of
@@ -50,7 +52,15 @@ import msgspec
 
 from flowpoint.errors import GraphDefinitionError
 
-__all__ = ["FINGERPRINT_VERSION", "canonical_set", "describe_type", "describe_value", "fingerprint"]
+__all__ = [
+    "FINGERPRINT_VERSION",
+    "canonical_set",
+    "describe_graph",
+    "describe_type",
+    "describe_value",
+    "fingerprint",
+    "hash_description",
+]
 
 FINGERPRINT_VERSION = 2
 """Bumped whenever the description changes for a graph that did not: 2 made it canonical."""
@@ -90,19 +100,34 @@ _MODEL_SETTINGS = ("extra", "strict", "populate_by_name", "validate_by_alias", "
 def fingerprint(
     *, name: str, nodes: Mapping[str, Mapping[str, Any]], edges: Iterable[Any], state: Any
 ) -> int:
-    """The unsigned 64-bit fingerprint of a graph.
+    """The unsigned 64-bit fingerprint of a graph: :func:`hash_description` of its description.
 
     ``nodes`` maps each node's name to its attributes (those at their default left
     out); ``edges`` describes each edge as plain data, in any order; ``state`` is
     :func:`describe_type` of the state type.
     """
-    document = {
+    return hash_description(describe_graph(name=name, nodes=nodes, edges=edges, state=state))
+
+
+def describe_graph(
+    *, name: str, nodes: Mapping[str, Mapping[str, Any]], edges: Iterable[Any], state: Any
+) -> dict[str, Any]:
+    """The document a graph's fingerprint hashes (see :func:`fingerprint` for the arguments).
+
+    A subgraph node's attributes hold its graph's document (``"subgraph"``), so
+    a change of the subgraph changes the fingerprint of every graph it is a node of.
+    """
+    return {
         "fingerprint": FINGERPRINT_VERSION,
         "graph": name,
         "nodes": {node: dict(attributes) for node, attributes in nodes.items()},
         "edges": canonical_set(edges),
         "state": state,
     }
+
+
+def hash_description(document: Mapping[str, Any]) -> int:
+    """BLAKE2b-64 of a graph's document (:func:`describe_graph`), as canonical JSON."""
     digest = hashlib.blake2b(_canonical(document).encode("ascii"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 

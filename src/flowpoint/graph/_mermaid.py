@@ -6,10 +6,12 @@ quotes, where every character Mermaid could read as syntax (quotes, brackets,
 ``#``, ``|``, ``<``, a backtick, control and invisible characters...) is written
 as an entity code (``#35;``), which Mermaid shows as the character itself.
 
-Shapes: ``START`` and ``END`` are stadiums, nodes rectangles, joins circles.
+Shapes: ``START`` and ``END`` are stadiums, nodes rectangles, subgraph nodes
+subroutines (a rectangle with double sides), joins circles.
 Arrows: static ``-->``, a router's ``-.->`` (labelled with its path map's keys
-and ``Send (map)`` where the router returns ``Send``), lines into a join ``---``
-and one arrow out of it. A node the run pauses at has a thick dashed border.
+and ``Send (map)`` where the router returns ``Send``), a node's ``goto``
+targets ``-.->`` labelled ``goto``, lines into a join ``---`` and one arrow out
+of it. A node the run pauses at has a thick dashed border.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ _SHAPES: dict[BoxKind, tuple[str, str]] = {
     "start": ('(["', '"])'),
     "end": ('(["', '"])'),
     "node": ('["', '"]'),
+    "subgraph": ('[["', '"]]'),
     "join": ('(("', '"))'),
 }
 
 _LINKS: dict[ArrowKind, str] = {
     "static": "-->",
     "conditional": "-.->",
+    "goto": "-.->",
     "into_join": "---",
     "out_of_join": "-->",
 }

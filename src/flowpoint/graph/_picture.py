@@ -7,7 +7,10 @@ target, so two graphs with the same fingerprint look the same, and the text
 changes only when the graph does.
 
 A join draws as a box of its own: its sources lead into it, and one arrow leads
-out, to the node that waits for all of them.
+out, to the node that waits for all of them. A node's declared ``goto`` targets
+(where a :class:`~flowpoint.Command` may send the run) are dashed arrows
+labelled ``goto``; a subgraph node is a box of its own kind, noting the graph it
+runs.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from typing import Any, Literal
 from flowpoint.errors import GraphDefinitionError
 from flowpoint.graph._builder import END, START, BuiltGraph, ConditionalEdge, Send, StaticEdge
 
-__all__ = ["Arrow", "Box", "Picture", "picture"]
+__all__ = ["GOTO_LABEL", "Arrow", "Box", "Picture", "picture"]
 
-BoxKind = Literal["start", "end", "node", "join"]
-ArrowKind = Literal["static", "conditional", "into_join", "out_of_join"]
+BoxKind = Literal["start", "end", "node", "subgraph", "join"]
+ArrowKind = Literal["static", "conditional", "goto", "into_join", "out_of_join"]
+
+GOTO_LABEL = "goto"
+"""The label of an arrow to a target a node's ``Command`` may choose."""
 
 SEND_LABEL = "Send (map)"
 """The mark of an arrow a router may take once per ``Send`` it returns."""
@@ -33,11 +39,13 @@ SEND_LABEL = "Send (map)"
 
 @dataclass(frozen=True, slots=True)
 class Box:
-    """Something drawn: ``START``, ``END``, a node or a join.
+    """Something drawn: ``START``, ``END``, a node, a subgraph node or a join.
 
     ``key`` is an identifier safe in every diagram language (``__start__``,
     ``n1``, ``j1``, ``__end__``); the node's name is only ever shown, as ``text``.
-    ``notes`` are lines shown under it (``version=2``, ``interrupt before``).
+    ``notes`` are lines shown under it (``version=2``, ``subgraph: research``,
+    ``up to 3 tries``,
+    ``interrupt before``).
     Texts hold only printable characters (see :func:`shown`).
     """
 
@@ -94,6 +102,9 @@ def picture(
                 arrows.extend(_router_arrows(edge, keys, rank))
             else:
                 arrows.append(Arrow(keys[source], keys[edge.target], "static"))
+        if source != START:
+            for target in sorted(graph.nodes[source].goto or (), key=rank.__getitem__):
+                arrows.append(Arrow(keys[source], keys[target], "goto", GOTO_LABEL))
     joins = sorted(
         {join for name in order for join in graph.joins_after(name)},
         key=lambda join: (rank[join.target], sorted(rank[one] for one in join.sources)),
@@ -127,12 +138,17 @@ def _node_box(
     notes: list[str] = []
     if node.version is not None:
         notes.append(f"version={node.version!r}")
+    if node.subgraph is not None:
+        notes.append(f"subgraph: {shown(node.subgraph.graph.name)}")
+    if node.retry is not None and node.retry.max_attempts > 1:
+        notes.append(f"up to {node.retry.max_attempts} tries")
     if name in before:
         notes.append("interrupt before")
     if name in after:
         notes.append("interrupt after")
     paused = name in before or name in after
-    return Box(key, "node", shown(name), tuple(notes), interrupt=paused)
+    kind: BoxKind = "node" if node.subgraph is None else "subgraph"
+    return Box(key, kind, shown(name), tuple(notes), interrupt=paused)
 
 
 def _node_names(graph: BuiltGraph[Any], names: Iterable[str], option: str) -> frozenset[str]:
@@ -154,6 +170,7 @@ def _node_order(graph: BuiltGraph[Any]) -> list[str]:
         for edge in graph.edges_after(name):
             following.update(edge.targets if isinstance(edge, ConditionalEdge) else [edge.target])
         following.update(join.target for join in graph.joins_after(name))
+        following.update(graph.nodes[name].goto or ())
         for target in sorted(following - seen):
             seen.add(target)
             order.append(target)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import typing
+import dataclasses
 import warnings
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal
 
 import msgspec
 
+from flowpoint._types import origin
 from flowpoint.checkpoint import Checkpoint, S, TaskWrite
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.codec._base import WriteCodec
@@ -21,16 +22,43 @@ from flowpoint.errors import (
     GraphMismatch,
     InvalidRoute,
     InvalidUpdate,
+    NoPendingInterrupt,
     RecursionLimitReached,
     StorageError,
     TraceNotFound,
 )
 from flowpoint.graph._builder import END, BuiltGraph, ConditionalEdge, Graph, Send
+from flowpoint.graph._command import (
+    check,
+    map_update,
+    returned,
+    updates_and_gotos,
+    with_gotos,
+    writes,
+)
 from flowpoint.graph._context import NodeContext, input_type, node_context
 from flowpoint.graph._cursor import Cursor, Task, summary
+from flowpoint.graph._events import (
+    CheckpointSaved,
+    Interrupted,
+    NodeFinished,
+    NodeStarted,
+    RunEvent,
+    RunFinished,
+    emit,
+    silenced,
+    stream_events,
+    streaming,
+)
+from flowpoint.graph._interrupt import Paused, Waiting, answered, pausing, run_answering, waiting
+from flowpoint.graph._interrupt import read as read_interrupts
+from flowpoint.graph._migrate import Migrator
 from flowpoint.graph._policies import RetentionPolicy, TriggerPolicy
+from flowpoint.graph._retry import retrying
 from flowpoint.graph._state import from_plain, to_plain
+from flowpoint.graph._subgraph import Subgraphs
 from flowpoint.graph._superstep import GroupCommit, Outcome, call, execute
+from flowpoint.graph._sync import iterate_blocking, run_blocking
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id, validate_trace_id
 from flowpoint.stores._base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
@@ -61,7 +89,9 @@ class RunResult(Generic[S]):
     when the next superstep runs several tasks) and ``next_nodes`` the nodes of
     those tasks, each once. ``nodes_run`` counts the tasks this call ran.
     ``durable`` is false only when the last save failed under
-    ``on_save_error="warn"``.
+    ``on_save_error="warn"``. ``interrupt`` is the payload of the
+    :func:`~flowpoint.interrupt` call the run is paused at, as plain data
+    (``None`` otherwise): ``resume(trace, value=...)`` answers it.
     """
 
     trace_id: TraceId
@@ -72,6 +102,14 @@ class RunResult(Generic[S]):
     nodes_run: int
     durable: bool
     next_nodes: tuple[str, ...] = ()
+    interrupt: Any = None
+
+
+class _Unset:
+    """The type of :data:`_UNSET`: no ``value=`` given (``None`` is an answer)."""
+
+
+_UNSET: Any = _Unset()
 
 
 class Runner(Generic[S]):
@@ -128,7 +166,7 @@ class Runner(Generic[S]):
         if recursion_limit < 1:
             raise ValueError(f"recursion_limit must be at least 1, not {recursion_limit}")
         codec_type = getattr(store.codec, "state_type", self.graph.state_type)
-        if _origin(codec_type) != _origin(self.graph.state_type):
+        if origin(codec_type) != origin(self.graph.state_type):
             raise TypeError(
                 f"the store's codec stores {codec_type!r}, but graph {self.graph.name!r} "
                 f"runs on {self.graph.state_type!r}"
@@ -146,6 +184,9 @@ class Runner(Generic[S]):
         # Pending writes need a codec that can store them; without, a resume reruns
         # every task of the superstep that was running.
         self._writes = isinstance(store.codec, WriteCodec)
+        # Moves a trace of an older graph onto this one on resume (graph/_migrate.py).
+        self._migrator = Migrator(store, self.graph)
+        self._subgraphs = Subgraphs(self)
 
     async def run(self, trace_id: TraceId | str, state: S) -> RunResult[S]:
         """Start a new trace with ``state`` at the graph's first node.
@@ -163,44 +204,111 @@ class Runner(Generic[S]):
         await self._save(trace, first, required=True)
         return await self._drive(trace, first, approved=False, restore=False)
 
-    async def resume(self, trace_id: TraceId | str, update: Any = None) -> RunResult[S]:
+    def stream(self, trace_id: TraceId | str, state: S) -> AsyncGenerator[RunEvent, None]:
+        """:meth:`run`, yielding its events as they happen; the last is a ``RunFinished``.
+
+        ``async for event in runner.stream(trace, state)`` gets ``CheckpointSaved``,
+        ``NodeStarted``, ``NodeFinished``, ``Interrupted`` (right before the end,
+        when the run pauses) and ``RunFinished`` (holding the ``RunResult``). The
+        run is :meth:`run`'s; after each event it waits until the consumer asks
+        for the next. An error of the run is raised from the loop. Leaving the loop early
+        cancels the run once the iterator is closed (at once with
+        ``contextlib.aclosing``, else when it is collected): the checkpoints saved
+        stand, and the next :meth:`resume` goes on from the last one.
+        """
+        return stream_events(lambda: self.run(trace_id, state), self._finished)
+
+    def stream_resume(
+        self, trace_id: TraceId | str, update: Any = None, *, value: Any = _UNSET
+    ) -> AsyncGenerator[RunEvent, None]:
+        """:meth:`resume`, yielding its events as :meth:`stream` does."""
+        return stream_events(lambda: self.resume(trace_id, update, value=value), self._finished)
+
+    def run_sync(self, trace_id: TraceId | str, state: S) -> RunResult[S]:
+        """:meth:`run`, blocking: for scripts and notebooks (a running event loop is fine)."""
+        return run_blocking(self.run(trace_id, state))
+
+    def resume_sync(
+        self, trace_id: TraceId | str, update: Any = None, *, value: Any = _UNSET
+    ) -> RunResult[S]:
+        """:meth:`resume`, blocking, as :meth:`run_sync`."""
+        return run_blocking(self.resume(trace_id, update, value=value))
+
+    def stream_sync(self, trace_id: TraceId | str, state: S) -> Generator[RunEvent, None, None]:
+        """:meth:`stream` as a plain iterator; leaving the loop early cancels the run."""
+        return iterate_blocking(self.stream(trace_id, state))
+
+    async def resume(
+        self, trace_id: TraceId | str, update: Any = None, *, value: Any = _UNSET
+    ) -> RunResult[S]:
         """Continue a trace from its latest checkpoint, without rerunning finished nodes.
 
         ``update`` (a dict of fields, or a whole state) is applied first, and saved
         as a checkpoint whose metadata records it: this is how a human's change
-        enters a paused run. Raises :class:`~flowpoint.errors.GraphMismatch` if the
-        trace was written by another graph, and
-        :class:`~flowpoint.errors.TraceNotFound` if it has no checkpoint.
+        enters a paused run. ``value`` answers the :func:`~flowpoint.interrupt`
+        the run is paused at: it is saved with that checkpoint (metadata
+        ``source="resume"``), then the node runs again and the call returns it. A
+        trace paused at an ``interrupt()`` and resumed with neither stays paused
+        (the same result, nothing run). A trace written by an older version of the
+        graph is first moved onto this one by the graph's migrations
+        (``Graph.migration``), saved as a new step. Raises
+        :class:`~flowpoint.errors.GraphMismatch` if the trace was written by
+        another graph and no chain of migrations leads from it,
+        :class:`~flowpoint.errors.MigrationFailed` if a migration fails,
+        :class:`~flowpoint.errors.TraceNotFound` if it has no checkpoint,
+        :class:`~flowpoint.errors.NoPendingInterrupt` for a ``value`` when no
+        ``interrupt()`` waits, and :class:`~flowpoint.errors.InvalidInterrupt` for
+        a ``value`` that cannot be stored.
         """
         trace = validate_trace_id(trace_id)
         try:
-            latest = await self.store.load_latest(trace, self._graph_hash)
+            latest = await self._migrator.latest(trace)
         except GraphMismatch as mismatch:
             raise GraphMismatch(
                 mismatch.expected,
                 mismatch.actual,
                 hint=(
                     f"trace {trace!r} was started by another version of graph "
-                    f"{self.graph.name!r}. Finish it with the graph that started it, or "
-                    f"fork it onto this graph: "
+                    f"{self.graph.name!r}. Finish it with the graph that started it, "
+                    f"declare a migration from its graph (@graph.migration(from_hash="
+                    f"0x{mismatch.actual:016x}, ...)), or fork it onto this graph: "
                     f"runner.fork(checkpoint_id, new_trace_id, allow_graph_change=True)"
                 ),
+                migrations=mismatch.migrations,
             ) from None
         if latest is None:
             raise TraceNotFound(f"trace {trace!r} has no checkpoint to resume: run it first")
-        # Resuming a run that paused before its next node is what lets it go on.
-        approved = latest.metadata.get("interrupt") == "before"
-        if update is not None:
-            state = self._state.apply(latest.state, update, "the update")
-            metadata = {"source": "update", "update": _describe_update(update)}
+        asked = self._waiting(latest)
+        answering = value is not _UNSET
+        if answering and asked is None:
+            raise NoPendingInterrupt(trace)
+        if asked is not None and not answering and update is None:
+            return self._result(trace, "interrupted", latest, 0, True)
+        # Resuming a run that paused before its next node is what lets it go on; a
+        # superstep paused inside was past that pause already.
+        approved = latest.metadata.get("interrupt") in ("before", "inside")
+        if update is not None or answering:
+            state = latest.state
+            metadata: dict[str, Any] = {"source": "update" if update is not None else "resume"}
+            if update is not None:
+                state = self._state.apply(latest.state, update, "the update")
+                metadata["update"] = _describe_update(update)
+            cursor = latest.cursor
+            if answering:
+                cursor = answered(self._cursor_of(latest), latest.cursor, value)
+                metadata["answer"] = _describe_update(value)
             if approved:
                 # The run still stands at the pause, now with the human's change: a
                 # resume after a crash in the node goes on past it, as this one does.
-                metadata["interrupt"] = "before"
-            latest = latest.child(
-                latest.current_node, state, metadata=metadata, cursor=latest.cursor
+                metadata["interrupt"] = latest.metadata["interrupt"]
+            source, latest = (
+                latest,
+                latest.child(latest.current_node, state, metadata=metadata, cursor=cursor),
             )
-            await self._save(trace, latest, required=True)
+            # An answer changes no state: the tasks of the superstep that finished
+            # before the pause keep their outputs, carried to the new checkpoint.
+            carry = source if update is None else None
+            await self._save(trace, latest, required=True, carry=carry)
         return await self._drive(trace, latest, approved=approved, restore=update is None)
 
     async def fork(
@@ -282,9 +390,16 @@ class Runner(Generic[S]):
                 next_up = cursor.current_node() or ""
                 raise RecursionLimitReached(trace, self.recursion_limit, next_up)
             step = _Step(trace, parent, since, recorded=not pending)
-            restoring = restore and steps == 0
-            outcomes, ran = await self._execute(step, state, cursor, restore=restoring)
+            first = steps == 0
+            # Answers to interrupt() calls belong to the superstep they paused.
+            asked = self._interrupts(parent) if first else {}
+            outcomes, ran = await self._execute(
+                step, state, cursor, restore=restore and first, asked=asked
+            )
             nodes_run += ran
+            paused = {out.task: out.update for out in outcomes if isinstance(out.update, Paused)}
+            if paused:
+                return await self._pause_inside(step, state, cursor, asked, paused, nodes_run)
             steps += 1
             since += 1
             new_state, following = await self._commit(step, state, cursor, outcomes)
@@ -314,7 +429,13 @@ class Runner(Generic[S]):
         return self._result(trace, "done", position, nodes_run, not pending)
 
     async def _execute(
-        self, step: _Step, state: S, cursor: Cursor, *, restore: bool
+        self,
+        step: _Step,
+        state: S,
+        cursor: Cursor,
+        *,
+        restore: bool,
+        asked: Mapping[str, Waiting],
     ) -> tuple[list[Outcome], int]:
         """Run the superstep's tasks; return their outcomes and how many of them ran.
 
@@ -326,26 +447,48 @@ class Runner(Generic[S]):
         the same state whether or not it was interrupted. With ``restore``, the
         tasks whose writes are saved do not run again. A task that raises is
         recorded too (its error, at :data:`ERROR_INDEX`), and raised here once the
-        others have finished: the first in canonical order.
+        others have finished: the first in canonical order. A task that called
+        :func:`~flowpoint.interrupt` without an answer in ``asked`` has a
+        :class:`Paused` for its update, and nothing recorded.
         """
         tasks = cursor.tasks
         several = len(tasks) > 1
         durable = step.recorded and self._writes
         restored: dict[str, Any] = {}
         if restore and several and durable:
-            restored = await self._restore(step, cursor)
+            restored = await self._outputs(step.parent.checkpoint_id, cursor)
+        at = step.parent.step + step.since
 
         async def start(task: Task) -> Any:
             spec = self.graph.nodes[task.node]
-            context = self._context(step, task) if spec.takes_context else None
             argument = state if task.send is None else self._argument(task)
-            update = await call(spec.function, argument, context)
-            if several and update is not None:
-                update = self._plain_update(task, update)
+            answers = asked[task.id].answers if task.id in asked else ()
+
+            async def attempt(n: int) -> Any:
+                context = self._context(step, task, n) if spec.takes_context else None
+                if streaming():
+                    await emit(NodeStarted(step.trace, at, task.node, task.id, n))
+                with silenced():
+                    if spec.subgraph is not None:
+                        return await self._subgraphs.run(
+                            step.trace, at, task.node, task.id, argument, alone=not several
+                        )
+                    return await run_answering(
+                        task.id, answers, lambda: call(spec.function, argument, context)
+                    )
+
+            update = await retrying(spec.retry, attempt)
+            # A Command's goto is checked (and its Sends made plain) before anything is saved.
+            update = check(
+                spec, update, lambda send: self._plain_argument(task.node, send, send, "command")
+            )
+            if several and not isinstance(update, Paused):
+                update = map_update(update, lambda one: self._plain_update(task, one))
             return update
 
-        async def save_outputs(writes: list[TaskWrite]) -> None:
-            await self.store.save_writes(step.trace, step.parent.checkpoint_id, writes)
+        async def save_outputs(batches: list[tuple[TaskWrite, ...]]) -> None:
+            batch = [write for writes in batches for write in writes]
+            await self.store.save_writes(step.trace, step.parent.checkpoint_id, batch)
 
         outputs = GroupCommit(save_outputs)
 
@@ -354,17 +497,22 @@ class Runner(Generic[S]):
                 if durable:
                     await self._record_error(step, task, error)
                 return None
-            if not several:
+            if isinstance(update, Paused):
                 return update
-            if durable:
-                write = TaskWrite(task.id, OUTPUT_INDEX, UPDATE_CHANNEL, update)
-                await self._saving(step, task, outputs.put(write))
-            return self._state.decode_update(update)
+            if several:
+                if durable:
+                    output = writes(task.id, OUTPUT_INDEX, UPDATE_CHANNEL, update)
+                    await self._saving(step, task, outputs.put(output))
+                update = map_update(update, self._state.decode_update)
+            if streaming():
+                await emit(NodeFinished(step.trace, at, task.node, task.id, returned(update)))
+            return update
 
         pending = [task for task in tasks if task.id not in restored]
         ran = {outcome.task.id: outcome for outcome in await execute(pending, start, record)}
         outcomes = [
-            ran.get(task.id) or Outcome(task, self._state.decode_update(restored[task.id]))
+            ran.get(task.id)
+            or Outcome(task, map_update(restored[task.id], self._state.decode_update))
             for task in tasks
         ]
         failed = [outcome for outcome in outcomes if outcome.error is not None]
@@ -377,16 +525,72 @@ class Runner(Generic[S]):
             raise error
         return outcomes, len(pending)
 
-    async def _restore(self, step: _Step, cursor: Cursor) -> dict[str, Any]:
+    async def _outputs(self, checkpoint_id: CheckpointId, cursor: Cursor) -> dict[str, Any]:
         """The plain updates of the superstep's tasks that finished before, by task id."""
         ids = {task.id for task in cursor.tasks}
-        return {
+        stored = await self.store.load_writes(checkpoint_id)
+        updates = {
             write.task_id: write.value
-            for write in await self.store.load_writes(step.parent.checkpoint_id)
+            for write in stored
             if write.index == OUTPUT_INDEX
             and write.channel == UPDATE_CHANNEL
             and write.task_id in ids
         }
+        nodes = {task.id: self.graph.nodes[task.node] for task in cursor.tasks}
+        return with_gotos(updates, stored, nodes, checkpoint_id)
+
+    async def _pause_inside(
+        self,
+        step: _Step,
+        state: S,
+        cursor: Cursor,
+        asked: Mapping[str, Waiting],
+        paused: Mapping[Task, Paused],
+        nodes_run: int,
+    ) -> RunResult[S]:
+        """Save a superstep that ``interrupt()`` paused, to run again once answered.
+
+        The checkpoint holds the state the superstep started from and its tasks,
+        with the payloads waiting (:mod:`flowpoint.graph._interrupt`); the outputs
+        of its tasks that finished are carried over to it as pending writes.
+        """
+        stored = pausing(cursor, asked, paused)
+        metadata = {"source": "interrupt", "interrupt": "inside", "node": summary(paused)}
+        checkpoint = step.parent.child(
+            cursor.current_node(), state, metadata=metadata, cursor=stored
+        )
+        carry = step.parent if step.recorded else None
+        saved = await self._save(step.trace, checkpoint, required=False, carry=carry)
+        return self._result(step.trace, "interrupted", checkpoint, nodes_run, saved)
+
+    async def _carry_writes(
+        self, trace: TraceId, source: Checkpoint[S], target: Checkpoint[S]
+    ) -> None:
+        """Save the task outputs pending against ``source`` against ``target`` too.
+
+        Without them a resume from ``target`` would run those tasks again: at least
+        once still holds, so a store that fails here only warns under "warn".
+        """
+        if not self._writes:
+            return
+        try:
+            outputs = await self._outputs(source.checkpoint_id, self._cursor_of(target))
+            if outputs:
+                carried = [
+                    write
+                    for task, value in outputs.items()
+                    for write in writes(task, OUTPUT_INDEX, UPDATE_CHANNEL, value)
+                ]
+                await self.store.save_writes(trace, target.checkpoint_id, carried)
+        except StorageError as exc:
+            if self.on_save_error == "raise":
+                raise
+            warnings.warn(
+                f"flowpoint: the finished tasks of step {target.step} of trace {trace!r} were "
+                f"not carried over ({exc}); they run again on resume",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     async def _record_error(self, step: _Step, task: Task, error: Exception) -> None:
         """Save what a task raised, replacing an earlier attempt's; never hide ``error``."""
@@ -426,13 +630,15 @@ class Runner(Generic[S]):
         canonical order, then the edges of the nodes that ran are followed (their
         routers see the state after the whole superstep).
         """
-        new_state: S = self._state.merge(
-            state, [(outcome.task.id, outcome.update) for outcome in outcomes]
+        updates, gotos, follow = updates_and_gotos(
+            (outcome.task.node, outcome.task.id, outcome.update) for outcome in outcomes
         )
+        new_state: S = self._state.merge(state, updates)
         routes: dict[str, list[str | Send]] = {}
         for node in cursor.nodes:
-            found: list[str | Send] = []
-            for edge in self.graph.edges_after(node):
+            # A Command's goto replaces the edges, unless another task of the node had none.
+            found: list[str | Send] = list(gotos.get(node, ()))
+            for edge in self.graph.edges_after(node) if node in follow else ():
                 if isinstance(edge, ConditionalEdge):
                     first = next(task for task in cursor.tasks if task.node == node)
                     context = self._context(step, first) if edge.takes_context else None
@@ -489,13 +695,19 @@ class Runner(Generic[S]):
                 found.append(target)
         return found
 
-    def _plain_argument(self, node: str, route: Any, send: Send) -> Any:
+    def _plain_argument(
+        self, node: str, route: Any, send: Send, kind: Literal["router", "command"] = "router"
+    ) -> Any:
         """A Send's argument as plain data, checked to fit the node it is sent to."""
         try:
             plain = to_plain(send.arg)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise InvalidRoute(
-                node, route, (), reason=f"the argument of {send!r:.60} cannot be stored: {exc}"
+                node,
+                route,
+                (),
+                reason=f"the argument of {send!r:.60} cannot be stored: {exc}",
+                kind=kind,
             ) from None
         expected = self._input_type(send.node)
         if expected is not Any:
@@ -503,7 +715,11 @@ class Runner(Generic[S]):
                 from_plain(plain, expected)
             except InvalidUpdate as exc:
                 raise InvalidRoute(
-                    node, route, (), reason=f"node {send.node!r} cannot take its argument: {exc}"
+                    node,
+                    route,
+                    (),
+                    reason=f"node {send.node!r} cannot take its argument: {exc}",
+                    kind=kind,
                 ) from None
         return plain
 
@@ -536,11 +752,50 @@ class Runner(Generic[S]):
             ) from None
         return plain
 
-    def _context(self, step: _Step, task: Task) -> NodeContext:
+    def _context(self, step: _Step, task: Task, attempt: int = 1) -> NodeContext:
         parent = step.parent
-        return node_context(
+        context = node_context(
             step.trace, parent.checkpoint_id, parent.step, step.since, task.node, task.id
         )
+        return context if attempt == 1 else dataclasses.replace(context, attempt=attempt)
+
+    def _interrupts(self, checkpoint: Checkpoint[S]) -> dict[str, Waiting]:
+        try:
+            return read_interrupts(checkpoint.cursor)
+        except ValueError as exc:
+            raise CorruptCheckpoint(checkpoint.checkpoint_id, str(exc)) from None
+
+    def _waiting(self, checkpoint: Checkpoint[S]) -> Waiting | None:
+        return waiting(self._interrupts(checkpoint))
+
+    def _finished(self, result: RunResult[S]) -> list[RunEvent]:
+        """The last events of a stream: an ``Interrupted`` if the run paused, ``RunFinished``."""
+        events: list[RunEvent] = []
+        if result.status == "interrupted":
+            checkpoint = result.checkpoint
+            asked = self._waiting(checkpoint)
+            if asked is not None:
+                reason: Literal["interrupt", "before", "after"] = "interrupt"
+                node: str | None = asked.node
+                task: str | None = asked.task
+                payload = asked.payload
+            else:
+                after = checkpoint.metadata.get("interrupt") == "after"
+                reason = "after" if after else "before"
+                node, task, payload = checkpoint.current_node, None, None
+            events.append(
+                Interrupted(
+                    result.trace_id,
+                    checkpoint.step,
+                    checkpoint.checkpoint_id,
+                    reason,
+                    node,
+                    task,
+                    payload,
+                )
+            )
+        events.append(RunFinished(result.trace_id, result))
+        return events
 
     def _cursor_of(self, checkpoint: Checkpoint[S]) -> Cursor:
         try:
@@ -561,14 +816,23 @@ class Runner(Generic[S]):
             cursor.current_node(), state, metadata=metadata, cursor=cursor.to_stored()
         )
 
-    async def _save(self, trace: TraceId, checkpoint: Checkpoint[S], *, required: bool) -> bool:
+    async def _save(
+        self,
+        trace: TraceId,
+        checkpoint: Checkpoint[S],
+        *,
+        required: bool,
+        carry: Checkpoint[S] | None = None,
+    ) -> bool:
         """Save and apply retention; ``False`` if the store failed under ``"warn"``.
 
         ``required`` saves (the first checkpoint of a trace, a resume's update, a
-        fork) always raise: without them there is nothing to continue from.
+        fork) always raise: without them there is nothing to continue from. With
+        ``carry``, the task outputs pending against that checkpoint are saved
+        against this one too, before retention may prune it.
         """
         try:
-            await self.store.save_with_trace(trace, checkpoint, self._graph_hash)
+            info = await self.store.save_with_trace(trace, checkpoint, self._graph_hash)
         except StorageError as exc:
             if required or self.on_save_error == "raise":
                 raise
@@ -579,6 +843,8 @@ class Runner(Generic[S]):
                 stacklevel=4,
             )
             return False
+        if carry is not None:
+            await self._carry_writes(trace, carry, checkpoint)
         if not self.retention.keeps_all:
             # The checkpoint is saved whatever happens here: a failed prune must not
             # make the run believe otherwise (it would save that step again and conflict).
@@ -594,6 +860,8 @@ class Runner(Generic[S]):
                     RuntimeWarning,
                     stacklevel=4,
                 )
+        if streaming():
+            await emit(CheckpointSaved(trace, checkpoint.step, checkpoint.checkpoint_id, info))
         return True
 
     def _result(
@@ -613,6 +881,7 @@ class Runner(Generic[S]):
             nodes_run=nodes_run,
             durable=durable,
             next_nodes=self._cursor_of(checkpoint).nodes,
+            interrupt=asked.payload if (asked := self._waiting(checkpoint)) else None,
         )
 
     def _known_nodes(self, names: Iterable[str], option: str) -> frozenset[str]:
@@ -637,11 +906,6 @@ class _Step:
     parent: Checkpoint[Any]
     since: int
     recorded: bool
-
-
-def _origin(tp: Any) -> Any:
-    """``dict`` for ``dict[str, Any]``: the class behind a type, for comparing two."""
-    return typing.get_origin(tp) or tp
 
 
 def _describe_update(update: Any) -> str:

@@ -26,9 +26,10 @@ from typing import Any
 
 import msgspec
 
+from flowpoint._types import runtime_class, type_name
 from flowpoint.errors import GraphDefinitionError, InvalidUpdate
 
-__all__ = ["Reducer", "StateType", "from_plain", "to_plain"]
+__all__ = ["Reducer", "StateType", "WholeState", "from_plain", "to_plain"]
 
 Reducer = Callable[[Any, Any], Any]
 """A field's reducer: ``reducer(old, value)`` is the field's new value."""
@@ -52,6 +53,19 @@ _MISSING: Any = object()
 # cursor and pending writes are stored.
 _plain_encoder = msgspec.msgpack.Encoder(enc_hook=lambda value: _stored_form(value))
 _plain_decoder = msgspec.msgpack.Decoder()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WholeState:
+    """An update that replaces the state with ``state``: no field merged, no reducer run.
+
+    What a subgraph node that shares its parent's state type returns: the
+    subgraph's own reducers combined what its nodes wrote already, so running
+    the parent's again would count it twice. A dict state could not say so by
+    itself: a dict update is merged.
+    """
+
+    state: Any
 
 
 class StateType:
@@ -82,7 +96,7 @@ class StateType:
 
     def __init__(self, state_type: Any) -> None:
         self.state_type = state_type
-        self.cls = _runtime_class(state_type)
+        self.cls = runtime_class(state_type)
         self._typeddict = typing.is_typeddict(state_type)
         self._projected = callable(getattr(state_type, "__flowpoint_snapshot__", None)) and (
             callable(getattr(state_type, "__flowpoint_restore__", None))
@@ -123,6 +137,9 @@ class StateType:
         """
         if update is None:
             return state
+        if isinstance(update, WholeState):
+            self.check(update.state, f"{source} returned a state that")
+            return update.state
         cls = self.cls
         if cls is dict:
             if not isinstance(update, Mapping):
@@ -239,7 +256,7 @@ class StateType:
         cls = self.cls
         if cls is not None and not isinstance(state, cls):
             raise InvalidUpdate(
-                f"{source} does not fit {_type_name(self.state_type)}: it is a "
+                f"{source} does not fit {type_name(self.state_type)}: it is a "
                 f"{type(state).__qualname__}"
             )
         if self._free:
@@ -255,13 +272,13 @@ class StateType:
                 problem = _misfit(item, self._values)
                 if problem is not None:
                     raise InvalidUpdate(
-                        f"{source} does not fit {_type_name(self.state_type)}: the value of "
+                        f"{source} does not fit {type_name(self.state_type)}: the value of "
                         f"{key!r}: {problem}"
                     )
             return
         problem = _misfit(value, self._wire)
         if problem is not None:
-            raise InvalidUpdate(f"{source} does not fit {_type_name(self.state_type)}: {problem}")
+            raise InvalidUpdate(f"{source} does not fit {type_name(self.state_type)}: {problem}")
 
     def _reduce(
         self, update: Mapping[str, Any], old: Callable[[str, Any], Any], source: str
@@ -328,7 +345,7 @@ def from_plain(value: Any, tp: Any) -> Any:
     try:
         return msgspec.convert(value, tp, dec_hook=_from_builtins)
     except (msgspec.ValidationError, ValueError) as exc:
-        raise InvalidUpdate(f"{value!r:.60} does not fit {_type_name(tp)}: {exc}") from exc
+        raise InvalidUpdate(f"{value!r:.60} does not fit {type_name(tp)}: {exc}") from exc
     except (TypeError, RecursionError):  # a type msgspec cannot convert to: left as it is
         return value
 
@@ -345,7 +362,7 @@ def _reducers(state_type: Any, values: Any, field_types: Mapping[str, Any]) -> d
     """The reducer of each field that has one (``Annotated[T, reducer]``)."""
     if values is not None and _reducer_of(values, "the values of the dict state") is not None:
         raise GraphDefinitionError(
-            f"{_type_name(state_type)}: a reducer applies to a declared field; declare the "
+            f"{type_name(state_type)}: a reducer applies to a declared field; declare the "
             f"state as a TypedDict, a dataclass, a Struct or a pydantic model"
         )
     if not field_types:
@@ -359,7 +376,7 @@ def _reducers(state_type: Any, values: Any, field_types: Mapping[str, Any]) -> d
         hint = hints.get(name)
         if typing.get_origin(hint) in (typing.Required, typing.NotRequired):
             hint = typing.get_args(hint)[0]
-        reducer = _reducer_of(hint, f"{_type_name(state_type)}.{name}")
+        reducer = _reducer_of(hint, f"{type_name(state_type)}.{name}")
         if reducer is not None:
             found[name] = reducer
     return found
@@ -476,7 +493,7 @@ def _from_builtins(tp: Any, raw: Any) -> Any:
                 ) from None
         if issubclass(tp, pydantic.SecretStr | pydantic.SecretBytes):
             return tp(raw)
-    raise TypeError(f"flowpoint does not know how to load {_type_name(tp)}")
+    raise TypeError(f"flowpoint does not know how to load {type_name(tp)}")
 
 
 def _hints(owner: Any) -> dict[str, Any]:
@@ -488,19 +505,6 @@ def _hints(owner: Any) -> dict[str, Any]:
 
 def _is_pydantic(state: Any) -> bool:
     return isinstance(getattr(type(state), "model_fields", None), dict)
-
-
-def _runtime_class(state_type: Any) -> type | None:
-    if typing.is_typeddict(state_type):
-        return dict
-    origin = typing.get_origin(state_type) or state_type
-    if not isinstance(origin, type) or origin is object or origin is Any:
-        return None
-    return origin
-
-
-def _type_name(tp: Any) -> str:
-    return tp.__qualname__ if isinstance(tp, type) else repr(tp)
 
 
 def _field_names(state: Any) -> set[str]:

@@ -140,7 +140,7 @@ async def test_an_update_that_cannot_be_stored_is_refused(queue: RunQueue) -> No
     await queue.submit(CHAIN, "t", graphs.start())
     [held] = await claim(queue)
     await queue._settle(held, Settlement(RunStatus.INTERRUPTED))
-    with pytest.raises(TypeError, match="the update of run 't' cannot be stored"):
+    with pytest.raises(TypeError, match="the resume of run 't' cannot be stored"):
         await queue.resume("t", {"n": object()})
     assert await queue.status("t") == "interrupted"
 

@@ -25,6 +25,7 @@ from flowpoint import (
     StorageError,
     TypedCheckpointStore,
     Worker,
+    interrupt,
 )
 from tests.harnesses import HARNESSES
 from tests.queue import graphs
@@ -105,6 +106,22 @@ async def test_parallel_branches_save_their_pending_writes_under_the_lease(
     [fan_out] = [info for info in history if info.current_node == "docs, web"]
     writes = await queue.store.load_writes(fan_out.checkpoint_id)
     assert sorted(write.task_id for write in writes) == ["docs", "web"]
+
+
+async def test_a_run_paused_by_interrupt_is_resumed_with_the_answer(queue: RunQueue) -> None:
+    def publish(post: dict[str, Any]) -> dict[str, Any]:
+        ok = interrupt({"question": "Publish?", "title": post["title"]})
+        return {"status": "published" if ok else "held back"}
+
+    g = Graph("blog").add_node("publish", publish)
+    blog = g.add_edge(START, "publish").add_edge("publish", END).build()
+    await queue.submit(blog, "post-1", {"title": "WAL"})
+    await Worker(queue, graphs=[blog]).arun(until_idle=True)
+    assert await queue.status("post-1") == "interrupted"
+    await queue.resume("post-1", value=True)
+    await Worker(queue, graphs=[blog]).arun(until_idle=True)
+    assert await queue.status("post-1") == "done"
+    assert await final_state(queue, "post-1", blog) == {"title": "WAL", "status": "published"}
 
 
 async def test_a_run_whose_node_raises_is_failed_with_the_error(queue: RunQueue) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "signed64",
 ]
 
+_UNSET: Final[Any] = object()
 _INT64_MAX: Final = 2**63 - 1
 _UINT64: Final = 2**64
 _MAX_ERROR: Final = 4096
@@ -113,8 +114,9 @@ class Claim:
 
     ``latest_step`` is the trace's highest checkpoint step when the claim
     committed: every save of an earlier epoch is at or below it. ``update`` is a
-    resume's update (plain data, MessagePack), to apply when the trace still
-    stands at ``update_step``; once a checkpoint past it is saved, it was applied.
+    resume's ``{"update": ..., "value": ...}`` (either key may be absent; plain
+    data, MessagePack), to apply when the trace still stands at ``update_step``;
+    once a checkpoint past it is saved, it was applied.
     """
 
     trace_id: TraceId
@@ -239,28 +241,40 @@ class RunQueue(abc.ABC):
         return await self._get(validate_trace_id(trace_id))
 
     async def resume(
-        self, trace_id: TraceId | str, update: Mapping[str, Any] | None = None
+        self,
+        trace_id: TraceId | str,
+        update: Mapping[str, Any] | None = None,
+        *,
+        value: Any = _UNSET,
     ) -> None:
-        """Queue an ``interrupted`` run again; a worker resumes it with ``update`` applied.
+        """Queue an ``interrupted`` run again; a worker resumes it as ``Runner.resume`` does.
 
-        ``update`` is a dict of fields (as :meth:`flowpoint.Runner.resume` takes
-        it), applied once, when the run continues. A ``failed`` or ``dead`` run
-        may be resumed too (after a fix): it continues from its latest checkpoint
-        with its attempts counted from zero. Any other status raises
-        :class:`~flowpoint.errors.RunConflict`; an unknown run
-        :class:`~flowpoint.errors.TraceNotFound`.
+        ``update`` is a dict of fields, and ``value`` the answer to the
+        :func:`~flowpoint.interrupt` the run is paused at, as
+        :meth:`~flowpoint.Runner.resume` takes them (as plain data: a dataclass
+        becomes a dict); they are applied once, when the run continues. A
+        ``failed`` or ``dead`` run may be resumed too (after a fix): it continues
+        from its latest checkpoint with its attempts counted from zero. Any other
+        status raises :class:`~flowpoint.errors.RunConflict`; an unknown run
+        :class:`~flowpoint.errors.TraceNotFound`; an update or a value that
+        cannot be stored ``TypeError``.
         """
         trace = validate_trace_id(trace_id)
-        encoded: bytes | None = None
+        given: dict[str, Any] = {}
         if update is not None:
             if not isinstance(update, Mapping):
                 raise TypeError(
                     f"a queued run's update is a dict of fields, not a {type(update).__name__}"
                 )
+            given["update"] = update
+        if value is not _UNSET:
+            given["value"] = value
+        encoded: bytes | None = None
+        if given:
             try:
-                encoded = msgspec.msgpack.encode(to_plain(update))
+                encoded = msgspec.msgpack.encode(to_plain(given))
             except (TypeError, ValueError, OverflowError) as exc:
-                raise TypeError(f"the update of run {trace!r} cannot be stored: {exc}") from None
+                raise TypeError(f"the resume of run {trace!r} cannot be stored: {exc}") from None
         await self._resume(trace, encoded)
 
     async def cancel(self, trace_id: TraceId | str) -> bool:

@@ -20,7 +20,13 @@ import msgspec
 
 from flowpoint.blob import CheckpointBlob
 from flowpoint.codec import SerdeCheckpointCodec
-from flowpoint.errors import CheckpointStoreError, GraphDefinitionError, LeaseLost, StorageError
+from flowpoint.errors import (
+    CheckpointStoreError,
+    CorruptCheckpoint,
+    GraphDefinitionError,
+    LeaseLost,
+    StorageError,
+)
 from flowpoint.graph._builder import BuiltGraph, Graph
 from flowpoint.graph._runner import Runner
 from flowpoint.queue._base import (
@@ -263,9 +269,12 @@ class Worker:
             interrupt_after=after,
         )
         try:
-            update = claim.pending_update
-            decoded = None if update is None else graph.state.decode_update(_decode(update))
-            result = await runner.resume(claim.trace_id, update=decoded)
+            given = {} if claim.pending_update is None else _decode(claim.pending_update)
+            update = graph.state.decode_update(given.get("update"))
+            if "value" in given:
+                result = await runner.resume(claim.trace_id, update, value=given["value"])
+            else:
+                result = await runner.resume(claim.trace_id, update)
         except LeaseLost:
             self._event(logging.WARNING, "lease_lost", claim)
             return
@@ -364,8 +373,12 @@ class Worker:
                 task.cancel()
 
 
-def _decode(update: bytes) -> Any:
-    return msgspec.msgpack.decode(update)
+def _decode(resume: bytes) -> dict[str, Any]:
+    """A resume's stored ``{"update": ..., "value": ...}``; anything else is damage."""
+    found = msgspec.msgpack.decode(resume)
+    if not isinstance(found, dict) or not set(found) <= {"update", "value"}:
+        raise CorruptCheckpoint(None, f"a queued run's resume holds {type(found).__name__}")
+    return found
 
 
 def _by_fingerprint(graphs: Iterable[Graph[Any] | BuiltGraph[Any]]) -> dict[int, BuiltGraph[Any]]:

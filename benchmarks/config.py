@@ -14,6 +14,7 @@ class Sizes:
     w1_profile_chars: int = 2048
     w1_random_loads: int = 50
     w1_list_repeats: int = 5  # each listing is timed this many times; the stats are over them
+    w1_cold_loads: int = 20  # a fresh store object opened, then load_latest: this many times
     w1_bytes_every: int = 50  # bytes at rest against step, in a separate untimed pass
     # W2 fan-out: many traces at once from asyncio.
     w2_traces: int = 1000
@@ -48,6 +49,7 @@ SMOKE = Sizes(
     w1_steps=20,
     w1_random_loads=10,
     w1_list_repeats=2,
+    w1_cold_loads=2,
     w1_bytes_every=5,
     w2_traces=20,
     w2_steps=3,

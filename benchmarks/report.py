@@ -80,7 +80,9 @@ def _latency_rows(section: dict[str, Any]) -> list[list[str]]:
             rows.append([f"`{name}`", entry.get("status", ""), "-", "-", "-"])
             continue
         for op in OPERATIONS:
-            stats = _get(entry, f"{op}_ms") or {}
+            stats = _get(entry, f"{op}_ms")
+            if not stats:
+                continue  # not measured for this subject (a cold load in memory)
             rows.append([f"`{name}`", op, *(_num(stats.get(q)) for q in ("p50", "p90", "p99"))])
     return rows
 
@@ -92,8 +94,9 @@ def _w1_tables(section: dict[str, Any]) -> list[str]:
         f"{p['last_state_msgpack_bytes']:,} B of MessagePack)",
         "",
         "Latency of one call, in ms: save and load_latest per step; load_by_id over "
-        f"{p['random_loads_by_id']} random checkpoints; each listing timed "
-        f"{p['listing_repeats']} times.",
+        f"{p['random_loads_by_id']} random checkpoints; cold_load_latest (a fresh store "
+        f"object opened, then load_latest) {p.get('cold_loads', '-')} times, on SQLite and "
+        f"files only; each listing timed {p['listing_repeats']} times.",
         "",
     ]
     rows = _latency_rows(section)
@@ -404,21 +407,25 @@ def latency_chart(path: Path, section: dict[str, Any]) -> None:
     floor_sqlite = section["floors"].get("floor.sqlite", {})
     floor_delta = section["floors"].get("floor.delta", {})
     if floor_sqlite:
+        timed = ("save", "load_latest")
         series.append(
             (
                 "floor.sqlite",
                 [
-                    _get(floor_sqlite, "save_ms", "p50"),
-                    _get(floor_sqlite, "load_latest_ms", "p50"),
-                    None,
-                    None,
-                    None,
+                    _get(floor_sqlite, f"{op}_ms", "p50") if op in timed else None
+                    for op in OPERATIONS
                 ],
             )
         )
     if floor_delta:
         series.append(
-            ("floor.delta", [_get(floor_delta, "save_ms", "p50"), None, None, None, None])
+            (
+                "floor.delta",
+                [
+                    _get(floor_delta, "save_ms", "p50") if op == "save" else None
+                    for op in OPERATIONS
+                ],
+            )
         )
 
     fig, ax = plt.subplots(figsize=(12, 5.5))

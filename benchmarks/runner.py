@@ -12,6 +12,7 @@ and W3's peak memory under tracemalloc.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import sys
 import traceback
@@ -63,6 +64,7 @@ def _w1_params(s: Sizes) -> dict[str, Any]:
         "profile_chars": s.w1_profile_chars,
         "random_loads_by_id": s.w1_random_loads,
         "listing_repeats": s.w1_list_repeats,
+        "cold_loads": s.w1_cold_loads,
         "bytes_every_steps": s.w1_bytes_every,
         "last_state_msgpack_bytes": len(floors.encode(chat.state(s.w1_steps - 1))),
     }
@@ -114,8 +116,8 @@ WORKLOADS: dict[str, Workload] = {
     "W5": Workload(
         "W5",
         "LangGraph adapter, saver API",
-        w1.run_async,
-        w1.run_sync,
+        functools.partial(w1.run_async, cold=False),
+        functools.partial(w1.run_sync, cold=False),
         None,
         _w5_params,
         subjects=w5.SUBJECTS,

@@ -7,6 +7,9 @@ Every subject offers, async or blocking:
   channel versions and ``new_versions`` naming only the channels that changed;
 - ``save(prepared)``, ``load_latest(trace)``, ``load_by_id(key)``, ``list_newest_20(trace)``,
   ``list_all(trace)``: exactly one library call each (these are what the workloads time);
+- ``reopen()``: a new, unopened subject on the same place (``None`` where a fresh one would
+  be empty, in memory, or is not measured), which ``open_cold()`` opens as an application
+  does after a restart: what W1's cold load times, with a ``load_latest`` after it;
 - ``state_of(loaded)``: the state dict out of what a load returned (never timed);
 - ``bytes_at_rest()``: the backend's size on disk or on the server, or ``None`` in memory;
 - ``settings()``: what the subject was configured with, as read back (PRAGMAs);
@@ -74,6 +77,12 @@ class AsyncSubject(Subject):
     @abc.abstractmethod
     async def open(self) -> None: ...
 
+    def reopen(self) -> AsyncSubject | None:
+        return None
+
+    async def open_cold(self) -> None:
+        await self.open()
+
     @abc.abstractmethod
     async def save(self, prepared: Prepared) -> None: ...
 
@@ -96,6 +105,12 @@ class AsyncSubject(Subject):
 class SyncSubject(Subject):
     @abc.abstractmethod
     def open(self) -> None: ...
+
+    def reopen(self) -> SyncSubject | None:
+        return None
+
+    def open_cold(self) -> None:
+        self.open()
 
     @abc.abstractmethod
     def save(self, prepared: Prepared) -> None: ...
@@ -150,6 +165,11 @@ def _flowpoint_settings(url: str, blobs: Any, probe: Probe | None) -> dict[str, 
     return settings
 
 
+def _reopens(url: str) -> bool:
+    """Whether W1 times cold loads on this URL: SQLite and files (not memory, not servers)."""
+    return url.startswith(("sqlite:", "file:"))
+
+
 class FlowpointAsync(AsyncSubject):
     """``TypedCheckpointStore(open_store(url), SerdeCheckpointCodec(**codec))``: dict states."""
 
@@ -174,6 +194,17 @@ class FlowpointAsync(AsyncSubject):
         self.store = TypedCheckpointStore(blobs, SerdeCheckpointCodec(**self.codec_options))
         await self.store.traces()  # connect now, as LangGraph's setup() does, not in a save
         self._settings = _flowpoint_settings(self.url, blobs, self._probe)
+
+    def reopen(self) -> FlowpointAsync | None:
+        if not _reopens(self.url):
+            return None
+        return FlowpointAsync(self.url, None, None, self.codec_options)
+
+    async def open_cold(self) -> None:
+        from flowpoint import SerdeCheckpointCodec, TypedCheckpointStore, open_store
+
+        codec = SerdeCheckpointCodec(**self.codec_options)
+        self.store = TypedCheckpointStore(open_store(self.url), codec)
 
     def prepare(self, trace: str, state: dict[str, Any], changed: frozenset[str]) -> Prepared:
         return self._chain.prepare(trace, state)
@@ -239,6 +270,16 @@ class FlowpointSync(SyncSubject):
         self.store = SyncCheckpointStore(TypedCheckpointStore(blobs, codec))
         self.store.traces()  # connect now, as LangGraph's setup() does, not in a save
         self._settings = _flowpoint_settings(self.url, blobs, self._probe)
+
+    def reopen(self) -> FlowpointSync | None:
+        if not _reopens(self.url):
+            return None
+        return FlowpointSync(self.url, None, None, self.codec_options)
+
+    def open_cold(self) -> None:
+        from flowpoint import SyncCheckpointStore
+
+        self.store = SyncCheckpointStore.open(self.url, **self.codec_options)
 
     def prepare(self, trace: str, state: dict[str, Any], changed: frozenset[str]) -> Prepared:
         return self._chain.prepare(trace, state)
@@ -353,15 +394,28 @@ SyncSaverOpener = Callable[[list[Callable[[], None]], dict[str, Any]], Any]
 class LangGraphAsync(AsyncSubject):
     """A LangGraph saver through its async methods: aput, aget_tuple, alist."""
 
-    def __init__(self, opener: AsyncSaverOpener, footprint: Footprint | None) -> None:
+    def __init__(
+        self,
+        opener: AsyncSaverOpener,
+        footprint: Footprint | None,
+        cold: AsyncSaverOpener | None = None,
+    ) -> None:
         super().__init__(footprint)
         self._opener = opener
+        self._cold = cold
         self._stack = AsyncExitStack()
         self._threads = _LangGraphThreads()
         self.saver: Any = None
 
     async def open(self) -> None:
         self.saver = await self._opener(self._stack, self._settings)
+
+    def reopen(self) -> LangGraphAsync | None:
+        if self._cold is None:
+            return None
+        fresh = LangGraphAsync(self._cold, None, self._cold)
+        fresh._threads.latest_configs = dict(self._threads.latest_configs)
+        return fresh
 
     def prepare(self, trace: str, state: dict[str, Any], changed: frozenset[str]) -> Prepared:
         return self._threads.prepare(self.saver, trace, state, changed)
@@ -392,15 +446,28 @@ class LangGraphAsync(AsyncSubject):
 class LangGraphSync(SyncSubject):
     """A LangGraph saver through its blocking methods: put, get_tuple, list."""
 
-    def __init__(self, opener: SyncSaverOpener, footprint: Footprint | None) -> None:
+    def __init__(
+        self,
+        opener: SyncSaverOpener,
+        footprint: Footprint | None,
+        cold: SyncSaverOpener | None = None,
+    ) -> None:
         super().__init__(footprint)
         self._opener = opener
+        self._cold = cold
         self._closers: list[Callable[[], None]] = []
         self._threads = _LangGraphThreads()
         self.saver: Any = None
 
     def open(self) -> None:
         self.saver = self._opener(self._closers, self._settings)
+
+    def reopen(self) -> LangGraphSync | None:
+        if self._cold is None:
+            return None
+        fresh = LangGraphSync(self._cold, None, self._cold)
+        fresh._threads.latest_configs = dict(self._threads.latest_configs)
+        return fresh
 
     def prepare(self, trace: str, state: dict[str, Any], changed: frozenset[str]) -> Prepared:
         return self._threads.prepare(self.saver, trace, state, changed)
@@ -460,6 +527,40 @@ def _open_async_sqlite_saver(path: Path) -> AsyncSaverOpener:
         saver = AsyncSqliteSaver(conn)
         await saver.setup()
         return saver
+
+    return opener
+
+
+def _open_async_sqlite_saver_cold(path: Path) -> AsyncSaverOpener:
+    """As an application opens it after a restart: the connection, its PRAGMAs, the saver.
+
+    The saver sets its tables up on its first call, inside the timed load.
+    """
+
+    async def opener(stack: AsyncExitStack, settings: dict[str, Any]) -> Any:
+        import aiosqlite
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        conn = await aiosqlite.connect(path)
+        stack.push_async_callback(conn.close)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+        return AsyncSqliteSaver(conn)
+
+    return opener
+
+
+def _open_sqlite_saver_cold(path: Path) -> SyncSaverOpener:
+    """:func:`_open_async_sqlite_saver_cold` for ``SqliteSaver``."""
+
+    def opener(closers: list[Callable[[], None]], settings: dict[str, Any]) -> Any:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        conn = sqlite3.connect(path, check_same_thread=False)
+        closers.append(conn.close)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        return SqliteSaver(conn)
 
     return opener
 
@@ -670,7 +771,9 @@ SUBJECTS: list[SubjectSpec] = [
         "sqlite",
         "async",
         lambda place: LangGraphAsync(
-            _open_async_sqlite_saver(_sqlite_file(place)), _sqlite_footprint(place)
+            _open_async_sqlite_saver(_sqlite_file(place)),
+            _sqlite_footprint(place),
+            _open_async_sqlite_saver_cold(_sqlite_file(place)),
         ),
     ),
     SubjectSpec(
@@ -680,7 +783,9 @@ SUBJECTS: list[SubjectSpec] = [
         "sqlite",
         "sync",
         lambda place: LangGraphSync(
-            _open_sqlite_saver(_sqlite_file(place)), _sqlite_footprint(place)
+            _open_sqlite_saver(_sqlite_file(place)),
+            _sqlite_footprint(place),
+            _open_sqlite_saver_cold(_sqlite_file(place)),
         ),
     ),
     SubjectSpec(

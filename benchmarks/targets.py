@@ -36,6 +36,8 @@ class Target:
 
 SAVE = ("save_ms", "p50")
 LOAD = ("load_latest_ms", "p50")
+BY_ID = ("load_by_id_ms", "p50")
+COLD = ("cold_load_latest_ms", "p50")
 UNTIL_DELTAS = "the target for whole-state saves, before flowpoint stored deltas"
 ONCE_DELTAS = "the target now that flowpoint stores deltas"
 
@@ -49,6 +51,13 @@ TARGETS: list[Target] = [
            "fp.sqlite.sync", "lg.SqliteSaver", SAVE, "ms", "le", 0.8),
     Target("w1-sync-load", "W1", "W1 SQLite blocking: load_latest p50 vs SqliteSaver.get_tuple",
            "fp.sqlite.sync", "lg.SqliteSaver", LOAD, "ms", "le", 1.0),
+    Target("w1-by-id", "W1", "W1 blocking: load by id p50 vs SqliteSaver.get_tuple by id",
+           "fp.sqlite.sync", "lg.SqliteSaver", BY_ID, "ms", "le", 1.0),
+    Target("w1-cold", "W1", "W1 blocking: cold load_latest p50 (open + load) vs SqliteSaver's",
+           "fp.sqlite.sync", "lg.SqliteSaver", COLD, "ms", "le", 1.5,
+           note="a fresh store object / a fresh connection and SqliteSaver, as after a restart"),
+    Target("w1-file-by-id", "W1", "W1 file store: load by id p50 vs the SQLite store's",
+           "fp.file", "fp.sqlite", BY_ID, "ms", "le", 3.0, note="both async"),
     Target("w1-list20", "W1", "W1 newest-20 listing: speed-up over SqliteSaver.list(limit=20)",
            "fp.sqlite.sync", "lg.SqliteSaver", ("list_newest_20_ms", "p50"), "ms", "ge", 10.0,
            invert=True, note="ratio = SqliteSaver's p50 / flowpoint's p50"),

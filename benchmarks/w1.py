@@ -3,7 +3,9 @@
 State: ``{"messages": [{"role", "content"}, ...], "profile": str, "turn": int}`` with
 400-character messages (one more each step), a constant 2,048-character profile and the
 step number. After the run: 50 random loads by id, the newest-20 listing and the full
-listing (each timed ``w1_list_repeats`` times), and the bytes at rest.
+listing (each timed ``w1_list_repeats`` times), cold loads of the latest checkpoint (a
+fresh store object on the same database, as after a restart: opening it and the load are
+timed together, ``w1_cold_loads`` times), and the bytes at rest.
 
 The async and blocking loops are the same code but for ``await``: only the library call is
 between the two ``perf_counter_ns()`` readings; building the checkpoint, and checking what
@@ -26,7 +28,14 @@ from benchmarks.text import text
 TRACE = "chat-300"
 ALL_CHANNELS = frozenset({"messages", "profile", "turn"})
 STEP_CHANNELS = frozenset({"messages", "turn"})  # what changes after step 0
-OPERATIONS = ("save", "load_latest", "load_by_id", "list_newest_20", "list_all")
+OPERATIONS = (
+    "save",
+    "load_latest",
+    "load_by_id",
+    "cold_load_latest",
+    "list_newest_20",
+    "list_all",
+)
 
 
 @dataclass(frozen=True)
@@ -87,12 +96,15 @@ def _result(
     by_id_ns: list[int],
     newest_ns: list[int],
     all_ns: list[int],
+    cold_ns: list[int],
     footprint: dict[str, Any] | None,
 ) -> dict[str, Any]:
     return {
         "save_ms": latency_ms(save_ns),
         "load_latest_ms": latency_ms(load_ns),
         "load_by_id_ms": latency_ms(by_id_ns),
+        # None where a fresh store object would be empty (in memory) or is not measured.
+        "cold_load_latest_ms": latency_ms(cold_ns) if cold_ns else None,
         "list_newest_20_ms": latency_ms(newest_ns),
         "list_all_ms": latency_ms(all_ns),
         "bytes_at_rest": None if footprint is None else footprint["bytes"],
@@ -101,9 +113,12 @@ def _result(
 
 
 async def run_async(
-    subject: AsyncSubject, sizes: Sizes, growth_every: int | None = None
+    subject: AsyncSubject, sizes: Sizes, growth_every: int | None = None, *, cold: bool = True
 ) -> dict[str, Any]:
-    """Run W1 on an async subject; with ``growth_every``, an untimed pass for bytes by step."""
+    """Run W1 on an async subject; with ``growth_every``, an untimed pass for bytes by step.
+
+    ``cold=False`` leaves out the cold loads (W5, which times the saver API only).
+    """
     conversation = chat(sizes)
     rng = random.Random(sizes.seed + 1)
     steps = sizes.w1_steps
@@ -150,15 +165,29 @@ async def run_async(
             check_count(every, steps, "full listing")
             newest_ns.append(t1 - t0)
             all_ns.append(t2 - t1)
+        cold_ns: list[int] = []
+        for _ in range(sizes.w1_cold_loads if cold else 0):
+            fresh = subject.reopen()
+            if fresh is None:
+                break
+            t0 = perf_counter_ns()
+            await fresh.open_cold()
+            loaded = await fresh.load_latest(TRACE)
+            t1 = perf_counter_ns()
+            await fresh.close()
+            check(fresh.state_of(loaded), steps - 1)
+            cold_ns.append(t1 - t0)
         footprint = subject.bytes_at_rest()
-        result = _result(save_ns, load_ns, by_id_ns, newest_ns, all_ns, footprint)
+        result = _result(save_ns, load_ns, by_id_ns, newest_ns, all_ns, cold_ns, footprint)
         result["settings"] = subject.settings()
         return result
     finally:
         await subject.close()
 
 
-def run_sync(subject: SyncSubject, sizes: Sizes, growth_every: int | None = None) -> dict[str, Any]:
+def run_sync(
+    subject: SyncSubject, sizes: Sizes, growth_every: int | None = None, *, cold: bool = True
+) -> dict[str, Any]:
     """Run W1 on a blocking subject: :func:`run_async` without ``await``."""
     conversation = chat(sizes)
     rng = random.Random(sizes.seed + 1)
@@ -206,8 +235,20 @@ def run_sync(subject: SyncSubject, sizes: Sizes, growth_every: int | None = None
             check_count(every, steps, "full listing")
             newest_ns.append(t1 - t0)
             all_ns.append(t2 - t1)
+        cold_ns: list[int] = []
+        for _ in range(sizes.w1_cold_loads if cold else 0):
+            fresh = subject.reopen()
+            if fresh is None:
+                break
+            t0 = perf_counter_ns()
+            fresh.open_cold()
+            loaded = fresh.load_latest(TRACE)
+            t1 = perf_counter_ns()
+            fresh.close()
+            check(fresh.state_of(loaded), steps - 1)
+            cold_ns.append(t1 - t0)
         footprint = subject.bytes_at_rest()
-        result = _result(save_ns, load_ns, by_id_ns, newest_ns, all_ns, footprint)
+        result = _result(save_ns, load_ns, by_id_ns, newest_ns, all_ns, cold_ns, footprint)
         result["settings"] = subject.settings()
         return result
     finally:

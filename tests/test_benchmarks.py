@@ -90,6 +90,13 @@ def test_json_has_every_workload_and_subject(
     assert {"floor.msgspec", "floor.sqlite"} <= document["workloads"]["W3"]["floors"].keys()
     assert w1["bytes_by_step"], "bytes at rest by step are missing"
     assert document["targets"], "no targets were evaluated"
+    # Cold loads (a fresh store object, then load_latest) on SQLite and files, not in memory.
+    for name in ("fp.sqlite", "fp.sqlite.sync", "fp.file", "lg.SqliteSaver", "lg.AsyncSqliteSaver"):
+        assert w1["subjects"][name]["median"]["cold_load_latest_ms"]["n"] > 0, name
+    assert w1["subjects"]["fp.memory"]["median"]["cold_load_latest_ms"] is None
+    rows = {row["key"]: row for row in document["targets"]}
+    for key in ("w1-by-id", "w1-cold", "w1-file-by-id"):
+        assert rows[key]["met"] in (True, False), rows[key]
 
 
 def test_w4_runs_the_same_graph_on_both_engines(

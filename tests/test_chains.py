@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import random
 import tracemalloc
@@ -20,6 +21,7 @@ from flowpoint import (
     TypedCheckpointStore,
 )
 from flowpoint._chains import FrameCache, MissingBase
+from flowpoint.blob import CheckpointBlob
 from flowpoint.codec._delta import Frame, state_size
 from flowpoint.codec._serde import DELTA_BASE_KEY, MAX_DELTA_CHAIN
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id
@@ -331,3 +333,106 @@ async def test_a_chain_far_apart_costs_one_range_read_then_a_load_by_id() -> Non
     store.calls.clear()
     assert await TypedCheckpointStore(store).load_latest("t", 1) == far
     assert store.calls == ["load_latest", "load_steps", "load"]
+
+
+def test_a_kept_frame_serves_reads_but_never_becomes_the_tip() -> None:
+    cache = FrameCache(100_000)
+    tip, low, mid, other = frame("t", 9), frame("t", 2), frame("t", 5), frame("u", 4)
+    cache.put(tip)
+    for made in (low, mid, other):
+        cache.keep(made)
+    cache.keep(low)  # kept already: stays as it is
+    assert cache.tip(TraceId("t")) is tip
+    assert cache.tip(TraceId("u")) is None
+    assert cache.below(TraceId("t"), 9, 0) is mid
+    assert cache.below(TraceId("t"), 5, 0) is low
+    assert cache.below(TraceId("t"), 5, 3) is None  # below where the chain starts
+    assert cache.below(TraceId("t"), 2, 0) is None
+    assert cache.below(TraceId("v"), 9, 0) is None
+    cache.forget(mid.checkpoint_id)
+    assert cache.below(TraceId("t"), 9, 0) is low
+    cache.forget_trace(TraceId("t"))
+    assert cache.below(TraceId("t"), 9, 0) is None
+    assert cache.below(TraceId("u"), 9, 0) is other
+    tiny = FrameCache(low.held - 1)
+    tiny.keep(low)
+    assert tiny.below(TraceId("t"), 9, 0) is None
+    # Two checkpoints at one step (one deleted, another saved there since): either serves,
+    # and forgetting one leaves the other.
+    again, other_again = frame("t", 3), frame("t", 3)
+    cache.keep(again)
+    cache.keep(other_again)
+    found = cache.below(TraceId("t"), 9, 0)
+    assert found is again or found is other_again
+    cache.forget(found.checkpoint_id)
+    assert cache.below(TraceId("t"), 9, 0) is (other_again if found is again else again)
+
+
+class Ranges(RewritableDelegatingStore):
+    """Records the range of steps of each range read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ranges: list[tuple[int, int]] = []
+
+    async def _load_steps(
+        self, trace_id: TraceId, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        self.ranges.append((first_step, last_step))
+        return await super()._load_steps(trace_id, first_step, last_step)
+
+
+async def test_loads_by_id_keep_frames_along_the_chain_and_start_above_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = Ranges()
+    codec = SerdeCheckpointCodec(max_delta_chain=MAX_DELTA_CHAIN)
+    await save_counts(TypedCheckpointStore(store, codec), range(1, 41))
+    ids_by_step = {info.step: info.checkpoint_id for info in await store.history("t", 100)}
+    applied: list[int] = []
+    real = delta_module.Rebuild.apply
+
+    def counted(self: delta_module.Rebuild, delta: delta_module.Delta) -> None:
+        applied.append(delta.state_size)
+        real(self, delta)
+
+    monkeypatch.setattr(delta_module.Rebuild, "apply", counted)
+    reader = TypedCheckpointStore(store, codec)
+    loaded = await reader.load(ids_by_step[30], 1)
+    assert loaded is not None
+    assert loaded.state["count"] == 30
+    assert store.ranges == [(0, 29)]  # the whole chain below, in one read
+    assert len(applied) == 30
+    # The frames of steps 0 (the whole checkpoint), 8, 16 and 24 were kept on the way.
+    store.ranges.clear()
+    applied.clear()
+    loaded = await reader.load(ids_by_step[22], 1)
+    assert loaded is not None
+    assert loaded.state["count"] == 22
+    assert store.ranges == [(17, 21)]  # starts above step 16's frame
+    assert len(applied) == 6
+    store.ranges.clear()
+    loaded = await reader.load(ids_by_step[3], 1)
+    assert loaded is not None
+    assert loaded.state["count"] == 3
+    assert store.ranges == [(1, 2)]  # above the whole checkpoint's frame
+    # A damaged link is still found on a read that starts at a kept frame.
+    [stored] = await store.load_steps("t", 12, 12)
+    damaged = stored.data[:-20] + bytes(b ^ 1 for b in stored.data[-20:-8]) + stored.data[-8:]
+    await store.rewrite(dataclasses.replace(stored, data=damaged))
+    with pytest.raises(CorruptCheckpoint):
+        await reader.load(ids_by_step[14], 1)
+
+
+async def test_load_latest_keeps_no_frames_on_the_way() -> None:
+    store = Ranges()
+    codec = SerdeCheckpointCodec(max_delta_chain=MAX_DELTA_CHAIN)
+    last, _ = await save_counts(TypedCheckpointStore(store, codec), range(1, 41))
+    reader = TypedCheckpointStore(store, codec)
+    assert await reader.load_latest("t", 1) == last
+    store.ranges.clear()
+    infos = await store.history("t", 100)
+    loaded = await reader.load(next(i.checkpoint_id for i in infos if i.step == 30), 1)
+    assert loaded is not None
+    # Only the whole checkpoint's frame was kept: the read starts above step 0.
+    assert store.ranges == [(1, 29)]

@@ -23,8 +23,11 @@ What is checked where, reading a checkpoint stored as changes:
 - **The state read**, once: the state the last delta leaves is checked against
   the size and XXH3-64 hash that delta records, before anything is decoded. A
   wrong base or a damaged link either shows there, or was overwritten by a later
-  delta (then the state is exactly the one that was saved). Only that state's
-  frame is kept; the states in between are never built.
+  delta (then the state is exactly the one that was saved). That state's frame
+  is kept, and the whole checkpoint's the chain started from; a load by id also
+  builds and keeps the state of every :data:`_WAYPOINT`-th delta on the way,
+  each checked against the hash its own delta records first. Later reads of the
+  chain start from the nearest kept frame; other states in between are never built.
 
 Each link's own hash used to be checked too, which named the link where a wrong
 base crept in, at the cost of hashing the whole state per link. What it guarded
@@ -41,6 +44,7 @@ the checkpoint again.
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from collections.abc import Iterable
 from uuid import UUID
@@ -67,6 +71,9 @@ DEFAULT_FRAME_CACHE_BYTES = 64 * 1024 * 1024
 """Bytes of memory the frames a facade keeps may hold, by default."""
 # Steps read at once while walking down a chain.
 _RANGE_READ = 256
+# Reading a chain keeps the frame of every this many deltas on the way, so that a
+# later read near them (a load by id) applies at most this many deltas.
+_WAYPOINT = 8
 
 
 class MissingBase(CorruptCheckpoint):
@@ -117,6 +124,8 @@ class FrameCache:
         # hashes in Python; an int does not, and every save and load looks frames up).
         self._frames: OrderedDict[int, _Kept] = OrderedDict()
         self._tips: dict[TraceId, int] = {}
+        # Each trace's kept frames as (step, id), sorted: where a chain read may start.
+        self._steps: dict[TraceId, list[tuple[int, int]]] = {}
         self._lent: list[_Kept] = []
         self._bytes = 0
 
@@ -149,9 +158,29 @@ class FrameCache:
             if tip_key is not None:
                 self._forget(tip_key)
             self._tips[frame.trace_id] = key
-        self._frames[key] = _Kept(frame, frame.held)
-        self._bytes += frame.held
-        self._evict()
+        self._add(key, frame)
+
+    def keep(self, frame: Frame) -> None:
+        """Keep ``frame`` for later reads, leaving the trace's tip alone.
+
+        For the frames a chain read passes through (its keyframe): the next read
+        of that chain starts from them instead of the store's whole checkpoint.
+        A frame kept already stays as it is.
+        """
+        key = frame.checkpoint_id.int
+        if key in self._frames or frame.held > self.max_bytes:
+            return
+        self._add(key, frame)
+
+    def below(self, trace_id: TraceId, step: int, lowest: int) -> Frame | None:
+        """The kept frame of the trace with the highest step from ``lowest`` to below ``step``."""
+        steps = self._steps.get(trace_id)
+        if not steps:
+            return None
+        index = bisect.bisect_left(steps, (step, -1)) - 1  # ids are ints >= 0
+        if index < 0 or steps[index][0] < lowest:
+            return None
+        return self._get(steps[index][1])
 
     def forget(self, checkpoint_id: CheckpointId) -> None:
         """Drop this checkpoint's frame (it is being deleted)."""
@@ -163,7 +192,7 @@ class FrameCache:
 
     def forget_trace(self, trace_id: TraceId) -> None:
         """Drop every frame of the trace."""
-        for key in [key for key, kept in self._frames.items() if kept.frame.trace_id == trace_id]:
+        for _, key in list(self._steps.get(trace_id, ())):
             self._forget(key)
 
     def _get(self, key: int) -> Frame | None:
@@ -192,6 +221,12 @@ class FrameCache:
                 kept.counted = kept.frame.held
         self._evict()
 
+    def _add(self, key: int, frame: Frame) -> None:
+        self._frames[key] = _Kept(frame, frame.held)
+        bisect.insort(self._steps.setdefault(frame.trace_id, []), (frame.step, key))
+        self._bytes += frame.held
+        self._evict()
+
     def _evict(self) -> None:
         while self._bytes > self.max_bytes:
             key, oldest = self._frames.popitem(last=False)
@@ -200,8 +235,13 @@ class FrameCache:
     def _dropped(self, key: int, kept: _Kept) -> None:
         self._bytes -= kept.counted
         kept.counted = -1  # no longer kept: a frame lent before it went is not counted again
-        if self._tips.get(kept.frame.trace_id) == key:
-            del self._tips[kept.frame.trace_id]
+        trace = kept.frame.trace_id
+        if self._tips.get(trace) == key:
+            del self._tips[trace]
+        steps = self._steps[trace]
+        del steps[bisect.bisect_left(steps, (kept.frame.step, key))]
+        if not steps:
+            del self._steps[trace]
 
 
 class _Kept:
@@ -219,11 +259,17 @@ async def delta_frame(
     codec: DeltaCheckpointCodec[object],
     frames: FrameCache,
     blob: CheckpointBlob,
+    *,
+    waypoints: bool = False,
 ) -> Frame:
     """The frame of ``blob``, a delta: its state rebuilt through the chain below it, checked.
 
-    Reads the chain down to a whole checkpoint or a frame kept in ``frames``, a
-    range of steps at a time, and keeps the frame it returns. Raises
+    Reads the chain down to the nearest frame kept in ``frames`` or to a whole
+    checkpoint, a range of steps at a time, starting the first range just above
+    the highest frame of the chain that is kept; keeps the frame it returns, and
+    the whole checkpoint's if it read one. With ``waypoints`` (random access into
+    history) it also keeps the frame of every :data:`_WAYPOINT`-th delta on the
+    way, so that a later read near them applies fewer deltas. Raises
     :class:`MissingBase` if a checkpoint of the chain is not in the store, and
     :class:`CorruptCheckpoint` for a chain that is otherwise broken (a base in
     another trace or not below its delta, more than :data:`MAX_DELTA_CHAIN`
@@ -238,13 +284,16 @@ async def delta_frame(
     low = blob.step  # the steps from here up have been read (or cannot hold the chain)
     looked = False  # whether a range was read for the base wanted now
     above = blob
+    # A frame kept from an earlier read of this chain: the first range read stops above it.
+    kept = frames.below(blob.trace_id, blob.step, chain_start)
+    bottom = chain_start if kept is None else kept.step + 1
     while (start := frames.get(wanted)) is None:
         base = nearby.get(wanted)
-        if base is None and not looked and low > chain_start:
-            first = max(chain_start, low - _RANGE_READ)
+        if base is None and not looked and low > bottom:
+            first = max(bottom, low - _RANGE_READ)
             read = await store.load_steps(blob.trace_id, first, low - 1)
             nearby = {earlier.checkpoint_id: earlier for earlier in read}
-            low, looked = first, True
+            low, looked, bottom = first, True, chain_start
             continue
         if base is None:
             # Not where the chain says it is: by id, one call, whatever the header claims.
@@ -270,6 +319,7 @@ async def delta_frame(
                 raise CorruptCheckpoint(
                     base.checkpoint_id, "a delta is stored on it, but its state has no fields"
                 )
+            frames.keep(start)  # the next read of this chain starts here, not at the store
             break
         deltas.append(base)
         looked = False
@@ -279,7 +329,10 @@ async def delta_frame(
                 f"its chain holds more than {MAX_DELTA_CHAIN} deltas, more than any writer makes",
             )
         wanted, above = below[0], base
-    frame = codec.follow(start, deltas[::-1])
+    passed: list[Frame] = []
+    frame = codec.follow(start, deltas[::-1], every=_WAYPOINT if waypoints else 0, passed=passed)
+    for waypoint in passed:
+        frames.keep(waypoint)
     frames.put(frame)
     return frame
 

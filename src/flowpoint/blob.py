@@ -169,14 +169,32 @@ class CheckpointHeader:
 
     def with_data(self, data: bytes) -> CheckpointBlob:
         """The blob with this header and ``data`` (a size this has is not checked against it)."""
-        return CheckpointBlob(data=data, **self._values())
+        return CheckpointBlob(*self._fields(), data=data)
 
     def with_size(self, size: int) -> CheckpointInfo:
         """The listing entry with this header, for data of ``size`` bytes."""
-        return CheckpointInfo(size=size, **self._values())
+        return CheckpointInfo(*self._fields(), size=size)
 
     def _values(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in HEADER_FIELDS}
+
+    def _fields(
+        self,
+    ) -> tuple[
+        CheckpointId, TraceId, int, CheckpointId | None, int, datetime, str | None, Metadata
+    ]:
+        # In the order of HEADER_FIELDS, which subclasses' own fields follow: every read
+        # of a stored checkpoint makes one of these, so no dict in between.
+        return (
+            self.checkpoint_id,
+            self.trace_id,
+            self.step,
+            self.parent_id,
+            self.graph_hash,
+            self.created_at,
+            self.current_node,
+            self.metadata,
+        )
 
     def check(self) -> None:
         """Raise ``ValueError`` unless every field holds what a stored header may hold.

@@ -66,7 +66,9 @@ class TypedCheckpointStore(Generic[S]):
     store every checkpoint is stored whole. To compute and read those changes
     the facade keeps the fields of the checkpoints it saved or loaded lately in
     memory, up to ``frame_cache_bytes`` (64 MiB by default) of what they hold,
-    array elements split out of them included. Deleting or
+    array elements split out of them included (and, for later reads of a chain,
+    the whole checkpoint it starts from and, on a load by id, every 8th state on
+    the way). Deleting or
     pruning through the facade first stores whole any checkpoint that depends on
     one being deleted; the blob store's own ``delete`` and ``prune`` do not, so
     delete through the facade.
@@ -152,7 +154,10 @@ class TypedCheckpointStore(Generic[S]):
             return blob
 
         blob = await fetch()
-        return None if blob is None else await self._read(blob, fetch, expected_hash)
+        if blob is None:
+            return None
+        # A load by id is random access into history: keep frames along its chain.
+        return await self._read(blob, fetch, expected_hash, waypoints=True)
 
     async def load_latest(
         self, trace_id: TraceId | str, expected_hash: int | None
@@ -202,6 +207,8 @@ class TypedCheckpointStore(Generic[S]):
         blob: CheckpointBlob,
         fetch: Callable[[], Awaitable[CheckpointBlob | None]],
         expected_hash: int | None,
+        *,
+        waypoints: bool = False,
     ) -> Checkpoint[S] | None:
         """Decode ``blob``; if its chain lost a checkpoint meanwhile, decode what ``fetch`` finds.
 
@@ -213,7 +220,7 @@ class TypedCheckpointStore(Generic[S]):
         rereads = 0
         while True:
             try:
-                return await self._decode(blob, expected_hash)
+                return await self._decode(blob, expected_hash, waypoints)
             except MissingBase as exc:
                 rereads += 1
                 if rereads > _REREADS:
@@ -225,7 +232,9 @@ class TypedCheckpointStore(Generic[S]):
                     raise  # the checkpoint itself names a base that is not there
                 blob = again
 
-    async def _decode(self, blob: CheckpointBlob, expected_hash: int | None) -> Checkpoint[S]:
+    async def _decode(
+        self, blob: CheckpointBlob, expected_hash: int | None, waypoints: bool
+    ) -> Checkpoint[S]:
         codec = self.codec
         if not isinstance(codec, DeltaCheckpointCodec):
             return codec.deserialize(blob, expected_hash)
@@ -235,7 +244,7 @@ class TypedCheckpointStore(Generic[S]):
             raise GraphMismatch(expected_hash, blob.graph_hash)
         known = self._frames.get(blob.checkpoint_id)
         if known is None and codec.base_of(blob) is not None:
-            known = await delta_frame(self.store, codec, self._frames, blob)
+            known = await delta_frame(self.store, codec, self._frames, blob, waypoints=waypoints)
         checkpoint, frame = codec.decode(blob, expected_hash, None, known=known)
         if frame is not None and frame is not known:
             self._frames.put(frame)

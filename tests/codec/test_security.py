@@ -77,6 +77,17 @@ def test_large_states_are_compressed_by_default_and_small_ones_are_not() -> None
     assert header_of(small)[1] is None
 
 
+def test_bodies_from_256_bytes_are_compressed_when_that_pays() -> None:
+    # A delta of one chat message is about this size: compressed, it stores a quarter less.
+    words = " ".join(TEXT.split()[:60])
+    assert 256 <= len(words) < 512
+    blob, checkpoint = save({"text": words})
+    assert header_of(blob)[1] == "zstd"
+    assert codec().deserialize(blob, GRAPH) == checkpoint
+    under, _ = save({"text": words[:200]})
+    assert header_of(under)[1] is None
+
+
 def test_compression_none_never_compresses_and_any_codec_reads_either() -> None:
     plain, checkpoint = save({"text": TEXT}, compression=None)
     assert header_of(plain)[1] is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pydantic
@@ -18,9 +18,11 @@ from flowpoint import (
     CodecError,
     CorruptCheckpoint,
     GraphMismatch,
+    KeyRing,
     SerdeCheckpointCodec,
 )
 from flowpoint.codec._envelope import MAGIC
+from flowpoint.codec._schema import StateSchema
 from tests.states import DataclassState, PydanticState, StructState, samples
 
 GRAPH = 0x1122334455667788
@@ -290,3 +292,51 @@ def test_the_codec_module_is_split_by_concern() -> None:
     assert not any(name in vars(serde) for name in ("_strict_hook", "_validate_pydantic"))
     assert callable(schema.StateSchema)
     assert callable(compression.Zstd)
+
+
+def test_codecs_of_one_state_type_share_its_schema() -> None:
+    # Made once per type: opening a store per request does not build it again.
+    assert SerdeCheckpointCodec(dict)._schema is SerdeCheckpointCodec(dict)._schema
+    assert SerdeCheckpointCodec(dict)._schema is not SerdeCheckpointCodec(DataclassState)._schema
+    secret = SerdeCheckpointCodec(dict, encryption=KeyRing({"k": bytes(32)}, primary="k"))
+    assert secret._schema is not SerdeCheckpointCodec(dict)._schema
+    # A type that cannot be a dict key still gets its schema, a new one each time.
+    unhashable = Annotated[dict[str, Any], {"note": "metadata msgspec ignores"}]
+    assert SerdeCheckpointCodec(unhashable)._schema is not SerdeCheckpointCodec(unhashable)._schema
+
+
+def test_raw_fields_appended_to_are_checked_by_what_they_gained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The LangGraph adapter's states: each field one value already encoded.
+    codec = SerdeCheckpointCodec(dict[str, msgspec.Raw], compression=None)
+    enc = msgspec.msgpack.encode
+    history = ["x" * 200 for _ in range(20)]
+    first = Checkpoint.first("n", {"messages": msgspec.Raw(enc(history))})
+    _, frame = codec.encode(first, 1, "t", None)
+    assert frame is not None
+    checked: list[int] = []
+    real = StateSchema._decode_checked
+
+    def counted(self: StateSchema, decoder: Any, body: Any, *args: Any) -> None:
+        checked.append(len(body))
+        real(self, decoder, body, *args)
+
+    monkeypatch.setattr(StateSchema, "_decode_checked", counted)
+    longer = first.child("n", {"messages": msgspec.Raw(enc([*history, "y" * 200]))})
+    delta, _ = codec.encode(longer, 1, "t", frame)
+    assert codec.base_of(delta) is not None
+    assert checked
+    assert max(checked) < 300  # the new element, not the 4 KB history
+    loaded, _ = codec.decode(delta, 1, frame)
+    assert msgspec.msgpack.decode(loaded.state["messages"]) == [*history, "y" * 200]
+    # An array header that claims one more element than the bytes after it hold, or
+    # one element too many after it: refused at save, never stored.
+    body = enc([*history, "y" * 200])
+    for bad in (
+        b"\xdc\x00\x16" + body[3:],  # 22 claimed, 21 there
+        b"\xdc\x00\x14" + body[3:],  # 20 claimed, 21 there
+    ):
+        broken = first.child("n", {"messages": msgspec.Raw(bad)})
+        with pytest.raises(CodecError):
+            codec.encode(broken, 1, "t", frame)

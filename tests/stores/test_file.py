@@ -721,3 +721,31 @@ async def test_a_store_whose_traces_were_all_deleted_is_still_a_store(
     await store.delete_trace("t")
     async with FileBlobStore(root, read_only=True) as reader:
         assert await reader.traces() == []
+
+
+async def test_a_short_range_of_steps_is_read_by_name_without_listing_the_trace(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flowpoint.stores._files as files_module
+
+    store = FileBlobStore(root)
+    saved = [make_blob("t", step) for step in (0, 1, 2, 4, 7)]
+    for blob in saved:
+        await store.save(blob)
+    listed: list[str] = []
+    real = files_module.names
+
+    def counted(directory: str) -> list[str]:
+        listed.append(directory)
+        return real(directory)
+
+    monkeypatch.setattr(files_module, "names", counted)
+    found = await store.load_steps("t", 1, 6)
+    assert [blob.checkpoint_id for blob in found] == [b.checkpoint_id for b in saved[1:4]]
+    assert found[2].data == saved[3].data
+    assert listed == []  # each step's file opened by its name
+    assert await store.load_steps("unknown", 0, 3) == []
+    # A range longer than a chain can be lists the directory once instead.
+    found = await store.load_steps("t", 2, 2**40)
+    assert [blob.step for blob in found] == [2, 4, 7]
+    assert len(listed) == 1

@@ -87,7 +87,14 @@ class DeltaCheckpointCodec(CheckpointCodec[S], Generic[S]):
         """
 
     @abc.abstractmethod
-    def follow(self, base: Frame, deltas: Sequence[CheckpointBlob]) -> Frame:
+    def follow(
+        self,
+        base: Frame,
+        deltas: Sequence[CheckpointBlob],
+        *,
+        every: int = 0,
+        passed: list[Frame] | None = None,
+    ) -> Frame:
         """The frame of the last of ``deltas``, a chain on ``base`` listed oldest first.
 
         Each delta must name the checkpoint before it (the first, ``base``), in the
@@ -96,6 +103,10 @@ class DeltaCheckpointCodec(CheckpointCodec[S], Generic[S]):
         returned. Raises :class:`~flowpoint.errors.CorruptCheckpoint` for any link
         that does not fit. The cost is what the deltas hold, plus one pass over the
         state the last one leaves.
+
+        With ``every`` > 0 and a list ``passed``, the frames of every ``every``-th
+        delta on the way (the last excepted) are appended to ``passed``, each
+        checked as the last one is: one more pass over the state each.
         """
 
     @abc.abstractmethod

@@ -239,6 +239,8 @@ def _as_dict(metadata: object) -> object:
 
 def _check_same_checkpoint(blob: CheckpointBlob, header: EnvelopeHeader) -> None:
     """Raise :class:`CorruptCheckpoint` if the store's header and the payload's differ."""
+    if _same_checkpoint(blob, header):
+        return  # every load and every link of a chain passes here: no tuples, no copies
     fields = (
         ("checkpoint_id", blob.checkpoint_id, header.checkpoint_id),
         ("trace_id", blob.trace_id, header.trace_id),
@@ -256,6 +258,35 @@ def _check_same_checkpoint(blob: CheckpointBlob, header: EnvelopeHeader) -> None
                 f"the payload belongs to another checkpoint: {name} is {stored!r:.80} in the "
                 f"store but {embedded!r:.80} in the payload",
             )
+
+
+def _same_checkpoint(blob: CheckpointBlob, header: EnvelopeHeader) -> bool:
+    """What :func:`_check_same_checkpoint` checks, for the usual case: every field alike.
+
+    Each field has the same type and value in both (``parent_id`` and
+    ``current_node`` may be ``None`` in both); ``False`` sends the caller to the
+    field-by-field comparison that names the first difference.
+    """
+    parent, node = blob.parent_id, blob.current_node
+    return (
+        type(blob.checkpoint_id) is UUID
+        and type(header.checkpoint_id) is UUID
+        and blob.checkpoint_id == header.checkpoint_id
+        and type(blob.trace_id) is str
+        and blob.trace_id == header.trace_id
+        and type(blob.step) is int
+        and blob.step == header.step
+        and type(parent) is type(header.parent_id)
+        and parent == header.parent_id
+        and type(blob.graph_hash) is int
+        and blob.graph_hash == header.graph_hash
+        and type(blob.created_at) is type(header.created_at)
+        and blob.created_at == header.created_at
+        and type(node) is type(header.current_node)
+        and node == header.current_node
+        and type(blob.metadata) is dict
+        and blob.metadata == header.metadata
+    )
 
 
 def _check_chain_fields(blob: CheckpointBlob, header: EnvelopeHeader) -> None:

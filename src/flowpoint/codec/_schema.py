@@ -12,6 +12,7 @@ import base64
 import binascii
 import collections.abc
 import contextlib
+import functools
 import math
 import re
 import sys
@@ -29,7 +30,7 @@ from flowpoint.codec._delta import Delta, array_count, encode_array_header, join
 from flowpoint.errors import CodecError, CorruptCheckpoint
 from flowpoint.ids import CheckpointId
 
-__all__ = ["BodyFormat", "StateSchema", "decode_costs"]
+__all__ = ["BodyFormat", "StateSchema", "decode_costs", "schema_of"]
 
 BodyFormat = Literal["msgpack", "json"]
 
@@ -207,7 +208,8 @@ class _Field:
 
     Its decoders are made when first needed: for the field's type, and, for a
     field typed ``list[T]`` (no bounds on the list), for ``T`` (elements changed
-    in place) and ``list[T]`` (elements appended).
+    in place) and ``list[T]`` (elements appended). A field typed ``msgspec.Raw``
+    (any one value) is checked so too when it holds an array.
     """
 
     __slots__ = ("_decoders", "element", "hint")
@@ -220,6 +222,10 @@ class _Field:
         self.element: Any = None
         if typing.get_origin(hint) in _SEQUENCES:
             (self.element,) = typing.get_args(hint) or (Any,)
+        elif hint is msgspec.Raw:
+            # Any one value: an array appended to is checked by what it gained (the rest
+            # was checked before), not read whole again.
+            self.element = msgspec.Raw
         self._decoders: dict[tuple[str, str], _Decoder] = {}
 
     def decoder(self, body_format: str, which: Literal["whole", "element", "elements"]) -> _Decoder:
@@ -423,6 +429,27 @@ _DATACLASS, _DATACLASS_FIELD = 128, 16
 _FACTORIES, _FACTORY_FIELD = 512, 96  # a dataclass whose defaults are made by factories
 _MODEL, _MODEL_FIELD = 1024, 64  # pydantic validates a dict into a model
 _SET, _SET_ELEMENT = 256, 96
+
+
+def schema_of(state_type: Any, *, allow_secrets: bool) -> StateSchema:
+    """The :class:`StateSchema` of ``state_type``, made once per type and kept.
+
+    A schema's behaviour never changes once made (the decoders it adds as they
+    are needed are the same each time), and making one (msgspec's decoders, the
+    type's costs and checks) costs more than a load of a small state: a process
+    that opens stores again and again, as a server handling each request does,
+    pays it once. A type that cannot be a dict key gets a new schema each time.
+    """
+    try:
+        hash(state_type)
+    except TypeError:
+        return StateSchema(state_type, allow_secrets=allow_secrets)
+    return _cached_schema(state_type, allow_secrets)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_schema(state_type: Any, allow_secrets: bool) -> StateSchema:
+    return StateSchema(state_type, allow_secrets=allow_secrets)
 
 
 def decode_costs(wire_type: Any) -> Costs:

@@ -26,7 +26,7 @@ from flowpoint.codec._compression import (
     MAX_LEVEL,
     MIN_LEVEL,
     Compression,
-    Zstd,
+    zstd_at,
 )
 from flowpoint.codec._delta import (
     Budget,
@@ -47,7 +47,7 @@ from flowpoint.codec._envelope import (
     seal_envelope,
 )
 from flowpoint.codec._keys import KeyRing
-from flowpoint.codec._schema import BodyFormat, StateSchema
+from flowpoint.codec._schema import BodyFormat, schema_of
 from flowpoint.codec._writes import (
     OpenedWrite,
     WriteHeader,
@@ -116,8 +116,8 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
     cannot hold NaN or infinity, and a state holding them is refused). Either
     codec reads data written in either format: the data names its own.
 
-    ``compression="zstd"`` (the default) compresses a state of at least 512 bytes
-    with zstd at ``compression_level`` (-7 to 19, default 3) when that makes it
+    ``compression="zstd"`` (the default) compresses a body (a state, or a delta) of
+    at least 256 bytes with zstd at ``compression_level`` (-7 to 19, default 3) when that makes it
     smaller; ``None`` never compresses. Any codec reads compressed data.
 
     ``encryption`` is a :class:`~flowpoint.codec._keys.KeyRing`: states are then
@@ -244,8 +244,8 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
         self.max_delta_chain = max_delta_chain
         # Frames (and so deltas) exist for MessagePack states only.
         self._frames = format == "msgpack"
-        self._schema = StateSchema(state_type, allow_secrets=encryption is not None)
-        self._zstd = Zstd(compression_level)
+        self._schema = schema_of(state_type, allow_secrets=encryption is not None)
+        self._zstd = zstd_at(compression_level)
 
     def __repr__(self) -> str:
         return (
@@ -516,7 +516,14 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
         return self._whole(blob, envelope, body, cursor=False)[1]
 
     @override
-    def follow(self, base: Frame, deltas: Sequence[CheckpointBlob]) -> Frame:
+    def follow(
+        self,
+        base: Frame,
+        deltas: Sequence[CheckpointBlob],
+        *,
+        every: int = 0,
+        passed: list[Frame] | None = None,
+    ) -> Frame:
         def links() -> Iterator[tuple[CheckpointBlob, Delta]]:
             below: Frame | CheckpointBlob = base
             for blob in deltas:
@@ -527,7 +534,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
                 yield self._link(blob, envelope, self._plaintext(blob, envelope))
                 below = blob
 
-        return self._rebuilt(base, links())
+        return self._rebuilt(base, links(), every, passed)
 
     @override
     def rebase(self, blob: CheckpointBlob, frame: Frame) -> CheckpointBlob:
@@ -666,15 +673,24 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
         except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
 
-    def _rebuilt(self, base: Frame, links: Iterable[tuple[CheckpointBlob, Delta]]) -> Frame:
+    def _rebuilt(
+        self,
+        base: Frame,
+        links: Iterable[tuple[CheckpointBlob, Delta]],
+        every: int = 0,
+        passed: list[Frame] | None = None,
+    ) -> Frame:
         """The frame of the last of ``links``: ``base`` changed by each delta in turn.
 
         Each link is checked as it is applied (see :class:`Rebuild`); the state the
-        last one leaves is checked against the hash that delta records.
+        last one leaves is checked against the hash that delta records. With
+        ``every`` and ``passed``, the frame after every ``every``-th link (the last
+        one excepted) is checked the same way and appended to ``passed``.
         """
         rebuild = Rebuild(base, self.max_state_size, Budget(self.max_decoded_size))
         deltas = deltas_size = 0
         last: tuple[CheckpointBlob, Delta] | None = None
+        made: Frame | None = None  # the frame of the link applied last, if it was made
         for last in links:
             blob, delta = last
             try:
@@ -682,14 +698,27 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
             except ValueError as exc:
                 raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
             deltas, deltas_size = deltas + 1, deltas_size + len(blob.data)
+            made = None
+            if passed is not None and every > 0 and deltas % every == 0:
+                made = self._finished(rebuild, base, blob, delta, deltas, deltas_size)
+                passed.append(made)
         if last is None:
             return base
+        if made is not None and passed:
+            return passed.pop()
         blob, delta = last
+        return self._finished(rebuild, base, blob, delta, deltas, deltas_size)
+
+    @staticmethod
+    def _finished(
+        rebuild: Rebuild, base: Frame, blob: CheckpointBlob, delta: Delta, deltas: int, size: int
+    ) -> Frame:
+        """The frame of ``blob``, the state ``rebuild`` holds, checked against its delta's hash."""
         try:
             fields = rebuild.finish(delta.state_hash)
         except ValueError as exc:
             raise CorruptCheckpoint(blob.checkpoint_id, f"delta: {exc}") from exc
-        return _frame(blob, fields, base, {}, delta.state_size, deltas=(deltas, deltas_size))
+        return _frame(blob, fields, base, {}, delta.state_size, deltas=(deltas, size))
 
     def _check_decoded(self, state: bytes | memoryview, body_format: str) -> None:
         """``ValueError`` if decoding ``state`` could build more than ``max_decoded_size``."""

@@ -57,7 +57,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import IO, ParamSpec, TypeVar
 from urllib.parse import quote, unquote
 
@@ -97,6 +97,8 @@ _SLUG_MAX = 120
 _SLUG_SAFE = "-_.@+=,"
 _TRACE_DIR = re.compile(r".*~[0-9a-f]{16}\Z", re.DOTALL)
 _STEP_FILE = re.compile(r"([0-9]{20})\.ckpt\Z")
+# A range of steps up to this long is read by trying each step's file name, not by a listing.
+_STEPS_BY_NAME = 512
 _CONTINUATION_ESCAPE = re.compile(r"%[89AB][0-9A-F]")
 
 
@@ -188,6 +190,11 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
         self, trace_id: TraceId, limit: int, before_step: int | None
     ) -> list[CheckpointInfo | DamagedRecord]:
         return await self._blocking(self._history_sync, trace_id, limit, before_step)
+
+    async def _load_steps(
+        self, trace_id: TraceId, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        return await self._blocking(self._load_steps_sync, trace_id, first_step, last_step)
 
     async def _trace_entries(self) -> list[TraceId | DamagedRecord]:
         return await self._blocking(self._traces_sync)
@@ -462,6 +469,31 @@ class FileBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobS
             assert data is not None
             return header.info().with_data(data)
         return None
+
+    def _load_steps_sync(
+        self, trace_id: TraceId, first_step: int, last_step: int
+    ) -> list[CheckpointBlob]:
+        """A range of steps in one call: each record opened by its name, or found by a listing.
+
+        A short range (a chain of deltas) tries each step's file name, which costs
+        less than listing a long trace; a longer one lists the directory once.
+        """
+        dir_name = trace_dir_name(trace_id)
+        steps: Iterable[int]
+        if last_step - first_step < _STEPS_BY_NAME:
+            steps = range(first_step, last_step + 1)
+        else:
+            listed = self._steps(dir_name)
+            steps = sorted(step for step in listed if first_step <= step <= last_step)
+        found: list[CheckpointBlob] = []
+        for step in steps:
+            try:
+                header, data = self._read(dir_name, step, None, with_data=True)
+            except FileNotFoundError:
+                continue  # no such step (or deleted since the listing)
+            assert data is not None
+            found.append(header.info().with_data(data))
+        return found
 
     def _history_sync(
         self, trace_id: TraceId, limit: int, before_step: int | None

@@ -58,6 +58,7 @@ from flowpoint.blob import (
     CheckpointHeader,
     CheckpointInfo,
     DamagedRecord,
+    Metadata,
     PendingWrite,
     validate_metadata,
 )
@@ -82,7 +83,6 @@ from flowpoint.stores._base import (
     rewrite_conflict,
 )
 from flowpoint.stores._columns import (
-    blob_with_data,
     info_with_size,
     listed_entry,
     metadata_from_json,
@@ -109,6 +109,9 @@ _UINT64: Final = 2**64
 
 _Query: TypeAlias = tuple[str, Sequence[object] | Mapping[str, object]]
 _Row: TypeAlias = Sequence[Any]
+_HeaderValues: TypeAlias = tuple[
+    CheckpointId, TraceId, int, CheckpointId | None, int, datetime, str | None, Metadata
+]
 
 
 class _NewRow(NamedTuple):
@@ -737,52 +740,61 @@ def _encode_metadata(metadata: Mapping[str, object]) -> str:
 
 
 def _blob_from_row(row: _Row) -> CheckpointBlob:
-    return blob_with_data(_header_from_row(row), row[8])
+    values = _header_values(row)
+    data = row[8]
+    if type(data) is not bytes:
+        raise _corrupt(values[0], "data", data, "not bytes")
+    # Straight from the columns, with no header object in between: every read makes one.
+    return CheckpointBlob(*values, data=data)
 
 
 def _info_from_row(row: _Row) -> CheckpointInfo:
-    return info_with_size(_header_from_row(row), row[8])
+    return info_with_size(CheckpointHeader(*_header_values(row)), row[8])
 
 
-def _header_from_row(row: _Row) -> CheckpointHeader:
+def _header_values(row: _Row) -> _HeaderValues:
+    """A row's header columns, checked, in the order of the header's fields."""
     raw_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata = row[:8]
     checkpoint_id = _id_from_column(raw_id)
     if checkpoint_id is None:
         raise CorruptCheckpoint(
             None, f"column checkpoint_id holds {value_kind(raw_id)}, not 16 bytes"
         )
-
-    def corrupt(column: str, value: object, expected: str) -> CorruptCheckpoint:
-        return CorruptCheckpoint(
-            checkpoint_id, f"column {column} holds {value_kind(value)}, {expected}"
-        )
-
     trace = trace_from_text(trace_id, checkpoint_id)
     if type(step) is not int or step < 0:
-        raise corrupt("step", step, "not an int >= 0")
+        raise _corrupt(checkpoint_id, "step", step, "not an int >= 0")
     parent = None if parent_id is None else _id_from_column(parent_id)
     if parent_id is not None and parent is None:
-        raise corrupt("parent_id", parent_id, "not 16 bytes or NULL")
+        raise _corrupt(checkpoint_id, "parent_id", parent_id, "not 16 bytes or NULL")
     if type(graph_hash) is not int:
-        raise corrupt("graph_hash", graph_hash, "not an int")
+        raise _corrupt(checkpoint_id, "graph_hash", graph_hash, "not an int")
     if type(created_at) is not int:
-        raise corrupt("created_at", created_at, "not an int of microseconds")
+        raise _corrupt(checkpoint_id, "created_at", created_at, "not an int of microseconds")
     try:
         created = _EPOCH + created_at * _MICROSECOND
     except OverflowError:
-        raise corrupt("created_at", created_at, "out of the range of datetime") from None
+        raise _corrupt(
+            checkpoint_id, "created_at", created_at, "out of the range of datetime"
+        ) from None
     if current_node is not None and type(current_node) is not str:
-        raise corrupt("current_node", current_node, "not TEXT or NULL")
-    return CheckpointHeader(
-        checkpoint_id=checkpoint_id,
-        trace_id=trace,
-        step=step,
-        parent_id=parent,
-        graph_hash=graph_hash % _UINT64,
-        created_at=created,
-        current_node=current_node,
-        metadata=metadata_from_json(checkpoint_id, metadata),
+        raise _corrupt(checkpoint_id, "current_node", current_node, "not TEXT or NULL")
+    return (
+        checkpoint_id,
+        trace,
+        step,
+        parent,
+        graph_hash % _UINT64,
+        created,
+        current_node,
+        metadata_from_json(checkpoint_id, metadata),
     )
+
+
+def _corrupt(
+    checkpoint_id: CheckpointId, column: str, value: object, expected: str
+) -> CorruptCheckpoint:
+    reason = f"column {column} holds {value_kind(value)}, {expected}"
+    return CorruptCheckpoint(checkpoint_id, reason)
 
 
 def _step_or_none(value: object) -> int | None:

@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "src" / "flowpoint"
 # Backends whose drivers are optional extras (they import their driver only when used), and
 # the LangGraph adapter, which needs the langgraph extra.
-OPTIONAL = {
-    SOURCE / "stores" / name for name in ("postgres.py", "_postgres_sql.py", "redis.py", "s3.py")
-} | set((SOURCE / "langgraph").glob("*.py"))
+OPTIONAL = (
+    {SOURCE / "stores" / name for name in ("postgres.py", "_postgres_sql.py", "redis.py", "s3.py")}
+    | {SOURCE / "queue" / "_postgres.py"}
+    | set((SOURCE / "langgraph").glob("*.py"))
+)
 
 
 def _top_level_imports(path: Path) -> set[str]:

@@ -26,6 +26,12 @@ PUBLIC_NAMES = {
     "InvalidRoute",
     "InvalidUpdate",
     "KeyRing",
+    "LeaseLost",
+    "QueuedRun",
+    "RunConflict",
+    "RunQueue",
+    "RunStatus",
+    "Worker",
     "MigrationFailed",
     "NodeContext",
     "RecursionLimitReached",
@@ -88,6 +94,7 @@ def test_error_tree() -> None:
         flowpoint.CodecError,
         flowpoint.StorageError,
         flowpoint.InvalidTraceId,
+        flowpoint.LeaseLost,
     ):
         assert issubclass(error, flowpoint.CheckpointStoreError)
     assert issubclass(flowpoint.InvalidTraceId, ValueError)
@@ -97,6 +104,7 @@ def test_error_tree() -> None:
         flowpoint.InvalidUpdate,
         flowpoint.RecursionLimitReached,
         flowpoint.TraceNotFound,
+        flowpoint.RunConflict,
         flowpoint.MigrationFailed,
         flowpoint.InterruptOutsideNode,
         flowpoint.InvalidInterrupt,
@@ -118,8 +126,8 @@ def test_importing_flowpoint_imports_no_backend() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert (
-        out.stdout.strip() == "['flowpoint.stores._base', 'flowpoint.stores._registry', "
-        "'flowpoint.stores.memory']"
+        out.stdout.strip() == "['flowpoint.stores._base', 'flowpoint.stores._fenced', "
+        "'flowpoint.stores._registry', 'flowpoint.stores.memory']"
     )
 
 
@@ -146,6 +154,9 @@ def test_errors_carry_their_fields_through_copies() -> None:
     mismatch = flowpoint.GraphMismatch(1, 2)
     conflict = flowpoint.CheckpointConflict("t", 3, "detail")
     assert copy.copy(mismatch).expected == 1
+    assert copy.copy(flowpoint.LeaseLost("t", 4)).epoch == 4
+    refused = flowpoint.RunConflict("t", "done", "why")
+    assert (copy.copy(refused).status, str(copy.copy(refused))) == ("done", str(refused))
     listed = copy.copy(flowpoint.GraphMismatch(1, 2, "hint", migrations=(3, 4)))
     assert listed.migrations == (3, 4)
     assert listed.hint == "hint"

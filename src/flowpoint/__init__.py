@@ -20,9 +20,11 @@ from flowpoint.errors import (
     InvalidRoute,
     InvalidTraceId,
     InvalidUpdate,
+    LeaseLost,
     MigrationFailed,
     NoPendingInterrupt,
     RecursionLimitReached,
+    RunConflict,
     StorageError,
     TraceNotFound,
     WorkflowError,
@@ -49,6 +51,7 @@ from flowpoint.graph import (
     interrupt,
 )
 from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.queue import QueuedRun, RunQueue, RunStatus, Worker
 from flowpoint.stores import BlobCheckpointStore, InMemoryBlobStore, PruneRule
 from flowpoint.stores._registry import DEFAULT_STORE_URL, open_store
 from flowpoint.sync import SyncCheckpointStore
@@ -84,18 +87,23 @@ __all__ = [
     "InvalidTraceId",
     "InvalidUpdate",
     "KeyRing",
+    "LeaseLost",
     "MigrationFailed",
     "NoPendingInterrupt",
     "NodeContext",
     "NodeFinished",
     "NodeStarted",
     "PruneRule",
+    "QueuedRun",
     "RecursionLimitReached",
     "RetentionPolicy",
     "Retry",
+    "RunConflict",
     "RunEvent",
     "RunFinished",
+    "RunQueue",
     "RunResult",
+    "RunStatus",
     "Runner",
     "Send",
     "SerdeCheckpointCodec",
@@ -107,6 +115,7 @@ __all__ = [
     "TraceNotFound",
     "TriggerPolicy",
     "TypedCheckpointStore",
+    "Worker",
     "WorkflowError",
     "WorkflowState",
     "interrupt",

@@ -9,7 +9,8 @@ Every error a load or a save can raise, for any bytes a store returns, is a
      ├── CorruptCheckpoint    stored bytes or header columns are damaged
      ├── CodecError           a state cannot be encoded, or decoded into its type
      ├── StorageError         the backend failed (the driver's error is ``__cause__``)
-     └── InvalidTraceId       also a ValueError: the trace id is not acceptable
+     ├── InvalidTraceId       also a ValueError: the trace id is not acceptable
+     └── LeaseLost            a fenced save of a queued run whose lease is no longer held
 
     WorkflowError
      ├── GraphDefinitionError also a ValueError: the graph cannot be built as declared
@@ -20,7 +21,8 @@ Every error a load or a save can raise, for any bytes a store returns, is a
      ├── MigrationFailed      a trace's checkpoint could not be moved onto the current graph
      ├── InterruptOutsideNode also a RuntimeError: interrupt() called where no node runs
      ├── InvalidInterrupt     also a TypeError: an interrupt's payload or answer cannot be stored
-     └── NoPendingInterrupt   also a ValueError: resume(value=...) on a trace not paused in a node
+     ├── NoPendingInterrupt   also a ValueError: resume(value=...) on a trace not paused in a node
+     └── RunConflict          the run queue cannot do this to the run as it stands
 
 Errors carry the facts as attributes; their messages are built from them.
 """
@@ -43,9 +45,11 @@ __all__ = [
     "InvalidRoute",
     "InvalidTraceId",
     "InvalidUpdate",
+    "LeaseLost",
     "MigrationFailed",
     "NoPendingInterrupt",
     "RecursionLimitReached",
+    "RunConflict",
     "StorageError",
     "TraceNotFound",
     "WorkflowError",
@@ -132,6 +136,28 @@ class StorageError(CheckpointStoreError):
 
 class InvalidTraceId(CheckpointStoreError, ValueError):
     """A trace id that is empty, too long, or holds non-printable characters."""
+
+
+class LeaseLost(CheckpointStoreError):
+    """A fenced save found that the run's lease is not held at ``epoch`` any more.
+
+    The run queue gives each claim of a run a lease with a new ``epoch``; the
+    worker's saves of that run check, in the same transaction as the write, that
+    the run is still running under that epoch with its lease unexpired. When it is
+    not (the lease expired, another worker claimed the run, or it was cancelled),
+    nothing is saved and this is raised: the worker stops the run.
+    """
+
+    def __init__(self, trace_id: str, epoch: int) -> None:
+        self.trace_id = trace_id
+        self.epoch = epoch
+        super().__init__(
+            f"the lease of run {trace_id!r} at epoch {epoch} is lost (it expired, another "
+            f"worker claimed the run, or it was cancelled): nothing was saved"
+        )
+
+    def __reduce__(self) -> tuple[type[LeaseLost], tuple[str, int]]:
+        return (type(self), (self.trace_id, self.epoch))
 
 
 class WorkflowError(Exception):
@@ -254,6 +280,24 @@ class RecursionLimitReached(WorkflowError):
 
 class TraceNotFound(WorkflowError, LookupError):
     """There is no checkpoint to resume or fork from."""
+
+
+class RunConflict(WorkflowError):
+    """The run queue cannot do what was asked to the run as it stands.
+
+    Submitting a trace the queue holds already (without the same ``dedup_key``),
+    or resuming a run that is not ``interrupted``. ``status`` is the run's status
+    when it was refused.
+    """
+
+    def __init__(self, trace_id: str, status: str, reason: str) -> None:
+        self.trace_id = trace_id
+        self.status = status
+        self.reason = reason
+        super().__init__(f"run {trace_id!r} is {status}: {reason}")
+
+    def __reduce__(self) -> tuple[type[RunConflict], tuple[str, str, str]]:
+        return (type(self), (self.trace_id, self.status, self.reason))
 
 
 class MigrationFailed(WorkflowError):

@@ -299,9 +299,8 @@ def test_apply_killed_midway_and_rerun_leaves_every_trace_consistent(url: str) -
 # -- the README's section "Changing a graph" runs as written --------------------------------
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-SECTION = README[
-    README.index("## Changing a graph\n") : README.index("## Use the store directly\n")
-]
+_START = README.index("## Changing a graph\n")
+SECTION = README[_START : README.index("\n## ", _START) + 1]  # up to the next section
 
 
 def test_the_readme_deploy_story_prints_what_it_shows(tmp_path: Path) -> None:

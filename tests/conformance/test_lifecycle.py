@@ -10,7 +10,9 @@ import pytest
 
 from flowpoint import BlobCheckpointStore, PruneRule, StorageError
 from flowpoint.blob import PendingWrite
+from flowpoint.ids import TraceId
 from flowpoint.stores._base import RewritableBlobStore
+from flowpoint.stores._fenced import Fence, FencedBlobStore
 from tests.blobs import make_blob
 from tests.harnesses.base import StoreHarness
 
@@ -47,6 +49,10 @@ def every_call(store: BlobCheckpointStore) -> dict[str, Callable[[], Awaitable[A
     }
     if isinstance(store, RewritableBlobStore):
         calls["rewrite"] = lambda: store.rewrite(blob)
+    if isinstance(store, FencedBlobStore):
+        fence = Fence(TraceId("trace"), 1)
+        calls["save_fenced"] = lambda: store.save_fenced(make_blob(step=1), fence)
+        calls["save_writes_fenced"] = lambda: store.save_writes_fenced([write], fence)
     return calls
 
 

@@ -163,7 +163,7 @@ async def test_setup_records_each_migration_once(
     async with await harness.open() as other:
         await other.setup()
     rows = await harness.execute("SELECT version FROM flowpoint_schema_migrations ORDER BY 1")
-    assert rows == [(1,), (2,)] == [(n + 1,) for n in range(len(postgres_sql.MIGRATIONS))]
+    assert rows == [(1,), (2,), (3,)] == [(n + 1,) for n in range(len(postgres_sql.MIGRATIONS))]
 
 
 async def restore_release_dump(harness: PostgresHarness) -> None:
@@ -182,16 +182,16 @@ async def test_a_database_of_the_previous_release_is_upgraded_in_place(
     assert await harness.execute(migrations) == [(1,)]
     async with await harness.open() as store:
         await upgrade.check_upgraded(store)
-    assert await harness.execute(migrations) == [(1,), (2,)]
+    assert await harness.execute(migrations) == [(1,), (2,), (3,)]
     async with await harness.open() as store:
         assert len(await store.history(upgrade.TRACES[1])) == 3
-    assert await harness.execute(migrations) == [(1,), (2,)]
+    assert await harness.execute(migrations) == [(1,), (2,), (3,)]
 
 
 async def test_concurrent_setups_are_serialised(harness: PostgresHarness) -> None:
     stores = [await harness.open() for _ in range(8)]
     await asyncio.gather(*(store.setup() for store in stores))
-    assert await harness.execute("SELECT count(*) FROM flowpoint_schema_migrations") == [(2,)]
+    assert await harness.execute("SELECT count(*) FROM flowpoint_schema_migrations") == [(3,)]
 
 
 async def test_schema_and_table_prefix_name_the_tables(harness: PostgresHarness) -> None:
@@ -204,7 +204,10 @@ async def test_schema_and_table_prefix_name_the_tables(harness: PostgresHarness)
     )
     assert rows == [
         ("Runs", "fp_checkpoints"),
+        ("Runs", "fp_runs"),
         ("Runs", "fp_schema_migrations"),
+        ("Runs", "fp_worker_graphs"),
+        ("Runs", "fp_workers"),
         ("Runs", "fp_writes"),
     ]
 

@@ -24,6 +24,7 @@ from flowpoint.cli import (
     _inspect,
     _maintain,
     _migrate,
+    _queue,
     _transfer,
     _verify,
 )
@@ -157,6 +158,8 @@ app.command("graph")(_graph.graph)
 app.command("import-langgraph")(_import_langgraph.import_langgraph)
 app.command("migrate")(_migrate.migrate)
 app.command("check")(_migrate.check)
+app.command("worker")(_queue.worker)
+app.command("runs")(_queue.runs)
 
 
 def main() -> None:

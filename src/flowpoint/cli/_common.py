@@ -41,6 +41,7 @@ __all__ = [
     "import_object",
     "import_state_type",
     "load_keyring",
+    "local_path",
     "make_codec",
     "opened_store",
     "parse_checkpoint_ref",
@@ -143,7 +144,7 @@ def shown(url: str) -> str:
     return url
 
 
-def _local_path(url: str) -> str | None:
+def local_path(url: str) -> str | None:
     """The file or directory a ``sqlite:`` or ``file:`` URL names; ``None`` for other URLs."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -173,7 +174,7 @@ async def opened_store(url: str, access: Access) -> AsyncIterator[BlobCheckpoint
     # An unknown scheme or a malformed URL: ValueError, exit 1.
     store = open_store(url, read_only=access == "read")
     async with store:
-        path = _local_path(url)
+        path = local_path(url)
         # Local stats: blocking, and as quick as anything the store does next.
         if path is not None and not os.path.exists(path):  # noqa: ASYNC240
             if access != "create":

@@ -19,7 +19,7 @@ from flowpoint.graph._mermaid import mermaid
 from flowpoint.graph._picture import Picture, picture
 from flowpoint.graph._runner import Runner
 
-__all__ = ["GRAPHVIZ_MISSING", "built_graph", "graph"]
+__all__ = ["GRAPHVIZ_MISSING", "built_graph", "graph", "load_graph"]
 
 GRAPHVIZ_MISSING = (
     "--png needs Graphviz's dot program, which is not on PATH: install Graphviz "
@@ -90,11 +90,20 @@ def _graph(settings: Settings, target: str, png: Path | None) -> None:
 
 def built_graph(target: str) -> BuiltGraph[Any]:
     """The graph ``target`` (``MODULE:ATTR``) names, built; errors as ``graph`` reports them."""
-    return _load(target)[0]
+    return load_graph(target)[0]
 
 
 def _load(target: str) -> tuple[BuiltGraph[Any], Picture]:
     """The graph ``target`` names, built, and its picture with a runner's interrupts marked."""
+    found, before, after = load_graph(target)
+    return found, picture(found, interrupt_before=before, interrupt_after=after)
+
+
+def load_graph(target: str) -> tuple[BuiltGraph[Any], frozenset[str], frozenset[str]]:
+    """The graph ``target`` names, built, with the interrupts of a runner it names.
+
+    The module is imported from the current directory first, as ``python -m`` does.
+    """
     here = os.getcwd()
     if here not in sys.path:
         sys.path.insert(0, here)
@@ -113,7 +122,7 @@ def _load(target: str) -> tuple[BuiltGraph[Any], Picture]:
         raise typer.BadParameter(
             f"{target} is {_a(found)}, not a Graph, BuiltGraph or Runner", param_hint=_PARAMETER
         )
-    return found, picture(found, interrupt_before=before, interrupt_after=after)
+    return found, before, after
 
 
 def _a(value: object) -> str:

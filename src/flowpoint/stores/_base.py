@@ -39,7 +39,9 @@ __all__ = [
     "DriverErrors",
     "PruneRule",
     "RewritableBlobStore",
+    "check_blob",
     "check_read_only",
+    "check_write_batch",
     "check_writes_trace",
     "different_header",
     "hex_prefix",
@@ -178,7 +180,7 @@ class BlobCheckpointStore(abc.ABC):
         exactly one succeeds.
         """
         with self._calling("save", blob=blob, writes=True):
-            _check_blob("save", blob)
+            check_blob("save", blob)
             await self._save(blob)
 
     async def load(self, checkpoint_id: CheckpointId) -> CheckpointBlob | None:
@@ -348,21 +350,9 @@ class BlobCheckpointStore(abc.ABC):
         it deletes its writes.
         """
         with self._calling("save_writes", writes=True):
-            batch = list(writes)
+            batch = check_write_batch(writes)
             if not batch:
                 return 0
-            first = batch[0]
-            for write in batch:
-                _check_write(write)
-                if (write.trace_id, write.checkpoint_id) != (first.trace_id, first.checkpoint_id):
-                    raise ValueError(
-                        "one save_writes call takes the writes of one checkpoint: "
-                        f"{write.checkpoint_id} of {write.trace_id!r:.80} is not "
-                        f"{first.checkpoint_id} of {first.trace_id!r:.80}"
-                    )
-            keys = {(write.task_id, write.index) for write in batch}
-            if len(keys) != len(batch):
-                raise ValueError("one save_writes call names a (task_id, index) twice")
             return await self._save_writes(batch, overwrite=bool(overwrite))
 
     async def load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
@@ -617,7 +607,7 @@ class RewritableBlobStore(BlobCheckpointStore):
         returns the new data survives a crash.
         """
         with self._calling("rewrite", writes=True):
-            _check_blob("rewrite", blob)
+            check_blob("rewrite", blob)
             return await self._rewrite(blob)
 
     @abc.abstractmethod
@@ -685,6 +675,26 @@ def id_range(prefix: str) -> tuple[CheckpointId, CheckpointId | None] | None:
     return CheckpointId(UUID(int=low)), None if high >> 128 else CheckpointId(UUID(int=high))
 
 
+def check_write_batch(writes: Iterable[PendingWrite]) -> list[PendingWrite]:
+    """The writes of one ``save_writes`` call, checked: one checkpoint's, each key once."""
+    batch = list(writes)
+    if not batch:
+        return batch
+    first = batch[0]
+    for write in batch:
+        _check_write(write)
+        if (write.trace_id, write.checkpoint_id) != (first.trace_id, first.checkpoint_id):
+            raise ValueError(
+                "one save_writes call takes the writes of one checkpoint: "
+                f"{write.checkpoint_id} of {write.trace_id!r:.80} is not "
+                f"{first.checkpoint_id} of {first.trace_id!r:.80}"
+            )
+    keys = {(write.task_id, write.index) for write in batch}
+    if len(keys) != len(batch):
+        raise ValueError("one save_writes call names a (task_id, index) twice")
+    return batch
+
+
 def _check_write(write: PendingWrite) -> None:
     if not isinstance(write, PendingWrite):
         raise TypeError(f"save_writes takes PendingWrite objects, not {type(write).__name__}")
@@ -695,7 +705,7 @@ def _check_write(write: PendingWrite) -> None:
         raise TypeError(f"a write's data must be bytes, not {type(write.data).__name__}")
 
 
-def _check_blob(action: str, blob: CheckpointBlob) -> None:
+def check_blob(action: str, blob: CheckpointBlob) -> None:
     if not isinstance(blob, CheckpointBlob):
         raise TypeError(f"{action} takes a CheckpointBlob, not {type(blob).__name__}")
     validate_trace_id(blob.trace_id)  # InvalidTraceId, as the other methods raise

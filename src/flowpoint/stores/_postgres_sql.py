@@ -11,6 +11,9 @@ from typing import Final
 __all__ = ["MIGRATIONS", "Statements"]
 
 _MAX_IDENTIFIER_BYTES: Final = 63  # PostgreSQL cuts longer names silently
+_TABLES: Final = frozenset(
+    {"checkpoints", "writes", "migrations", "runs", "workers", "worker_graphs"}
+)
 
 # Migration N (1-based) is MIGRATIONS[N - 1]. Released migrations never change: add
 # a new one instead.
@@ -48,6 +51,51 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
         "CREATE INDEX {writes_trace} ON {writes} (trace_id)",
+    ),
+    # 3: the run queue (flowpoint.queue): runs, and the workers that serve them with
+    # the graphs each serves. Times are the database's clock. `seq` orders runs by
+    # age; the index serves the claim's ORDER BY.
+    (
+        """
+        CREATE TABLE {runs} (
+            seq              bigint GENERATED ALWAYS AS IDENTITY,
+            trace_id         text COLLATE "C" NOT NULL,
+            graph_name       text NOT NULL,
+            graph_hash       bigint NOT NULL,
+            priority         integer NOT NULL,
+            status           text NOT NULL,
+            epoch            bigint NOT NULL,
+            owner            text,
+            lease_expires_at timestamptz,
+            attempts         integer NOT NULL,
+            max_attempts     integer NOT NULL,
+            dedup_key        text,
+            resume_update    bytea,
+            update_step      bigint,
+            error            text,
+            submitted_at     timestamptz NOT NULL,
+            updated_at       timestamptz NOT NULL,
+            CONSTRAINT {runs_pkey} PRIMARY KEY (trace_id)
+        )
+        """,
+        "CREATE INDEX {runs_queue} ON {runs} (status, priority DESC, seq)",
+        """
+        CREATE TABLE {workers} (
+            worker_id  text NOT NULL,
+            host       text NOT NULL,
+            pid        integer NOT NULL,
+            started_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            CONSTRAINT {workers_pkey} PRIMARY KEY (worker_id)
+        )
+        """,
+        """
+        CREATE TABLE {worker_graphs} (
+            worker_id  text NOT NULL,
+            graph_hash bigint NOT NULL,
+            CONSTRAINT {worker_graphs_pkey} PRIMARY KEY (worker_id, graph_hash)
+        )
+        """,
     ),
 )
 
@@ -143,6 +191,21 @@ _ON_CONFLICT_REPLACE: Final = (
 _LOAD_WRITES_SQL: Final = (
     "SELECT task_id, idx, trace_id, data FROM {writes} WHERE checkpoint_id = %s"
 )
+# A fenced save (see flowpoint.stores._fenced): the run's row is locked FOR SHARE while
+# the statement runs, so a claim or a requeue (which update the row) waits for it or,
+# having committed first, makes the lease check find no row, and nothing is inserted.
+# The casts type the values of the INSERT's SELECT, NULLs included.
+_LEASE_HELD_SQL: Final = (
+    "SELECT 1 FROM {runs} WHERE trace_id = %s AND epoch = %s AND status = 'running'"
+    " AND lease_expires_at > clock_timestamp() FOR SHARE"
+)
+_INSERT_FENCED_SQL: Final = (
+    "WITH lease AS (" + _LEASE_HELD_SQL + ")"
+    " INSERT INTO {checkpoints} (checkpoint_id, trace_id, step, parent_id, graph_hash,"
+    " created_at, current_node, metadata, size, data)"
+    " SELECT %s::uuid, %s::text, %s::bigint, %s::uuid, %s::bigint, %s::timestamptz,"
+    " %s::text, %s::jsonb, %s::integer, %b::bytea FROM lease"
+)
 # Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
 _PRUNE_KEEP_SQL: Final = (
     " AND step <= (SELECT step FROM {checkpoints} WHERE trace_id = %(trace)s"
@@ -178,6 +241,13 @@ class Statements:
             "trace_step": f"{prefix}checkpoints_trace_id_step_key",
             "writes_pkey": f"{prefix}writes_pkey",
             "writes_trace": f"{prefix}writes_trace_id_idx",
+            "runs": f"{prefix}runs",
+            "runs_pkey": f"{prefix}runs_pkey",
+            "runs_queue": f"{prefix}runs_queue_idx",
+            "workers": f"{prefix}workers",
+            "workers_pkey": f"{prefix}workers_pkey",
+            "worker_graphs": f"{prefix}worker_graphs",
+            "worker_graphs_pkey": f"{prefix}worker_graphs_pkey",
         }
         for name in (schema, *names.values()):
             if len(name.encode()) > _MAX_IDENTIFIER_BYTES:
@@ -186,16 +256,17 @@ class Statements:
         # Rendered once: identifiers are checked above to hold no '%', so the text
         # stays a valid query for psycopg's placeholders.
         identifiers = {
-            key: (
-                sql.Identifier(schema, value)
-                if key in ("checkpoints", "writes", "migrations")
-                else sql.Identifier(value)
-            )
+            key: (sql.Identifier(schema, value) if key in _TABLES else sql.Identifier(value))
             for key, value in names.items()
         }
 
         def render(template: str) -> str:
             return sql.SQL(template).format(**identifiers).as_string(None)
+
+        self.render = render
+        """A statement with the store's names filled in (``{runs}``, ``{checkpoints}``...)."""
+        self.runs_channel = f"{schema}.{prefix}runs"
+        """The channel the run queue notifies when a run becomes ready to claim."""
 
         self.migrations = tuple(
             tuple(render(statement) for statement in step) for step in MIGRATIONS
@@ -226,6 +297,8 @@ class Statements:
             for keep in (False, True)
             for cutoff in (False, True)
         }
+        self.insert_fenced = render(_INSERT_FENCED_SQL)
+        self.lease_held = render(_LEASE_HELD_SQL)
         self.lock_writes = _LOCK_WRITES_SQL
         self.writes_trace = render(_WRITES_TRACE_SQL)
         self.insert_writes_keep = render(_INSERT_WRITES_SQL + _ON_CONFLICT_KEEP)

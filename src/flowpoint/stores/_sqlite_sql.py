@@ -25,9 +25,11 @@ __all__ = [
     "INSERT",
     "INSERT_WRITE",
     "LATEST",
+    "LEASE_HELD",
     "LOAD",
     "LOAD_WRITES",
     "MIGRATIONS",
+    "NOW",
     "PRUNE",
     "PRUNE_CUTOFF",
     "PRUNE_KEEP",
@@ -81,8 +83,59 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX flowpoint_writes_trace ON flowpoint_writes (trace_id)",
     ),
+    # 3: the run queue (flowpoint.queue): runs, and the workers that serve them with
+    # the graphs each serves. Times are seconds since the epoch by the database's
+    # clock (NOW). `seq` orders runs by age; the index serves the claim's ORDER BY.
+    (
+        """
+        CREATE TABLE flowpoint_runs (
+            seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+            trace_id         TEXT NOT NULL UNIQUE,
+            graph_name       TEXT NOT NULL,
+            graph_hash       INTEGER NOT NULL,
+            priority         INTEGER NOT NULL,
+            status           TEXT NOT NULL,
+            epoch            INTEGER NOT NULL,
+            owner            TEXT,
+            lease_expires_at REAL,
+            attempts         INTEGER NOT NULL,
+            max_attempts     INTEGER NOT NULL,
+            dedup_key        TEXT,
+            resume_update    BLOB,
+            update_step      INTEGER,
+            error            TEXT,
+            submitted_at     REAL NOT NULL,
+            updated_at       REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX flowpoint_runs_queue ON flowpoint_runs (status, priority DESC, seq)",
+        """
+        CREATE TABLE flowpoint_workers (
+            worker_id  TEXT PRIMARY KEY,
+            host       TEXT NOT NULL,
+            pid        INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE flowpoint_worker_graphs (
+            worker_id  TEXT NOT NULL,
+            graph_hash INTEGER NOT NULL,
+            PRIMARY KEY (worker_id, graph_hash)
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+NOW: Final = "((julianday('now') - 2440587.5) * 86400.0)"
+"""The database's clock in SQL: seconds since the epoch, to the millisecond."""
+# A fenced save's check, in its write transaction (see flowpoint.stores._fenced).
+LEASE_HELD: Final = (
+    "SELECT 1 FROM flowpoint_runs WHERE trace_id = ? AND epoch = ? AND status = 'running'"
+    f" AND lease_expires_at > {NOW}"
+)
 
 HEADER: Final = (
     "checkpoint_id, trace_id, step, parent_id, graph_hash, created_at, current_node, metadata"

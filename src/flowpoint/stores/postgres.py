@@ -18,6 +18,9 @@ contract:
   advisory lock on their checkpoint (so that the check of their trace holds),
   with one ``INSERT ... ON CONFLICT`` of the whole call. Each delete takes the
   writes of what it deletes along in the same statement.
+- **Fenced saves** (:class:`~flowpoint.stores._fenced.FencedBlobStore`): the
+  run queue's tables (version 3) live beside the checkpoints; a fenced save is
+  one INSERT whose lease check locks the run's row ``FOR SHARE``.
 - **A URL that cannot work** fails on the first call with the server's reason:
   a store made from a URL connects once on its own before it opens its pool.
 - **Read-only** (``read_only=True``): nothing is created or migrated; the first
@@ -79,6 +82,7 @@ from flowpoint.blob import (
 )
 from flowpoint.errors import (
     CorruptCheckpoint,
+    LeaseLost,
     StorageError,
 )
 from flowpoint.ids import CheckpointId, TraceId
@@ -104,13 +108,14 @@ from flowpoint.stores._columns import (
     value_kind,
     write_from_columns,
 )
+from flowpoint.stores._fenced import Fence, FencedBlobStore
 from flowpoint.stores._postgres_sql import MIGRATIONS, Statements
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["PostgresBlobStore"]
+__all__ = ["PostgresBlobStore", "insert_params"]
 
 _Pool: TypeAlias = "AsyncConnectionPool[Any]"
 _Connection: TypeAlias = "AsyncConnection[Any]"
@@ -150,7 +155,7 @@ _FROM_URL_DEFAULTS: Final[Mapping[str, Any]] = {
 _URL_OPTIONS: Final = frozenset(_FROM_URL_DEFAULTS)
 
 
-class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
+class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore, FencedBlobStore):
     """Checkpoints in a PostgreSQL table, through a psycopg ``AsyncConnectionPool``.
 
     ``pool`` belongs to the application: it must be open, :meth:`close` leaves it
@@ -313,20 +318,38 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
 
     @override
     async def _save(self, blob: CheckpointBlob) -> None:
-        params = (
-            blob.checkpoint_id,
-            blob.trace_id,
-            blob.step,
-            blob.parent_id,
-            _signed64(blob.graph_hash),
-            blob.created_at,
-            blob.current_node,
-            _encode_metadata(blob.metadata),
-            len(blob.data),
-            blob.data,
-        )
         async with self._connection() as conn:
-            await conn.execute(self._sql.insert, params)
+            await conn.execute(self._sql.insert, insert_params(blob))
+
+    @override
+    async def _save_fenced(self, blob: CheckpointBlob, fence: Fence) -> None:
+        params = (fence.trace_id, fence.epoch, *insert_params(blob))
+        async with self._connection() as conn:
+            cursor = await conn.execute(self._sql.insert_fenced, params)
+            if cursor.rowcount != 1:
+                raise LeaseLost(fence.trace_id, fence.epoch)
+
+    @override
+    async def _save_writes_fenced(
+        self, writes: list[PendingWrite], fence: Fence, *, overwrite: bool
+    ) -> int:
+        return await self._insert_writes(writes, overwrite, fence)
+
+    @contextlib.asynccontextmanager
+    async def _transact(self, action: str) -> AsyncIterator[_Connection]:
+        """A pooled connection in a transaction, driver errors mapped.
+
+        This is how the run queue (:mod:`flowpoint.queue`) works on the tables it
+        shares with the checkpoints.
+        """
+        with self._calling(action, writes=True):
+            async with self._connection() as conn, conn.transaction():
+                yield conn
+
+    @property
+    def _listen_conninfo(self) -> str | None:
+        """Where a listener connects for the run queue's notifications; ``None``: a given pool."""
+        return self._conninfo or None
 
     @override
     async def _rewrite(self, blob: CheckpointBlob) -> bool:
@@ -421,6 +444,12 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
 
     @override
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
+        return await self._insert_writes(writes, overwrite, None)
+
+    async def _insert_writes(
+        self, writes: list[PendingWrite], overwrite: bool, fence: Fence | None
+    ) -> int:
+        """Insert one call's writes in one transaction, checking ``fence`` first if given."""
         first = writes[0]
         insert = self._sql.insert_writes_replace if overwrite else self._sql.insert_writes_keep
         params = (
@@ -432,6 +461,10 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore):
         )
         async with self._connection() as conn, conn.transaction():
             await conn.execute(self._sql.lock_writes, _writes_lock_key(first.checkpoint_id))
+            if fence is not None:
+                cursor = await conn.execute(self._sql.lease_held, (fence.trace_id, fence.epoch))
+                if await cursor.fetchone() is None:
+                    raise LeaseLost(fence.trace_id, fence.epoch)
             cursor = await conn.execute(self._sql.writes_trace, (first.checkpoint_id,))
             stored = await cursor.fetchone()
             if stored is not None:
@@ -750,6 +783,22 @@ def _redact(url: str) -> str:
 
 
 # -- values to columns and back, trusting nothing read -------------------------------------
+
+
+def insert_params(blob: CheckpointBlob) -> tuple[object, ...]:
+    """The values of a checkpoint's INSERT, in the order of its columns."""
+    return (
+        blob.checkpoint_id,
+        blob.trace_id,
+        blob.step,
+        blob.parent_id,
+        _signed64(blob.graph_hash),
+        blob.created_at,
+        blob.current_node,
+        _encode_metadata(blob.metadata),
+        len(blob.data),
+        blob.data,
+    )
 
 
 def _signed64(unsigned: int) -> int:

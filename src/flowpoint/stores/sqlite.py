@@ -21,6 +21,9 @@ contract:
   :class:`~flowpoint.errors.StorageError` rather than misread.
 - **Pending writes** and deletes take the writes along in the same transactions
   (one commit) as the checkpoints.
+- **Fenced saves** (:class:`~flowpoint.stores._fenced.FencedBlobStore`): the
+  run queue's tables (version 3) live in the same file, and a fenced save checks
+  the run's lease in its write transaction.
 - **Read-only** (``read_only=True``): the file is opened ``mode=rw`` (never
   created; the last connection still removes the WAL files SQLite makes while it
   reads), or ``mode=ro`` if this process may not write it (SQLite may then leave
@@ -61,6 +64,7 @@ from flowpoint.blob import (
 )
 from flowpoint.errors import (
     CorruptCheckpoint,
+    LeaseLost,
     StorageError,
 )
 from flowpoint.ids import CheckpointId, TraceId
@@ -87,8 +91,9 @@ from flowpoint.stores._columns import (
     value_kind,
     write_from_columns,
 )
+from flowpoint.stores._fenced import Fence, FencedBlobStore
 
-__all__ = ["SqliteBlobStore"]
+__all__ = ["SqliteBlobStore", "insert_checkpoint", "write_transaction"]
 
 Durability = Literal["full", "normal"]
 
@@ -130,7 +135,9 @@ class _PendingSave(NamedTuple):
     loop: asyncio.AbstractEventLoop
 
 
-class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlobStore):
+class SqliteBlobStore(
+    RewritableBlobStore, DamageReportingBlobStore, FencedBlobStore, BlockingBlobStore
+):
     """Checkpoints in one SQLite database file, in WAL mode.
 
     ``durability="full"`` (the default) makes each acknowledged save survive a power
@@ -252,6 +259,28 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
                 pending.loop.call_soon_threadsafe(_settle, pending.outcome, outcome)
 
     @override
+    async def _save_fenced(self, blob: CheckpointBlob, fence: Fence) -> None:
+        await self._run("save", _insert_fenced, (_new_row(blob), fence))
+
+    @override
+    async def _save_writes_fenced(
+        self, writes: list[PendingWrite], fence: Fence, *, overwrite: bool
+    ) -> int:
+        rows = _write_rows(writes)
+        return await self._run("save_writes", _insert_writes, (writes[0], rows, overwrite, fence))
+
+    async def _transact(
+        self, action: str, fn: Callable[[sqlite3.Connection, _A], _T], arg: _A
+    ) -> _T:
+        """Run ``fn(connection, arg)`` on the store's thread, driver errors mapped.
+
+        This is how the run queue (:mod:`flowpoint.queue`) works on the tables it
+        shares with the checkpoints; ``fn`` opens its own write transaction.
+        """
+        with self._calling(action, writes=True):
+            return await self._run(action, fn, arg)
+
+    @override
     async def _rewrite(self, blob: CheckpointBlob) -> bool:
         return await self._run("rewrite", _rewrite_row, (_new_row(blob), blob))
 
@@ -319,10 +348,8 @@ class SqliteBlobStore(RewritableBlobStore, DamageReportingBlobStore, BlockingBlo
 
     @override
     async def _save_writes(self, writes: list[PendingWrite], *, overwrite: bool) -> int:
-        rows: list[tuple[object, ...]] = [
-            (w.checkpoint_id.bytes, w.task_id, w.index, w.trace_id, bytes(w.data)) for w in writes
-        ]
-        return await self._run("save_writes", _insert_writes, (writes[0], rows, overwrite))
+        rows = _write_rows(writes)
+        return await self._run("save_writes", _insert_writes, (writes[0], rows, overwrite, None))
 
     @override
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]:
@@ -458,7 +485,7 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[_NewRow]) -> list[Exceptio
     only that row. Any other failure undoes them all and is raised.
     """
     outcomes: list[Exception | None] = []
-    with _write_transaction(conn):
+    with write_transaction(conn):
         if len(rows) == 1:
             try:
                 conn.execute(sql.INSERT, rows[0])
@@ -498,7 +525,7 @@ def _new_row(blob: CheckpointBlob) -> _NewRow:
 def _rewrite_row(conn: sqlite3.Connection, arg: tuple[_NewRow, CheckpointBlob]) -> bool:
     """Replace the data of the row with ``row``'s header, in one write transaction."""
     row, blob = arg
-    with _write_transaction(conn):
+    with write_transaction(conn):
         updated = conn.execute(
             sql.REWRITE,
             (
@@ -528,6 +555,11 @@ def _rewrite_row(conn: sqlite3.Connection, arg: tuple[_NewRow, CheckpointBlob]) 
         return True
 
 
+def insert_checkpoint(conn: sqlite3.Connection, blob: CheckpointBlob) -> None:
+    """Insert ``blob`` within a write transaction the caller holds (the run queue's submit)."""
+    conn.execute(sql.INSERT, _new_row(blob))
+
+
 def _fetch_one(conn: sqlite3.Connection, query: _Query) -> _Row | None:
     row: _Row | None = conn.execute(*query).fetchone()
     return row
@@ -537,12 +569,40 @@ def _fetch_all(conn: sqlite3.Connection, query: _Query) -> list[_Row]:
     return conn.execute(*query).fetchall()
 
 
+def _write_rows(writes: list[PendingWrite]) -> list[tuple[object, ...]]:
+    return [(w.checkpoint_id.bytes, w.task_id, w.index, w.trace_id, bytes(w.data)) for w in writes]
+
+
+def _insert_fenced(conn: sqlite3.Connection, arg: tuple[_NewRow, Fence]) -> None:
+    """Insert a checkpoint in a write transaction that first checks the run's lease."""
+    row, fence = arg
+    with write_transaction(conn):
+        _check_lease(conn, fence)
+        conn.execute(sql.INSERT, row)
+
+
+def _check_lease(conn: sqlite3.Connection, fence: Fence) -> None:
+    """Raise :class:`~flowpoint.errors.LeaseLost` unless ``fence`` holds (in a transaction).
+
+    The write lock taken by ``BEGIN IMMEDIATE`` keeps it holding until the commit:
+    a claim or a requeue of the run is a write transaction too.
+    """
+    if conn.execute(sql.LEASE_HELD, (fence.trace_id, fence.epoch)).fetchone() is None:
+        raise LeaseLost(fence.trace_id, fence.epoch)
+
+
 def _insert_writes(
-    conn: sqlite3.Connection, arg: tuple[PendingWrite, list[tuple[object, ...]], bool]
+    conn: sqlite3.Connection,
+    arg: tuple[PendingWrite, list[tuple[object, ...]], bool, Fence | None],
 ) -> int:
-    """Insert one call's writes in one write transaction; return how many were stored."""
-    first, rows, overwrite = arg
-    with _write_transaction(conn):
+    """Insert one call's writes in one write transaction; return how many were stored.
+
+    With a fence, the run's lease is checked first, in the same transaction.
+    """
+    first, rows, overwrite, fence = arg
+    with write_transaction(conn):
+        if fence is not None:
+            _check_lease(conn, fence)
         stored = conn.execute(sql.WRITES_TRACE, (first.checkpoint_id.bytes,)).fetchone()
         if stored is not None:
             check_writes_trace(first, stored[0])
@@ -553,20 +613,20 @@ def _insert_writes(
 def _delete_by_ids(conn: sqlite3.Connection, ids: list[bytes]) -> int:
     """Delete checkpoints by id with their writes, in one write transaction (one commit)."""
     params = [(checkpoint_id,) for checkpoint_id in ids]
-    with _write_transaction(conn):
+    with write_transaction(conn):
         conn.executemany(sql.DELETE_WRITES, params)
         return conn.executemany(sql.DELETE, params).rowcount
 
 
 def _delete_trace_rows(conn: sqlite3.Connection, trace_id: str) -> int:
-    with _write_transaction(conn):
+    with write_transaction(conn):
         conn.execute(sql.DELETE_TRACE_WRITES, (trace_id,))
         return conn.execute(sql.DELETE_TRACE, (trace_id,)).rowcount
 
 
 def _delete_selected(conn: sqlite3.Connection, query: _Query) -> int:
     """Delete the checkpoints ``query`` selects, with their writes, in one transaction."""
-    with _write_transaction(conn):
+    with write_transaction(conn):
         params = conn.execute(*query).fetchall()
         conn.executemany(sql.DELETE_WRITES, params)
         return conn.executemany(sql.DELETE, params).rowcount
@@ -602,7 +662,7 @@ def _set_up_schema(conn: sqlite3.Connection, path: str) -> None:
     # A read first: a file that is up to date (the usual case) is not write-locked.
     if _schema_version(conn, path) == sql.SCHEMA_VERSION:
         return
-    with _write_transaction(conn):
+    with write_transaction(conn):
         conn.execute(sql.CREATE_SCHEMA_TABLE)
         for version in range(_schema_version(conn, path) + 1, sql.SCHEMA_VERSION + 1):
             for statement in sql.MIGRATIONS[version - 1]:
@@ -633,7 +693,8 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int:
 
 
 @contextmanager
-def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A ``BEGIN IMMEDIATE`` transaction: committed if the block ends, rolled back if it raises."""
     # IMMEDIATE takes the write lock at the start (waiting up to the busy timeout), so a
     # transaction never upgrades a read lock: an upgrade that meets another writer fails
     # at once with SQLITE_BUSY, without waiting, to avoid a deadlock.

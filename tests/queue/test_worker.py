@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -342,3 +343,61 @@ async def test_a_postgres_worker_wakes_on_notify_not_on_its_poll(postgres_url: s
         finally:
             worker.stop()
             await serving
+
+
+@dataclass
+class _TicketV1:
+    text: str
+    reply: str = ""
+
+
+@dataclass
+class _TicketV2:
+    text: str
+    answer: str = ""
+    language: str = "en"
+
+
+def _draft(ticket: _TicketV1) -> dict[str, Any]:
+    return {"reply": f"re: {ticket.text}"}
+
+
+def _compose(ticket: _TicketV2) -> dict[str, Any]:
+    return {"answer": f"[{ticket.language}] re: {ticket.text}"}
+
+
+def _v1_to_v2(old: _TicketV1) -> _TicketV2:
+    return _TicketV2(text=old.text, answer=old.reply)
+
+
+async def test_a_worker_of_a_new_graph_migrates_the_runs_of_the_old_one(queue: RunQueue) -> None:
+    v1 = Graph("ticket", state=_TicketV1).add_node("draft", _draft)
+    v1 = v1.add_edge(START, "draft").add_edge("draft", END)
+    old = v1.build()
+    v2 = Graph("ticket", state=_TicketV2).add_node("compose", _compose)
+    v2.add_edge(START, "compose").add_edge("compose", END)
+    v2.migration(from_hash=old.hash_u64(), state=_TicketV1, nodes={"draft": "compose"})(_v1_to_v2)
+    new = v2.build()
+    await queue.submit(old, "queued-before-the-deploy", _TicketV1("hi"))
+    # Only the new graph's workers are left: the old run is theirs, not stranded.
+    worker = Worker(queue, graphs=[new])
+    assert [run.trace_id for run in await queue.stranded()] == ["queued-before-the-deploy"]
+    await worker.arun(until_idle=True)
+    assert await queue.status("queued-before-the-deploy") == "done"
+    state = await final_state(queue, "queued-before-the-deploy", new)
+    assert state == {"text": "hi", "answer": "[en] re: hi", "language": "en"}
+
+
+def test_two_graphs_taking_the_runs_of_one_old_graph_are_refused(queue: RunQueue) -> None:
+    v1 = Graph("ticket", state=_TicketV1).add_node("draft", _draft)
+    old = v1.add_edge(START, "draft").add_edge("draft", END).build()
+    newer = []
+    for name in ("a", "b"):
+        g = Graph(name, state=_TicketV2).add_node("compose", _compose)
+        g.add_edge(START, "compose").add_edge("compose", END)
+        g.migration(from_hash=old.hash_u64(), state=_TicketV1, nodes={"draft": "compose"})(
+            _v1_to_v2
+        )
+        newer.append(g.build())
+    with pytest.raises(GraphDefinitionError, match="both take the runs of graph"):
+        Worker(queue, graphs=newer)

@@ -100,6 +100,9 @@ class Worker:
         poll = queue.poll_interval if poll_interval is None else poll_interval.total_seconds()
         self.poll_interval = positive_seconds("poll_interval", poll)
         self._graphs = _by_fingerprint(graphs)
+        # Runs of an older graph that one of these migrates from are served by it:
+        # resuming them migrates them first (graph/_migrate.py).
+        self._serving = _served_hashes(self._graphs)
         self._codecs = {
             fingerprint: SerdeCheckpointCodec(graph.state_type)
             for fingerprint, graph in self._graphs.items()
@@ -212,7 +215,7 @@ class Worker:
     async def _serve(self, until_idle: bool) -> None:
         """Claim runs while there are free slots, until stopped; then wait for the runs."""
         assert self._wake is not None
-        hashes = list(self._graphs)
+        hashes = list(self._serving)
         while not self._stopping:
             # Cleared before the claim: a run that ends meanwhile wakes the wait below.
             self._wake.clear()
@@ -256,15 +259,16 @@ class Worker:
 
     async def _drive(self, claim: Claim) -> None:
         """Run one claimed run until it ends, pauses, loses its lease or is released."""
-        graph = self._graphs[claim.graph_hash]
+        fingerprint = self._serving[claim.graph_hash]
+        graph = self._graphs[fingerprint]
         self._event(logging.INFO, "claimed", claim, step=claim.latest_step)
         store = LeasedStore(
             self.queue.store, Fence(claim.trace_id, claim.epoch), partial(self._saved, claim)
         )
-        before, after = self._interrupts[claim.graph_hash]
+        before, after = self._interrupts[fingerprint]
         runner = Runner(
             graph,
-            TypedCheckpointStore(store, self._codecs[claim.graph_hash]),
+            TypedCheckpointStore(store, self._codecs[fingerprint]),
             interrupt_before=before,
             interrupt_after=after,
         )
@@ -358,7 +362,7 @@ class Worker:
                 self.worker_id,
                 socket.gethostname(),
                 os.getpid(),
-                list(self._graphs),
+                list(self._serving),
                 self.lease,
                 list(held),
             )
@@ -379,6 +383,24 @@ def _decode(resume: bytes) -> dict[str, Any]:
     if not isinstance(found, dict) or not set(found) <= {"update", "value"}:
         raise CorruptCheckpoint(None, f"a queued run's resume holds {type(found).__name__}")
     return found
+
+
+def _served_hashes(graphs: dict[int, BuiltGraph[Any]]) -> dict[int, int]:
+    """Each graph hash whose runs the worker takes, to the fingerprint of the graph that runs them.
+
+    A graph serves its own runs and those of every graph it has a migration from.
+    """
+    serving = {fingerprint: fingerprint for fingerprint in graphs}
+    for fingerprint, graph in graphs.items():
+        for source in graph.migrations.hashes:
+            other = serving.setdefault(source, fingerprint)
+            if other != fingerprint:
+                raise GraphDefinitionError(
+                    f"graphs {graphs[other].name!r} (0x{other:016x}) and {graph.name!r} "
+                    f"(0x{fingerprint:016x}) both take the runs of graph 0x{source:016x}: "
+                    f"serve one of them"
+                )
+    return serving
 
 
 def _by_fingerprint(graphs: Iterable[Graph[Any] | BuiltGraph[Any]]) -> dict[int, BuiltGraph[Any]]:

@@ -221,7 +221,7 @@ async def test_raw_fields_are_checked_where_they_grew(monkeypatch: pytest.Monkey
     await store.save_with_trace("t", checkpoint, GRAPH)
     assert checked == [("$.messages", 5)]
     # Appended bytes that are no MessagePack value are refused, the array kept as it was.
-    broken = msgspec.Raw(encode(messages + [1])[:-1] + b"\xc1")
+    broken = msgspec.Raw(encode([*messages, 1])[:-1] + b"\xc1")
     with pytest.raises(CodecError, match=r"\$\.messages"):
         await store.save_with_trace("t", checkpoint.child("n", {"messages": broken}), GRAPH)
     assert await store.load_latest("t", GRAPH) == checkpoint

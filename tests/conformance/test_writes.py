@@ -279,15 +279,15 @@ async def test_one_call_takes_one_checkpoint_and_distinct_keys(
 async def test_writes_of_many_checkpoints_come_back_in_one_call(
     blob_store: BlobCheckpointStore,
 ) -> None:
-    first = await saved_checkpoint(blob_store, "a", 0)
-    second = await saved_checkpoint(blob_store, "a", 1)
-    other = await saved_checkpoint(blob_store, "a/b", 0)
-    without = await saved_checkpoint(blob_store, "a", 2)
-    never_stored = new_checkpoint_id()
-    await blob_store.save_writes(writes_of(first, "web", b"w0", b"w1", trace="a"))
+    first, second, without = [await saved_checkpoint(blob_store, "a", step) for step in range(3)]
+    other, never_stored = await saved_checkpoint(blob_store, "a/b", 0), new_checkpoint_id()
+    for checkpoint, trace, task, datas in [
+        (first, "a", "web", [b"w0", b"w1"]),
+        (second, "a", "t", [b"second"]),
+        (other, "a/b", "t", [b"other"]),
+    ]:
+        await blob_store.save_writes(writes_of(checkpoint, task, *datas, trace=trace))
     await blob_store.save_writes([PendingWrite("a", first, "docs", -3, b"error")])
-    await blob_store.save_writes(writes_of(second, "t", b"second", trace="a"))
-    await blob_store.save_writes(writes_of(other, "t", b"other", trace="a/b"))
     wanted = [other, never_stored, first, without, second, first]
     found = await blob_store.load_writes_many(wanted)
     # Every id asked for, once, in the order asked; each with what load_writes gives.

@@ -166,3 +166,44 @@ def test_the_facades_run_from_a_thread_with_a_loop_elsewhere(tmp_path: Path) -> 
         return await asyncio.to_thread(blocking)
 
     assert asyncio.run(main()) == [TaskWrite("web", 0, "c", 1)]
+
+
+async def test_the_writes_of_many_checkpoints_load_in_one_call(tmp_path: Path) -> None:
+    async with TypedCheckpointStore(SqliteBlobStore(tmp_path / "w.db")) as store:
+        first = Checkpoint.first("plan", {"n": 0})
+        second = first.child("plan", {"n": 1})
+        for checkpoint in (first, second):
+            await store.save_with_trace("t", checkpoint, GRAPH)
+        await put_writes(store, "t", first.checkpoint_id, [("count", 1), ("notes", "a")], "web")
+        calls: list[str] = []
+        store.store._load_writes = lambda *_: calls.append("one")  # type: ignore[method-assign]
+        found = await store.load_writes_many([second.checkpoint_id, str(first.checkpoint_id)])
+        assert found == {
+            second.checkpoint_id: [],
+            first.checkpoint_id: [
+                TaskWrite("web", 0, "count", 1),
+                TaskWrite("web", 1, "notes", "a"),
+            ],
+        }
+        assert calls == []  # one query for all, never one per checkpoint
+    with SyncCheckpointStore(TypedCheckpointStore(SqliteBlobStore(tmp_path / "w.db"))) as blocking:
+        assert blocking.load_writes_many([first.checkpoint_id]) == {
+            first.checkpoint_id: found[first.checkpoint_id]
+        }
+
+
+async def test_a_write_returned_under_another_checkpoint_is_refused() -> None:
+    blobs = InMemoryBlobStore()
+    store = TypedCheckpointStore(blobs)
+    checkpoint = Checkpoint.first("plan", {"n": 0})
+    other = Checkpoint.first("plan", {"n": 1})
+    await store.save_with_trace("t", checkpoint, GRAPH)
+    await put_writes(store, "t", checkpoint.checkpoint_id, [("count", 1)], "web")
+    misplaced = await blobs.load_writes(checkpoint.checkpoint_id)
+
+    async def swapped(ids: list[CheckpointId]) -> dict[CheckpointId, Any]:
+        return {other.checkpoint_id: misplaced}
+
+    blobs._load_writes_many = swapped  # type: ignore[method-assign]
+    with pytest.raises(CorruptCheckpoint, match="returned a write of checkpoint"):
+        await store.load_writes_many([other.checkpoint_id])

@@ -155,6 +155,12 @@ class SyncCheckpointStore(Generic[S]):
         """See :meth:`TypedCheckpointStore.load_writes`."""
         return self._runner.run(self.store.load_writes(checkpoint_id))
 
+    def load_writes_many(
+        self, checkpoint_ids: Iterable[CheckpointId | str]
+    ) -> dict[CheckpointId, list[TaskWrite]]:
+        """See :meth:`TypedCheckpointStore.load_writes_many`."""
+        return self._runner.run(self.store.load_writes_many(checkpoint_ids))
+
     def delete(self, checkpoint_id: CheckpointId | str) -> bool:
         """See :meth:`TypedCheckpointStore.delete`."""
         return self._runner.run(self.store.delete(checkpoint_id))

@@ -16,7 +16,7 @@ from flowpoint._chains import (
     make_whole,
     read_history,
 )
-from flowpoint.blob import CheckpointBlob, CheckpointInfo
+from flowpoint.blob import CheckpointBlob, CheckpointInfo, PendingWrite
 from flowpoint.checkpoint import Checkpoint, S, State, TaskWrite
 from flowpoint.codec import CheckpointCodec, SerdeCheckpointCodec
 from flowpoint.codec._base import DeltaCheckpointCodec, WriteCodec
@@ -304,8 +304,29 @@ class TypedCheckpointStore(Generic[S]):
         """
         checkpoint = coerce_checkpoint_id(checkpoint_id)
         codec = self._write_codec()
+        return self._decode_writes(codec, checkpoint, await self.store.load_writes(checkpoint))
+
+    async def load_writes_many(
+        self, checkpoint_ids: Iterable[CheckpointId | str]
+    ) -> dict[CheckpointId, list[TaskWrite]]:
+        """:meth:`load_writes` of each of these checkpoints, read in one call to the store.
+
+        Every id asked for is a key, with ``[]`` for a checkpoint without writes.
+        """
+        wanted = [coerce_checkpoint_id(one) for one in checkpoint_ids]
+        codec = self._write_codec()
+        found = await self.store.load_writes_many(wanted)
+        return {
+            checkpoint: self._decode_writes(codec, checkpoint, stored)
+            for checkpoint, stored in found.items()
+        }
+
+    @staticmethod
+    def _decode_writes(
+        codec: WriteCodec, checkpoint: CheckpointId, stored_writes: list[PendingWrite]
+    ) -> list[TaskWrite]:
         writes = []
-        for stored in await self.store.load_writes(checkpoint):
+        for stored in stored_writes:
             if stored.checkpoint_id != checkpoint:
                 raise CorruptCheckpoint(
                     checkpoint, f"the store returned a write of checkpoint {stored.checkpoint_id}"

@@ -198,3 +198,30 @@ def test_a_plain_dict_state_with_keys_that_are_not_str_is_refused() -> None:
     state = {1: "one"}
     saved = loose.serialize(Checkpoint.first("n", state), GRAPH, "t")
     assert loose.deserialize(saved, GRAPH).state == state
+
+
+async def test_raw_fields_are_checked_where_they_grew(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[tuple[str, int]] = []
+    real = _schema.StateSchema._decode_checked
+
+    def counted(self: Any, decoder: Any, body: Any, where: str, first_index: int = 0) -> None:
+        checked.append((where, len(memoryview(body))))
+        real(self, decoder, body, where, first_index)
+
+    monkeypatch.setattr(_schema.StateSchema, "_decode_checked", counted)
+    store = TypedCheckpointStore(InMemoryBlobStore(), SerdeCheckpointCodec(dict[str, msgspec.Raw]))
+    encode = msgspec.msgpack.encode
+    messages = ["m" * 400 for _ in range(40)]
+    checkpoint = Checkpoint.first("n", {"messages": msgspec.Raw(encode(messages))})
+    await store.save_with_trace("t", checkpoint, GRAPH)
+    checked.clear()
+    # An element appended to a long array: the element is checked, not the array again.
+    messages.append("new")
+    checkpoint = checkpoint.child("n", {"messages": msgspec.Raw(encode(messages))})
+    await store.save_with_trace("t", checkpoint, GRAPH)
+    assert checked == [("$.messages", 5)]
+    # Appended bytes that are no MessagePack value are refused, the array kept as it was.
+    broken = msgspec.Raw(encode([*messages, 1])[:-1] + b"\xc1")
+    with pytest.raises(CodecError, match=r"\$\.messages"):
+        await store.save_with_trace("t", checkpoint.child("n", {"messages": broken}), GRAPH)
+    assert await store.load_latest("t", GRAPH) == checkpoint

@@ -42,6 +42,7 @@ def every_call(store: BlobCheckpointStore) -> dict[str, Callable[[], Awaitable[A
         "load_steps": lambda: store.load_steps("trace", 0, 5),
         "save_writes": lambda: store.save_writes([write]),
         "load_writes": lambda: store.load_writes(blob.checkpoint_id),
+        "load_writes_many": lambda: store.load_writes_many([blob.checkpoint_id]),
         "delete": lambda: store.delete(blob.checkpoint_id),
         "delete_many": lambda: store.delete_many([blob.checkpoint_id]),
         "delete_trace": lambda: store.delete_trace("trace"),

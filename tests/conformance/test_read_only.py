@@ -33,6 +33,8 @@ async def test_a_read_only_store_reads_and_changes_nothing(harness: StoreHarness
         assert await reader.traces() == ["t"] == await reader.trace_entries()
         assert await reader.load_steps("t", 0, 1) == blobs[:2]
         assert await reader.load_writes(blobs[1].checkpoint_id) == [write]
+        many = await reader.load_writes_many([blobs[1].checkpoint_id, blobs[0].checkpoint_id])
+        assert many == {blobs[1].checkpoint_id: [write], blobs[0].checkpoint_id: []}
         assert await reader.ids_with_prefix(str(blobs[0].checkpoint_id)) == [blobs[0].checkpoint_id]
         assert await reader.load_latest("nobody") is None
 

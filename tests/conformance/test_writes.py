@@ -274,3 +274,42 @@ async def test_one_call_takes_one_checkpoint_and_distinct_keys(
         await blob_store.save_writes([PendingWrite("t", first, "x", 0, "text")])  # type: ignore[arg-type]
     assert await blob_store.load_writes(first) == []
     assert await blob_store.load_writes(second) == []
+
+
+async def test_writes_of_many_checkpoints_come_back_in_one_call(
+    blob_store: BlobCheckpointStore,
+) -> None:
+    first, second, without = [await saved_checkpoint(blob_store, "a", step) for step in range(3)]
+    other, never_stored = await saved_checkpoint(blob_store, "a/b", 0), new_checkpoint_id()
+    for checkpoint, trace, task, datas in [
+        (first, "a", "web", [b"w0", b"w1"]),
+        (second, "a", "t", [b"second"]),
+        (other, "a/b", "t", [b"other"]),
+    ]:
+        await blob_store.save_writes(writes_of(checkpoint, task, *datas, trace=trace))
+    await blob_store.save_writes([PendingWrite("a", first, "docs", -3, b"error")])
+    wanted = [other, never_stored, first, without, second, first]
+    found = await blob_store.load_writes_many(wanted)
+    # Every id asked for, once, in the order asked; each with what load_writes gives.
+    assert list(found) == [other, never_stored, first, without, second]
+    for checkpoint, writes in found.items():
+        assert writes == await blob_store.load_writes(checkpoint)
+    assert keyed(found[first]) == [("docs", -3, b"error"), ("web", 0, b"w0"), ("web", 1, b"w1")]
+    assert keyed(found[other]) == [("t", 0, b"other")]
+    assert found[never_stored] == found[without] == []
+    assert await blob_store.load_writes_many([]) == {}
+
+
+async def test_writes_of_more_checkpoints_than_one_query_takes(
+    blob_store: BlobCheckpointStore,
+) -> None:
+    checkpoints = [await saved_checkpoint(blob_store, "many", step) for step in range(3)]
+    for checkpoint in checkpoints:
+        await blob_store.save_writes(writes_of(checkpoint, "t", checkpoint.bytes, trace="many"))
+    unknown = [new_checkpoint_id() for _ in range(1200)]
+    found = await blob_store.load_writes_many([*unknown[:700], *checkpoints, *unknown[700:]])
+    assert len(found) == 1203
+    assert [keyed(found[one]) for one in checkpoints] == [
+        [("t", 0, one.bytes)] for one in checkpoints
+    ]
+    assert not any(found[one] for one in unknown)

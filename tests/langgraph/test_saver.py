@@ -472,3 +472,30 @@ async def test_a_forged_write_is_refused(
     )
     with pytest.raises(CorruptCheckpoint, match="holds no value"):
         await memory_saver.aget_tuple(stored)
+
+
+async def test_a_listing_reads_each_pages_writes_at_once(saver: FlowpointSaver) -> None:
+    parent = None
+    for step in range(4):
+        parent = await _put(saver, "t", {"n": step}, parent=parent, step=step)
+        await saver.aput_writes(parent, [("a", step), ("b", [HumanMessage(str(step))])], "task")
+    blobs = saver.store.store
+    calls: list[int] = []
+    real = blobs.load_writes_many
+
+    async def counted(ids: Any) -> Any:
+        ids = list(ids)
+        calls.append(len(ids))
+        return await real(ids)
+
+    blobs.load_writes_many = counted  # type: ignore[method-assign]
+    listed = [t async for t in saver.alist(config("t"), limit=3)]
+    assert [t.pending_writes for t in listed] == [
+        [("task", "a", step), ("task", "b", [HumanMessage(str(step))])] for step in (3, 2, 1)
+    ]
+    assert calls == [3]
+    # Each one as get_tuple reads it alone.
+    for found in listed:
+        alone = await saver.aget_tuple(found.config)
+        assert alone is not None
+        assert alone.pending_writes == found.pending_writes

@@ -274,6 +274,7 @@ async def test_queries_use_the_trace_step_index(
             assert ".data" not in plan, plan
     writes_cases: list[tuple[str, Any, str]] = [
         (sql.load_writes, (some_id,), "flowpoint_writes_pkey"),
+        (sql.load_writes_many, ([some_id, new_checkpoint_id()],), "flowpoint_writes_pkey"),
         (sql.writes_trace, (some_id,), "flowpoint_writes_pkey"),
         (sql.delete_many, {"ids": [some_id]}, "flowpoint_writes_pkey"),
         (sql.ids_between, (some_id, some_id, 2), "flowpoint_checkpoints_pkey"),

@@ -133,6 +133,7 @@ def query_plan(path: Path, sql: str, params: tuple[object, ...] | dict[str, obje
         (sqlite_sql.DELETE_TRACE, ("t",)),
         (sqlite_sql.IDS_BETWEEN, (b"0" * 16, b"1" * 16, 2)),
         (sqlite_sql.LOAD_WRITES, (b"0" * 16,)),
+        (sqlite_sql.LOAD_WRITES_MANY + "(?, ?)", (b"0" * 16, b"1" * 16)),
         (sqlite_sql.WRITES_TRACE, (b"0" * 16,)),
         (sqlite_sql.DELETE_WRITES, (b"0" * 16,)),
         (sqlite_sql.DELETE_TRACE_WRITES, ("t",)),

@@ -131,7 +131,8 @@ class StateSchema:
             patched = None if changed is None else changed.patched.get(key)
             if appended is not None and field.element is not None:
                 count, tail = appended
-                first = (array_count(bytes(value)) or 0) - count
+                # The header alone: copying a long array to count it is what this avoids.
+                first = (array_count(bytes(memoryview(value)[:5])) or 0) - count
                 decoder = field.decoder(body_format, "elements")
                 self._decode_checked(decoder, encode_array_header(count) + tail, where, first)
             elif patched is not None and field.element is not None:
@@ -208,8 +209,8 @@ class _Field:
 
     Its decoders are made when first needed: for the field's type, and, for a
     field typed ``list[T]`` (no bounds on the list), for ``T`` (elements changed
-    in place) and ``list[T]`` (elements appended). A field typed ``msgspec.Raw``
-    (any one value) is checked so too when it holds an array.
+    in place) and ``list[T]`` (elements appended); a field typed ``msgspec.Raw``
+    counts as a list of ``msgspec.Raw`` when its elements change.
     """
 
     __slots__ = ("_decoders", "element", "hint")
@@ -223,8 +224,8 @@ class _Field:
         if typing.get_origin(hint) in _SEQUENCES:
             (self.element,) = typing.get_args(hint) or (Any,)
         elif hint is msgspec.Raw:
-            # Any one value: an array appended to is checked by what it gained (the rest
-            # was checked before), not read whole again.
+            # Any value fits: an array's elements appended or changed are checked as
+            # well-formed on their own, not the whole array again.
             self.element = msgspec.Raw
         self._decoders: dict[tuple[str, str], _Decoder] = {}
 

@@ -26,7 +26,8 @@ __all__ = ["Listing"]
 
 _PAGE: Final = 64
 _HEADERS: Final = 500
-WritesOf = Callable[[Stored], Awaitable[list[tuple[str, str, Any]]]]
+WritesOf = Callable[[list[Stored]], Awaitable[list[list[tuple[str, str, Any]]]]]
+"""The pending writes of each of these checkpoints."""
 
 
 @dataclass(slots=True)
@@ -101,12 +102,13 @@ class Listing:
             picked = await self._pick(wanted)
             if not picked:
                 break
-            for stored in await self._read(picked):
-                if self._remaining is not None:
-                    if self._remaining <= 0:
-                        break
-                    self._remaining -= 1
-                found.append(self._core.to_tuple(stored, await self._writes_of(stored)))
+            kept = await self._read(picked)
+            if self._remaining is not None:
+                kept = kept[: max(self._remaining, 0)]
+                self._remaining -= len(kept)
+            # The page's pending writes in one read of the store, not one per checkpoint.
+            writes = await self._writes_of(kept)
+            found.extend(map(self._core.to_tuple, kept, writes))
         return found
 
     async def _start(self) -> list[_Newest]:

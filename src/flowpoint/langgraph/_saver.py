@@ -34,6 +34,7 @@ from flowpoint.langgraph._writes import (
     copy_writes,
     delta_channel_history,
     pending_writes,
+    pending_writes_many,
     put_writes,
 )
 from flowpoint.stores._base import BlobCheckpointStore
@@ -146,7 +147,7 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
         ``None`` lists every thread. ``filter`` keeps those whose metadata has these
         values; ``before`` those whose id sorts before its ``checkpoint_id``.
         """
-        listing = Listing(self._core, self._writes_of, config, filter, before, limit)
+        listing = Listing(self._core, self._writes_of_many, config, filter, before, limit)
         while page := self._runner.run(listing.page()):
             yield from page
 
@@ -159,7 +160,7 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         """The async form of :meth:`list`."""
-        listing = Listing(self._core, self._writes_of, config, filter, before, limit)
+        listing = Listing(self._core, self._writes_of_many, config, filter, before, limit)
         while page := await self._runner.arun(listing.page()):
             for item in page:
                 yield item
@@ -370,6 +371,11 @@ class FlowpointSaver(BaseCheckpointSaver[int]):
 
     async def _writes_of(self, stored: Stored) -> builtins.list[tuple[str, str, Any]]:
         return await pending_writes(self._core, stored)
+
+    async def _writes_of_many(
+        self, stored: builtins.list[Stored]
+    ) -> builtins.list[builtins.list[tuple[str, str, Any]]]:
+        return await pending_writes_many(self._core, stored)
 
     async def _copy_thread(self, source: str, target: str) -> None:
         await copy_writes(self._core, await copy_thread(self._core, source, target))

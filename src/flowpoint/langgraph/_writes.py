@@ -33,6 +33,7 @@ __all__ = [
     "copy_writes",
     "delta_channel_history",
     "pending_writes",
+    "pending_writes_many",
     "put_writes",
     "read_writes",
     "stored_writes",
@@ -89,8 +90,15 @@ async def put_writes(
 
 async def read_writes(core: Core, checkpoint_id: CheckpointId) -> list[tuple[str, str, Any, str]]:
     """The writes of a checkpoint as ``(task_id, channel, value, task_path)``, in order."""
+    return _decoded(core, checkpoint_id, await core.store.load_writes(checkpoint_id))
+
+
+def _decoded(
+    core: Core, checkpoint_id: CheckpointId, writes: list[TaskWrite]
+) -> list[tuple[str, str, Any, str]]:
+    """Task writes of a checkpoint as ``(task_id, channel, value, task_path)``, in order."""
     found = []
-    for write in await core.store.load_writes(checkpoint_id):
+    for write in writes:
         value = write.value
         if (
             type(value) is not list
@@ -111,7 +119,17 @@ async def read_writes(core: Core, checkpoint_id: CheckpointId) -> list[tuple[str
 
 async def pending_writes(core: Core, stored: Stored) -> list[PendingWrite]:
     """The pending writes of a stored checkpoint, as a ``CheckpointTuple`` holds them."""
-    writes = await read_writes(core, stored.checkpoint.checkpoint_id)
+    return _pending(await read_writes(core, stored.checkpoint.checkpoint_id))
+
+
+async def pending_writes_many(core: Core, stored: Sequence[Stored]) -> list[list[PendingWrite]]:
+    """:func:`pending_writes` of each stored checkpoint, read in one call to the store."""
+    ids = [one.checkpoint.checkpoint_id for one in stored]
+    found = await core.store.load_writes_many(ids)
+    return [_pending(_decoded(core, one, found[one])) for one in ids]
+
+
+def _pending(writes: list[tuple[str, str, Any, str]]) -> list[PendingWrite]:
     return [(task_id, channel, value) for task_id, channel, value, _ in writes]
 
 

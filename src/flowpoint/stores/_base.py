@@ -365,6 +365,20 @@ class BlobCheckpointStore(abc.ABC):
             writes = await self._load_writes(coerce_checkpoint_id(checkpoint_id))
         return sorted(writes, key=_write_key)
 
+    async def load_writes_many(
+        self, checkpoint_ids: Iterable[CheckpointId]
+    ) -> dict[CheckpointId, list[PendingWrite]]:
+        """The writes of each of these checkpoints, as :meth:`load_writes` gives them.
+
+        Every id asked for is a key, with ``[]`` for a checkpoint without writes
+        (or not stored). Backends that can read them in one query do; the others
+        read one checkpoint after another.
+        """
+        with self._calling("load_writes_many"):
+            wanted = list(dict.fromkeys(coerce_checkpoint_id(one) for one in checkpoint_ids))
+            found = await self._load_writes_many(wanted) if wanted else {}
+        return {one: sorted(found.get(one, ()), key=_write_key) for one in wanted}
+
     async def delete(self, checkpoint_id: CheckpointId) -> bool:
         """Delete one checkpoint and its writes; ``False`` (and no error) if it was not there.
 
@@ -504,6 +518,15 @@ class BlobCheckpointStore(abc.ABC):
 
     @abc.abstractmethod
     async def _load_writes(self, checkpoint_id: CheckpointId) -> list[PendingWrite]: ...
+
+    async def _load_writes_many(
+        self, checkpoint_ids: list[CheckpointId]
+    ) -> dict[CheckpointId, list[PendingWrite]]:
+        """One :meth:`_load_writes` per checkpoint. Backends that read many at once override this.
+
+        Each checkpoint's writes under its id; ids without writes may be left out.
+        """
+        return {one: await self._load_writes(one) for one in checkpoint_ids}
 
     async def _ids_with_prefix(self, prefix: str, limit: int) -> list[CheckpointId]:
         """Walk every trace's headers. Backends with an index by id override this."""

@@ -206,6 +206,9 @@ _INSERT_FENCED_SQL: Final = (
     " SELECT %s::uuid, %s::text, %s::bigint, %s::uuid, %s::bigint, %s::timestamptz,"
     " %s::text, %s::jsonb, %s::integer, %b::bytea FROM lease"
 )
+_LOAD_WRITES_MANY_SQL: Final = (
+    "SELECT checkpoint_id, task_id, idx, trace_id, data FROM {writes} WHERE checkpoint_id = ANY(%s)"
+)
 # Steps at or below the (keep+1)-th newest; NULL (so nothing) when the trace is shorter.
 _PRUNE_KEEP_SQL: Final = (
     " AND step <= (SELECT step FROM {checkpoints} WHERE trace_id = %(trace)s"
@@ -304,6 +307,7 @@ class Statements:
         self.insert_writes_keep = render(_INSERT_WRITES_SQL + _ON_CONFLICT_KEEP)
         self.insert_writes_replace = render(_INSERT_WRITES_SQL + _ON_CONFLICT_REPLACE)
         self.load_writes = render(_LOAD_WRITES_SQL)
+        self.load_writes_many = render(_LOAD_WRITES_MANY_SQL)
         self.rewrite = render(_REWRITE_SQL)
         self.header_for_update = render(_HEADER_FOR_UPDATE_SQL)
         self.rewrite_by_id = render(_REWRITE_BY_ID_SQL)

@@ -28,6 +28,7 @@ __all__ = [
     "LEASE_HELD",
     "LOAD",
     "LOAD_WRITES",
+    "LOAD_WRITES_MANY",
     "MIGRATIONS",
     "NOW",
     "PRUNE",
@@ -196,6 +197,11 @@ UPSERT_WRITE: Final = (
 )
 LOAD_WRITES: Final = (
     "SELECT task_id, idx, trace_id, data FROM flowpoint_writes WHERE checkpoint_id = ?"
+)
+# The writes of many checkpoints: "?" placeholders, as many as ids, follow.
+LOAD_WRITES_MANY: Final = (
+    "SELECT checkpoint_id, task_id, idx, trace_id, data FROM flowpoint_writes"
+    " WHERE checkpoint_id IN "
 )
 DELETE_WRITES: Final = "DELETE FROM flowpoint_writes WHERE checkpoint_id = ?"
 DELETE_TRACE_WRITES: Final = "DELETE FROM flowpoint_writes WHERE trace_id = ?"

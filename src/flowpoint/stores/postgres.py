@@ -480,6 +480,19 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore, FencedBlo
         return [write_from_columns(checkpoint_id, *row) for row in rows]
 
     @override
+    async def _load_writes_many(
+        self, checkpoint_ids: list[CheckpointId]
+    ) -> dict[CheckpointId, list[PendingWrite]]:
+        if self._schema_found == 1:
+            return {}  # as in _load_writes
+        ids = {checkpoint_id: checkpoint_id for checkpoint_id in checkpoint_ids}
+        found: dict[CheckpointId, list[PendingWrite]] = {}
+        for key, *columns in await self._fetch(self._sql.load_writes_many, (list(ids),)):
+            checkpoint_id = ids[key]
+            found.setdefault(checkpoint_id, []).append(write_from_columns(checkpoint_id, *columns))
+        return found
+
+    @override
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
         return await self._delete_many([checkpoint_id]) > 0
 

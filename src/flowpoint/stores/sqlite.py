@@ -362,6 +362,30 @@ class SqliteBlobStore(
         return conn.execute(*query).fetchall() if self._schema >= 2 else []
 
     @override
+    async def _load_writes_many(
+        self, checkpoint_ids: list[CheckpointId]
+    ) -> dict[CheckpointId, list[PendingWrite]]:
+        ids = {checkpoint_id.bytes: checkpoint_id for checkpoint_id in checkpoint_ids}
+        found: dict[CheckpointId, list[PendingWrite]] = {}
+        for key, *columns in await self._run(
+            "load_writes_many", self._fetch_writes_many, list(ids)
+        ):
+            checkpoint_id = ids[key]
+            found.setdefault(checkpoint_id, []).append(write_from_columns(checkpoint_id, *columns))
+        return found
+
+    def _fetch_writes_many(self, conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[_Row]:
+        if self._schema < 2:
+            return []  # as in _fetch_writes
+        rows: list[_Row] = []
+        # In chunks within the oldest SQLite's limit of 999 parameters per statement.
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            query = sql.LOAD_WRITES_MANY + "(" + ",".join("?" * len(chunk)) + ")"
+            rows.extend(conn.execute(query, chunk).fetchall())
+        return rows
+
+    @override
     async def _delete(self, checkpoint_id: CheckpointId) -> bool:
         return await self._run("delete", _delete_by_ids, [checkpoint_id.bytes]) > 0
 

@@ -389,3 +389,27 @@ async def test_runs_no_live_worker_serves_are_stranded(queue: RunQueue) -> None:
     await queue._heartbeat("short", "host", 1, [HASH], SHORT, [])
     await expire()  # a worker that stopped beating is not live
     assert len(await queue.stranded()) == 2
+
+
+async def test_a_sqlite_store_has_the_queue_tables_only_once_a_queue_opens_it(
+    tmp_path: Any,
+) -> None:
+    import sqlite3
+
+    from flowpoint import open_store
+
+    path = tmp_path / "runs.db"
+
+    def tables() -> set[str]:
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            return {name for (name,) in rows}
+
+    async with open_store(f"sqlite:///{path}") as store:
+        await store.traces()
+    assert not {"flowpoint_runs", "flowpoint_workers"} & tables()  # no pages for a queue
+    async with RunQueue.open(f"sqlite:///{path}") as queue:
+        await queue.submit(CHAIN, "t", graphs.start())
+    async with RunQueue.open(f"sqlite:///{path}") as queue:  # another finds them made
+        assert await queue.status("t") == "queued"
+    assert {"flowpoint_runs", "flowpoint_workers", "flowpoint_worker_graphs"} <= tables()

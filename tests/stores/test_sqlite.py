@@ -97,7 +97,7 @@ def test_an_in_memory_database_is_refused(path: str) -> None:
 
 async def test_schema_is_versioned(store: SqliteBlobStore, db_path: Path) -> None:
     await store.traces()
-    assert execute(db_path, "SELECT version FROM flowpoint_schema") == [(1,), (2,), (3,)]
+    assert execute(db_path, "SELECT version FROM flowpoint_schema") == [(1,), (2,)]
 
 
 async def test_a_file_of_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
@@ -106,11 +106,11 @@ async def test_a_file_of_the_previous_release_is_upgraded_in_place(tmp_path: Pat
     assert execute(path, "SELECT version FROM flowpoint_schema") == [(1,)]
     async with SqliteBlobStore(path) as store:
         await upgrade.check_upgraded(store)
-    assert execute(path, "SELECT version FROM flowpoint_schema") == [(1,), (2,), (3,)]
+    assert execute(path, "SELECT version FROM flowpoint_schema") == [(1,), (2,)]
     # Upgraded once: a second opening finds it done.
     async with SqliteBlobStore(path) as store:
         assert len(await store.history(upgrade.TRACES[1])) == 3
-    assert execute(path, "SELECT version FROM flowpoint_schema") == [(1,), (2,), (3,)]
+    assert execute(path, "SELECT version FROM flowpoint_schema") == [(1,), (2,)]
 
 
 # -- queries ----------------------------------------------------------------------------
@@ -466,7 +466,7 @@ async def test_two_processes_setting_up_a_new_file_at_once_both_succeed(tmp_path
             ("first",),
             ("second",),
         ]
-        assert execute(Path(path), "SELECT version FROM flowpoint_schema") == [(1,), (2,), (3,)]
+        assert execute(Path(path), "SELECT version FROM flowpoint_schema") == [(1,), (2,)]
 
 
 # Group commit

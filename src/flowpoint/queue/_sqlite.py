@@ -36,7 +36,7 @@ from flowpoint.queue._base import (
     signed64,
 )
 from flowpoint.stores._registry import open_store
-from flowpoint.stores._sqlite_sql import NOW
+from flowpoint.stores._sqlite_sql import NOW, QUEUE_TABLES
 from flowpoint.stores.sqlite import SqliteBlobStore, insert_checkpoint, write_transaction
 
 __all__ = ["SqliteRunQueue"]
@@ -131,6 +131,7 @@ class SqliteRunQueue(RunQueue):
             raise ValueError("a run queue writes: its store cannot be read-only")
         self.store = store
         self.poll_interval = poll_interval
+        self._tables_made = False
 
     @classmethod
     def open_url(cls, url: str, **options: Any) -> SqliteRunQueue:
@@ -143,6 +144,11 @@ class SqliteRunQueue(RunQueue):
         return f"{type(self).__name__}({self.store!r})"
 
     async def _do(self, action: str, fn: Callable[[sqlite3.Connection, _A], _T], arg: _A) -> _T:
+        if not self._tables_made:
+            # The queue's tables are made by the first queue to open the file (not by
+            # the store's migrations): a store without a queue keeps none of them.
+            await self.store._transact("make the run queue's tables", _make_tables, None)
+            self._tables_made = True
         found: _T = await self.store._transact(action, fn, arg)
         return found
 
@@ -294,6 +300,12 @@ class SqliteRunQueue(RunQueue):
                 conn.execute(_FORGET_WORKERS.format(_LEAVING), (worker,))
 
         await self._do("unregister", unregister, None)
+
+
+def _make_tables(conn: sqlite3.Connection, _: None) -> None:
+    with write_transaction(conn):
+        for statement in QUEUE_TABLES:
+            conn.execute(statement)
 
 
 def _where(status: RunStatus | None, *, stranded: bool) -> tuple[str, tuple[object, ...]]:

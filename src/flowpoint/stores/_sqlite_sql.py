@@ -34,6 +34,7 @@ __all__ = [
     "PRUNE",
     "PRUNE_CUTOFF",
     "PRUNE_KEEP",
+    "QUEUE_TABLES",
     "REWRITE",
     "REWRITE_BY_ID",
     "SCHEMA_VERSION",
@@ -84,51 +85,55 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX flowpoint_writes_trace ON flowpoint_writes (trace_id)",
     ),
-    # 3: the run queue (flowpoint.queue): runs, and the workers that serve them with
-    # the graphs each serves. Times are seconds since the epoch by the database's
-    # clock (NOW). `seq` orders runs by age; the index serves the claim's ORDER BY.
-    (
-        """
-        CREATE TABLE flowpoint_runs (
-            seq              INTEGER PRIMARY KEY AUTOINCREMENT,
-            trace_id         TEXT NOT NULL UNIQUE,
-            graph_name       TEXT NOT NULL,
-            graph_hash       INTEGER NOT NULL,
-            priority         INTEGER NOT NULL,
-            status           TEXT NOT NULL,
-            epoch            INTEGER NOT NULL,
-            owner            TEXT,
-            lease_expires_at REAL,
-            attempts         INTEGER NOT NULL,
-            max_attempts     INTEGER NOT NULL,
-            dedup_key        TEXT,
-            resume_update    BLOB,
-            update_step      INTEGER,
-            error            TEXT,
-            submitted_at     REAL NOT NULL,
-            updated_at       REAL NOT NULL
-        )
-        """,
-        "CREATE INDEX flowpoint_runs_queue ON flowpoint_runs (status, priority DESC, seq)",
-        """
-        CREATE TABLE flowpoint_workers (
-            worker_id  TEXT PRIMARY KEY,
-            host       TEXT NOT NULL,
-            pid        INTEGER NOT NULL,
-            started_at REAL NOT NULL,
-            expires_at REAL NOT NULL
-        )
-        """,
-        """
-        CREATE TABLE flowpoint_worker_graphs (
-            worker_id  TEXT NOT NULL,
-            graph_hash INTEGER NOT NULL,
-            PRIMARY KEY (worker_id, graph_hash)
-        )
-        """,
-    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+# The run queue's tables (flowpoint.queue): runs, and the workers that serve them with
+# the graphs each serves. Times are seconds since the epoch by the database's clock
+# (NOW). `seq` orders runs by age; the index serves the claim's ORDER BY. Not a
+# migration: a queue makes them when it first opens the file, so a store that holds no
+# queue keeps none of their pages. Each statement can run again.
+QUEUE_TABLES: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE IF NOT EXISTS flowpoint_runs (
+        seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+        trace_id         TEXT NOT NULL UNIQUE,
+        graph_name       TEXT NOT NULL,
+        graph_hash       INTEGER NOT NULL,
+        priority         INTEGER NOT NULL,
+        status           TEXT NOT NULL,
+        epoch            INTEGER NOT NULL,
+        owner            TEXT,
+        lease_expires_at REAL,
+        attempts         INTEGER NOT NULL,
+        max_attempts     INTEGER NOT NULL,
+        dedup_key        TEXT,
+        resume_update    BLOB,
+        update_step      INTEGER,
+        error            TEXT,
+        submitted_at     REAL NOT NULL,
+        updated_at       REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS flowpoint_runs_queue"
+    " ON flowpoint_runs (status, priority DESC, seq)",
+    """
+    CREATE TABLE IF NOT EXISTS flowpoint_workers (
+        worker_id  TEXT PRIMARY KEY,
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS flowpoint_worker_graphs (
+        worker_id  TEXT NOT NULL,
+        graph_hash INTEGER NOT NULL,
+        PRIMARY KEY (worker_id, graph_hash)
+    )
+    """,
+)
 
 NOW: Final = "((julianday('now') - 2440587.5) * 86400.0)"
 """The database's clock in SQL: seconds since the epoch, to the millisecond."""

@@ -22,8 +22,9 @@ contract:
 - **Pending writes** and deletes take the writes along in the same transactions
   (one commit) as the checkpoints.
 - **Fenced saves** (:class:`~flowpoint.stores._fenced.FencedBlobStore`): the
-  run queue's tables (version 3) live in the same file, and a fenced save checks
-  the run's lease in its write transaction.
+  run queue's tables live in the same file (made by the first queue to open
+  it, not by a migration), and a fenced save checks the run's lease in its write
+  transaction.
 - **Read-only** (``read_only=True``): the file is opened ``mode=rw`` (never
   created; the last connection still removes the WAL files SQLite makes while it
   reads), or ``mode=ro`` if this process may not write it (SQLite may then leave

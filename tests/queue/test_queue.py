@@ -408,6 +408,11 @@ async def test_a_sqlite_store_has_the_queue_tables_only_once_a_queue_opens_it(
     async with open_store(f"sqlite:///{path}") as store:
         await store.traces()
     assert not {"flowpoint_runs", "flowpoint_workers"} & tables()  # no pages for a queue
+    async with RunQueue.open(f"sqlite:///{path}") as queue:  # reading it makes none either
+        assert await queue.runs() == []
+        assert await queue.stranded() == []
+        assert await queue.get("t") is None
+    assert not {"flowpoint_runs", "flowpoint_workers"} & tables()
     async with RunQueue.open(f"sqlite:///{path}") as queue:
         await queue.submit(CHAIN, "t", graphs.start())
     async with RunQueue.open(f"sqlite:///{path}") as queue:  # another finds them made

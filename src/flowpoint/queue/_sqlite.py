@@ -152,6 +152,22 @@ class SqliteRunQueue(RunQueue):
         found: _T = await self.store._transact(action, fn, arg)
         return found
 
+    async def _read(
+        self, action: str, fn: Callable[[sqlite3.Connection, None], _T], empty: _T
+    ) -> _T:
+        """``fn``'s answer; ``empty`` from a file no queue has opened, which stays so.
+
+        Reading the queue (``status``, ``runs``) makes no tables: a listing never
+        changes the file.
+        """
+        if not self._tables_made:
+            made = await self.store._transact("look for the run queue", _has_tables, None)
+            if not made:
+                return empty
+            self._tables_made = True
+        found: _T = await self.store._transact(action, fn, None)
+        return found
+
     @override
     async def _submit(
         self,
@@ -191,7 +207,7 @@ class SqliteRunQueue(RunQueue):
             found = conn.execute(_SELECT_RUN, (trace_id,)).fetchone()
             return None if found is None else run_from_row(found)
 
-        return await self._do("get", get, None)
+        return await self._read("get", get, None)
 
     @override
     async def _resume(self, trace_id: TraceId, update: bytes | None) -> None:
@@ -226,7 +242,7 @@ class SqliteRunQueue(RunQueue):
         def listing(conn: sqlite3.Connection, _: None) -> list[QueuedRun]:
             return [run_from_row(row) for row in conn.execute(query, (*params, limit))]
 
-        return await self._do("runs", listing, None)
+        return await self._read("runs", listing, [])
 
     @override
     async def _claim(
@@ -300,6 +316,13 @@ class SqliteRunQueue(RunQueue):
                 conn.execute(_FORGET_WORKERS.format(_LEAVING), (worker,))
 
         await self._do("unregister", unregister, None)
+
+
+def _has_tables(conn: sqlite3.Connection, _: None) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'flowpoint_runs'"
+    ).fetchone()
+    return found is not None
 
 
 def _make_tables(conn: sqlite3.Connection, _: None) -> None:

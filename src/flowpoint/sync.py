@@ -51,6 +51,11 @@ class _LoopThread:
     def stop(self) -> None:
         if self._loop.is_closed():
             return
+        if threading.current_thread() is self._thread:
+            # Called on the loop itself (an object collected there): it can stop,
+            # not wait for itself; the daemon thread then ends.
+            self._loop.stop()
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

@@ -86,3 +86,22 @@ def test_leaving_stream_sync_early_stops_the_run_and_resume_sync_finishes() -> N
     paused = runner.resume_sync(T)
     assert paused.interrupt == "go?"
     assert runner.resume_sync(T, value="y").state == {"n": 1, "answer": "y"}
+
+
+def test_every_blocking_call_of_a_runner_runs_on_one_loop() -> None:
+    # A store whose driver belongs to the loop it first ran on (PostgreSQL's pool)
+    # must serve the resume_sync after a run_sync: both run on the runner's loop.
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def note(state: dict[str, Any]) -> dict[str, Any]:
+        loops.append(asyncio.get_running_loop())
+        return {"answer": interrupt("go?")}
+
+    g: Graph[dict[str, Any]] = Graph("one-loop").add_node("note", note)
+    runner = Runner(g.add_edge(START, "note").add_edge("note", END), InMemoryBlobStore())
+    assert runner.run_sync(T, {}).status == "interrupted"
+    assert runner.resume_sync(T, value=1).state == {"answer": 1}
+    events = list(runner.stream_sync("trace-2", {}))
+    assert isinstance(events[-1], RunFinished)
+    assert len(loops) == 3
+    assert loops[0] is loops[1] is loops[2]

@@ -58,7 +58,7 @@ from flowpoint.graph._retry import retrying
 from flowpoint.graph._state import from_plain, to_plain
 from flowpoint.graph._subgraph import Subgraphs
 from flowpoint.graph._superstep import GroupCommit, Outcome, call, execute
-from flowpoint.graph._sync import iterate_blocking, run_blocking
+from flowpoint.graph._sync import BlockingLoop
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id, validate_trace_id
 from flowpoint.stores._base import BlobCheckpointStore
 from flowpoint.typed import TypedCheckpointStore
@@ -187,6 +187,8 @@ class Runner(Generic[S]):
         # Moves a trace of an older graph onto this one on resume (graph/_migrate.py).
         self._migrator = Migrator(store, self.graph)
         self._subgraphs = Subgraphs(self)
+        # run_sync and friends: one loop for all of them (graph/_sync.py).
+        self._blocking = BlockingLoop()
 
     async def run(self, trace_id: TraceId | str, state: S) -> RunResult[S]:
         """Start a new trace with ``state`` at the graph's first node.
@@ -226,17 +228,17 @@ class Runner(Generic[S]):
 
     def run_sync(self, trace_id: TraceId | str, state: S) -> RunResult[S]:
         """:meth:`run`, blocking: for scripts and notebooks (a running event loop is fine)."""
-        return run_blocking(self.run(trace_id, state))
+        return self._blocking.run(self.run(trace_id, state))
 
     def resume_sync(
         self, trace_id: TraceId | str, update: Any = None, *, value: Any = _UNSET
     ) -> RunResult[S]:
         """:meth:`resume`, blocking, as :meth:`run_sync`."""
-        return run_blocking(self.resume(trace_id, update, value=value))
+        return self._blocking.run(self.resume(trace_id, update, value=value))
 
     def stream_sync(self, trace_id: TraceId | str, state: S) -> Generator[RunEvent, None, None]:
         """:meth:`stream` as a plain iterator; leaving the loop early cancels the run."""
-        return iterate_blocking(self.stream(trace_id, state))
+        return self._blocking.iterate(self.stream(trace_id, state))
 
     async def resume(
         self, trace_id: TraceId | str, update: Any = None, *, value: Any = _UNSET

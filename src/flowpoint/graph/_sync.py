@@ -1,54 +1,58 @@
 """The runner's blocking calls: a coroutine or an event stream, run to its end from sync code.
 
-Without an event loop in the calling thread (a script), the work runs on a new
-loop in that thread. With one running (a notebook's cell, a sync function called
-from async code), blocking it would deadlock, so the work runs on a private loop
-in a worker thread, the one :class:`~flowpoint.SyncCheckpointStore` uses, and the
-caller waits.
+Each runner's blocking calls run on one event loop of its own, in a daemon
+thread (the kind :class:`~flowpoint.SyncCheckpointStore` uses), and the caller
+waits. One loop for every call, not a new one per call: a store whose driver
+belongs to the loop it was first used in (PostgreSQL's connection pool, Redis,
+S3) serves a ``run_sync`` and the ``resume_sync`` after it alike. And a thread
+of its own, not the caller's: with a loop running in the caller's thread (a
+notebook's cell, a sync function called from async code), blocking that loop
+would deadlock.
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
+import weakref
 from collections.abc import AsyncIterator, Coroutine, Generator
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from flowpoint.sync import _LoopThread
 
-__all__ = ["iterate_blocking", "run_blocking"]
+__all__ = ["BlockingLoop"]
 
 T = TypeVar("T")
 
 
-class _Loop(Protocol):
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T: ...
+class BlockingLoop:
+    """The event loop one runner's blocking calls run on, made at the first call.
+
+    Its thread ends when the runner is collected, or with the process (a daemon).
+    """
+
+    def __init__(self) -> None:
+        self._thread: _LoopThread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` to its end and return its result, from any thread."""
+        return self._loop().run(coroutine)
+
+    def iterate(self, items: AsyncIterator[T]) -> Generator[T, None, None]:
+        """Iterate ``items`` from sync code; stopping early closes them (a stream: its run)."""
+        return _drain(items, self._loop())
+
+    def _loop(self) -> _LoopThread:
+        with self._lock:
+            if self._thread is None:
+                self._thread = _LoopThread()
+                # At exit the daemon thread just ends: stopping its loop then would
+                # cut off what a store still has running on it.
+                weakref.finalize(self, self._thread.stop).atexit = False
+            return self._thread
 
 
-def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to its end and return its result, from any thread."""
-    if not _loop_running():
-        return asyncio.run(coroutine)
-    thread = _LoopThread()
-    try:
-        return thread.run(coroutine)
-    finally:
-        thread.stop()
-
-
-def iterate_blocking(items: AsyncIterator[T]) -> Generator[T, None, None]:
-    """Iterate ``items`` from sync code; stopping early closes them (a stream: cancels its run)."""
-    if _loop_running():
-        thread = _LoopThread()
-        try:
-            yield from _drain(items, thread)
-        finally:
-            thread.stop()
-    else:
-        with asyncio.Runner() as runner:
-            yield from _drain(items, runner)
-
-
-def _drain(items: AsyncIterator[T], loop: _Loop) -> Generator[T, None, None]:
+def _drain(items: AsyncIterator[T], loop: _LoopThread) -> Generator[T, None, None]:
     try:
         while True:
             more, item = loop.run(_next(items))
@@ -66,11 +70,3 @@ async def _next(items: AsyncIterator[T]) -> tuple[bool, T | None]:
         return True, await anext(items)
     except StopAsyncIteration:
         return False, None
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

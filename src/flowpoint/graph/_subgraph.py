@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from flowpoint.codec import SerdeCheckpointCodec
@@ -123,18 +122,7 @@ def _child_store(
             f"{codec!r} stores {parent.state_type!r} only; use a SerdeCheckpointCodec (the "
             f"subgraph's states are stored with its settings)"
         )
-    settings: Mapping[str, Any] = {
-        "format": codec.format,
-        "compression": codec.compression,
-        "compression_level": codec.compression_level,
-        "encryption": codec.encryption,
-        "allow_unencrypted": codec.allow_unencrypted,
-        "max_payload_size": codec.max_payload_size,
-        "max_state_size": codec.max_state_size,
-        "max_decoded_size": codec.max_decoded_size,
-        "max_delta_chain": codec.max_delta_chain,
-    }
-    return TypedCheckpointStore(store.store, SerdeCheckpointCodec(child.state_type, **settings))
+    return TypedCheckpointStore(store.store, codec.for_state(child.state_type))
 
 
 async def _called(function: Any, *args: Any) -> Any:

@@ -192,6 +192,29 @@ async def test_the_writes_of_many_checkpoints_load_in_one_call(tmp_path: Path) -
         }
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+async def test_the_latest_saved_gives_its_writes_in_one_call(tmp_path: Path, backend: str) -> None:
+    blobs = SqliteBlobStore(tmp_path / "w.db") if backend == "sqlite" else InMemoryBlobStore()
+    async with TypedCheckpointStore(blobs) as store:
+        first = Checkpoint.first("plan", {"n": 0})
+        saved = await store.save_encoded("t", first, GRAPH)
+        assert saved.info() == (await store.history("t"))[0]
+        assert await store.writes_if_latest(saved) == []
+        await put_writes(store, "t", first.checkpoint_id, [("count", 1), ("notes", "a")], "web")
+        calls: list[str] = []
+        store.store._load_writes = lambda *_: calls.append("one")  # type: ignore[method-assign]
+        store.store._load_latest = lambda *_: calls.append("latest")  # type: ignore[method-assign]
+        expected = [TaskWrite("web", 0, "count", 1), TaskWrite("web", 1, "notes", "a")]
+        if backend == "sqlite":
+            assert await store.writes_if_latest(saved) == expected
+            assert calls == []  # the check and the writes, in one query
+        del store.store._load_writes, store.store._load_latest
+        assert await store.writes_if_latest(saved) == expected
+        newer = await store.save_encoded("t", first.child("plan", {"n": 1}), GRAPH)
+        assert await store.writes_if_latest(saved) is None
+        assert await store.writes_if_latest(newer) == []
+
+
 async def test_a_write_returned_under_another_checkpoint_is_refused() -> None:
     blobs = InMemoryBlobStore()
     store = TypedCheckpointStore(blobs)

@@ -115,12 +115,22 @@ class TypedCheckpointStore(Generic[S]):
         step already, :class:`~flowpoint.errors.CodecError` if the state cannot be
         encoded. When this returns, the checkpoint is durable.
         """
+        return (await self.save_encoded(trace_id, checkpoint, graph_hash)).info()
+
+    async def save_encoded(
+        self, trace_id: TraceId | str, checkpoint: Checkpoint[S], graph_hash: int
+    ) -> CheckpointBlob:
+        """:meth:`save_with_trace`, returning the blob it stored.
+
+        For a caller that keeps what it saved: a later load of the same bytes under
+        the same id is that checkpoint, with nothing to decode.
+        """
         trace = validate_trace_id(trace_id)
         codec = self.codec
         if not isinstance(codec, DeltaCheckpointCodec):
             blob = codec.serialize(checkpoint, graph_hash, trace)
             await self.store.save(blob)
-            return blob.info()
+            return blob
         base = self._frames.tip(trace) if self._deltas else None
         blob, frame = codec.encode(checkpoint, graph_hash, trace, base)
         try:
@@ -132,7 +142,7 @@ class TypedCheckpointStore(Generic[S]):
             self._frames.forget_tip(trace)
         else:
             self._frames.put(frame)
-        return blob.info()
+        return blob
 
     async def load(
         self, checkpoint_id: CheckpointId | str, expected_hash: int | None
@@ -305,6 +315,18 @@ class TypedCheckpointStore(Generic[S]):
         checkpoint = coerce_checkpoint_id(checkpoint_id)
         codec = self._write_codec()
         return self._decode_writes(codec, checkpoint, await self.store.load_writes(checkpoint))
+
+    async def writes_if_latest(self, blob: CheckpointBlob) -> list[TaskWrite] | None:
+        """The writes of ``blob``'s checkpoint if it is still its trace's latest; else ``None``.
+
+        :meth:`load_writes`, when the store holds ``blob`` as the latest byte for byte
+        (see :meth:`~flowpoint.BlobCheckpointStore.writes_if_latest`); ``blob`` is one
+        this store saved (:meth:`save_encoded`) or loaded.
+        """
+        found = await self.store.writes_if_latest(blob)
+        if found is None:
+            return None
+        return self._decode_writes(self._write_codec(), blob.checkpoint_id, found)
 
     async def load_writes_many(
         self, checkpoint_ids: Iterable[CheckpointId | str]

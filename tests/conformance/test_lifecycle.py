@@ -40,6 +40,7 @@ def every_call(store: BlobCheckpointStore) -> dict[str, Callable[[], Awaitable[A
         "trace_entries": store.trace_entries,
         "ids_with_prefix": lambda: store.ids_with_prefix("01"),
         "load_steps": lambda: store.load_steps("trace", 0, 5),
+        "writes_if_latest": lambda: store.writes_if_latest(blob),
         "save_writes": lambda: store.save_writes([write]),
         "load_writes": lambda: store.load_writes(blob.checkpoint_id),
         "load_writes_many": lambda: store.load_writes_many([blob.checkpoint_id]),

@@ -1,14 +1,16 @@
-"""Step ranges (load_steps) and batch deletes (delete_many), on every backend."""
+"""Step ranges (load_steps), the latest check (writes_if_latest) and batch deletes (delete_many), on
+every backend."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
 import pytest
 
 from flowpoint import BlobCheckpointStore, CorruptCheckpoint, InvalidTraceId
-from flowpoint.blob import CheckpointBlob
+from flowpoint.blob import CheckpointBlob, PendingWrite
 from flowpoint.ids import new_checkpoint_id
 from tests.blobs import make_blob
 from tests.harnesses.base import StoreHarness
@@ -28,6 +30,67 @@ async def save_steps(
 
 async def steps_of(store: BlobCheckpointStore, trace: str, first: int, last: int) -> list[int]:
     return [blob.step for blob in await store.load_steps(trace, first, last)]
+
+
+# -- writes_if_latest ---------------------------------------------------------------------
+
+
+async def test_writes_if_latest_answers_only_for_the_latest_as_stored(
+    blob_store: BlobCheckpointStore,
+) -> None:
+    blobs = await save_steps(blob_store, "t", [0, 3, 1])
+    await save_steps(blob_store, "other", [9])
+    latest = await blob_store.load_latest("t")
+    assert latest is not None
+    assert await blob_store.writes_if_latest(latest) == []
+    assert await blob_store.writes_if_latest(blobs[3]) == []
+    assert await blob_store.writes_if_latest(blobs[1]) is None  # stored, but not the latest
+    assert await blob_store.writes_if_latest(make_blob("t", 3)) is None  # its step, not its id
+    assert await blob_store.writes_if_latest(make_blob("nobody", 0)) is None
+    newer = make_blob("t", 4, data=b"newer")
+    await blob_store.save(newer)
+    assert await blob_store.writes_if_latest(blobs[3]) is None
+    assert await blob_store.writes_if_latest(newer) == []
+
+
+async def test_writes_if_latest_gives_the_writes_as_load_writes_does(
+    blob_store: BlobCheckpointStore,
+) -> None:
+    blobs = await save_steps(blob_store, "t", [0, 1])
+    latest = blobs[1]
+    writes = [
+        PendingWrite("t", latest.checkpoint_id, task, index, f"{task}/{index}".encode())
+        for task in ("b", "a")
+        for index in (1, -3, 0)
+    ]
+    await blob_store.save_writes(writes)
+    await blob_store.save_writes([PendingWrite("t", blobs[0].checkpoint_id, "a", 0, b"older")])
+    found = await blob_store.writes_if_latest(latest)
+    assert found == await blob_store.load_writes(latest.checkpoint_id)
+    assert len(found or ()) == len(writes)
+    assert await blob_store.writes_if_latest(blobs[0]) is None
+
+
+async def test_writes_if_latest_compares_the_bytes_under_the_id(
+    blob_store: BlobCheckpointStore,
+) -> None:
+    kept = make_blob("t", 0, data=b"what was saved")
+    await blob_store.save(kept)
+    # Deleted, then saved again under the same id with other bytes: no longer what is kept.
+    await blob_store.delete(kept.checkpoint_id)
+    assert await blob_store.writes_if_latest(kept) is None
+    other = dataclasses.replace(kept, data=b"something else")
+    await blob_store.save(other)
+    assert await blob_store.writes_if_latest(kept) is None
+    assert await blob_store.writes_if_latest(other) == []
+
+
+@pytest.mark.parametrize("given", [None, "blob", b"data", 7])
+async def test_writes_if_latest_refuses_what_is_not_a_blob(
+    blob_store: BlobCheckpointStore, given: Any
+) -> None:
+    with pytest.raises(TypeError, match="CheckpointBlob"):
+        await blob_store.writes_if_latest(given)
 
 
 # -- load_steps ---------------------------------------------------------------------------

@@ -112,6 +112,38 @@ async def test_the_newest_id_is_the_latest_and_older_ids_are_refused(
         await saver.aput(config("t"), changed, same.metadata, {"x": 1})
 
 
+async def test_the_latest_is_read_again_when_another_saver_wrote_after_it(
+    harness: StoreHarness, saver: FlowpointSaver
+) -> None:
+    # The saver keeps the newest checkpoint it wrote; another writer's (a second
+    # process, over a store object of its own) must still win a later get_tuple.
+    other = FlowpointSaver(await harness.open())
+    try:
+        first = await _put(saver, "t", {"messages": ["a"]})
+        seen = await saver.aget_tuple(config("t"))
+        assert seen is not None
+        assert seen.config == first
+        seen.checkpoint["channel_values"]["messages"].append("changed by the caller")
+        again = await saver.aget_tuple(config("t"))
+        assert again is not None
+        assert again.checkpoint["channel_values"] == {"messages": ["a"]}
+
+        second = await _put(other, "t", {"messages": ["a", "b"]}, parent=first)
+        latest = await saver.aget_tuple(config("t"))
+        assert latest is not None
+        assert latest.config == second
+        assert latest.checkpoint["channel_values"] == {"messages": ["a", "b"]}
+
+        await other.adelete_thread("t")
+        assert await saver.aget_tuple(config("t")) is None
+        third = await _put(other, "t", {"messages": ["c"]})
+        latest = await saver.aget_tuple(config("t"))
+        assert latest is not None
+        assert latest.config == third
+    finally:
+        await other.aclose()
+
+
 async def test_listing_filters_and_pages_like_langgraphs_savers(saver: FlowpointSaver) -> None:
     made = []
     parent = None
@@ -252,7 +284,7 @@ async def test_unencrypted_metadata_is_copied_flat_for_listings(
     [info] = await memory_saver.store.history("t")
     assert info.metadata["run_id"] == "r"
     assert info.metadata["step"] == 3
-    assert info.metadata["langgraph:uncopied"] == '["parents", "long"]'
+    assert info.metadata["langgraph:uncopied"] == '["parents","long"]'
     assert await _ids(memory_saver, config("t"), filter={"long": "y" * 5000}) != []
 
 

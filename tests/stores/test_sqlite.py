@@ -244,6 +244,7 @@ async def test_unique_violations_become_conflicts(store: SqliteBlobStore) -> Non
 # -- damaged rows -----------------------------------------------------------------------
 
 LOAD, LATEST, HISTORY, TRACES = "load", "load_latest", "history", "traces"
+HOLDS = "writes_if_latest"  # never raises: a damaged row is not the blob it is asked about
 HEADER_READS = {LOAD, LATEST, HISTORY}
 
 
@@ -289,6 +290,7 @@ async def test_a_column_of_the_wrong_kind_is_corrupt(
     calls = {
         LOAD: lambda: store.load(blob.checkpoint_id),
         LATEST: lambda: store.load_latest("trace"),
+        HOLDS: lambda: store.writes_if_latest(blob),
         HISTORY: lambda: store.history("trace"),
         TRACES: store.traces,
     }

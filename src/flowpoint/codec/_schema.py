@@ -69,6 +69,12 @@ class StateSchema:
             ) from exc
         self.costs = decode_costs(wire_type)
         self.plain = _is_plain(wire_type)
+        self.raw_fields = not self.projected and _is_raw_fields(wire_type)
+        """Whether the state is a dict of each field's own encoding (``dict[str, msgspec.Raw]``).
+
+        Such a state is its fields as they are: a state rebuilt from a delta's
+        fields needs neither joining nor decoding.
+        """
         self._fields = _FieldChecks.of(wire_type)
 
     def encode(self, state: Any, body_format: BodyFormat) -> bytes:
@@ -330,6 +336,11 @@ def _is_plain(wire_type: Any) -> bool:
         return False
     key, value = typing.get_args(wire_type)
     return key in (Any, str) and value is Any
+
+
+def _is_raw_fields(wire_type: Any) -> bool:
+    """Whether ``wire_type`` is ``dict[str, msgspec.Raw]``."""
+    return typing.get_origin(wire_type) is dict and typing.get_args(wire_type) == (str, msgspec.Raw)
 
 
 def _pydantic_model(tp: Any) -> Any:

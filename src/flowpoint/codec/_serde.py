@@ -473,12 +473,17 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
             frame = self._rebuilt(self._need_base(blob, base), [self._delta_of(blob, content)])
         else:
             frame = None
-        if frame is not None:
-            state, body_format = join_fields(frame.fields), "msgpack"
-            self._check_state(blob, state, body_format)
+        value: Any
+        if frame is not None and self._is_raw_state(frame):
+            # The state is its fields, checked against the delta's hash as they were rebuilt.
+            value = {key: msgspec.Raw(field) for key, field in frame.fields.items()}
         else:
-            state, frame, cursor = self._whole(blob, envelope, body, frames=frames)
-        value = self._schema.decode(state, body_format, blob.checkpoint_id)
+            if frame is not None:
+                state, body_format = join_fields(frame.fields), "msgpack"
+                self._check_state(blob, state, body_format)
+            else:
+                state, frame, cursor = self._whole(blob, envelope, body, frames=frames)
+            value = self._schema.decode(state, body_format, blob.checkpoint_id)
         metadata = header.metadata
         if DELTA_BASE_KEY in metadata:
             metadata = {k: v for k, v in metadata.items() if k != DELTA_BASE_KEY}
@@ -723,6 +728,14 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
     def _check_decoded(self, state: bytes | memoryview, body_format: str) -> None:
         """``ValueError`` if decoding ``state`` could build more than ``max_decoded_size``."""
         check_decoded_size(state, body_format, self.max_decoded_size, self._schema.costs)
+
+    def _is_raw_state(self, frame: Frame) -> bool:
+        """Whether the frame's fields are the state as they are, within the decoding bound."""
+        schema = self._schema
+        return (
+            schema.raw_fields
+            and state_size(frame.fields) * schema.costs.per_byte <= self.max_decoded_size
+        )
 
     def _check_state(
         self, blob: CheckpointBlob, state: bytes | memoryview, body_format: str

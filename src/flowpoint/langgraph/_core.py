@@ -30,7 +30,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.base import Checkpoint as LangGraphCheckpoint
 
 from flowpoint.blob import CheckpointBlob
-from flowpoint.checkpoint import Checkpoint
+from flowpoint.checkpoint import Checkpoint, TaskWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint
 from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.langgraph._layout import (
@@ -95,6 +95,8 @@ class Stored:
 
     where: Where
     checkpoint: Checkpoint[State]
+    writes: list[TaskWrite] | None = None
+    """Its pending writes, when they were read with it."""
 
     @property
     def fields(self) -> State:
@@ -160,11 +162,18 @@ class Core:
         if lg_id:
             blob = await self.locate(where.trace, str(lg_id))
             return None if blob is None else await self.read(where, blob)
+        tip = self.tips.get(where.trace)
+        if tip is not None and tip.checkpoint is not None and tip.stored is not None:
+            writes = await self.store.writes_if_latest(tip.stored)
+            if writes is not None:
+                # The store's newest is, byte for byte, the newest this saver wrote or
+                # read: what decoding it (and its chain) would give is the one kept.
+                return Stored(where, tip.checkpoint, writes)
         blob = await self.store.store.load_latest(where.trace)
         if blob is None or blob.graph_hash != ADAPTER_GRAPH_HASH:
             return None
         stored = await self.read(where, blob)
-        self._keep_tip(stored)
+        self._keep_tip(stored, blob)
         return stored
 
     async def locate(self, trace: TraceId, lg_id: str) -> CheckpointBlob | None:
@@ -276,7 +285,7 @@ class Core:
                 ),
             )
             try:
-                await self.store.save_with_trace(
+                blob = await self.store.save_encoded(
                     where.trace, flowpoint_checkpoint, ADAPTER_GRAPH_HASH
                 )
             except CheckpointConflict:
@@ -286,7 +295,8 @@ class Core:
                     derived = True  # the id is another trace's (a copied thread's)
                 continue
             versions = dict(checkpoint.get("channel_versions") or {})
-            self.tips.put(where.trace, Tip(checkpoint_id, lg_id, step, fields, versions))
+            saved = Tip(checkpoint_id, lg_id, step, flowpoint_checkpoint, blob, versions)
+            self.tips.put(where.trace, saved)
             return where.config(lg_id)
         raise CheckpointConflict(
             where.trace, step, f"{_SAVE_ATTEMPTS} attempts to save checkpoint {lg_id!r} collided"
@@ -327,9 +337,9 @@ class Core:
         stored = await self.read(where, blob)
         return {key: bytes(value) for key, value in stored.fields.items()} == dict(fields)
 
-    def _keep_tip(self, stored: Stored) -> None:
+    def _keep_tip(self, stored: Stored, blob: CheckpointBlob) -> None:
         checkpoint = stored.checkpoint
-        tip = Tip(checkpoint.checkpoint_id, stored.lg_id, checkpoint.step, stored.fields)
+        tip = Tip(checkpoint.checkpoint_id, stored.lg_id, checkpoint.step, checkpoint, blob)
         self.tips.put(stored.where.trace, tip)
 
 

@@ -303,7 +303,10 @@ def header_metadata(
             continue
         header[key] = value
         budget -= size
-    left_out = json.dumps(uncopied, ensure_ascii=False)
+    try:
+        left_out = msgspec.json.encode(uncopied).decode()
+    except (msgspec.EncodeError, TypeError, UnicodeEncodeError):  # a lone surrogate, say
+        left_out = json.dumps(uncopied, ensure_ascii=False)
     if len(left_out) > _COPIED_STRING:
         # Too many to name: the header then says nothing, and filters decode.
         return {LANGGRAPH_ID_KEY: lg_id} if lg_id is not None else {}

@@ -2,7 +2,9 @@
 
 A run's next ``put`` follows the checkpoint its previous ``put`` (or ``get_tuple``)
 saw: keeping it saves reading the trace's newest step back, and lets the channels a
-step did not change keep their stored bytes without being encoded again.
+step did not change keep their stored bytes without being encoded again. A
+``get_tuple`` of the newest checkpoint that finds the kept blob still the newest in
+the store, byte for byte, takes its fields from here without reading it back.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import msgspec
 
+from flowpoint.blob import CheckpointBlob
+from flowpoint.checkpoint import Checkpoint
 from flowpoint.ids import CheckpointId, TraceId
 
 __all__ = ["Tip", "Tips"]
@@ -22,14 +26,24 @@ __all__ = ["Tip", "Tips"]
 
 @dataclass(frozen=True, slots=True)
 class Tip:
-    """A trace's newest checkpoint: ids and step, and its fields when they are known."""
+    """A trace's newest checkpoint: ids and step, and the checkpoint itself when it is known.
+
+    ``checkpoint`` is as stored (its state: the layout's fields), and ``versions`` its
+    ``channel_versions`` when they are known without decoding them.
+    """
 
     checkpoint_id: CheckpointId
     lg_id: str
     step: int
-    fields: Mapping[str, bytes | msgspec.Raw] | None = None
+    checkpoint: Checkpoint[dict[str, msgspec.Raw]] | None = None
+    stored: CheckpointBlob | None = None
+    """The blob the store holds for ``checkpoint`` (with ``checkpoint``)."""
     versions: Mapping[str, Any] | None = None
     size: int = field(default=0, compare=False)
+
+    @property
+    def fields(self) -> Mapping[str, msgspec.Raw] | None:
+        return None if self.checkpoint is None else self.checkpoint.state
 
 
 class Tips:
@@ -51,7 +65,8 @@ class Tips:
 
     def put(self, trace: TraceId, tip: Tip) -> None:
         """Keep ``tip`` as the trace's newest, unless a newer one is kept already."""
-        size = 0 if tip.fields is None else sum(len(value) for value in tip.fields.values())
+        fields = tip.fields
+        size = 0 if fields is None else sum(len(value) for value in fields.values())
         if size > self.max_bytes:
             tip = Tip(tip.checkpoint_id, tip.lg_id, tip.step)
             size = 0
@@ -62,7 +77,13 @@ class Tips:
                 if known.step > tip.step:
                     tip, size = known, known.size
             self._tips[trace] = Tip(
-                tip.checkpoint_id, tip.lg_id, tip.step, tip.fields, tip.versions, size
+                tip.checkpoint_id,
+                tip.lg_id,
+                tip.step,
+                tip.checkpoint,
+                tip.stored,
+                tip.versions,
+                size,
             )
             self._bytes += size
             while self._bytes > self.max_bytes or len(self._tips) > self.max_traces:

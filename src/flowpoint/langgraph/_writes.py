@@ -119,7 +119,10 @@ def _decoded(
 
 async def pending_writes(core: Core, stored: Stored) -> list[PendingWrite]:
     """The pending writes of a stored checkpoint, as a ``CheckpointTuple`` holds them."""
-    return _pending(await read_writes(core, stored.checkpoint.checkpoint_id))
+    cid = stored.checkpoint.checkpoint_id
+    if stored.writes is not None:  # read with the checkpoint
+        return _pending(_decoded(core, cid, stored.writes))
+    return _pending(await read_writes(core, cid))
 
 
 async def pending_writes_many(core: Core, stored: Sequence[Stored]) -> list[list[PendingWrite]]:

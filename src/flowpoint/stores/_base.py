@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import string
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -195,6 +195,20 @@ class BlobCheckpointStore(abc.ABC):
         """
         with self._calling("load_latest"):
             return await self._load_latest(validate_trace_id(trace_id))
+
+    async def writes_if_latest(self, blob: CheckpointBlob) -> list[PendingWrite] | None:
+        """The writes of ``blob`` if it is, byte for byte, its trace's latest; else ``None``.
+
+        For a caller that keeps the latest checkpoint it saved or loaded: one read
+        tells whether the store holds anything newer in the trace (or other bytes
+        under that id), and gives what :meth:`load_writes` gives for it.
+        """
+        if not isinstance(blob, CheckpointBlob):
+            raise TypeError(f"writes_if_latest takes a CheckpointBlob, not {type(blob).__name__}")
+        # No other check of the blob: one the store could not hold is not its latest.
+        with self._calling("writes_if_latest"):
+            found = await self._writes_if_latest(blob)
+        return None if found is None else sorted(found, key=_write_key)
 
     async def history(
         self, trace_id: TraceId | str, limit: int = 50, before_step: int | None = None
@@ -423,10 +437,9 @@ class BlobCheckpointStore(abc.ABC):
         with self._driver_boundary("close"):
             await self._close()
 
-    @contextlib.contextmanager
     def _calling(
         self, action: str, *, blob: CheckpointBlob | None = None, writes: bool = False
-    ) -> Iterator[None]:
+    ) -> _DriverBoundary:
         """Refuse the call if the store is closed (or it ``writes`` to a read-only store).
 
         Then map the driver errors raised inside it: ``blob`` is the checkpoint a
@@ -437,25 +450,11 @@ class BlobCheckpointStore(abc.ABC):
             raise StorageError(f"{self!r} is closed: {action} refused")
         if writes and self._read_only:
             raise StorageError(f"{self!r} is opened read-only: {action} refused")
-        with self._driver_boundary(action, blob):
-            yield
+        return _DriverBoundary(self, action, blob)
 
-    @contextlib.contextmanager
-    def _driver_boundary(self, action: str, blob: CheckpointBlob | None = None) -> Iterator[None]:
+    def _driver_boundary(self, action: str, blob: CheckpointBlob | None = None) -> _DriverBoundary:
         """Where a driver's exception becomes a flowpoint error (see :class:`DriverErrors`)."""
-        try:
-            yield
-        except CheckpointStoreError:
-            raise
-        except Exception as exc:
-            table = self._driver_errors()
-            if not isinstance(exc, table.failures):
-                raise  # not the driver's: a bug, or an argument refused
-            refused = table.conflict(exc) if blob is not None else None
-            if blob is not None and refused is not None:
-                detail = f"checkpoint id {blob.checkpoint_id} exists" if refused == "id" else None
-                raise CheckpointConflict(blob.trace_id, blob.step, detail) from exc
-            raise StorageError(f"{self!r}: {action} failed: {table.describe(exc)}") from exc
+        return _DriverBoundary(self, action, blob)
 
     def _driver_errors(self) -> DriverErrors:
         """The backend's table of driver exceptions; a store without a driver has none."""
@@ -493,6 +492,13 @@ class BlobCheckpointStore(abc.ABC):
 
     @abc.abstractmethod
     async def _traces(self) -> list[TraceId]: ...
+
+    async def _writes_if_latest(self, blob: CheckpointBlob) -> list[PendingWrite] | None:
+        """A backend that can check and read in one query overrides this."""
+        latest = await self._load_latest(blob.trace_id)
+        if latest is None or latest.checkpoint_id != blob.checkpoint_id or latest.data != blob.data:
+            return None
+        return await self._load_writes(blob.checkpoint_id)
 
     async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
@@ -696,6 +702,46 @@ def id_range(prefix: str) -> tuple[CheckpointId, CheckpointId | None] | None:
     low = int(digits, 16) << shift
     high = (int(digits, 16) + 1) << shift
     return CheckpointId(UUID(int=low)), None if high >> 128 else CheckpointId(UUID(int=high))
+
+
+class _DriverBoundary:
+    """:meth:`BlobCheckpointStore._driver_boundary`: around every call a store makes.
+
+    A class rather than a generator's context manager, since every call of every
+    store enters one: this costs a fraction of a microsecond, that a few.
+    """
+
+    __slots__ = ("_action", "_blob", "_store")
+
+    def __init__(
+        self, store: BlobCheckpointStore, action: str, blob: CheckpointBlob | None
+    ) -> None:
+        self._store = store
+        self._action = action
+        self._blob = blob
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, Exception) or isinstance(exc, CheckpointStoreError):
+            return
+        table = self._store._driver_errors()
+        if not isinstance(exc, table.failures):
+            return  # not the driver's: a bug, or an argument refused
+        blob = self._blob
+        refused = table.conflict(exc) if blob is not None else None
+        if blob is not None and refused is not None:
+            detail = f"checkpoint id {blob.checkpoint_id} exists" if refused == "id" else None
+            raise CheckpointConflict(blob.trace_id, blob.step, detail) from exc
+        raise StorageError(
+            f"{self._store!r}: {self._action} failed: {table.describe(exc)}"
+        ) from exc
 
 
 def check_write_batch(writes: Iterable[PendingWrite]) -> list[PendingWrite]:

@@ -25,6 +25,8 @@ __all__ = [
     "INSERT",
     "INSERT_WRITE",
     "LATEST",
+    "LATEST_DATA",
+    "LATEST_WITH_WRITES",
     "LEASE_HELD",
     "LOAD",
     "LOAD_WRITES",
@@ -151,6 +153,18 @@ INSERT: Final = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 LOAD: Final = f"SELECT {HEADER}, data FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
+# The trace's latest id and data, and the writes saved against it: a row for each
+# write, or one with NULL write columns when there is none.
+LATEST_WITH_WRITES: Final = (
+    "SELECT c.checkpoint_id, c.data, w.task_id, w.idx, w.trace_id, w.data"
+    " FROM (SELECT checkpoint_id, data FROM flowpoint_checkpoints"
+    " WHERE trace_id = ? ORDER BY step DESC LIMIT 1) AS c"
+    " LEFT JOIN flowpoint_writes AS w ON w.checkpoint_id = c.checkpoint_id"
+)
+LATEST_DATA: Final = (
+    "SELECT checkpoint_id, data FROM flowpoint_checkpoints "
+    "WHERE trace_id = ? ORDER BY step DESC LIMIT 1"
+)
 LATEST: Final = (
     f"SELECT {HEADER}, data FROM flowpoint_checkpoints "
     "WHERE trace_id = ? ORDER BY step DESC LIMIT 1"

@@ -102,6 +102,12 @@ _A = TypeVar("_A")
 _T = TypeVar("_T")
 
 _SYNCHRONOUS: Final[Mapping[str, str]] = {"full": "FULL", "normal": "NORMAL"}
+# The WAL is checkpointed into the database every this many pages (SQLite's default is
+# 1,000). A commit that appends to the WAL file, growing it, costs its fsync about
+# twice one that overwrites frames already there; flowpoint's commits are a few pages,
+# so a long WAL keeps growing for hundreds of commits. A short one starts reusing its
+# frames soon, and each checkpoint copies back few pages, the same ones written again.
+_WAL_CHECKPOINT_PAGES: Final = 200
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -296,6 +302,25 @@ class SqliteBlobStore(
         return None if row is None else _blob_from_row(row)
 
     @override
+    async def _writes_if_latest(self, blob: CheckpointBlob) -> list[PendingWrite] | None:
+        rows = await self._run("writes_if_latest", self._fetch_latest_with_writes, blob.trace_id)
+        # Columns of another kind (damage) are no match: load_latest reports them.
+        if not rows or rows[0][0] != blob.checkpoint_id.bytes or rows[0][1] != blob.data:
+            return None
+        checkpoint_id = blob.checkpoint_id
+        # The LEFT JOIN's row without a write has NULL in task_id, which no write can hold.
+        return [
+            write_from_columns(checkpoint_id, *row[2:])
+            for row in rows
+            if len(row) > 2 and row[2] is not None
+        ]
+
+    def _fetch_latest_with_writes(self, conn: sqlite3.Connection, trace_id: TraceId) -> list[_Row]:
+        if self._schema < 2:  # as in _fetch_writes: a file without writes
+            return conn.execute(sql.LATEST_DATA, (trace_id,)).fetchall()
+        return conn.execute(sql.LATEST_WITH_WRITES, (trace_id,)).fetchall()
+
+    @override
     async def _history_entries(
         self, trace_id: TraceId, limit: int, before_step: int | None
     ) -> list[CheckpointInfo | DamagedRecord]:
@@ -454,6 +479,7 @@ class SqliteBlobStore(
                     f"(journal_mode is {mode!r})"
                 )
             conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
             _set_up_schema(conn, self._path)
         except BaseException:
             conn.close()

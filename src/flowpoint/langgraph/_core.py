@@ -66,8 +66,10 @@ class Where:
     @classmethod
     def of(cls, config: RunnableConfig) -> Where:
         """The thread and namespace a config names; ``ValueError`` if it names none."""
-        configurable = config.get("configurable") if isinstance(config, Mapping) else None
-        if not isinstance(configurable, Mapping):
+        # type() first: a config is a dict, and an ABC's isinstance is slow on every call.
+        mapping = type(config) is dict or isinstance(config, Mapping)
+        configurable = config.get("configurable") if mapping else None
+        if type(configurable) is not dict and not isinstance(configurable, Mapping):
             raise ValueError("the config has no 'configurable' mapping naming a thread_id")
         given = configurable.get("thread_id")
         thread = thread_key(given)
@@ -97,6 +99,8 @@ class Stored:
     checkpoint: Checkpoint[State]
     writes: list[TaskWrite] | None = None
     """Its pending writes, when they were read with it."""
+    known_lg_id: str | None = None
+    """Its LangGraph id, when the reader knew it already."""
 
     @property
     def fields(self) -> State:
@@ -104,6 +108,8 @@ class Stored:
 
     @property
     def lg_id(self) -> str:
+        if self.known_lg_id is not None:
+            return self.known_lg_id
         return lg_id_of(self.checkpoint.checkpoint_id, self.checkpoint.metadata)
 
 
@@ -168,7 +174,7 @@ class Core:
             if writes is not None:
                 # The store's newest is, byte for byte, the newest this saver wrote or
                 # read: what decoding it (and its chain) would give is the one kept.
-                return Stored(where, tip.checkpoint, writes)
+                return Stored(where, tip.checkpoint, writes, tip.lg_id)
         blob = await self.store.store.load_latest(where.trace)
         if blob is None or blob.graph_hash != ADAPTER_GRAPH_HASH:
             return None

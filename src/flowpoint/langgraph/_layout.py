@@ -169,10 +169,10 @@ class Layout:
                 raise CorruptCheckpoint(checkpoint_id, f"the stored checkpoint has no {key}")
             return decode(raw, checkpoint_id, tagged=None if tagged is None else key in tagged)
 
-        own, versions, seen, metadata = (
-            _mapping_of(field(key), key, checkpoint_id)
-            for key in (CHECKPOINT, VERSIONS, SEEN, METADATA)
-        )
+        own = _mapping_of(field(CHECKPOINT), CHECKPOINT, checkpoint_id)
+        versions = _mapping_of(field(VERSIONS), VERSIONS, checkpoint_id)
+        seen = _mapping_of(field(SEEN), SEEN, checkpoint_id)
+        metadata = _mapping_of(field(METADATA), METADATA, checkpoint_id)
         if not isinstance(own.get("id"), str):
             raise CorruptCheckpoint(checkpoint_id, "the stored checkpoint has no id")
         parent = field(PARENT)

@@ -16,6 +16,7 @@ and reads back as the thread and namespace it was made from:
 
 from __future__ import annotations
 
+import functools
 import re
 
 from flowpoint.errors import InvalidTraceId
@@ -48,6 +49,11 @@ def trace_for(thread_id: str, checkpoint_ns: str) -> TraceId:
     """
     if not isinstance(checkpoint_ns, str):
         raise InvalidTraceId(f"a checkpoint_ns must be a str, not {type(checkpoint_ns).__name__}")
+    return _trace_for(thread_id, checkpoint_ns)
+
+
+@functools.lru_cache(maxsize=4096)  # every call of the saver names its thread again
+def _trace_for(thread_id: str, checkpoint_ns: str) -> TraceId:
     trace = _escape(thread_id)
     if checkpoint_ns:
         trace = f"{trace}{_SEPARATOR}{_escape(checkpoint_ns)}"

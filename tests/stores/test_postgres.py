@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from flowpoint import open_store
+from flowpoint.blob import PendingWrite
 from flowpoint.errors import CheckpointConflict, CorruptCheckpoint, StorageError
 from flowpoint.ids import new_checkpoint_id
 from flowpoint.stores import _postgres_sql as postgres_sql
@@ -348,6 +349,26 @@ async def test_unique_violations_become_conflicts(store: PostgresBlobStore) -> N
         await store.save(make_blob("other", 5, checkpoint_id=first.checkpoint_id))
     assert (same_id.value.trace_id, same_id.value.step) == ("other", 5)
     assert await store.traces() == ["trace"]
+
+
+async def test_the_latest_check_and_its_writes_are_one_query(store: PostgresBlobStore) -> None:
+    latest = make_blob("t", 1)
+    await store.save(make_blob("t", 0))
+    await store.save(latest)
+    writes = [PendingWrite("t", latest.checkpoint_id, "task", index, b"w") for index in (1, 0)]
+    await store.save_writes(writes)
+    queries: list[str] = []
+    fetch = store._fetch
+
+    async def counted(query: str, params: Any) -> Any:
+        queries.append(query)
+        return await fetch(query, params)
+
+    store._fetch = counted  # type: ignore[method-assign]
+    found = await store.writes_if_latest(latest)
+    assert [(write.task_id, write.index) for write in found or ()] == [("task", 0), ("task", 1)]
+    assert len(queries) == 1
+    assert await store.writes_if_latest(dataclasses.replace(latest, data=b"other")) is None
 
 
 async def test_saves_run_in_parallel_on_the_pool(

@@ -188,6 +188,14 @@ _ON_CONFLICT_KEEP: Final = " ON CONFLICT (checkpoint_id, task_id, idx) DO NOTHIN
 _ON_CONFLICT_REPLACE: Final = (
     " ON CONFLICT (checkpoint_id, task_id, idx) DO UPDATE SET data = EXCLUDED.data"
 )
+# The trace's latest id and data, and the writes saved against it: a row for each
+# write, or one with NULL write columns when there is none.
+_LATEST_WITH_WRITES_SQL: Final = (
+    "SELECT c.checkpoint_id, c.data, w.task_id, w.idx, w.trace_id, w.data"
+    " FROM (SELECT checkpoint_id, data FROM {checkpoints}"
+    " WHERE trace_id = %s ORDER BY step DESC LIMIT 1) AS c"
+    " LEFT JOIN {writes} AS w ON w.checkpoint_id = c.checkpoint_id"
+)
 _LOAD_WRITES_SQL: Final = (
     "SELECT task_id, idx, trace_id, data FROM {writes} WHERE checkpoint_id = %s"
 )
@@ -307,6 +315,7 @@ class Statements:
         self.insert_writes_keep = render(_INSERT_WRITES_SQL + _ON_CONFLICT_KEEP)
         self.insert_writes_replace = render(_INSERT_WRITES_SQL + _ON_CONFLICT_REPLACE)
         self.load_writes = render(_LOAD_WRITES_SQL)
+        self.latest_with_writes = render(_LATEST_WITH_WRITES_SQL)
         self.load_writes_many = render(_LOAD_WRITES_MANY_SQL)
         self.rewrite = render(_REWRITE_SQL)
         self.header_for_update = render(_HEADER_FOR_UPDATE_SQL)

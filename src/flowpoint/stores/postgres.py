@@ -480,6 +480,17 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore, FencedBlo
         return [write_from_columns(checkpoint_id, *row) for row in rows]
 
     @override
+    async def _writes_if_latest(self, blob: CheckpointBlob) -> list[PendingWrite] | None:
+        if self._schema_found == 1:  # as in _load_writes: tables without writes
+            return await super()._writes_if_latest(blob)
+        rows = await self._fetch(self._sql.latest_with_writes, (blob.trace_id,))
+        if not rows or rows[0][0] != blob.checkpoint_id or rows[0][1] != blob.data:
+            return None
+        checkpoint_id = blob.checkpoint_id
+        # The LEFT JOIN's row without a write has NULL in task_id, which no write can hold.
+        return [write_from_columns(checkpoint_id, *row[2:]) for row in rows if row[2] is not None]
+
+    @override
     async def _load_writes_many(
         self, checkpoint_ids: list[CheckpointId]
     ) -> dict[CheckpointId, list[PendingWrite]]:

@@ -301,7 +301,15 @@ class Core:
                     derived = True  # the id is another trace's (a copied thread's)
                 continue
             versions = dict(checkpoint.get("channel_versions") or {})
-            saved = Tip(checkpoint_id, lg_id, step, flowpoint_checkpoint, blob, versions)
+            saved = Tip(
+                checkpoint_id,
+                lg_id,
+                step,
+                fields,
+                versions,
+                checkpoint=flowpoint_checkpoint,
+                stored=blob,
+            )
             self.tips.put(where.trace, saved)
             return where.config(lg_id)
         raise CheckpointConflict(
@@ -345,7 +353,14 @@ class Core:
 
     def _keep_tip(self, stored: Stored, blob: CheckpointBlob) -> None:
         checkpoint = stored.checkpoint
-        tip = Tip(checkpoint.checkpoint_id, stored.lg_id, checkpoint.step, checkpoint, blob)
+        tip = Tip(
+            checkpoint.checkpoint_id,
+            stored.lg_id,
+            checkpoint.step,
+            stored.fields,
+            checkpoint=checkpoint,
+            stored=blob,
+        )
         self.tips.put(stored.where.trace, tip)
 
 

@@ -9,6 +9,7 @@ the store, byte for byte, takes its fields from here without reading it back.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -26,24 +27,21 @@ __all__ = ["Tip", "Tips"]
 
 @dataclass(frozen=True, slots=True)
 class Tip:
-    """A trace's newest checkpoint: ids and step, and the checkpoint itself when it is known.
+    """A trace's newest checkpoint: ids and step, and what is known of it.
 
-    ``checkpoint`` is as stored (its state: the layout's fields), and ``versions`` its
-    ``channel_versions`` when they are known without decoding them.
+    ``fields`` are the layout's fields, ``versions`` its ``channel_versions`` when they
+    are known without decoding them, and ``checkpoint`` and ``stored`` the checkpoint
+    as stored and the blob the store holds for it, when both are known.
     """
 
     checkpoint_id: CheckpointId
     lg_id: str
     step: int
+    fields: Mapping[str, bytes | msgspec.Raw] | None = None
+    versions: Mapping[str, Any] | None = None
     checkpoint: Checkpoint[dict[str, msgspec.Raw]] | None = None
     stored: CheckpointBlob | None = None
-    """The blob the store holds for ``checkpoint`` (with ``checkpoint``)."""
-    versions: Mapping[str, Any] | None = None
     size: int = field(default=0, compare=False)
-
-    @property
-    def fields(self) -> Mapping[str, msgspec.Raw] | None:
-        return None if self.checkpoint is None else self.checkpoint.state
 
 
 class Tips:
@@ -67,6 +65,8 @@ class Tips:
         """Keep ``tip`` as the trace's newest, unless a newer one is kept already."""
         fields = tip.fields
         size = 0 if fields is None else sum(len(value) for value in fields.values())
+        if tip.stored is not None:
+            size += len(tip.stored.data)
         if size > self.max_bytes:
             tip = Tip(tip.checkpoint_id, tip.lg_id, tip.step)
             size = 0
@@ -76,15 +76,7 @@ class Tips:
                 self._bytes -= known.size
                 if known.step > tip.step:
                     tip, size = known, known.size
-            self._tips[trace] = Tip(
-                tip.checkpoint_id,
-                tip.lg_id,
-                tip.step,
-                tip.checkpoint,
-                tip.stored,
-                tip.versions,
-                size,
-            )
+            self._tips[trace] = dataclasses.replace(tip, size=size)
             self._bytes += size
             while self._bytes > self.max_bytes or len(self._tips) > self.max_traces:
                 _, oldest = self._tips.popitem(last=False)

@@ -87,6 +87,7 @@ def test_a_dry_run_counts_exactly_and_writes_nothing(url: str) -> None:
     assert fingerprint(document, V1) == {
         "current": False,
         "path": [f"{MODULE}.v1_to_v2"],
+        "subgraph": None,
         "traces": 10,
         "live": 5,
         "finished": 5,
@@ -99,6 +100,7 @@ def test_a_dry_run_counts_exactly_and_writes_nothing(url: str) -> None:
     assert fingerprint(document, V2) == {
         "current": True,
         "path": [],
+        "subgraph": None,
         "traces": 2,
         "live": 2,
         "finished": 0,
@@ -168,6 +170,36 @@ def test_check_fails_on_a_trace_no_migration_leads_from(url: str) -> None:
     assert "no path" in done.stdout
     assert f"no chain of migrations leads from graph {V2}" in done.stdout
     assert flowpoint("check", f"{MODULE}:graph_v3", "--store", url, env=ENV).returncode == 0
+
+
+def test_check_resumes_a_subgraphs_child_traces_with_their_parent(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.cli import subgraph_graphs as sg
+
+    async def crash_inside_the_subgraph() -> None:
+        async with open_store(url) as store:
+            with pytest.raises(RuntimeError, match="the reader fails"):
+                await Runner(sg.outer, store).run("q-1", sg.Report("WAL"))
+
+    monkeypatch.setenv("FLOWPOINT_TEST_FAIL_READ", "1")
+    asyncio.run(crash_inside_the_subgraph())
+    live = {trace: blob for trace, blob in latest_headers(url).items() if blob.current_node}
+    assert sorted(live) == ["q-1", "q-1/research@0"]
+    assert live["q-1/research@0"].graph_hash == sg.inner.hash_u64()
+
+    code, document = survey("check", "tests.cli.subgraph_graphs:outer", "--store", url)
+    assert (code, document["problems"]) == (0, [])
+    child = fingerprint(document, f"0x{sg.inner.hash_u64():016x}")
+    assert (child["subgraph"], child["current"], child["live"]) == ("research", True, 1)
+    assert fingerprint(document, f"0x{sg.outer.hash_u64():016x}")["subgraph"] is None
+    shown = flowpoint("check", "tests.cli.subgraph_graphs:outer", "--store", url, env=ENV)
+    assert shown.returncode == 0
+    assert "subgraph research" in shown.stdout
+    # The inner graph alone does not know the outer one: the parent trace has no path.
+    code, document = survey("check", "tests.cli.subgraph_graphs:inner", "--store", url)
+    assert code == 1
+    assert [problem["trace_id"] for problem in document["problems"]] == ["q-1"]
 
 
 def test_check_samples_n_traces_per_hash(url: str) -> None:

@@ -89,7 +89,9 @@ class Fingerprint:
     """The traces whose latest checkpoint one graph hash wrote, and what became of them.
 
     ``path`` names the migrations that lead from it to the graph (``None``: there
-    is none; ``()``: it is the graph's own hash). ``checked`` live traces were
+    is none; ``()``: it is the graph's own hash, or the hash of one of its
+    subgraphs, named by ``subgraph``: their child traces resume with their parent
+    trace). ``checked`` live traces were
     migrated in memory (all of them, or ``--sample`` of them); ``ok`` of those
     fit; ``migrated`` were saved by ``--apply``; ``skipped`` moved on meanwhile.
     On the graph's own hash, ``earlier`` counts the live traces whose latest
@@ -98,6 +100,7 @@ class Fingerprint:
 
     graph_hash: int
     path: tuple[str, ...] | None
+    subgraph: str | None = None
     traces: int = 0
     live: int = 0
     checked: int = 0
@@ -112,6 +115,7 @@ class Fingerprint:
             "graph_hash": format_hash(self.graph_hash),
             "current": self.path == (),
             "path": None if self.path is None else list(self.path),
+            "subgraph": self.subgraph,
             "traces": self.traces,
             "live": self.live,
             "finished": self.traces - self.live,
@@ -223,6 +227,7 @@ async def _run(settings: Settings, target: str, mode: Mode, sample: int | None) 
     access: Access = "change" if mode == "apply" else "read"
     async with opened_store(settings.store, access) as store:
         migrator = Migrator(TypedCheckpointStore(store, codec), graph)
+        subgraphs = _subgraphs(graph)
         live: dict[int, list[TraceId]] = {}
         for trace in sorted(await store.traces()):
             try:
@@ -234,7 +239,10 @@ async def _run(settings: Settings, target: str, mode: Mode, sample: int | None) 
                 continue  # deleted since the listing
             info = latest[0]
             found = survey.fingerprints.get(info.graph_hash)
-            if found is None:
+            if found is None and info.graph_hash in subgraphs:
+                found = Fingerprint(info.graph_hash, (), subgraphs[info.graph_hash])
+                survey.fingerprints[info.graph_hash] = found
+            elif found is None:
                 path = graph.migrations.path(info.graph_hash)
                 names = None if path is None else tuple(one.name for one in path)
                 found = Fingerprint(
@@ -295,6 +303,21 @@ async def _move(
     found.migrated += 1
 
 
+def _subgraphs(graph: BuiltGraph[Any]) -> dict[int, str]:
+    """The names of the graph's subgraphs, at any depth, by hash (the graph's own left out)."""
+    found: dict[int, str] = {}
+    pending = [graph]
+    while pending:
+        for node in pending.pop().nodes.values():
+            if node.subgraph is None:
+                continue
+            child = node.subgraph.graph
+            if child.hash_u64() not in found and child.hash_u64() != graph.hash_u64():
+                found[child.hash_u64()] = child.name
+                pending.append(child)
+    return found
+
+
 def _no_path(graph: BuiltGraph[Any], graph_hash: int) -> str:
     hashes = graph.migrations.hashes
     has = ", ".join(format_hash(one) for one in hashes) if hashes else "none"
@@ -328,7 +351,15 @@ def _print_tables(settings: Settings, survey: Survey) -> None:
         "graph", "path", "traces", "live", "checked", "ok", "migrated", "skipped", "earlier"
     )
     for one in sorted(survey.fingerprints.values(), key=lambda f: f.graph_hash):
-        path = "current" if one.path == () else "none" if one.path is None else " > ".join(one.path)
+        path = (
+            f"subgraph {one.subgraph}"
+            if one.subgraph is not None
+            else "current"
+            if one.path == ()
+            else "none"
+            if one.path is None
+            else " > ".join(one.path)
+        )
         grid.add_row(
             format_hash(one.graph_hash),
             path,

@@ -90,12 +90,12 @@ class Fingerprint:
 
     ``path`` names the migrations that lead from it to the graph (``None``: there
     is none; ``()``: it is the graph's own hash, or the hash of one of its
-    subgraphs, named by ``subgraph``: their child traces resume with their parent
-    trace). ``checked`` live traces were
-    migrated in memory (all of them, or ``--sample`` of them); ``ok`` of those
-    fit; ``migrated`` were saved by ``--apply``; ``skipped`` moved on meanwhile.
-    On the graph's own hash, ``earlier`` counts the live traces whose latest
-    checkpoint a migration saved (by an earlier ``--apply``).
+    subgraphs, named by ``subgraph``, whose child traces resume with their parent
+    trace). ``checked`` live traces were migrated in memory (all of them, or
+    ``--sample`` of them); ``ok`` of those fit; ``migrated`` were saved by
+    ``--apply``; ``skipped`` moved on meanwhile. On the graph's own hash,
+    ``earlier`` counts the live traces whose latest checkpoint a migration saved
+    (by an earlier ``--apply``).
     """
 
     graph_hash: int
@@ -318,6 +318,15 @@ def _subgraphs(graph: BuiltGraph[Any]) -> dict[int, str]:
     return found
 
 
+def _path_label(found: Fingerprint) -> str:
+    """How the table names the way from a stored hash to the graph."""
+    if found.subgraph is not None:
+        return f"subgraph {found.subgraph}"
+    if found.path is None:
+        return "none"
+    return " > ".join(found.path) if found.path else "current"
+
+
 def _no_path(graph: BuiltGraph[Any], graph_hash: int) -> str:
     hashes = graph.migrations.hashes
     has = ", ".join(format_hash(one) for one in hashes) if hashes else "none"
@@ -351,18 +360,9 @@ def _print_tables(settings: Settings, survey: Survey) -> None:
         "graph", "path", "traces", "live", "checked", "ok", "migrated", "skipped", "earlier"
     )
     for one in sorted(survey.fingerprints.values(), key=lambda f: f.graph_hash):
-        path = (
-            f"subgraph {one.subgraph}"
-            if one.subgraph is not None
-            else "current"
-            if one.path == ()
-            else "none"
-            if one.path is None
-            else " > ".join(one.path)
-        )
         grid.add_row(
             format_hash(one.graph_hash),
-            path,
+            _path_label(one),
             *map(
                 str,
                 (one.traces, one.live, one.checked, one.ok, one.migrated, one.skipped, one.earlier),

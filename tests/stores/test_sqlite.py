@@ -69,10 +69,10 @@ async def test_wal_mode_and_synchronous_level(
             store,
             lambda conn: [
                 conn.execute(f"PRAGMA {name}").fetchone()[0]
-                for name in ("journal_mode", "synchronous", "busy_timeout")
+                for name in ("journal_mode", "synchronous", "busy_timeout", "wal_autocheckpoint")
             ],
         )
-    assert settings == ["wal", synchronous, 2500]
+    assert settings == ["wal", synchronous, 2500, 200]
     assert execute(db_path, "PRAGMA journal_mode") == [("wal",)]
 
 

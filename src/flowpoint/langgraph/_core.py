@@ -99,8 +99,6 @@ class Stored:
     checkpoint: Checkpoint[State]
     writes: list[TaskWrite] | None = None
     """Its pending writes, when they were read with it."""
-    known_lg_id: str | None = None
-    """Its LangGraph id, when the reader knew it already."""
 
     @property
     def fields(self) -> State:
@@ -108,8 +106,6 @@ class Stored:
 
     @property
     def lg_id(self) -> str:
-        if self.known_lg_id is not None:
-            return self.known_lg_id
         return lg_id_of(self.checkpoint.checkpoint_id, self.checkpoint.metadata)
 
 
@@ -174,7 +170,7 @@ class Core:
             if writes is not None:
                 # The store's newest is, byte for byte, the newest this saver wrote or
                 # read: what decoding it (and its chain) would give is the one kept.
-                return Stored(where, tip.checkpoint, writes, tip.lg_id)
+                return Stored(where, tip.checkpoint, writes)
         blob = await self.store.store.load_latest(where.trace)
         if blob is None or blob.graph_hash != ADAPTER_GRAPH_HASH:
             return None

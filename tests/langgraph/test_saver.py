@@ -288,6 +288,22 @@ async def test_unencrypted_metadata_is_copied_flat_for_listings(
     assert await _ids(memory_saver, config("t"), filter={"long": "y" * 5000}) != []
 
 
+async def test_metadata_keys_json_cannot_hold_are_stored_but_not_copied(
+    memory_saver: FlowpointSaver,
+) -> None:
+    # A lone surrogate: kept in the body (tagged), but no header can name it.
+    made = await _put(memory_saver, "t", {"x": 1}, run_id="r", **{"odd\ud800": 1})
+    [info] = await memory_saver.store.history("t")
+    assert "langgraph:uncopied" not in info.metadata
+    assert "run_id" not in info.metadata  # no copy at all: filters decode the body
+    found = await memory_saver.aget_tuple(made)
+    assert found is not None
+    assert found.metadata["odd\ud800"] == 1
+    assert await _ids(memory_saver, config("t"), filter={"run_id": "r"}) == [
+        made["configurable"]["checkpoint_id"]
+    ]
+
+
 async def test_unchanged_channels_are_not_stored_again(memory_saver: FlowpointSaver) -> None:
     big = {"profile": os.urandom(8000).hex(), "turn": 0}
     parent = await _put(memory_saver, "t", big)

@@ -304,11 +304,12 @@ def header_metadata(
         header[key] = value
         budget -= size
     try:
-        left_out = msgspec.json.encode(uncopied).decode()
+        left_out: str | None = msgspec.json.encode(uncopied).decode()
     except (msgspec.EncodeError, TypeError, UnicodeEncodeError):  # a lone surrogate, say
-        left_out = json.dumps(uncopied, ensure_ascii=False)
-    if len(left_out) > _COPIED_STRING:
-        # Too many to name: the header then says nothing, and filters decode.
+        left_out = None
+    if left_out is None or len(left_out) > _COPIED_STRING:
+        # Too many to name, or a key JSON cannot hold: the header then says nothing,
+        # and filters decode.
         return {LANGGRAPH_ID_KEY: lg_id} if lg_id is not None else {}
     header[UNCOPIED_KEY] = left_out
     return header

@@ -69,6 +69,8 @@ def validate_metadata(metadata: Mapping[str, object] | None) -> dict[str, Metada
     """
     if metadata is None:
         return {}
+    if type(metadata) is dict and _plainly_valid(metadata):
+        return dict(metadata)
     if not isinstance(metadata, Mapping):
         raise ValueError(f"metadata must be a mapping, not {type(metadata).__name__}")
     if len(metadata) > MAX_METADATA_KEYS:
@@ -82,26 +84,30 @@ def validate_metadata(metadata: Mapping[str, object] | None) -> dict[str, Metada
                 f"metadata key {key!r:.40} is {len(key)} characters; "
                 f"at most {MAX_METADATA_KEY_LENGTH}"
             )
+        # A subclass (an enum of str, say) is kept as its plain value: what is stored.
         if isinstance(value, str):
             if len(value) > MAX_METADATA_STRING_LENGTH:
                 raise ValueError(
                     f"metadata {key!r}: the string is {len(value)} characters; "
                     f"at most {MAX_METADATA_STRING_LENGTH}"
                 )
+            value = str.__str__(value)  # str() of a (str, Enum) member is its name
         elif value is None or isinstance(value, bool):
             pass
         elif isinstance(value, int):
             if not _INT64_MIN <= value <= _INT64_MAX:
                 raise ValueError(f"metadata {key!r}: int does not fit in 64 bits")
+            value = int(value)
         elif isinstance(value, float):
             if not math.isfinite(value):
                 raise ValueError(f"metadata {key!r}: float must be finite, got {value!r}")
+            value = float(value)
         else:
             raise ValueError(
                 f"metadata {key!r}: values must be str, int, float, bool or None, "
                 f"not {type(value).__name__}"
             )
-        checked[key] = value
+        checked[str.__str__(key)] = value
     if checked:
         size = len(msgspec.json.encode(checked))
         if size > MAX_METADATA_SIZE:
@@ -109,6 +115,32 @@ def validate_metadata(metadata: Mapping[str, object] | None) -> dict[str, Metada
                 f"metadata is {size} bytes as JSON; at most {MAX_METADATA_SIZE} in all"
             )
     return checked
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plainly_valid(metadata: dict[Any, Any]) -> bool:
+    """Whether :func:`validate_metadata` accepts ``metadata``, told fast for plain values.
+
+    ``False`` may also mean "not told here": exact types only (no subclasses), and
+    anything out of bounds goes to the full check, which names what is wrong.
+    """
+    if len(metadata) > MAX_METADATA_KEYS:
+        return False
+    for key, value in metadata.items():
+        kind = type(value)
+        if type(key) is not str or len(key) > MAX_METADATA_KEY_LENGTH or kind not in _SCALARS:
+            return False
+        if kind is str:
+            if len(value) > MAX_METADATA_STRING_LENGTH:
+                return False
+        elif kind is int:
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                return False
+        elif kind is float and not math.isfinite(value):
+            return False
+    return not metadata or len(msgspec.json.encode(metadata)) <= MAX_METADATA_SIZE
 
 
 def validate_current_node(current_node: object) -> str | None:

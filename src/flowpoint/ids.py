@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import NewType
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 import uuid6
 
@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointId",
     "TraceId",
     "new_checkpoint_id",
+    "uuid_from_bytes",
     "validate_trace_id",
 ]
 
@@ -31,6 +32,22 @@ def new_checkpoint_id() -> CheckpointId:
     # uuid6 returns its own UUID subclass; a plain UUID keeps equality, hashing and
     # encoders free of surprises.
     return CheckpointId(UUID(int=uuid6.uuid7().int))
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def uuid_from_bytes(value: bytes) -> UUID:
+    """``UUID(bytes=value)`` for exactly 16 bytes, which the caller has checked.
+
+    Made as ``UUID.__init__`` makes it, without parsing its arguments: reads of
+    stored headers make two for every row they return.
+    """
+    made: UUID = _new_object(UUID)
+    _set_attribute(made, "int", int.from_bytes(value, "big"))
+    _set_attribute(made, "is_safe", SafeUUID.unknown)
+    return made
 
 
 def validate_trace_id(value: object) -> TraceId:

@@ -476,6 +476,11 @@ def test_an_absurd_header_length_is_corrupt() -> None:
         ({f"k{n}": "v" * 4000 for n in range(5)}, "bytes as JSON; at most"),
         ({"k": {"nested": 1}}, "values must be"),
         ({"k": [1]}, "values must be"),
+        ({"k": float("nan")}, "float must be finite"),
+        ({"k": float("-inf")}, "float must be finite"),
+        ({"k": 2**63}, "does not fit in 64 bits"),
+        ({"k": -(2**63) - 1}, "does not fit in 64 bits"),
+        ({1: "v"}, "keys must be str"),
     ],
 )
 def test_metadata_bounds(metadata: dict[str, Any], message: str) -> None:

@@ -35,12 +35,31 @@ DELAY = 0.1  # seconds per node
 LEASE = 2.0  # seconds
 
 
-async def until(condition: Any, what: str, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+async def until(
+    condition: Any,
+    what: str,
+    timeout: float = 60.0,  # noqa: ASYNC109
+    explain: Any = None,
+) -> None:
+    """Wait for ``condition``; on a timeout, fail with what ``explain()`` tells of the state."""
     deadline = time.monotonic() + timeout
     while not await condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
+            told = "" if explain is None else f"\n{await explain()}"
+            pytest.fail(f"timed out waiting until {what}{told}")
         await asyncio.sleep(0.02)
+
+
+async def unfinished(queue: RunQueue, workers: list[subprocess.Popen[str]]) -> str:
+    """The runs not done, with their leases, and each worker's pid and exit status."""
+    lines = [f"worker {worker.pid}: exit status {worker.poll()}" for worker in workers]
+    for run in await queue.runs(limit=RUNS):
+        if run.status != "done":
+            lines.append(
+                f"{run.trace_id} {run.status} epoch={run.epoch} attempts={run.attempts} "
+                f"owner={run.owner} lease_expires_at={run.lease_expires_at} error={run.error}"
+            )
+    return "\n".join(lines)
 
 
 async def pause(worker: subprocess.Popen[str], url: str) -> None:
@@ -116,7 +135,11 @@ async def test_workers_killed_and_paused_lose_no_run_and_write_nothing_stale(
             pytest.fail("the second worker could not be paused holding runs")
         await asyncio.sleep(LEASE * 3)  # past its lease: the third worker takes its runs over
         os.kill(paused.pid, signal.SIGCONT)
-        await until(lambda: _at_least(done, RUNS), "every run is done")
+        await until(
+            lambda: _at_least(done, RUNS),
+            "every run is done",
+            explain=lambda: unfinished(queue, workers),
+        )
     finally:
         for worker in workers:
             if worker.poll() is None:

@@ -732,10 +732,7 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
     def _is_raw_state(self, frame: Frame) -> bool:
         """Whether the frame's fields are the state as they are, within the decoding bound."""
         schema = self._schema
-        return (
-            schema.raw_fields
-            and state_size(frame.fields) * schema.costs.per_byte <= self.max_decoded_size
-        )
+        return schema.raw_fields and frame.size * schema.costs.per_byte <= self.max_decoded_size
 
     def _check_state(
         self, blob: CheckpointBlob, state: bytes | memoryview, body_format: str

@@ -9,7 +9,6 @@ the store, byte for byte, takes its fields from here without reading it back.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -64,20 +63,31 @@ class Tips:
     def put(self, trace: TraceId, tip: Tip) -> None:
         """Keep ``tip`` as the trace's newest, unless a newer one is kept already."""
         fields = tip.fields
-        size = 0 if fields is None else sum(len(value) for value in fields.values())
+        size = 0 if fields is None else sum(map(len, fields.values()))
         if tip.stored is not None:
             size += len(tip.stored.data)
         if size > self.max_bytes:
             tip = Tip(tip.checkpoint_id, tip.lg_id, tip.step)
             size = 0
+        elif tip.size != size:
+            tip = Tip(
+                tip.checkpoint_id,
+                tip.lg_id,
+                tip.step,
+                tip.fields,
+                tip.versions,
+                tip.checkpoint,
+                tip.stored,
+                size,
+            )
         with self._lock:
             known = self._tips.pop(trace, None)
             if known is not None:
                 self._bytes -= known.size
                 if known.step > tip.step:
-                    tip, size = known, known.size
-            self._tips[trace] = dataclasses.replace(tip, size=size)
-            self._bytes += size
+                    tip = known
+            self._tips[trace] = tip
+            self._bytes += tip.size
             while self._bytes > self.max_bytes or len(self._tips) > self.max_traces:
                 _, oldest = self._tips.popitem(last=False)
                 self._bytes -= oldest.size

@@ -81,6 +81,12 @@ class ValueCodec:
         that hold no tagged value are plain data, whatever keys its maps have:
         :meth:`decode` given ``tagged=False`` reads them as they are.
         """
+        try:
+            # Plain data needs no hook: the hook is called only for what ormsgpack
+            # cannot store itself, so this is what the pass below would make, untagged.
+            return Encoded(ormsgpack.packb(value, option=_OPTIONS), False)
+        except (ormsgpack.MsgpackEncodeError, TypeError, ValueError):
+            pass
         tags = 0
         refused: list[_Refused] = []
 

@@ -49,7 +49,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, TypeVar
-from uuid import UUID
 
 import msgspec
 from typing_extensions import override
@@ -68,7 +67,7 @@ from flowpoint.errors import (
     LeaseLost,
     StorageError,
 )
-from flowpoint.ids import CheckpointId, TraceId
+from flowpoint.ids import CheckpointId, TraceId, uuid_from_bytes
 from flowpoint.stores import _sqlite_sql as sql
 from flowpoint.stores._base import (
     BlockingBlobStore,
@@ -800,7 +799,11 @@ def _blob_from_row(row: _Row) -> CheckpointBlob:
 
 
 def _info_from_row(row: _Row) -> CheckpointInfo:
-    return info_with_size(CheckpointHeader(*_header_values(row)), row[8])
+    values = _header_values(row)
+    size = row[8]
+    if type(size) is int and size >= 0:
+        return CheckpointInfo(*values, size=size)
+    return info_with_size(CheckpointHeader(*values), size)  # damaged: raises, naming it
 
 
 def _header_values(row: _Row) -> _HeaderValues:
@@ -854,5 +857,5 @@ def _step_or_none(value: object) -> int | None:
 
 def _id_from_column(value: object) -> CheckpointId | None:
     if type(value) is bytes and len(value) == 16:
-        return CheckpointId(UUID(bytes=value))
+        return CheckpointId(uuid_from_bytes(value))
     return None

@@ -246,3 +246,31 @@ def test_a_tagged_value_given_as_data_is_stored_under_its_name(codec: ValueCodec
     assert _round_trip(codec, Tagged("uuid", str(uuid.UUID(int=1)))) == uuid.UUID(int=1)
     with pytest.raises(CodecError):
         codec.encode(Tagged("dict", []))
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\xc1", b"\x92\x01", b"\x81\xa5$type", b"\xa5$typ", b"\xa2\xff\xfe"]
+)
+@pytest.mark.parametrize("tagged", [None, set(), {"field"}])
+def test_damaged_bytes_in_any_field_are_corrupt(
+    codec: ValueCodec, data: bytes, tagged: set[str] | None
+) -> None:
+    fields = {"good": ormsgpack.packb([1, 2]), "field": data}
+    with pytest.raises(CorruptCheckpoint):
+        codec.decode_fields(fields, None, tagged, "skipped")
+
+
+def test_fields_decode_as_each_would_alone(codec: ValueCodec) -> None:
+    message = HumanMessage(content="hi", id="m-1")
+    tagged = codec.encode([message])
+    plain = codec.encode({"$type": "mine", "n": 1})  # a key of its own, not a tag
+    assert tagged.tagged
+    assert not plain.tagged
+    fields = {"messages": tagged.data, "plain": plain.data, "$tagged": b"\xc1"}
+    decoded = codec.decode_fields(fields, None, {"messages"}, "$tagged")
+    assert decoded == {"messages": [message], "plain": {"$type": "mine", "n": 1}}
+    # Unknown tagging (a checkpoint without $tagged): tags found are built.
+    unknown = codec.decode_fields({"messages": tagged.data}, None, None, "$tagged")
+    assert unknown == {"messages": [message]}
+    # A field said to hold no tags is read as it is: the tag stays data.
+    assert codec.decode_fields(fields, None, set(), "$tagged")["messages"][0][TAG]

@@ -99,9 +99,9 @@ def channel_key(channel: str) -> str:
 
 
 def _channel_of(key: str) -> str | None:
-    if key.startswith("$$"):
-        return key[1:]
-    return None if key.startswith("$") else key
+    if not key.startswith("$"):
+        return key
+    return key[1:] if key.startswith("$$") else None
 
 
 class Layout:
@@ -161,13 +161,12 @@ class Layout:
     ) -> tuple[LangGraphCheckpoint, CheckpointMetadata, str | None]:
         """The LangGraph checkpoint the fields hold, its metadata and its parent's id."""
         tagged = self._tagged_keys(fields, checkpoint_id)
-        decode = self.values.decode
+        decoded = self.values.decode_fields(fields, checkpoint_id, tagged, TAGGED)
 
         def field(key: str) -> Any:
-            raw = fields.get(key)
-            if raw is None:
+            if key not in decoded:
                 raise CorruptCheckpoint(checkpoint_id, f"the stored checkpoint has no {key}")
-            return decode(raw, checkpoint_id, tagged=None if tagged is None else key in tagged)
+            return decoded[key]
 
         own = _mapping_of(field(CHECKPOINT), CHECKPOINT, checkpoint_id)
         versions = _mapping_of(field(VERSIONS), VERSIONS, checkpoint_id)
@@ -179,8 +178,8 @@ class Layout:
         if parent is not None and not isinstance(parent, str):
             raise CorruptCheckpoint(checkpoint_id, "the stored parent id is not a string")
         values = {
-            channel: decode(raw, checkpoint_id, tagged=None if tagged is None else key in tagged)
-            for key, raw in fields.items()
+            channel: value
+            for key, value in decoded.items()
             if (channel := _channel_of(key)) is not None
         }
         checkpoint = {

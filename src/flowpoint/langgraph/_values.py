@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+from collections.abc import Collection, Mapping
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -141,6 +142,35 @@ class ValueCodec:
             raise CorruptCheckpoint(checkpoint_id, "a value nested too deeply") from None
         except _Unfit as exc:
             raise CodecError(f"checkpoint {checkpoint_id}: {exc}") from None
+
+    def decode_fields(
+        self,
+        fields: Mapping[str, bytes | msgspec.Raw],
+        checkpoint_id: CheckpointId | None,
+        tagged: Collection[str] | None,
+        skip: str,
+    ) -> dict[str, Any]:
+        """Each field but ``skip`` decoded, as :meth:`decode` decodes it.
+
+        ``tagged`` names the fields that hold tagged values (``None``: unknown);
+        the others are read as they are, in one loop, since a read decodes every
+        field of a checkpoint.
+        """
+        decoded: dict[str, Any] = {}
+        unpack = ormsgpack.unpackb
+        for key, raw in fields.items():
+            if key == skip:
+                continue
+            if tagged is None or key in tagged:
+                decoded[key] = self.decode(
+                    raw, checkpoint_id, tagged=None if tagged is None else True
+                )
+                continue
+            try:
+                decoded[key] = unpack(raw if type(raw) is bytes else memoryview(raw))
+            except (ormsgpack.MsgpackDecodeError, ValueError, TypeError, RecursionError) as exc:
+                raise CorruptCheckpoint(checkpoint_id, f"unreadable value: {exc}") from None
+        return decoded
 
     # -- encoding ----------------------------------------------------------------------
 

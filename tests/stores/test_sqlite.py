@@ -501,22 +501,63 @@ async def test_saves_queued_together_commit_in_one_transaction(
 
         monkeypatch.setattr(sqlite_module, "_insert_rows", counting)
         blobs = [make_blob(trace_id=f"t{n % 4}", step=n // 4) for n in range(32)]
-        duplicate = make_blob(trace_id="t0", step=0)
+        same_step = make_blob(trace_id="t0", step=0)
+        same_id = make_blob(trace_id="other", step=0, checkpoint_id=blobs[5].checkpoint_id)
+        # Each conflict in the middle of the batch: it undoes its own row only.
+        order = [*blobs[:16], same_step, *blobs[16:24], same_id, *blobs[24:]]
         # Keep the store's thread busy so every save is queued before the first commit.
         release = occupy(store)
         try:
-            saves = asyncio.gather(
-                *(store.save(blob) for blob in [*blobs, duplicate]), return_exceptions=True
-            )
-            await queued(store, 33)
+            saves = asyncio.gather(*(store.save(blob) for blob in order), return_exceptions=True)
+            await queued(store, 34)
         finally:
             release.set()
         outcomes = await saves
-        assert outcomes[:32] == [None] * 32
-        assert isinstance(outcomes[32], CheckpointConflict)
-        assert batches == [33]
+        refused = [order[n] for n, outcome in enumerate(outcomes) if outcome is not None]
+        assert refused == [same_step, same_id]
+        assert all(isinstance(outcomes[order.index(blob)], CheckpointConflict) for blob in refused)
+        assert batches == [34]
         for n in range(4):
             assert [i.step for i in await store.history(f"t{n}")] == list(range(7, -1, -1))
+        assert await store.history("other") == []
+        stored = await store.load(blobs[0].checkpoint_id)
+        assert stored is not None
+        assert stored.data == blobs[0].data
+
+
+async def test_a_batch_longer_than_one_insert_keeps_each_rows_outcome(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with SqliteBlobStore(db_path) as store:
+        await store.traces()
+        statements: list[str] = []
+        insert = sqlite_module._insert_rows
+
+        def traced(conn: sqlite3.Connection, rows: list[Any]) -> list[Any]:
+            conn.set_trace_callback(statements.append)
+            try:
+                return insert(conn, rows)
+            finally:
+                conn.set_trace_callback(None)
+
+        monkeypatch.setattr(sqlite_module, "_insert_rows", traced)
+        blobs = [make_blob(trace_id=f"t{n % 5}", step=n // 5) for n in range(150)]
+        conflict = make_blob(trace_id="t1", step=3)  # in the second INSERT's rows
+        order = [*blobs[:100], conflict, *blobs[100:]]
+        release = occupy(store)
+        try:
+            saves = asyncio.gather(*(store.save(blob) for blob in order), return_exceptions=True)
+            await queued(store, len(order))
+        finally:
+            release.set()
+        outcomes = await saves
+        assert [n for n, outcome in enumerate(outcomes) if outcome is not None] == [100]
+        assert isinstance(outcomes[100], CheckpointConflict)
+        for n in range(5):
+            assert [i.step for i in await store.history(f"t{n}")] == list(range(29, -1, -1))
+        inserts = [s for s in statements if s.startswith("INSERT")]
+        # 64 rows in one INSERT; the chunk with the conflict again row by row; the rest.
+        assert len(inserts) == 1 + 1 + 64 + 1
 
 
 async def test_a_failed_commit_fails_every_save_of_the_batch(

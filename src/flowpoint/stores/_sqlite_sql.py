@@ -45,6 +45,7 @@ __all__ = [
     "TRACE_ROWS",
     "UPSERT_WRITE",
     "WRITES_TRACE",
+    "insert_many",
 ]
 
 
@@ -152,6 +153,13 @@ INSERT: Final = (
     f"INSERT INTO flowpoint_checkpoints ({HEADER}, size, data) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def insert_many(count: int) -> str:
+    """One INSERT of ``count`` checkpoint rows (their columns in :data:`INSERT`'s order)."""
+    return INSERT + ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" * (count - 1)
+
+
 LOAD: Final = f"SELECT {HEADER}, data FROM flowpoint_checkpoints WHERE checkpoint_id = ?"
 # The trace's latest id and data, and the writes saved against it: a row for each
 # write, or one with NULL write columns when there is none.

@@ -107,6 +107,9 @@ _SYNCHRONOUS: Final[Mapping[str, str]] = {"full": "FULL", "normal": "NORMAL"}
 # so a long WAL keeps growing for hundreds of commits. A short one starts reusing its
 # frames soon, and each checkpoint copies back few pages, the same ones written again.
 _WAL_CHECKPOINT_PAGES: Final = 200
+# Rows a batch of saves inserts with one statement: ten parameters each, 640 in all,
+# within what SQLite binds in one statement (999 before 3.32, 32,766 since).
+_ROWS_PER_INSERT: Final = 64
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -260,9 +263,13 @@ class SqliteBlobStore(
             outcomes = self._call(_insert_rows, [p.row for p in batch])
         except Exception as exc:  # nothing of the batch was committed: each caller is told
             outcomes = [exc] * len(batch)
+        # One wake-up of each callers' loop for the whole batch, not one per save.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
         for pending, outcome in zip(batch, outcomes, strict=True):
-            with contextlib.suppress(RuntimeError):  # the caller's loop is closed: no one waits
-                pending.loop.call_soon_threadsafe(_settle, pending.outcome, outcome)
+            by_loop.setdefault(pending.loop, []).append((pending.outcome, outcome))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the callers' loop is closed: no one waits
+                loop.call_soon_threadsafe(_settle, settled)
 
     @override
     async def _save_fenced(self, blob: CheckpointBlob, fence: Fence) -> None:
@@ -531,27 +538,33 @@ class SqliteBlobStore(
 def _insert_rows(conn: sqlite3.Connection, rows: list[_NewRow]) -> list[Exception | None]:
     """Insert checkpoints in one transaction; return each one's constraint violation, if any.
 
-    Each row after the first gets a savepoint, so that one row's conflict undoes
-    only that row. Any other failure undoes them all and is raised.
+    The rows go in by one INSERT for each :data:`_ROWS_PER_INSERT`, so that the
+    store's thread gives up the GIL (around each statement) a few times a batch,
+    not once a row: each time, it may wait for the event loop's thread to give it
+    back. A row that violates a constraint fails its whole INSERT, which SQLite
+    backs out while the transaction goes on (its ABORT resolution): those rows
+    are then inserted one by one, each undoing only itself. Any other failure
+    undoes them all and is raised.
     """
     outcomes: list[Exception | None] = []
     with write_transaction(conn):
-        if len(rows) == 1:
-            try:
-                conn.execute(sql.INSERT, rows[0])
-            except sqlite3.IntegrityError as exc:
-                return [exc]
-            return [None]
-        for row in rows:
-            conn.execute("SAVEPOINT flowpoint_row")
-            try:
-                conn.execute(sql.INSERT, row)
-            except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK TO flowpoint_row")
-                outcomes.append(exc)
-            else:
-                outcomes.append(None)
-            conn.execute("RELEASE flowpoint_row")
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            if len(chunk) > 1:
+                try:
+                    conn.execute(sql.insert_many(len(chunk)), [v for row in chunk for v in row])
+                except sqlite3.IntegrityError:
+                    pass  # backed out whole: find the rows that conflict, below
+                else:
+                    outcomes.extend([None] * len(chunk))
+                    continue
+            for row in chunk:
+                try:
+                    conn.execute(sql.INSERT, row)
+                except sqlite3.IntegrityError as exc:
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
     return outcomes
 
 
@@ -770,9 +783,14 @@ _DRIVER_ERRORS: Final = DriverErrors(
 )
 
 
-def _settle(outcome: asyncio.Future[Exception | None], error: Exception | None) -> None:
-    if not outcome.done():  # a cancelled caller no longer waits
-        outcome.set_result(error)
+_Settled: TypeAlias = tuple[asyncio.Future[Exception | None], Exception | None]
+
+
+def _settle(settled: list[_Settled]) -> None:
+    """On the callers' loop: tell each queued save of a batch how it ended."""
+    for outcome, error in settled:
+        if not outcome.done():  # a cancelled caller no longer waits
+            outcome.set_result(error)
 
 
 # -- rows to objects, trusting nothing (SQLite lets any column hold any kind) ---------

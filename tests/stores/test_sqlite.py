@@ -505,6 +505,15 @@ async def test_saves_queued_together_commit_in_one_transaction(
         same_id = make_blob(trace_id="other", step=0, checkpoint_id=blobs[5].checkpoint_id)
         # Each conflict in the middle of the batch: it undoes its own row only.
         order = [*blobs[:16], same_step, *blobs[16:24], same_id, *blobs[24:]]
+        loop = asyncio.get_running_loop()
+        wake_ups: list[object] = []
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def counted(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            wake_ups.append(callback)
+            return call_soon_threadsafe(callback, *args, **kwargs)
+
+        monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
         # Keep the store's thread busy so every save is queued before the first commit.
         release = occupy(store)
         try:
@@ -513,6 +522,8 @@ async def test_saves_queued_together_commit_in_one_transaction(
         finally:
             release.set()
         outcomes = await saves
+        # The batch's 34 callers, all on this loop, are told in one call.
+        assert wake_ups.count(sqlite_module._settle) == 1
         refused = [order[n] for n, outcome in enumerate(outcomes) if outcome is not None]
         assert refused == [same_step, same_id]
         assert all(isinstance(outcomes[order.index(blob)], CheckpointConflict) for blob in refused)

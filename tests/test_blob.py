@@ -29,7 +29,7 @@ def test_a_header_moves_between_its_value_objects_field_for_field() -> None:
 
 
 class _Text(str):
-    """A subclass of str: the full check, not the fast one, takes it; kept as a plain str."""
+    """A subclass of str whose str() is not its value: kept as the plain str it holds."""
 
     def __str__(self) -> str:
         return "not the value"

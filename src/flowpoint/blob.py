@@ -69,8 +69,6 @@ def validate_metadata(metadata: Mapping[str, object] | None) -> dict[str, Metada
     """
     if metadata is None:
         return {}
-    if type(metadata) is dict and _plainly_valid(metadata):
-        return dict(metadata)
     if not isinstance(metadata, Mapping):
         raise ValueError(f"metadata must be a mapping, not {type(metadata).__name__}")
     if len(metadata) > MAX_METADATA_KEYS:
@@ -115,32 +113,6 @@ def validate_metadata(metadata: Mapping[str, object] | None) -> dict[str, Metada
                 f"metadata is {size} bytes as JSON; at most {MAX_METADATA_SIZE} in all"
             )
     return checked
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _plainly_valid(metadata: dict[Any, Any]) -> bool:
-    """Whether :func:`validate_metadata` accepts ``metadata``, told fast for plain values.
-
-    ``False`` may also mean "not told here": exact types only (no subclasses), and
-    anything out of bounds goes to the full check, which names what is wrong.
-    """
-    if len(metadata) > MAX_METADATA_KEYS:
-        return False
-    for key, value in metadata.items():
-        kind = type(value)
-        if type(key) is not str or len(key) > MAX_METADATA_KEY_LENGTH or kind not in _SCALARS:
-            return False
-        if kind is str:
-            if len(value) > MAX_METADATA_STRING_LENGTH:
-                return False
-        elif kind is int:
-            if not _INT64_MIN <= value <= _INT64_MAX:
-                return False
-        elif kind is float and not math.isfinite(value):
-            return False
-    return not metadata or len(msgspec.json.encode(metadata)) <= MAX_METADATA_SIZE
 
 
 def validate_current_node(current_node: object) -> str | None:

@@ -85,6 +85,7 @@ class ValueCodec:
         try:
             # Plain data needs no hook: the hook is called only for what ormsgpack
             # cannot store itself, so this is what the pass below would make, untagged.
+            # A value holding an object (a message) fails at the first one it meets.
             return Encoded(ormsgpack.packb(value, option=_OPTIONS), False)
         except (ormsgpack.MsgpackEncodeError, TypeError, ValueError):
             pass

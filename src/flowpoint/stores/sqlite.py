@@ -263,7 +263,7 @@ class SqliteBlobStore(
             outcomes = self._call(_insert_rows, [p.row for p in batch])
         except Exception as exc:  # nothing of the batch was committed: each caller is told
             outcomes = [exc] * len(batch)
-        # One wake-up of each callers' loop for the whole batch, not one per save.
+        # One wake-up of each loop the callers wait on for the whole batch, not one per save.
         by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
         for pending, outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(pending.loop, []).append((pending.outcome, outcome))

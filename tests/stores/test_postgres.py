@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import subprocess
 import sys
 import time
@@ -420,6 +421,115 @@ async def test_calls_beyond_the_pool_size_wait_at_most_the_timeout(
         assert await store.traces() == ["blocked"]
 
 
+# -- group commit -------------------------------------------------------------------------
+
+
+def record_batches(store: PostgresBlobStore) -> list[int]:
+    """The number of rows of each batch the store's group commit sends from now on."""
+    sizes: list[int] = []
+    insert_batch = store._insert_batch
+
+    async def recorded(rows: list[Any]) -> list[bool]:
+        sizes.append(len(rows))
+        return await insert_batch(rows)
+
+    store._group_commit._commit = recorded
+    return sizes
+
+
+async def test_saves_in_flight_together_are_one_insert(store: PostgresBlobStore) -> None:
+    await store.setup()
+    batches = record_batches(store)
+    blobs = [make_blob(f"trace-{n}", data=f"state {n}".encode()) for n in range(20)]
+    await asyncio.gather(*(store.save(blob) for blob in blobs))
+    assert batches == [20]
+    for blob in blobs:
+        assert await store.load(blob.checkpoint_id) == blob
+    # One save alone is one INSERT of its own, as before.
+    await store.save(make_blob("alone"))
+    assert batches == [20]
+    assert await store.load_latest("alone") is not None
+
+
+async def test_each_conflict_in_a_batch_reaches_its_own_caller(store: PostgresBlobStore) -> None:
+    stored = make_blob("stored", 0)
+    await store.save(stored)
+    batches = record_batches(store)
+    shared_id = new_checkpoint_id()
+    attempts = {
+        "stored step": make_blob("stored", 0),
+        "stored id": make_blob("elsewhere", 3, checkpoint_id=stored.checkpoint_id),
+        "first of an id": make_blob("id-a", 0, checkpoint_id=shared_id),
+        "second of an id": make_blob("id-b", 0, checkpoint_id=shared_id),
+        "first of a step": make_blob("race", 0),
+        "second of a step": make_blob("race", 0),
+        "free": make_blob("free", 0),
+    }
+    outcomes = dict(
+        zip(
+            attempts,
+            await asyncio.gather(
+                *(store.save(blob) for blob in attempts.values()), return_exceptions=True
+            ),
+            strict=True,
+        )
+    )
+    assert batches == [7]
+    assert [name for name, outcome in outcomes.items() if outcome is None] == [
+        "first of an id",
+        "first of a step",
+        "free",
+    ]
+    for name in ("stored step", "second of a step"):
+        assert isinstance(outcomes[name], CheckpointConflict)
+        assert "exists" not in str(outcomes[name])
+    for name in ("stored id", "second of an id"):
+        assert isinstance(outcomes[name], CheckpointConflict)
+        assert re.search(r"checkpoint id .* exists", str(outcomes[name]))
+    assert await store.load(shared_id) == attempts["first of an id"]
+    assert await store.load_latest("race") == attempts["first of a step"]
+    assert await store.traces() == ["free", "id-a", "race", "stored"]
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        {"current_node": "nul\x00byte"},  # psycopg refuses it before sending
+        {"metadata": {"note": "nul\x00byte"}},  # the server refuses it
+    ],
+    ids=["client", "server"],
+)
+async def test_a_row_that_cannot_be_stored_fails_alone_in_its_batch(
+    store: PostgresBlobStore, refused: dict[str, Any]
+) -> None:
+    await store.setup()
+    batches = record_batches(store)
+    good = [make_blob(f"good-{n}") for n in range(4)]
+    bad = make_blob("bad", **refused)
+    outcomes = await asyncio.gather(
+        *(store.save(blob) for blob in (good[0], good[1], bad, good[2], good[3])),
+        return_exceptions=True,
+    )
+    assert batches == [5]
+    assert outcomes[:2] == [None, None]
+    assert outcomes[3:] == [None, None]
+    assert isinstance(outcomes[2], StorageError)
+    assert isinstance(outcomes[2].__cause__, psycopg.DataError)
+    assert await store.traces() == [f"good-{n}" for n in range(4)]
+
+
+async def test_closing_waits_for_the_batch_in_flight(harness: PostgresHarness) -> None:
+    store = PostgresBlobStore.from_url(harness.url)
+    await store.setup()
+    blobs = [make_blob(f"t{n}") for n in range(8)]
+    saves = [asyncio.create_task(store.save(blob)) for blob in blobs]
+    await asyncio.sleep(0)  # every save is queued
+    await store.close()
+    assert all(save.done() and save.exception() is None for save in saves)
+    async with PostgresBlobStore.from_url(harness.url) as reopened:
+        assert len(await reopened.traces()) == 8
+
+
 # -- rewrites -----------------------------------------------------------------------------
 
 
@@ -585,6 +695,12 @@ async def test_an_outage_fails_calls_and_the_same_store_recovers(
             with pytest.raises(StorageError) as caught:
                 await store.save(make_blob(step=3))
             assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+            # Saves in one batch all meet the outage: whether it was stored is unknown.
+            lost = await asyncio.gather(
+                *(store.save(make_blob(f"batch-{n}")) for n in range(3)), return_exceptions=True
+            )
+            assert all(isinstance(outcome, StorageError) for outcome in lost)
+            assert all(isinstance(outcome.__cause__, psycopg.OperationalError) for outcome in lost)
             with pytest.raises(StorageError):
                 await store.load_latest("trace")
             proxy.restore()

@@ -32,7 +32,15 @@ contract:
   ``AsyncConnectionPool`` for one statement (or one transaction), so calls run
   in parallel up to the pool's ``max_size`` and queue beyond it; a save is one
   autocommit INSERT (one round trip), and the ``UNIQUE (trace_id, step)``
-  constraint picks the one winner of a race, across processes and hosts. A call
+  constraint picks the one winner of a race, across processes and hosts.
+  **Group commit**: saves made on one event loop while another save's INSERT is
+  in flight wait, and go in together as one INSERT of up to 64 rows
+  (:mod:`._group_commit`); each still returns only once its row is committed,
+  and a row that conflicts (or that the server refuses) is saved again alone,
+  so its caller meets its own :class:`~flowpoint.errors.CheckpointConflict` or
+  error as a single save does. A batch waiting on a lock (another transaction's
+  uncommitted row of the same step) holds up the saves in it, but not the ones
+  queued after it: after 50 ms they go as another batch beside it. A call
   waits up to the pool's ``timeout`` for a connection before it fails with
   :class:`~flowpoint.errors.StorageError`. A pool the store made from a URL
   belongs to the event loop that first used it, drops connections an outage
@@ -109,6 +117,7 @@ from flowpoint.stores._columns import (
     write_from_columns,
 )
 from flowpoint.stores._fenced import Fence, FencedBlobStore
+from flowpoint.stores._group_commit import GroupCommit
 from flowpoint.stores._postgres_sql import MIGRATIONS, Statements
 
 if TYPE_CHECKING:
@@ -124,6 +133,11 @@ _Row: TypeAlias = tuple[Any, ...]
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64_MAX: Final = 2**63 - 1
 _UINT64: Final = 2**64
+# A group commit's batch: at most this many saves, and about this many bytes of data.
+_BATCH_ROWS: Final = 64
+_BATCH_BYTES: Final = 8 * 2**20
+# A batch's commit that takes longer (a lock wait) lets the next batch start beside it.
+_BATCH_STALL: Final = 0.05
 _MIN_SERVER_VERSION: Final = 140000  # extract(epoch ...) is an exact numeric from 14 on
 # pg_advisory_xact_lock key of every flowpoint setup: b"flowpoin" as a big-endian int64.
 _SETUP_LOCK_KEY: Final = int.from_bytes(b"flowpoin", "big")
@@ -200,6 +214,14 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore, FencedBlo
         self._label = f"pool {getattr(pool, 'name', '?')!r}"
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(pool.max_size)  # see _take_slot
+        self._group_commit: GroupCommit[_Row] = GroupCommit(
+            self._insert_batch,
+            size=_data_size,
+            max_rows=_BATCH_ROWS,
+            max_bytes=_BATCH_BYTES,
+            stall=_BATCH_STALL,
+            max_batches=pool.max_size,
+        )
 
     @classmethod
     def from_url(
@@ -293,6 +315,7 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore, FencedBlo
 
     @override
     async def _close(self) -> None:
+        await self._group_commit.wait_idle()
         if not self._owns_pool:
             return
         loop = self._pool_loop
@@ -318,8 +341,39 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore, FencedBlo
 
     @override
     async def _save(self, blob: CheckpointBlob) -> None:
+        params = insert_params(blob)
+        if await self._group_commit.submit(params):
+            return
         async with self._connection() as conn:
-            await conn.execute(self._sql.insert, insert_params(blob))
+            await conn.execute(self._sql.insert, params)
+
+    async def _insert_batch(self, rows: list[_Row]) -> list[bool]:
+        """Insert the rows of a group commit in one statement; say which went in.
+
+        A row that conflicts is left out by the statement (a later row with an id
+        already in the batch is not sent): its caller saves it alone, and meets
+        the conflict as a single save does. If the server refuses the statement
+        for what a row holds, nothing went in, and each caller saves alone to
+        meet its own error. An error of the connection, after which the batch
+        may or may not be stored, reaches every caller.
+        """
+        import psycopg
+
+        first: dict[object, int] = {}
+        for index, row in enumerate(rows):
+            first.setdefault(row[0], index)
+        unique = [row for index, row in enumerate(rows) if first[row[0]] == index]
+        try:
+            async with self._connection() as conn:
+                cursor = await conn.execute(
+                    self._sql.insert_batch(len(unique)), [v for row in unique for v in row]
+                )
+                stored = {found for (found,) in await cursor.fetchall()}
+        except psycopg.OperationalError:
+            raise  # the connection failed: the batch may have been committed or not
+        except psycopg.Error:
+            return [False] * len(rows)  # refused whole, before or by the server
+        return [first[row[0]] == index and row[0] in stored for index, row in enumerate(rows)]
 
     @override
     async def _save_fenced(self, blob: CheckpointBlob, fence: Fence) -> None:
@@ -823,6 +877,11 @@ def insert_params(blob: CheckpointBlob) -> tuple[object, ...]:
         len(blob.data),
         blob.data,
     )
+
+
+def _data_size(params: _Row) -> int:
+    """The bytes of a checkpoint's data, in its INSERT's values."""
+    return len(params[-1])
 
 
 def _signed64(unsigned: int) -> int:

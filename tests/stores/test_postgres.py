@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -29,8 +32,10 @@ from flowpoint.stores.postgres import PostgresBlobStore
 from tests.blobs import make_blob
 from tests.harnesses.postgres import PostgresHarness, create_database, url_for
 from tests.proxy import OutageProxy
-from tests.stores import upgrade
+from tests.stores import group_commit_child, upgrade
 from tests.stores.damage import check_a_damaged_trace_id_is_reported
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -528,6 +533,61 @@ async def test_closing_waits_for_the_batch_in_flight(harness: PostgresHarness) -
     assert all(save.done() and save.exception() is None for save in saves)
     async with PostgresBlobStore.from_url(harness.url) as reopened:
         assert len(await reopened.traces()) == 8
+
+
+def _kill_after(url: str, saves: int) -> list[str]:
+    """Run the group-commit child until it acknowledged ``saves`` saves, SIGKILL it; its lines."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    lines: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests.stores.group_commit_child", url],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        try:
+            acknowledged = 0
+            while acknowledged < saves:
+                line = child.stdout.readline()
+                assert line, f"the child ended on its own (exit code {child.wait()})"
+                lines.append(line)
+                acknowledged += line.startswith("saved ")
+        finally:
+            child.send_signal(signal.SIGKILL)
+            rest = child.stdout.read()
+    # A line cut short by the kill was not acknowledged in full: only whole lines count.
+    lines += rest.splitlines(keepends=True)
+    return [line.rstrip("\n") for line in lines if line.endswith("\n")]
+
+
+@pytest.mark.slow
+async def test_acknowledged_batched_saves_survive_a_killed_client(
+    harness: PostgresHarness,
+) -> None:
+    rng = random.Random("group-commit-kill")
+    lines: list[str] = []
+    for _ in range(4):
+        lines += await asyncio.to_thread(_kill_after, harness.url, rng.randint(50, 400))
+    acknowledged = {line.removeprefix("saved ") for line in lines if line.startswith("saved ")}
+    batches = [int(line.removeprefix("batch ")) for line in lines if line.startswith("batch ")]
+    assert max(batches) > 1  # the saves went in batches
+    async with PostgresBlobStore.from_url(harness.url) as store:
+        stored: dict[str, Any] = {}
+        for trace in await store.traces():
+            step = None
+            while page := await store.history(trace, limit=200, before_step=step):
+                stored.update((info.checkpoint_id.hex, info) for info in page)
+                step = page[-1].step
+            # Each writer's steps run from 0 up, with none missing.
+            steps = sorted(info.step for info in stored.values() if info.trace_id == trace)
+            assert steps == list(range(len(steps)))
+        assert acknowledged <= stored.keys()
+        for info in stored.values():
+            blob = await store.load(info.checkpoint_id)
+            assert blob is not None
+            assert blob.data == group_commit_child.data_of(info.trace_id, info.step)
 
 
 # -- rewrites -----------------------------------------------------------------------------

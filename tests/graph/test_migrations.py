@@ -224,6 +224,84 @@ async def test_a_graph_without_migrations_refuses_as_before(store: Any) -> None:
     assert "migrations from" not in str(refused.value)
 
 
+# -- forks onto a newer graph -------------------------------------------------------------
+
+
+async def test_a_fork_of_an_older_graphs_checkpoint_is_migrated(store: Any) -> None:
+    await seed(store, paused=1, finished=0)
+    before = await all_blobs(store, "paused-0")
+    paused = (await store.history("paused-0"))[0]  # before draft, on v1
+    runner = sv.runner(sv.graph_v2, store)
+    forked = await runner.fork(paused.checkpoint_id, "forked")
+    assert isinstance(forked.state, TicketV2)
+    assert forked.state == TicketV2("Where is my invoice?", "billing", "", "en")
+    assert forked.current_node == "compose"
+    assert forked.parent_id == paused.checkpoint_id
+    assert dict(forked.metadata) == {
+        "source": "fork",
+        "migrated_from": f"0x{sv.V1:016x}",
+        "migration": V1_TO_V2,
+        "forked_from": str(paused.checkpoint_id),
+        "forked_from_step": 1,
+    }
+    [info] = await store.history("forked")
+    assert (info.graph_hash, info.step) == (sv.V2, 0)
+    # A fork pauses again before the node it stands at, as any fork does.
+    assert (await runner.resume("forked")).status == "interrupted"
+    done = await runner.resume("forked")
+    assert done.state.answer == "[en] About your billing question (sent)"
+    assert await all_blobs(store, "paused-0") == before
+
+
+async def test_any_old_checkpoint_forks_through_the_whole_chain(store: Any) -> None:
+    await seed(store, paused=1, finished=0)
+    first = (await store.history("paused-0"))[-1]  # the input, before classify
+    v3 = Runner(sv.graph_v3, store)
+    forked = await v3.fork(str(first.checkpoint_id), "from-the-start")
+    assert forked.current_node == "classify"
+    assert forked.metadata["migration"] == f"{V1_TO_V2}, {V2_TO_V3}"
+    # Migrated as it stood, before classify: no category yet, so the lower priority.
+    assert forked.state == TicketV3("Where is my invoice?", "", "", "en", 1)
+    done = await v3.resume("from-the-start")
+    assert done.status == "done"
+    assert done.state == TicketV3(
+        "Where is my invoice?", "billing", "[en] About your billing question (sent)", "en", 1
+    )
+
+
+async def test_a_migration_applies_to_a_fork_even_with_the_override(store: Any) -> None:
+    await seed(store, paused=1, finished=0)
+    paused = (await store.history("paused-0"))[0]
+    forked = await Runner(sv.graph_v2, store).fork(
+        paused.checkpoint_id, "forked", allow_graph_change=True
+    )
+    assert isinstance(forked.state, TicketV2)
+    assert forked.metadata["migration"] == V1_TO_V2
+
+
+async def test_a_fork_whose_migration_fails_writes_nothing(store: Any) -> None:
+    await seed(store, paused=1, finished=0)
+    paused = (await store.history("paused-0"))[0]
+    runner = sv.runner(v2_with(raises).build(), store)
+    with pytest.raises(MigrationFailed) as failed:
+        await runner.fork(paused.checkpoint_id, "forked")
+    assert failed.value.trace_id == "forked"
+    assert failed.value.from_hash == sv.V1
+    assert "it raised KeyError" in str(failed.value)
+    assert await store.history("forked") == []
+
+
+async def test_a_fork_from_a_graph_without_a_path_is_refused(store: Any) -> None:
+    await sv.runner(sv.graph_v2, store).run("on-v2", TicketV2("Hello"))
+    on_v2 = (await store.history("on-v2"))[0]
+    with pytest.raises(GraphMismatch) as refused:
+        await sv.runner(sv.graph_v3_from_v1, store).fork(on_v2.checkpoint_id, "forked")
+    assert refused.value.migrations == (sv.V1,)
+    assert "allow_graph_change=True" in str(refused.value)
+    assert f"@graph.migration(from_hash=0x{sv.V2:016x}" in str(refused.value)
+    assert await store.history("forked") == []
+
+
 # -- the migration's own mistakes ------------------------------------------------------------
 
 

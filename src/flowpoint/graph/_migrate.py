@@ -54,7 +54,7 @@ from flowpoint.graph._cursor import Cursor
 from flowpoint.graph._interrupt import carried
 from flowpoint.graph._migrations import Migration
 from flowpoint.graph._state import StateType, from_plain
-from flowpoint.ids import TraceId
+from flowpoint.ids import CheckpointId, TraceId
 from flowpoint.typed import TypedCheckpointStore
 
 __all__ = ["MIGRATION_SOURCE", "Migrator", "Moved", "RetypableCodec"]
@@ -128,23 +128,45 @@ class Migrator(Generic[S]):
         ``None`` if the trace's latest checkpoint is no longer one of that graph
         (moved on meanwhile) or the trace is gone. Raises as :meth:`latest` does.
         """
-        path = self.graph.migrations.path(from_hash)
-        if path is None:
-            raise GraphMismatch(self.graph_hash, from_hash, migrations=self.graph.migrations.hashes)
+        path = self._path(from_hash)
         try:
             old = await self._reader(path[0]).load_latest(trace, from_hash)
         except GraphMismatch:
             return None
         except CodecError as exc:
-            raise MigrationFailed(
-                trace,
-                from_hash,
-                path[0].name,
-                f"its state does not decode as {type_name(path[0].state_type)}, the "
-                f"migration's state: {exc}",
-            ) from None
+            raise _undecodable(trace, from_hash, path[0], exc) from None
         if old is None:
             return None
+        return await self._move(trace, from_hash, old, path)
+
+    async def plan_checkpoint(
+        self, trace: TraceId, checkpoint_id: CheckpointId | str, from_hash: int
+    ) -> Moved[S] | None:
+        """Checkpoint ``checkpoint_id``, written by graph ``from_hash``, migrated in memory.
+
+        As :meth:`plan` does for a trace's latest, for any checkpoint (a fork onto
+        this graph): ``trace`` is the trace it goes to, which errors name. ``None``
+        if there is no such checkpoint.
+        """
+        path = self._path(from_hash)
+        try:
+            old = await self._reader(path[0]).load(checkpoint_id, from_hash)
+        except CodecError as exc:
+            raise _undecodable(trace, from_hash, path[0], exc) from None
+        if old is None:
+            return None
+        return await self._move(trace, from_hash, old, path)
+
+    def _path(self, from_hash: int) -> tuple[Migration, ...]:
+        path = self.graph.migrations.path(from_hash)
+        if path is None:
+            raise GraphMismatch(self.graph_hash, from_hash, migrations=self.graph.migrations.hashes)
+        return path
+
+    async def _move(
+        self, trace: TraceId, from_hash: int, old: Checkpoint[Any], path: tuple[Migration, ...]
+    ) -> Moved[S]:
+        """``old`` migrated: its state, its position and its pause, as its unsaved child."""
         state = await self._migrated_state(trace, from_hash, old.state, path)
         cursor = self._moved_cursor(trace, from_hash, old, path)
         try:
@@ -247,3 +269,15 @@ def _renamed(node: str, path: Sequence[Migration]) -> str:
     for migration in path:
         node = migration.rename(node)
     return node
+
+
+def _undecodable(
+    trace: TraceId, from_hash: int, migration: Migration, exc: CodecError
+) -> MigrationFailed:
+    return MigrationFailed(
+        trace,
+        from_hash,
+        migration.name,
+        f"its state does not decode as {type_name(migration.state_type)}, the "
+        f"migration's state: {exc}",
+    )

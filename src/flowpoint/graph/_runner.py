@@ -323,39 +323,62 @@ class Runner(Generic[S]):
         """Start ``new_trace_id`` from an old checkpoint (time travel); resume it to run.
 
         The new trace's first checkpoint has the old one's state and next node, and
-        the old one as its parent. With ``allow_graph_change=True`` the checkpoint
-        may come from another version of the graph: this is the explicit override
-        that moves a run onto a changed graph (its next node must exist in it).
+        the old one as its parent. A checkpoint of an older version of the graph
+        from which the graph has a chain of migrations (``Graph.migration``) is
+        migrated as ``resume`` migrates a trace's latest: its state through each
+        migration, its position renamed (metadata ``migrated_from`` and
+        ``migration`` say so); a failure is
+        :class:`~flowpoint.errors.MigrationFailed`, and nothing is written. A
+        checkpoint of another graph without such a chain is refused with
+        :class:`~flowpoint.errors.GraphMismatch`, unless ``allow_graph_change=True``:
+        the explicit override that moves a run onto a changed graph as it is (its
+        state must decode as this graph's, its next node must exist in it).
         """
         trace = validate_trace_id(new_trace_id)
-        expected = None if allow_graph_change else self._graph_hash
+        metadata: dict[str, Any] = {"source": "fork"}
+        # The stored checkpoint, and what the fork starts from: it, or it migrated.
+        source: Checkpoint[Any] | None
+        base: Checkpoint[Any] | None
         try:
-            source = await self.store.load(checkpoint_id, expected)
+            source = base = await self.store.load(checkpoint_id, self._graph_hash)
         except GraphMismatch as mismatch:
-            raise GraphMismatch(
-                mismatch.expected,
-                mismatch.actual,
-                hint="pass allow_graph_change=True to fork it onto this graph anyway",
-            ) from None
-        if source is None:
+            if self.graph.migrations.path(mismatch.actual) is not None:
+                moved = await self._migrator.plan_checkpoint(trace, checkpoint_id, mismatch.actual)
+                source = None if moved is None else moved.source
+                base = None if moved is None else moved.checkpoint
+                if moved is not None:
+                    metadata["migrated_from"] = f"0x{moved.from_hash:016x}"
+                    metadata["migration"] = ", ".join(one.name for one in moved.path)
+            elif allow_graph_change:
+                source = base = await self.store.load(checkpoint_id, None)
+            else:
+                raise GraphMismatch(
+                    mismatch.expected,
+                    mismatch.actual,
+                    hint=(
+                        "pass allow_graph_change=True to fork it onto this graph anyway, or "
+                        f"declare a migration from its graph (@graph.migration(from_hash="
+                        f"0x{mismatch.actual:016x}, ...))"
+                    ),
+                    migrations=self.graph.migrations.hashes,
+                ) from None
+        if source is None or base is None:
             raise TraceNotFound(f"there is no checkpoint {checkpoint_id}")
         try:
-            self._cursor_of(source)
+            self._cursor_of(base)
         except GraphDefinitionError as exc:
             raise GraphDefinitionError(f"checkpoint {source.checkpoint_id}: {exc}") from None
+        metadata["forked_from"] = str(source.checkpoint_id)
+        metadata["forked_from_step"] = source.step
         forked: Checkpoint[S] = Checkpoint(
             checkpoint_id=new_checkpoint_id(),
             step=0,
             parent_id=source.checkpoint_id,
-            current_node=source.current_node,
-            state=source.state,
+            current_node=base.current_node,
+            state=base.state,
             created_at=datetime.now(UTC),
-            metadata={
-                "source": "fork",
-                "forked_from": str(source.checkpoint_id),
-                "forked_from_step": source.step,
-            },
-            cursor=source.cursor,
+            metadata=metadata,
+            cursor=base.cursor,
         )
         await self._save(trace, forked, required=True)
         return forked

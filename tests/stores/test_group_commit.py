@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from flowpoint.stores._group_commit import GroupCommit
+from flowpoint.stores._group_commit import BatchedInserts
 
 
 class Recorder:
@@ -35,8 +35,8 @@ def batcher(
     max_bytes: int = 1 << 20,
     stall: float = 60.0,
     max_batches: int = 4,
-) -> GroupCommit[str]:
-    return GroupCommit(
+) -> BatchedInserts[str]:
+    return BatchedInserts(
         recorder.commit,
         size=len,
         max_rows=max_rows,
@@ -48,7 +48,7 @@ def batcher(
 
 async def hold_a_batch(
     *names: str,
-) -> tuple[Recorder, GroupCommit[str], list[asyncio.Task[bool]]]:
+) -> tuple[Recorder, BatchedInserts[str], list[asyncio.Task[bool]]]:
     """A group commit whose first batch, ``names``, waits in its commit for the recorder's gate."""
     recorder = Recorder()
     recorder.gate = asyncio.Event()
@@ -118,7 +118,7 @@ async def test_a_failed_commit_reaches_every_caller_of_its_batch_only() -> None:
             raise ConnectionError("lost")
         return [True] * len(rows)
 
-    group = GroupCommit(commit, size=len, max_rows=3, max_bytes=100, stall=60, max_batches=1)
+    group = BatchedInserts(commit, size=len, max_rows=3, max_bytes=100, stall=60, max_batches=1)
     answers = await asyncio.gather(
         *(group.submit(f"r{n}") for n in range(6)), return_exceptions=True
     )
@@ -130,7 +130,7 @@ async def test_a_commit_with_the_wrong_number_of_answers_fails_its_callers() -> 
     async def commit(rows: list[str]) -> list[bool]:
         return [True]
 
-    group = GroupCommit(commit, size=len, max_rows=8, max_bytes=100, stall=60, max_batches=1)
+    group = BatchedInserts(commit, size=len, max_rows=8, max_bytes=100, stall=60, max_batches=1)
     answers = await asyncio.gather(
         *(group.submit(f"r{n}") for n in range(3)), return_exceptions=True
     )
@@ -162,7 +162,7 @@ async def test_a_stalled_commit_lets_the_next_batch_go_beside_it() -> None:
             await stuck.wait()  # as a statement waiting on another transaction's lock
         return [True] * len(rows)
 
-    group = GroupCommit(commit, size=len, max_rows=8, max_bytes=100, stall=0.02, max_batches=2)
+    group = BatchedInserts(commit, size=len, max_rows=8, max_bytes=100, stall=0.02, max_batches=2)
     blocked = [asyncio.create_task(group.submit(f"stuck-{n}")) for n in range(2)]
     await entered.wait()
     others = [asyncio.create_task(group.submit(f"free-{n}")) for n in range(2)]
@@ -186,7 +186,7 @@ async def test_no_more_batches_than_allowed_run_at_once() -> None:
         running -= 1
         return [True] * len(rows)
 
-    group = GroupCommit(commit, size=len, max_rows=2, max_bytes=100, stall=0.01, max_batches=2)
+    group = BatchedInserts(commit, size=len, max_rows=2, max_bytes=100, stall=0.01, max_batches=2)
     tasks = [asyncio.create_task(group.submit(f"r{n}")) for n in range(8)]
     for _ in range(3):
         await asyncio.sleep(0.03)
@@ -244,4 +244,4 @@ def test_limits_that_cannot_batch_are_refused(options: dict[str, float]) -> None
     settings: dict[str, float] = {"max_rows": 8, "max_bytes": 100, "stall": 1, "max_batches": 1}
     settings.update(options)
     with pytest.raises(ValueError, match="two rows"):
-        GroupCommit(Recorder().commit, size=len, **settings)  # type: ignore[arg-type]
+        BatchedInserts(Recorder().commit, size=len, **settings)  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 A store whose every save is one round trip to a server spends most of a save's
 time on the event loop in the driver (taking a connection, sending a statement,
-waiting on its socket), not in the server. :class:`GroupCommit` queues the rows
+waiting on its socket), not in the server. :class:`BatchedInserts` queues the rows
 of the saves that arrive while a batch is being committed, and commits the
 queue as the next batch, in one statement: with 32 saves in flight, one round
 trip carries many of them.
@@ -11,7 +11,9 @@ A batch's commit says of each row whether it went in. One that did not (it
 conflicts with a stored row, or the batch could not take it) is handed back to
 its caller, who saves it alone as if there were no batching: so each conflict,
 and each error of a row's own, reaches exactly the caller it belongs to, as
-the store reports it for a single save.
+the store reports it for a single save. (The runner's pending writes are
+batched all or nothing instead, by ``graph/_superstep.py``'s ``GroupCommit``: a
+task's writes belong to one superstep, and any failure is the superstep's.)
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["GroupCommit"]
+__all__ = ["BatchedInserts"]
 
 _Row = TypeVar("_Row")
 _Waiting = tuple[_Row, asyncio.Future[bool]]
 
 
-class GroupCommit(Generic[_Row]):
+class BatchedInserts(Generic[_Row]):
     """Commit queued rows in batches of up to ``max_rows`` rows and about ``max_bytes``.
 
     ``commit(rows)`` commits a batch of two or more rows and returns, for each,

@@ -117,7 +117,7 @@ from flowpoint.stores._columns import (
     write_from_columns,
 )
 from flowpoint.stores._fenced import Fence, FencedBlobStore
-from flowpoint.stores._group_commit import GroupCommit
+from flowpoint.stores._group_commit import BatchedInserts
 from flowpoint.stores._postgres_sql import MIGRATIONS, Statements
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ class PostgresBlobStore(RewritableBlobStore, DamageReportingBlobStore, FencedBlo
         self._label = f"pool {getattr(pool, 'name', '?')!r}"
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(pool.max_size)  # see _take_slot
-        self._group_commit: GroupCommit[_Row] = GroupCommit(
+        self._group_commit: BatchedInserts[_Row] = BatchedInserts(
             self._insert_batch,
             size=_data_size,
             max_rows=_BATCH_ROWS,

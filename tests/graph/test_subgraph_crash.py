@@ -24,6 +24,7 @@ import pytest
 from flowpoint import SyncCheckpointStore
 from flowpoint.graph._context import node_context
 from tests.graph import subgraph_crash_workflow as wf
+from tests.graph import subgraph_questions_workflow as questions
 from tests.graph.support_crash import (
     KILLS,
     assert_reruns_only_in_flight,
@@ -112,3 +113,34 @@ def test_sigkilled_inside_a_subgraph_resumes_inside_it(tmp_path: Path) -> None:
         keys = {key for _, _, key in runs}
         assert len(keys) == PARENT_RUNS + len(children) * len(wf.CHILD_NODES)
         assert_reruns_only_in_flight((key for _, _, key in runs), in_flight, f"{trace}: a node")
+
+
+@pytest.mark.slow
+def test_sigkilled_while_a_subgraph_asks_each_answer_goes_to_its_question(
+    tmp_path: Path,
+) -> None:
+    # A kill between the child trace's pause and its parent's, then a resume that handed
+    # the parent's last answer down again, would answer a question with the one before's
+    # answer ("q2=a1"): every trace must end as an uninterrupted one.
+    url = f"sqlite:///{tmp_path / 'questions.db'}"
+    rng = random.Random("subgraph-questions-crash")
+    finished: list[str] = []
+    killed = kill_numbered_traces(
+        lambda trace: workflow_command("tests.graph.subgraph_questions_workflow", url, trace),
+        lambda: rng.uniform(0.3, 1.2),
+        questions.EXPECTED,
+        finished,
+    )
+    trace = ""
+    for kills, killed_trace in enumerate(killed, start=1):
+        trace = killed_trace
+        if kills >= KILLS and finished:
+            break
+    # The last trace killed is run to its end.
+    assert (
+        run_to_end(workflow_command("tests.graph.subgraph_questions_workflow", url, trace))
+        == questions.EXPECTED
+    )
+    with SyncCheckpointStore.open(url) as store:
+        children = [one for one in store.traces() if one.startswith(f"{trace}/")]
+    assert children == [f"{trace}/interview@1"]  # one child trace across every answer

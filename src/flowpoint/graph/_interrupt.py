@@ -38,6 +38,7 @@ __all__ = [
     "Paused",
     "Waiting",
     "answered",
+    "given_answers",
     "interrupt",
     "pausing",
     "plain_answer",
@@ -48,13 +49,19 @@ __all__ = [
 
 
 class Waiting(msgspec.Struct, omit_defaults=True):
-    """The interrupt state of one task, as the cursor stores it."""
+    """The interrupt state of one task, as the cursor stores it.
+
+    ``child_step`` is, for a subgraph node whose child trace asked (a question of
+    one of its nodes), the step that trace is named after: the node's runs after
+    each answer, at later steps, go on in it.
+    """
 
     task: str
     node: str
     answers: list[Any] = []
     waiting: bool = False
     payload: Any = None
+    child_step: int | None = None
 
 
 class _Stored(msgspec.Struct):
@@ -65,12 +72,14 @@ class NodePaused(BaseException):
     """Raised by :func:`interrupt` to stop its node; the runner catches it.
 
     A ``BaseException``, like ``asyncio.CancelledError``: a node's ``except
-    Exception`` lets it through, and so does a retry policy.
+    Exception`` lets it through, and so does a retry policy. ``child_step`` is
+    the step a subgraph node's child trace that asked is named after.
     """
 
-    def __init__(self, payload: Any) -> None:
+    def __init__(self, payload: Any, child_step: int | None = None) -> None:
         super().__init__("the node paused: interrupt() waits for an answer")
         self.payload = payload
+        self.child_step = child_step
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,7 @@ class Paused:
     """What a task that called :func:`interrupt` gives instead of an update."""
 
     payload: Any
+    child_step: int | None = None
 
 
 @dataclass(slots=True)
@@ -116,6 +126,15 @@ def interrupt(payload: Any = None) -> Any:
     raise NodePaused(_plain(scope.task, payload, "payload"))
 
 
+def given_answers() -> tuple[Any, ...]:
+    """The answers given so far to the running task's ``interrupt()`` calls, in order.
+
+    Empty outside a task. A subgraph node passes them on to its child trace.
+    """
+    scope = _SCOPE.get()
+    return () if scope is None else scope.answers
+
+
 async def run_answering(
     task: str, answers: Iterable[Any], node: Callable[[], Awaitable[Any]]
 ) -> Any:
@@ -129,7 +148,7 @@ async def run_answering(
     try:
         return await node()
     except NodePaused as pause:
-        return Paused(pause.payload)
+        return Paused(pause.payload, pause.child_step)
     finally:
         _SCOPE.reset(token)
 
@@ -154,6 +173,11 @@ def read(cursor: Mapping[str, Any]) -> dict[str, Waiting]:
         stored = msgspec.convert(cursor, _Stored, builtin_types=_AS_IS)
     except msgspec.ValidationError as exc:
         raise ValueError(f"the checkpoint's interrupts are not the runner's: {exc}") from None
+    for record in stored.interrupts:
+        if record.child_step is not None and record.child_step < 0:
+            raise ValueError(
+                f"the interrupt of task {record.task!r} names step {record.child_step}"
+            )
     return {record.task: record for record in stored.interrupts}
 
 
@@ -179,6 +203,7 @@ def pausing(
             answers=list(earlier.answers) if earlier else [],
             waiting=True,
             payload=pause.payload,
+            child_step=pause.child_step,
         )
     return _with(cursor, records.values())
 
@@ -192,6 +217,7 @@ def answered(cursor: Cursor, stored: Mapping[str, Any], value: Any) -> dict[str,
         record.task,
         record.node,
         answers=[*record.answers, plain_answer(record.task, value)],
+        child_step=record.child_step,
     )
     return _with(cursor, records.values())
 
@@ -212,7 +238,12 @@ def carried(old: Mapping[str, Any], cursor: Cursor, rename: Callable[[str], str]
         task = node + record.task[len(record.node) :]  # a Send keeps its "#index"
         moved.append(
             Waiting(
-                task, node, list(record.answers), waiting=record.waiting, payload=record.payload
+                task,
+                node,
+                list(record.answers),
+                waiting=record.waiting,
+                payload=record.payload,
+                child_step=record.child_step,
             )
         )
     return _with(cursor, moved)

@@ -56,7 +56,7 @@ from flowpoint.graph._migrate import Migrator
 from flowpoint.graph._policies import RetentionPolicy, TriggerPolicy
 from flowpoint.graph._retry import retrying
 from flowpoint.graph._state import from_plain, to_plain
-from flowpoint.graph._subgraph import Subgraphs
+from flowpoint.graph._subgraph import Subgraphs, child_stamp
 from flowpoint.graph._superstep import GroupCommit, Outcome, call, execute
 from flowpoint.graph._sync import BlockingLoop
 from flowpoint.ids import CheckpointId, TraceId, new_checkpoint_id, validate_trace_id
@@ -487,7 +487,8 @@ class Runner(Generic[S]):
         async def start(task: Task) -> Any:
             spec = self.graph.nodes[task.node]
             argument = state if task.send is None else self._argument(task)
-            answers = asked[task.id].answers if task.id in asked else ()
+            record = asked.get(task.id)
+            answers = () if record is None else record.answers
 
             async def attempt(n: int) -> Any:
                 context = self._context(step, task, n) if spec.takes_context else None
@@ -495,8 +496,18 @@ class Runner(Generic[S]):
                     await emit(NodeStarted(step.trace, at, task.node, task.id, n))
                 with silenced():
                     if spec.subgraph is not None:
-                        return await self._subgraphs.run(
-                            step.trace, at, task.node, task.id, argument, alone=not several
+                        return await run_answering(
+                            task.id,
+                            answers,
+                            lambda: self._subgraphs.run(
+                                step.trace,
+                                at,
+                                task.node,
+                                task.id,
+                                argument,
+                                alone=not several,
+                                child_step=None if record is None else record.child_step,
+                            ),
                         )
                     return await run_answering(
                         task.id, answers, lambda: call(spec.function, argument, context)
@@ -856,6 +867,9 @@ class Runner(Generic[S]):
         ``carry``, the task outputs pending against that checkpoint are saved
         against this one too, before retention may prune it.
         """
+        stamp = child_stamp()
+        if stamp:
+            checkpoint = dataclasses.replace(checkpoint, metadata={**checkpoint.metadata, **stamp})
         try:
             info = await self.store.save_with_trace(trace, checkpoint, self._graph_hash)
         except StorageError as exc:

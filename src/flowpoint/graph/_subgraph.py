@@ -15,17 +15,31 @@ node at another step (a loop) is a trace of its own.
 The subgraph runs with the parent runner's trigger, retention, error policy and
 recursion limit, and without pauses of its own (pause before or after the
 subgraph node in the parent instead). What it raises is the parent node's failure.
+
+An ``interrupt()`` in one of its nodes pauses the parent too: the subgraph node
+asks the parent's resume for the answer, as a node calling ``interrupt()``
+would, with the child's payload. On the parent's resume the node runs again and
+hands the new answer down (``resume(child, value=...)``). Which of the parent's
+answers the child has had is a count that every checkpoint of the child trace
+carries in its metadata (:data:`ANSWERS_KEY`), written with the checkpoint that
+records the answer: so after a crash between the child's pause and the
+parent's, the parent's old answer is not handed to the child's new question.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from flowpoint.checkpoint import Checkpoint
 from flowpoint.codec import SerdeCheckpointCodec
-from flowpoint.errors import InvalidUpdate, WorkflowError
+from flowpoint.errors import CorruptCheckpoint, InvalidUpdate
 from flowpoint.graph._builder import BuiltGraph, Subgraph, same_state
+from flowpoint.graph._interrupt import NodePaused, given_answers
 from flowpoint.graph._state import WholeState
 from flowpoint.ids import MAX_TRACE_ID_LENGTH, TraceId, validate_trace_id
 from flowpoint.typed import TypedCheckpointStore
@@ -33,10 +47,22 @@ from flowpoint.typed import TypedCheckpointStore
 if TYPE_CHECKING:
     from flowpoint.graph._runner import Runner
 
-__all__ = ["Subgraphs", "child_trace"]
+__all__ = ["ANSWERS_KEY", "Subgraphs", "child_stamp", "child_trace"]
 
 # Hex digits of the digest that stands for a child trace's name when it does not fit.
 _DIGEST = 16
+
+ANSWERS_KEY = "parent_answers"
+"""Metadata of a child trace's checkpoints: how many of the parent's answers it has had."""
+
+# The count the runner of a child trace adds to the metadata of each checkpoint it saves.
+_DELIVERED: ContextVar[int] = ContextVar("flowpoint_parent_answers", default=0)
+
+
+def child_stamp() -> Mapping[str, Any]:
+    """The metadata every checkpoint saved now takes besides its own (a child trace's count)."""
+    delivered = _DELIVERED.get()
+    return {ANSWERS_KEY: delivered} if delivered else {}
 
 
 class Subgraphs:
@@ -61,13 +87,24 @@ class Subgraphs:
             )
 
     async def run(
-        self, trace: TraceId, step: int, node: str, task_id: str, state: Any, *, alone: bool
+        self,
+        trace: TraceId,
+        step: int,
+        node: str,
+        task_id: str,
+        state: Any,
+        *,
+        alone: bool,
+        child_step: int | None = None,
     ) -> Any:
         """Run (or resume) subgraph node ``node``'s trace for the task; return the node's update.
 
         ``step`` is the step the task runs at and ``alone`` says it is the only
         task of its superstep: a subgraph without ``output=`` replaces the
-        parent's state, which only a lone task may do.
+        parent's state, which only a lone task may do. ``child_step``, for a
+        task whose child trace asked the parent a question, is the step that
+        trace is named after: the task's runs after each answer, at later steps,
+        go on in it.
         """
         spec = self._specs[node]
         if spec.output is None and not alone:
@@ -78,21 +115,47 @@ class Subgraphs:
                 tasks=(task_id,),
             )
         runner = self._runners[node]
-        child = child_trace(trace, task_id, step)
+        named_at = step if child_step is None else child_step
+        child = child_trace(trace, task_id, named_at)
         latest = await runner.store.load_latest(child, runner.graph.hash_u64())
-        if latest is None:
-            start = state if spec.input is None else await _called(spec.input, state)
-            result = await runner.run(child, start)
-        else:  # a run of this node that a crash interrupted: go on inside it
-            result = await runner.resume(child)
-        if result.status != "done":
-            raise WorkflowError(
-                f"subgraph node {node!r} paused at {result.next_node!r} (trace {child!r}); a "
-                f"subgraph cannot pause its parent's run"
-            )
+        delivered = 0 if latest is None else _answers_had(latest)
+        with _stamped(delivered):
+            if latest is None:
+                start = state if spec.input is None else await _called(spec.input, state)
+                result = await runner.run(child, start)
+            else:  # a run of this node that a crash or a pause interrupted: go on inside it
+                result = await runner.resume(child)  # one waiting on an answer stays so
+        answers = given_answers()
+        while result.status != "done":
+            if delivered >= len(answers):
+                # Asked of the parent's resume, as the node's own interrupt() would ask.
+                raise NodePaused(result.interrupt, named_at)
+            delivered += 1
+            with _stamped(delivered):
+                result = await runner.resume(child, value=answers[delivered - 1])
         if spec.output is None:
             return WholeState(result.state)
         return await _called(spec.output, state, result.state)
+
+
+@contextmanager
+def _stamped(delivered: int) -> Iterator[None]:
+    """Checkpoints saved inside carry ``delivered`` (none when 0: a subgraph never asked)."""
+    token = _DELIVERED.set(delivered)
+    try:
+        yield
+    finally:
+        _DELIVERED.reset(token)
+
+
+def _answers_had(latest: Checkpoint[Any]) -> int:
+    """How many of the parent's answers the child trace whose latest is ``latest`` has had."""
+    count = latest.metadata.get(ANSWERS_KEY, 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise CorruptCheckpoint(
+            latest.checkpoint_id, f"its metadata {ANSWERS_KEY!r} is {count!r}, not a count"
+        )
+    return count
 
 
 def child_trace(parent: TraceId, task_id: str, step: int) -> TraceId:

@@ -20,9 +20,12 @@ import pytest
 from flowpoint import (
     END,
     START,
+    CodecError,
     Graph,
     GraphDefinitionError,
+    KeyRing,
     RunQueue,
+    SerdeCheckpointCodec,
     StorageError,
     TypedCheckpointStore,
     Worker,
@@ -62,6 +65,73 @@ async def test_a_worker_runs_the_runs_of_its_graphs_to_the_end(queue: RunQueue) 
     run = await queue.get("t0")
     assert run is not None
     assert (run.epoch, run.attempts, run.owner, run.error) == (1, 0, None, None)
+
+
+RING = KeyRing({"k1": bytes(range(32))}, primary="k1")
+SEALED = SerdeCheckpointCodec(encryption=RING)
+
+
+async def test_a_queue_opened_with_a_key_ring_encrypts_every_checkpoint(queue_url: str) -> None:
+    async with RunQueue.open(queue_url, codec=SEALED) as queue:
+        await queue.submit(CHAIN, "secret", graphs.start(7))
+        await Worker(queue, graphs=[CHAIN]).arun(until_idle=True)
+        assert await queue.status("secret") == "done"
+        sealed = TypedCheckpointStore(queue.store, SEALED.for_state(CHAIN.state_type))
+        latest = await sealed.load_latest("secret", CHAIN.hash_u64())
+        assert latest is not None
+        assert latest.state["visited"] == list(graphs.NODES)
+        history = await queue.store.history("secret")
+        assert len(history) == len(graphs.NODES) + 1
+        stock = SerdeCheckpointCodec(CHAIN.state_type)
+        for info in history:  # the submitted state too: nothing is stored in the clear
+            blob = await queue.store.load(info.checkpoint_id)
+            assert blob is not None
+            with pytest.raises(CodecError, match="encrypted with key 'k1'"):
+                stock.deserialize(blob, CHAIN.hash_u64())
+
+
+async def fails_without_the_key(queue_url: str, graph: Any, trace: str) -> None:
+    """A worker of a queue opened without the key ring fails run ``trace``, saying why."""
+    async with RunQueue.open(queue_url) as plain:
+        await Worker(plain, graphs=[graph]).arun(until_idle=True)
+        run = await plain.get(trace)
+        assert run is not None
+        assert run.status == "failed"
+        assert "encrypted with key 'k1'" in (run.error or "")
+
+
+async def test_a_worker_without_the_key_fails_the_run_saying_so(queue_url: str) -> None:
+    async with RunQueue.open(queue_url, codec=SEALED) as sealed:
+        await sealed.submit(CHAIN, "secret", graphs.start(1))
+    await fails_without_the_key(queue_url, CHAIN, "secret")
+    async with RunQueue.open(queue_url, codec=SEALED) as sealed:
+        await sealed.resume("secret")  # its cause fixed: a worker with the key
+        await Worker(sealed, graphs=[CHAIN]).arun(until_idle=True)
+        assert await sealed.status("secret") == "done"
+
+
+async def test_a_resume_given_to_an_encrypting_queue_reaches_only_a_worker_with_the_key(
+    queue_url: str,
+) -> None:
+    approval = graphs.approval()
+    async with RunQueue.open(queue_url, codec=SEALED) as sealed:
+        await sealed.submit(approval, "ticket", {"ticket": 1})
+        await Worker(sealed, graphs=[approval], interrupt_before=["send"]).arun(until_idle=True)
+        await sealed.resume("ticket", update={"by": "ana"})
+    await fails_without_the_key(queue_url, approval, "ticket")
+    async with RunQueue.open(queue_url, codec=SEALED) as sealed:
+        await sealed.resume("ticket", update={"by": "ana"})
+        await Worker(sealed, graphs=[approval]).arun(until_idle=True)
+        assert await sealed.status("ticket") == "done"
+        store = TypedCheckpointStore(sealed.store, SEALED.for_state(approval.state_type))
+        latest = await store.load_latest("ticket", approval.hash_u64())
+        assert latest is not None
+        assert latest.state["approved_by"] == "ana"
+
+
+def test_a_queue_codec_must_be_a_serde_codec(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="SerdeCheckpointCodec"):
+        RunQueue.open(f"sqlite:///{tmp_path / 'q.db'}", codec=object())  # type: ignore[arg-type]
 
 
 async def test_an_interrupted_run_holds_no_worker_until_resumed(queue: RunQueue) -> None:

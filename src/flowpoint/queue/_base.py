@@ -18,14 +18,12 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
-import msgspec
-
 from flowpoint.checkpoint import Checkpoint
 from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.errors import RunConflict, TraceNotFound
 from flowpoint.graph._builder import BuiltGraph, Graph
-from flowpoint.graph._state import to_plain
 from flowpoint.ids import TraceId, validate_trace_id
+from flowpoint.queue._resumes import encode_resume
 from flowpoint.stores._base import check_blob
 
 if TYPE_CHECKING:
@@ -159,31 +157,50 @@ class RunQueue(abc.ABC):
     store: FencedBlobStore
     poll_interval: float
     """Seconds a worker waits, give or take half, before it looks for work again."""
+    codec: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec()
+    """The codec settings runs are saved with (compression, encryption, limits): the
+    initial state by :meth:`submit`, every checkpoint after it by the workers of this
+    queue, each for its graph's state type (``codec.for_state``)."""
 
     @staticmethod
-    def open(url: str, **options: Any) -> RunQueue:
+    def open(
+        url: str, *, codec: SerdeCheckpointCodec[Any] | None = None, **options: Any
+    ) -> RunQueue:
         """The queue in the database ``url`` names, as :func:`flowpoint.open_store` takes it.
 
         ``sqlite:///path.db`` (several processes on one machine) or
         ``postgresql://...`` (many machines); ``options`` go to the store
-        (:func:`flowpoint.open_store`). Opening connects to nothing. Another
-        scheme raises ``ValueError``.
+        (:func:`flowpoint.open_store`). ``codec`` gives the settings runs are
+        saved with, ``SerdeCheckpointCodec(encryption=KeyRing(...))`` to encrypt
+        them: every process that submits to or works for the queue opens it with
+        the same settings. Opening connects to nothing. Another scheme raises
+        ``ValueError``; a codec that is not a ``SerdeCheckpointCodec``, ``TypeError``.
         """
         if not isinstance(url, str):
             raise ValueError(f"a queue URL must be a str, not {type(url).__name__}")
+        if codec is not None and not isinstance(codec, SerdeCheckpointCodec):
+            raise TypeError(
+                f"a run queue's codec is a SerdeCheckpointCodec (one for each graph's state "
+                f"type is made from it), not {type(codec).__name__}"
+            )
         scheme = url.partition(":")[0].lower()
+        queue: RunQueue
         if scheme == "sqlite":
             from flowpoint.queue._sqlite import SqliteRunQueue
 
-            return SqliteRunQueue.open_url(url, **options)
-        if scheme in ("postgresql", "postgres"):
+            queue = SqliteRunQueue.open_url(url, **options)
+        elif scheme in ("postgresql", "postgres"):
             from flowpoint.queue._postgres import PostgresRunQueue
 
-            return PostgresRunQueue.open_url(url, **options)
-        raise ValueError(
-            f"a run queue lives in SQLite (sqlite:///path.db) or PostgreSQL "
-            f"(postgresql://...), not {url!r}"
-        )
+            queue = PostgresRunQueue.open_url(url, **options)
+        else:
+            raise ValueError(
+                f"a run queue lives in SQLite (sqlite:///path.db) or PostgreSQL "
+                f"(postgresql://...), not {url!r}"
+            )
+        if codec is not None:
+            queue.codec = codec
+        return queue
 
     async def submit(
         self,
@@ -225,8 +242,7 @@ class RunQueue(abc.ABC):
             )
         built.state.check(state, f"the initial state of run {trace!r}")
         first = Checkpoint.first(built.start, state, metadata={"source": "input"})
-        codec: SerdeCheckpointCodec[Any] = SerdeCheckpointCodec(built.state_type)
-        blob = codec.serialize(first, built.hash_u64(), trace)
+        blob = self.codec.for_state(built.state_type).serialize(first, built.hash_u64(), trace)
         check_blob("submit", blob)
         return await self._submit(
             blob, built.name, priority=priority, dedup_key=dedup_key, max_attempts=max_attempts
@@ -269,12 +285,7 @@ class RunQueue(abc.ABC):
             given["update"] = update
         if value is not _UNSET:
             given["value"] = value
-        encoded: bytes | None = None
-        if given:
-            try:
-                encoded = msgspec.msgpack.encode(to_plain(given))
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise TypeError(f"the resume of run {trace!r} cannot be stored: {exc}") from None
+        encoded = encode_resume(given, self.codec.encryption, trace) if given else None
         await self._resume(trace, encoded)
 
     async def cancel(self, trace_id: TraceId | str) -> bool:

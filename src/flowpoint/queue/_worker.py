@@ -16,13 +16,9 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, Final
 
-import msgspec
-
 from flowpoint.blob import CheckpointBlob
-from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.errors import (
     CheckpointStoreError,
-    CorruptCheckpoint,
     GraphDefinitionError,
     LeaseLost,
     StorageError,
@@ -38,6 +34,7 @@ from flowpoint.queue._base import (
     positive_seconds,
 )
 from flowpoint.queue._fencing import LeasedStore
+from flowpoint.queue._resumes import decode_resume
 from flowpoint.stores._fenced import Fence
 from flowpoint.typed import TypedCheckpointStore
 
@@ -71,7 +68,8 @@ class Worker:
 
     ``interrupt_before`` and ``interrupt_after`` name nodes to pause at, as
     :class:`~flowpoint.Runner` takes them, in whichever graphs have them. Runs
-    are saved with the stock codec of their graph's state type. Events (claims,
+    are saved with the queue's codec settings (``RunQueue.open(url, codec=...)``)
+    for their graph's state type. Events (claims,
     saves, lost leases, settled runs) are logged on the ``flowpoint.worker``
     logger, with ``event``, ``trace_id``, ``epoch`` and ``worker`` attributes.
     """
@@ -104,7 +102,7 @@ class Worker:
         # resuming them migrates them first (graph/_migrate.py).
         self._serving = _served_hashes(self._graphs)
         self._codecs = {
-            fingerprint: SerdeCheckpointCodec(graph.state_type)
+            fingerprint: queue.codec.for_state(graph.state_type)
             for fingerprint, graph in self._graphs.items()
         }
         self._interrupts = _interrupts(self._graphs, interrupt_before, interrupt_after)
@@ -273,7 +271,16 @@ class Worker:
             interrupt_after=after,
         )
         try:
-            given = {} if claim.pending_update is None else _decode(claim.pending_update)
+            given = (
+                {}
+                if claim.pending_update is None
+                else decode_resume(
+                    claim.pending_update,
+                    self.queue.codec.encryption,
+                    claim.trace_id,
+                    allow_unencrypted=self.queue.codec.allow_unencrypted,
+                )
+            )
             update = graph.state.decode_update(given.get("update"))
             if "value" in given:
                 result = await runner.resume(claim.trace_id, update, value=given["value"])
@@ -375,14 +382,6 @@ class Worker:
             if key not in kept and key not in self._settling:
                 self._event(logging.WARNING, "lease_lost", claim)
                 task.cancel()
-
-
-def _decode(resume: bytes) -> dict[str, Any]:
-    """A resume's stored ``{"update": ..., "value": ...}``; anything else is damage."""
-    found = msgspec.msgpack.decode(resume)
-    if not isinstance(found, dict) or not set(found) <= {"update", "value"}:
-        raise CorruptCheckpoint(None, f"a queued run's resume holds {type(found).__name__}")
-    return found
 
 
 def _served_hashes(graphs: dict[int, BuiltGraph[Any]]) -> dict[int, int]:

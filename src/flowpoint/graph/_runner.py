@@ -344,11 +344,11 @@ class Runner(Generic[S]):
         except GraphMismatch as mismatch:
             if self.graph.migrations.path(mismatch.actual) is not None:
                 moved = await self._migrator.plan_checkpoint(trace, checkpoint_id, mismatch.actual)
-                source = None if moved is None else moved.source
-                base = None if moved is None else moved.checkpoint
-                if moved is not None:
-                    metadata["migrated_from"] = f"0x{moved.from_hash:016x}"
-                    metadata["migration"] = ", ".join(one.name for one in moved.path)
+                if moved is None:
+                    raise TraceNotFound(f"there is no checkpoint {checkpoint_id}") from None
+                source, base = moved.source, moved.checkpoint
+                metadata["migrated_from"] = f"0x{moved.from_hash:016x}"
+                metadata["migration"] = ", ".join(one.name for one in moved.path)
             elif allow_graph_change:
                 source = base = await self.store.load(checkpoint_id, None)
             else:
@@ -495,22 +495,23 @@ class Runner(Generic[S]):
                 if streaming():
                     await emit(NodeStarted(step.trace, at, task.node, task.id, n))
                 with silenced():
-                    if spec.subgraph is not None:
+                    if spec.subgraph is None:
                         return await run_answering(
-                            task.id,
-                            answers,
-                            lambda: self._subgraphs.run(
-                                step.trace,
-                                at,
-                                task.node,
-                                task.id,
-                                argument,
-                                alone=not several,
-                                child_step=None if record is None else record.child_step,
-                            ),
+                            task.id, answers, lambda: call(spec.function, argument, context)
                         )
+                    # A subgraph node answers its child trace's questions with the task's.
                     return await run_answering(
-                        task.id, answers, lambda: call(spec.function, argument, context)
+                        task.id,
+                        answers,
+                        lambda: self._subgraphs.run(
+                            step.trace,
+                            at,
+                            task.node,
+                            task.id,
+                            argument,
+                            alone=not several,
+                            child_step=None if record is None else record.child_step,
+                        ),
                     )
 
             update = await retrying(spec.retry, attempt)

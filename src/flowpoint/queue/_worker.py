@@ -271,16 +271,15 @@ class Worker:
             interrupt_after=after,
         )
         try:
-            given = (
-                {}
-                if claim.pending_update is None
-                else decode_resume(
+            given: dict[str, Any] = {}
+            if claim.pending_update is not None:
+                codec = self.queue.codec
+                given = decode_resume(
                     claim.pending_update,
-                    self.queue.codec.encryption,
+                    codec.encryption,
                     claim.trace_id,
-                    allow_unencrypted=self.queue.codec.allow_unencrypted,
+                    allow_unencrypted=codec.allow_unencrypted,
                 )
-            )
             update = graph.state.decode_update(given.get("update"))
             if "value" in given:
                 result = await runner.resume(claim.trace_id, update, value=given["value"])

@@ -116,15 +116,11 @@ _INSERT_SQL: Final = (
     "created_at, current_node, metadata, size, data) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %b)"
 )
-# Many checkpoints in one statement (group commit): a row that conflicts with a stored
-# one, or with an earlier row of the batch, is left out, and the ids returned are the
-# rows that went in. One VALUES tuple per row, so each value is adapted by itself.
-_INSERT_BATCH_SQL: Final = (
-    "INSERT INTO {checkpoints} (checkpoint_id, trace_id, step, parent_id, graph_hash, "
-    "created_at, current_node, metadata, size, data) VALUES {rows} "
-    "ON CONFLICT DO NOTHING RETURNING checkpoint_id"
-)
-_INSERT_BATCH_ROW: Final = "(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %b)"
+# The VALUES of each row after the first of a many-row INSERT (group commit), and what
+# ends it: a row that conflicts with a stored one, or with an earlier row of the batch,
+# is left out, and the ids returned are the rows that went in.
+_INSERT_ROW: Final = ", (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %b)"
+_INSERT_BATCH_END: Final = " ON CONFLICT DO NOTHING RETURNING checkpoint_id"
 _LOAD_SQL: Final = f"SELECT {_HEADER}, data FROM {{checkpoints}} WHERE checkpoint_id = %s"
 _LATEST_SQL: Final = (
     f"SELECT {_HEADER}, data FROM {{checkpoints}} WHERE trace_id = %s ORDER BY step DESC LIMIT 1"
@@ -295,8 +291,6 @@ class Statements:
         self.schema_version = render("SELECT max(version) FROM {migrations}")
         self.record_migration = render("INSERT INTO {migrations} (version) VALUES (%s)")
         self.insert = render(_INSERT_SQL)
-        self._insert_batch = render(_INSERT_BATCH_SQL.replace("{rows}", "{{rows}}"))
-        self._insert_batches: dict[int, str] = {}
         self.load = render(_LOAD_SQL)
         self.latest = render(_LATEST_SQL)
         self.steps = render(_STEPS_SQL)
@@ -336,11 +330,7 @@ class Statements:
 
     def insert_batch(self, rows: int) -> str:
         """The INSERT of ``rows`` checkpoints at once, returning the ids of those that went in."""
-        statement = self._insert_batches.get(rows)
-        if statement is None:
-            values = ", ".join([_INSERT_BATCH_ROW] * rows)
-            statement = self._insert_batches[rows] = self._insert_batch.replace("{rows}", values)
-        return statement
+        return self.insert + _INSERT_ROW * (rows - 1) + _INSERT_BATCH_END
 
     def prune(self, *, keep: bool, cutoff: bool) -> str:
         """The prune, by the rules given: ``%(trace)s``, ``%(keep)s``, ``%(cutoff)s``.

@@ -127,7 +127,7 @@ def test_importing_flowpoint_imports_no_backend() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert (
         out.stdout.strip() == "['flowpoint.stores._base', 'flowpoint.stores._fenced', "
-        "'flowpoint.stores._registry', 'flowpoint.stores.memory']"
+        "'flowpoint.stores._registry', 'flowpoint.stores._thread', 'flowpoint.stores.memory']"
     )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "MetadataValue",
     "PendingWrite",
     "check_write_key",
+    "metadata_has_room",
     "validate_current_node",
     "validate_metadata",
 ]
@@ -75,37 +76,29 @@ def validate_metadata(metadata: Mapping[str, object] | None) -> dict[str, Metada
         raise ValueError(f"metadata has {len(metadata)} keys; at most {MAX_METADATA_KEYS}")
     checked: dict[str, MetadataValue] = {}
     for key, value in metadata.items():
-        if not isinstance(key, str):
-            raise ValueError(f"metadata keys must be str, not {type(key).__name__}: {key!r:.40}")
+        if type(key) is not str:
+            if not isinstance(key, str):
+                raise ValueError(
+                    f"metadata keys must be str, not {type(key).__name__}: {key!r:.40}"
+                )
+            key = str.__str__(key)
         if len(key) > MAX_METADATA_KEY_LENGTH:
             raise ValueError(
                 f"metadata key {key!r:.40} is {len(key)} characters; "
                 f"at most {MAX_METADATA_KEY_LENGTH}"
             )
-        # A subclass (an enum of str, say) is kept as its plain value: what is stored.
-        if isinstance(value, str):
+        # The plain types first, as nearly all metadata is: every save checks it.
+        if type(value) is str:
             if len(value) > MAX_METADATA_STRING_LENGTH:
-                raise ValueError(
-                    f"metadata {key!r}: the string is {len(value)} characters; "
-                    f"at most {MAX_METADATA_STRING_LENGTH}"
-                )
-            value = str.__str__(value)  # str() of a (str, Enum) member is its name
-        elif value is None or isinstance(value, bool):
+                raise _long_string(key, value)
+        elif value is None or type(value) is bool:
             pass
-        elif isinstance(value, int):
+        elif type(value) is int:
             if not _INT64_MIN <= value <= _INT64_MAX:
                 raise ValueError(f"metadata {key!r}: int does not fit in 64 bits")
-            value = int(value)
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise ValueError(f"metadata {key!r}: float must be finite, got {value!r}")
-            value = float(value)
         else:
-            raise ValueError(
-                f"metadata {key!r}: values must be str, int, float, bool or None, "
-                f"not {type(value).__name__}"
-            )
-        checked[str.__str__(key)] = value
+            value = _metadata_value(key, value)
+        checked[key] = value
     if checked:
         size = len(msgspec.json.encode(checked))
         if size > MAX_METADATA_SIZE:
@@ -113,6 +106,50 @@ def validate_metadata(metadata: Mapping[str, object] | None) -> dict[str, Metada
                 f"metadata is {size} bytes as JSON; at most {MAX_METADATA_SIZE} in all"
             )
     return checked
+
+
+def metadata_has_room(checked: Mapping[str, MetadataValue]) -> bool:
+    """Whether metadata of valid keys and values is within the bounds on the whole.
+
+    :func:`validate_metadata`'s count and size checks alone, for metadata made of
+    checked metadata and keys of flowpoint's own.
+    """
+    if len(checked) > MAX_METADATA_KEYS:
+        return False
+    try:
+        return len(msgspec.json.encode(checked)) <= MAX_METADATA_SIZE
+    except (msgspec.EncodeError, TypeError):  # changed since it was checked: refused later
+        return False
+
+
+def _metadata_value(key: str, value: object) -> MetadataValue:
+    """A metadata value that is not of a plain type, as its plain value; else ``ValueError``.
+
+    A subclass (an enum of str, say) is kept as its plain value: what is stored.
+    """
+    if isinstance(value, str):
+        if len(value) > MAX_METADATA_STRING_LENGTH:
+            raise _long_string(key, value)
+        return str.__str__(value)  # str() of a (str, Enum) member is its name
+    if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(f"metadata {key!r}: int does not fit in 64 bits")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"metadata {key!r}: float must be finite, got {value!r}")
+        return float(value)
+    raise ValueError(
+        f"metadata {key!r}: values must be str, int, float, bool or None, "
+        f"not {type(value).__name__}"
+    )
+
+
+def _long_string(key: str, value: str) -> ValueError:
+    return ValueError(
+        f"metadata {key!r}: the string is {len(value)} characters; "
+        f"at most {MAX_METADATA_STRING_LENGTH}"
+    )
 
 
 def validate_current_node(current_node: object) -> str | None:

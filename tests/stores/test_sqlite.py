@@ -483,7 +483,7 @@ async def queued(store: SqliteBlobStore, count: int) -> None:
 def occupy(store: SqliteBlobStore) -> threading.Event:
     """Keep the store's thread busy until the returned event is set."""
     release = threading.Event()
-    store._worker_threads.submit(release.wait)
+    store._work_thread.post(release.wait)
     return release
 
 

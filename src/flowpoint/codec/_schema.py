@@ -121,14 +121,14 @@ class StateSchema:
         if self.plain and (fields is not None or body_format == "json"):
             return  # plain dicts with str keys: anything encodable decodes back
         checks = self._fields
-        if body is None:
-            body = join_fields(fields or {})
         split: dict[str, bytes] | dict[str, msgspec.Raw] | None = fields
-        if checks is not None and body_format == "json":
-            split = _json_fields.decode(body)
-        if checks is None or split is None:
-            self._decode_checked(self.decoders[body_format], body, "$")
-            return
+        # MessagePack fields are checked one by one, without joining them whole.
+        if checks is None or split is None or body_format == "json":
+            whole = body if body is not None else join_fields(fields or {})
+            if checks is None or body_format != "json":
+                self._decode_checked(self.decoders[body_format], whole, "$")
+                return
+            split = _json_fields.decode(whole)
         checks.check_keys(split, self.state_type)
         for key, value in split.items():
             field = checks.field(key)

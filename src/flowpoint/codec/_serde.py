@@ -16,7 +16,7 @@ from flowpoint.blob import (
     Metadata,
     PendingWrite,
     check_header,
-    validate_metadata,
+    metadata_has_room,
 )
 from flowpoint.checkpoint import Checkpoint, S, State, TaskWrite
 from flowpoint.codec._base import DeltaCheckpointCodec, WriteCodec
@@ -328,9 +328,10 @@ class SerdeCheckpointCodec(DeltaCheckpointCodec[S], WriteCodec, Generic[S]):
         metadata: Metadata = dict(checkpoint.metadata)
         if delta is not None and base is not None:
             with_base = {**metadata, DELTA_BASE_KEY: str(base.checkpoint_id)}
-            try:
-                metadata = validate_metadata(with_base)
-            except ValueError:  # no room for the base's id: store the state whole
+            # The checkpoint checked its metadata when it was made: only the room is left.
+            if metadata_has_room(with_base):
+                metadata = with_base
+            else:  # no room for the base's id: store the state whole
                 delta = None
         header_fields = {
             "checkpoint_id": checkpoint.checkpoint_id,

@@ -6,8 +6,8 @@ plain code. The saver's work is one coroutine per call, run so that no store or
 cache is ever used from two places at once:
 
 - over a store of blocking calls (memory, file, SQLite), the coroutine runs to its
-  end in one thread, under one lock: the caller's thread for a blocking method, a
-  worker thread for an async one (so the event loop never waits on I/O);
+  end in one thread, under one lock: the caller's thread for a blocking method, the
+  saver's work thread for an async one (so the event loop never waits on I/O);
 - over a store with an async driver (PostgreSQL, Redis, S3) that the saver opened
   itself (``from_url``), every coroutine runs on the saver's own event loop, in a
   thread of its own, so that the driver's connections belong to one loop whichever
@@ -22,11 +22,13 @@ cache is ever used from two places at once:
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from flowpoint.stores._base import BlobCheckpointStore, BlockingBlobStore, run_in_caller_thread
+from flowpoint.stores._thread import WorkThread
 
 __all__ = ["Runner"]
 
@@ -44,6 +46,8 @@ class Runner:
         self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # Where an async method's work runs over a store of blocking calls.
+        self._work_thread = WorkThread("flowpoint-langgraph-work")
         self.closed = False
 
     def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
@@ -70,7 +74,7 @@ class Runner:
             coroutine.close()
             raise RuntimeError("this FlowpointSaver is closed")
         if self.blocking:
-            return await asyncio.get_running_loop().run_in_executor(None, self._run_here, coroutine)
+            return await self._work_thread.run(functools.partial(self._run_here, coroutine))
         if not self.owned:
             self._home = asyncio.get_running_loop()
             return await coroutine
@@ -82,6 +86,7 @@ class Runner:
     def stop(self) -> None:
         """Stop the saver's own loop, if it has one. Later calls raise ``RuntimeError``."""
         self.closed = True
+        self._work_thread.close()
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or loop.is_closed():
             return

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import string
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
-from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from flowpoint.blob import (
 )
 from flowpoint.errors import CheckpointConflict, CheckpointStoreError, StorageError
 from flowpoint.ids import CheckpointId, TraceId, coerce_checkpoint_id, validate_trace_id
+from flowpoint.stores._thread import WorkThread
 
 __all__ = [
     "HISTORY_PAGE",
@@ -797,17 +797,17 @@ class BlockingBlobStore(BlobCheckpointStore):
     coroutines await nothing but :meth:`_blocking`.
     """
 
-    _worker_threads: Executor | None = None
-    """Where :meth:`_blocking` runs work for async callers; ``None``: the loop's default."""
+    _work_thread: WorkThread | None = None
+    """Where :meth:`_blocking` runs work for async callers; ``None``: the loop's executor."""
 
     async def _blocking(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run ``fn`` in a worker thread, or at once under :func:`run_in_caller_thread`."""
         if _IN_CALLER_THREAD.get():
             return fn(*args, **kwargs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._worker_threads, functools.partial(fn, *args, **kwargs)
-        )
+        call = functools.partial(fn, *args, **kwargs)
+        if self._work_thread is not None:
+            return await self._work_thread.run(call)
+        return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 def in_caller_thread() -> bool:

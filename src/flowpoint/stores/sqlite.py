@@ -44,7 +44,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -92,6 +91,7 @@ from flowpoint.stores._columns import (
     write_from_columns,
 )
 from flowpoint.stores._fenced import Fence, FencedBlobStore
+from flowpoint.stores._thread import WorkThread
 
 __all__ = ["SqliteBlobStore", "insert_checkpoint", "write_transaction"]
 
@@ -190,9 +190,7 @@ class SqliteBlobStore(
         self._path = os.path.abspath(raw)
         self._busy_timeout = float(busy_timeout)
         self._durability: Durability = durability
-        self._worker_threads: ThreadPoolExecutor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="flowpoint-sqlite"
-        )
+        self._work_thread: WorkThread = WorkThread("flowpoint-sqlite")
         # Saves waiting for the store's thread (group commit):
         self._queue_lock = threading.Lock()
         self._queue: list[_PendingSave] = []
@@ -217,7 +215,7 @@ class SqliteBlobStore(
             await self._blocking(self._disconnect)
         finally:
             # The thread exits once its queue is empty; nothing here waits for it.
-            self._worker_threads.shutdown(wait=False)
+            self._work_thread.close()
 
     # -- the operations ----------------------------------------------------------------
 
@@ -245,8 +243,8 @@ class SqliteBlobStore(
             self._queue.append(pending)
             if not self._flush_scheduled:
                 try:
-                    self._worker_threads.submit(self._flush)
-                except RuntimeError as exc:  # the thread pool was shut down (interpreter exit)
+                    self._work_thread.post(self._flush)
+                except RuntimeError as exc:  # the store's thread was closed
                     self._queue.remove(pending)
                     raise StorageError(f"{self!r} cannot save: {exc}") from exc
                 self._flush_scheduled = True
@@ -453,7 +451,7 @@ class SqliteBlobStore(
         """Run ``fn(connection, arg)`` on the store's thread; one round trip per call."""
         try:
             return await self._blocking(self._call, fn, arg)
-        except RuntimeError as exc:  # the thread pool was shut down (interpreter exit)
+        except RuntimeError as exc:  # the store's thread was closed
             raise StorageError(f"{self!r} cannot run {action}: {exc}") from exc
 
     def _call(self, fn: Callable[[sqlite3.Connection, _A], _T], arg: _A) -> _T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -11,8 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from flowpoint import RunQueue
+import pytest
+
+from flowpoint import RunQueue, TypedCheckpointStore
 from flowpoint.cli._output import ExitCode
+from flowpoint.codec import KeyRing, SerdeCheckpointCodec
+from flowpoint.errors import CodecError
 from flowpoint.queue._base import RunStatus, Settlement
 from tests.cli.conftest import invoke, sqlite_url
 from tests.queue import graphs
@@ -94,7 +99,7 @@ def test_runs_refuses_bad_input(tmp_path: Path) -> None:
     assert "a run queue lives in SQLite" in other.output
 
 
-def serve_until(url: str, target: str, expected: list[str]) -> str:
+def serve_until(url: str, target: str, expected: list[str], *options: str) -> str:
     """Run ``flowpoint worker TARGET`` until the runs have ``expected`` statuses; its stderr."""
 
     async def statuses() -> list[str]:
@@ -103,9 +108,10 @@ def serve_until(url: str, target: str, expected: list[str]) -> str:
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     env.pop("FLOWPOINT_STORE", None)
+    env.pop("FLOWPOINT_KEYRING", None)
     command = [sys.executable, "-m", "flowpoint.cli", "worker", target]
     child = subprocess.Popen(
-        [*command, "--store", url, "--concurrency", "2"],
+        [*command, "--store", url, "--concurrency", "2", *options],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -149,6 +155,59 @@ def test_worker_applies_the_interrupts_of_a_runner(tmp_path: Path) -> None:
     asyncio.run(submit())
     stderr = serve_until(url, "tests.queue.graphs:APPROVAL_RUNNER", ["interrupted"])
     assert "run 'ticket' epoch 1: interrupted" in stderr
+
+
+def test_worker_with_a_keyring_serves_an_encrypted_queue(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "runs.db")
+    ring = KeyRing({"k1": bytes(range(32))}, primary="k1")
+    ring_file = tmp_path / "ring.json"
+    ring_file.write_text(
+        json.dumps({"primary": "k1", "keys": {"k1": base64.b64encode(bytes(range(32))).decode()}})
+    )
+    sealed = SerdeCheckpointCodec(encryption=ring)
+
+    async def submit() -> None:
+        async with RunQueue.open(url, codec=sealed) as queue:
+            for n in range(2):
+                await queue.submit(graphs.SERVED, f"t{n}", graphs.start(n))
+
+    asyncio.run(submit())
+    stderr = serve_until(
+        url, "tests.queue.graphs:SERVED", ["done"] * 2, "--keyring", str(ring_file)
+    )
+    assert "encrypting with key 'k1'" in stderr
+
+    async def stored() -> None:
+        async with RunQueue.open(url, codec=sealed) as queue:
+            state_type = graphs.SERVED.state_type
+            opened = TypedCheckpointStore(queue.store, sealed.for_state(state_type))
+            latest = await opened.load_latest("t1", graphs.SERVED.hash_u64())
+            assert latest is not None
+            assert latest.state["visited"] == list(graphs.NODES)
+            stock = SerdeCheckpointCodec(state_type)
+            history = await queue.store.history("t1")
+            assert len(history) == len(graphs.NODES) + 1
+            for info in history:  # what the worker saved is encrypted too
+                blob = await queue.store.load(info.checkpoint_id)
+                assert blob is not None
+                with pytest.raises(CodecError, match="encrypted with key 'k1'"):
+                    stock.deserialize(blob, graphs.SERVED.hash_u64())
+
+    asyncio.run(stored())
+
+
+def test_worker_refuses_a_bad_keyring_before_it_starts(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "runs.db")
+    bad = tmp_path / "ring.json"
+    bad.write_text('{"primary": "k1", "keys": {"k1": "not base64!"}}')
+    result = invoke("worker", "tests.queue.graphs:SERVED", "--store", url, "--keyring", str(bad))
+    assert result.exit_code == ExitCode.ERROR
+    assert "key 'k1' is not a base64 string" in result.output
+    missing = invoke(
+        "worker", "tests.queue.graphs:SERVED", "--store", url, "--keyring", str(tmp_path / "no")
+    )
+    assert missing.exit_code == ExitCode.ERROR
+    assert not (tmp_path / "runs.db").exists()  # nothing was opened
 
 
 def test_worker_refuses_what_it_cannot_load(tmp_path: Path) -> None:

@@ -10,7 +10,16 @@ from typing import Annotated, Any
 
 import typer
 
-from flowpoint.cli._common import DebugOption, JsonOption, Settings, StoreOption, local_path, shown
+from flowpoint.cli._common import (
+    DebugOption,
+    JsonOption,
+    KeyringOption,
+    Settings,
+    StoreOption,
+    load_keyring,
+    local_path,
+    shown,
+)
 from flowpoint.cli._graph import load_graph
 from flowpoint.cli._output import (
     emit_json,
@@ -21,6 +30,7 @@ from flowpoint.cli._output import (
     stdout_console,
     table,
 )
+from flowpoint.codec import SerdeCheckpointCodec
 from flowpoint.queue import QueuedRun, RunQueue, RunStatus, Worker
 
 __all__ = ["runs", "worker"]
@@ -50,21 +60,26 @@ def worker(
         ),
     ] = 30.0,
     store: StoreOption = None,
+    keyring: KeyringOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Serve the runs of these graphs from the queue in --store until SIGTERM.
 
     The first SIGTERM (or Ctrl-C) lets the runs finish their node, save and release
     their lease; a second one stops at once. Claims, lost leases and settled runs
-    are logged on stderr.
+    are logged on stderr. With --keyring (or FLOWPOINT_KEYRING) the runs are read
+    and saved encrypted, as by a queue opened with that key ring.
     """
-    settings = Settings.of(ctx, store=store, debug=debug)
+    settings = Settings.of(ctx, store=store, debug=debug, keyring=keyring)
     run(lambda: _worker(settings, targets, concurrency, lease), debug=settings.debug)
 
 
 def _worker(settings: Settings, targets: list[str], concurrency: int, lease: float) -> None:
     loaded = [load_graph(target) for target in targets]
-    queue = RunQueue.open(settings.store)
+    # The key ring is read before anything starts: a bad file is one line and exit 1.
+    ring = None if settings.keyring is None else load_keyring(settings.keyring)
+    codec = None if ring is None else SerdeCheckpointCodec(encryption=ring)
+    queue = RunQueue.open(settings.store, codec=codec)
     serving = Worker(
         queue,
         graphs=[graph for graph, _, _ in loaded],
@@ -75,7 +90,10 @@ def _worker(settings: Settings, targets: list[str], concurrency: int, lease: flo
     )
     _log_events()
     names = ", ".join(f"{graph.name} ({format_hash(graph.hash_u64())})" for graph, _, _ in loaded)
-    typer.echo(f"{serving.worker_id} serves {names} from {shown(settings.store)}", err=True)
+    encrypted = "" if ring is None else f", encrypting with key {ring.primary!r}"
+    typer.echo(
+        f"{serving.worker_id} serves {names} from {shown(settings.store)}{encrypted}", err=True
+    )
     serving.run()
 
 

@@ -207,6 +207,7 @@ def test_worker_refuses_a_bad_keyring_before_it_starts(tmp_path: Path) -> None:
         "worker", "tests.queue.graphs:SERVED", "--store", url, "--keyring", str(tmp_path / "no")
     )
     assert missing.exit_code == ExitCode.ERROR
+    assert "cannot read key ring" in missing.output
     assert not (tmp_path / "runs.db").exists()  # nothing was opened
 
 

@@ -94,8 +94,7 @@ def validate_metadata(metadata: Mapping[str, object] | None) -> dict[str, Metada
         elif value is None or type(value) is bool:
             pass
         elif type(value) is int:
-            if not _INT64_MIN <= value <= _INT64_MAX:
-                raise ValueError(f"metadata {key!r}: int does not fit in 64 bits")
+            _check_int64(key, value)
         else:
             value = _metadata_value(key, value)
         checked[key] = value
@@ -123,7 +122,7 @@ def metadata_has_room(checked: Mapping[str, MetadataValue]) -> bool:
 
 
 def _metadata_value(key: str, value: object) -> MetadataValue:
-    """A metadata value that is not of a plain type, as its plain value; else ``ValueError``.
+    """A float, or a subclass of str or int, as its plain value; anything else ``ValueError``.
 
     A subclass (an enum of str, say) is kept as its plain value: what is stored.
     """
@@ -132,8 +131,7 @@ def _metadata_value(key: str, value: object) -> MetadataValue:
             raise _long_string(key, value)
         return str.__str__(value)  # str() of a (str, Enum) member is its name
     if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise ValueError(f"metadata {key!r}: int does not fit in 64 bits")
+        _check_int64(key, value)
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -143,6 +141,11 @@ def _metadata_value(key: str, value: object) -> MetadataValue:
         f"metadata {key!r}: values must be str, int, float, bool or None, "
         f"not {type(value).__name__}"
     )
+
+
+def _check_int64(key: str, value: int) -> None:
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"metadata {key!r}: int does not fit in 64 bits")
 
 
 def _long_string(key: str, value: str) -> ValueError:

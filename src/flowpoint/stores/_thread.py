@@ -4,7 +4,7 @@ What ``loop.run_in_executor`` with a one-thread pool does, at about half its cos
 a call is queued for the thread, which hands its outcome straight back to the
 caller's event loop. The pool's way adds a ``concurrent.futures.Future`` (with its
 condition variable) and the chaining of that future to the loop's, about 25 µs a
-call on our machines, which is a good part of a small load's time.
+call on the VM we measured, which is a good part of a small load's time.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from flowpoint import (
     KeyRing,
     SerdeCheckpointCodec,
 )
+from flowpoint.codec import _schema
 from flowpoint.codec._envelope import MAGIC
-from flowpoint.codec._schema import StateSchema
 from tests.states import DataclassState, PydanticState, StructState, samples
 
 GRAPH = 0x1122334455667788
@@ -316,13 +316,18 @@ def test_raw_fields_appended_to_are_checked_by_what_they_gained(
     _, frame = codec.encode(first, 1, "t", None)
     assert frame is not None
     checked: list[int] = []
-    real = StateSchema._decode_checked
 
-    def counted(self: StateSchema, decoder: Any, body: Any, *args: Any) -> None:
-        checked.append(len(body))
-        real(self, decoder, body, *args)
+    class Counted:
+        def __init__(self, decoder: Any) -> None:
+            self.decoder = decoder
 
-    monkeypatch.setattr(StateSchema, "_decode_checked", counted)
+        def decode(self, body: Any) -> Any:
+            checked.append(len(body))
+            return self.decoder.decode(body)
+
+    # What a raw-fields state's save decodes to check it is well-formed MessagePack.
+    monkeypatch.setattr(_schema, "_raw_value", Counted(_schema._raw_value))
+    monkeypatch.setattr(_schema, "_raw_values", Counted(_schema._raw_values))
     longer = first.child("n", {"messages": msgspec.Raw(enc([*history, "y" * 200]))})
     delta, _ = codec.encode(longer, 1, "t", frame)
     assert codec.base_of(delta) is not None

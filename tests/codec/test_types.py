@@ -201,14 +201,19 @@ def test_a_plain_dict_state_with_keys_that_are_not_str_is_refused() -> None:
 
 
 async def test_raw_fields_are_checked_where_they_grew(monkeypatch: pytest.MonkeyPatch) -> None:
-    checked: list[tuple[str, int]] = []
-    real = _schema.StateSchema._decode_checked
+    checked: list[int] = []
 
-    def counted(self: Any, decoder: Any, body: Any, where: str, first_index: int = 0) -> None:
-        checked.append((where, len(memoryview(body))))
-        real(self, decoder, body, where, first_index)
+    class Counted:
+        def __init__(self, decoder: Any) -> None:
+            self.decoder = decoder
 
-    monkeypatch.setattr(_schema.StateSchema, "_decode_checked", counted)
+        def decode(self, body: Any) -> Any:
+            checked.append(len(memoryview(body)))
+            return self.decoder.decode(body)
+
+    # What a raw-fields state's save decodes to check it is well-formed MessagePack.
+    monkeypatch.setattr(_schema, "_raw_value", Counted(_schema._raw_value))
+    monkeypatch.setattr(_schema, "_raw_values", Counted(_schema._raw_values))
     store = TypedCheckpointStore(InMemoryBlobStore(), SerdeCheckpointCodec(dict[str, msgspec.Raw]))
     encode = msgspec.msgpack.encode
     messages = ["m" * 400 for _ in range(40)]
@@ -219,9 +224,28 @@ async def test_raw_fields_are_checked_where_they_grew(monkeypatch: pytest.Monkey
     messages.append("new")
     checkpoint = checkpoint.child("n", {"messages": msgspec.Raw(encode(messages))})
     await store.save_with_trace("t", checkpoint, GRAPH)
-    assert checked == [("$.messages", 5)]
+    assert checked == [5]  # the array header and the new element, not the array
     # Appended bytes that are no MessagePack value are refused, the array kept as it was.
     broken = msgspec.Raw(encode([*messages, 1])[:-1] + b"\xc1")
     with pytest.raises(CodecError, match=r"\$\.messages"):
         await store.save_with_trace("t", checkpoint.child("n", {"messages": broken}), GRAPH)
     assert await store.load_latest("t", GRAPH) == checkpoint
+
+
+@pytest.mark.parametrize(
+    "bad", [b"\xc1", b"\x92\x01", b"\xa5abc", b"\x01\x02", b"", b"\x91" * 100_000 + b"\x01"]
+)
+async def test_raw_fields_that_are_not_one_msgpack_value_are_refused(bad: bytes) -> None:
+    # Whole (the first save) or replaced in a delta: the field is named, nothing is stored.
+    store = TypedCheckpointStore(InMemoryBlobStore(), SerdeCheckpointCodec(dict[str, msgspec.Raw]))
+    encode = msgspec.msgpack.encode
+    state = {"messages": msgspec.Raw(encode(["m" * 400] * 4)), "turn": msgspec.Raw(encode(1))}
+    broken = {**state, "turn": msgspec.Raw(bad)}
+    with pytest.raises(CodecError, match=r"\$\.turn"):
+        await store.save_with_trace("t", Checkpoint.first("n", broken), GRAPH)
+    assert await store.load_latest("t", GRAPH) is None
+    first = Checkpoint.first("n", state)
+    await store.save_with_trace("t", first, GRAPH)
+    with pytest.raises(CodecError, match=r"\$\.turn"):
+        await store.save_with_trace("t", first.child("n", broken), GRAPH)
+    assert await store.load_latest("t", GRAPH) == first

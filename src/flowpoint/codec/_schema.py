@@ -120,6 +120,13 @@ class StateSchema:
         """
         if self.plain and (fields is not None or body_format == "json"):
             return  # plain dicts with str keys: anything encodable decodes back
+        if self.raw_fields and fields is not None and body_format == "msgpack":
+            try:
+                _check_well_formed(fields, changed)
+            except Exception:  # msgspec's errors, a RecursionError...
+                pass  # the checks below say which field does not fit, and where
+            else:
+                return
         checks = self._fields
         split: dict[str, bytes] | dict[str, msgspec.Raw] | None = fields
         # MessagePack fields are checked one by one, without joining them whole.
@@ -341,6 +348,29 @@ def _is_plain(wire_type: Any) -> bool:
 def _is_raw_fields(wire_type: Any) -> bool:
     """Whether ``wire_type`` is ``dict[str, msgspec.Raw]``."""
     return typing.get_origin(wire_type) is dict and typing.get_args(wire_type) == (str, msgspec.Raw)
+
+
+_raw_value = msgspec.msgpack.Decoder(msgspec.Raw)
+_raw_values = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+def _check_well_formed(fields: dict[str, bytes], changed: Delta | None) -> None:
+    """Raise unless the fields of a raw-fields state are each one MessagePack value.
+
+    What :meth:`StateSchema.check` checks of such a state, without its per-field
+    bookkeeping: each field whole, or for a delta only what it changed.
+    """
+    if changed is None:
+        for value in fields.values():
+            _raw_value.decode(value)
+        return
+    for value in changed.replaced.values():
+        _raw_value.decode(value)
+    for count, tail in changed.appended.values():
+        _raw_values.decode(encode_array_header(count) + tail)
+    for _, elements in changed.patched.values():
+        for element in elements.values():
+            _raw_value.decode(element)
 
 
 def _pydantic_model(tp: Any) -> Any:
